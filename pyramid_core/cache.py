@@ -1,0 +1,151 @@
+"""The per-request KV store: one buffer per layer, a different length in each, original positions kept.
+
+Layout of one layer, for a batch of B sequences:
+
+    keys, values: [B, H_kv, capacity, D]   slots 0..length-1 are in use
+    positions:    [B, capacity]            original RoPE position of each slot, -1 for an empty slot
+
+Rows are right-aligned: a row's tokens sit in order at the end of the used slots, and a row that holds
+fewer tokens than the longest one has empty slots (position -1) at the front. That covers left-padded
+prompts and rows that a policy compressed to different lengths with one representation; attention masks
+are built from positions alone (engine.attention_mask), so an empty slot is never attended, kept or
+counted.
+
+Buffers grow in blocks of `block` slots, so a decode step writes in place instead of concatenating the
+whole cache (what transformers' DynamicCache does). `nbytes()` is what the buffers hold, spare slots
+included: that is the memory the cache really takes.
+
+Counts of valid tokens per row are tracked on the host, so reading them never waits for the GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class LayerCache:
+    """Keys, values and original positions of one layer, for every row of the batch."""
+
+    def __init__(self, batch: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device, block: int):
+        self.block = block
+        self.keys = torch.empty(batch, kv_heads, 0, head_dim, dtype=dtype, device=device)
+        self.values = torch.empty_like(self.keys)
+        self.positions = torch.empty(batch, 0, dtype=torch.long, device=device)
+        self.length = 0
+        self.counts = [0] * batch  # valid tokens per row, on the host
+        self.has_holes = False     # some row has empty slots in use
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[2]
+
+    def view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(keys [B, H_kv, T, D], values [B, H_kv, T, D], positions [B, T]) of the slots in use."""
+        n = self.length
+        return self.keys[:, :, :n], self.values[:, :, :n], self.positions[:, :n]
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
+               valid_counts: list[int]) -> None:
+        """Write t new slots per row. keys, values: [B, H_kv, t, D]; positions: [B, t] (-1 = empty)."""
+        B, H, t, D = keys.shape
+        assert values.shape == keys.shape and positions.shape == (B, t), "append: shape mismatch"
+        assert len(valid_counts) == B
+        if self.length + t > self.capacity:
+            self._reallocate(self.length + t)
+        end = self.length + t
+        self.keys[:, :, self.length:end] = keys
+        self.values[:, :, self.length:end] = values
+        self.positions[:, self.length:end] = positions
+        self.length = end
+        self.counts = [c + v for c, v in zip(self.counts, valid_counts)]
+        self.has_holes = self.has_holes or any(v != t for v in valid_counts)
+
+    def keep(self, keep_mask: torch.Tensor) -> None:
+        """Keep the slots where keep_mask [B, T] is True, in their order; drop the rest.
+
+        Each row's kept slots move to the end (right-aligned); shorter rows get empty slots in front.
+        """
+        assert keep_mask.shape == (self.keys.shape[0], self.length), "keep: mask shape mismatch"
+        keep_mask = keep_mask & (self.positions[:, : self.length] >= 0)
+        counts = keep_mask.sum(dim=1).tolist()
+        new_len = max(counts) if counts else 0
+        index = right_aligned_index(keep_mask, new_len)
+        keys, values, positions = self.view()
+        rows = torch.arange(keys.shape[0], device=keys.device)[:, None]
+        new_keys = keys[rows, :, index].transpose(1, 2)  # [B, new_len, H, D] -> [B, H, new_len, D]
+        new_values = values[rows, :, index].transpose(1, 2)
+        new_positions = positions.gather(1, index).masked_fill(~keep_mask.gather(1, index), -1)
+        self._reallocate(new_len, fill=(new_keys, new_values, new_positions))
+        self.counts = counts
+        self.has_holes = len(set(counts)) > 1
+
+    def nbytes(self) -> int:
+        return self.keys.numel() * self.keys.element_size() * 2
+
+    def _reallocate(self, needed: int, fill=None) -> None:
+        capacity = -(-needed // self.block) * self.block
+        B, H, _, D = self.keys.shape
+        keys = self.keys.new_empty(B, H, capacity, D)
+        values = self.values.new_empty(B, H, capacity, D)
+        positions = self.positions.new_full((B, capacity), -1)
+        if fill is None:
+            fill = (self.keys[:, :, : self.length], self.values[:, :, : self.length],
+                    self.positions[:, : self.length])
+        n = fill[0].shape[2]
+        keys[:, :, :n], values[:, :, :n], positions[:, :n] = fill
+        self.keys, self.values, self.positions, self.length = keys, values, positions, n
+
+
+def right_aligned_index(keep_mask: torch.Tensor, new_len: int) -> torch.Tensor:
+    """Slot indices [B, new_len] that put each row's kept slots, in order, at the end of the row.
+
+    A stable sort of the keep flags orders dropped slots first and kept ones after, each in their
+    original order; the last new_len of them are what a row keeps (shorter rows pick up a few dropped
+    slots in front, which the caller marks empty).
+    """
+    order = torch.sort(keep_mask.to(torch.int8), dim=1, stable=True).indices
+    return order[:, keep_mask.shape[1] - new_len:]
+
+
+class KVCache:
+    """All layers of one request, plus the per-request state of its policy.
+
+    A policy object is shared between requests and holds nothing between steps: what it must remember
+    (e.g. PyramidInfer's per-layer "compressed up to here" marker) lives in `policy_state[layer]`.
+    The engine also keeps each layer's most recent queries here when the policy scores with them.
+    """
+
+    def __init__(self, num_layers: int, batch: int, kv_heads: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device, block: int = 64):
+        self.layers = [LayerCache(batch, kv_heads, head_dim, dtype, device, block)
+                       for _ in range(num_layers)]
+        self.policy_state: list[dict] = [{} for _ in range(num_layers)]
+        self.recent_queries: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+        self.peak_bytes = 0
+
+    def __getitem__(self, layer: int) -> LayerCache:
+        return self.layers[layer]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def nbytes(self) -> int:
+        """Bytes of K and V held by every layer (spare capacity included)."""
+        return sum(layer.nbytes() for layer in self.layers)
+
+    def update_peak(self) -> int:
+        self.peak_bytes = max(self.peak_bytes, self.nbytes())
+        return self.peak_bytes
+
+    def counts_per_row(self) -> list[list[int]]:
+        """[B][L]: valid tokens each row holds in each layer."""
+        return [list(row) for row in zip(*(layer.counts for layer in self.layers))]
+
+    def positions_of_row(self, row: int = 0) -> list[list[int]]:
+        """Per layer, the original positions row `row` holds, in order."""
+        out = []
+        for layer in self.layers:
+            pos = layer.positions[row, : layer.length]
+            out.append(pos[pos >= 0].tolist())
+        return out

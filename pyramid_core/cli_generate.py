@@ -1,0 +1,35 @@
+"""Generate text from a prompt with a KV-cache mode and report what the cache held."""
+
+from __future__ import annotations
+
+import argparse
+
+from .engine import Sampling
+from .models import EMBEDDED_NAME, load_model
+from .policies.registry import MODES, add_policy_arguments, policy_from_args
+from .session import run_generation
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=EMBEDDED_NAME, help="'embedded', a local HF directory or a hub id")
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--mode", default="baseline", choices=sorted(MODES))
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the default)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--adapter", default=None, help="RecurFormer adapter directory")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
+    add_policy_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> dict:
+    policy = policy_from_args(args)  # knobs are checked before any weights are read
+    sampling = Sampling(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
+    result = run_generation(lm, args.prompt, policy, args.max_new_tokens, sampling)
+    if not args.json:
+        print(result["text"])
+    return result

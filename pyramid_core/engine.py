@@ -1,0 +1,393 @@
+"""The decoder loop: prefill and decode over a Hugging Face model's own modules.
+
+Why our own loop (DESIGN.md section 2): PyramidInfer passes fewer tokens to deeper layers during
+prefill, keeps a different number of tokens in each layer and keeps each token's original RoPE
+position; RecurFormer removes head groups from some layers. Stock `LlamaModel.forward` shares one mask
+and one set of position embeddings across layers, so we drive the modules ourselves and depend only on
+their attributes (embed_tokens, layers[i].{input_layernorm, self_attn.{q,k,v,o}_proj, q_norm, k_norm,
+post_attention_layernorm, mlp}, norm, rotary_emb, lm_head), which Llama, Mistral, Qwen2 and Qwen3 share.
+
+`generate` is a Python generator yielding one `StepRecord` per step; the app and the CLI iterate it.
+Everything per request (the cache, the policy's counters, the random generator) is made inside the
+call, so one loaded model and one policy object serve many requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .cache import KVCache
+from .kernels.scores import attention_probs, recent_attention_scores
+from .models import LoadedModel
+from .policies.base import LayerContext, Policy
+from .policies.full import FullPolicy
+from .trace import LayerAttention, StepRecord
+
+log = logging.getLogger(__name__)
+
+PREFILL_RECORD_QUERIES = 32  # prompt tokens whose mean attention the prefill record shows
+
+
+@dataclass
+class Sampling:
+    """temperature 0 means greedy (argmax); otherwise softmax(logits / T) restricted to the top-p mass."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self):
+        if not 0.0 <= self.temperature <= 10.0:
+            raise ValueError(f"temperature must be in [0, 10], got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+# ----------------------------------------------------------------------------- model pieces
+
+@dataclass
+class Parts:
+    """The modules the loop calls, found once per request."""
+
+    embed: torch.nn.Module
+    layers: torch.nn.ModuleList
+    norm: torch.nn.Module
+    lm_head: torch.nn.Module
+    rotary: torch.nn.Module
+    head_dim: int
+    num_heads: int
+    num_kv_heads: int
+    windows: list[int | None]  # sliding-window size per layer (Mistral, Qwen2/3 sliding layers)
+
+
+def model_parts(lm: LoadedModel) -> Parts:
+    cfg, base = lm.config, lm.model.model
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return Parts(embed=base.embed_tokens, layers=base.layers, norm=base.norm, lm_head=lm.model.lm_head,
+                 rotary=base.rotary_emb, head_dim=head_dim, num_heads=cfg.num_attention_heads,
+                 num_kv_heads=cfg.num_key_value_heads, windows=layer_windows(cfg))
+
+
+def layer_windows(cfg) -> list[int | None]:
+    window = getattr(cfg, "sliding_window", None)
+    types = getattr(cfg, "layer_types", None)
+    if types is not None:
+        return [window if t == "sliding_attention" else None for t in types]
+    return [window] * cfg.num_hidden_layers
+
+
+def project_qkv(attn, x: torch.Tensor, head_dim: int):
+    """q [B, H, T, D], k and v [B, H_kv, T, D]; q/k norms (Qwen3) on the head dim before RoPE."""
+    B, T, _ = x.shape
+    q = attn.q_proj(x).view(B, T, -1, head_dim)
+    k = attn.k_proj(x).view(B, T, -1, head_dim)
+    v = attn.v_proj(x).view(B, T, -1, head_dim)
+    if hasattr(attn, "q_norm"):
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, T, D]; cos, sin [B, T, D]."""
+    cos, sin = cos[:, None], sin[:, None]
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int | None,
+              causal_square: bool) -> torch.Tensor:
+    """SDPA over held slots, masked by original positions. q [B, H, Tq, D]; k, v [B, H_kv, Tk, D].
+
+    Without holes or a sliding window the mask is implied: a square prefill block is causal (kept
+    tokens stay in order) and a single decode query sees every slot; then SDPA runs its fused kernels.
+    """
+    gqa = q.shape[1] != k.shape[1]
+    if not holes and window is None and (causal_square or q.shape[2] == 1):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal_square and q.shape[2] > 1,
+                                              scale=scale, enable_gqa=gqa)
+    mask = (k_pos[:, None, :] >= 0) & (k_pos[:, None, :] <= q_pos[:, :, None])  # [B, Tq, Tk]
+    if window is not None:
+        mask &= k_pos[:, None, :] > q_pos[:, :, None] - window
+    mask |= (q_pos < 0)[:, :, None]  # an empty query slot attends anywhere; nobody reads its output
+    if gqa and q.is_cuda:  # fused SDPA kernels with a mask want equal head counts
+        group = q.shape[1] // k.shape[1]
+        k, v, gqa = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=scale, enable_gqa=gqa)
+
+
+# ----------------------------------------------------------------------------- one layer
+
+@dataclass
+class Request:
+    """Per-request state the loop threads through the layers."""
+
+    cache: KVCache
+    policy: Policy
+    seen: list[int]          # tokens seen per row (real prompt + generated)
+    phase: str
+    record_attention: bool
+
+
+def run_layer(parts: Parts, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, req: Request,
+              valid_counts: list[int]) -> tuple[torch.Tensor, torch.Tensor, LayerAttention | None]:
+    """One decoder layer on the slots it receives: attention over its cache, then the MLP.
+
+    h [B, T, C], pos [B, T]. Returns (h, q) with q [B, H, T, D] after RoPE, and the first row's
+    attention record when asked for.
+    """
+    layer, cache = parts.layers[idx], req.cache[idx]
+    attn = layer.self_attn
+    q, k, v = project_qkv(attn, layer.input_layernorm(h), parts.head_dim)
+    cos, sin = rope
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    cache.append(k, v, pos, valid_counts)
+    keys, values, k_pos = cache.view()
+    scale = getattr(attn, "scaling", parts.head_dim ** -0.5)
+    out = attention(q, keys, values, pos, k_pos, scale=scale, holes=cache.has_holes,
+                    window=parts.windows[idx], causal_square=req.phase == "prefill")
+    B, T = h.shape[:2]
+    h = h + attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+    h = h + layer.mlp(layer.post_attention_layernorm(h))
+    record = attention_record(idx, q, pos, keys, k_pos, scale) if req.record_attention else None
+    return h, q, record
+
+
+def attention_record(idx: int, q, q_pos, keys, k_pos, scale) -> LayerAttention:
+    """The first row's per-head attention of its last few queries over the slots it holds."""
+    n = min(PREFILL_RECORD_QUERIES, q.shape[2])
+    probs = attention_probs(q[:1, :, -n:], q_pos[:1, -n:], keys[:1], k_pos[:1], scale)[0]  # [H, n, T]
+    voters = (q_pos[0, -n:] >= 0)
+    mean = (probs * voters[None, :, None]).sum(1) / voters.sum().clamp(min=1)
+    held = k_pos[0] >= 0
+    return LayerAttention(layer=idx, positions=k_pos[0][held].tolist(),
+                          weights=mean[:, held].tolist(), num_queries=int(voters.sum()))
+
+
+def score_fn(queries: torch.Tensor, q_pos: torch.Tensor, keys: torch.Tensor, k_pos: torch.Tensor,
+             scale: float):
+    """Bind a layer's recent queries and keys into the policies' scores(window, distance_weight)."""
+
+    def scores(window: list[int], distance_weight: float) -> torch.Tensor:
+        width = max(window)
+        weights = torch.zeros(len(window), width)
+        for row, w in enumerate(window):
+            if w > 0:
+                weights[row, width - w:] = torch.linspace(1.0, distance_weight, w)
+        return recent_attention_scores(queries[:, :, -width:], q_pos[:, -width:], keys, k_pos,
+                                       weights.to(keys.device), scale)
+
+    return scores
+
+
+def remember_queries(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor) -> None:
+    """Keep the last few queries of the layer when the policy scores with them at decode time."""
+    width = req.policy.query_window(max(req.seen))
+    if width <= 0:
+        return
+    old = req.cache.recent_queries[idx]
+    if old is not None and req.phase == "decode":
+        q, pos = torch.cat([old[0], q], dim=2), torch.cat([old[1], pos], dim=1)
+    req.cache.recent_queries[idx] = (q[:, :, -width:], pos[:, -width:])
+
+
+# ----------------------------------------------------------------------------- prefill and decode
+
+def prefill(parts: Parts, input_ids: torch.Tensor, positions: torch.Tensor, req: Request):
+    """Run the prompt through every layer. Returns (last-token logits [B, V], attention records)."""
+    h = parts.embed(input_ids)
+    pos = positions
+    rope = parts.rotary(h, pos.clamp(min=0))
+    valid = (pos >= 0).sum(1).tolist()
+    records = []
+    for idx in range(len(parts.layers)):
+        h, q, record = run_layer(parts, idx, h, pos, rope, req, valid)
+        records.append(record)
+        layer = req.cache[idx]
+        keys, _, k_pos = layer.view()
+        scale = getattr(parts.layers[idx].self_attn, "scaling", parts.head_dim ** -0.5)
+        ctx = LayerContext(idx, len(parts.layers), "prefill", k_pos, list(layer.counts), req.seen,
+                           req.cache.policy_state[idx], score_fn(q, pos, keys, k_pos, scale))
+        keep = req.policy.prefill(ctx)
+        remember_queries(req, idx, q, pos)
+        if keep is not None and keep.cache is not None:
+            layer.keep(keep.cache)
+        if keep is not None and keep.stream is not None:
+            h, pos, valid = keep_stream(h, pos, keep.stream)
+            rope = parts.rotary(h, pos.clamp(min=0))
+    logits = parts.lm_head(parts.norm(h[:, -1:]))[:, 0]
+    return logits.float(), records
+
+
+def keep_stream(h: torch.Tensor, pos: torch.Tensor, keep: torch.Tensor):
+    """Pass on only the kept tokens' hidden states, right-aligned like the cache."""
+    from .cache import right_aligned_index
+
+    keep = keep & (pos >= 0)
+    counts = keep.sum(1).tolist()
+    index = right_aligned_index(keep, max(counts))
+    h = h.gather(1, index[:, :, None].expand(-1, -1, h.shape[-1]))
+    pos = pos.gather(1, index).masked_fill(~keep.gather(1, index), -1)
+    return h, pos, counts
+
+
+def decode_step(parts: Parts, tokens: torch.Tensor, positions: torch.Tensor, req: Request):
+    """One new token per row through every layer. tokens, positions [B]. Returns logits [B, V]."""
+    h = parts.embed(tokens[:, None])
+    pos = positions[:, None]
+    rope = parts.rotary(h, pos)
+    ones = [1] * tokens.shape[0]
+    records = []
+    for idx in range(len(parts.layers)):
+        h, q, record = run_layer(parts, idx, h, pos, rope, req, ones)
+        records.append(record)
+        remember_queries(req, idx, q, pos)
+        layer = req.cache[idx]
+        stored_q, stored_pos = req.cache.recent_queries[idx] or (q, pos)
+        keys, _, k_pos = layer.view()
+        scale = getattr(parts.layers[idx].self_attn, "scaling", parts.head_dim ** -0.5)
+        ctx = LayerContext(idx, len(parts.layers), "decode", k_pos, list(layer.counts), req.seen,
+                           req.cache.policy_state[idx], score_fn(stored_q, stored_pos, keys, k_pos, scale))
+        keep = req.policy.decode(ctx)
+        if keep is not None:
+            layer.keep(keep)
+    logits = parts.lm_head(parts.norm(h))[:, 0]
+    return logits.float(), records
+
+
+def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
+    """Next token per row from logits [B, V]."""
+    if sampling.temperature == 0.0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs > sampling.top_p  # keep the token that crosses p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+# ----------------------------------------------------------------------------- generate
+
+def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Original positions [B, T]: 0.. over each row's real tokens, -1 on left padding."""
+    if (attention_mask[:, 1:] < attention_mask[:, :-1]).any():
+        raise ValueError("prompts must be left-padded (attention_mask 0s only before the 1s)")
+    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, -1)
+
+
+def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+             policy: Policy | None = None, max_new_tokens: int = 64, sampling: Sampling | None = None,
+             eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
+             record_attention: bool = False, record_positions: bool = False,
+             stop: threading.Event | None = None) -> Iterator[StepRecord]:
+    """Generate from left-padded prompts input_ids [B, T], yielding a StepRecord per step.
+
+    Step 0 is the prefill (its token is the first generated one). Rows that produced EOS then emit
+    pad_token_id, like transformers' generate; the loop ends when every row has finished, after
+    max_new_tokens tokens, or when `stop` is set.
+    """
+    sampling = sampling or Sampling()
+    input_ids, attention_mask = check_inputs(lm, input_ids, attention_mask, max_new_tokens)
+    eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
+    pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
+    parts, req, positions = start_request(lm, input_ids, attention_mask, policy, record_attention)
+    cache, B = req.cache, input_ids.shape[0]
+    generator = None
+    if sampling.seed is not None:
+        generator = torch.Generator(device=input_ids.device).manual_seed(sampling.seed)
+    finished = [False] * B
+    next_pos = positions[:, -1] + 1
+    with torch.inference_mode():
+        for step in range(max_new_tokens):
+            start = time.perf_counter()
+            if step == 0:
+                logits, attn = prefill(parts, input_ids, positions, req)
+                req.phase = "decode"
+            else:
+                req.seen = [s + 1 for s in req.seen]
+                logits, attn = decode_step(parts, tokens, next_pos, req)
+                next_pos = next_pos + 1
+            tokens = sample(logits, sampling, generator)
+            ids = tokens.tolist()  # waits for the GPU: the step time below is real
+            ids = [pad if done else t for t, done in zip(ids, finished)]
+            tokens = torch.tensor(ids, device=input_ids.device)
+            finished = [done or t in eos for t, done in zip(ids, finished)]
+            if step == max_new_tokens - 1:
+                finished = [True] * B
+            yield make_record(step, ids, finished, cache, time.perf_counter() - start, req, attn,
+                              record_positions or step == 0)
+            if all(finished) or (stop is not None and stop.is_set()):
+                return
+
+
+def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | None,
+                  record_attention: bool = False):
+    """The model's parts, a fresh per-request state and the prompt's positions."""
+    parts = model_parts(lm)
+    cache = KVCache(len(parts.layers), input_ids.shape[0], parts.num_kv_heads, parts.head_dim, lm.dtype,
+                    input_ids.device)
+    req = Request(cache, policy or FullPolicy(), attention_mask.sum(1).tolist(), "prefill", record_attention)
+    return parts, req, prompt_positions(attention_mask)
+
+
+def teacher_forced_logits(lm: LoadedModel, input_ids: torch.Tensor, forced_ids: torch.Tensor,
+                          policy: Policy | None = None, attention_mask: torch.Tensor | None = None):
+    """Logits [B, 1 + n, V] (float32): after the prefill, then after feeding each of forced_ids [B, n].
+
+    The prompt is prefilled with the policy's compression and the forced tokens go through decode
+    steps, so the policy also acts during the continuation: this is what a continuation's perplexity
+    after a compressed context is computed from (evaluate.py).
+    """
+    input_ids, attention_mask = check_inputs(lm, input_ids, attention_mask, 1)
+    parts, req, positions = start_request(lm, input_ids, attention_mask, policy)
+    forced_ids = forced_ids.to(input_ids.device)
+    next_pos = positions[:, -1] + 1
+    with torch.inference_mode():
+        logits, _ = prefill(parts, input_ids, positions, req)
+        out = [logits]
+        req.phase = "decode"
+        for i in range(forced_ids.shape[1]):
+            req.seen = [s + 1 for s in req.seen]
+            logits, _ = decode_step(parts, forced_ids[:, i], next_pos + i, req)
+            out.append(logits)
+    return torch.stack(out, dim=1)
+
+
+def make_record(step, ids, finished, cache: KVCache, elapsed, req: Request, attn,
+                with_positions: bool) -> StepRecord:
+    per_row = cache.counts_per_row()
+    return StepRecord(
+        step=step, phase="prefill" if step == 0 else "decode", token_ids=ids, finished=list(finished),
+        kept_tokens=per_row[0], kept_tokens_per_row=per_row, kv_bytes=cache.nbytes(),
+        peak_kv_bytes=cache.update_peak(), step_time_s=elapsed, seen_tokens=req.seen[0],
+        kept_positions=cache.positions_of_row(0) if with_positions else None,
+        attention=attn if req.record_attention else None, policy=req.policy.describe())
+
+
+def check_inputs(lm: LoadedModel, input_ids, attention_mask, max_new_tokens: int):
+    """Validate a request; user mistakes raise ValueError with a sentence that says what to change."""
+    if input_ids.ndim == 1:
+        input_ids = input_ids[None]
+    if input_ids.numel() == 0 or input_ids.shape[1] == 0:
+        raise ValueError("the prompt is empty")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    elif attention_mask.ndim == 1:
+        attention_mask = attention_mask[None]
+    if (attention_mask.sum(1) == 0).any():
+        raise ValueError("a prompt in the batch is empty")
+    longest = int(attention_mask.sum(1).max())
+    if longest > lm.max_context:
+        raise ValueError(f"the prompt has {longest} tokens, more than the model's context of {lm.max_context}")
+    if not 1 <= max_new_tokens <= 1_000_000:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    return input_ids.to(lm.device), attention_mask.to(lm.device)

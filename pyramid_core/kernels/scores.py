@@ -1,0 +1,86 @@
+"""Recent-window attention scores: how much the most recent queries attend to each held token.
+
+    scores[b, t] = sum_w weights[b, w] * mean_h softmax_t(q[b, h, w] . k[b, g(h), t] * scale)
+
+over the keys a query may see (valid, and not after the query in original position). This is
+PyramidInfer's selection score (Yang et al. 2024, section 4.2; the official code's head-averaged,
+distance-weighted mean of the recent rows) and it never builds an L x L matrix: only W recent queries
+against T keys.
+
+`recent_attention_scores` dispatches to the Triton kernel on CUDA and to `recent_attention_scores_torch`
+(its plain PyTorch twin, the reference the tests compare against) elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_HEAD_CHUNK = 8  # heads per step of the twin, bounding its [B, h, W, T] temporary
+
+
+def attention_probs(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
+                    key_pos: torch.Tensor, scale: float) -> torch.Tensor:
+    """Softmax attention [B, H, W, T] (float32) of W queries over T slots, masked by position.
+
+    queries [B, H, W, D] (RoPE applied), query_pos [B, W] (-1 = no query), keys [B, H_kv, T, D],
+    key_pos [B, T] (-1 = empty slot). A query sees the valid slots at or before its own position;
+    a non-query row sees every slot (callers give it no weight).
+    """
+    group = queries.shape[1] // keys.shape[1]
+    visible = (key_pos[:, None, :] >= 0) & (key_pos[:, None, :] <= query_pos[:, :, None])  # [B, W, T]
+    visible = visible | (query_pos[:, :, None] < 0)
+    k = keys.float().repeat_interleave(group, dim=1) if group > 1 else keys.float()
+    logits = queries.float() @ k.transpose(-1, -2) * scale
+    return torch.softmax(logits.masked_fill(~visible[:, None], float("-inf")), dim=-1)
+
+
+def recent_attention_scores_torch(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
+                                  key_pos: torch.Tensor, weights: torch.Tensor,
+                                  scale: float) -> torch.Tensor:
+    """Plain PyTorch twin: shapes as in attention_probs, weights [B, W] (0 for slots that do not vote).
+
+    Returns float32 [B, T]; empty slots score 0. Heads are taken a few at a time to bound memory.
+    """
+    H, group = queries.shape[1], queries.shape[1] // keys.shape[1]
+    total = torch.zeros(keys.shape[0], keys.shape[2], dtype=torch.float32, device=queries.device)
+    step = max(group, _HEAD_CHUNK // group * group)  # whole KV groups per chunk
+    for h0 in range(0, H, step):
+        kv = keys[:, h0 // group:(h0 + step) // group]
+        probs = attention_probs(queries[:, h0:h0 + step], query_pos, kv, key_pos, scale)
+        total += torch.einsum("bhwt,bw->bt", probs, weights.float())
+    total /= H
+    return total.masked_fill(key_pos < 0, 0.0)
+
+
+def recent_attention_scores(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
+                            key_pos: torch.Tensor, weights: torch.Tensor, scale: float) -> torch.Tensor:
+    """Scores [B, T] (float32); the Triton kernel on CUDA, the PyTorch twin elsewhere."""
+    if queries.is_cuda and _triton_available():
+        from .scores_triton import recent_attention_scores_triton
+
+        return recent_attention_scores_triton(queries, query_pos, keys, key_pos, weights, scale)
+    return recent_attention_scores_torch(queries, query_pos, keys, key_pos, weights, scale)
+
+
+_TRITON: bool | None = None
+
+
+def _triton_available() -> bool:
+    global _TRITON
+    if _TRITON is None:
+        try:
+            import triton  # noqa: F401
+            _TRITON = True
+        except ImportError:
+            _TRITON = False
+            log.warning("triton is not installed: scoring uses the PyTorch twin on the GPU")
+    return _TRITON
+
+
+def kernel_name(device: torch.device) -> str:
+    """Which implementation scores on this device (recorded in traces and benchmark metadata)."""
+    return "triton" if device.type == "cuda" and _triton_available() else "torch"

@@ -1,0 +1,152 @@
+"""Loading a causal LM the engine can drive: the embedded model, a local HF directory, or a hub id.
+
+The engine runs its own loop over the model's modules (see engine.py), so it supports the families
+whose decoder layers it knows: Llama, Mistral, Qwen2 and Qwen3. Anything else is refused here, with
+the list of what is supported, before any weights are read.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+EMBEDDED_NAME = "embedded"
+EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "assets" / "embedded"
+
+
+class ModelLoadError(ValueError):
+    """A model could not be loaded; the message says why in words a user can act on."""
+
+
+@dataclass
+class LoadedModel:
+    """A model and its tokenizer, with the facts the engine and the UI need about it."""
+
+    model: torch.nn.Module
+    tokenizer: object | None
+    name: str
+    family: str
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def max_context(self) -> int:
+        return int(getattr(self.config, "max_position_embeddings", 2048))
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """bf16 on a GPU, fp32 on a CPU (CPU half-precision matmuls are slow), unless asked otherwise."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in names:
+        raise ValueError(f"dtype must be one of {sorted(names)} or 'auto', got {dtype!r}")
+    return names[dtype]
+
+
+def check_family(config) -> str:
+    """Return the config's family name, or raise ModelLoadError naming the supported ones."""
+    family = getattr(config, "model_type", None)
+    if family not in SUPPORTED_FAMILIES:
+        raise ModelLoadError(
+            f"unsupported architecture {family!r}: the engine drives {', '.join(SUPPORTED_FAMILIES)} models"
+        )
+    return family
+
+
+def _resolve_source(name_or_path: str) -> str:
+    if name_or_path == EMBEDDED_NAME:
+        if not (EMBEDDED_DIR / "config.json").exists():
+            raise ModelLoadError(f"the embedded model is missing: expected a checkpoint in {EMBEDDED_DIR}")
+        return str(EMBEDDED_DIR)
+    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
+    if looks_local:
+        path = Path(name_or_path).expanduser()
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"no model at {path}: a local model is a directory holding config.json")
+        return str(path)
+    if name_or_path.count("/") > 1 or not name_or_path.strip():
+        raise ModelLoadError(f"{name_or_path!r} is neither a local directory nor a hub id (owner/name)")
+    return name_or_path
+
+
+def load_config(name_or_path: str):
+    """The model's config alone (no weights), with the family checked."""
+    from transformers import AutoConfig
+
+    source = _resolve_source(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot load {name_or_path!r}: {_first_line(err)}") from err
+    check_family(config)
+    return config
+
+
+def load_model(name_or_path: str = EMBEDDED_NAME, device: str | None = None,
+               dtype: str | torch.dtype | None = None, device_map: str | dict | None = None,
+               adapter: str | None = None) -> LoadedModel:
+    """Load a supported causal LM and its tokenizer, ready for the engine.
+
+    name_or_path: "embedded" (the model shipped in assets/), a local HF directory, or a hub id.
+    device:       "cuda", "cpu", ...; default: the GPU when there is one.
+    dtype:        "auto" (bf16 on GPU, fp32 on CPU), "float32", "bfloat16" or "float16".
+    device_map:   passed to transformers/accelerate for models larger than one device.
+    adapter:      a RecurFormer adapter directory, applied after loading (see pyramid_core.recurformer).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or default_device()
+    torch_dtype = resolve_dtype(dtype, device)
+    config = load_config(name_or_path)
+    source = _resolve_source(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, device_map=device_map, attn_implementation="sdpa")
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot load {name_or_path!r}: {_first_line(err)}") from err
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    loaded = LoadedModel(model=model, tokenizer=tokenizer, name=name_or_path, family=config.model_type)
+    if adapter is not None:
+        from .recurformer.adapter import apply_adapter
+
+        apply_adapter(loaded, adapter)
+    return loaded
+
+
+def wrap_model(model: torch.nn.Module, tokenizer=None, name: str = "in-memory") -> LoadedModel:
+    """Wrap a model built in memory (tests, benchmarks with random weights) after checking its family."""
+    family = check_family(model.config)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, family=family)
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

@@ -1,0 +1,93 @@
+"""The policy interface: what a KV-cache strategy answers, and what the engine tells it.
+
+A policy is a small dataclass. After each layer runs, the engine hands it a `LayerContext` and the
+policy answers which slots to keep; it never touches the engine or the cache's buffers. Anything a
+policy must remember between steps lives in `ctx.state`, a dict the per-request cache owns, so one
+policy object can serve many requests at once.
+
+Prefill answers come as a `Keep` with two independent masks:
+- `stream`: which tokens' hidden states go on to the next layer (PyramidInfer: deeper layers compute
+  fewer keys and values);
+- `cache`:  which slots this layer's cache keeps (cache-only eviction, e.g. StreamingLLM).
+Decode answers are a cache mask alone. None means "keep everything".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass
+class Keep:
+    stream: torch.Tensor | None = None  # [B, T] bool over the layer's slots
+    cache: torch.Tensor | None = None   # [B, T] bool over the layer's slots
+
+
+@dataclass
+class LayerContext:
+    """What a policy sees of one layer after it ran.
+
+    positions:  [B, T] original position of each slot of the layer (-1 = empty).
+    counts:     valid tokens per row in the layer.
+    seen:       tokens each row has seen so far (its real prompt length plus generated tokens).
+    state:      the policy's per-request memory for this layer.
+    scores_fn:  scores_fn(window, distance_weight) -> [B, T] float32: the head-averaged attention of
+                each row's last window[b] tokens on every slot, the newest voter weighted
+                distance_weight and the oldest 1.0 (kernels/scores.py). Computed only when called.
+    """
+
+    layer: int
+    num_layers: int
+    phase: str
+    positions: torch.Tensor
+    counts: list[int]
+    seen: list[int]
+    state: dict
+    scores_fn: Callable[[list[int], float], torch.Tensor]
+
+    def scores(self, window: list[int], distance_weight: float = 1.0) -> torch.Tensor:
+        return self.scores_fn(window, distance_weight)
+
+
+class Policy:
+    """Base policy: keeps everything. Subclasses override what they change."""
+
+    name = "full"
+
+    def query_window(self, seen: int) -> int:
+        """How many recent queries per layer the engine must keep for decode-time scoring."""
+        return 0
+
+    def prefill(self, ctx: LayerContext) -> Keep | None:
+        return None
+
+    def decode(self, ctx: LayerContext) -> torch.Tensor | None:
+        return None
+
+    def describe(self) -> dict:
+        """The policy's name and resolved settings, for traces and benchmark metadata."""
+        from dataclasses import asdict, is_dataclass
+
+        settings = asdict(self) if is_dataclass(self) else {}
+        return {"name": self.name, **settings}
+
+
+def top_k_mask(scores: torch.Tensor, candidates: torch.Tensor, k: list[int],
+               forced: torch.Tensor | None = None) -> torch.Tensor:
+    """Per row, mark the k[b] best-scoring candidate slots (forced slots first). [B, T] bool.
+
+    Ties break towards the earlier slot, so the choice is deterministic and batch-independent.
+    """
+    B, T = scores.shape
+    ranked = scores.float().masked_fill(~candidates, float("-inf"))
+    if forced is not None:
+        ranked = ranked.masked_fill(forced & candidates, float("inf"))
+    # stable descending sort: equal scores keep slot order
+    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(T, device=scores.device).expand(B, T))
+    limit = torch.tensor(k, device=scores.device)[:, None]
+    return (rank < limit) & candidates

@@ -1,0 +1,95 @@
+"""Trace records: the only contract between the engine and everything that shows or measures it.
+
+The engine yields one `StepRecord` per step (step 0 is the prefill). Records hold plain Python values
+(ints, floats, lists), never tensors, so visual/, the app and the CLI can use them without torch and
+they serialise to JSON as they are.
+
+Per-layer lists describe the *first* sequence of the batch unless the field name says otherwise
+(`kept_tokens_per_row`): that is the sequence the app and the CLI show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class LayerAttention:
+    """Attention of the current token (decode) or of the prompt's last tokens (prefill) in one layer.
+
+    `weights[h][j]` is head h's attention weight on the j-th token the layer holds, whose original
+    position is `positions[j]`. In prefill the row is the mean over the last `num_queries` prompt
+    tokens. Rows sum to 1 over the held tokens (first sequence only).
+    """
+
+    layer: int
+    positions: list[int]
+    weights: list[list[float]]  # [H][T_l]
+    num_queries: int = 1
+
+
+@dataclass
+class StepRecord:
+    """What happened in one engine step.
+
+    step:              0 for the prefill, then 1, 2, ... for each decode step.
+    phase:             "prefill" or "decode".
+    token_ids:         the token sampled at this step, one per sequence ([B]).
+    finished:          per sequence, whether it has ended (EOS seen or budget spent).
+    kept_tokens:       per layer, how many tokens the first sequence's cache holds ([L]).
+    kept_tokens_per_row: [B][L], the same for every sequence.
+    kv_bytes:          bytes of K and V (and any recurrent state) the cache holds now, all layers, all rows.
+    peak_kv_bytes:     the largest kv_bytes seen so far in this request.
+    step_time_s:       wall time of this step (the prefill's includes the whole prompt).
+    seen_tokens:       tokens the first sequence has seen (prompt + generated), i.e. the full length.
+    kept_positions:    per layer, the original positions the first sequence's cache holds; filled at
+                       the prefill always and at decode steps when the engine was asked to record them.
+    attention:         per-layer attention of the first sequence, when recording was asked for.
+    policy:            the policy's name and its resolved settings (e.g. a solved decay ratio).
+    """
+
+    step: int
+    phase: str
+    token_ids: list[int]
+    finished: list[bool]
+    kept_tokens: list[int]
+    kept_tokens_per_row: list[list[int]]
+    kv_bytes: int
+    peak_kv_bytes: int
+    step_time_s: float
+    seen_tokens: int
+    kept_positions: list[list[int]] | None = None
+    attention: list[LayerAttention] | None = None
+    policy: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StepRecord":
+        data = dict(data)
+        if data.get("attention") is not None:
+            data["attention"] = [LayerAttention(**a) for a in data["attention"]]
+        return cls(**data)
+
+
+@dataclass
+class RecencyReport:
+    """Per-head recency scores (RecurFormer section 3.1 of our research notes).
+
+    scores[l][h]:    attention mass query head h of layer l puts on the last `window + 1` keys,
+                     averaged over calibration queries.
+    sink_mass[l][h]: mass on the first `sink_len` tokens, measured separately.
+    heads_per_group: query heads sharing one KV head (GQA group size).
+    replaced:        [layer, kv_group] pairs whose heads run as a linear RNN (no KV cache).
+    """
+
+    window: int
+    sink_len: int
+    scores: list[list[float]]
+    sink_mass: list[list[float]]
+    heads_per_group: int
+    replaced: list[list[int]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

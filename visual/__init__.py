@@ -1,0 +1,38 @@
+"""Pure functions from trace records (pyramid_core.trace) to plotly figures and table rows.
+
+Every function accepts the dataclasses or their dict/JSON form, raises ValueError on records that
+break the contract, and returns an annotated empty figure when there is nothing to show.
+"""
+
+from .attention import attention_figure, attention_grid_figure
+from .binning import MAX_COLUMNS
+from .export import figures_to_files, records_from_json, records_to_json
+from .memory import kv_memory_figure
+from .pyramid import kept_tokens_figure, pyramid_figure
+from .recency import recency_figure
+from .records import as_record, as_report, as_runs
+from .summary import COLUMNS, summary_rows, summary_table_markdown
+from .theme import MODES, TEMPLATE, empty_figure, mode_color
+
+__all__ = [
+    "COLUMNS",
+    "MAX_COLUMNS",
+    "MODES",
+    "TEMPLATE",
+    "as_record",
+    "as_report",
+    "as_runs",
+    "attention_figure",
+    "attention_grid_figure",
+    "empty_figure",
+    "figures_to_files",
+    "kept_tokens_figure",
+    "kv_memory_figure",
+    "mode_color",
+    "pyramid_figure",
+    "recency_figure",
+    "records_from_json",
+    "records_to_json",
+    "summary_rows",
+    "summary_table_markdown",
+]

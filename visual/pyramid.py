@@ -1,0 +1,87 @@
+"""Which original positions each layer still holds, and how many: the pyramid."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from pyramid_core.trace import StepRecord
+
+from .binning import bin_size, bin_starts, binned_mean
+from .records import as_runs
+from .theme import EMPTY_COLOR, empty_figure, mode_color, styled
+
+HELD_TITLE = "Positions each layer holds"
+KEPT_TITLE = "Kept tokens per layer"
+LAYER_TITLE = "layer"
+POSITION_TITLE = "original token position"
+KEPT_TITLE_X = "kept tokens"
+NO_RUNS = "No runs yet: generate to see what each layer keeps."
+
+
+def pyramid_figure(runs: dict[str, list[StepRecord]]) -> go.Figure:
+    """One heatmap panel per mode: z[layer][pos] = 1 if the layer holds original position pos, else 0.
+
+    Each panel uses the mode's latest record with kept_positions (the prefill always has them). All
+    panels share x = 0 .. the largest position seen in any of them (max held position and
+    seen_tokens - 1). Above MAX_COLUMNS positions, columns are bins and z is the fraction held.
+    """
+    runs = as_runs(runs)
+    if not runs:
+        return empty_figure(NO_RUNS)
+    latest = {mode: latest_with_positions(mode, run) for mode, run in runs.items()}
+    width = max(_extent(r) for r in latest.values())
+    fig = make_subplots(rows=1, cols=len(latest), shared_yaxes=True, horizontal_spacing=0.02,
+                        subplot_titles=[f"{mode} (step {r.step})" for mode, r in latest.items()])
+    for col, (mode, record) in enumerate(latest.items(), start=1):
+        fig.add_trace(_held_heatmap(mode, record.kept_positions, width), row=1, col=col)
+    fig.update_xaxes(title_text=POSITION_TITLE, range=[-0.5, width - 0.5])
+    return styled(fig, HELD_TITLE, POSITION_TITLE, LAYER_TITLE)
+
+
+def kept_tokens_figure(runs: dict[str, list[StepRecord]]) -> go.Figure:
+    """Horizontal bars of kept_tokens per layer at each mode's last record, layer 0 at the bottom."""
+    runs = as_runs(runs)
+    if not runs:
+        return empty_figure(NO_RUNS)
+    fig = styled(go.Figure(), KEPT_TITLE, KEPT_TITLE_X, LAYER_TITLE)
+    for mode, run in runs.items():
+        last = run[-1]
+        fig.add_trace(go.Bar(
+            x=list(last.kept_tokens), y=list(range(len(last.kept_tokens))), orientation="h",
+            name=mode, marker_color=mode_color(mode),
+            hovertemplate=f"{mode}, step {last.step}<br>layer %{{y}}: %{{x}} tokens<extra></extra>",
+        ))
+    fig.update_layout(barmode="group")
+    return fig
+
+
+def latest_with_positions(mode: str, run: list[StepRecord]) -> StepRecord:
+    """The last record of a run that has kept_positions; ValueError when none has (the prefill must)."""
+    for record in reversed(run):
+        if record.kept_positions is not None:
+            return record
+    raise ValueError(f"run {mode!r} has no record with kept_positions (the prefill must carry them)")
+
+
+def _extent(record: StepRecord) -> int:
+    held = [p for positions in record.kept_positions for p in positions]
+    return max([1, record.seen_tokens] + [p + 1 for p in held])
+
+
+def _held_heatmap(mode: str, kept_positions: list[list[int]], width: int) -> go.Heatmap:
+    size = bin_size(width)
+    z = [binned_mean(_held_row(positions, width), size) for positions in kept_positions]
+    return go.Heatmap(
+        z=z, x=bin_starts(width, size), y=list(range(len(kept_positions))),
+        zmin=0, zmax=1, showscale=False, name=mode,
+        colorscale=[[0.0, EMPTY_COLOR], [1.0, mode_color(mode)]],
+        hovertemplate=f"{mode}<br>layer %{{y}}, position %{{x}}<br>held %{{z}}<extra></extra>",
+    )
+
+
+def _held_row(positions: list[int], width: int) -> list[float]:
+    row = [0.0] * width
+    for p in positions:
+        row[p] = 1.0
+    return row

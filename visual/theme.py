@@ -1,0 +1,56 @@
+"""The one look shared by every figure: a template, a colour per mode, and the empty figure."""
+
+from __future__ import annotations
+
+import zlib
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+MODES = ("baseline", "pyramid", "streaming", "recurformer", "pyramid+recurformer")
+MODE_COLORS = {
+    "baseline": "#4d4d4d",
+    "pyramid": "#1f77b4",
+    "streaming": "#ff7f0e",
+    "recurformer": "#2ca02c",
+    "pyramid+recurformer": "#9467bd",
+}
+# Unknown modes take a colour from this cycle, indexed by a stable hash of the name so a mode keeps
+# its colour in every figure and every session.
+EXTRA_COLORS = ("#d62728", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+ATTENTION_COLOR = "#1f77b4"
+HEATMAP_COLORSCALE = "Viridis"
+EMPTY_COLOR = "#f2f2f2"  # 0 cells of the held-positions heatmaps
+
+TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
+TEMPLATE.layout.update(
+    font=dict(size=13),
+    title=dict(x=0.01, xanchor="left"),
+    margin=dict(l=60, r=20, t=70, b=50),
+    legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0),
+    hovermode="closest",
+)
+
+
+def mode_color(mode: str) -> str:
+    """The colour of a mode: fixed for the known modes, from EXTRA_COLORS for any other name."""
+    if mode in MODE_COLORS:
+        return MODE_COLORS[mode]
+    return EXTRA_COLORS[zlib.crc32(mode.encode()) % len(EXTRA_COLORS)]
+
+
+def styled(fig: go.Figure, title: str, x_title: str | None, y_title: str | None) -> go.Figure:
+    """Apply the template, the title and the first axes' titles; uirevision keeps zoom across updates."""
+    fig.update_layout(template=TEMPLATE, title_text=title, uirevision=title,
+                      xaxis_title_text=x_title, yaxis_title_text=y_title)
+    return fig
+
+
+def empty_figure(message: str) -> go.Figure:
+    """A figure with no data and `message` in its middle, for 'nothing to show yet'."""
+    fig = styled(go.Figure(), "", None, None)
+    fig.add_annotation(text=message, xref="paper", yref="paper", x=0.5, y=0.5,
+                       showarrow=False, font=dict(size=16))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
