@@ -121,6 +121,7 @@ class KVCache:
         self.layers = [LayerCache(batch, kv_heads, head_dim, dtype, device, block)
                        for _ in range(num_layers)]
         self.policy_state: list[dict] = [{} for _ in range(num_layers)]
+        self.shared_state: dict = {}
         self.recent_queries: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
         self.peak_bytes = 0
 

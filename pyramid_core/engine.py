@@ -214,7 +214,8 @@ def prefill(parts: Parts, input_ids: torch.Tensor, positions: torch.Tensor, req:
         keys, _, k_pos = layer.view()
         scale = getattr(parts.layers[idx].self_attn, "scaling", parts.head_dim ** -0.5)
         ctx = LayerContext(idx, len(parts.layers), "prefill", k_pos, list(layer.counts), req.seen,
-                           req.cache.policy_state[idx], score_fn(q, pos, keys, k_pos, scale))
+                           req.cache.policy_state[idx], req.cache.shared_state,
+                           score_fn(q, pos, keys, k_pos, scale))
         keep = req.policy.prefill(ctx)
         remember_queries(req, idx, q, pos)
         if keep is not None and keep.cache is not None:
@@ -254,7 +255,8 @@ def decode_step(parts: Parts, tokens: torch.Tensor, positions: torch.Tensor, req
         keys, _, k_pos = layer.view()
         scale = getattr(parts.layers[idx].self_attn, "scaling", parts.head_dim ** -0.5)
         ctx = LayerContext(idx, len(parts.layers), "decode", k_pos, list(layer.counts), req.seen,
-                           req.cache.policy_state[idx], score_fn(stored_q, stored_pos, keys, k_pos, scale))
+                           req.cache.policy_state[idx], req.cache.shared_state,
+                           score_fn(stored_q, stored_pos, keys, k_pos, scale))
         keep = req.policy.decode(ctx)
         if keep is not None:
             layer.keep(keep)
@@ -370,7 +372,8 @@ def make_record(step, ids, finished, cache: KVCache, elapsed, req: Request, attn
         kept_tokens=per_row[0], kept_tokens_per_row=per_row, kv_bytes=cache.nbytes(),
         peak_kv_bytes=cache.update_peak(), step_time_s=elapsed, seen_tokens=req.seen[0],
         kept_positions=cache.positions_of_row(0) if with_positions else None,
-        attention=attn if req.record_attention else None, policy=req.policy.describe())
+        attention=attn if req.record_attention else None,
+        policy={**req.policy.describe(), **cache.shared_state.get("resolved", {})})
 
 
 def check_inputs(lm: LoadedModel, input_ids, attention_mask, max_new_tokens: int):

@@ -381,6 +381,8 @@ def _good():
     dict(kept_positions=[[0, 1], [0, 2]]),  # disagrees with kept_tokens
     dict(attention=[dict(layer=0, positions=[0, 1], weights=[[0.5]], num_queries=1)]),
     dict(attention=[dict(layer=5, positions=[0], weights=[[1.0]], num_queries=1)]),
+    dict(attention=[dict(layer=0, positions=[0, 1], weights=[[0.5, float("nan")]], num_queries=1)]),
+    dict(kept_positions=[[0, 1, 2.0], [0, 2]]),  # a float position
     dict(step_time_s=float("nan")),
     dict(bogus=1),
 ], ids=lambda c: next(iter(c)))

@@ -106,9 +106,18 @@ def _check_list(name: str, value, length: int | None = None) -> None:
 
 
 def _check_ints(name: str, values, length: int | None = None) -> None:
+    """Ints >= 0; written as whole-list checks because kept_positions can hold L x T entries per step."""
     _check_list(name, values, length)
-    for i, v in enumerate(values):
-        _check_int(f"{name}[{i}]", v)
+    if not set(map(type, values)) <= {int} or (values and min(values) < 0):
+        raise ValueError(f"{name} must hold ints >= 0, got {list(values)[:8]!r}...")
+
+
+def _check_weights(name: str, values) -> None:
+    """Finite numbers >= 0 (a NaN or inf makes the sum non-finite: weights are at most 1)."""
+    if not set(map(type, values)) <= {int, float} or (values and min(values) < 0):
+        raise ValueError(f"{name} must hold numbers >= 0, got {list(values)[:8]!r}...")
+    if not math.isfinite(sum(values)):
+        raise ValueError(f"{name} holds a NaN or infinite weight")
 
 
 def _check_record(r: StepRecord) -> None:
@@ -170,8 +179,7 @@ def _check_attention(where: str, attention, layers: int) -> None:
             raise ValueError(f"{name}: weights has no heads")
         for h, row in enumerate(a.weights):
             _check_list(f"{name}: weights[{h}]", row, len(a.positions))
-            for w in row:
-                _check_number(f"{name}: weights[{h}]", w)
+            _check_weights(f"{name}: weights[{h}]", row)
 
 
 def _check_report(r: RecencyReport) -> None:

@@ -34,6 +34,8 @@ class LayerContext:
     counts:     valid tokens per row in the layer.
     seen:       tokens each row has seen so far (its real prompt length plus generated tokens).
     state:      the policy's per-request memory for this layer.
+    shared:     the policy's per-request memory for all layers (e.g. a decay solved once per prompt);
+                whatever it puts under "resolved" is shown in the trace.
     scores_fn:  scores_fn(window, distance_weight) -> [B, T] float32: the head-averaged attention of
                 each row's last window[b] tokens on every slot, the newest voter weighted
                 distance_weight and the oldest 1.0 (kernels/scores.py). Computed only when called.
@@ -46,6 +48,7 @@ class LayerContext:
     counts: list[int]
     seen: list[int]
     state: dict
+    shared: dict
     scores_fn: Callable[[list[int], float], torch.Tensor]
 
     def scores(self, window: list[int], distance_weight: float = 1.0) -> torch.Tensor:

@@ -1,0 +1,160 @@
+"""Speed and memory benchmarks on a GPU, with random weights in the shapes of real models.
+
+Random weights are fine here: how many tokens each layer keeps is fixed by the schedule, not by what
+the tokens say. Every suite runs its baselines (transformers' `generate` with the full cache, and the
+engine's own full cache) in the same process on the same card as the methods it compares.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .engine import generate
+from .models import wrap_model
+from .policies.base import Policy
+from .policies.full import FullPolicy
+
+SHAPES = {  # architecture shapes of public checkpoints (their config.json values)
+    "llama2-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
+    "llama2-13b": dict(model_type="llama", hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
+                       num_attention_heads=40, num_key_value_heads=40, vocab_size=32000),
+    "qwen2.5-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                         tie_word_embeddings=True),
+    "llama3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                        tie_word_embeddings=True, rope_theta=500000.0),
+}
+
+
+def random_model(shape: str, dtype=torch.float16, device="cuda", max_positions: int = 40960):
+    """A model of a public shape with random weights, built directly on the device."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    spec = dict(SHAPES[shape])
+    config = AutoConfig.for_model(spec.pop("model_type"), **spec, max_position_embeddings=max_positions)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
+    model.generation_config.eos_token_id = None
+    return wrap_model(model, name=f"random-{shape}")
+
+
+def environment() -> dict:
+    import transformers
+
+    info = {"date": datetime.date.today().isoformat(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+        info["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 1e9, 1)
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    return info
+
+
+@dataclass
+class Run:
+    method: str
+    batch: int
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+    tokens_per_s: float
+    peak_memory_gb: float
+    kv_gb: float | None
+    prefill_s: float | None = None
+    oom: bool = False
+
+
+def _reset():
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    torch.cuda.synchronize()
+
+
+def random_prompts(batch: int, length: int, vocab: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(100, vocab, (batch, length), generator=gen).cuda()
+
+
+def full_kv_gb(lm, batch: int, tokens: int) -> float:
+    cfg = lm.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return 2 * cfg.num_hidden_layers * batch * tokens * cfg.num_key_value_heads * head_dim \
+        * lm.dtype.itemsize / 1e9
+
+
+def run_hf(lm, batch: int, prompt_len: int, new_tokens: int) -> Run:
+    """transformers' generate, greedy, full dynamic cache: the paper's "HF Accelerate" baseline."""
+    ids = random_prompts(batch, prompt_len, lm.config.vocab_size)
+    _reset()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    generated = (out.shape[1] - prompt_len) * batch
+    return Run("hf-generate", batch, prompt_len, new_tokens, seconds, generated / seconds,
+               torch.cuda.max_memory_allocated() / 1e9, full_kv_gb(lm, batch, prompt_len + new_tokens - 1))
+
+
+def run_engine(lm, policy: Policy, method: str, batch: int, prompt_len: int, new_tokens: int) -> Run:
+    ids = random_prompts(batch, prompt_len, lm.config.vocab_size)
+    _reset()
+    start = time.perf_counter()
+    records = list(generate(lm, ids, policy=policy, max_new_tokens=new_tokens))
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return Run(method, batch, prompt_len, new_tokens, seconds, len(records) * batch / seconds,
+               torch.cuda.max_memory_allocated() / 1e9, records[-1].kv_bytes / 1e9,
+               prefill_s=records[0].step_time_s)
+
+
+def guarded(fn, *args) -> Run | None:
+    """Run a benchmark; an out-of-memory error is a result (None), not a crash."""
+    try:
+        return fn(*args)
+    except torch.OutOfMemoryError:
+        _reset()
+        return None
+
+
+def warm_up(lm):
+    run_hf(lm, 1, 32, 4)
+    run_engine(lm, FullPolicy(), "warmup", 1, 32, 4)
+
+
+def write(results: dict, out_dir: Path, name: str, table: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=1, default=lambda o: o.__dict__))
+    env = results["environment"]
+    header = f"# {name}\n\n{env.get('gpu', 'cpu')}, {env['date']}, torch {env['torch']}, " \
+             f"transformers {env['transformers']}, triton {env.get('triton')}\n\n"
+    (out_dir / f"{name}.md").write_text(header + table + "\n")
+
+
+def runs_table(runs: list[Run | dict]) -> str:
+    rows = ["| method | batch | prompt+new | tokens/s | peak GB | KV GB | prefill s |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        r = r if isinstance(r, dict) else r.__dict__
+        kv = f"{r['kv_gb']:.2f}" if r.get("kv_gb") is not None else "-"
+        pre = f"{r['prefill_s']:.3f}" if r.get("prefill_s") is not None else "-"
+        rows.append(f"| {r['method']} | {r['batch']} | {r['prompt_tokens']}+{r['new_tokens']} | "
+                    f"{r['tokens_per_s']:.1f} | {r['peak_memory_gb']:.2f} | {kv} | {pre} |")
+    return "\n".join(rows)

@@ -1,0 +1,134 @@
+"""Benchmark speed and memory on the GPU (random weights in real models' shapes); writes benchmarks/."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from . import bench
+from .policies.full import FullPolicy
+from .policies.registry import make_policy
+
+SUITES = ("engine", "table1", "prefill8k", "overhead")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", choices=SUITES)
+    parser.add_argument("--out", default="benchmarks")
+    parser.add_argument("--memory-cap-gb", type=float, default=80.0,
+                        help="cap the process's GPU memory (the paper's A100-80GB) for max-batch runs")
+    parser.add_argument("--batches", default=None, help="comma-separated batch sizes to try")
+
+
+def run(args: argparse.Namespace) -> dict:
+    if not torch.cuda.is_available():
+        raise ValueError("the benchmarks need a CUDA GPU")
+    return SUITE_FUNCTIONS[args.suite](args)
+
+
+def suite_engine(args) -> dict:
+    """The engine's baseline against transformers' generate: Llama-2-7B shape, 512 + 256."""
+    lm = bench.random_model("llama2-7b")
+    bench.warm_up(lm)
+    runs = []
+    for batch in [int(b) for b in (args.batches or "1,8,32").split(",")]:
+        runs.append(bench.run_hf(lm, batch, 512, 256))
+        runs.append(bench.run_engine(lm, FullPolicy(), "engine-baseline", batch, 512, 256))
+    results = {"environment": bench.environment(), "shape": "llama2-7b", "dtype": "float16", "runs": runs}
+    bench.write(results, Path(args.out), "engine_vs_hf", bench.runs_table(runs))
+    return results
+
+
+TABLE1_METHODS = {
+    "engine-baseline": lambda: FullPolicy(),
+    "pyramid-default": lambda: make_policy("pyramid"),
+    "pyramid-13b-config": lambda: make_policy("pyramid", preset="paper-13b"),
+    "pyramid-45": lambda: make_policy("pyramid", preset="table1-45"),
+}
+
+
+def _method_runner(name):
+    if name == "hf-generate":
+        return lambda lm, b: bench.run_hf(lm, b, 512, 256)
+    return lambda lm, b: bench.run_engine(lm, TABLE1_METHODS[name](), name, b, 512, 256)
+
+
+def max_batch(lm, name: str, start: int, cap: int = 512) -> tuple[int, object]:
+    """Largest batch that runs 512 + 256 under the memory cap: doubling, then bisection."""
+    runner = _method_runner(name)
+    best, best_run, low, high = 0, None, 0, None
+    batch = start
+    while batch <= cap:
+        run_ = bench.guarded(runner, lm, batch)
+        if run_ is None:
+            high = batch
+            break
+        best, best_run, low = batch, run_, batch
+        batch *= 2
+    while high is not None and high - low > max(2, low // 16):
+        mid = (low + high) // 2
+        run_ = bench.guarded(runner, lm, mid)
+        if run_ is None:
+            high = mid
+        else:
+            best, best_run, low = mid, run_, mid
+    return best, best_run
+
+
+def suite_table1(args) -> dict:
+    """The paper's Table 1 (Llama-2-13B shape, batch 32, 512 + 256), then the largest batch for each."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gb * 1e9 / total))
+    lm = bench.random_model("llama2-13b")
+    bench.warm_up(lm)
+    methods = ["hf-generate", *TABLE1_METHODS]
+    at32 = [bench.guarded(_method_runner(m), lm, 32) for m in methods]
+    maxed = {}
+    for m in methods:
+        t0 = time.perf_counter()
+        b, r = max_batch(lm, m, start=32)
+        maxed[m] = {"max_batch": b, "run": r, "search_s": round(time.perf_counter() - t0, 1)}
+    results = {"environment": bench.environment(), "shape": "llama2-13b", "dtype": "float16",
+               "memory_cap_gb": args.memory_cap_gb,
+               "full_kv_gb_batch32": bench.full_kv_gb(lm, 32, 767), "batch32": at32, "max_batch": maxed}
+    table = "## batch 32\n\n" + bench.runs_table([r for r in at32 if r]) + "\n\n## largest batch\n\n" + \
+        bench.runs_table([v["run"] for v in maxed.values() if v["run"]])
+    bench.write(results, Path(args.out), "table1_llama2_13b", table)
+    return results
+
+
+def suite_prefill8k(args) -> dict:
+    """Prefill peak memory at an 8k-token prompt: baseline against PyramidInfer (Llama-2-7B shape)."""
+    lm = bench.random_model("llama2-7b")
+    runs = []
+    for name, policy in [("engine-baseline", FullPolicy()), ("pyramid-default", make_policy("pyramid")),
+                         ("pyramid-45", make_policy("pyramid", preset="table1-45"))]:
+        runs.append(bench.guarded(bench.run_engine, lm, policy, name, 1, 8192, 2))
+    runs.insert(0, bench.guarded(bench.run_hf, lm, 1, 8192, 2))
+    results = {"environment": bench.environment(), "shape": "llama2-7b", "runs": runs}
+    bench.write(results, Path(args.out), "prefill_8k", bench.runs_table([r for r in runs if r]))
+    return results
+
+
+def suite_overhead(args) -> dict:
+    """Time spent scoring and selecting, as a share of a prefill and of a decode step."""
+    from .overhead import measure_overhead
+
+    lm = bench.random_model("llama2-7b")
+    results = {"environment": bench.environment(), "shape": "llama2-7b",
+               "runs": [measure_overhead(lm, make_policy("pyramid"), batch, 512, 256) for batch in (1, 8, 32)]}
+    rows = ["| batch | prefill s | policy s in prefill | share | decode step ms | policy ms per step | share |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results["runs"]:
+        rows.append(f"| {r['batch']} | {r['prefill_s']:.3f} | {r['prefill_policy_s']:.4f} | "
+                    f"{r['prefill_share']:.1%} | {r['decode_step_ms']:.2f} | {r['decode_policy_ms']:.3f} | "
+                    f"{r['decode_share']:.1%} |")
+    bench.write(results, Path(args.out), "selection_overhead", "\n".join(rows))
+    return results
+
+
+SUITE_FUNCTIONS = {"engine": suite_engine, "table1": suite_table1, "prefill8k": suite_prefill8k,
+                   "overhead": suite_overhead}

@@ -1,0 +1,98 @@
+"""Triton kernel for recent-window attention scores (CUDA only; imported lazily by scores.py).
+
+Two passes, no [W, T] matrix in memory:
+1. `recent_lse_fwd_kernel`, one program per (w-block, head, row): the log-sum-exp of each voter's
+   logits over every visible key (online max/sum over key blocks).
+2. `recent_scores_fwd_kernel`, one program per (key-block, row): for every head and voter block,
+   recompute the logits of that key block, turn them into probabilities with the stored lse, and sum
+   them weighted by the voters' weights. Each output element is written by exactly one program.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def recent_lse_fwd_kernel(q, q_pos, k, k_pos, lse, scale, W, T, H, G: tl.constexpr,
+                          D: tl.constexpr, BW: tl.constexpr, BT: tl.constexpr):
+    i_w, i_h, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b64 = i_b.to(tl.int64)
+    o_w = i_w * BW + tl.arange(0, BW)
+    o_d = tl.arange(0, D)
+    m_w = o_w < W
+    p_q = q + ((i_b64 * H + i_h) * W + o_w[:, None]) * D + o_d[None, :]
+    b_q = tl.load(p_q, mask=m_w[:, None], other=0.0)
+    b_qpos = tl.load(q_pos + i_b64 * W + o_w, mask=m_w, other=-1)
+    b_m = tl.full([BW], float("-inf"), tl.float32)
+    b_s = tl.zeros([BW], tl.float32)
+    i_kv = i_h // G
+    for t0 in range(0, T, BT):
+        o_t = t0 + tl.arange(0, BT)
+        m_t = o_t < T
+        p_k = k + ((i_b64 * (H // G) + i_kv) * T + o_t[:, None]) * D + o_d[None, :]
+        b_k = tl.load(p_k, mask=m_t[:, None], other=0.0)
+        b_kpos = tl.load(k_pos + i_b64 * T + o_t, mask=m_t, other=-1)
+        b_logit = tl.dot(b_q, tl.trans(b_k)).to(tl.float32) * scale
+        m_vis = (b_kpos[None, :] >= 0) & ((b_kpos[None, :] <= b_qpos[:, None]) | (b_qpos[:, None] < 0))
+        m_vis = m_vis & m_t[None, :]
+        b_logit = tl.where(m_vis, b_logit, float("-inf"))
+        b_new = tl.maximum(b_m, tl.max(b_logit, axis=1))
+        b_safe = tl.where(b_new == float("-inf"), 0.0, b_new)
+        b_s = b_s * tl.exp(b_m - b_safe) + tl.sum(tl.exp(b_logit - b_safe[:, None]), axis=1)
+        b_m = b_new
+    b_lse = tl.where(b_s > 0, b_m + tl.log(b_s), float("inf"))  # a row that sees nothing adds 0
+    tl.store(lse + (i_b64 * H + i_h) * W + o_w, b_lse, mask=m_w)
+
+
+@triton.jit
+def recent_scores_fwd_kernel(q, q_pos, k, k_pos, lse, weights, out, scale, W, T, H,
+                             G: tl.constexpr, D: tl.constexpr, BW: tl.constexpr, BT: tl.constexpr):
+    i_t, i_b = tl.program_id(0), tl.program_id(1)
+    i_b64 = i_b.to(tl.int64)
+    o_t = i_t * BT + tl.arange(0, BT)
+    o_d = tl.arange(0, D)
+    m_t = o_t < T
+    b_kpos = tl.load(k_pos + i_b64 * T + o_t, mask=m_t, other=-1)
+    b_acc = tl.zeros([BT], tl.float32)
+    for i_h in range(0, H):
+        i_kv = i_h // G
+        p_k = k + ((i_b64 * (H // G) + i_kv) * T + o_t[:, None]) * D + o_d[None, :]
+        b_k = tl.load(p_k, mask=m_t[:, None], other=0.0)
+        for w0 in range(0, W, BW):
+            o_w = w0 + tl.arange(0, BW)
+            m_w = o_w < W
+            p_q = q + ((i_b64 * H + i_h) * W + o_w[:, None]) * D + o_d[None, :]
+            b_q = tl.load(p_q, mask=m_w[:, None], other=0.0)
+            b_qpos = tl.load(q_pos + i_b64 * W + o_w, mask=m_w, other=-1)
+            b_lse = tl.load(lse + (i_b64 * H + i_h) * W + o_w, mask=m_w, other=float("inf"))
+            b_wt = tl.load(weights + i_b64 * W + o_w, mask=m_w, other=0.0)
+            b_logit = tl.dot(b_q, tl.trans(b_k)).to(tl.float32) * scale
+            m_vis = (b_kpos[None, :] >= 0) & ((b_kpos[None, :] <= b_qpos[:, None]) | (b_qpos[:, None] < 0))
+            b_p = tl.where(m_vis & m_t[None, :], tl.exp(b_logit - b_lse[:, None]), 0.0)
+            b_acc += tl.sum(b_p * b_wt[:, None], axis=0)
+    tl.store(out + i_b64 * T + o_t, b_acc / H, mask=m_t)
+
+
+def recent_attention_scores_triton(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
+                                   key_pos: torch.Tensor, weights: torch.Tensor,
+                                   scale: float) -> torch.Tensor:
+    """Same contract as scores.recent_attention_scores_torch: queries [B, H, W, D], keys [B, H_kv, T, D]."""
+    B, H, W, D = queries.shape
+    H_kv, T = keys.shape[1], keys.shape[2]
+    if D not in (16, 32, 64, 128, 256):
+        raise ValueError(f"the Triton scorer needs a power-of-two head_dim in [16, 256], got {D}")
+    q, k = queries.contiguous(), keys.contiguous()
+    q_pos, k_pos = query_pos.contiguous(), key_pos.contiguous()
+    wts = weights.float().contiguous()
+    lse = torch.empty(B, H, W, dtype=torch.float32, device=q.device)
+    out = torch.empty(B, T, dtype=torch.float32, device=q.device)
+    BW = min(64, max(16, triton.next_power_of_2(W)))
+    BT = 64 if D <= 128 else 32
+    recent_lse_fwd_kernel[(triton.cdiv(W, BW), H, B)](
+        q, q_pos, k, k_pos, lse, scale, W, T, H, G=H // H_kv, D=D, BW=BW, BT=BT)
+    recent_scores_fwd_kernel[(triton.cdiv(T, BT), B)](
+        q, q_pos, k, k_pos, lse, wts, out, scale, W, T, H, G=H // H_kv, D=D, BW=BW, BT=BT)
+    return out

@@ -1,0 +1,205 @@
+"""PyramidInfer (Yang et al., Findings of ACL 2024, arXiv 2405.12532): fewer KV in deeper layers.
+
+Prefill (paper Algorithm 1; official code `LlamaModel.forward`): after layer l, each row's context
+tokens (all but its recent window, the last 1 + R tokens with R = int(recent_ratio * n)) are scored by
+the recent window's head-averaged attention, weighted linearly from 1.0 (oldest voter) to
+distance_weight (newest). The top int(C * r(l)) context tokens, the first sink_len tokens and the
+recent window go on to layer l+1; the rest are dropped from the hidden states, so deeper layers compute
+and cache fewer keys and values. A layer whose context is at or under min_context_length (or would keep
+no more than that) is not compressed; only every layer_interval-th layer compresses.
+
+Decode: once chunk_length tokens have passed out of a layer's recent window since that layer was last
+compressed, those chunk_length slots are cut to max(1, int(chunk_length * gen_compress_ratio *
+r_gen(l))) by the same score.
+
+Where we depart from the official code (mutonix/pyramidinfer @ 61ac641), and why:
+- "since last compressed" is per layer, as in the legacy 4.31 file; the 4.46 port compares with the
+  global token count, which collapses deep layers to the recent window (research notes 1.6a).
+- "linear" is linear, from 1 at layer 0 to d at the last layer; the official branch chain turns it
+  into the constant schedule (1.6b). Defaults are the shipped 7B config, not the code's fallbacks (1.6c).
+- Pads are never scored, kept or counted as sinks; sinks are protected at decode time too (1.6d, e).
+- The decode trigger counts tokens past the marker outside the whole window (1 + R), so a chunk holds
+  generated tokens only; the official test (len - R - marker) also cuts the prompt's last token.
+- Scores come from the recent queries and the layer's keys (kernels/scores.py), never from a full
+  attention matrix. At decode time the voters are the layer's stored recent queries scored against the
+  keys it holds now, rather than attention rows stored when each voter was decoded: the rows differ only
+  in normalisation over keys evicted since, and no per-step extra pass over the keys is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .base import Keep, LayerContext, Policy, top_k_mask
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+PRESETS = {
+    # the shipped configs of the official repository (configs/llama2_7b.json, llama2_13b.json)
+    "paper-7b": {},
+    "paper-13b": {"prefill_decay_ratio": 0.8, "layer_interval": 2},
+    # about 45% of the full KV at 512 + 256 tokens, as in the paper's Table 1: the decay is solved
+    "table1-45": {"kv_budget": 0.45},
+}
+
+
+def layer_ratio(layer: int, num_layers: int, floor: float, schedule: str) -> float:
+    """r(l): the share of its context layer l passes on; 1 at layer 0, falling to `floor` at the top."""
+    depth = layer / num_layers
+    if schedule == "cosine":
+        return (1 - floor) * (math.cos(math.pi * depth) + 1) / 2 + floor
+    if schedule == "linear":
+        return 1 - (1 - floor) * depth
+    if schedule == "constant":
+        return floor
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+
+
+@dataclass
+class PyramidPolicy(Policy):
+    """PyramidInfer. Defaults are the official repository's configs/llama2_7b.json."""
+
+    name = "pyramid"
+    recent_ratio: float = field(default=0.2, metadata={"help": "recent window (voters) as a share of the length"})
+    prefill_decay_ratio: float = field(default=0.9, metadata={"help": "d: the deepest layer's keep ratio"})
+    prefill_decay_strategy: str = field(default="cosine", metadata={"help": "cosine | linear | constant"})
+    min_context_length: int = field(default=64, metadata={"help": "layers with no more context are not compressed"})
+    layer_interval: int = field(default=1, metadata={"help": "compress every k-th layer"})
+    sink_len: int = field(default=4, metadata={"help": "first tokens always kept"})
+    distance_weight: float = field(default=1.2, metadata={"help": "weight of the newest voter (oldest: 1.0)"})
+    gen_decay_ratio: float = field(default=0.1, metadata={"help": "decode-time schedule floor"})
+    gen_decay_strategy: str = field(default="cosine", metadata={"help": "cosine | linear | constant"})
+    gen_compress_ratio: float = field(default=0.9, metadata={"help": "extra factor on each decode chunk"})
+    chunk_length: int = field(default=16, metadata={"help": "decode chunk size and trigger"})
+    kv_budget: float | None = field(default=None, metadata={"help": "target share of the full KV (0-1] or tokens (>1); solves d"})
+
+    def __post_init__(self):
+        for knob in ("recent_ratio", "prefill_decay_ratio", "gen_decay_ratio", "gen_compress_ratio"):
+            value = getattr(self, knob)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{knob} must be in [0, 1], got {value}")
+        for knob in ("prefill_decay_strategy", "gen_decay_strategy"):
+            if getattr(self, knob) not in SCHEDULES:
+                raise ValueError(f"{knob} must be one of {SCHEDULES}, got {getattr(self, knob)!r}")
+        for knob, low in (("min_context_length", 0), ("layer_interval", 1), ("sink_len", 0), ("chunk_length", 1)):
+            if int(getattr(self, knob)) != getattr(self, knob) or getattr(self, knob) < low:
+                raise ValueError(f"{knob} must be an integer >= {low}, got {getattr(self, knob)}")
+        if self.distance_weight <= 0:
+            raise ValueError(f"distance_weight must be > 0, got {self.distance_weight}")
+        if self.kv_budget is not None and not self.kv_budget > 0:
+            raise ValueError(f"kv_budget must be a share in (0, 1] or a token count > 1, got {self.kv_budget}")
+
+    @classmethod
+    def configure(cls, knobs: dict, preset: str | None = None, kv_budget=None) -> "PyramidPolicy":
+        """Knobs on top of a preset; an explicit KV budget on top of both."""
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        merged = {**PRESETS.get(preset, {}), **knobs}
+        if kv_budget is not None:
+            merged["kv_budget"] = float(kv_budget)
+        return cls(**merged)
+
+    # ------------------------------------------------------------------ schedule arithmetic
+
+    def window(self, seen: int) -> int:
+        """Voters: the last 1 + R tokens."""
+        return min(seen, 1 + int(self.recent_ratio * seen))
+
+    def prefill_keep_count(self, layer: int, num_layers: int, held: int, seen: int, decay: float) -> int:
+        """How many of its `held` tokens layer `layer` passes on, for a prompt of `seen` tokens."""
+        ratio = layer_ratio(layer, num_layers, decay, self.prefill_decay_strategy)
+        if layer % self.layer_interval != 0 or ratio >= 1.0:
+            return held
+        window = self.window(seen)
+        context = held - window
+        min_context = min(self.min_context_length, seen - window)
+        kept = int(context * ratio)
+        if context <= min_context or kept <= min_context:
+            return held
+        return kept + window
+
+    def prefill_counts(self, seen: int, num_layers: int, decay: float) -> list[int]:
+        """Tokens each layer caches after the prefill of a `seen`-token prompt (layer l holds what entered it)."""
+        counts, held = [], seen
+        for layer in range(num_layers):
+            counts.append(held)
+            held = self.prefill_keep_count(layer, num_layers, held, seen, decay)
+        return counts
+
+    def prefill_share(self, seen: int, num_layers: int, decay: float) -> float:
+        """Mean share of the prompt each layer caches after prefill."""
+        return sum(self.prefill_counts(seen, num_layers, decay)) / (num_layers * seen)
+
+    def solve_decay(self, seen: int, num_layers: int) -> float:
+        """The prefill decay d whose prefill KV share is closest to kv_budget (bisection; share grows with d).
+
+        A budget below what the recent window and min_context_length allow is met as closely as they
+        allow, with a warning; the share reached is in the trace.
+        """
+        if self.kv_budget is None:
+            return self.prefill_decay_ratio
+        target = self.kv_budget if self.kv_budget <= 1 else self.kv_budget / seen
+        low, high = 0.0, 1.0
+        for _ in range(30):
+            mid = (low + high) / 2
+            low, high = (mid, high) if self.prefill_share(seen, num_layers, mid) < target else (low, mid)
+        reached = self.prefill_share(seen, num_layers, high)
+        if abs(reached - target) > 0.02:
+            log.warning("kv_budget %.3f is out of reach for %d tokens and %d layers; keeping %.3f",
+                        target, seen, num_layers, reached)
+        return high
+
+    def query_window(self, seen: int) -> int:
+        return self.window(seen)
+
+    # ------------------------------------------------------------------ the two answers
+
+    def prefill(self, ctx: LayerContext) -> Keep | None:
+        shared = ctx.shared
+        if "decay" not in shared:
+            shared["decay"] = [self.solve_decay(n, ctx.num_layers) for n in ctx.seen]
+            shared["resolved"] = {
+                "prefill_decay_ratio": [round(d, 4) for d in shared["decay"]],
+                "planned_prefill_kv_share": [round(self.prefill_share(n, ctx.num_layers, d), 4)
+                                             for n, d in zip(ctx.seen, shared["decay"])]}
+        ctx.state["marker"] = list(ctx.counts)
+        keep_counts = [self.prefill_keep_count(ctx.layer, ctx.num_layers, held, n, d)
+                       for held, n, d in zip(ctx.counts, ctx.seen, shared["decay"])]
+        if keep_counts == ctx.counts:
+            return None
+        windows = [self.window(n) for n in ctx.seen]
+        seen = torch.tensor(ctx.seen, device=ctx.positions.device)[:, None]
+        recent = ctx.positions >= seen - torch.tensor(windows, device=seen.device)[:, None]
+        candidates = (ctx.positions >= 0) & ~recent
+        sinks = candidates & (ctx.positions < self.sink_len)
+        scores = ctx.scores(windows, self.distance_weight)
+        context_kept = [k - w for k, w in zip(keep_counts, windows)]
+        return Keep(stream=top_k_mask(scores, candidates, context_kept, forced=sinks) | recent)
+
+    def decode(self, ctx: LayerContext) -> torch.Tensor | None:
+        windows = [self.window(n) for n in ctx.seen]
+        markers = ctx.state.setdefault("marker", list(ctx.counts))
+        fire = [held - w - m >= self.chunk_length for held, w, m in zip(ctx.counts, windows, markers)]
+        if not any(fire):
+            return None
+        ratio = layer_ratio(ctx.layer, ctx.num_layers, self.gen_decay_ratio, self.gen_decay_strategy)
+        keep_in_chunk = max(1, int(self.chunk_length * self.gen_compress_ratio * ratio))
+        T = ctx.positions.shape[1]
+        from_end = torch.arange(T - 1, -1, -1, device=ctx.positions.device)[None, :]  # slots right-aligned
+        w = torch.tensor(windows, device=from_end.device)[:, None]
+        firing = torch.tensor(fire, device=from_end.device)[:, None]
+        chunk = firing & (from_end >= w) & (from_end < w + self.chunk_length) & (ctx.positions >= 0)
+        chunk &= ctx.positions >= self.sink_len
+        scores = ctx.scores(windows, self.distance_weight)
+        kept = top_k_mask(scores, chunk, [keep_in_chunk] * len(fire))
+        dropped = (chunk & ~kept).sum(1).tolist()
+        for row, fired in enumerate(fire):
+            if fired:  # "compressed up to here", per layer
+                markers[row] = ctx.counts[row] - dropped[row] - windows[row]
+        return ~chunk | kept

@@ -1,0 +1,57 @@
+"""The scoring twin against a brute-force full attention matrix, and the Triton kernel against the twin."""
+
+import pytest
+import torch
+
+from pyramid_core.kernels.scores import recent_attention_scores, recent_attention_scores_torch
+
+
+def brute_force(q, q_pos, k, k_pos, weights, scale):
+    """Full softmax attention, one (row, head, voter) at a time, in float64."""
+    B, H, W, _ = q.shape
+    group = H // k.shape[1]
+    out = torch.zeros(B, k.shape[2], dtype=torch.float64)
+    for b in range(B):
+        for h in range(H):
+            for w in range(W):
+                if weights[b, w] == 0:
+                    continue
+                seen = (k_pos[b] >= 0) & (k_pos[b] <= q_pos[b, w])
+                logits = (k[b, h // group].double() @ q[b, h, w].double()) * scale
+                probs = torch.softmax(logits.masked_fill(~seen, float("-inf")), dim=0)
+                out[b] += weights[b, w] * probs
+    return (out / H).float()
+
+
+def make_inputs(B, H, H_kv, W, T, D, device="cpu", dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, W, D, generator=gen)
+    k = torch.randn(B, H_kv, T, D, generator=gen)
+    k_pos = torch.arange(T).repeat(B, 1)
+    k_pos[0, :5] = -1                      # empty slots in front of row 0 (left padding)
+    k_pos[:, 7] = -1 if B > 1 else k_pos[:, 7]
+    q_pos = torch.arange(T - W, T).repeat(B, 1)
+    weights = torch.rand(B, W, generator=gen)
+    weights[-1, 0] = 0.0                   # a slot that does not vote
+    cast = lambda t: t.to(device=device, dtype=dtype)
+    return cast(q), q_pos.to(device), cast(k), k_pos.to(device), weights.to(device)
+
+
+@pytest.mark.parametrize("B,H,H_kv,W,T,D", [(1, 4, 4, 3, 20, 8), (2, 6, 2, 9, 63, 16), (3, 8, 1, 17, 130, 32)],
+                         ids=lambda v: str(v))
+def test_twin_equals_brute_force(B, H, H_kv, W, T, D):
+    q, q_pos, k, k_pos, weights = make_inputs(B, H, H_kv, W, T, D)
+    out = recent_attention_scores_torch(q, q_pos, k, k_pos, weights, D ** -0.5)
+    torch.testing.assert_close(out, brute_force(q, q_pos, k, k_pos, weights, D ** -0.5), atol=1e-5, rtol=1e-4)
+    assert (out[k_pos < 0] == 0).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a CUDA GPU (run on the GPU machine)")
+@pytest.mark.parametrize("B,H,H_kv,W,T,D,dtype", [
+    (1, 4, 4, 3, 20, 64, torch.float16), (2, 32, 8, 103, 500, 128, torch.bfloat16),
+    (3, 40, 40, 17, 1000, 128, torch.float16), (2, 14, 2, 65, 4097, 64, torch.bfloat16)], ids=lambda v: str(v))
+def test_triton_kernel_equals_twin(B, H, H_kv, W, T, D, dtype):
+    q, q_pos, k, k_pos, weights = make_inputs(B, H, H_kv, W, T, D, device="cuda", dtype=dtype)
+    out = recent_attention_scores(q, q_pos, k, k_pos, weights, D ** -0.5)
+    ref = recent_attention_scores_torch(q, q_pos, k, k_pos, weights, D ** -0.5)
+    torch.testing.assert_close(out, ref, atol=2e-3 * float(weights.sum(1).max()) / T ** 0.5, rtol=2e-2)
