@@ -28,6 +28,8 @@ def _knobs() -> dict[str, dataclasses.Field]:
 def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("policy knobs (defaults: the policy's own)")
     for name, f in _knobs().items():
+        if name == "kv_budget":  # one flag for every mode, below
+            continue
         kind = type(f.default) if f.default is not dataclasses.MISSING else str
         kind = float if kind is int and name.endswith("ratio") else kind
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"knob_{name}", type=kind, default=None,
