@@ -7,6 +7,7 @@ import json
 import sys
 
 import torch
+import torch.utils.benchmark
 
 sys.path.insert(0, ".")
 from pyramid_core.bench import environment  # noqa: E402

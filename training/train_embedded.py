@@ -218,6 +218,17 @@ steps then cosine decay over the time budget, bf16 autocast, gradient clipping a
 
 # ----------------------------------------------------------------------------- main
 
+def keep_best(model, val, args, device, amp, step, best):
+    """Validate; remember the weights if they are the best so far."""
+    loss = evaluate(model, val, args.seq, 16, device, amp)
+    model.train()
+    best["history"].append({"step": step, "val_loss": round(loss, 4)})
+    print(f"[val] step {step:5d} val loss {loss:.4f}", flush=True)
+    if loss < best["val_loss"]:
+        best.update(val_loss=loss, step=step,
+                    state={k: v.detach().clone() for k, v in model.state_dict().items()})
+
+
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=".data")
@@ -232,7 +243,9 @@ def parse_args():
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--clip", type=float, default=1.0)
-    ap.add_argument("--retrieval-frac", type=float, default=0.15)
+    ap.add_argument("--retrieval-frac", type=float, default=0.3)
+    ap.add_argument("--eval-every", type=int, default=250,
+                    help="validation every N steps; the best checkpoint is the one saved (the corpus is small)")
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--reserve-s", type=float, default=45.0, help="seconds kept for evaluation and saving")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: time budget only)")
@@ -299,6 +312,7 @@ def main():
     t_train = time.time()
     train_budget = max(1.0, budget - (t_train - t0))
     step, tokens, log, recent = 0, 0, [], []
+    best = {"val_loss": float("inf"), "step": 0, "state": None, "history": []}
     loss_acc = torch.zeros((), device=device)
     t_log, tok_log = time.time(), 0
     while True:
@@ -331,12 +345,16 @@ def main():
             print(f"[train] step {step:5d} loss {mean:.4f} lr {lr:.2e} gnorm {rec['gnorm']:.2f} "
                   f"{rec['tok_s']:,} tok/s elapsed {rec['elapsed_s']:.0f}s", flush=True)
             t_log, tok_log = time.time(), 0
+        if step % args.eval_every == 0:
+            keep_best(model, val, args, device, amp, step, best)
     train_seconds = time.time() - t_train
     if not recent:  # fewer steps than one log interval
         recent = [loss.item()]
 
-    # ---- evaluate
-    val_loss = evaluate(model, val, args.seq, 16, device, amp)
+    # ---- evaluate (the best validation checkpoint: ~11M parameters overfit ~11M tokens within minutes)
+    keep_best(model, val, args, device, amp, step, best)
+    model.load_state_dict(best["state"])
+    val_loss = best["val_loss"]
     val_synth = Retrieval(tok, val, args.seq, seed=12345)
     n_ret = 16 if args.smoke else 256
     acc = retrieval_accuracy(model, val_synth, n_ret, 16, device, amp)
@@ -345,7 +363,8 @@ def main():
 
     # ---- save
     os.makedirs(args.out, exist_ok=True)
-    model.to(torch.bfloat16).save_pretrained(args.out, safe_serialization=True)
+    # shards under 12 MB: files that travel back from the GPU machine are capped at 16 MiB each
+    model.to(torch.bfloat16).save_pretrained(args.out, safe_serialization=True, max_shard_size="12MB")
     hf_tok.save_pretrained(args.out)
     manifest_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus_manifest.json")
     corpus = json.load(open(manifest_path)) if os.path.exists(manifest_path) else {}
@@ -359,7 +378,7 @@ def main():
         val_loss=val_loss, val_ppl=math.exp(val_loss), val_tokens=val.numel(),
         retrieval_acc=acc, retrieval_n=n_ret, retrieval_frac=args.retrieval_frac,
         lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
-        train_tokens_in_corpus=train.numel(), args=vars(args), log=log,
+        train_tokens_in_corpus=train.numel(), best_step=best["step"], val_history=best["history"], args=vars(args), log=log,
         corpus={k: corpus[k] for k in ("sources", "train_bytes") if k in corpus},
     )
     write_card(args.out, rep)

@@ -1,0 +1,90 @@
+"""Several modes on one prompt, side by side: their engine generators advanced in turn, one step each.
+
+One device runs one step at a time, so the modes take turns (round-robin) instead of running in
+threads: every pane of the app advances together, and each mode's records are exactly those of a run
+of that mode alone (its cache, policy state and random generator are its own; see engine.generate).
+
+Also here, because the app and the CLI should not each compute them: the live numbers of a partial
+run, the first character where a mode's text departs from the baseline's, and the slimming of
+records kept for figures (per-step attention and positions are large).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Iterator
+
+from .engine import Sampling
+from .models import LoadedModel
+from .policies.base import Policy
+from .session import stream_generation
+from .trace import StepRecord
+
+MIB = 2**20
+
+
+def compare(lm: LoadedModel, prompt: str, modes: dict[str, Policy], max_new_tokens: int,
+            sampling: Sampling, record_attention: bool = True, record_positions: bool = True,
+            stop: threading.Event | None = None) -> Iterator[tuple[str, StepRecord]]:
+    """Yield (mode, record) round-robin over `modes` (in dict order) until all finish or `stop` is set.
+
+    Round r yields step r of every mode still running: all prefills first, then the first decode
+    step of each mode, and so on. A mode that finishes early drops out of the rotation. Errors of a
+    mode (an empty or too long prompt) propagate at its first step, before any decode step runs.
+    """
+    running = {mode: stream_generation(lm, prompt, policy, max_new_tokens, sampling,
+                                       record_attention=record_attention,
+                                       record_positions=record_positions, stop=stop)
+               for mode, policy in modes.items()}
+    try:
+        while running and not (stop is not None and stop.is_set()):
+            for mode, gen in list(running.items()):
+                if stop is not None and stop.is_set():
+                    return
+                record = next(gen, None)
+                if record is None:
+                    del running[mode]
+                    continue
+                yield mode, record
+    finally:
+        for gen in running.values():
+            gen.close()
+
+
+def live_stats(run: list[StepRecord]) -> dict:
+    """Numbers for a mode's pane from its records so far (first sequence).
+
+    tokens_per_s counts every sampled token over the engine's own step times, prefill included, so
+    it is the mode's speed regardless of how the modes share the device.
+    """
+    seconds = sum(r.step_time_s for r in run)
+    return {
+        "tokens": len(run),
+        "tokens_per_s": len(run) / seconds if seconds > 0 else None,
+        "kv_mib": run[-1].kv_bytes / MIB if run else 0.0,
+        "peak_kv_mib": max((r.peak_kv_bytes for r in run), default=0) / MIB,
+        "prompt_tokens": run[0].seen_tokens if run else 0,
+    }
+
+
+def first_difference(text: str, reference: str) -> int | None:
+    """Index of the first character where `text` differs from `reference`, within their common length.
+
+    None when one is a prefix of the other: a text that is only longer than the reference so far has
+    not (yet) departed from it.
+    """
+    for i, (a, b) in enumerate(zip(text, reference)):
+        if a != b:
+            return i
+    return None
+
+
+def slim(run: list[StepRecord]) -> None:
+    """Drop attention and kept positions from the second-to-last record of a growing run, in place.
+
+    What the figures need is the prefill's (always kept) and the latest record's; keeping them for
+    every step would grow with layers x heads x tokens per step.
+    """
+    if len(run) >= 3:
+        run[-2] = dataclasses.replace(run[-2], attention=None, kept_positions=None)

@@ -1,0 +1,16 @@
+"""RecurFormer: KV groups whose heads attend locally run as linear RNNs with a fixed-size state.
+
+- recency.py: per-head recency scores and the choice of KV groups (research/recurformer.md 3.1);
+- rnn.py:     GroupRNN, the replacement for one KV group, with its chunked scan, one-step decode and
+              the naive reference loop;
+- convert.py: attention transfer, training each GroupRNN on the model's own attention outputs;
+- adapter.py: saving, loading and attaching the trained GroupRNNs (lm.recurrent).
+
+Only rnn and adapter are imported here: recency and convert import the engine, which may itself
+import this package.
+"""
+
+from .adapter import Adapter, apply_adapter, load_adapter, save_adapter
+from .rnn import GroupRNN, RNNConfig, state_nbytes
+
+__all__ = ["Adapter", "apply_adapter", "load_adapter", "save_adapter", "GroupRNN", "RNNConfig", "state_nbytes"]

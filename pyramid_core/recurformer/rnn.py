@@ -1,0 +1,314 @@
+"""GroupRNN: a scalar-decay linear RNN that stands in for one KV group of one attention layer.
+
+RecurFormer (Yan et al. 2024, arXiv 2410.12850) replaces recency heads with "the Mamba architecture";
+its method section could not be read (research/recurformer.md section 1.2), so this is the plan of
+section 3.2 there: a Mamba-2 / SSD-style head with the Mamba-in-the-Llama mapping q -> C, k -> B, v -> x,
+applied to one KV group instead of a whole layer, keeping RoPE on q and k (option B: (R_t q).(R_s k)
+is q.R_{s-t} k, so the recurrence is exact and the initial kernel equals the pretrained logits).
+
+For each of the group's G query heads h, at token t (x_t is the layer's input_layernorm output):
+
+    a_t = exp(-softplus(w_a[h] . x_t + b_a[h]))           data-dependent decay in (0, 1)
+    S_t = a_t S_{t-1} + k_t v_t^T                           state [D_k, D_v], k and v shared by the group
+    o_t = (scale q_t)^T S_t                                 [D]
+    y_t = rmsnorm(o_t) * out_weight[h] + skip[h] * v_t      [D], into head h's o_proj slot
+
+Why the output norm: linear attention has no softmax denominator, so |o_t| grows with the effective
+window 1/(1-a) and with |q.k|, while an attention output is a convex combination of values. An RMS
+norm over the head dim removes that scale (Mamba-2 normalises its output the same way, with a gate),
+and `out_weight` restores a per-channel scale that convert() first fits by least squares. `skip` is
+Mamba's D term (a direct path from the token's own value), starting at 0.
+
+Departures from Mamba-2: no causal conv (RoPE gives position), no z gate, and one decay per query head
+rather than per group, so the G heads keep G states; k and v are computed once per group.
+
+Scans (all take q, k, v [B, H, T, D], log_a [B, H, T], state [B, H, D, D] and return (o, state)):
+`scan_chunked` (prefill and training), `scan_step` (decode, T = 1) and `scan_naive` (the reference
+step loop the tests compare both against). They compute in float32 (float64 if given float64) and
+keep the state in that precision whatever the model dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class RNNConfig:
+    """Shape and init of a GroupRNN; saved in adapter.json.
+
+    hidden_size:   the model's hidden size C (input width).
+    head_dim:      D, the attention head dim (state is D x D per head).
+    heads:         G, query heads per KV group.
+    qkv_bias:      whether q/k/v projections have biases (Qwen2).
+    qk_norm:       whether q and k get an RMS norm over the head dim before RoPE (Qwen3).
+    norm_eps:      eps of that q/k norm (the model's rms_norm_eps).
+    scale:         query scale, the attention's `scaling` (D ** -0.5).
+    rope_scaling:  the rotary embedding's attention_scaling (1.0 for plain RoPE).
+    init_decay:    decay a at initialisation (w_a = 0); 0.95 is an effective window of about 20 tokens.
+    chunk:         chunk length of the chunked scan.
+    out_eps:       eps of the output RMS norm.
+    """
+
+    hidden_size: int
+    head_dim: int
+    heads: int
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    norm_eps: float = 1e-6
+    scale: float | None = None
+    rope_scaling: float = 1.0
+    init_decay: float = 0.95
+    chunk: int = 64
+    out_eps: float = 1e-6
+
+    def __post_init__(self):
+        for name in ("hidden_size", "head_dim", "heads", "chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
+        if not 0.0 < self.init_decay < 1.0:
+            raise ValueError(f"init_decay must be in (0, 1), got {self.init_decay}")
+        if self.scale is None:
+            self.scale = self.head_dim ** -0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class HeadRMSNorm(nn.Module):
+    """RMS norm over the last dim, computed in float32 (what Qwen3's q_norm/k_norm compute)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float() if x.dtype != torch.float64 else x
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE (the rotate-half form all four families use). x [B, H, T, D]; cos, sin [B, T, D]."""
+    cos, sin = cos[:, None], sin[:, None]
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+class GroupRNN(nn.Module):
+    """One replaced KV group: G query heads sharing one k/v projection, run as a linear RNN.
+
+    Call with the layer's input_layernorm output x [B, T, C] and original positions [B, T]
+    (-1 marks a left pad, which leaves the state unchanged). Returns (y [B, T, G * D] in x's dtype,
+    state [B, G, D, D] float32): y goes into the group's slots of the layer's unchanged o_proj.
+    """
+
+    def __init__(self, cfg: RNNConfig):
+        super().__init__()
+        self.cfg = cfg
+        C, D, G = cfg.hidden_size, cfg.head_dim, cfg.heads
+        self.q_proj = nn.Linear(C, G * D, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(C, D, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(C, D, bias=cfg.qkv_bias)
+        self.q_norm = HeadRMSNorm(D, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = HeadRMSNorm(D, cfg.norm_eps) if cfg.qk_norm else None
+        self.decay = nn.Linear(C, G)
+        self.out_weight = nn.Parameter(torch.ones(G, D))
+        self.skip = nn.Parameter(torch.zeros(G, 1))
+        # RoPE frequencies, saved with the adapter so a GroupRNN needs nothing from the model to run
+        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, D, 2).float() / D))
+        with torch.no_grad():
+            self.decay.weight.zero_()
+            self.decay.bias.fill_(inverse_softplus(-torch.log(torch.tensor(cfg.init_decay))))
+
+    @classmethod
+    def from_attention(cls, attn: nn.Module, rotary: nn.Module, group: int, cfg: RNNConfig) -> "GroupRNN":
+        """Copy group `group`'s slices of attn.{q,k,v}_proj (and q_norm/k_norm) and the RoPE frequencies.
+
+        Query heads group*G .. group*G + G - 1 share KV head `group` (HF's repeat_kv order).
+        """
+        rnn = cls(cfg)
+        G, D = cfg.heads, cfg.head_dim
+        q_rows = slice(group * G * D, (group + 1) * G * D)
+        kv_rows = slice(group * D, (group + 1) * D)
+        with torch.no_grad():
+            for mine, theirs, rows in ((rnn.q_proj, attn.q_proj, q_rows), (rnn.k_proj, attn.k_proj, kv_rows),
+                                       (rnn.v_proj, attn.v_proj, kv_rows)):
+                mine.weight.copy_(theirs.weight[rows])
+                if cfg.qkv_bias:
+                    mine.bias.copy_(theirs.bias[rows])
+            if cfg.qk_norm:
+                rnn.q_norm.weight.copy_(attn.q_norm.weight)
+                rnn.k_norm.weight.copy_(attn.k_norm.weight)
+            rnn.inv_freq.copy_(rotary.inv_freq.float())
+        return rnn
+
+    # ------------------------------------------------------------------------- pieces
+
+    def rope(self, positions: torch.Tensor, dtype: torch.dtype):
+        """cos, sin [B, T, D] at the original positions (pads use position 0; their k is zeroed)."""
+        freqs = positions.clamp(min=0)[..., None].float() * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        s = self.cfg.rope_scaling
+        return (emb.cos() * s).to(dtype), (emb.sin() * s).to(dtype)
+
+    def project(self, x: torch.Tensor, positions: torch.Tensor, rope=None):
+        """q [B, G, T, D], k and v [B, G, T, D] (expanded views), log_a [B, G, T]; pads zeroed.
+
+        rope: optional (cos, sin) [B, T, D] the caller already computed for these positions.
+        """
+        B, T, _ = x.shape
+        G, D = self.cfg.heads, self.cfg.head_dim
+        q = self.q_proj(x).view(B, T, G, D)
+        k = self.k_proj(x).view(B, T, 1, D)
+        v = self.v_proj(x).view(B, T, 1, D)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        cos, sin = rope if rope is not None else self.rope(positions, q.dtype)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        gate = self.decay(x)
+        log_a = -F.softplus(gate.to(_compute_dtype(gate))).transpose(1, 2)  # [B, G, T], fp32 or fp64
+        real = (positions >= 0)
+        k = k * real[:, None, :, None].to(k.dtype)  # a pad adds nothing to the state...
+        log_a = log_a * real[:, None, :]              # ...and does not decay it
+        return q * self.cfg.scale, k.expand(B, G, T, D), v.expand(B, G, T, D), log_a
+
+    def readout(self, o: torch.Tensor, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """o, v [B, G, T, D] -> y [B, T, G * D]: output RMS norm, per-channel scale, skip term."""
+        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + self.cfg.out_eps)
+        y = o * self.out_weight[:, None] + self.skip[:, None] * v.to(o.dtype)
+        B, G, T, D = y.shape
+        return y.transpose(1, 2).reshape(B, T, G * D).to(dtype)
+
+    def to_model(self, device, dtype: torch.dtype) -> "GroupRNN":
+        """Move to a model's device and dtype, keeping the RoPE frequencies in float32."""
+        inv_freq = self.inv_freq.float().to(device)
+        self.to(device=device, dtype=dtype)
+        self.inv_freq = inv_freq
+        return self
+
+    def init_state(self, batch: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        D = self.cfg.head_dim
+        return torch.zeros(batch, self.cfg.heads, D, D, device=device or self.inv_freq.device, dtype=dtype)
+
+    # ------------------------------------------------------------------------- entry points
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: torch.Tensor | None = None,
+                rope=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefill / training: x [B, T, C], positions [B, T] -> (y [B, T, G*D], state [B, G, D, D])."""
+        q, k, v, log_a = self.project(x, positions, rope)
+        o, state = scan_chunked(q, k, v, log_a, state, self.cfg.chunk)
+        return self.readout(o, v, x.dtype), state
+
+    def step(self, x: torch.Tensor, positions: torch.Tensor, state: torch.Tensor | None,
+             rope=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode one token per row: x [B, 1, C], positions [B, 1]; state as returned before."""
+        q, k, v, log_a = self.project(x, positions, rope)
+        o, state = scan_step(q, k, v, log_a, state)
+        return self.readout(o, v, x.dtype), state
+
+    def naive_scan(self, x: torch.Tensor, positions: torch.Tensor, state: torch.Tensor | None = None,
+                   rope=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference: forward() with the plain step loop instead of the chunked scan."""
+        q, k, v, log_a = self.project(x, positions, rope)
+        o, state = scan_naive(q, k, v, log_a, state)
+        return self.readout(o, v, x.dtype), state
+
+
+def state_nbytes(state: torch.Tensor | None) -> int:
+    """Bytes a recurrent state holds (0 for none)."""
+    return 0 if state is None else state.numel() * state.element_size()
+
+
+def inverse_softplus(y: torch.Tensor) -> float:
+    """b with softplus(b) = y (y > 0)."""
+    return float(y + torch.log(-torch.expm1(-y)))
+
+
+# ----------------------------------------------------------------------------- scans
+
+def _compute_dtype(q: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(q.dtype, torch.float32)
+
+
+def _start(q: torch.Tensor, state: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    B, H, _, D = q.shape
+    if state is None:
+        return torch.zeros(B, H, D, D, device=q.device, dtype=dtype)
+    assert state.shape == (B, H, D, D), f"state shape {tuple(state.shape)} != {(B, H, D, D)}"
+    return state.to(dtype)
+
+
+def scan_naive(q, k, v, log_a, state=None):
+    """Reference loop: S_t = exp(log_a_t) S_{t-1} + k_t v_t^T, o_t = q_t^T S_t.
+
+    q, k, v [B, H, T, D]; log_a [B, H, T] (<= 0); state [B, H, D, D] or None. Returns (o, state).
+    """
+    dtype = _compute_dtype(q)
+    S = _start(q, state, dtype)
+    q, k, v, log_a = q.to(dtype), k.to(dtype), v.to(dtype), log_a.to(dtype)
+    out = []
+    for t in range(q.shape[2]):
+        S = log_a[:, :, t, None, None].exp() * S + k[:, :, t, :, None] * v[:, :, t, None, :]
+        out.append(torch.einsum("bhd,bhde->bhe", q[:, :, t], S))
+    o = torch.stack(out, dim=2) if out else q.new_zeros(q.shape)
+    return o, S
+
+
+def scan_step(q, k, v, log_a, state):
+    """One decode step (T = 1); same maths as scan_naive, kept separate so decode has no Python loop."""
+    assert q.shape[2] == 1, "scan_step takes one token"
+    dtype = _compute_dtype(q)
+    S = _start(q, state, dtype)
+    q, k, v = q[:, :, 0].to(dtype), k[:, :, 0].to(dtype), v[:, :, 0].to(dtype)
+    S = log_a.to(dtype).exp()[..., None] * S + k[..., :, None] * v[..., None, :]
+    return torch.einsum("bhd,bhde->bhe", q, S)[:, :, None], S
+
+
+def scan_chunked(q, k, v, log_a, state=None, chunk: int = 64):
+    """Chunked scan (SSD form): quadratic inside chunks of `chunk` tokens, a state between chunks.
+
+    With cumulative log decays c_t = sum_{r <= t in the chunk} log_a_r, for t, s in one chunk:
+
+        o_t = sum_{s <= t} exp(c_t - c_s) (q_t . k_s) v_s  +  exp(c_t) q_t^T S_in
+        S_out = exp(c_L) S_in + sum_s exp(c_L - c_s) k_s v_s^T
+
+    Every exponent is <= 0 (c is non-increasing; masked pairs get -inf before exp), so nothing
+    overflows however long the chunk or small the decay. Shapes as scan_naive.
+    """
+    B, H, T, D = q.shape
+    dtype = _compute_dtype(q)
+    S = _start(q, state, dtype)
+    if T == 0:
+        return q.new_zeros(q.shape).to(dtype), S
+    n = -(-T // chunk)
+    pad = n * chunk - T  # padded tokens: zero q and k, log_a 0, so they change nothing
+
+    def split(x):  # [B, H, T, ...] -> [B, H, n, chunk, ...]
+        x = x.to(dtype)
+        if pad:
+            x = F.pad(x, (0, 0, 0, pad) if x.ndim == 4 else (0, pad))
+        return x.view(B, H, n, chunk, *x.shape[3:])
+
+    q, k, v, log_a = split(q), split(k), split(v), split(log_a)
+    c = log_a.cumsum(-1)                                             # [B, H, n, L]
+    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
+    decay = (c[..., :, None] - c[..., None, :]).masked_fill(~causal, float("-inf")).exp()  # [B, H, n, L, L]
+    o = ((q @ k.transpose(-1, -2)) * decay) @ v                      # intra-chunk, [B, H, n, L, D]
+    to_end = (c[..., -1:] - c).exp()                                 # [B, H, n, L]
+    chunk_states = (k * to_end[..., None]).transpose(-1, -2) @ v      # [B, H, n, D, D]
+    chunk_decay = c[..., -1].exp()                                    # [B, H, n]
+    inter = []
+    for i in range(n):  # n = T / chunk steps of state passing
+        inter.append(q[:, :, i] @ S * c[:, :, i, :, None].exp())
+        S = chunk_decay[:, :, i, None, None] * S + chunk_states[:, :, i]
+    o = o + torch.stack(inter, dim=2)
+    return o.reshape(B, H, n * chunk, D)[:, :, :T], S

@@ -1,0 +1,231 @@
+"""The app, served in-process on a tiny local checkpoint and driven through gradio_client, plus its
+handlers as plain functions. Tiny random models write gibberish: the tests check structure, growth and
+messages, not words."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import time
+
+import gradio as gr
+import pytest
+from gradio_client import Client
+
+import app
+from pyramid_core.policies import ALL_POLICIES
+from pyramid_core.policies.pyramid import PRESETS
+from tests.tiny_models import save_tiny_checkpoint
+from visual.memory import PEAK_SUFFIX
+
+PROMPT = "the cat sat on the mat and a dog ran far away " * 3
+PANES = {mode: i for i, mode in enumerate(app.MODES)}          # output index of each mode's text pane
+STATS = {mode: len(app.MODES) + i for i, mode in enumerate(app.MODES)}
+KV_PLOT, PYRAMID_PLOT, ATTN_GRID, ATTN_BARS, TABLE = range(2 * len(app.MODES), 2 * len(app.MODES) + 5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny llama checkpoint without an EOS: random weights may sample it at any step, and the tests
+    count steps."""
+    from transformers import GenerationConfig
+
+    path = save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-llama"))
+    config = GenerationConfig.from_pretrained(path)
+    config.eos_token_id = None
+    config.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def server():
+    demo = app.build_ui()
+    demo.queue()
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture()
+def client(server):
+    return Client(server, verbose=False)
+
+
+def gen_args(model, **overrides):
+    """The /generate inputs in order, with the app's defaults; knobs None = the dataclass default."""
+    values = dict(model_id=model, modes=list(app.AVAILABLE), budget=0.0, temperature=0.0, top_p=1.0, seed=0,
+                  max_new=16, prompt=PROMPT, attn_mode=app.AVAILABLE[0], attn_step=app.STEP_CHOICES[0],
+                  layer=0, head=app.MEAN_HEAD)
+    knobs = overrides.pop("knobs", {})
+    values.update(overrides)
+    return [*values.values(), *[knobs.get((m, f.name)) for m, f in app.KNOBS]]
+
+
+def is_value(output) -> bool:
+    """False for a gr.skip() placeholder (an update with no props)."""
+    return not (isinstance(output, dict) and output.get("__type__") == "update")
+
+
+def plot_data(output) -> list[dict]:
+    return json.loads(output["plot"])["data"]
+
+
+def run(client, *args) -> list[tuple]:
+    job = client.submit(*args, api_name="/generate")
+    job.result(timeout=60)
+    return job.outputs()
+
+
+# ----------------------------------------------------------------------------- through the server
+
+def test_every_mode_streams_text_and_figures(client, checkpoint):
+    outputs = run(client, *gen_args(checkpoint, max_new=24))
+    final = outputs[-1]
+    for mode in app.MODES:
+        if mode not in app.AVAILABLE:
+            assert not is_value(final[PANES[mode]])  # hidden panes are never written
+            continue
+        lengths = [len(o[PANES[mode]]) for o in outputs if is_value(o[PANES[mode]])]
+        assert len(lengths) >= 2 and lengths[-1] > lengths[0], f"{mode} pane did not grow: {lengths}"
+        assert "24 tokens" in final[STATS[mode]] and "MiB" in final[STATS[mode]]
+    kv = plot_data(final[KV_PLOT])
+    assert sorted(t["name"] for t in kv) == sorted(app.AVAILABLE + [m + PEAK_SUFFIX for m in app.AVAILABLE])
+    assert all(len(t["x"]) == 24 for t in kv)  # one point per step, prefill included
+    pyramid = plot_data(final[PYRAMID_PLOT])
+    assert [t["name"] for t in pyramid] == app.AVAILABLE and all(t["type"] == "heatmap" for t in pyramid)
+    assert plot_data(final[ATTN_GRID])[0]["type"] == "heatmap"
+    assert [row[0] for row in final[TABLE]["data"]] == app.AVAILABLE
+    # the figures updated while generating too, not only at the end
+    assert sum(is_value(o[KV_PLOT]) for o in outputs) >= 1 and len(outputs) > sum(is_value(o[KV_PLOT]) for o in outputs)
+
+
+def test_compressed_modes_hold_less_kv(client, checkpoint):
+    knobs = {("pyramid", "min_context_length"): 4, ("pyramid", "prefill_decay_ratio"): 0.3}
+    final = run(client, *gen_args(checkpoint, max_new=8, knobs=knobs))[-1]
+    last_kv = {t["name"]: t["y"][-1] for t in plot_data(final[KV_PLOT])}
+    assert last_kv["pyramid"] < last_kv["baseline"] and last_kv["streaming"] < last_kv["baseline"]
+
+
+def test_stop_ends_a_generation_early(client, checkpoint):
+    job = client.submit(*gen_args(checkpoint, max_new=1024, modes=["baseline"]), api_name="/generate")
+    deadline = time.monotonic() + 30
+    while not job.outputs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.predict(api_name="/stop")
+    job.result(timeout=30)
+    kv = plot_data(job.outputs()[-1][KV_PLOT])
+    assert 1 <= len(kv[0]["x"]) < 1024
+
+
+def test_attention_redraws_from_stored_records(client, checkpoint):
+    run(client, *gen_args(checkpoint, max_new=6))
+    mode = app.AVAILABLE[-1]
+    grid, bars = client.predict(mode, "prefill", 2, "head 1", api_name="/attention")
+    assert "head 1" in json.loads(grid["plot"])["layout"]["title"]["text"]
+    assert "layer 2" in json.loads(bars["plot"])["layout"]["title"]["text"]
+    assert "prompt tokens" in json.loads(bars["plot"])["layout"]["title"]["text"]  # the prefill's record
+
+
+def test_export_writes_trace_and_figures(client, checkpoint):
+    run(client, *gen_args(checkpoint, max_new=6, modes=["baseline", "pyramid"]))
+    files = client.predict(api_name="/export")
+    names = sorted(p.rsplit("/", 1)[-1] for p in files)
+    assert "trace.json" in names and "kv_memory.html" in names and "pyramid.html" in names
+    trace = json.loads(open(next(p for p in files if p.endswith("trace.json"))).read())
+    assert sorted(trace) == ["baseline", "pyramid"] and len(trace["pyramid"]) == 6
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(prompt="   "), "prompt is empty"),
+    (dict(knobs={("pyramid", "recent_ratio"): 2.0}), "recent_ratio must be in [0, 1]"),
+    (dict(temperature=-1.0), "less than minimum value 0"),  # Gradio checks slider bounds itself
+    (dict(model_id="/no/such/model"), "Could not load the model: no model at /no/such/model"),
+    (dict(prompt="the cat " * 600), "more than the model's context of 512"),
+], ids=["empty-prompt", "bad-knob", "bad-sampling", "unknown-model", "prompt-too-long"])
+def test_bad_input_gets_its_message_and_the_server_keeps_serving(client, checkpoint, overrides, message):
+    with pytest.raises(Exception, match=message.replace("[", r"\[").replace("]", r"\]")):
+        client.predict(*gen_args(checkpoint, **overrides), api_name="/generate")
+    final = run(client, *gen_args(checkpoint, max_new=2, modes=["baseline"]))[-1]
+    assert "2 tokens" in final[STATS["baseline"]]
+
+
+def test_missing_embedded_model_says_so(client):
+    if (app.ROOT / "assets" / "embedded" / "config.json").exists():
+        pytest.skip("the embedded model is present")
+    with pytest.raises(Exception, match="embedded model is missing"):
+        client.predict(*gen_args("embedded"), api_name="/generate")
+
+
+def test_recency_without_recurformer_shows_a_message(client, checkpoint):
+    figure = client.predict(checkpoint, PROMPT, api_name="/recency")
+    text = json.dumps(json.loads(figure["plot"])["layout"].get("annotations", []))
+    try:
+        import pyramid_core.recurformer.recency  # noqa: F401
+    except ImportError:
+        assert app.NOT_AVAILABLE in text
+    else:
+        assert json.loads(figure["plot"])["data"], "recency exists but drew nothing"
+
+
+# ----------------------------------------------------------------------------- handlers as functions
+
+def test_knob_widgets_mirror_the_dataclasses():
+    for mode in app.AVAILABLE:
+        cls = ALL_POLICIES[mode]
+        expected = [f.name for f in dataclasses.fields(cls) if f.init and f.name != app.BUDGET_KNOB]
+        assert [f.name for m, f in app.KNOBS if m == mode] == expected
+    with gr.Blocks():
+        widgets = {f.name: app.knob_component(f) for m, f in app.KNOBS if m == "pyramid"}
+    assert isinstance(widgets["prefill_decay_strategy"], gr.Dropdown)
+    assert widgets["recent_ratio"].value == 0.2 and widgets["recent_ratio"].info.startswith("recent window")
+    assert widgets["sink_len"].precision == 0
+
+
+def test_build_policies_applies_knobs_and_the_budget():
+    values = [None] * len(app.KNOBS)
+    values[app.KNOBS.index(next(k for k in app.KNOBS if k[0] == "pyramid" and k[1].name == "sink_len"))] = 8.0
+    policies = app.build_policies(["baseline", "pyramid", "streaming"], 0.3, values)
+    assert policies["pyramid"].sink_len == 8 and isinstance(policies["pyramid"].sink_len, int)
+    assert policies["pyramid"].kv_budget == 0.3 and policies["streaming"].kv_budget == 0.3
+    off = app.build_policies(["pyramid", "streaming"], 0, [None] * len(app.KNOBS))
+    assert off["pyramid"].kv_budget is None and off["streaming"].kv_budget == 0.5  # the dataclass default
+    with pytest.raises(ValueError, match="pyramid: chunk_length"):
+        values = [0 if (m, f.name) == ("pyramid", "chunk_length") else None for m, f in app.KNOBS]
+        app.build_policies(["pyramid"], 0, values)
+
+
+def test_preset_fills_the_pyramid_knobs():
+    values = app.preset_values("table1-45")
+    pyramid = {f.name: v for (m, f), v in zip(app.KNOBS, values) if m == "pyramid"}
+    assert pyramid["recent_ratio"] == PRESETS["table1-45"]["recent_ratio"]
+    assert pyramid["sink_len"] == 4  # not in the preset: the dataclass default
+    assert values[-1] == PRESETS["table1-45"]["kv_budget"]
+    assert app.preset_values(app.NO_PRESET)[-1] == 0.0
+
+
+def test_pane_marks_the_departure_and_escapes():
+    assert "<mark" not in app.pane_html("the <cat>", "the <cat> sat")
+    marked = app.pane_html("the dog <b>", "the cat")
+    assert "the <mark" in marked and "dog &lt;b&gt;</mark>" in marked
+
+
+def test_unavailable_modes_alone_are_refused():
+    missing = [m for m in app.MODES if m not in app.AVAILABLE]
+    if not missing:
+        pytest.skip("every mode is available")
+    with pytest.raises(gr.Error, match="at least one available mode"):
+        app.usable_modes(missing)
+    assert app.usable_modes(["baseline", *missing]) == ["baseline"]
+
+
+def test_export_before_generating_is_refused():
+    with pytest.raises(gr.Error, match="generate first"):
+        app.export_run({})
