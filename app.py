@@ -389,7 +389,7 @@ def build_ui() -> gr.Blocks:
                 model_id = gr.Textbox(DEFAULT_MODEL, label="Model",
                                       info="'embedded' (shipped in assets/), a local directory or a hub id")
                 modes = gr.CheckboxGroup(mode_choices(), value=DEFAULT_MODES, label="Modes",
-                                         info=f"modes marked '{NOT_AVAILABLE}' are not implemented yet")
+                                         info=f"modes marked '{NOT_AVAILABLE}' are not implemented yet", elem_id="modes")
                 budget = gr.Slider(0, 1, value=0, step=0.05, label="KV budget (share of the full cache)",
                                    info="0 = off: pyramid uses its decay knobs, streaming its own default; "
                                         "applies to pyramid and streaming")
@@ -399,7 +399,7 @@ def build_ui() -> gr.Blocks:
                     temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature", info="0 = greedy")
                     top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="top-p")
                     seed = gr.Number(0, precision=0, label="seed", info="empty = unseeded")
-                max_new = gr.Slider(1, 1024, value=64, step=1, label="max new tokens")
+                max_new = gr.Slider(1, 1024, value=64, step=1, label="max new tokens", elem_id="max-new")
                 knobs = []
                 for mode in MODES:
                     with gr.Accordion(f"{mode} knobs", open=False):

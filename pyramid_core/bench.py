@@ -74,9 +74,9 @@ class Run:
     seconds: float
     tokens_per_s: float
     peak_memory_gb: float
-    kv_gb: float | None
+    kv_gb: float | None          # bytes the cache holds at the end (spare block slots included)
     prefill_s: float | None = None
-    oom: bool = False
+    kv_tokens_gb: float | None = None  # bytes of the tokens held at the end (no spare slots)
 
 
 def _reset():
@@ -120,9 +120,11 @@ def run_engine(lm, policy: Policy, method: str, batch: int, prompt_len: int, new
     records = list(generate(lm, ids, policy=policy, max_new_tokens=new_tokens))
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    held_tokens = sum(sum(row) for row in records[-1].kept_tokens_per_row)
+    per_token_layer = full_kv_gb(lm, 1, 1) / lm.config.num_hidden_layers
     return Run(method, batch, prompt_len, new_tokens, seconds, len(records) * batch / seconds,
                torch.cuda.max_memory_allocated() / 1e9, records[-1].kv_bytes / 1e9,
-               prefill_s=records[0].step_time_s)
+               prefill_s=records[0].step_time_s, kv_tokens_gb=held_tokens * per_token_layer)
 
 
 def guarded(fn, *args) -> Run | None:
@@ -134,9 +136,17 @@ def guarded(fn, *args) -> Run | None:
         return None
 
 
-def warm_up(lm):
+def warm_up(lm, policies: list[Policy] = ()):
+    """One short run of each method first: CUDA context, cuBLAS plans and Triton compilation are not
+    what the benchmark measures."""
     run_hf(lm, 1, 32, 4)
-    run_engine(lm, FullPolicy(), "warmup", 1, 32, 4)
+    for policy in [FullPolicy(), *policies]:
+        run_engine(lm, policy, "warmup", 2, 600, 40)
+
+
+def best_of(runs: int, fn, *args) -> Run:
+    """The fastest of a few identical runs: the machine's other load only ever slows a run down."""
+    return max((fn(*args) for _ in range(runs)), key=lambda r: r.tokens_per_s)
 
 
 def write(results: dict, out_dir: Path, name: str, table: str) -> None:
@@ -149,12 +159,13 @@ def write(results: dict, out_dir: Path, name: str, table: str) -> None:
 
 
 def runs_table(runs: list[Run | dict]) -> str:
-    rows = ["| method | batch | prompt+new | tokens/s | peak GB | KV GB | prefill s |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| method | batch | prompt+new | tokens/s | peak GB | KV GB held | KV GB of tokens | prefill s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
         r = r if isinstance(r, dict) else r.__dict__
         kv = f"{r['kv_gb']:.2f}" if r.get("kv_gb") is not None else "-"
         pre = f"{r['prefill_s']:.3f}" if r.get("prefill_s") is not None else "-"
+        tok = f"{r['kv_tokens_gb']:.2f}" if r.get("kv_tokens_gb") is not None else kv
         rows.append(f"| {r['method']} | {r['batch']} | {r['prompt_tokens']}+{r['new_tokens']} | "
-                    f"{r['tokens_per_s']:.1f} | {r['peak_memory_gb']:.2f} | {kv} | {pre} |")
+                    f"{r['tokens_per_s']:.1f} | {r['peak_memory_gb']:.2f} | {kv} | {tok} | {pre} |")
     return "\n".join(rows)

@@ -117,7 +117,7 @@ class KVCache:
     """
 
     def __init__(self, num_layers: int, batch: int, kv_heads: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device, block: int = 64):
+                 dtype: torch.dtype, device: torch.device, block: int = 16):
         self.layers = [LayerCache(batch, kv_heads, head_dim, dtype, device, block)
                        for _ in range(num_layers)]
         self.policy_state: list[dict] = [{} for _ in range(num_layers)]

@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-cap-gb", type=float, default=80.0,
                         help="cap the process's GPU memory (the paper's A100-80GB) for max-batch runs")
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes to try")
+    parser.add_argument("--methods", default=None, help="table1: comma-separated methods for the max-batch search")
+    parser.add_argument("--skip-max-batch", action="store_true", help="table1: batch 32 only")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -35,8 +37,8 @@ def suite_engine(args) -> dict:
     bench.warm_up(lm)
     runs = []
     for batch in [int(b) for b in (args.batches or "1,8,32").split(",")]:
-        runs.append(bench.run_hf(lm, batch, 512, 256))
-        runs.append(bench.run_engine(lm, FullPolicy(), "engine-baseline", batch, 512, 256))
+        runs.append(bench.best_of(2, bench.run_hf, lm, batch, 512, 256))
+        runs.append(bench.best_of(2, bench.run_engine, lm, FullPolicy(), "engine-baseline", batch, 512, 256))
     results = {"environment": bench.environment(), "shape": "llama2-7b", "dtype": "float16", "runs": runs}
     bench.write(results, Path(args.out), "engine_vs_hf", bench.runs_table(runs))
     return results
@@ -83,11 +85,12 @@ def suite_table1(args) -> dict:
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gb * 1e9 / total))
     lm = bench.random_model("llama2-13b")
-    bench.warm_up(lm)
+    bench.warm_up(lm, [factory() for factory in TABLE1_METHODS.values()])
     methods = ["hf-generate", *TABLE1_METHODS]
     at32 = [bench.guarded(_method_runner(m), lm, 32) for m in methods]
     maxed = {}
-    for m in methods:
+    searched = [] if args.skip_max_batch else (args.methods.split(",") if args.methods else methods)
+    for m in searched:
         t0 = time.perf_counter()
         b, r = max_batch(lm, m, start=32)
         maxed[m] = {"max_batch": b, "run": r, "search_s": round(time.perf_counter() - t0, 1)}
@@ -96,13 +99,15 @@ def suite_table1(args) -> dict:
                "full_kv_gb_batch32": bench.full_kv_gb(lm, 32, 767), "batch32": at32, "max_batch": maxed}
     table = "## batch 32\n\n" + bench.runs_table([r for r in at32 if r]) + "\n\n## largest batch\n\n" + \
         bench.runs_table([v["run"] for v in maxed.values() if v["run"]])
-    bench.write(results, Path(args.out), "table1_llama2_13b", table)
+    name = "table1_llama2_13b" + ("_batch32" if args.skip_max_batch else "")
+    bench.write(results, Path(args.out), name, table)
     return results
 
 
 def suite_prefill8k(args) -> dict:
     """Prefill peak memory at an 8k-token prompt: baseline against PyramidInfer (Llama-2-7B shape)."""
     lm = bench.random_model("llama2-7b")
+    bench.warm_up(lm, [make_policy("pyramid"), make_policy("pyramid", preset="table1-45")])
     runs = []
     for name, policy in [("engine-baseline", FullPolicy()), ("pyramid-default", make_policy("pyramid")),
                          ("pyramid-45", make_policy("pyramid", preset="table1-45"))]:
@@ -118,6 +123,7 @@ def suite_overhead(args) -> dict:
     from .overhead import measure_overhead
 
     lm = bench.random_model("llama2-7b")
+    bench.warm_up(lm, [make_policy("pyramid")])
     results = {"environment": bench.environment(), "shape": "llama2-7b",
                "runs": [measure_overhead(lm, make_policy("pyramid"), batch, 512, 256) for batch in (1, 8, 32)]}
     rows = ["| batch | prefill s | policy s in prefill | share | decode step ms | policy ms per step | share |",

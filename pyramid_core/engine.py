@@ -83,6 +83,12 @@ def layer_windows(cfg) -> list[int | None]:
     return [window] * cfg.num_hidden_layers
 
 
+def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's RMSNorm as one fused kernel (its module spends six), with its own weight and eps."""
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+    return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)
+
+
 def project_qkv(attn, x: torch.Tensor, head_dim: int):
     """q [B, H, T, D], k and v [B, H_kv, T, D]; q/k norms (Qwen3) on the head dim before RoPE."""
     B, T, _ = x.shape
@@ -90,16 +96,26 @@ def project_qkv(attn, x: torch.Tensor, head_dim: int):
     k = attn.k_proj(x).view(B, T, -1, head_dim)
     v = attn.v_proj(x).view(B, T, -1, head_dim)
     if hasattr(attn, "q_norm"):
-        q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k)
     return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, H, T, D]; cos, sin [B, T, D]."""
-    cos, sin = cos[:, None], sin[:, None]
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+def rope_tables(rotary: torch.nn.Module, h: torch.Tensor, positions: torch.Tensor):
+    """(cos, signed sin) [B, 1, T, D] at the given positions, shared by every layer of a step.
+
+    The model's rotary module computes cos and sin (its scaling types included); the sign of sin's
+    first half is folded in once so that applying RoPE takes a roll instead of a split and a cat.
+    """
+    cos, sin = rotary(h, positions.clamp(min=0))
+    half = sin.shape[-1] // 2
+    signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+    return cos[:, None], signed[:, None]
+
+
+def apply_rope(x: torch.Tensor, rope) -> torch.Tensor:
+    """x [B, H, T, D] rotated: x cos + rotate_half(x) sin, with rotate_half(x) = roll(x) * sign."""
+    cos, signed_sin = rope
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int | None,
@@ -145,9 +161,8 @@ def run_layer(parts: Parts, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, 
     """
     layer, cache = parts.layers[idx], req.cache[idx]
     attn = layer.self_attn
-    q, k, v = project_qkv(attn, layer.input_layernorm(h), parts.head_dim)
-    cos, sin = rope
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    q, k, v = project_qkv(attn, rms_norm(layer.input_layernorm, h), parts.head_dim)
+    q, k = apply_rope(q, rope), apply_rope(k, rope)
     cache.append(k, v, pos, valid_counts)
     keys, values, k_pos = cache.view()
     scale = getattr(attn, "scaling", parts.head_dim ** -0.5)
@@ -155,7 +170,7 @@ def run_layer(parts: Parts, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, 
                     window=parts.windows[idx], causal_square=req.phase == "prefill")
     B, T = h.shape[:2]
     h = h + attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
-    h = h + layer.mlp(layer.post_attention_layernorm(h))
+    h = h + layer.mlp(rms_norm(layer.post_attention_layernorm, h))
     record = attention_record(idx, q, pos, keys, k_pos, scale) if req.record_attention else None
     return h, q, record
 
@@ -204,7 +219,7 @@ def prefill(parts: Parts, input_ids: torch.Tensor, positions: torch.Tensor, req:
     """Run the prompt through every layer. Returns (last-token logits [B, V], attention records)."""
     h = parts.embed(input_ids)
     pos = positions
-    rope = parts.rotary(h, pos.clamp(min=0))
+    rope = rope_tables(parts.rotary, h, pos)
     valid = (pos >= 0).sum(1).tolist()
     records = []
     for idx in range(len(parts.layers)):
@@ -222,8 +237,8 @@ def prefill(parts: Parts, input_ids: torch.Tensor, positions: torch.Tensor, req:
             layer.keep(keep.cache)
         if keep is not None and keep.stream is not None:
             h, pos, valid = keep_stream(h, pos, keep.stream)
-            rope = parts.rotary(h, pos.clamp(min=0))
-    logits = parts.lm_head(parts.norm(h[:, -1:]))[:, 0]
+            rope = rope_tables(parts.rotary, h, pos)
+    logits = parts.lm_head(rms_norm(parts.norm, h[:, -1:]))[:, 0]
     return logits.float(), records
 
 
@@ -243,7 +258,7 @@ def decode_step(parts: Parts, tokens: torch.Tensor, positions: torch.Tensor, req
     """One new token per row through every layer. tokens, positions [B]. Returns logits [B, V]."""
     h = parts.embed(tokens[:, None])
     pos = positions[:, None]
-    rope = parts.rotary(h, pos)
+    rope = rope_tables(parts.rotary, h, pos)
     ones = [1] * tokens.shape[0]
     records = []
     for idx in range(len(parts.layers)):
@@ -260,7 +275,7 @@ def decode_step(parts: Parts, tokens: torch.Tensor, positions: torch.Tensor, req
         keep = req.policy.decode(ctx)
         if keep is not None:
             layer.keep(keep)
-    logits = parts.lm_head(parts.norm(h))[:, 0]
+    logits = parts.lm_head(rms_norm(parts.norm, h))[:, 0]
     return logits.float(), records
 
 

@@ -1,0 +1,101 @@
+"""The app in a real browser (Debian's Chromium driven by Playwright): pick two modes, type a prompt,
+generate, and wait for both panes and the figures; the page is saved to assets/screenshot.png.
+
+The model is a tiny local checkpoint unless PYRAMID_MODEL names another (e.g. "embedded" for a
+screenshot with real words).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+import app
+from tests.tiny_models import save_tiny_checkpoint
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+SCREENSHOT = Path(__file__).resolve().parent.parent / "assets" / "screenshot.png"
+MODES = ("baseline", "pyramid")
+NEW_TOKENS = 48
+PROMPT = "the cat sat on the mat and a dog ran far away " * 4
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def sync_playwright():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent: apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is absent: pip install playwright (no browser download needed)")
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory, sync_playwright, monkeypatch_module):
+    model = os.environ.get("PYRAMID_MODEL") or str(save_tiny_checkpoint(tmp_path_factory.mktemp("tiny")))
+    if "PYRAMID_MODEL" not in os.environ:
+        from transformers import GenerationConfig
+
+        config = GenerationConfig.from_pretrained(model)
+        config.eos_token_id = None  # random weights may sample EOS early; the test waits for every token
+        config.save_pretrained(model)
+    monkeypatch_module.setattr(app, "DEFAULT_MODEL", model)
+    demo = app.build_ui()
+    demo.queue()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=app.CSS)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    patch = pytest.MonkeyPatch()
+    yield patch
+    patch.undo()
+
+
+def test_two_modes_side_by_side_in_chromium(sync_playwright, url):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        modes = page.locator("#modes")
+        for mode in app.MODES:  # start from nothing selected, then pick the two
+            box = modes.get_by_role("checkbox", name=mode, exact=False).first
+            if box.is_checked():
+                box.uncheck()
+        for mode in MODES:
+            modes.get_by_role("checkbox", name=mode, exact=True).check()
+        page.get_by_label("max new tokens", exact=False).first.fill(str(NEW_TOKENS))
+        page.get_by_label("max new tokens", exact=False).first.press("Enter")
+        page.get_by_label("Prompt").fill(PROMPT)
+        page.get_by_role("button", name="Generate").click()
+
+        for mode in MODES:
+            expect(page.locator(f"#stats-{app._slug(mode)}")).to_contain_text(f"{NEW_TOKENS} tokens")
+            text = page.locator(f"#pane-{app._slug(mode)} .pane-text").inner_text()
+            assert len(text.strip()) > 0, f"{mode} pane is empty"
+        for mode in app.MODES:
+            if mode not in MODES:
+                expect(page.locator(f"#pane-{app._slug(mode)}")).to_be_hidden()
+        # the KV plot draws one current and one peak line per mode; the pyramid one heatmap per mode
+        expect(page.locator("#kv-plot .scatterlayer .trace")).to_have_count(2 * len(MODES))
+        expect(page.locator("#pyramid-plot .hm")).to_have_count(len(MODES))
+        expect(page.locator("#kv-plot .legendtext").first).to_be_visible()
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        browser.close()
+    assert SCREENSHOT.stat().st_size > 10_000
