@@ -57,7 +57,8 @@ NO_PRESET = "(none)"
 MEAN_HEAD = "mean over heads"
 STEP_CHOICES = ("latest step", "prefill")
 TEXT_EVERY_S = 0.05   # panes refresh at most this often (and at the end)
-PLOTS_EVERY_S = 0.5   # figures and the table refresh at most this often (and at the end)
+PLOTS_EVERY_S = 0.5   # figures and the table refresh at most this often (and at the end),
+PLOTS_SHARE = 0.2     # and rarely enough that building them takes at most this share of the time
 MAX_MODELS = 2        # loaded models kept; the oldest goes first
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "pyramid_studio"
 CSS = """
@@ -180,6 +181,7 @@ class Live:
         self.runs: dict[str, list[StepRecord]] = {m: [] for m in modes}
         self.eos = _eos_ids(lm)
         self.text_at = self.plots_at = 0.0
+        self.plots_gap = PLOTS_EVERY_S
         self.first = True
 
     def add(self, mode: str, record: StepRecord) -> None:
@@ -191,13 +193,16 @@ class Live:
 
     def outputs(self, final: bool = False) -> list:
         now = time.monotonic()
-        plots = final or now - self.plots_at >= PLOTS_EVERY_S
-        self.text_at, self.plots_at = now, (now if plots else self.plots_at)
+        plots = final or now - self.plots_at >= self.plots_gap
         texts = {m: self.text(m) for m in self.modes}
         panes = [pane_html(texts[m], texts.get(BASELINE)) if m in texts else gr.skip() for m in MODES]
         stats = [pane_stats(self.runs[m], texts[m], texts.get(BASELINE)) if m in texts else gr.skip()
                  for m in MODES]
         figures = run_figures(self.runs, self.view) if plots else [gr.skip()] * 5
+        self.text_at = time.monotonic()
+        if plots:  # slow figures (long runs, many layers) are redrawn less often
+            self.plots_at = self.text_at
+            self.plots_gap = max(PLOTS_EVERY_S, (self.text_at - now) / PLOTS_SHARE)
         state = run_state(self.lm, self.runs) if final else gr.skip()
         controls = self.controls() if self.first else [gr.skip()] * 3
         self.first = False

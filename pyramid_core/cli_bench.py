@@ -90,17 +90,18 @@ def suite_table1(args) -> dict:
     at32 = [bench.guarded(_method_runner(m), lm, 32) for m in methods]
     maxed = {}
     searched = [] if args.skip_max_batch else (args.methods.split(",") if args.methods else methods)
-    for m in searched:
-        t0 = time.perf_counter()
-        b, r = max_batch(lm, m, start=32)
-        maxed[m] = {"max_batch": b, "run": r, "search_s": round(time.perf_counter() - t0, 1)}
     results = {"environment": bench.environment(), "shape": "llama2-13b", "dtype": "float16",
                "memory_cap_gb": args.memory_cap_gb,
                "full_kv_gb_batch32": bench.full_kv_gb(lm, 32, 767), "batch32": at32, "max_batch": maxed}
-    table = "## batch 32\n\n" + bench.runs_table([r for r in at32 if r]) + "\n\n## largest batch\n\n" + \
-        bench.runs_table([v["run"] for v in maxed.values() if v["run"]])
     name = "table1_llama2_13b" + ("_batch32" if args.skip_max_batch else "")
-    bench.write(results, Path(args.out), name, table)
+    for m in [None, *searched]:  # written after each method, so a cut-off run keeps what it measured
+        if m is not None:
+            t0 = time.perf_counter()
+            b, r = max_batch(lm, m, start=32)
+            maxed[m] = {"max_batch": b, "run": r, "search_s": round(time.perf_counter() - t0, 1)}
+        table = "## batch 32\n\n" + bench.runs_table([r for r in at32 if r]) + "\n\n## largest batch\n\n" + \
+            bench.runs_table([v["run"] for v in maxed.values() if v["run"]])
+        bench.write(results, Path(args.out), name, table)
     return results
 
 

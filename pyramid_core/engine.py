@@ -317,33 +317,39 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
     pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
     parts, req, positions = start_request(lm, input_ids, attention_mask, policy, record_attention)
-    cache, B = req.cache, input_ids.shape[0]
     generator = None
     if sampling.seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(sampling.seed)
+    yield from _generate_steps(parts, req, input_ids, positions, max_new_tokens, sampling, generator,
+                               eos, pad, record_positions, stop)
+
+
+@torch.inference_mode()  # on a generator, torch enters and leaves the mode around each step
+def _generate_steps(parts, req, input_ids, positions, max_new_tokens, sampling, generator, eos, pad,
+                    record_positions, stop):
+    cache, B = req.cache, input_ids.shape[0]
     finished = [False] * B
     next_pos = positions[:, -1] + 1
-    with torch.inference_mode():
-        for step in range(max_new_tokens):
-            start = time.perf_counter()
-            if step == 0:
-                logits, attn = prefill(parts, input_ids, positions, req)
-                req.phase = "decode"
-            else:
-                req.seen = [s + 1 for s in req.seen]
-                logits, attn = decode_step(parts, tokens, next_pos, req)
-                next_pos = next_pos + 1
-            tokens = sample(logits, sampling, generator)
-            ids = tokens.tolist()  # waits for the GPU: the step time below is real
-            ids = [pad if done else t for t, done in zip(ids, finished)]
-            tokens = torch.tensor(ids, device=input_ids.device)
-            finished = [done or t in eos for t, done in zip(ids, finished)]
-            if step == max_new_tokens - 1:
-                finished = [True] * B
-            yield make_record(step, ids, finished, cache, time.perf_counter() - start, req, attn,
-                              record_positions or step == 0)
-            if all(finished) or (stop is not None and stop.is_set()):
-                return
+    for step in range(max_new_tokens):
+        start = time.perf_counter()
+        if step == 0:
+            logits, attn = prefill(parts, input_ids, positions, req)
+            req.phase = "decode"
+        else:
+            req.seen = [s + 1 for s in req.seen]
+            logits, attn = decode_step(parts, tokens, next_pos, req)
+            next_pos = next_pos + 1
+        tokens = sample(logits, sampling, generator)
+        ids = tokens.tolist()  # waits for the GPU: the step time below is real
+        ids = [pad if done else t for t, done in zip(ids, finished)]
+        tokens = torch.tensor(ids, device=input_ids.device)
+        finished = [done or t in eos for t, done in zip(ids, finished)]
+        if step == max_new_tokens - 1:
+            finished = [True] * B
+        yield make_record(step, ids, finished, cache, time.perf_counter() - start, req, attn,
+                          record_positions or step == 0)
+        if all(finished) or (stop is not None and stop.is_set()):
+            return
 
 
 def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | None,

@@ -21,9 +21,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 SCREENSHOT = Path(__file__).resolve().parent.parent / "assets" / "screenshot.png"
 MODES = ("baseline", "pyramid")
-NEW_TOKENS = 48
+NEW_TOKENS = 32
 PROMPT = "the cat sat on the mat and a dog ran far away " * 4
-TIMEOUT_MS = 60_000
+TIMEOUT_MS = 120_000  # generous: the CI machine may be busy with training
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ import json
 
 import pytest
 import torch
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from pyramid_core.engine import apply_rope, project_qkv
+from pyramid_core.engine import project_qkv
 from pyramid_core.recurformer import Adapter, GroupRNN, apply_adapter, load_adapter, save_adapter
 from pyramid_core.recurformer.adapter import rnn_config
 from pyramid_core.recurformer.convert import convert
@@ -20,6 +21,14 @@ from tests.tiny_models import save_tiny_checkpoint, tiny_model
 
 CHUNK = 64
 TOL = {torch.float64: dict(atol=1e-10, rtol=1e-9), torch.float32: dict(atol=1e-4, rtol=1e-4)}
+
+
+@pytest.fixture(autouse=True)
+def autograd_on():
+    """A half-consumed engine.generate leaves its inference_mode on for the whole thread (the `with`
+    sits inside a generator); tests run earlier in the session can do that. Start every test clean."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def assert_close(name, ref, out, dtype):
@@ -188,7 +197,7 @@ def test_group_rnn_copies_the_groups_queries_and_keys(family):
     with torch.no_grad():
         q, k, _ = project_qkv(attn, x, D)
         cos, sin = lm.model.model.rotary_emb(x, pos)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
         mq, mk, mv, _ = rnn.project(x, pos)
     torch.testing.assert_close(mq / rnn.cfg.scale, q[:, 2:4])
     torch.testing.assert_close(mk[:, :1], k[:, 1:2])

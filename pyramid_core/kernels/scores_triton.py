@@ -15,7 +15,8 @@ import triton
 import triton.language as tl
 
 
-@triton.jit
+# W and T change with every prompt and layer: specialising on them would recompile the kernels constantly
+@triton.jit(do_not_specialize=["W", "T"])
 def recent_lse_fwd_kernel(q, q_pos, k, k_pos, lse, scale, W, T, H, G: tl.constexpr,
                           D: tl.constexpr, BW: tl.constexpr, BT: tl.constexpr):
     i_w, i_h, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -47,7 +48,7 @@ def recent_lse_fwd_kernel(q, q_pos, k, k_pos, lse, scale, W, T, H, G: tl.constex
     tl.store(lse + (i_b64 * H + i_h) * W + o_w, b_lse, mask=m_w)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["W", "T"])
 def recent_scores_fwd_kernel(q, q_pos, k, k_pos, lse, weights, out, scale, W, T, H,
                              G: tl.constexpr, D: tl.constexpr, BW: tl.constexpr, BT: tl.constexpr):
     i_t, i_b = tl.program_id(0), tl.program_id(1)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "adapter.json"
+STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # inv_freq fixed at init: GroupRNN copies it
 
 
 @dataclass
@@ -70,6 +71,9 @@ def rnn_config(lm, **overrides) -> RNNConfig:
     """The RNNConfig that fits lm's attention layers (overrides: init_decay, chunk, ...)."""
     cfg, base = lm.config, lm.model.model
     attn = base.layers[0].self_attn
+    rope_type = getattr(base.rotary_emb, "rope_type", "default")
+    if rope_type not in STATIC_ROPE:
+        log.warning("RoPE type %r changes its frequencies with length; GroupRNNs keep the ones at load", rope_type)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     has_norm = hasattr(attn, "q_norm")
     facts = dict(hidden_size=cfg.hidden_size, head_dim=head_dim,

@@ -40,7 +40,15 @@ def convert(lm, groups: list[list[int]], calibration_ids_or_text, steps: int = 2
     """Train a GroupRNN for each [layer, kv_group] in groups; return the Adapter (float32 weights).
 
     calibration_ids_or_text: anything capture.calibration_ids takes (text, texts or token ids).
+    Autograd is switched on here whatever the caller's grad or inference mode.
     """
+    with torch.inference_mode(False), torch.enable_grad():
+        return _convert(lm, groups, calibration_ids_or_text, steps, lr, loss, init_decay, chunk, max_tokens,
+                        max_sequences, progress)
+
+
+def _convert(lm, groups, calibration_ids_or_text, steps, lr, loss, init_decay, chunk, max_tokens,
+             max_sequences, progress) -> Adapter:
     check_knobs(lm, groups, steps, lr, loss)
     groups = sorted([int(l), int(g)] for l, g in groups)
     layers = sorted({l for l, _ in groups})

@@ -27,10 +27,11 @@ import logging
 
 import torch
 
-from ..engine import apply_rope, project_qkv
+from ..engine import project_qkv
 from ..kernels.scores import attention_probs
 from ..trace import RecencyReport
 from .capture import calibration_ids, capture
+from .rnn import rotate
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def layer_masses(lm, idx: int, x: torch.Tensor, window: int, sink_len: int,
     pos = torch.arange(T, device=x.device)[None]
     q, k, _ = project_qkv(attn, x, head_dim)
     cos, sin = lm.model.model.rotary_emb(x, pos)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    q, k = rotate(q, cos, sin), rotate(k, cos, sin)
     scale = getattr(attn, "scaling", head_dim ** -0.5)
     recent = torch.zeros(q.shape[1], dtype=torch.float64, device=x.device)
     sink = torch.zeros_like(recent)

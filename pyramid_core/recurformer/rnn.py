@@ -159,11 +159,8 @@ class GroupRNN(nn.Module):
         s = self.cfg.rope_scaling
         return (emb.cos() * s).to(dtype), (emb.sin() * s).to(dtype)
 
-    def project(self, x: torch.Tensor, positions: torch.Tensor, rope=None):
-        """q [B, G, T, D], k and v [B, G, T, D] (expanded views), log_a [B, G, T]; pads zeroed.
-
-        rope: optional (cos, sin) [B, T, D] the caller already computed for these positions.
-        """
+    def project(self, x: torch.Tensor, positions: torch.Tensor):
+        """q [B, G, T, D] (scaled), k and v [B, G, T, D] (expanded views), log_a [B, G, T]; pads zeroed."""
         B, T, _ = x.shape
         G, D = self.cfg.heads, self.cfg.head_dim
         q = self.q_proj(x).view(B, T, G, D)
@@ -171,7 +168,7 @@ class GroupRNN(nn.Module):
         v = self.v_proj(x).view(B, T, 1, D)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        cos, sin = rope if rope is not None else self.rope(positions, q.dtype)
+        cos, sin = self.rope(positions, q.dtype)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         gate = self.decay(x)
@@ -201,24 +198,24 @@ class GroupRNN(nn.Module):
 
     # ------------------------------------------------------------------------- entry points
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: torch.Tensor | None = None,
-                rope=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor,
+                state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Prefill / training: x [B, T, C], positions [B, T] -> (y [B, T, G*D], state [B, G, D, D])."""
-        q, k, v, log_a = self.project(x, positions, rope)
+        q, k, v, log_a = self.project(x, positions)
         o, state = scan_chunked(q, k, v, log_a, state, self.cfg.chunk)
         return self.readout(o, v, x.dtype), state
 
-    def step(self, x: torch.Tensor, positions: torch.Tensor, state: torch.Tensor | None,
-             rope=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x: torch.Tensor, positions: torch.Tensor,
+             state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode one token per row: x [B, 1, C], positions [B, 1]; state as returned before."""
-        q, k, v, log_a = self.project(x, positions, rope)
+        q, k, v, log_a = self.project(x, positions)
         o, state = scan_step(q, k, v, log_a, state)
         return self.readout(o, v, x.dtype), state
 
-    def naive_scan(self, x: torch.Tensor, positions: torch.Tensor, state: torch.Tensor | None = None,
-                   rope=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def naive_scan(self, x: torch.Tensor, positions: torch.Tensor,
+                   state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference: forward() with the plain step loop instead of the chunked scan."""
-        q, k, v, log_a = self.project(x, positions, rope)
+        q, k, v, log_a = self.project(x, positions)
         o, state = scan_naive(q, k, v, log_a, state)
         return self.readout(o, v, x.dtype), state
 
