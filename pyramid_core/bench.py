@@ -79,6 +79,28 @@ class Run:
     kv_tokens_gb: float | None = None  # bytes of the tokens held at the end (no spare slots)
 
 
+def random_adapter(lm, share: float, directory: Path) -> str:
+    """An untrained RecurFormer adapter replacing `share` of the KV groups, spread over the layers
+    (memory and speed do not depend on which groups or on training)."""
+    from .recurformer.adapter import Adapter, rnn_config, save_adapter
+    from .recurformer.rnn import GroupRNN, RNNConfig
+
+    L, G = lm.config.num_hidden_layers, lm.config.num_key_value_heads
+    wanted = round(share * L * G)
+    groups = []
+    for shift in range(G):  # one group per layer, evenly over the layers, before any layer loses a second
+        take = min(L, wanted - len(groups))
+        groups += [[layer, (layer + shift) % G] for layer in sorted({i * L // take for i in range(take)})] if take else []
+    groups = sorted(groups)
+    rnn_cfg = rnn_config(lm).to_dict()
+    base, state = lm.model.model, {}
+    for layer, group in groups:
+        rnn = GroupRNN.from_attention(base.layers[layer].self_attn, base.rotary_emb, group, RNNConfig(**rnn_cfg))
+        state.update({f"{layer}.{group}.{k}": v.float().cpu() for k, v in rnn.state_dict().items()})
+    save_adapter(Adapter(lm.name, groups, rnn_cfg, state), directory)
+    return str(directory)
+
+
 def _reset():
     gc.collect()
     torch.cuda.empty_cache()

@@ -23,6 +23,15 @@ from __future__ import annotations
 import torch
 
 
+def state_nbytes(state) -> int:
+    """Bytes of a recurrent state: a tensor, or an object that counts its own bytes."""
+    if state is None:
+        return 0
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    return state.nbytes()
+
+
 class LayerCache:
     """Keys, values and original positions of one layer, for every row of the batch."""
 
@@ -61,14 +70,17 @@ class LayerCache:
         self.counts = [c + v for c, v in zip(self.counts, valid_counts)]
         self.has_holes = self.has_holes or any(v != t for v in valid_counts)
 
-    def keep(self, keep_mask: torch.Tensor) -> None:
+    def keep(self, keep_mask: torch.Tensor, counts: list[int] | None = None) -> None:
         """Keep the slots where keep_mask [B, T] is True, in their order; drop the rest.
 
         Each row's kept slots move to the end (right-aligned); shorter rows get empty slots in front.
+        `counts`, the kept slots per row, may be given by a caller that knows them: counting them here
+        waits for the GPU.
         """
         assert keep_mask.shape == (self.keys.shape[0], self.length), "keep: mask shape mismatch"
         keep_mask = keep_mask & (self.positions[:, : self.length] >= 0)
-        counts = keep_mask.sum(dim=1).tolist()
+        if counts is None:
+            counts = keep_mask.sum(dim=1).tolist()
         new_len = max(counts) if counts else 0
         index = right_aligned_index(keep_mask, new_len)
         keys, values, positions = self.view()
@@ -116,10 +128,12 @@ class KVCache:
     The engine also keeps each layer's most recent queries here when the policy scores with them.
     """
 
-    def __init__(self, num_layers: int, batch: int, kv_heads: int, head_dim: int,
+    def __init__(self, num_layers: int, batch: int, kv_heads: int | list[int], head_dim: int,
                  dtype: torch.dtype, device: torch.device, block: int = 16):
-        self.layers = [LayerCache(batch, kv_heads, head_dim, dtype, device, block)
-                       for _ in range(num_layers)]
+        heads = kv_heads if isinstance(kv_heads, list) else [kv_heads] * num_layers
+        self.layers = [LayerCache(batch, h, head_dim, dtype, device, block) for h in heads]
+        # RecurFormer: {kv_group: state} per layer for groups that run as recurrences
+        self.recurrent_state: list[dict] = [{} for _ in range(num_layers)]
         self.policy_state: list[dict] = [{} for _ in range(num_layers)]
         self.shared_state: dict = {}
         self.recent_queries: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
@@ -132,8 +146,9 @@ class KVCache:
         return len(self.layers)
 
     def nbytes(self) -> int:
-        """Bytes of K and V held by every layer (spare capacity included)."""
-        return sum(layer.nbytes() for layer in self.layers)
+        """Bytes of K and V held by every layer (spare capacity included), plus recurrent states."""
+        states = sum(state_nbytes(s) for by_group in self.recurrent_state for s in by_group.values())
+        return sum(layer.nbytes() for layer in self.layers) + states
 
     def update_peak(self) -> int:
         self.peak_bytes = max(self.peak_bytes, self.nbytes())

@@ -12,7 +12,7 @@ from . import bench
 from .policies.full import FullPolicy
 from .policies.registry import make_policy
 
-SUITES = ("engine", "table1", "prefill8k", "overhead")
+SUITES = ("engine", "table1", "prefill8k", "overhead", "recurformer")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,5 +137,40 @@ def suite_overhead(args) -> dict:
     return results
 
 
+def suite_recurformer(args) -> dict:
+    """Memory against context length and decode tokens/s at long context, every mode, two model shapes."""
+    import tempfile
+
+    from .policies.recurformer import PyramidRecurFormerPolicy, RecurFormerPolicy
+
+    contexts = [int(c) for c in (args.batches or "1024,2048,4096,8192,16384,32768").split(",")]
+    results = {"environment": bench.environment(), "new_tokens": 64, "batch": 1, "runs": []}
+    rows = ["| shape | mode | context | KV MiB (held, incl. state) | peak GB | decode tokens/s | prefill s |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for shape in ("qwen2.5-0.5b", "llama3.2-1b"):
+        lm = bench.random_model(shape, dtype=torch.bfloat16)
+        tmp = Path(tempfile.mkdtemp())
+        a25, a50 = (bench.random_adapter(lm, share, tmp / f"a{int(share * 100)}") for share in (0.25, 0.5))
+        modes = {"baseline": FullPolicy(), "pyramid": make_policy("pyramid"),
+                 "recurformer-25%": RecurFormerPolicy(adapter=a25), "recurformer-50%": RecurFormerPolicy(adapter=a50),
+                 "pyramid+recurformer-50%": PyramidRecurFormerPolicy(adapter=a50)}
+        bench.warm_up(lm, list(modes.values()))
+        for context in contexts:
+            for mode, policy in modes.items():
+                run_ = bench.guarded(bench.run_engine, lm, policy, mode, 1, context, 64)
+                if run_ is None:
+                    continue
+                decode_s = run_.seconds - run_.prefill_s
+                entry = {"shape": shape, "mode": mode, "context": context, "kv_mib": run_.kv_gb * 1e9 / 2**20,
+                         "peak_gb": run_.peak_memory_gb, "decode_tokens_per_s": 63 / decode_s,
+                         "prefill_s": run_.prefill_s}
+                results["runs"].append(entry)
+                rows.append(f"| {shape} | {mode} | {context} | {entry['kv_mib']:.1f} | {entry['peak_gb']:.2f} | "
+                            f"{entry['decode_tokens_per_s']:.1f} | {entry['prefill_s']:.3f} |")
+        bench.write(results, Path(args.out), "recurformer_memory", "\n".join(rows))
+        del lm
+    return results
+
+
 SUITE_FUNCTIONS = {"engine": suite_engine, "table1": suite_table1, "prefill8k": suite_prefill8k,
-                   "overhead": suite_overhead}
+                   "overhead": suite_overhead, "recurformer": suite_recurformer}

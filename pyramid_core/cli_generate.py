@@ -20,7 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--adapter", default=None, help="RecurFormer adapter directory")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
     add_policy_arguments(parser)
 
@@ -28,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     policy = policy_from_args(args)  # knobs are checked before any weights are read
     sampling = Sampling(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype, adapter=args.adapter)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
     result = run_generation(lm, args.prompt, policy, args.max_new_tokens, sampling)
     if not args.json:
         print(result["text"])

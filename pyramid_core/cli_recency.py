@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .models import EMBEDDED_NAME, load_model
 
-DEFAULT_TEXT = Path(__file__).resolve().parent.parent / "assets" / "heldout.txt"
+DEFAULT_TEXT = Path(__file__).resolve().parent.parent / "assets" / "calibration.txt"  # not the eval text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,7 +23,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from .cache import KVCache
+from .cache import KVCache, right_aligned_index
 from .kernels.scores import attention_probs, recent_attention_scores
 from .models import LoadedModel
 from .policies.base import LayerContext, Policy
@@ -150,29 +150,83 @@ class Request:
     seen: list[int]          # tokens seen per row (real prompt + generated)
     phase: str
     record_attention: bool
+    heads: list              # per layer: LayerHeads when some KV groups are recurrences, else None
+
+
+@dataclass
+class LayerHeads:
+    """Which heads of a layer stay attention heads when some KV groups run as recurrences (RecurFormer)."""
+
+    q: torch.Tensor          # indices of the query heads that attend
+    kv: torch.Tensor         # indices of the KV heads that are cached
+    modules: dict            # {kv_group: module} of the replaced groups
+    group_size: int          # query heads per KV group
+
+
+def layer_heads(parts: Parts, recurrent: dict, device) -> list[LayerHeads | None]:
+    G = parts.num_heads // parts.num_kv_heads
+    out = []
+    for idx in range(len(parts.layers)):
+        replaced = recurrent.get(idx, {})
+        if not replaced:
+            out.append(None)
+            continue
+        kv = [g for g in range(parts.num_kv_heads) if g not in replaced]
+        q = [h for h in range(parts.num_heads) if h // G not in replaced]
+        out.append(LayerHeads(torch.tensor(q, dtype=torch.long, device=device),
+                              torch.tensor(kv, dtype=torch.long, device=device), replaced, G))
+    return out
 
 
 def run_layer(parts: Parts, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, req: Request,
               valid_counts: list[int]) -> tuple[torch.Tensor, torch.Tensor, LayerAttention | None]:
     """One decoder layer on the slots it receives: attention over its cache, then the MLP.
 
-    h [B, T, C], pos [B, T]. Returns (h, q) with q [B, H, T, D] after RoPE, and the first row's
-    attention record when asked for.
+    h [B, T, C], pos [B, T]. Returns (h, q) with q [B, H_attn, T, D] after RoPE (the heads that attend),
+    and the first row's attention record when asked for.
     """
-    layer, cache = parts.layers[idx], req.cache[idx]
+    layer, cache, heads = parts.layers[idx], req.cache[idx], req.heads[idx]
     attn = layer.self_attn
-    q, k, v = project_qkv(attn, rms_norm(layer.input_layernorm, h), parts.head_dim)
+    x = rms_norm(layer.input_layernorm, h)
+    q, k, v = project_qkv(attn, x, parts.head_dim)
+    if heads is not None:  # projections of replaced heads are computed and dropped: simpler than slicing weights
+        q, k, v = q[:, heads.q], k[:, heads.kv], v[:, heads.kv]
     q, k = apply_rope(q, rope), apply_rope(k, rope)
     cache.append(k, v, pos, valid_counts)
     keys, values, k_pos = cache.view()
     scale = getattr(attn, "scaling", parts.head_dim ** -0.5)
-    out = attention(q, keys, values, pos, k_pos, scale=scale, holes=cache.has_holes,
-                    window=parts.windows[idx], causal_square=req.phase == "prefill")
+    out, record = None, None
+    if keys.shape[1] > 0:
+        out = attention(q, keys, values, pos, k_pos, scale=scale, holes=cache.has_holes,
+                        window=parts.windows[idx], causal_square=req.phase == "prefill")
+        if req.record_attention:
+            record = attention_record(idx, q, pos, keys, k_pos, scale)
+    if heads is not None:
+        out = merge_recurrent(out, heads, x, pos, req.cache.recurrent_state[idx], req.phase, parts.num_heads)
     B, T = h.shape[:2]
     h = h + attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
     h = h + layer.mlp(rms_norm(layer.post_attention_layernorm, h))
-    record = attention_record(idx, q, pos, keys, k_pos, scale) if req.record_attention else None
     return h, q, record
+
+
+def merge_recurrent(out, heads: LayerHeads, x, pos, states: dict, phase: str, num_heads: int):
+    """Put the attention heads' output [B, H_attn, T, D] and each replaced group's recurrent output into
+    the o_proj input layout [B, H, T, D] (query head h belongs to KV group h // group_size)."""
+    B, T = x.shape[:2]
+    D = None if out is None else out.shape[-1]
+    full = None
+    if out is not None:
+        full = out.new_empty(B, num_heads, T, D)
+        full[:, heads.q] = out
+    G = heads.group_size
+    for group, module in heads.modules.items():
+        run = module.forward if phase == "prefill" else module.step
+        y, states[group] = run(x, pos, states.get(group))
+        y = y.view(B, T, G, -1).transpose(1, 2)
+        if full is None:
+            full = y.new_empty(B, num_heads, T, y.shape[-1])
+        full[:, group * G:(group + 1) * G] = y
+    return full
 
 
 def attention_record(idx: int, q, q_pos, keys, k_pos, scale) -> LayerAttention:
@@ -197,7 +251,7 @@ def score_fn(queries: torch.Tensor, q_pos: torch.Tensor, keys: torch.Tensor, k_p
             if w > 0:
                 weights[row, width - w:] = torch.linspace(1.0, distance_weight, w)
         return recent_attention_scores(queries[:, :, -width:], q_pos[:, -width:], keys, k_pos,
-                                       weights.to(keys.device), scale)
+                                       weights.to(keys.device, non_blocking=True), scale)
 
     return scores
 
@@ -213,6 +267,20 @@ def remember_queries(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor)
     req.cache.recent_queries[idx] = (q[:, :, -width:], pos[:, -width:])
 
 
+def ask_policy(parts: Parts, idx: int, req: Request, queries, q_pos):
+    """The policy's answer for layer idx, given the queries it may score with. None for a layer that
+    caches nothing (every KV group replaced by a recurrence)."""
+    layer = req.cache[idx]
+    keys, _, k_pos = layer.view()
+    if keys.shape[1] == 0:
+        return None
+    scale = getattr(parts.layers[idx].self_attn, "scaling", parts.head_dim ** -0.5)
+    ctx = LayerContext(idx, len(parts.layers), req.phase, k_pos, list(layer.counts), req.seen,
+                       req.cache.policy_state[idx], req.cache.shared_state,
+                       score_fn(queries, q_pos, keys, k_pos, scale))
+    return req.policy.prefill(ctx) if req.phase == "prefill" else req.policy.decode(ctx)
+
+
 # ----------------------------------------------------------------------------- prefill and decode
 
 def prefill(parts: Parts, input_ids: torch.Tensor, positions: torch.Tensor, req: Request):
@@ -225,16 +293,10 @@ def prefill(parts: Parts, input_ids: torch.Tensor, positions: torch.Tensor, req:
     for idx in range(len(parts.layers)):
         h, q, record = run_layer(parts, idx, h, pos, rope, req, valid)
         records.append(record)
-        layer = req.cache[idx]
-        keys, _, k_pos = layer.view()
-        scale = getattr(parts.layers[idx].self_attn, "scaling", parts.head_dim ** -0.5)
-        ctx = LayerContext(idx, len(parts.layers), "prefill", k_pos, list(layer.counts), req.seen,
-                           req.cache.policy_state[idx], req.cache.shared_state,
-                           score_fn(q, pos, keys, k_pos, scale))
-        keep = req.policy.prefill(ctx)
+        keep = ask_policy(parts, idx, req, q, pos)
         remember_queries(req, idx, q, pos)
         if keep is not None and keep.cache is not None:
-            layer.keep(keep.cache)
+            req.cache[idx].keep(keep.cache, keep.cache_counts)
         if keep is not None and keep.stream is not None:
             h, pos, valid = keep_stream(h, pos, keep.stream)
             rope = rope_tables(parts.rotary, h, pos)
@@ -244,8 +306,6 @@ def prefill(parts: Parts, input_ids: torch.Tensor, positions: torch.Tensor, req:
 
 def keep_stream(h: torch.Tensor, pos: torch.Tensor, keep: torch.Tensor):
     """Pass on only the kept tokens' hidden states, right-aligned like the cache."""
-    from .cache import right_aligned_index
-
     keep = keep & (pos >= 0)
     counts = keep.sum(1).tolist()
     index = right_aligned_index(keep, max(counts))
@@ -265,16 +325,10 @@ def decode_step(parts: Parts, tokens: torch.Tensor, positions: torch.Tensor, req
         h, q, record = run_layer(parts, idx, h, pos, rope, req, ones)
         records.append(record)
         remember_queries(req, idx, q, pos)
-        layer = req.cache[idx]
         stored_q, stored_pos = req.cache.recent_queries[idx] or (q, pos)
-        keys, _, k_pos = layer.view()
-        scale = getattr(parts.layers[idx].self_attn, "scaling", parts.head_dim ** -0.5)
-        ctx = LayerContext(idx, len(parts.layers), "decode", k_pos, list(layer.counts), req.seen,
-                           req.cache.policy_state[idx], req.cache.shared_state,
-                           score_fn(stored_q, stored_pos, keys, k_pos, scale))
-        keep = req.policy.decode(ctx)
-        if keep is not None:
-            layer.keep(keep)
+        keep = ask_policy(parts, idx, req, stored_q, stored_pos)
+        if keep is not None and keep.cache is not None:
+            req.cache[idx].keep(keep.cache, keep.cache_counts)
     logits = parts.lm_head(rms_norm(parts.norm, h))[:, 0]
     return logits.float(), records
 
@@ -356,9 +410,11 @@ def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | N
                   record_attention: bool = False):
     """The model's parts, a fresh per-request state and the prompt's positions."""
     parts = model_parts(lm)
-    cache = KVCache(len(parts.layers), input_ids.shape[0], parts.num_kv_heads, parts.head_dim, lm.dtype,
-                    input_ids.device)
-    req = Request(cache, policy or FullPolicy(), attention_mask.sum(1).tolist(), "prefill", record_attention)
+    policy = policy or FullPolicy()
+    heads = layer_heads(parts, policy.recurrent_modules(lm), input_ids.device)
+    kv_heads = [parts.num_kv_heads if lh is None else len(lh.kv) for lh in heads]
+    cache = KVCache(len(parts.layers), input_ids.shape[0], kv_heads, parts.head_dim, lm.dtype, input_ids.device)
+    req = Request(cache, policy, attention_mask.sum(1).tolist(), "prefill", record_attention, heads)
     return parts, req, prompt_positions(attention_mask)
 
 

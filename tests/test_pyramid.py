@@ -152,11 +152,21 @@ def left_padded(prompts):
     return ids, mask
 
 
+ADAPTER = "adapter"  # replaced by the adapter fixture's directory
 POLICY_CASES = {
     "baseline": {},
     "pyramid": {"prefill_decay_ratio": 0.5, "min_context_length": 8},
     "streaming": {"kv_budget": 0.4},
+    "recurformer": {"adapter": ADAPTER},
+    "pyramid+recurformer": {"adapter": ADAPTER, "prefill_decay_ratio": 0.5, "min_context_length": 8},
 }
+
+
+@pytest.fixture(scope="module")
+def adapter(lm, tmp_path_factory):
+    from tests.test_recurformer_engine import make_adapter
+
+    return make_adapter(lm, tmp_path_factory.mktemp("adapter"), [[2, 0], [6, 1]])
 
 
 def test_every_policy_has_a_case():
@@ -164,10 +174,11 @@ def test_every_policy_has_a_case():
 
 
 @pytest.mark.parametrize("mode", sorted(POLICY_CASES))
-def test_batch_of_different_lengths_matches_single_runs(lm, mode):
+def test_batch_of_different_lengths_matches_single_runs(lm, adapter, mode):
     prompts = [prompt(n, seed=n)[0] for n in (60, 150, 111)]
     ids, mask = left_padded(prompts)
-    policy = make_policy(mode, POLICY_CASES[mode])
+    knobs = {k: adapter if v == ADAPTER else v for k, v in POLICY_CASES[mode].items()}
+    policy = make_policy(mode, knobs)
     batch = list(generate(lm, ids, mask, policy=policy, max_new_tokens=40))
     for row, p in enumerate(prompts):
         single = list(generate(lm, p[None], policy=policy, max_new_tokens=40))

@@ -4,8 +4,11 @@
 from .base import Keep, LayerContext, Policy
 from .full import FullPolicy
 from .pyramid import PyramidPolicy
+from .recurformer import PyramidRecurFormerPolicy, RecurFormerPolicy
 from .streaming import StreamingPolicy
 
-ALL_POLICIES = {"baseline": FullPolicy, "pyramid": PyramidPolicy, "streaming": StreamingPolicy}
+ALL_POLICIES = {"baseline": FullPolicy, "pyramid": PyramidPolicy, "streaming": StreamingPolicy,
+                "recurformer": RecurFormerPolicy, "pyramid+recurformer": PyramidRecurFormerPolicy}
 
-__all__ = ["ALL_POLICIES", "FullPolicy", "Keep", "LayerContext", "Policy", "PyramidPolicy", "StreamingPolicy"]
+__all__ = ["ALL_POLICIES", "FullPolicy", "Keep", "LayerContext", "Policy", "PyramidPolicy", "PyramidRecurFormerPolicy",
+           "RecurFormerPolicy", "StreamingPolicy"]

@@ -9,7 +9,12 @@ Prefill answers come as a `Keep` with two independent masks:
 - `stream`: which tokens' hidden states go on to the next layer (PyramidInfer: deeper layers compute
   fewer keys and values);
 - `cache`:  which slots this layer's cache keeps (cache-only eviction, e.g. StreamingLLM).
-Decode answers are a cache mask alone. None means "keep everything".
+Decode answers use `cache` alone. None means "keep everything". A policy that knows how many slots
+each row keeps says so in `cache_counts`, which spares the engine a wait for the GPU to count them.
+
+A policy may also replace KV groups with recurrent modules (RecurFormer): `recurrent_modules(lm)`
+returns {layer: {kv_group: module}}; the engine runs those groups through the modules and caches no
+keys or values for them.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ import torch
 class Keep:
     stream: torch.Tensor | None = None  # [B, T] bool over the layer's slots
     cache: torch.Tensor | None = None   # [B, T] bool over the layer's slots
+    cache_counts: list[int] | None = None  # slots each row keeps under `cache`, when the policy knows
+
+
+def to_device(values: list, device: torch.device, dtype=torch.long) -> torch.Tensor:
+    """A small host list on the device without waiting for the GPU (torch.tensor(..., device=cuda) would)."""
+    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
 
 
 @dataclass
@@ -67,8 +78,12 @@ class Policy:
     def prefill(self, ctx: LayerContext) -> Keep | None:
         return None
 
-    def decode(self, ctx: LayerContext) -> torch.Tensor | None:
+    def decode(self, ctx: LayerContext) -> Keep | None:
         return None
+
+    def recurrent_modules(self, lm) -> dict:
+        """{layer: {kv_group: module}} of KV groups this policy runs as recurrences (none here)."""
+        return {}
 
     def describe(self) -> dict:
         """The policy's name and resolved settings, for traces and benchmark metadata."""
@@ -92,5 +107,5 @@ def top_k_mask(scores: torch.Tensor, candidates: torch.Tensor, k: list[int],
     order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(T, device=scores.device).expand(B, T))
-    limit = torch.tensor(k, device=scores.device)[:, None]
+    limit = to_device(k, scores.device)[:, None]
     return (rank < limit) & candidates

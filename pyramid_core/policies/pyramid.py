@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .base import Keep, LayerContext, Policy, top_k_mask
+from .base import Keep, LayerContext, Policy, to_device, top_k_mask
 
 log = logging.getLogger(__name__)
 
@@ -176,32 +176,41 @@ class PyramidPolicy(Policy):
         if keep_counts == ctx.counts:
             return None
         windows = [self.window(n) for n in ctx.seen]
-        seen = torch.tensor(ctx.seen, device=ctx.positions.device)[:, None]
-        recent = ctx.positions >= seen - torch.tensor(windows, device=seen.device)[:, None]
+        first_recent = to_device([n - w for n, w in zip(ctx.seen, windows)], ctx.positions.device)
+        recent = ctx.positions >= first_recent[:, None]
         candidates = (ctx.positions >= 0) & ~recent
         sinks = candidates & (ctx.positions < self.sink_len)
         scores = ctx.scores(windows, self.distance_weight)
         context_kept = [k - w for k, w in zip(keep_counts, windows)]
         return Keep(stream=top_k_mask(scores, candidates, context_kept, forced=sinks) | recent)
 
-    def decode(self, ctx: LayerContext) -> torch.Tensor | None:
-        windows = [self.window(n) for n in ctx.seen]
+    def decode(self, ctx: LayerContext) -> Keep | None:
+        windows = self.step_windows(ctx)
         markers = ctx.state.setdefault("marker", list(ctx.counts))
         fire = [held - w - m >= self.chunk_length for held, w, m in zip(ctx.counts, windows, markers)]
         if not any(fire):
             return None
         ratio = layer_ratio(ctx.layer, ctx.num_layers, self.gen_decay_ratio, self.gen_decay_strategy)
         keep_in_chunk = max(1, int(self.chunk_length * self.gen_compress_ratio * ratio))
+        # the chunk: the chunk_length slots just older than the window (rows are right-aligned), sinks excluded
+        sizes = [max(0, min(w + self.chunk_length, held - self.sink_len) - w) if f else 0
+                 for f, w, held in zip(fire, windows, ctx.counts)]
+        device = ctx.positions.device
         T = ctx.positions.shape[1]
-        from_end = torch.arange(T - 1, -1, -1, device=ctx.positions.device)[None, :]  # slots right-aligned
-        w = torch.tensor(windows, device=from_end.device)[:, None]
-        firing = torch.tensor(fire, device=from_end.device)[:, None]
-        chunk = firing & (from_end >= w) & (from_end < w + self.chunk_length) & (ctx.positions >= 0)
-        chunk &= ctx.positions >= self.sink_len
-        scores = ctx.scores(windows, self.distance_weight)
-        kept = top_k_mask(scores, chunk, [keep_in_chunk] * len(fire))
-        dropped = (chunk & ~kept).sum(1).tolist()
+        from_end = torch.arange(T - 1, -1, -1, device=device)[None, :]
+        start = to_device(windows, device)[:, None]
+        chunk = (from_end >= start) & (from_end < start + to_device(sizes, device)[:, None])
+        kept = top_k_mask(ctx.scores(windows, self.distance_weight), chunk, [keep_in_chunk] * len(fire))
+        counts = [held - size + min(size, keep_in_chunk) for held, size in zip(ctx.counts, sizes)]
         for row, fired in enumerate(fire):
             if fired:  # "compressed up to here", per layer
-                markers[row] = ctx.counts[row] - dropped[row] - windows[row]
-        return ~chunk | kept
+                markers[row] = counts[row] - windows[row]
+        return Keep(cache=~chunk | kept, cache_counts=counts)
+
+    def step_windows(self, ctx: LayerContext) -> list[int]:
+        """Each row's voter window, computed once per decode step rather than once per layer."""
+        cached = ctx.shared.get("windows")
+        if cached is None or cached[0] != ctx.seen[0]:
+            cached = (ctx.seen[0], [self.window(n) for n in ctx.seen])
+            ctx.shared["windows"] = cached
+        return cached[1]

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
-from .base import Keep, LayerContext, Policy
+from .base import Keep, LayerContext, Policy, to_device
 
 
 @dataclass
@@ -38,19 +36,18 @@ class StreamingPolicy(Policy):
         tokens = round(self.kv_budget * seen) if self.kv_budget <= 1 else int(self.kv_budget)
         return min(seen, max(tokens, self.sink_len + 1))
 
-    def keep_mask(self, ctx: LayerContext) -> torch.Tensor | None:
+    def keep(self, ctx: LayerContext) -> Keep | None:
         budgets = [self.budget(n) for n in ctx.seen]
         if all(held <= b for held, b in zip(ctx.counts, budgets)):
             return None
-        device = ctx.positions.device
-        seen = torch.tensor(ctx.seen, device=device)[:, None]
-        recent = torch.tensor([b - min(self.sink_len, b) for b in budgets], device=device)[:, None]
+        first_recent = to_device([n - (b - min(self.sink_len, b)) for n, b in zip(ctx.seen, budgets)],
+                                 ctx.positions.device)
         valid = ctx.positions >= 0
-        return valid & ((ctx.positions < self.sink_len) | (ctx.positions >= seen - recent))
+        mask = valid & ((ctx.positions < self.sink_len) | (ctx.positions >= first_recent[:, None]))
+        return Keep(cache=mask, cache_counts=[min(held, b) for held, b in zip(ctx.counts, budgets)])
 
     def prefill(self, ctx: LayerContext) -> Keep | None:
-        mask = self.keep_mask(ctx)
-        return None if mask is None else Keep(cache=mask)
+        return self.keep(ctx)
 
-    def decode(self, ctx: LayerContext) -> torch.Tensor | None:
-        return self.keep_mask(ctx)
+    def decode(self, ctx: LayerContext) -> Keep | None:
+        return self.keep(ctx)

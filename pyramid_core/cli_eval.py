@@ -1,0 +1,121 @@
+"""Evaluate KV-cache modes on held-out text: perplexity, copy probe, greedy agreement over KV budgets.
+
+Writes <out>.json and <out>.md (and, with --recency-out, a per-layer recency table). See
+pyramid_core/evaluate.py for what each number is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from . import evaluate
+from .models import EMBEDDED_NAME, load_model
+from .policies.registry import MODES
+
+DEFAULT_TEXT = Path(__file__).resolve().parent.parent / "assets" / "heldout.txt"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=EMBEDDED_NAME, help="'embedded', a local HF directory or a hub id")
+    parser.add_argument("--modes", default="pyramid,streaming", help="comma-separated modes to compare")
+    parser.add_argument("--budgets", default="0.3,0.4,0.5,0.6,0.7", help="comma-separated KV shares")
+    parser.add_argument("--text", default=str(DEFAULT_TEXT), help="held-out text file")
+    parser.add_argument("--out", default=None, help="write <out>.json and <out>.md")
+    parser.add_argument("--samples", type=int, default=8, help="perplexity windows and agreement prompts")
+    parser.add_argument("--probes", type=int, default=16, help="copy probes (and as many controls)")
+    parser.add_argument("--context-tokens", type=int, default=1024)
+    parser.add_argument("--continuation-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=48, help="greedy tokens per agreement prompt")
+    parser.add_argument("--copy-k", type=int, default=8, help="tokens an exact greedy copy must match")
+    parser.add_argument("--batch", type=int, default=8, help="rows per engine call")
+    parser.add_argument("--recency-out", default=None, help="also write the per-layer recency table here (.md)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--json", action="store_true", help="print the result JSON instead of the table")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise ValueError(f"--budgets must be comma-separated numbers, got {text!r}") from err
+
+
+def run(args: argparse.Namespace) -> dict:
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES or m == "baseline"]
+    if unknown:
+        raise ValueError(f"unknown or baseline mode(s) {unknown}; the baseline is always run")
+    budgets = _floats(args.budgets)
+    if any(not 0 < b <= 1 for b in budgets):
+        raise ValueError(f"--budgets must be shares in (0, 1], got {budgets}")
+    text_path = Path(args.text)
+    if not text_path.exists():
+        raise ValueError(f"no held-out text at {text_path}")
+    logging.getLogger(evaluate.__name__).setLevel(logging.INFO)
+
+    start = time.perf_counter()
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    ids = lm.tokenizer(text_path.read_text(), add_special_tokens=False).input_ids
+    data = evaluate.build_data(ids, lm.tokenizer.bos_token_id, args.samples, args.probes, args.context_tokens,
+                               args.continuation_tokens, args.new_tokens, args.copy_k)
+    curves = evaluate.run_curves(lm, data, modes, budgets, batch=args.batch)
+    for p in curves["points"]:
+        p.pop("greedy_tokens")
+    probe, layout = data.probes[0], data.layout
+    result = {
+        "model": args.model, "date": datetime.date.today().isoformat(),
+        "device": f"{args.device} ({torch.get_num_threads()} threads)",
+        "versions": {"torch": torch.__version__, "transformers": _version("transformers")},
+        "settings": {"modes": modes, "budgets": budgets, "text": text_path.name, "text_tokens": len(ids),
+                     "samples": args.samples, "probes": args.probes, "context_tokens": args.context_tokens,
+                     "continuation_tokens": args.continuation_tokens, "new_tokens": args.new_tokens,
+                     "copy_k": args.copy_k, "span": layout.span, "cue": layout.cue,
+                     "span_start": probe.span_start, "filler": layout.filler,
+                     "dtype": str(lm.dtype), "pyramid_fallbacks": list(evaluate.PYRAMID_FALLBACKS)},
+        **curves,
+    }
+    result["summary"] = evaluate.quality_summary(result)
+    if args.recency_out:
+        result["recency"] = _recency(lm, ids, text_path.name, args.recency_out)
+    result["elapsed_s"] = time.perf_counter() - start
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        out.with_suffix(".md").write_text(evaluate.quality_markdown(result))
+    if not args.json:
+        print(evaluate.quality_markdown(result))
+    return result
+
+
+def _recency(lm, ids: list[int], text_name: str, out: str, window: int = 16, sequences: int = 8,
+             max_tokens: int = 1024) -> dict:
+    """Recency scores on `sequences` BOS-led windows spread over the held-out tokens; writes `out`."""
+    from .recurformer.recency import recency_scores
+
+    bos = [] if lm.tokenizer.bos_token_id is None else [lm.tokenizer.bos_token_id]
+    windows = [bos + w for w in evaluate.spaced_windows(ids, max_tokens - len(bos), sequences, offset=0.5)]
+    report = recency_scores(lm, windows, window=window, sink_len=4, max_tokens=max_tokens,
+                            max_sequences=sequences)
+    rows = evaluate.recency_rows(report)
+    meta = {"model": lm.name, "date": datetime.date.today().isoformat(), "text": text_name,
+            "sequences": sequences, "max_tokens": max_tokens, "window": window, "sink_len": 4,
+            "near": 0.5, "far": 0.5}
+    meta["summary"] = evaluate.recency_summary(rows)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(evaluate.recency_markdown(rows, meta))
+    return {"meta": meta, "rows": rows, "report": report.to_dict()}
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
