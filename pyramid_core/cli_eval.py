@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recency-out", default=None, help="also write the per-layer recency table here (.md)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (1 is fastest when other jobs share the cores)")
     parser.add_argument("--json", action="store_true", help="print the result JSON instead of the table")
 
 
@@ -60,6 +62,8 @@ def run(args: argparse.Namespace) -> dict:
     if not text_path.exists():
         raise ValueError(f"no held-out text at {text_path}")
     logging.getLogger(evaluate.__name__).setLevel(logging.INFO)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     start = time.perf_counter()
     lm = load_model(args.model, device=args.device, dtype=args.dtype)

@@ -48,6 +48,7 @@ PYRAMID_FALLBACKS = (
     {"recent_ratio": 0.1, "min_context_length": 32, "prefill_decay_strategy": "constant"},
 )
 BUDGET_TOLERANCE = 0.02
+RETRIEVAL_MARGIN = 0.05  # probe accuracy over the no-span control below which we say the model does not copy
 
 
 # ----------------------------------------------------------------------------- small measures
@@ -258,15 +259,21 @@ def _batched_copy(lm, probes: list[Probe], policy, k: int, batch: int) -> dict:
 
 def pyramid_for_budget(budget: float, seen: int, num_layers: int) -> tuple[PyramidPolicy, dict]:
     """PyramidInfer solving its decay for `budget`, with the first knobs of PYRAMID_FALLBACKS whose
-    planned prefill share can reach it (within BUDGET_TOLERANCE); the last ones when none can."""
-    for knobs in PYRAMID_FALLBACKS:
-        probe = PyramidPolicy(**knobs)
-        shares = [probe.prefill_share(seen, num_layers, d / 200) for d in range(201)]
-        if min(abs(s - budget) for s in shares) <= BUDGET_TOLERANCE:
-            break
-    else:
-        log.warning("no PyramidInfer knobs reach a KV budget of %.2f; using %s", budget, knobs)
-    return PyramidPolicy(**knobs, kv_budget=budget), knobs
+    solved prefill share lands within BUDGET_TOLERANCE of it; the last ones when none does."""
+    quiet = logging.getLogger(PyramidPolicy.__module__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # rejected tries would each warn "out of reach"
+    try:
+        for knobs in PYRAMID_FALLBACKS:
+            policy = PyramidPolicy(**knobs, kv_budget=budget)
+            reached = policy.prefill_share(seen, num_layers, policy.solve_decay(seen, num_layers))
+            if abs(reached - budget) <= BUDGET_TOLERANCE:
+                break
+        else:
+            log.warning("no PyramidInfer knobs reach a KV budget of %.2f; using %s (%.3f)", budget, knobs, reached)
+    finally:
+        quiet.setLevel(level)
+    return policy, knobs
 
 
 def run_curves(lm: LoadedModel, data: EvalData, modes: list[str], budgets: list[float],
@@ -352,10 +359,14 @@ def quality_summary(result: dict) -> str:
                    f"perplexity {default['ppl']:.2f}, {default['ppl_ratio']:.3f}x the baseline "
                    f"({'within' if default['ppl_ratio'] <= 1.05 else 'outside'} the 5% target).")
     ctrl = base["control"]
+    gain = base["probe"]["accuracy"] - ctrl["accuracy"]
     out.append(f"On the copy probe the baseline predicts {base['probe']['accuracy']:.1%} of the span's target "
                f"tokens and greedily copies the first {k} exactly in {base['probe'][f'exact_copy_{k}']:.1%} of "
-               f"probes; with the span never shown (same cue) that falls to {ctrl['accuracy']:.1%} and "
-               f"{ctrl[f'exact_copy_{k}']:.1%}, so the probe measures retrieval.")
+               f"probes; with the span never shown (same cue) it predicts {ctrl['accuracy']:.1%} "
+               f"({ctrl[f'exact_copy_{k}']:.1%} exact), "
+               + ("so the probe measures retrieval." if gain >= RETRIEVAL_MARGIN else
+                  f"so this model does not copy a span from {result['settings']['filler']} tokens back: "
+                  "the probe cannot tell the modes apart, and its differences between modes are noise."))
     wins = {"ppl": [], "probe": [], "agreement": []}
     budgets = sorted({p["nominal_budget"] for p in result["points"] if p["nominal_budget"] is not None})
     for b in budgets:
@@ -375,6 +386,12 @@ def quality_summary(result: dict) -> str:
             better = [f"{b:g}" for b, w in flags if w]
             out.append(f"PyramidInfer beats streaming on {name} at {len(better)} of {len(flags)} budgets"
                        + (f" ({', '.join(better)})." if better else "."))
+    if any(not w for flags in wins.values() for _, w in flags):
+        out.append("Where PyramidInfer loses, the likely reasons: streaming runs the whole prefill and only then "
+                   "evicts, so its first token and the hidden states of the kept tokens are exact, while "
+                   "PyramidInfer drops tokens from the hidden states between layers; and a small model that uses "
+                   "mostly nearby context (perplexity hardly moves even at the smallest budget) is served well by "
+                   "a contiguous recent window, which the low budgets shrink for PyramidInfer (recent_ratio 0.1).")
     return " ".join(out)
 
 
