@@ -191,6 +191,10 @@ class Live:
     def due(self) -> bool:
         return time.monotonic() - self.text_at >= TEXT_EVERY_S
 
+    def wants_detail(self, step: int) -> bool:
+        """Record attention and kept positions only at the prefill and when the figures are due."""
+        return step == 0 or time.monotonic() - self.plots_at >= self.plots_gap
+
     def outputs(self, final: bool = False) -> list:
         now = time.monotonic()
         plots = final or now - self.plots_at >= self.plots_gap
@@ -263,12 +267,17 @@ def attention_figures(runs, view: dict):
     if not run:
         message = "No run of this mode yet: generate to see its attention."
         return visual.empty_figure(message), visual.empty_figure(message)
-    record = run[0] if view["step"] == "prefill" else run[-1]
+    record = run[0] if view["step"] == "prefill" else latest_with_attention(run)
     head = None if view["head"] in (None, MEAN_HEAD) else int(str(view["head"]).split()[-1])
     layer = int(view["layer"] or 0)
     if record.attention and layer >= len(record.attention):
         layer = len(record.attention) - 1
     return visual.attention_grid_figure(record, head), visual.attention_figure(record, layer, head)
+
+
+def latest_with_attention(run: list[StepRecord]) -> StepRecord:
+    """The newest record that carries attention (the live view records it only on the steps it draws)."""
+    return next((r for r in reversed(run) if r.attention is not None), run[-1])
 
 
 def summary_table(runs) -> list[list]:
@@ -309,7 +318,8 @@ def generate_run(request: gr.Request, model_id, modes, budget, temperature, top_
     live = Live(lm, modes, {"mode": attn_mode, "step": attn_step, "layer": layer, "head": head})
     stop = _stops[_session(request)] = threading.Event()
     try:
-        for mode, record in compare(lm, prompt, policies, int(max_new_tokens), sampling, stop=stop):
+        for mode, record in compare(lm, prompt, policies, int(max_new_tokens), sampling, stop=stop,
+                                    record_attention=live.wants_detail, record_positions=live.wants_detail):
             live.add(mode, record)
             if live.due():
                 yield live.outputs()

@@ -1,6 +1,7 @@
 """Evaluate KV-cache modes on held-out text: perplexity, copy probe, greedy agreement over KV budgets.
 
-Writes <out>.json and <out>.md (and, with --recency-out, a per-layer recency table). See
+Writes <out>.json and <out>.md (and, with --recency-out, a per-layer recency table). With
+`--compare recurformer` it scores named RecurFormer modes per adapter instead of budget curves. See
 pyramid_core/evaluate.py for what each number is.
 """
 
@@ -19,7 +20,10 @@ from . import evaluate
 from .models import EMBEDDED_NAME, load_model
 from .policies.registry import MODES
 
-DEFAULT_TEXT = Path(__file__).resolve().parent.parent / "assets" / "heldout.txt"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_TEXT = ASSETS / "heldout.txt"
+DEFAULT_ADAPTERS = f"{ASSETS / 'recurformer-embedded-25'},{ASSETS / 'recurformer-embedded-50'}"
+COMPARISONS = ("recurformer",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (1 is fastest when other jobs share the cores)")
     parser.add_argument("--json", action="store_true", help="print the result JSON instead of the table")
+    parser.add_argument("--compare", choices=COMPARISONS, default=None,
+                        help="score named modes instead of budget curves (--modes and --budgets are unused)")
+    parser.add_argument("--adapters", default=DEFAULT_ADAPTERS, help="--compare: comma-separated adapter dirs")
+    parser.add_argument("--twin-window", type=int, default=64, help="--compare: the window twin's recent tokens")
+    parser.add_argument("--twin-sinks", type=int, default=4, help="--compare: the window twin's first tokens")
+    parser.add_argument("--short-filler", type=int, default=0,
+                        help="also run the copy probe with this many filler tokens (0: no short probe)")
 
 
 def _floats(text: str) -> list[float]:
@@ -51,6 +62,8 @@ def _floats(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.compare:
+        return _finish(args, *_compare(args))
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES or m == "baseline"]
     if unknown:
@@ -58,45 +71,88 @@ def run(args: argparse.Namespace) -> dict:
     budgets = _floats(args.budgets)
     if any(not 0 < b <= 1 for b in budgets):
         raise ValueError(f"--budgets must be shares in (0, 1], got {budgets}")
+    text_path = _prepare(args)
+    start = time.perf_counter()
+    lm, ids, data = _load(args, text_path)
+    curves = evaluate.run_curves(lm, data, modes, budgets, batch=args.batch)
+    result = _header(args, lm, ids, data, text_path, curves)
+    result["settings"].update(modes=modes, budgets=budgets, pyramid_fallbacks=list(evaluate.PYRAMID_FALLBACKS))
+    result["summary"] = evaluate.quality_summary(result)
+    if args.recency_out:
+        result["recency"] = _recency(lm, ids, text_path.name, args.recency_out)
+    result["elapsed_s"] = time.perf_counter() - start
+    return _finish(args, result, evaluate.quality_markdown)
+
+
+def _compare(args: argparse.Namespace) -> tuple[dict, object]:
+    """--compare recurformer: the baseline and, per adapter, its untrained and trained RNNs, the window
+    twin and pyramid+recurformer."""
+    paths = [a.strip() for a in args.adapters.split(",") if a.strip()]
+    missing = [a for a in paths if not (Path(a) / "adapter.json").exists()]
+    if missing or not paths:
+        raise ValueError(f"--adapters: no RecurFormer adapter at {missing or args.adapters!r}")
+    text_path = _prepare(args)
+    start = time.perf_counter()
+    lm, ids, data = _load(args, text_path)
+    groups = {a: json.loads((Path(a) / "adapter.json").read_text())["groups"] for a in paths}
+    shares = {a: evaluate.adapter_share(g, lm.config.num_hidden_layers, lm.config.num_key_value_heads)
+              for a, g in groups.items()}
+    adapters = {f"{shares[a]:.0%}": a for a in paths}
+    rows = evaluate.recurformer_rows(adapters, args.twin_window, args.twin_sinks)
+    result = _header(args, lm, ids, data, text_path, evaluate.run_named(lm, data, rows, batch=args.batch))
+    result["settings"].update(compare=args.compare, twin_window=args.twin_window, twin_sinks=args.twin_sinks,
+                              adapters={t: (a, len(groups[a])) for t, a in adapters.items()})
+    result["summary"] = evaluate.named_summary(result)
+    result["elapsed_s"] = time.perf_counter() - start
+    return result, evaluate.named_markdown
+
+
+def _prepare(args: argparse.Namespace) -> Path:
     text_path = Path(args.text)
     if not text_path.exists():
         raise ValueError(f"no held-out text at {text_path}")
     logging.getLogger(evaluate.__name__).setLevel(logging.INFO)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    return text_path
 
-    start = time.perf_counter()
+
+def _load(args: argparse.Namespace, text_path: Path):
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     ids = lm.tokenizer(text_path.read_text(), add_special_tokens=False).input_ids
     data = evaluate.build_data(ids, lm.tokenizer.bos_token_id, args.samples, args.probes, args.context_tokens,
-                               args.continuation_tokens, args.new_tokens, args.copy_k)
-    curves = evaluate.run_curves(lm, data, modes, budgets, batch=args.batch)
-    for p in curves["points"]:
+                               args.continuation_tokens, args.new_tokens, args.copy_k, args.short_filler)
+    return lm, ids, data
+
+
+def _header(args: argparse.Namespace, lm, ids: list[int], data, text_path: Path, scored: dict) -> dict:
+    """The result: model, date, device, versions and the data settings around the scored modes."""
+    for p in scored["points"]:
         p.pop("greedy_tokens")
     probe, layout = data.probes[0], data.layout
-    result = {
+    return {
         "model": args.model, "date": datetime.date.today().isoformat(),
         "device": f"{args.device} ({torch.get_num_threads()} threads)",
         "versions": {"torch": torch.__version__, "transformers": _version("transformers")},
-        "settings": {"modes": modes, "budgets": budgets, "text": text_path.name, "text_tokens": len(ids),
+        "settings": {"text": text_path.name, "text_tokens": len(ids),
                      "samples": args.samples, "probes": args.probes, "context_tokens": args.context_tokens,
                      "continuation_tokens": args.continuation_tokens, "new_tokens": args.new_tokens,
                      "copy_k": args.copy_k, "span": layout.span, "cue": layout.cue,
                      "span_start": probe.span_start, "filler": layout.filler,
-                     "dtype": str(lm.dtype), "pyramid_fallbacks": list(evaluate.PYRAMID_FALLBACKS)},
-        **curves,
+                     "short_filler": data.short_layout.filler if data.short_layout else 0,
+                     "dtype": str(lm.dtype)},
+        **scored,
     }
-    result["summary"] = evaluate.quality_summary(result)
-    if args.recency_out:
-        result["recency"] = _recency(lm, ids, text_path.name, args.recency_out)
-    result["elapsed_s"] = time.perf_counter() - start
+
+
+def _finish(args: argparse.Namespace, result: dict, markdown) -> dict:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        out.with_suffix(".md").write_text(evaluate.quality_markdown(result))
+        out.with_suffix(".md").write_text(markdown(result))
     if not args.json:
-        print(evaluate.quality_markdown(result))
+        print(markdown(result))
     return result
 
 

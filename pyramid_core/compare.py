@@ -25,7 +25,7 @@ MIB = 2**20
 
 
 def compare(lm: LoadedModel, prompt: str, modes: dict[str, Policy], max_new_tokens: int,
-            sampling: Sampling, record_attention: bool = True, record_positions: bool = True,
+            sampling: Sampling, record_attention=True, record_positions=True,
             stop: threading.Event | None = None) -> Iterator[tuple[str, StepRecord]]:
     """Yield (mode, record) round-robin over `modes` (in dict order) until all finish or `stop` is set.
 
@@ -81,10 +81,19 @@ def first_difference(text: str, reference: str) -> int | None:
 
 
 def slim(run: list[StepRecord]) -> None:
-    """Drop attention and kept positions from the second-to-last record of a growing run, in place.
+    """When the newest record of a growing run carries attention or kept positions, drop them from the
+    records before it (the prefill's excepted), in place.
 
-    What the figures need is the prefill's (always kept) and the latest record's; keeping them for
-    every step would grow with layers x heads x tokens per step.
+    What the figures need is the prefill's and the latest recorded; keeping them for every step would
+    grow with layers x heads x tokens per step.
     """
-    if len(run) >= 3:
-        run[-2] = dataclasses.replace(run[-2], attention=None, kept_positions=None)
+    new = run[-1]
+    for i in range(len(run) - 2, 0, -1):
+        old = run[i]
+        drop = {}
+        if new.attention is not None and old.attention is not None:
+            drop["attention"] = None
+        if new.kept_positions is not None and old.kept_positions is not None:
+            drop["kept_positions"] = None
+        if drop:
+            run[i] = dataclasses.replace(old, **drop)

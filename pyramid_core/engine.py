@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -358,34 +358,44 @@ def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
 def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
              policy: Policy | None = None, max_new_tokens: int = 64, sampling: Sampling | None = None,
              eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
-             record_attention: bool = False, record_positions: bool = False,
+             record_attention: bool | Callable[[int], bool] = False,
+             record_positions: bool | Callable[[int], bool] = False,
              stop: threading.Event | None = None) -> Iterator[StepRecord]:
     """Generate from left-padded prompts input_ids [B, T], yielding a StepRecord per step.
 
     Step 0 is the prefill (its token is the first generated one). Rows that produced EOS then emit
     pad_token_id, like transformers' generate; the loop ends when every row has finished, after
     max_new_tokens tokens, or when `stop` is set.
+
+    record_attention / record_positions: whether records carry the first row's attention and kept
+    positions; a callable is asked at each step (step -> bool), so a live view pays only for the steps
+    it will draw. The prefill record always carries kept positions.
     """
     sampling = sampling or Sampling()
     input_ids, attention_mask = check_inputs(lm, input_ids, attention_mask, max_new_tokens)
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
     pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
-    parts, req, positions = start_request(lm, input_ids, attention_mask, policy, record_attention)
+    parts, req, positions = start_request(lm, input_ids, attention_mask, policy)
     generator = None
     if sampling.seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(sampling.seed)
     yield from _generate_steps(parts, req, input_ids, positions, max_new_tokens, sampling, generator,
-                               eos, pad, record_positions, stop)
+                               eos, pad, _per_step(record_attention), _per_step(record_positions), stop)
+
+
+def _per_step(flag) -> Callable[[int], bool]:
+    return flag if callable(flag) else (lambda step: bool(flag))
 
 
 @torch.inference_mode()  # on a generator, torch enters and leaves the mode around each step
 def _generate_steps(parts, req, input_ids, positions, max_new_tokens, sampling, generator, eos, pad,
-                    record_positions, stop):
+                    record_attention, record_positions, stop):
     cache, B = req.cache, input_ids.shape[0]
     finished = [False] * B
     next_pos = positions[:, -1] + 1
     for step in range(max_new_tokens):
         start = time.perf_counter()
+        req.record_attention = record_attention(step)
         if step == 0:
             logits, attn = prefill(parts, input_ids, positions, req)
             req.phase = "decode"
@@ -401,20 +411,19 @@ def _generate_steps(parts, req, input_ids, positions, max_new_tokens, sampling, 
         if step == max_new_tokens - 1:
             finished = [True] * B
         yield make_record(step, ids, finished, cache, time.perf_counter() - start, req, attn,
-                          record_positions or step == 0)
+                          record_positions(step) or step == 0)
         if all(finished) or (stop is not None and stop.is_set()):
             return
 
 
-def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | None,
-                  record_attention: bool = False):
+def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | None):
     """The model's parts, a fresh per-request state and the prompt's positions."""
     parts = model_parts(lm)
     policy = policy or FullPolicy()
     heads = layer_heads(parts, policy.recurrent_modules(lm), input_ids.device)
     kv_heads = [parts.num_kv_heads if lh is None else len(lh.kv) for lh in heads]
     cache = KVCache(len(parts.layers), input_ids.shape[0], kv_heads, parts.head_dim, lm.dtype, input_ids.device)
-    req = Request(cache, policy, attention_mask.sum(1).tolist(), "prefill", record_attention, heads)
+    req = Request(cache, policy, attention_mask.sum(1).tolist(), "prefill", False, heads)
     return parts, req, prompt_positions(attention_mask)
 
 

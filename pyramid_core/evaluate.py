@@ -11,21 +11,24 @@ Three measurements, each against the full-cache baseline:
   follows the teacher-forced path for as long as its argmax equals S, so "the first k argmaxes equal S"
   is exactly "greedy generation copies k tokens": no separate generation is needed. A control puts
   other text where S was (same cue, same target, S never shown), so a score above the control's is
-  retrieval, not language modelling of the cue.
+  retrieval, not language modelling of the cue. The embedded model copies only at short range, so a
+  second set of probes can use a short filler (build_data's short_filler).
 - greedy agreement with the baseline: the share of positions before the first divergence, and the
   share of equal positions overall.
 
 The KV share is measured from the engine's records (mean over layers of kept / seen tokens). The
 number of slots each layer keeps depends only on the lengths (prompt, steps), never on token values,
 for the pyramid and streaming policies, so the share measured on the greedy runs of a context length
-holds for the teacher-forced runs of that length too; every context here has the same length.
+holds for the teacher-forced runs of that length too; every context here has the same length. A
+RecurFormer group keeps no tokens but a state, so named modes (run_named) are also compared by the
+cache's bytes (records' kv_bytes: K, V and recurrent states) relative to the baseline's.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -190,6 +193,20 @@ def share_summary(records: list[StepRecord]) -> dict:
             "final": decode[-1]}
 
 
+def kv_bytes_summary(records: list[StepRecord]) -> dict:
+    """The cache's bytes (K, V and recurrent states, all rows) after the prefill, averaged over the
+    decode steps, and at the end: the size that counts when replaced groups hold a state, not tokens."""
+    decode = [r.kv_bytes for r in records[1:]] or [records[0].kv_bytes]
+    return {"prefill": records[0].kv_bytes, "decode_mean": sum(decode) / len(decode), "final": decode[-1]}
+
+
+def relative(summary: dict, baseline: dict) -> dict:
+    """Each entry of `summary` divided by the baseline's same entry."""
+    if any(baseline[key] <= 0 for key in summary):
+        raise ValueError(f"the baseline has an empty entry: {baseline}")
+    return {key: summary[key] / baseline[key] for key in summary}
+
+
 @dataclass
 class EvalData:
     """Everything the modes are scored on, built once from the held-out tokens."""
@@ -202,12 +219,17 @@ class EvalData:
     new_tokens: int
     copy_k: int
     layout: ProbeLayout
+    short_probes: list[Probe] = field(default_factory=list)    # the same probe with a short filler
+    short_controls: list[Probe] = field(default_factory=list)
+    short_layout: ProbeLayout | None = None
 
 
 def build_data(ids: list[int], bos: int | None, samples: int, probes: int, context_tokens: int,
-               continuation_tokens: int, new_tokens: int, copy_k: int = 8) -> EvalData:
+               continuation_tokens: int, new_tokens: int, copy_k: int = 8,
+               short_filler: int = 0) -> EvalData:
     """Perplexity windows, probes and agreement prompts from held-out token ids, each set spread over
-    the whole text at its own offset. Contexts all have context_tokens tokens (BOS included)."""
+    the whole text at its own offset. Contexts all have context_tokens tokens (BOS included).
+    short_filler > 0 adds as many probes again with that filler, at a range this model still copies."""
     head = [] if bos is None else [bos]
     body = context_tokens - len(head)
     wins = spaced_windows(ids, body + continuation_tokens, samples, offset=0.0)
@@ -217,11 +239,17 @@ def build_data(ids: list[int], bos: int | None, samples: int, probes: int, conte
     layout = ProbeLayout(filler=filler)
     pairs = [build_probes(w, layout, bos) for w in spaced_windows(ids, layout.window, probes, offset=0.33)]
     prompts = spaced_windows(ids, body, samples, offset=0.66)
-    return EvalData(contexts=torch.tensor([head + w[:body] for w in wins]),
+    data = EvalData(contexts=torch.tensor([head + w[:body] for w in wins]),
                     continuations=torch.tensor([w[body:] for w in wins]),
                     probes=[p for p, _ in pairs], controls=[c for _, c in pairs],
                     prompts=torch.tensor([head + p for p in prompts]), new_tokens=new_tokens, copy_k=copy_k,
                     layout=layout)
+    if short_filler > 0:
+        data.short_layout = ProbeLayout(filler=short_filler)
+        short = [build_probes(w, data.short_layout, bos)
+                 for w in spaced_windows(ids, data.short_layout.window, probes, offset=0.83)]
+        data.short_probes, data.short_controls = [p for p, _ in short], [c for _, c in short]
+    return data
 
 
 def evaluate_mode(lm: LoadedModel, data: EvalData, policy: Policy | None,
@@ -240,7 +268,10 @@ def evaluate_mode(lm: LoadedModel, data: EvalData, policy: Policy | None,
         tokens += t
         records = records or r  # every batch has the same lengths, hence the same kept counts
     result = {"nll": nll, "ppl": perplexity(nll), "nll_per_window": nlls, "probe": probe,
-              "kv_share": share_summary(records), "policy": records[0].policy, "greedy_tokens": tokens}
+              "kv_share": share_summary(records), "kv_bytes": kv_bytes_summary(records),
+              "policy": records[0].policy, "greedy_tokens": tokens}
+    if data.short_probes:
+        result["short_probe"] = _batched_copy(lm, data.short_probes, policy, data.copy_k, batch)
     if reference_tokens is not None:
         pairs = [greedy_agreement(t, ref) for t, ref in zip(tokens, reference_tokens)]
         result["agreement"] = {"prefix": sum(p for p, _ in pairs) / len(pairs),
@@ -256,6 +287,16 @@ def _batched_copy(lm, probes: list[Probe], policy, k: int, batch: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- budgets and curves
+
+def run_baseline(lm: LoadedModel, data: EvalData, batch: int = 8) -> dict:
+    """The full cache, plus its scores on the no-span controls (what the probes must beat)."""
+    log.info("baseline")
+    baseline = evaluate_mode(lm, data, None, batch=batch)
+    baseline["control"] = _batched_copy(lm, data.controls, None, data.copy_k, batch)
+    if data.short_controls:
+        baseline["short_control"] = _batched_copy(lm, data.short_controls, None, data.copy_k, batch)
+    return baseline
+
 
 def pyramid_for_budget(budget: float, seen: int, num_layers: int) -> tuple[PyramidPolicy, dict]:
     """PyramidInfer solving its decay for `budget`, with the first knobs of PYRAMID_FALLBACKS whose
@@ -282,9 +323,7 @@ def run_curves(lm: LoadedModel, data: EvalData, modes: list[str], budgets: list[
     from .policies.registry import make_policy
 
     seen, layers = data.contexts.shape[1], lm.config.num_hidden_layers
-    log.info("baseline")
-    baseline = evaluate_mode(lm, data, None, batch=batch)
-    baseline["control"] = _batched_copy(lm, data.controls, None, data.copy_k, batch)
+    baseline = run_baseline(lm, data, batch)
     reference = baseline["greedy_tokens"]
     points = []
 
@@ -305,6 +344,55 @@ def run_curves(lm: LoadedModel, data: EvalData, modes: list[str], budgets: list[
                 policy, knobs = make_policy(mode, kv_budget=budget), {}
             point(mode, f"{mode} {budget:g}", budget, policy, knobs)
     return {"baseline": baseline, "points": points}
+
+
+# ----------------------------------------------------------------------------- named modes: RecurFormer
+
+def adapter_share(groups: list[list[int]], num_layers: int, kv_heads: int) -> float:
+    """Share of the model's KV groups ([layer, kv_group] pairs) an adapter replaces."""
+    pairs = {tuple(g) for g in groups}
+    bad = [p for p in pairs if not (0 <= p[0] < num_layers and 0 <= p[1] < kv_heads)]
+    if bad:
+        raise ValueError(f"groups {bad} are outside {num_layers} layers x {kv_heads} KV groups")
+    return len(pairs) / (num_layers * kv_heads)
+
+
+def recurformer_rows(adapters: dict[str, str], twin_window: int = 64, twin_sinks: int = 4) -> list[dict]:
+    """The named modes of the RecurFormer comparison for each adapter (tag -> directory): its RNNs at
+    their initialisation and trained, the training-free sink + window twin of the same groups, and the
+    trained RNNs with PyramidInfer (default knobs) on the groups that remain."""
+    rows = []
+    for tag, path in adapters.items():
+        twin = {"variant": "window", "twin_window": twin_window, "twin_sinks": twin_sinks}
+        for mode, name, knobs in (("recurformer", "untrained", {"variant": "untrained"}),
+                                  ("recurformer", "trained", {"variant": "trained"}),
+                                  ("recurformer", f"window {twin_sinks}+{twin_window}", twin),
+                                  ("pyramid+recurformer", "trained", {"variant": "trained"})):
+            rows.append({"label": f"{mode} {name} {tag}", "mode": mode, "tag": tag,
+                         "variant": knobs["variant"], "knobs": {"adapter": path, **knobs}})
+    return rows
+
+
+def run_named(lm: LoadedModel, data: EvalData, rows: list[dict], batch: int = 8) -> dict:
+    """The baseline and each named row (label, mode, knobs, ...), with perplexity and KV bytes relative
+    to the baseline's."""
+    from .policies.registry import make_policy
+
+    baseline = run_baseline(lm, data, batch)
+    points = []
+    for row in rows:
+        log.info(row["label"])
+        policy = make_policy(row["mode"], row["knobs"])
+        result = evaluate_mode(lm, data, policy, baseline["greedy_tokens"], batch)
+        result.update(row, ppl_ratio=result["ppl"] / baseline["ppl"],
+                      kv_bytes_ratio=relative(result["kv_bytes"], baseline["kv_bytes"]))
+        points.append(result)
+    return {"baseline": baseline, "points": points}
+
+
+def copies(baseline: dict, probe: str = "probe", control: str = "control") -> bool:
+    """Whether the full cache predicts the span's target better than with the span never shown."""
+    return baseline[probe]["accuracy"] - baseline[control]["accuracy"] >= RETRIEVAL_MARGIN
 
 
 # ----------------------------------------------------------------------------- reports
@@ -393,6 +481,111 @@ def quality_summary(result: dict) -> str:
                    "mostly nearby context (perplexity hardly moves even at the smallest budget) is served well by "
                    "a contiguous recent window, which the low budgets shrink for PyramidInfer (recent_ratio 0.1).")
     return " ".join(out)
+
+
+def named_markdown(result: dict) -> str:
+    """A Markdown report of run_named's result plus its settings."""
+    s, base, k = result["settings"], result["baseline"], result["settings"]["copy_k"]
+    short = "short_probe" in base
+    lines = [f"# RecurFormer quality on held-out text: {result['model']}", "",
+             f"{result['date']}, {result['device']}, torch {result['versions']['torch']}, "
+             f"transformers {result['versions']['transformers']}; run took {result['elapsed_s']:.0f} s.", "",
+             f"Settings: {s['samples']} perplexity windows of {s['context_tokens']} context + "
+             f"{s['continuation_tokens']} continuation tokens; {s['probes']} copy probes per range (span "
+             f"{s['span']} tokens, cue {s['cue']}, {s['span'] - s['cue']} target tokens, exact copy of the first "
+             f"{k}), long range with {s['filler']} filler tokens"
+             + (f" and short range with {s['short_filler']}" if short else "")
+             + f"; {s['samples']} agreement prompts of {s['context_tokens']} tokens, {s['new_tokens']} greedy "
+             f"tokens each. Window twin: {s['twin_sinks']} sinks + {s['twin_window']} recent tokens. "
+             f"Text: {s['text']} ({s['text_tokens']} tokens).", "",
+             "Adapters: " + "; ".join(f"{tag} = {path} ({n} groups)" for tag, (path, n) in s["adapters"].items())
+             + ".", "",
+             "KV bytes = the engine's kv_bytes (keys, values and recurrent or window states, all rows of the "
+             "first agreement batch) over the baseline's: after the prefill, and averaged over the greedy "
+             "decode steps. Token share = mean over layers of kept / seen tokens (a replaced group keeps "
+             "no tokens but is not counted here, so it stays 1 for recurformer alone).", "",
+             "| mode | KV bytes prefill | KV bytes decode | token share | ppl | ppl / baseline | probe acc | "
+             "probe exact | short acc | short logprob | short exact | agree prefix | agree equal |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+             _named_row("baseline", base, {"prefill": 1.0, "decode_mean": 1.0}, 1.0, k, None)]
+    ctrl, sctrl = base["control"], base.get("short_control")
+    lines.append(f"| baseline, no-span controls | - | - | - | - | - | {ctrl['accuracy']:.3f} | "
+                 f"{ctrl[f'exact_copy_{k}']:.3f} | "
+                 + (f"{sctrl['accuracy']:.3f} | {sctrl['mean_logprob']:.2f} | {sctrl[f'exact_copy_{k}']:.3f}"
+                    if sctrl else "- | - | -") + " | - | - |")
+    for p in result["points"]:
+        lines.append(_named_row(p["label"], p, p["kv_bytes_ratio"], p["ppl_ratio"], k, p["agreement"]))
+    lines += ["", "## What we measured", "", result.get("summary", ""), ""]
+    return "\n".join(lines)
+
+
+def _named_row(label, r, kv, ratio, k, agreement) -> str:
+    agree = "1.000 | 1.000" if agreement is None else f"{agreement['prefix']:.3f} | {agreement['equal']:.3f}"
+    sp = r.get("short_probe")
+    short = (f"{sp['accuracy']:.3f} | {sp['mean_logprob']:.2f} | {sp[f'exact_copy_{k}']:.3f}" if sp
+             else "- | - | -")
+    return (f"| {label} | {kv['prefill']:.3f} | {kv['decode_mean']:.3f} | {r['kv_share']['prefill']:.3f} | "
+            f"{r['ppl']:.2f} | {ratio:.3f} | {r['probe']['accuracy']:.3f} | {r['probe'][f'exact_copy_{k}']:.3f} | "
+            f"{short} | {agree} |")
+
+
+def named_summary(result: dict) -> str:
+    """The "what we measured" paragraph of run_named's RecurFormer rows, written from the numbers."""
+    base, s = result["baseline"], result["settings"]
+    probe = "short_probe" if "short_probe" in base else "probe"
+    control = "short_control" if probe == "short_probe" else "control"
+    filler = s["short_filler"] if probe == "short_probe" else s["filler"]
+    out = [f"The full cache reads the continuations at perplexity {base['ppl']:.2f}."]
+    if copies(base, "probe", "control"):
+        out.append(f"The baseline copies from {s['filler']} tokens back.")
+    else:
+        out.append(f"As in the KV-budget report, the baseline does not copy from {s['filler']} tokens back "
+                   f"(probe accuracy {base['probe']['accuracy']:.1%}, control {base['control']['accuracy']:.1%}),"
+                   " so the long-range probe cannot rank the modes.")
+    if probe == "short_probe":
+        b, c = base[probe]["accuracy"], base[control]["accuracy"]
+        out.append(f"With {filler} filler tokens it predicts {b:.1%} of the span's target tokens against "
+                   f"{c:.1%} with the span never shown, "
+                   + ("so the short probe measures retrieval; it is the probe compared below." if copies(
+                       base, probe, control) else "so even the short probe measures no retrieval and is noise."))
+    rows = {(p["tag"], p["mode"], p["variant"]): p for p in result["points"]}
+    for tag in dict.fromkeys(p["tag"] for p in result["points"]):
+        out += _tag_sentences(tag, rows, probe)
+    return " ".join(out)
+
+
+def _tag_sentences(tag: str, rows: dict, probe: str) -> list[str]:
+    def brief(p):
+        return (f"ppl {p['ppl']:.2f} ({p['ppl_ratio']:.3f}x), {probe.replace('_', ' ')} "
+                f"{p[probe]['accuracy']:.1%}, agreement {p['agreement']['equal']:.1%}, KV bytes "
+                f"{p['kv_bytes_ratio']['decode_mean']:.3f} of the baseline")
+
+    untrained, trained = rows.get((tag, "recurformer", "untrained")), rows.get((tag, "recurformer", "trained"))
+    twin, both = rows.get((tag, "recurformer", "window")), rows.get((tag, "pyramid+recurformer", "trained"))
+    out = [f"With {tag} of the KV groups replaced:"]
+    for name, p in (("untrained", untrained), ("trained", trained), ("window twin", twin),
+                    ("pyramid+recurformer", both)):
+        if p:
+            out.append(f"{name} {brief(p)};")
+    if trained and untrained:
+        wins = [m for m, w in _better(trained, untrained, probe).items() if w]
+        out.append(f"the trained adapter beats its untrained initialisation on {len(wins)} of 3 measures"
+                   + (f" ({', '.join(wins)})." if wins else "."))
+    if trained and twin:
+        wins = [m for m, w in _better(trained, twin, probe).items() if w]
+        out.append(f"Against the sink + window twin of the same groups it wins on {len(wins)} of 3"
+                   + (f" ({', '.join(wins)})" if wins else "")
+                   + (": the trained RNNs are at least as good as the training-free twin here." if
+                      trained["ppl"] <= twin["ppl"] else
+                      f": on perplexity the training-free twin is better ({twin['ppl']:.2f} against "
+                      f"{trained['ppl']:.2f}), so the training has not yet paid for itself on this model."))
+    return out
+
+
+def _better(a: dict, b: dict, probe: str) -> dict:
+    """Where mode a beats mode b: lower perplexity, higher probe accuracy, higher greedy agreement."""
+    return {"perplexity": a["ppl"] < b["ppl"], probe.replace("_", " "): a[probe]["accuracy"] > b[probe]["accuracy"],
+            "agreement": a["agreement"]["equal"] > b["agreement"]["equal"]}
 
 
 def recency_rows(report, near: float = 0.5, far: float = 0.5) -> list[dict]:

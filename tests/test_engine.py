@@ -138,3 +138,14 @@ def test_stop_event_ends_generation():
         if len(records) == 3:
             stop.set()
     assert len(records) == 3
+
+
+def test_attention_is_recorded_on_the_steps_asked_for():
+    lm = tiny_model("llama")
+    records = list(generate(lm, torch.tensor([[5, 6, 7, 8]]), max_new_tokens=6,
+                            record_attention=lambda step: step % 2 == 0))
+    assert [r.attention is not None for r in records] == [True, False, True, False, True, False]
+    prefill = records[0].attention
+    assert len(prefill) == 4 and prefill[0].positions == [0, 1, 2, 3]
+    for head in records[2].attention[1].weights:  # a decode row over 6 held tokens sums to 1
+        assert len(head) == 6 and abs(sum(head) - 1) < 1e-5

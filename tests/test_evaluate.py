@@ -120,3 +120,73 @@ def test_embedded_model_loads_offline_and_generates():
     long = lm.tokenizer(" ".join(["the quick brown fox jumps over the lazy dog"] * 20), return_tensors="pt")
     records = list(generate(lm, long.input_ids, policy=PyramidPolicy(), max_new_tokens=2))
     assert ev.measured_kv_share(records[0]) < 1.0
+
+
+def _record(kv_bytes: int) -> StepRecord:
+    return StepRecord(step=0, phase="decode", token_ids=[5], finished=[False], kept_tokens=[4],
+                      kept_tokens_per_row=[[4]], kv_bytes=kv_bytes, peak_kv_bytes=kv_bytes, step_time_s=0.0,
+                      seen_tokens=4)
+
+
+def test_kv_bytes_summary_and_relative_of_hand_made_records():
+    summary = ev.kv_bytes_summary([_record(100), _record(110), _record(130)])
+    assert summary == {"prefill": 100, "decode_mean": 120, "final": 130}
+    base = {"prefill": 400, "decode_mean": 200, "final": 260}
+    assert ev.relative(summary, base) == pytest.approx({"prefill": 0.25, "decode_mean": 0.6, "final": 0.5})
+    assert ev.kv_bytes_summary([_record(70)]) == {"prefill": 70, "decode_mean": 70, "final": 70}
+    with pytest.raises(ValueError, match="empty"):
+        ev.relative(summary, {**base, "final": 0})
+
+
+def test_adapter_share_counts_distinct_groups():
+    assert ev.adapter_share([[1, 0], [1, 1], [3, 0], [3, 0]], num_layers=12, kv_heads=2) == pytest.approx(3 / 24)
+    with pytest.raises(ValueError, match="outside"):
+        ev.adapter_share([[12, 0]], num_layers=12, kv_heads=2)
+
+
+def test_recurformer_rows_build_valid_policies():
+    from pyramid_core.policies.registry import make_policy
+
+    adapter = "assets/recurformer-embedded-50"
+    rows = ev.recurformer_rows({"50%": adapter, "x": adapter}, twin_window=32, twin_sinks=2)
+    assert [r["label"] for r in rows[:4]] == ["recurformer untrained 50%", "recurformer trained 50%",
+                                             "recurformer window 2+32 50%", "pyramid+recurformer trained 50%"]
+    assert len(rows) == 8 and rows[4]["tag"] == "x"
+    policies = [make_policy(r["mode"], r["knobs"]) for r in rows[:4]]
+    assert [p.variant for p in policies] == ["untrained", "trained", "window", "trained"]
+    assert policies[2].twin_window == 32 and policies[2].twin_sinks == 2 and policies[0].adapter == adapter
+    assert policies[3].name == "pyramid+recurformer" and policies[3].kv_budget is None
+
+
+def test_build_data_adds_short_probes_only_when_asked():
+    ids = list(range(1000, 21000))
+    data = ev.build_data(ids, 0, samples=2, probes=3, context_tokens=400, continuation_tokens=8,
+                         new_tokens=4, short_filler=50)
+    assert len(data.short_probes) == len(data.short_controls) == 3
+    probe = data.short_probes[0]
+    assert len(probe.ids) == 1 + 256 + 32 + 50 + 8 and len(data.probes[0].ids) == 400
+    # the cue repeats the span's first tokens 50 filler tokens after it, and the control hides the span
+    assert probe.ids[-8:] == probe.ids[probe.span_start:probe.span_start + 8]
+    assert probe.target == probe.ids[probe.span_start + 8:probe.span_start + 32]
+    assert probe.ids[-8:] != data.probes[0].ids[-8:]  # other text than the long probes
+    assert not set(probe.target) & set(data.short_controls[0].ids)
+    assert ev.build_data(ids, 0, 2, 3, 400, 8, 4).short_probes == []
+
+
+def _scored(ppl, acc, agree, kv=0.5):
+    return {"ppl": ppl, "ppl_ratio": ppl / 20.0, "short_probe": {"accuracy": acc}, "probe": {"accuracy": 0.3},
+            "agreement": {"equal": agree}, "kv_bytes_ratio": {"decode_mean": kv}}
+
+
+def test_named_summary_says_which_mode_wins():
+    """Trained beats untrained on all three measures but loses to the window twin on perplexity."""
+    points = [{**_scored(80.0, 0.2, 0.1), "tag": "50%", "mode": "recurformer", "variant": "untrained"},
+              {**_scored(25.0, 0.5, 0.6), "tag": "50%", "mode": "recurformer", "variant": "trained"},
+              {**_scored(22.0, 0.4, 0.7), "tag": "50%", "mode": "recurformer", "variant": "window"}]
+    base = {"ppl": 20.0, "probe": {"accuracy": 0.30}, "control": {"accuracy": 0.30},
+            "short_probe": {"accuracy": 0.60}, "short_control": {"accuracy": 0.40}}
+    text = ev.named_summary({"baseline": base, "points": points, "settings": {"filler": 700, "short_filler": 100}})
+    assert "does not copy from 700 tokens back" in text and "short probe measures retrieval" in text
+    assert "beats its untrained initialisation on 3 of 3 measures" in text
+    assert "wins on 1 of 3 (short probe)" in text and "training-free twin is better (22.00 against 25.00)" in text
+    assert ev.copies(base, "short_probe", "short_control") and not ev.copies(base)
