@@ -1,6 +1,9 @@
-"""Run on the GPU machine: where a decode step's time goes, engine against transformers' generate.
+"""Run on the GPU machine: where a decode step's time goes, engine (any mode) against transformers' generate.
 
-    python benchmarks/profile_decode.py BATCH
+    python benchmarks/profile_decode.py BATCH [MODE]     # MODE: baseline (default), pyramid, ...
+
+Open question it is for (2026-11-26, H200): PyramidInfer modes decoded at about 1 token/s at batch 1
+on the Qwen2.5-0.5B and Llama-3.2-1B shapes while the CPU shows no such slowdown.
 """
 
 import sys
@@ -11,13 +14,15 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, ".")
 from pyramid_core import bench, generate  # noqa: E402
+from pyramid_core.policies.registry import make_policy  # noqa: E402
 
 batch = int(sys.argv[1]) if len(sys.argv) > 1 else 32
+policy = make_policy(sys.argv[2] if len(sys.argv) > 2 else "baseline")
 lm = bench.random_model("llama2-7b")
 bench.warm_up(lm)
 ids = bench.random_prompts(batch, 512, 32000)
 for name, fn in [
-    ("engine", lambda n: list(generate(lm, ids, max_new_tokens=n))),
+    ("engine", lambda n: list(generate(lm, ids, policy=policy, max_new_tokens=n))),
     ("hf", lambda n: lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
                                        min_new_tokens=n, do_sample=False, pad_token_id=0)),
 ]:

@@ -393,6 +393,7 @@ def _generate_steps(parts, req, input_ids, positions, max_new_tokens, sampling, 
     cache, B = req.cache, input_ids.shape[0]
     finished = [False] * B
     next_pos = positions[:, -1] + 1
+    tokens = None  # the tokens sampled at the previous step, fed to the next decode step
     for step in range(max_new_tokens):
         start = time.perf_counter()
         req.record_attention = record_attention(step)
@@ -458,7 +459,8 @@ def make_record(step, ids, finished, cache: KVCache, elapsed, req: Request, attn
         kept_tokens=per_row[0], kept_tokens_per_row=per_row, kv_bytes=cache.nbytes(),
         peak_kv_bytes=cache.update_peak(), step_time_s=elapsed, seen_tokens=req.seen[0],
         kept_positions=cache.positions_of_row(0) if with_positions else None,
-        attention=attn if req.record_attention else None,
+        # a layer whose every KV group is a recurrence attends to nothing: it has no attention entry
+        attention=[a for a in attn if a is not None] if req.record_attention else None,
         policy={**req.policy.describe(), **cache.shared_state.get("resolved", {})})
 
 

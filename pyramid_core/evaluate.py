@@ -535,7 +535,9 @@ def named_summary(result: dict) -> str:
     probe = "short_probe" if "short_probe" in base else "probe"
     control = "short_control" if probe == "short_probe" else "control"
     filler = s["short_filler"] if probe == "short_probe" else s["filler"]
-    out = [f"The full cache reads the continuations at perplexity {base['ppl']:.2f}."]
+    windows = [perplexity(n) for n in base["nll_per_window"]]
+    out = [f"The full cache reads the continuations at perplexity {base['ppl']:.2f} (per window "
+           f"{min(windows):.1f} to {max(windows):.1f}, so ratios to the baseline say more than absolute values)."]
     if copies(base, "probe", "control"):
         out.append(f"The baseline copies from {s['filler']} tokens back.")
     else:
@@ -548,6 +550,10 @@ def named_summary(result: dict) -> str:
                    f"{c:.1%} with the span never shown, "
                    + ("so the short probe measures retrieval; it is the probe compared below." if copies(
                        base, probe, control) else "so even the short probe measures no retrieval and is noise."))
+    k = s["copy_k"]
+    if base[probe][f"exact_copy_{k}"] == 0:
+        out.append(f"Not even the baseline greedily copies {k} tokens exactly, so the exact-copy columns carry "
+                   "no signal.")
     rows = {(p["tag"], p["mode"], p["variant"]): p for p in result["points"]}
     for tag in dict.fromkeys(p["tag"] for p in result["points"]):
         out += _tag_sentences(tag, rows, probe)
@@ -573,18 +579,26 @@ def _tag_sentences(tag: str, rows: dict, probe: str) -> list[str]:
                    + (f" ({', '.join(wins)})." if wins else "."))
     if trained and twin:
         wins = [m for m, w in _better(trained, twin, probe).items() if w]
+        lower = sum(a < b for a, b in zip(trained["nll_per_window"], twin["nll_per_window"]))
         out.append(f"Against the sink + window twin of the same groups it wins on {len(wins)} of 3"
                    + (f" ({', '.join(wins)})" if wins else "")
-                   + (": the trained RNNs are at least as good as the training-free twin here." if
+                   + f" and has the lower NLL in {lower} of {len(twin['nll_per_window'])} windows"
+                   + (": on perplexity the trained RNNs are at least as good as the training-free twin here." if
                       trained["ppl"] <= twin["ppl"] else
                       f": on perplexity the training-free twin is better ({twin['ppl']:.2f} against "
                       f"{trained['ppl']:.2f}), so the training has not yet paid for itself on this model."))
+    if both and trained:
+        kv_trained, kv_both = trained["kv_bytes_ratio"]["decode_mean"], both["kv_bytes_ratio"]["decode_mean"]
+        out.append(f"Adding PyramidInfer (default knobs) to the trained RNNs takes the KV bytes from "
+                   f"{kv_trained:.3f} to {kv_both:.3f} of the baseline at perplexity {both['ppl']:.2f} against "
+                   f"{trained['ppl']:.2f}.")
     return out
 
 
 def _better(a: dict, b: dict, probe: str) -> dict:
     """Where mode a beats mode b: lower perplexity, higher probe accuracy, higher greedy agreement."""
-    return {"perplexity": a["ppl"] < b["ppl"], probe.replace("_", " "): a[probe]["accuracy"] > b[probe]["accuracy"],
+    return {"perplexity": a["ppl"] < b["ppl"],
+            probe.replace("_", " "): a[probe]["accuracy"] > b[probe]["accuracy"],
             "agreement": a["agreement"]["equal"] > b["agreement"]["equal"]}
 
 

@@ -45,6 +45,15 @@ def checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def adapter(checkpoint, tmp_path_factory):
+    """A RecurFormer adapter for the tiny checkpoint (the shipped one fits the embedded model only)."""
+    from pyramid_core import load_model
+    from tests.test_recurformer_engine import make_adapter
+
+    return make_adapter(load_model(checkpoint, device="cpu"), tmp_path_factory.mktemp("adapter"), [[1, 0]])
+
+
+@pytest.fixture(scope="module")
 def server():
     demo = app.build_ui()
     demo.queue()
@@ -55,8 +64,12 @@ def server():
 
 
 @pytest.fixture()
-def client(server):
+def client(server, adapter):
+    ADAPTER_KNOBS.update({(mode, "adapter"): adapter for mode in ("recurformer", "pyramid+recurformer")})
     return Client(server, verbose=False)
+
+
+ADAPTER_KNOBS = {}  # (mode, "adapter") -> the tiny checkpoint's adapter, filled by the client fixture
 
 
 def gen_args(model, **overrides):
@@ -64,7 +77,7 @@ def gen_args(model, **overrides):
     values = dict(model_id=model, modes=list(app.AVAILABLE), budget=0.0, temperature=0.0, top_p=1.0, seed=0,
                   max_new=16, prompt=PROMPT, attn_mode=app.AVAILABLE[0], attn_step=app.STEP_CHOICES[0],
                   layer=0, head=app.MEAN_HEAD)
-    knobs = overrides.pop("knobs", {})
+    knobs = {**ADAPTER_KNOBS, **overrides.pop("knobs", {})}
     values.update(overrides)
     return [*values.values(), *[knobs.get((m, f.name)) for m, f in app.KNOBS]]
 
@@ -157,13 +170,6 @@ def test_bad_input_gets_its_message_and_the_server_keeps_serving(client, checkpo
     assert "2 tokens" in final[STATS["baseline"]]
 
 
-def test_missing_embedded_model_says_so(client):
-    if (app.ROOT / "assets" / "embedded" / "config.json").exists():
-        pytest.skip("the embedded model is present")
-    with pytest.raises(Exception, match="embedded model is missing"):
-        client.predict(*gen_args("embedded"), api_name="/generate")
-
-
 def test_recency_without_recurformer_shows_a_message(client, checkpoint):
     figure = client.predict(checkpoint, PROMPT, api_name="/recency")
     text = json.dumps(json.loads(figure["plot"])["layout"].get("annotations", []))
@@ -215,15 +221,6 @@ def test_pane_marks_the_departure_and_escapes():
     assert "<mark" not in app.pane_html("the <cat>", "the <cat> sat")
     marked = app.pane_html("the dog <b>", "the cat")
     assert "the <mark" in marked and "dog &lt;b&gt;</mark>" in marked
-
-
-def test_unavailable_modes_alone_are_refused():
-    missing = [m for m in app.MODES if m not in app.AVAILABLE]
-    if not missing:
-        pytest.skip("every mode is available")
-    with pytest.raises(gr.Error, match="at least one available mode"):
-        app.usable_modes(missing)
-    assert app.usable_modes(["baseline", *missing]) == ["baseline"]
 
 
 def test_export_before_generating_is_refused():

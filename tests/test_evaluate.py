@@ -174,8 +174,10 @@ def test_build_data_adds_short_probes_only_when_asked():
 
 
 def _scored(ppl, acc, agree, kv=0.5):
-    return {"ppl": ppl, "ppl_ratio": ppl / 20.0, "short_probe": {"accuracy": acc}, "probe": {"accuracy": 0.3},
-            "agreement": {"equal": agree}, "kv_bytes_ratio": {"decode_mean": kv}}
+    nll = math.log(ppl)
+    return {"ppl": ppl, "ppl_ratio": ppl / 20.0, "short_probe": {"accuracy": acc, "exact_copy_8": 0.0},
+            "probe": {"accuracy": 0.3}, "agreement": {"equal": agree}, "kv_bytes_ratio": {"decode_mean": kv},
+            "nll_per_window": [nll - 0.5, nll, nll + 0.5]}
 
 
 def test_named_summary_says_which_mode_wins():
@@ -183,10 +185,13 @@ def test_named_summary_says_which_mode_wins():
     points = [{**_scored(80.0, 0.2, 0.1), "tag": "50%", "mode": "recurformer", "variant": "untrained"},
               {**_scored(25.0, 0.5, 0.6), "tag": "50%", "mode": "recurformer", "variant": "trained"},
               {**_scored(22.0, 0.4, 0.7), "tag": "50%", "mode": "recurformer", "variant": "window"}]
-    base = {"ppl": 20.0, "probe": {"accuracy": 0.30}, "control": {"accuracy": 0.30},
-            "short_probe": {"accuracy": 0.60}, "short_control": {"accuracy": 0.40}}
-    text = ev.named_summary({"baseline": base, "points": points, "settings": {"filler": 700, "short_filler": 100}})
+    points[1]["nll_per_window"] = [math.log(30.0), math.log(10.0), math.log(40.0)]  # below the twin's in window 2
+    base = {**_scored(20.0, 0.60, 1.0), "control": {"accuracy": 0.30}, "short_control": {"accuracy": 0.40}}
+    settings = {"filler": 700, "short_filler": 100, "copy_k": 8}
+    text = ev.named_summary({"baseline": base, "points": points, "settings": settings})
     assert "does not copy from 700 tokens back" in text and "short probe measures retrieval" in text
+    assert f"per window {20 * math.exp(-0.5):.1f} to {20 * math.exp(0.5):.1f}" in text
     assert "beats its untrained initialisation on 3 of 3 measures" in text
-    assert "wins on 1 of 3 (short probe)" in text and "training-free twin is better (22.00 against 25.00)" in text
+    assert "wins on 1 of 3 (short probe) and has the lower NLL in 1 of 3 windows" in text
+    assert "training-free twin is better (22.00 against 25.00)" in text
     assert ev.copies(base, "short_probe", "short_control") and not ev.copies(base)

@@ -75,7 +75,7 @@ def assert_empty_figure(fig):
 
 # ---------------------------------------------------------------------------- boundaries and theme
 
-ALLOWED_IMPORTS = {"plotly", "pyramid_core.trace", "__future__", "math", "json", "re", "zlib",
+ALLOWED_IMPORTS = {"plotly", "pyramid_core.trace", "__future__", "math", "json", "re", "zlib", "weakref",
                    "dataclasses", "pathlib"}
 
 

@@ -8,6 +8,7 @@ naming the field; nothing here is caught.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import MISSING, fields
 
 from pyramid_core.trace import LayerAttention, RecencyReport, StepRecord
@@ -41,8 +42,14 @@ def as_run(mode: str, records) -> list[StepRecord]:
     return run
 
 
+# Records already checked, by identity: a live view redraws the same (never mutated) records many times.
+_CHECKED: "weakref.WeakValueDictionary[int, StepRecord]" = weakref.WeakValueDictionary()
+
+
 def as_record(record) -> StepRecord:
     """A validated StepRecord from a StepRecord or its dict form."""
+    if _CHECKED.get(id(record)) is record:
+        return record
     if isinstance(record, dict):
         _check_keys("StepRecord", record, StepRecord)
         attention = record.get("attention")
@@ -53,6 +60,7 @@ def as_record(record) -> StepRecord:
     if not isinstance(record, StepRecord):
         raise ValueError(f"expected a StepRecord or its dict, got {type(record).__name__}")
     _check_record(record)
+    _CHECKED[id(record)] = record
     return record
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import zlib
 
 import plotly.graph_objects as go
-import plotly.io as pio
 
 MODES = ("baseline", "pyramid", "streaming", "recurformer", "pyramid+recurformer")
 MODE_COLORS = {
@@ -22,14 +21,18 @@ ATTENTION_COLOR = "#1f77b4"
 HEATMAP_COLORSCALE = "Viridis"
 EMPTY_COLOR = "#f2f2f2"  # 0 cells of the held-positions heatmaps
 
-TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
-TEMPLATE.layout.update(
-    font=dict(size=13),
+# A white look written out as layout settings alone: copying plotly's full "plotly_white" template
+# into every figure cost ~20 ms a figure, which a live view redrawing five figures pays each time.
+_AXIS = dict(gridcolor="#ebf0f8", linecolor="#ebf0f8", zerolinecolor="#ebf0f8", ticks="", automargin=True)
+TEMPLATE = go.layout.Template(layout=dict(
+    paper_bgcolor="white", plot_bgcolor="white",
+    font=dict(size=13, color="#2a3f5f"),
     title=dict(x=0.01, xanchor="left"),
     margin=dict(l=60, r=20, t=70, b=50),
     legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0),
     hovermode="closest",
-)
+    xaxis=_AXIS, yaxis=_AXIS,
+))
 
 
 def mode_color(mode: str) -> str:
