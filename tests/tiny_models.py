@@ -53,6 +53,9 @@ def tiny_tokenizer():
 def save_tiny_checkpoint(directory, family: str = "llama"):
     """A tiny model and tokenizer saved as a standard HF checkpoint directory."""
     lm = tiny_model(family)
+    tokenizer = tiny_tokenizer()
+    if len(tokenizer) > lm.config.vocab_size:  # BPE training adds the characters it saw to the vocab
+        lm.model.resize_token_embeddings(len(tokenizer))
     lm.model.save_pretrained(directory)
-    tiny_tokenizer().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     return directory
