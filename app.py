@@ -404,7 +404,10 @@ def build_ui() -> gr.Blocks:
                 model_id = gr.Textbox(DEFAULT_MODEL, label="Model",
                                       info="'embedded' (shipped in assets/), a local directory or a hub id")
                 modes = gr.CheckboxGroup(mode_choices(), value=DEFAULT_MODES, label="Modes",
-                                         info=f"modes marked '{NOT_AVAILABLE}' are not implemented yet", elem_id="modes")
+                                         info=(f"modes marked '{NOT_AVAILABLE}' are not implemented yet"
+                                               if len(AVAILABLE) < len(MODES) else
+                                               "each selected mode runs side by side with the baseline"),
+                                         elem_id="modes")
                 budget = gr.Slider(0, 1, value=0, step=0.05, label="KV budget (share of the full cache)",
                                    info="0 = off: pyramid uses its decay knobs, streaming its own default; "
                                         "applies to pyramid and streaming")
