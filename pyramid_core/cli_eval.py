@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import evaluate
+from . import eval_report, evaluate
 from .models import EMBEDDED_NAME, load_model
 from .policies.registry import MODES
 
@@ -77,11 +77,11 @@ def run(args: argparse.Namespace) -> dict:
     curves = evaluate.run_curves(lm, data, modes, budgets, batch=args.batch)
     result = _header(args, lm, ids, data, text_path, curves)
     result["settings"].update(modes=modes, budgets=budgets, pyramid_fallbacks=list(evaluate.PYRAMID_FALLBACKS))
-    result["summary"] = evaluate.quality_summary(result)
+    result["summary"] = eval_report.quality_summary(result)
     if args.recency_out:
         result["recency"] = _recency(lm, ids, text_path.name, args.recency_out)
     result["elapsed_s"] = time.perf_counter() - start
-    return _finish(args, result, evaluate.quality_markdown)
+    return _finish(args, result, eval_report.quality_markdown)
 
 
 def _compare(args: argparse.Namespace) -> tuple[dict, object]:
@@ -102,9 +102,9 @@ def _compare(args: argparse.Namespace) -> tuple[dict, object]:
     result = _header(args, lm, ids, data, text_path, evaluate.run_named(lm, data, rows, batch=args.batch))
     result["settings"].update(compare=args.compare, twin_window=args.twin_window, twin_sinks=args.twin_sinks,
                               adapters={t: (a, len(groups[a])) for t, a in adapters.items()})
-    result["summary"] = evaluate.named_summary(result)
+    result["summary"] = eval_report.named_summary(result)
     result["elapsed_s"] = time.perf_counter() - start
-    return result, evaluate.named_markdown
+    return result, eval_report.named_markdown
 
 
 def _prepare(args: argparse.Namespace) -> Path:
@@ -165,13 +165,13 @@ def _recency(lm, ids: list[int], text_name: str, out: str, window: int = 16, seq
     windows = [bos + w for w in evaluate.spaced_windows(ids, max_tokens - len(bos), sequences, offset=0.5)]
     report = recency_scores(lm, windows, window=window, sink_len=4, max_tokens=max_tokens,
                             max_sequences=sequences)
-    rows = evaluate.recency_rows(report)
+    rows = eval_report.recency_rows(report)
     meta = {"model": lm.name, "date": datetime.date.today().isoformat(), "text": text_name,
             "sequences": sequences, "max_tokens": max_tokens, "window": window, "sink_len": 4,
             "near": 0.5, "far": 0.5}
-    meta["summary"] = evaluate.recency_summary(rows)
+    meta["summary"] = eval_report.recency_summary(rows)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(evaluate.recency_markdown(rows, meta))
+    Path(out).write_text(eval_report.recency_markdown(rows, meta))
     return {"meta": meta, "rows": rows, "report": report.to_dict()}
 
 

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from pyramid_core import eval_report
 from pyramid_core import evaluate as ev
 from pyramid_core.engine import generate
 from pyramid_core.policies import PyramidPolicy, StreamingPolicy
@@ -188,7 +189,7 @@ def test_named_summary_says_which_mode_wins():
     points[1]["nll_per_window"] = [math.log(30.0), math.log(10.0), math.log(40.0)]  # below the twin's in window 2
     base = {**_scored(20.0, 0.60, 1.0), "control": {"accuracy": 0.30}, "short_control": {"accuracy": 0.40}}
     settings = {"filler": 700, "short_filler": 100, "copy_k": 8}
-    text = ev.named_summary({"baseline": base, "points": points, "settings": settings})
+    text = eval_report.named_summary({"baseline": base, "points": points, "settings": settings})
     assert "does not copy from 700 tokens back" in text and "short probe measures retrieval" in text
     assert f"per window {20 * math.exp(-0.5):.1f} to {20 * math.exp(0.5):.1f}" in text
     assert "beats its untrained initialisation on 3 of 3 measures" in text
