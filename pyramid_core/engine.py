@@ -151,6 +151,7 @@ class Request:
     phase: str
     record_attention: bool
     heads: list              # per layer: LayerHeads when some KV groups are recurrences, else None
+    policy_info: dict        # the policy's describe(), taken once per request
 
 
 @dataclass
@@ -424,7 +425,7 @@ def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | N
     heads = layer_heads(parts, policy.recurrent_modules(lm), input_ids.device)
     kv_heads = [parts.num_kv_heads if lh is None else len(lh.kv) for lh in heads]
     cache = KVCache(len(parts.layers), input_ids.shape[0], kv_heads, parts.head_dim, lm.dtype, input_ids.device)
-    req = Request(cache, policy, attention_mask.sum(1).tolist(), "prefill", False, heads)
+    req = Request(cache, policy, attention_mask.sum(1).tolist(), "prefill", False, heads, policy.describe())
     return parts, req, prompt_positions(attention_mask)
 
 
@@ -461,7 +462,7 @@ def make_record(step, ids, finished, cache: KVCache, elapsed, req: Request, attn
         kept_positions=cache.positions_of_row(0) if with_positions else None,
         # a layer whose every KV group is a recurrence attends to nothing: it has no attention entry
         attention=[a for a in attn if a is not None] if req.record_attention else None,
-        policy={**req.policy.describe(), **cache.shared_state.get("resolved", {})})
+        policy={**req.policy_info, **cache.shared_state.get("resolved", {})})
 
 
 def check_inputs(lm: LoadedModel, input_ids, attention_mask, max_new_tokens: int):

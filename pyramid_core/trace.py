@@ -10,7 +10,7 @@ Per-layer lists describe the *first* sequence of the batch unless the field name
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -63,7 +63,12 @@ class StepRecord:
     policy: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain dict form (JSON-ready). Records are never mutated, so their lists are shared, not
+        copied: a live view turns hundreds of records with per-layer attention into dicts."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.attention is not None:
+            data["attention"] = [dict(vars(a)) for a in self.attention]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "StepRecord":
