@@ -32,7 +32,7 @@ from pyramid_core.models import EMBEDDED_NAME, LoadedModel, ModelLoadError, defa
 from pyramid_core.policies import ALL_POLICIES
 from pyramid_core.policies.pyramid import PRESETS
 from pyramid_core.policies.registry import make_policy
-from pyramid_core.session import generated_ids
+from pyramid_core.session import eos_ids, generated_ids
 from pyramid_core.trace import StepRecord
 
 try:  # ZeroGPU on Hugging Face Spaces; elsewhere the decorator is not needed
@@ -179,7 +179,7 @@ class Live:
     def __init__(self, lm: LoadedModel, modes: list[str], view: dict):
         self.lm, self.modes, self.view = lm, modes, view
         self.runs: dict[str, list[StepRecord]] = {m: [] for m in modes}
-        self.eos = _eos_ids(lm)
+        self.eos = eos_ids(lm)
         self.text_at = self.plots_at = 0.0
         self.plots_gap = PLOTS_EVERY_S
         self.first = True
@@ -227,11 +227,6 @@ class Live:
         self.view.update(layer=layer, head=head, mode=mode)
         return [gr.update(maximum=layers - 1, value=layer), gr.update(choices=heads, value=head),
                 gr.update(choices=self.modes, value=mode)]
-
-
-def _eos_ids(lm: LoadedModel) -> set[int]:
-    eos = lm.model.generation_config.eos_token_id if lm.model.generation_config else None
-    return set([eos] if isinstance(eos, int) else (eos or []))
 
 
 def pane_html(text: str, baseline: str | None) -> str:

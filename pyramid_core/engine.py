@@ -195,7 +195,7 @@ def run_layer(parts: Parts, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, 
     q, k = apply_rope(q, rope), apply_rope(k, rope)
     cache.append(k, v, pos, valid_counts)
     keys, values, k_pos = cache.view()
-    scale = getattr(attn, "scaling", parts.head_dim ** -0.5)
+    scale = attention_scale(parts, idx)
     out, record = None, None
     if keys.shape[1] > 0:
         out = attention(q, keys, values, pos, k_pos, scale=scale, holes=cache.has_holes,
@@ -208,6 +208,11 @@ def run_layer(parts: Parts, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, 
     h = h + attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
     h = h + layer.mlp(rms_norm(layer.post_attention_layernorm, h))
     return h, q, record
+
+
+def attention_scale(parts: Parts, idx: int) -> float:
+    """The layer's softmax scale: the module's own when it has one (Qwen3 and others set it)."""
+    return getattr(parts.layers[idx].self_attn, "scaling", parts.head_dim ** -0.5)
 
 
 def merge_recurrent(out, heads: LayerHeads, x, pos, states: dict, phase: str, num_heads: int):
@@ -265,7 +270,9 @@ def remember_queries(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor)
     old = req.cache.recent_queries[idx]
     if old is not None and req.phase == "decode":
         q, pos = torch.cat([old[0], q], dim=2), torch.cat([old[1], pos], dim=1)
-    req.cache.recent_queries[idx] = (q[:, :, -width:], pos[:, -width:])
+        req.cache.recent_queries[idx] = (q[:, :, -width:], pos[:, -width:])
+    else:  # a copy: a view would keep the whole prompt's queries of every layer alive
+        req.cache.recent_queries[idx] = (q[:, :, -width:].clone(), pos[:, -width:].clone())
 
 
 def ask_policy(parts: Parts, idx: int, req: Request, queries, q_pos):
@@ -275,7 +282,7 @@ def ask_policy(parts: Parts, idx: int, req: Request, queries, q_pos):
     keys, _, k_pos = layer.view()
     if keys.shape[1] == 0:
         return None
-    scale = getattr(parts.layers[idx].self_attn, "scaling", parts.head_dim ** -0.5)
+    scale = attention_scale(parts, idx)
     ctx = LayerContext(idx, len(parts.layers), req.phase, k_pos, list(layer.counts), req.seen,
                        req.cache.policy_state[idx], req.cache.shared_state,
                        score_fn(queries, q_pos, keys, k_pos, scale))

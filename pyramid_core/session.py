@@ -22,13 +22,19 @@ def encode_prompt(lm: LoadedModel, prompt: str):
     return lm.tokenizer(prompt, return_tensors="pt").input_ids
 
 
+def eos_ids(lm: LoadedModel) -> set[int]:
+    """The model's end-of-sequence token ids (its generation config may give one or several)."""
+    eos = lm.model.generation_config.eos_token_id if lm.model.generation_config else None
+    return set([eos] if isinstance(eos, int) else (eos or []))
+
+
 def stream_generation(lm: LoadedModel, prompt: str, policy: Policy, max_new_tokens: int,
                       sampling: Sampling, **engine_options) -> Iterator[StepRecord]:
     """The engine's records for one prompt (first row of a batch of one)."""
     input_ids = encode_prompt(lm, prompt)
-    eos = lm.model.generation_config.eos_token_id if lm.model.generation_config else None
     yield from generate(lm, input_ids, policy=policy, max_new_tokens=max_new_tokens, sampling=sampling,
-                        eos_token_id=eos, pad_token_id=getattr(lm.tokenizer, "pad_token_id", None),
+                        eos_token_id=sorted(eos_ids(lm)),
+                        pad_token_id=getattr(lm.tokenizer, "pad_token_id", None),
                         **engine_options)
 
 
@@ -44,9 +50,7 @@ def generated_ids(records: list[StepRecord], eos: set[int] | None = None) -> lis
 
 def summarize(lm: LoadedModel, records: list[StepRecord]) -> dict:
     """The CLI's --json fields, computed from a finished run's records."""
-    eos = lm.model.generation_config.eos_token_id if lm.model.generation_config else None
-    eos = set([eos] if isinstance(eos, int) else (eos or []))
-    ids = generated_ids(records, eos)
+    ids = generated_ids(records, eos_ids(lm))
     first, last = records[0], records[-1]
     total_s = sum(r.step_time_s for r in records)
     decode_s = sum(r.step_time_s for r in records[1:])
