@@ -1,4 +1,4 @@
-"""Run on the GPU machine: the Triton scorer against its PyTorch twin, errors written to JSON.
+"""Run on the GPU machine: the Triton scorer and the fla scan against their PyTorch twins, to JSON.
 
     python benchmarks/check_kernels.py benchmarks/kernel_check.json
 """
@@ -36,4 +36,23 @@ for B, H, H_kv, W, T, D, dtype in CASES:
     rows.append({"case": f"B{B}-H{H}-Hkv{H_kv}-W{W}-T{T}-D{D}-{str(dtype)[6:]}", "max_abs_err": float(err.max()),
                  "rel_rms_err": rel_rms, "topk_overlap": same, "kernel_ms": t_kernel * 1e3, "twin_ms": t_twin * 1e3})
     print(rows[-1], flush=True)
-json.dump({"environment": environment(), "cases": rows}, open(sys.argv[1], "w"), indent=1)
+
+# the RecurFormer scan: fla's chunk_simple_gla (what scan() runs on CUDA) against our chunked twin
+from pyramid_core.recurformer.rnn import scan, scan_backend, scan_chunked  # noqa: E402
+
+scan_rows = []
+for B, H, T, D in [(1, 7, 1024, 64), (1, 7, 32768, 64), (8, 4, 4096, 64), (1, 4, 32768, 64)]:
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(B, H, T, D, device="cuda", generator=gen) * D ** -0.25 for _ in range(3))
+    log_a = -torch.rand(B, H, T, device="cuda", generator=gen) * 0.2
+    out, out_s = scan(q, k, v, log_a)
+    ref, ref_s = scan_chunked(q.double(), k.double(), v.double(), log_a.double())
+    rel = float((out.double() - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
+    rel_s = float((out_s.double() - ref_s).pow(2).mean().sqrt() / ref_s.pow(2).mean().sqrt())
+    timer = lambda f: torch.utils.benchmark.Timer("f(q, k, v, a)", globals=dict(  # noqa: E731
+        f=f, q=q, k=k, v=v, a=log_a)).blocked_autorange().median * 1e3
+    scan_rows.append({"case": f"B{B}-H{H}-T{T}-D{D}-float32", "backend": scan_backend(q.device),
+                      "rel_rms_err_output": rel, "rel_rms_err_state": rel_s,
+                      "kernel_ms": timer(scan), "twin_ms": timer(scan_chunked)})
+    print(scan_rows[-1], flush=True)
+json.dump({"environment": environment(), "cases": rows, "scan_cases": scan_rows}, open(sys.argv[1], "w"), indent=1)

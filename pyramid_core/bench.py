@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .engine import generate
+from torch.nn.attention import sdpa_kernel
+
+from .engine import ATTENTION_BACKENDS, generate
 from .models import wrap_model
 from .policies.base import Policy
 from .policies.full import FullPolicy
@@ -52,7 +54,8 @@ def environment() -> dict:
     import transformers
 
     info = {"date": datetime.date.today().isoformat(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version()}
+            "transformers": transformers.__version__, "python": platform.python_version(),
+            "sdpa_backends": [b.name.lower() for b in ATTENTION_BACKENDS]}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
         info["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 1e9, 1)
@@ -62,6 +65,9 @@ def environment() -> dict:
         info["triton"] = triton.__version__
     except ImportError:
         info["triton"] = None
+    from .recurformer.rnn import scan_backend
+
+    info["recurformer_scan"] = scan_backend(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     return info
 
 
@@ -125,7 +131,8 @@ def run_hf(lm, batch: int, prompt_len: int, new_tokens: int) -> Run:
     ids = random_prompts(batch, prompt_len, lm.config.vocab_size)
     _reset()
     start = time.perf_counter()
-    with torch.inference_mode():
+    # the engine's SDPA backends for transformers too, so that the baselines differ only in their loops
+    with torch.inference_mode(), sdpa_kernel(ATTENTION_BACKENDS):
         out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
                                 min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
     torch.cuda.synchronize()

@@ -22,17 +22,23 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .cache import KVCache, right_aligned_index
+from .cache import KVCache, RecentQueries, right_aligned_index
 from .kernels.scores import attention_probs, recent_attention_scores
 from .models import LoadedModel
-from .policies.base import LayerContext, Policy
+from .policies.base import LayerContext, Policy, to_device
 from .policies.full import FullPolicy
 from .trace import LayerAttention, StepRecord
 
 log = logging.getLogger(__name__)
 
 PREFILL_RECORD_QUERIES = 32  # prompt tokens whose mean attention the prefill record shows
+
+# SDPA without cuDNN: cuDNN builds an execution plan for every new shape (tens of ms on an H200), and
+# here every decode step and every compressed layer brings a new key length. Measured 2026-11-26 on an
+# H200: a first decode at a new length took ~35 ms per layer with cuDNN; flash/efficient need no plan.
+ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass
@@ -257,7 +263,7 @@ def score_fn(queries: torch.Tensor, q_pos: torch.Tensor, keys: torch.Tensor, k_p
             if w > 0:
                 weights[row, width - w:] = torch.linspace(1.0, distance_weight, w)
         return recent_attention_scores(queries[:, :, -width:], q_pos[:, -width:], keys, k_pos,
-                                       weights.to(keys.device, non_blocking=True), scale)
+                                       to_device(weights, keys.device), scale)
 
     return scores
 
@@ -267,12 +273,11 @@ def remember_queries(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor)
     width = req.policy.query_window(max(req.seen))
     if width <= 0:
         return
-    old = req.cache.recent_queries[idx]
-    if old is not None and req.phase == "decode":
-        q, pos = torch.cat([old[0], q], dim=2), torch.cat([old[1], pos], dim=1)
-        req.cache.recent_queries[idx] = (q[:, :, -width:], pos[:, -width:])
-    else:  # a copy: a view would keep the whole prompt's queries of every layer alive
-        req.cache.recent_queries[idx] = (q[:, :, -width:].clone(), pos[:, -width:].clone())
+    stored = req.cache.recent_queries[idx]
+    if stored is not None and req.phase == "decode":
+        stored.append(q, pos, width)
+    else:  # copied in: a view would keep the whole prompt's queries of every layer alive
+        req.cache.recent_queries[idx] = RecentQueries(q[:, :, -width:], pos[:, -width:])
 
 
 def ask_policy(parts: Parts, idx: int, req: Request, queries, q_pos):
@@ -291,6 +296,7 @@ def ask_policy(parts: Parts, idx: int, req: Request, queries, q_pos):
 
 # ----------------------------------------------------------------------------- prefill and decode
 
+@sdpa_kernel(ATTENTION_BACKENDS)
 def prefill(parts: Parts, input_ids: torch.Tensor, positions: torch.Tensor, req: Request):
     """Run the prompt through every layer. Returns (last-token logits [B, V], attention records)."""
     h = parts.embed(input_ids)
@@ -322,6 +328,7 @@ def keep_stream(h: torch.Tensor, pos: torch.Tensor, keep: torch.Tensor):
     return h, pos, counts
 
 
+@sdpa_kernel(ATTENTION_BACKENDS)
 def decode_step(parts: Parts, tokens: torch.Tensor, positions: torch.Tensor, req: Request):
     """One new token per row through every layer. tokens, positions [B]. Returns logits [B, V]."""
     h = parts.embed(tokens[:, None])
@@ -333,8 +340,9 @@ def decode_step(parts: Parts, tokens: torch.Tensor, positions: torch.Tensor, req
         h, q, record = run_layer(parts, idx, h, pos, rope, req, ones)
         records.append(record)
         remember_queries(req, idx, q, pos)
-        stored_q, stored_pos = req.cache.recent_queries[idx] or (q, pos)
-        keep = ask_policy(parts, idx, req, stored_q, stored_pos)
+        stored = req.cache.recent_queries[idx]
+        width = req.policy.query_window(max(req.seen))
+        keep = ask_policy(parts, idx, req, *(stored.view(width) if stored is not None else (q, pos)))
         if keep is not None and keep.cache is not None:
             req.cache[idx].keep(keep.cache, keep.cache_counts)
     logits = parts.lm_head(rms_norm(parts.norm, h))[:, 0]

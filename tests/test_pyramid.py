@@ -211,3 +211,20 @@ def test_unknown_knob_or_preset_is_refused():
         make_policy("baseline", {"recent_ratio": 0.3})
     with pytest.raises(ValueError, match="unknown preset"):
         make_policy("pyramid", preset="paper-1b")
+
+
+def test_recent_queries_buffer_holds_the_last_width_queries():
+    """The in-place buffer behind decode-time scoring returns what concatenating every step would,
+    across compactions and a window that outgrows its first buffer."""
+    from pyramid_core.cache import RecentQueries
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, 300, 4, generator=gen)
+    pos = torch.arange(300).repeat(2, 1)
+    stored = RecentQueries(q[:, :, 5:10], pos[:, 5:10])
+    for t in range(10, 300):
+        width = 5 + t // 8  # grows by at most one per step, like PyramidInfer's voter window
+        stored.append(q[:, :, t:t + 1], pos[:, t:t + 1], width)
+        got_q, got_pos = stored.view(width)
+        assert torch.equal(got_q, q[:, :, t + 1 - width:t + 1]), t
+        assert torch.equal(got_pos, pos[:, t + 1 - width:t + 1]), t

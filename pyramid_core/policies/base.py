@@ -32,9 +32,16 @@ class Keep:
     cache_counts: list[int] | None = None  # slots each row keeps under `cache`, when the policy knows
 
 
-def to_device(values: list, device: torch.device, dtype=torch.long) -> torch.Tensor:
-    """A small host list on the device without waiting for the GPU (torch.tensor(..., device=cuda) would)."""
-    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+def to_device(values: list | torch.Tensor, device: torch.device, dtype=torch.long) -> torch.Tensor:
+    """A small host list (or CPU tensor) on the device without waiting for the GPU.
+
+    torch.tensor(..., device=cuda) waits, and so does a non-blocking copy from pageable memory (the
+    driver stages it synchronously): only a copy from pinned memory is queued like a kernel.
+    """
+    host = values if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=dtype)
+    if device.type == "cuda":
+        host = host.pin_memory()
+    return host.to(device, non_blocking=True)
 
 
 @dataclass

@@ -25,7 +25,9 @@ rather than per group, so the G heads keep G states; k and v are computed once p
 Scans (all take q, k, v [B, H, T, D], log_a [B, H, T], state [B, H, D, D] and return (o, state)):
 `scan_chunked` (prefill and training), `scan_step` (decode, T = 1) and `scan_naive` (the reference
 step loop the tests compare both against). They compute in float32 (float64 if given float64) and
-keep the state in that precision whatever the model dtype.
+keep the state in that precision whatever the model dtype. `scan` is what forward() calls: on a GPU
+with flash-linear-attention installed, its Triton `chunk_simple_gla` (the same recurrence: a scalar
+log-decay per head and token); elsewhere `scan_chunked`, its PyTorch twin.
 """
 
 from __future__ import annotations
@@ -202,7 +204,7 @@ class GroupRNN(nn.Module):
                 state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Prefill / training: x [B, T, C], positions [B, T] -> (y [B, T, G*D], state [B, G, D, D])."""
         q, k, v, log_a = self.project(x, positions)
-        o, state = scan_chunked(q, k, v, log_a, state, self.cfg.chunk)
+        o, state = scan(q, k, v, log_a, state, self.cfg.chunk)
         return self.readout(o, v, x.dtype), state
 
     def step(self, x: torch.Tensor, positions: torch.Tensor,
@@ -309,3 +311,41 @@ def scan_chunked(q, k, v, log_a, state=None, chunk: int = 64):
         S = chunk_decay[:, :, i, None, None] * S + chunk_states[:, :, i]
     o = o + torch.stack(inter, dim=2)
     return o.reshape(B, H, n * chunk, D)[:, :, :T], S
+
+
+def scan(q, k, v, log_a, state=None, chunk: int = 64):
+    """The chunked scan: flash-linear-attention's Triton kernel on CUDA when it is installed, else ours."""
+    if q.is_cuda and q.dtype != torch.float64 and _fla_available():
+        return scan_fla(q, k, v, log_a, state)
+    return scan_chunked(q, k, v, log_a, state, chunk)
+
+
+def scan_fla(q, k, v, log_a, state=None):
+    """scan_chunked's maths through fla's chunk_simple_gla ([B, T, H, D] layout; q arrives scaled)."""
+    from fla.ops.simple_gla import chunk_simple_gla
+
+    dtype = _compute_dtype(q)
+    q, k, v = (x.to(dtype).transpose(1, 2).contiguous() for x in (q, k, v))
+    o, state = chunk_simple_gla(q, k, v, g=log_a.to(dtype).transpose(1, 2).contiguous(), scale=1.0,
+                                initial_state=None if state is None else state.to(dtype),
+                                output_final_state=True)
+    return o.transpose(1, 2), state
+
+
+_FLA: bool | None = None
+
+
+def _fla_available() -> bool:
+    global _FLA
+    if _FLA is None:
+        try:
+            import fla.ops.simple_gla  # noqa: F401
+            _FLA = True
+        except Exception:  # not installed, or no working Triton: the PyTorch twin serves
+            _FLA = False
+    return _FLA
+
+
+def scan_backend(device: torch.device) -> str:
+    """Which implementation runs the chunked scan on this device (for benchmark metadata)."""
+    return "fla" if device.type == "cuda" and _fla_available() else "torch"
