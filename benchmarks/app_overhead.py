@@ -2,8 +2,8 @@
 
 - cli:    session.run_generation per mode, one after the other (what `python -m pyramid_core generate`
           does after loading; no attention or positions recorded, no figures);
-- app:    app.generate_run called as a plain generator (attention and positions recorded every step,
-          panes every 0.05 s, figures every 0.5 s, and at the end);
+- app:    app.generate_run called as a plain generator (panes every app.TEXT_EVERY_S, figures every
+          app.PLOTS_EVERY_S or less often, with attention and positions recorded on those steps);
 - server: the same through a local Gradio server and gradio_client (adds serialisation and transport).
 
 The model is loaded once and shared, so loading is not timed. Prints one JSON object with wall

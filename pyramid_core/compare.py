@@ -85,15 +85,16 @@ def slim(run: list[StepRecord]) -> None:
     records before it (the prefill's excepted), in place.
 
     What the figures need is the prefill's and the latest recorded; keeping them for every step would
-    grow with layers x heads x tokens per step.
+    grow with layers x heads x tokens per step. Called after every append, so older records are
+    already slim: the walk back stops at the first record that holds whatever the newest one holds.
     """
     new = run[-1]
+    wanted = {"attention": new.attention is not None, "kept_positions": new.kept_positions is not None}
     for i in range(len(run) - 2, 0, -1):
+        if not any(wanted.values()):
+            return
         old = run[i]
-        drop = {}
-        if new.attention is not None and old.attention is not None:
-            drop["attention"] = None
-        if new.kept_positions is not None and old.kept_positions is not None:
-            drop["kept_positions"] = None
+        drop = {k: None for k, want in wanted.items() if want and getattr(old, k) is not None}
         if drop:
             run[i] = dataclasses.replace(old, **drop)
+            wanted.update({k: False for k in drop})

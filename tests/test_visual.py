@@ -75,7 +75,8 @@ def assert_empty_figure(fig):
 
 # ---------------------------------------------------------------------------- boundaries and theme
 
-ALLOWED_IMPORTS = {"plotly", "pyramid_core.trace", "__future__", "math", "json", "re", "zlib", "weakref",
+# numpy: heatmap data as arrays (Plotly checks a nested list element by element); never torch or models
+ALLOWED_IMPORTS = {"plotly", "numpy", "pyramid_core.trace", "__future__", "math", "json", "re", "zlib", "weakref",
                    "dataclasses", "pathlib"}
 
 

@@ -7,6 +7,7 @@ are more than MAX_COLUMNS columns, consecutive positions are binned by summing t
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 
 from pyramid_core.trace import LayerAttention, StepRecord
@@ -52,7 +53,7 @@ def attention_grid_figure(record: StepRecord, head: int | None = None) -> go.Fig
     layers = sorted(record.attention, key=lambda a: a.layer)
     width = max(1, *(max(a.positions, default=-1) + 1 for a in layers))
     size = bin_size(width)
-    z = [binned_sum(dense_row(a.positions, head_row(a, head), width), size) for a in layers]
+    z = np.stack([binned_sum(dense_row(a.positions, head_row(a, head), width), size) for a in layers])
     fig = go.Figure(go.Heatmap(
         z=z, x=bin_starts(width, size), y=[a.layer for a in layers], zmin=0,
         colorscale=HEATMAP_COLORSCALE, colorbar=dict(title=dict(text=WEIGHT_TITLE)),
@@ -87,7 +88,7 @@ def _bars(positions: list[int], weights: list[float]) -> tuple[list[int], list[f
     size = bin_size(width)
     sums = binned_sum(dense_row(positions, weights, width), size)
     occupied = sorted({p // size for p in positions})
-    return [i * size for i in occupied], [sums[i] for i in occupied]
+    return [i * size for i in occupied], [float(sums[i]) for i in occupied]
 
 
 def _who(record: StepRecord, la: LayerAttention) -> str:

@@ -7,7 +7,9 @@ from plotly.subplots import make_subplots
 
 from pyramid_core.trace import StepRecord
 
-from .binning import bin_size, bin_starts, binned_mean
+import numpy as np
+
+from .binning import bin_size, bin_starts, binned_mean, dense_row
 from .records import as_runs
 from .theme import EMPTY_COLOR, empty_figure, mode_color, styled
 
@@ -71,17 +73,10 @@ def _extent(record: StepRecord) -> int:
 
 def _held_heatmap(mode: str, kept_positions: list[list[int]], width: int) -> go.Heatmap:
     size = bin_size(width)
-    z = [binned_mean(_held_row(positions, width), size) for positions in kept_positions]
+    z = np.stack([binned_mean(dense_row(positions, 1.0, width), size) for positions in kept_positions])
     return go.Heatmap(
         z=z, x=bin_starts(width, size), y=list(range(len(kept_positions))),
         zmin=0, zmax=1, showscale=False, name=mode,
         colorscale=[[0.0, EMPTY_COLOR], [1.0, mode_color(mode)]],
         hovertemplate=f"{mode}<br>layer %{{y}}, position %{{x}}<br>held %{{z}}<extra></extra>",
     )
-
-
-def _held_row(positions: list[int], width: int) -> list[float]:
-    row = [0.0] * width
-    for p in positions:
-        row[p] = 1.0
-    return row
