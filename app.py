@@ -57,8 +57,8 @@ NO_PRESET = "(none)"
 MEAN_HEAD = "mean over heads"
 STEP_CHOICES = ("latest step", "prefill")
 TEXT_EVERY_S = 0.2    # panes refresh at most this often (and at the end)
-PLOTS_EVERY_S = 1.0   # figures and the table refresh at most this often (and at the end),
-PLOTS_SHARE = 0.1     # and rarely enough that building them takes at most this share of the time
+PLOTS_EVERY_S = 1.5   # figures and the table refresh at most this often (and at the end),
+PLOTS_SHARE = 0.05    # and rarely enough that building them takes at most this share of the time
 MAX_MODELS = 2        # loaded models kept; the oldest goes first
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "pyramid_studio"
 CSS = """
@@ -182,6 +182,7 @@ class Live:
         self.eos = eos_ids(lm)
         self.text_at = self.plots_at = 0.0
         self.plots_gap = PLOTS_EVERY_S
+        self.detail_steps: dict[str, int] = {}  # mode -> the step recorded in detail for the next figures
         self.first = True
 
     def add(self, mode: str, record: StepRecord) -> None:
@@ -191,9 +192,15 @@ class Live:
     def due(self) -> bool:
         return time.monotonic() - self.text_at >= TEXT_EVERY_S
 
-    def wants_detail(self, step: int) -> bool:
-        """Record attention and kept positions only at the prefill and when the figures are due."""
-        return step == 0 or time.monotonic() - self.plots_at >= self.plots_gap
+    def wants_detail(self, mode: str, step: int) -> bool:
+        """Record attention and kept positions at the prefill, and at one step of each mode once the
+        figures are due (the engine asks twice per step, for attention and for positions)."""
+        if step == 0 or self.detail_steps.get(mode) == step:
+            return True
+        if mode in self.detail_steps or time.monotonic() - self.plots_at < self.plots_gap:
+            return False
+        self.detail_steps[mode] = step
+        return True
 
     def outputs(self, final: bool = False) -> list:
         now = time.monotonic()
@@ -206,6 +213,7 @@ class Live:
         self.text_at = time.monotonic()
         if plots:  # slow figures (long runs, many layers) are redrawn less often
             self.plots_at = self.text_at
+            self.detail_steps = {}
             self.plots_gap = max(PLOTS_EVERY_S, (self.text_at - now) / PLOTS_SHARE)
         state = run_state(self.lm, self.runs) if final else gr.skip()
         controls = self.controls() if self.first else [gr.skip()] * 3

@@ -7,10 +7,12 @@
 - server: the same through a local Gradio server and gradio_client (adds serialisation and transport).
 
 The model is loaded once and shared, so loading is not timed. Prints one JSON object with wall
-seconds per path and the ratios to the CLI. Default model: a tiny random checkpoint (CPU); pass
---model embedded (or a hub id / directory) for real numbers.
+and CPU seconds per path and the ratios to the CLI: of the medians, and the median of each repeat's
+ratio (the paths of one repeat run back to back, so that ratio sees one machine load). CPU seconds
+count every thread of this process (the Gradio server's and the client's included): on a shared
+machine they vary less than wall seconds, which also count time taken by other tenants.
 
-    python benchmarks/app_overhead.py [--model embedded] [--new-tokens 128] [--repeats 3]
+    python benchmarks/app_overhead.py [--model embedded] [--new-tokens 128] [--repeats 9]
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import platform
 import socket
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,25 +37,24 @@ PROMPT = ("The lighthouse on Gull Point was kept by the Marrow family for forty-
           "evening the keeper wrote the time the lamp was lit and the ships that passed. ") * 3
 
 
-def tiny_checkpoint() -> str:
-    from transformers import GenerationConfig
+class Clock:
+    """Wall seconds and this process's CPU seconds (all threads: the server's too) of a block."""
 
-    from tests.tiny_models import save_tiny_checkpoint
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
 
-    path = save_tiny_checkpoint(tempfile.mkdtemp(prefix="tiny-llama-"))
-    config = GenerationConfig.from_pretrained(path)
-    config.eos_token_id = None  # run every mode to the token limit, so each path does the same work
-    config.save_pretrained(path)
-    return str(path)
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def time_cli(model: str, modes: list[str], new_tokens: int) -> float:
+def time_cli(model: str, modes: list[str], new_tokens: int) -> Clock:
     lm = app.get_model(model)
     policies = app.build_policies(modes, 0.0, [None] * len(app.KNOBS))
-    start = time.perf_counter()
-    for policy in policies.values():
-        run_generation(lm, PROMPT, policy, new_tokens, Sampling())
-    return time.perf_counter() - start
+    with Clock() as clock:
+        for policy in policies.values():
+            run_generation(lm, PROMPT, policy, new_tokens, Sampling())
+    return clock
 
 
 def handler_args(model: str, modes: list[str], new_tokens: int) -> list:
@@ -62,27 +62,27 @@ def handler_args(model: str, modes: list[str], new_tokens: int) -> list:
             app.MEAN_HEAD, *[None] * len(app.KNOBS)]
 
 
-def time_app(model: str, modes: list[str], new_tokens: int) -> float:
-    start = time.perf_counter()
-    for _ in app.generate_run(None, *handler_args(model, modes, new_tokens)):
-        pass
-    return time.perf_counter() - start
+def time_app(model: str, modes: list[str], new_tokens: int) -> Clock:
+    with Clock() as clock:
+        for _ in app.generate_run(None, *handler_args(model, modes, new_tokens)):
+            pass
+    return clock
 
 
-def time_server(client, model: str, modes: list[str], new_tokens: int) -> float:
-    start = time.perf_counter()
-    client.submit(*handler_args(model, modes, new_tokens), api_name="/generate").result(timeout=600)
-    return time.perf_counter() - start
+def time_server(client, model: str, modes: list[str], new_tokens: int) -> Clock:
+    with Clock() as clock:
+        client.submit(*handler_args(model, modes, new_tokens), api_name="/generate").result(timeout=600)
+    return clock
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="default: a tiny random checkpoint")
+    parser.add_argument("--model", default="embedded", help="embedded (default), a hub id or a directory")
     parser.add_argument("--modes", default=",".join(app.AVAILABLE))
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    model = args.model or tiny_checkpoint()
+    model = args.model
     modes = args.modes.split(",")
 
     from gradio_client import Client
@@ -96,23 +96,31 @@ def main() -> None:
     client = Client(f"http://127.0.0.1:{port}/", verbose=False)
     try:
         time_cli(model, modes, 4), time_app(model, modes, 4)  # warm up: load the model, first kernels
-        times = {"cli": [], "app": [], "server": []}
+        runs = {"cli": [], "app": [], "server": []}
         for _ in range(args.repeats):  # interleaved, so drift in machine load hits every path alike
-            times["cli"].append(time_cli(model, modes, args.new_tokens))
-            times["app"].append(time_app(model, modes, args.new_tokens))
-            times["server"].append(time_server(client, model, modes, args.new_tokens))
+            runs["cli"].append(time_cli(model, modes, args.new_tokens))
+            runs["app"].append(time_app(model, modes, args.new_tokens))
+            runs["server"].append(time_server(client, model, modes, args.new_tokens))
     finally:
         demo.close()
-    median = {k: statistics.median(v) for k, v in times.items()}
     lm = app.get_model(model)
-    print(json.dumps({
-        "model": lm.name if args.model else "tiny random llama (4 layers, hidden 64)",
+    result = {
+        "model": lm.name,
         "device": str(lm.device), "dtype": str(lm.dtype), "machine": platform.processor() or platform.machine(),
         "modes": modes, "new_tokens": args.new_tokens, "repeats": args.repeats,
-        "median_s": {k: round(v, 3) for k, v in median.items()},
-        "app_over_cli": round(median["app"] / median["cli"], 2),
-        "server_over_cli": round(median["server"] / median["cli"], 2),
-    }, indent=2))
+    }
+    for kind in ("wall", "cpu"):
+        times = {k: [getattr(c, kind) for c in v] for k, v in runs.items()}
+        median = {k: statistics.median(v) for k, v in times.items()}
+        # each repeat's paths ran back to back: their ratios see the same machine load
+        paired = {k: statistics.median(a / c for a, c in zip(times[k], times["cli"])) for k in ("app", "server")}
+        result[kind] = {"median_s": {k: round(v, 3) for k, v in median.items()},
+                        "app_over_cli": round(median["app"] / median["cli"], 3),
+                        "server_over_cli": round(median["server"] / median["cli"], 3),
+                        "app_over_cli_paired": round(paired["app"], 3),
+                        "server_over_cli_paired": round(paired["server"], 3),
+                        "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()}}
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> dict:
         groups = explicit
     adapter = convert(lm, groups, text, steps=args.steps, lr=args.lr, loss=args.loss, init_decay=args.init_decay,
                       max_tokens=args.max_tokens, max_sequences=args.samples, progress=not args.json)
+    adapter.stats["calibration_file"] = args.calibration_file or "assets/calibration.txt"
     if report is not None:
         adapter.stats["recency"] = report.to_dict()
     save_adapter(adapter, args.out)

@@ -32,10 +32,15 @@ def compare(lm: LoadedModel, prompt: str, modes: dict[str, Policy], max_new_toke
     Round r yields step r of every mode still running: all prefills first, then the first decode
     step of each mode, and so on. A mode that finishes early drops out of the rotation. Errors of a
     mode (an empty or too long prompt) propagate at its first step, before any decode step runs.
+    record_attention / record_positions: a bool, or a callable (mode, step) -> bool asked before each
+    step, so that a live view records detail only for the steps it will draw.
     """
+    def for_mode(flag, mode):
+        return (lambda step: flag(mode, step)) if callable(flag) else flag
+
     running = {mode: stream_generation(lm, prompt, policy, max_new_tokens, sampling,
-                                       record_attention=record_attention,
-                                       record_positions=record_positions, stop=stop)
+                                       record_attention=for_mode(record_attention, mode),
+                                       record_positions=for_mode(record_positions, mode), stop=stop)
                for mode, policy in modes.items()}
     try:
         while running and not (stop is not None and stop.is_set()):

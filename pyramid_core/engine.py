@@ -38,6 +38,7 @@ PREFILL_RECORD_QUERIES = 32  # prompt tokens whose mean attention the prefill re
 # SDPA without cuDNN: cuDNN builds an execution plan for every new shape (tens of ms on an H200), and
 # here every decode step and every compressed layer brings a new key length. Measured 2026-11-26 on an
 # H200: a first decode at a new length took ~35 ms per layer with cuDNN; flash/efficient need no plan.
+# torch keeps this choice process-wide while a step runs; concurrent requests only ever set the same.
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 

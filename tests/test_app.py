@@ -228,3 +228,20 @@ def test_pane_marks_the_departure_and_escapes():
 def test_export_before_generating_is_refused():
     with pytest.raises(gr.Error, match="generate first"):
         app.export_run({})
+
+
+def test_live_view_records_detail_once_per_mode_per_figure_refresh(checkpoint):
+    """Attention and positions cost time: the live view asks for them at the prefill and then at one
+    step of each mode between two figure refreshes (the same answer for both questions of a step)."""
+    view = {"mode": "baseline", "step": app.STEP_CHOICES[0], "layer": 0, "head": app.MEAN_HEAD}
+    live = app.Live(app.get_model(str(checkpoint)), ["baseline", "pyramid"], view)
+    live.plots_at = time.monotonic()  # figures just drawn
+    assert live.wants_detail("baseline", 0)
+    assert not live.wants_detail("baseline", 1)
+    live.plots_at -= 2 * live.plots_gap  # figures due
+    assert live.wants_detail("baseline", 2) and live.wants_detail("baseline", 2)
+    assert not live.wants_detail("baseline", 3)
+    assert live.wants_detail("pyramid", 2)
+    live.outputs()  # draws the figures: the next refresh gets fresh detail
+    live.plots_at -= 2 * live.plots_gap
+    assert live.wants_detail("baseline", 5)
