@@ -140,8 +140,8 @@ def test_chunked_scan_gradients_equal_the_naive_loop(T):
     inputs = scan_inputs(1, 2, T, 6, torch.float64, seed=1, requires_grad=True)
     weight = torch.randn(1, 2, T, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     grads = []
-    for scan in (scan_naive, lambda *a: scan_chunked(*a, chunk=CHUNK)):
-        o, s = scan(*inputs)
+    for run_scan in (scan_naive, lambda *a: scan_chunked(*a, chunk=CHUNK)):
+        o, s = run_scan(*inputs)
         grads.append(torch.autograd.grad((o * weight).sum() + s.sin().sum(), inputs))
     for name, ref, out in zip(("q", "k", "v", "log_a", "state"), *grads):
         assert_close(f"grad {name}", ref, out, torch.float64)

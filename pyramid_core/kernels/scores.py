@@ -13,11 +13,9 @@ against T keys.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
-log = logging.getLogger(__name__)
+from ..optional import importable
 
 _HEAD_CHUNK = 8  # heads per step of the twin, bounding its [B, h, W, T] temporary
 
@@ -66,19 +64,8 @@ def recent_attention_scores(queries: torch.Tensor, query_pos: torch.Tensor, keys
     return recent_attention_scores_torch(queries, query_pos, keys, key_pos, weights, scale)
 
 
-_TRITON: bool | None = None
-
-
 def _triton_available() -> bool:
-    global _TRITON
-    if _TRITON is None:
-        try:
-            import triton  # noqa: F401
-            _TRITON = True
-        except ImportError:
-            _TRITON = False
-            log.warning("triton is not installed: scoring uses the PyTorch twin on the GPU")
-    return _TRITON
+    return importable("triton", "scoring uses the PyTorch twin on the GPU")
 
 
 def kernel_name(device: torch.device) -> str:

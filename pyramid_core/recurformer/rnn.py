@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..optional import importable
+
 
 @dataclass
 class RNNConfig:
@@ -332,18 +334,8 @@ def scan_fla(q, k, v, log_a, state=None):
     return o.transpose(1, 2), state
 
 
-_FLA: bool | None = None
-
-
 def _fla_available() -> bool:
-    global _FLA
-    if _FLA is None:
-        try:
-            import fla.ops.simple_gla  # noqa: F401
-            _FLA = True
-        except Exception:  # not installed, or no working Triton: the PyTorch twin serves
-            _FLA = False
-    return _FLA
+    return importable("fla.ops.simple_gla", "the RecurFormer scan uses the PyTorch twin on the GPU")
 
 
 def scan_backend(device: torch.device) -> str:
