@@ -12,7 +12,15 @@ from tests.tiny_models import save_tiny_checkpoint
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), "qwen2")
+    """A tiny qwen2 checkpoint without an EOS: random weights may sample it at any step (which step
+    depends on how the tiny tokenizer's BPE training breaks ties), and the tests count tokens."""
+    from transformers import GenerationConfig
+
+    path = save_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), "qwen2")
+    config = GenerationConfig.from_pretrained(path)
+    config.eos_token_id = None
+    config.save_pretrained(path)
+    return path
 
 
 def test_local_checkpoint_loads_and_generates(checkpoint):

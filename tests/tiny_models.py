@@ -44,7 +44,7 @@ def tiny_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=97, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet()[:94])
+                                  initial_alphabet=sorted(pre_tokenizers.ByteLevel.alphabet())[:94])
     tok.train_from_iterator(["the cat sat on the mat", "a dog ran far away"] * 10, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
                                    eos_token="</s>")
