@@ -43,9 +43,15 @@ def tiny_tokenizer():
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    text = ["the cat sat on the mat", "a dog ran far away"]
+    # 94 symbols + 3 specials = the tiny models' 97 ids. The text's own symbols come first and the rest
+    # in sorted order: ByteLevel.alphabet() has a different order in every process, and with a random
+    # 94 of it the ids (and whether any exceeded the vocabulary) changed from run to run.
+    seen = sorted({c for line in text for word, _ in tok.pre_tokenizer.pre_tokenize_str(line) for c in word})
+    alphabet = seen + sorted(set(pre_tokenizers.ByteLevel.alphabet()) - set(seen))
     trainer = trainers.BpeTrainer(vocab_size=97, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=sorted(pre_tokenizers.ByteLevel.alphabet())[:94])
-    tok.train_from_iterator(["the cat sat on the mat", "a dog ran far away"] * 10, trainer)
+                                  initial_alphabet=alphabet[:94], limit_alphabet=94)
+    tok.train_from_iterator(text * 10, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
                                    eos_token="</s>")
 
