@@ -353,14 +353,33 @@ def show_panes(modes):
 
 @gpu
 @handler_boundary
-def recency_run(model_id, prompt):
-    """RecurFormer's recency score of every head, on the prompt (or the held-out text when it is empty)."""
+def recency_run(model_id, prompt, adapter=""):
+    """RecurFormer's recency score of every head, on the prompt (or the held-out text when it is empty),
+    with the heads of the KV groups that the RecurFormer adapter knob's adapter replaces marked."""
     try:
         from pyramid_core.recurformer.recency import recency_scores
     except ImportError:
         return visual.empty_figure(f"Recency scores: RecurFormer is {NOT_AVAILABLE}.")
     text = prompt if (prompt or "").strip() else (ROOT / "assets" / "heldout.txt").read_text()
-    return visual.recency_figure(recency_scores(get_model(model_id), text, max_sequences=1))
+    lm = get_model(model_id)
+    report = recency_scores(lm, text, max_sequences=1)
+    report.replaced = replaced_groups(lm, adapter)
+    return visual.recency_figure(report)
+
+
+def replaced_groups(lm: LoadedModel, adapter: str | None) -> list[list[int]]:
+    """[layer, kv_group] pairs the adapter replaces (the shipped one when none is named); none, with a
+    warning, when that adapter was made for a model of another shape."""
+    from pyramid_core.policies.recurformer import DEFAULT_ADAPTER
+    from pyramid_core.recurformer.adapter import check_adapter, load_adapter
+
+    try:
+        chosen = load_adapter(adapter or DEFAULT_ADAPTER)
+        check_adapter(chosen, lm)
+    except ValueError as err:
+        gr.Warning(f"Replaced heads not marked: {err}")
+        return []
+    return chosen.groups
 
 
 @handler_boundary
@@ -480,7 +499,8 @@ def build_ui() -> gr.Blocks:
         # stored records -> attention figures (no regeneration)
         gr.on([attn_mode.input, attn_step.input, layer.release, head.input], redraw_attention,
               [state, attn_mode, attn_step, layer, head], [attn_grid, attn_bars], api_name="attention")
-        recency_btn.click(recency_run, [model_id, prompt], recency_plot, concurrency_id="gpu",
+        adapter_knob = knobs[[(m, f.name) for m, f in KNOBS].index(("recurformer", "adapter"))]
+        recency_btn.click(recency_run, [model_id, prompt, adapter_knob], recency_plot, concurrency_id="gpu",
                           concurrency_limit=1, api_name="recency")
         export_btn.click(export_run, state, files, api_name="export")
         demo.unload(forget_session)

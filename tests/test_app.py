@@ -172,15 +172,15 @@ def test_bad_input_gets_its_message_and_the_server_keeps_serving(client, checkpo
     assert "2 tokens" in final[STATS["baseline"]]
 
 
-def test_recency_without_recurformer_shows_a_message(client, checkpoint):
-    figure = client.predict(checkpoint, PROMPT, api_name="/recency")
-    text = json.dumps(json.loads(figure["plot"])["layout"].get("annotations", []))
-    try:
-        import pyramid_core.recurformer.recency  # noqa: F401
-    except ImportError:
-        assert app.NOT_AVAILABLE in text
-    else:
-        assert json.loads(figure["plot"])["data"], "recency exists but drew nothing"
+def test_recency_marks_the_heads_the_adapter_replaces(client, checkpoint, adapter):
+    """The adapter replaces KV group 0 of layer 1: its query heads (2 per group here) get the marks."""
+    figure = json.loads(client.predict(checkpoint, PROMPT, adapter, api_name="/recency")["plot"])
+    heatmap, marks = figure["data"]
+    assert len(heatmap["z"]) == 4 and len(heatmap["z"][0]) == 4  # layers x query heads of the tiny model
+    assert sorted(zip(marks["y"], marks["x"])) == [(1, 0), (1, 1)]
+    # the shipped adapter was made for the embedded model: nothing is marked on the tiny one
+    figure = json.loads(client.predict(checkpoint, PROMPT, "", api_name="/recency")["plot"])
+    assert len(figure["data"]) == 1
 
 
 # ----------------------------------------------------------------------------- handlers as functions
