@@ -21,7 +21,8 @@ modes = sys.argv[4:] or ["baseline", "pyramid"]
 lm = bench.random_model(shape, dtype=torch.bfloat16)
 ids = bench.random_prompts(batch, context, lm.config.vocab_size)
 for mode in modes:
-    policy = make_policy(*mode.split("@")[:1], preset=(mode.split("@") + [None])[1])
+    name, _, preset = mode.partition("@")
+    policy = make_policy(name, preset=preset or None)
     for _ in range(2):  # the first run compiles kernels
         records = list(generate(lm, ids, policy=policy, max_new_tokens=48))
     steps = [round(r.step_time_s * 1e3, 1) for r in records]

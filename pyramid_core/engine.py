@@ -269,16 +269,21 @@ def score_fn(queries: torch.Tensor, q_pos: torch.Tensor, keys: torch.Tensor, k_p
     return scores
 
 
-def remember_queries(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor) -> None:
-    """Keep the last few queries of the layer when the policy scores with them at decode time."""
+def remember_queries(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor):
+    """Keep the last few queries of the layer when the policy scores with them at decode time.
+
+    Returns the (queries, positions) a decode-time policy scores with: the stored window, or the
+    step's own when the policy keeps none.
+    """
     width = req.policy.query_window(max(req.seen))
     if width <= 0:
-        return
+        return q, pos
     stored = req.cache.recent_queries[idx]
     if stored is not None and req.phase == "decode":
         stored.append(q, pos, width)
     else:  # copied in: a view would keep the whole prompt's queries of every layer alive
-        req.cache.recent_queries[idx] = RecentQueries(q[:, :, -width:], pos[:, -width:])
+        stored = req.cache.recent_queries[idx] = RecentQueries(q[:, :, -width:], pos[:, -width:])
+    return stored.view(width)
 
 
 def ask_policy(parts: Parts, idx: int, req: Request, queries, q_pos):
@@ -340,10 +345,7 @@ def decode_step(parts: Parts, tokens: torch.Tensor, positions: torch.Tensor, req
     for idx in range(len(parts.layers)):
         h, q, record = run_layer(parts, idx, h, pos, rope, req, ones)
         records.append(record)
-        remember_queries(req, idx, q, pos)
-        stored = req.cache.recent_queries[idx]
-        width = req.policy.query_window(max(req.seen))
-        keep = ask_policy(parts, idx, req, *(stored.view(width) if stored is not None else (q, pos)))
+        keep = ask_policy(parts, idx, req, *remember_queries(req, idx, q, pos))
         if keep is not None and keep.cache is not None:
             req.cache[idx].keep(keep.cache, keep.cache_counts)
     logits = parts.lm_head(rms_norm(parts.norm, h))[:, 0]
