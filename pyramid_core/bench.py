@@ -142,11 +142,12 @@ def run_hf(lm, batch: int, prompt_len: int, new_tokens: int) -> Run:
                torch.cuda.max_memory_allocated() / 1e9, full_kv_gb(lm, batch, prompt_len + new_tokens - 1))
 
 
-def run_engine(lm, policy: Policy, method: str, batch: int, prompt_len: int, new_tokens: int) -> Run:
+def run_engine(lm, policy: Policy, method: str, batch: int, prompt_len: int, new_tokens: int,
+               cuda_graphs: bool = True) -> Run:
     ids = random_prompts(batch, prompt_len, lm.config.vocab_size)
     _reset()
     start = time.perf_counter()
-    records = list(generate(lm, ids, policy=policy, max_new_tokens=new_tokens))
+    records = list(generate(lm, ids, policy=policy, max_new_tokens=new_tokens, cuda_graphs=cuda_graphs))
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     held_tokens = sum(sum(row) for row in records[-1].kept_tokens_per_row)

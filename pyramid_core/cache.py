@@ -70,17 +70,24 @@ class LayerCache:
         self.counts = [c + v for c, v in zip(self.counts, valid_counts)]
         self.has_holes = self.has_holes or any(v != t for v in valid_counts)
 
-    def keep(self, keep_mask: torch.Tensor, counts: list[int] | None = None) -> None:
+    def keep(self, keep_mask: torch.Tensor, counts: list[int] | None = None, kept_before: int | None = None) -> None:
         """Keep the slots where keep_mask [B, T] is True, in their order; drop the rest.
 
         Each row's kept slots move to the end (right-aligned); shorter rows get empty slots in front.
         `counts`, the kept slots per row, may be given by a caller that knows them: counting them here
-        waits for the GPU.
+        waits for the GPU. `kept_before`, when given, says that every slot before it is kept in every
+        row; if then every row is full and keeps as many slots as the others, only the slots from there
+        on move, in place (PyramidInfer's decode chunks sit just before the recent window).
         """
         assert keep_mask.shape == (self.keys.shape[0], self.length), "keep: mask shape mismatch"
         keep_mask = keep_mask & (self.positions[:, : self.length] >= 0)
         if counts is None:
             counts = keep_mask.sum(dim=1).tolist()
+        if kept_before is not None and not self.has_holes and len(set(counts)) == 1 \
+                and 0 <= kept_before <= counts[0]:
+            self._keep_tail(keep_mask, counts[0], kept_before)
+            self.counts = list(counts)
+            return
         new_len = max(counts) if counts else 0
         index = right_aligned_index(keep_mask, new_len)
         keys, values, positions = self.view()
@@ -91,6 +98,18 @@ class LayerCache:
         self._reallocate(new_len, fill=(new_keys, new_values, new_positions))
         self.counts = counts
         self.has_holes = len(set(counts)) > 1
+
+    def _keep_tail(self, keep_mask: torch.Tensor, new_len: int, start: int) -> None:
+        """keep() for full rows that all keep new_len slots, every slot before `start` among them:
+        the kept slots from `start` on move down in place; nothing before `start` is touched."""
+        index = right_aligned_index(keep_mask[:, start:self.length], new_len - start) + start
+        keys, values, positions = self.view()
+        rows = torch.arange(keys.shape[0], device=keys.device)[:, None]
+        self.keys[:, :, start:new_len] = keys[rows, :, index].transpose(1, 2)  # the gathers copy first
+        self.values[:, :, start:new_len] = values[rows, :, index].transpose(1, 2)
+        self.positions[:, start:new_len] = positions.gather(1, index).masked_fill(~keep_mask.gather(1, index), -1)
+        self.positions[:, new_len:self.length] = -1
+        self.length = new_len
 
     def nbytes(self) -> int:
         return self.keys.numel() * self.keys.element_size() * 2

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .cache import KVCache, RecentQueries, right_aligned_index
+from .graphs import DecodeGraphs, GraphStore
 from .kernels.scores import attention_probs, recent_attention_scores
 from .models import LoadedModel
 from .policies.base import LayerContext, Policy, to_device
@@ -111,7 +112,7 @@ def rope_tables(rotary: torch.nn.Module, h: torch.Tensor, positions: torch.Tenso
     """(cos, signed sin) [B, 1, T, D] at the given positions, shared by every layer of a step.
 
     The model's rotary module computes cos and sin (its scaling types included); the sign of sin's
-    first half is folded in once so that applying RoPE takes a roll instead of a split and a cat.
+    first half is folded in once so that applying RoPE needs no negation.
     """
     cos, sin = rotary(h, positions.clamp(min=0))
     half = sin.shape[-1] // 2
@@ -120,9 +121,14 @@ def rope_tables(rotary: torch.nn.Module, h: torch.Tensor, positions: torch.Tenso
 
 
 def apply_rope(x: torch.Tensor, rope) -> torch.Tensor:
-    """x [B, H, T, D] rotated: x cos + rotate_half(x) sin, with rotate_half(x) = roll(x) * sign."""
+    """x [B, H, T, D] rotated: x cos + rotate_half(x) sin, with rotate_half(x) = swapped halves * sign.
+
+    The halves are swapped with a cat, not x.roll: torch's roll kernel took ~40 us for one decode
+    step's queries at batch 120 (Llama-2-13B shape, H200), 80 calls a step.
+    """
     cos, signed_sin = rope
-    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((x[..., half:], x[..., :half]), dim=-1) * signed_sin
 
 
 def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int | None,
@@ -159,6 +165,8 @@ class Request:
     record_attention: bool
     heads: list              # per layer: LayerHeads when some KV groups are recurrences, else None
     policy_info: dict        # the policy's describe(), taken once per request
+    stages: EagerStages | None = None  # the layers' fixed-shape parts, run eagerly
+    graphs: GraphStore | None = None   # where decode steps find their CUDA graphs; None: eager decoding
 
 
 @dataclass
@@ -169,6 +177,7 @@ class LayerHeads:
     kv: torch.Tensor         # indices of the KV heads that are cached
     modules: dict            # {kv_group: module} of the replaced groups
     group_size: int          # query heads per KV group
+    cached: tuple            # the cached KV heads, on the host
 
 
 def layer_heads(parts: Parts, recurrent: dict, device) -> list[LayerHeads | None]:
@@ -182,24 +191,52 @@ def layer_heads(parts: Parts, recurrent: dict, device) -> list[LayerHeads | None
         kv = [g for g in range(parts.num_kv_heads) if g not in replaced]
         q = [h for h in range(parts.num_heads) if h // G not in replaced]
         out.append(LayerHeads(torch.tensor(q, dtype=torch.long, device=device),
-                              torch.tensor(kv, dtype=torch.long, device=device), replaced, G))
+                              torch.tensor(kv, dtype=torch.long, device=device), replaced, G, tuple(kv)))
     return out
 
 
-def run_layer(parts: Parts, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, req: Request,
-              valid_counts: list[int]) -> tuple[torch.Tensor, torch.Tensor, LayerAttention | None]:
-    """One decoder layer on the slots it receives: attention over its cache, then the MLP.
-
-    h [B, T, C], pos [B, T]. Returns (h, q) with q [B, H_attn, T, D] after RoPE (the heads that attend),
-    and the first row's attention record when asked for.
-    """
-    layer, cache, heads = parts.layers[idx], req.cache[idx], req.heads[idx]
-    attn = layer.self_attn
-    x = rms_norm(layer.input_layernorm, h)
+def pre_attention(parts: Parts, idx: int, h: torch.Tensor, rope, heads: LayerHeads | None):
+    """A layer's work before attention: (x, q, k, v), x the input_layernorm output [B, T, C], q [B, H_attn,
+    T, D] and k, v [B, H_kv_cached, T, D] with RoPE applied to q and k."""
+    attn = parts.layers[idx].self_attn
+    x = rms_norm(parts.layers[idx].input_layernorm, h)
     q, k, v = project_qkv(attn, x, parts.head_dim)
     if heads is not None:  # projections of replaced heads are computed and dropped: simpler than slicing weights
         q, k, v = q[:, heads.q], k[:, heads.kv], v[:, heads.kv]
-    q, k = apply_rope(q, rope), apply_rope(k, rope)
+    return x, apply_rope(q, rope), apply_rope(k, rope), v
+
+
+def post_attention(parts: Parts, idx: int, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """A layer's work after attention: o_proj of out [B, H, T, D], residual, MLP, residual."""
+    layer = parts.layers[idx]
+    B, T = h.shape[:2]
+    h = h + layer.self_attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+    return h + layer.mlp(rms_norm(layer.post_attention_layernorm, h))
+
+
+class EagerStages:
+    """pre_attention and post_attention of one request's model, run as they are called. A decode step
+    may use a DecodeGraphs (graphs.py) instead, which replays the same two functions as CUDA graphs."""
+
+    def __init__(self, parts: Parts, heads: list):
+        self.parts, self.heads = parts, heads
+
+    def pre(self, idx: int, h: torch.Tensor, rope):
+        return pre_attention(self.parts, idx, h, rope, self.heads[idx])
+
+    def post(self, idx: int, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return post_attention(self.parts, idx, h, out)
+
+
+def run_layer(parts: Parts, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, req: Request,
+              valid_counts: list[int], stages) -> tuple[torch.Tensor, torch.Tensor, LayerAttention | None]:
+    """One decoder layer on the slots it receives: attention over its cache, then the MLP.
+
+    h [B, T, C], pos [B, T]. Returns (h, q) with q [B, H_attn, T, D] after RoPE (the heads that attend),
+    and the first row's attention record when asked for. `stages` runs the fixed-shape parts.
+    """
+    cache, heads = req.cache[idx], req.heads[idx]
+    x, q, k, v = stages.pre(idx, h, rope)
     cache.append(k, v, pos, valid_counts)
     keys, values, k_pos = cache.view()
     scale = attention_scale(parts, idx)
@@ -211,10 +248,7 @@ def run_layer(parts: Parts, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, 
             record = attention_record(idx, q, pos, keys, k_pos, scale)
     if heads is not None:
         out = merge_recurrent(out, heads, x, pos, req.cache.recurrent_state[idx], req.phase, parts.num_heads)
-    B, T = h.shape[:2]
-    h = h + attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
-    h = h + layer.mlp(rms_norm(layer.post_attention_layernorm, h))
-    return h, q, record
+    return stages.post(idx, h, out), q, record
 
 
 def attention_scale(parts: Parts, idx: int) -> float:
@@ -311,12 +345,12 @@ def prefill(parts: Parts, input_ids: torch.Tensor, positions: torch.Tensor, req:
     valid = (pos >= 0).sum(1).tolist()
     records = []
     for idx in range(len(parts.layers)):
-        h, q, record = run_layer(parts, idx, h, pos, rope, req, valid)
+        h, q, record = run_layer(parts, idx, h, pos, rope, req, valid, req.stages)
         records.append(record)
         keep = ask_policy(parts, idx, req, q, pos)
         remember_queries(req, idx, q, pos)
         if keep is not None and keep.cache is not None:
-            req.cache[idx].keep(keep.cache, keep.cache_counts)
+            req.cache[idx].keep(keep.cache, keep.cache_counts, keep.kept_before)
         if keep is not None and keep.stream is not None:
             h, pos, valid = keep_stream(h, pos, keep.stream)
             rope = rope_tables(parts.rotary, h, pos)
@@ -342,14 +376,31 @@ def decode_step(parts: Parts, tokens: torch.Tensor, positions: torch.Tensor, req
     rope = rope_tables(parts.rotary, h, pos)
     ones = [1] * tokens.shape[0]
     records = []
-    for idx in range(len(parts.layers)):
-        h, q, record = run_layer(parts, idx, h, pos, rope, req, ones)
-        records.append(record)
-        keep = ask_policy(parts, idx, req, *remember_queries(req, idx, q, pos))
-        if keep is not None and keep.cache is not None:
-            req.cache[idx].keep(keep.cache, keep.cache_counts)
-    logits = parts.lm_head(rms_norm(parts.norm, h))[:, 0]
+    graphs = decode_graphs(parts, req, tokens.shape[0])
+    if graphs is not None and not graphs.lock.acquire(blocking=False):
+        graphs = None  # another request is replaying them: this one runs eagerly
+    try:
+        for idx in range(len(parts.layers)):
+            h, q, record = run_layer(parts, idx, h, pos, rope, req, ones, graphs or req.stages)
+            records.append(record)
+            keep = ask_policy(parts, idx, req, *remember_queries(req, idx, q, pos))
+            if keep is not None and keep.cache is not None:
+                req.cache[idx].keep(keep.cache, keep.cache_counts, keep.kept_before)
+        logits = parts.lm_head(rms_norm(parts.norm, h))[:, 0]
+    finally:
+        if graphs is not None:
+            graphs.lock.release()
     return logits.float(), records
+
+
+def decode_graphs(parts: Parts, req: Request, batch: int) -> DecodeGraphs | None:
+    """The CUDA graphs for this request's decode steps (captured at its first step), or None."""
+    if req.graphs is None:
+        return None
+    key = (batch, tuple(None if lh is None else lh.cached for lh in req.heads))
+    dtype, device = parts.embed.weight.dtype, parts.embed.weight.device
+    return req.graphs.get(key, lambda: DecodeGraphs(req.stages, len(parts.layers), batch, parts.embed.weight.shape[1],
+                                                    parts.num_heads, parts.head_dim, dtype, device))
 
 
 def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
@@ -379,7 +430,7 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
              eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
              record_attention: bool | Callable[[int], bool] = False,
              record_positions: bool | Callable[[int], bool] = False,
-             stop: threading.Event | None = None) -> Iterator[StepRecord]:
+             stop: threading.Event | None = None, cuda_graphs: bool | None = None) -> Iterator[StepRecord]:
     """Generate from left-padded prompts input_ids [B, T], yielding a StepRecord per step.
 
     Step 0 is the prefill (its token is the first generated one). Rows that produced EOS then emit
@@ -389,12 +440,17 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
     record_attention / record_positions: whether records carry the first row's attention and kept
     positions; a callable is asked at each step (step -> bool), so a live view pays only for the steps
     it will draw. The prefill record always carries kept positions.
+
+    cuda_graphs: decode steps replay CUDA graphs of each layer's fixed-shape parts (graphs.py). None
+    (default) uses them on a GPU; True also on a CPU, where they are plain calls (for tests); False never.
     """
     sampling = sampling or Sampling()
     input_ids, attention_mask = check_inputs(lm, input_ids, attention_mask, max_new_tokens)
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
     pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
     parts, req, positions = start_request(lm, input_ids, attention_mask, policy)
+    if cuda_graphs or (cuda_graphs is None and input_ids.device.type == "cuda"):
+        req.graphs = lm.decode_graphs
     generator = None
     if sampling.seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(sampling.seed)
@@ -443,7 +499,8 @@ def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | N
     heads = layer_heads(parts, policy.recurrent_modules(lm), input_ids.device)
     kv_heads = [parts.num_kv_heads if lh is None else len(lh.kv) for lh in heads]
     cache = KVCache(len(parts.layers), input_ids.shape[0], kv_heads, parts.head_dim, lm.dtype, input_ids.device)
-    req = Request(cache, policy, attention_mask.sum(1).tolist(), "prefill", False, heads, policy.describe())
+    req = Request(cache, policy, attention_mask.sum(1).tolist(), "prefill", False, heads, policy.describe(),
+                  EagerStages(parts, heads))
     return parts, req, prompt_positions(attention_mask)
 
 

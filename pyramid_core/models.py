@@ -8,10 +8,12 @@ the list of what is supported, before any weights are read.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from .graphs import GraphStore
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ class LoadedModel:
     tokenizer: object | None
     name: str
     family: str
+    # CUDA graphs of decode steps, captured per batch size on first use (graphs.py)
+    decode_graphs: GraphStore = field(default_factory=GraphStore, repr=False, compare=False)
 
     @property
     def config(self):

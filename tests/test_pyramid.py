@@ -228,3 +228,26 @@ def test_recent_queries_buffer_holds_the_last_width_queries():
         got_q, got_pos = stored.view(width)
         assert torch.equal(got_q, q[:, :, t + 1 - width:t + 1]), t
         assert torch.equal(got_pos, pos[:, t + 1 - width:t + 1]), t
+
+
+def test_compacting_only_the_tail_equals_a_full_compaction():
+    """PyramidInfer's decode chunks let the cache move only the slots after the oldest chunk, in place."""
+    from pyramid_core.cache import LayerCache
+
+    gen = torch.Generator().manual_seed(0)
+    B, H, T, D = 3, 2, 50, 4
+    keys, values = torch.randn(B, H, T, D, generator=gen), torch.randn(B, H, T, D, generator=gen)
+    positions = torch.arange(T).repeat(B, 1)
+    keep = torch.ones(B, T, dtype=torch.bool)
+    for row, first in enumerate((12, 20, 31)):  # five slots dropped per row, at different places
+        keep[row, first + torch.randperm(10, generator=gen)[:5]] = False
+    tail, full = (LayerCache(B, H, D, torch.float32, torch.device("cpu"), block=16) for _ in range(2))
+    for cache in (tail, full):
+        cache.append(keys, values, positions, [T] * B)
+    tail.keep(keep, [T - 5] * B, kept_before=12)
+    full.keep(keep, [T - 5] * B)
+    for mine, theirs in zip(tail.view(), full.view()):
+        assert torch.equal(mine, theirs)
+    expected = [[p for p in range(T) if keep[row, p]] for row in range(B)]
+    assert tail.view()[2].tolist() == expected
+    assert (tail.capacity, full.capacity) == (64, 48)  # moved in place vs reallocated

@@ -30,6 +30,7 @@ class Keep:
     stream: torch.Tensor | None = None  # [B, T] bool over the layer's slots
     cache: torch.Tensor | None = None   # [B, T] bool over the layer's slots
     cache_counts: list[int] | None = None  # slots each row keeps under `cache`, when the policy knows
+    kept_before: int | None = None  # every slot before this index is kept in every row, when the policy knows
 
 
 def to_device(values: list | torch.Tensor, device: torch.device, dtype=torch.long) -> torch.Tensor:

@@ -206,7 +206,9 @@ class PyramidPolicy(Policy):
         for row, fired in enumerate(fire):
             if fired:  # "compressed up to here", per layer
                 markers[row] = counts[row] - windows[row]
-        return Keep(cache=~chunk | kept, cache_counts=counts)
+        # every slot older than the oldest chunk is kept: the cache compacts only what follows it
+        kept_before = min(T - w - size for w, size in zip(windows, sizes))
+        return Keep(cache=~chunk | kept, cache_counts=counts, kept_before=kept_before)
 
     def step_windows(self, ctx: LayerContext) -> list[int]:
         """Each row's voter window, computed once per decode step rather than once per layer."""

@@ -316,8 +316,12 @@ def scan_chunked(q, k, v, log_a, state=None, chunk: int = 64):
 
 
 def scan(q, k, v, log_a, state=None, chunk: int = 64):
-    """The chunked scan: flash-linear-attention's Triton kernel on CUDA when it is installed, else ours."""
-    if q.is_cuda and q.dtype != torch.float64 and _fla_available():
+    """The chunked scan: flash-linear-attention's Triton kernel on CUDA when it is installed and no
+    gradient is wanted, else ours. fla-core 0.6 refuses its backward on Hopper GPUs with Triton below
+    3.7.1 (wrong gradients, fla issue #640), which is what the GPU machine has (Triton 3.6): training
+    runs on the PyTorch twin there."""
+    wants_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, log_a, state))
+    if q.is_cuda and q.dtype != torch.float64 and not wants_grad and _fla_available():
         return scan_fla(q, k, v, log_a, state)
     return scan_chunked(q, k, v, log_a, state, chunk)
 
