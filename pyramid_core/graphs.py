@@ -115,15 +115,17 @@ class GraphStore:
     def __init__(self, capacity: int = 2):
         self.capacity = capacity
         self.entries: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()  # requests of several app users may look up (and capture) at once
 
     def get(self, key, build: Callable[[], DecodeGraphs]) -> DecodeGraphs:
-        if key in self.entries:
-            self.entries.move_to_end(key)
-            return self.entries[key]
-        while len(self.entries) >= self.capacity:
-            self.entries.popitem(last=False)
-        self.entries[key] = graphs = build()
-        return graphs
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.entries[key]
+            while len(self.entries) >= self.capacity:
+                self.entries.popitem(last=False)
+            self.entries[key] = graphs = build()
+            return graphs
 
     def clear(self) -> None:
         self.entries.clear()
