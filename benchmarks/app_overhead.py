@@ -12,7 +12,7 @@ ratio (the paths of one repeat run back to back, so that ratio sees one machine 
 count every thread of this process (the Gradio server's and the client's included): on a shared
 machine they vary less than wall seconds, which also count time taken by other tenants.
 
-    python benchmarks/app_overhead.py [--model embedded] [--new-tokens 128] [--repeats 9]
+    python benchmarks/app_overhead.py [--model embedded] [--new-tokens 128] [--repeats 9] [--threads N]
 """
 
 from __future__ import annotations
@@ -81,7 +81,12 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(app.AVAILABLE))
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = args.model
     modes = args.modes.split(",")
 
@@ -107,7 +112,7 @@ def main() -> None:
     result = {
         "model": lm.name,
         "device": str(lm.device), "dtype": str(lm.dtype), "machine": platform.processor() or platform.machine(),
-        "modes": modes, "new_tokens": args.new_tokens, "repeats": args.repeats,
+        "modes": modes, "new_tokens": args.new_tokens, "repeats": args.repeats, "threads": torch_threads(),
     }
     for kind in ("wall", "cpu"):
         times = {k: [getattr(c, kind) for c in v] for k, v in runs.items()}
@@ -121,6 +126,12 @@ def main() -> None:
                         "server_over_cli_paired": round(paired["server"], 3),
                         "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()}}
     print(json.dumps(result, indent=2))
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 if __name__ == "__main__":

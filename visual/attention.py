@@ -35,10 +35,9 @@ def attention_figure(record: StepRecord, layer: int, head: int | None = None) ->
     la = layer_attention(record, layer)
     x, y = _bars(la.positions, head_row(la, head))
     fig = go.Figure(go.Bar(
-        x=x, y=y, marker_color=ATTENTION_COLOR,
+        x=np.asarray(x), y=np.asarray(y), marker_color=ATTENTION_COLOR,  # arrays: Plotly checks lists item by item
         hovertemplate="position %{x}<br>weight %{y:.4f}<extra></extra>",
-    ))
-    fig.update_layout(bargap=0)
+    ), layout=dict(bargap=0))
     return styled(fig, f"{_who(record, la)} in layer {layer}, {_head_label(head)}", POSITION_TITLE, WEIGHT_TITLE)
 
 

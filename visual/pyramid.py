@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from pyramid_core.trace import StepRecord
 
@@ -33,12 +32,26 @@ def pyramid_figure(runs: dict[str, list[StepRecord]]) -> go.Figure:
         return empty_figure(NO_RUNS)
     latest = {mode: latest_with_positions(mode, run) for mode, run in runs.items()}
     width = max(_extent(r) for r in latest.values())
-    fig = make_subplots(rows=1, cols=len(latest), shared_yaxes=True, horizontal_spacing=0.02,
-                        subplot_titles=[f"{mode} (step {r.step})" for mode, r in latest.items()])
-    for col, (mode, record) in enumerate(latest.items(), start=1):
-        fig.add_trace(_held_heatmap(mode, record.kept_positions, width), row=1, col=col)
-    fig.update_xaxes(title_text=POSITION_TITLE, range=[-0.5, width - 0.5])
-    return styled(fig, HELD_TITLE, POSITION_TITLE, LAYER_TITLE)
+    traces = [_held_heatmap(mode, record.kept_positions, width) for mode, record in latest.items()]
+    panels = side_by_side(len(traces), [f"{mode} (step {r.step})" for mode, r in latest.items()],
+                          x_title=POSITION_TITLE, x_range=[-0.5, width - 0.5])
+    for i, trace in enumerate(traces):
+        trace.xaxis = "x" if i == 0 else f"x{i + 1}"
+    return styled(go.Figure(data=traces, layout=panels), HELD_TITLE, POSITION_TITLE, LAYER_TITLE)
+
+
+def side_by_side(n: int, titles: list[str], x_title: str, x_range: list[float], gap: float = 0.02) -> dict:
+    """Layout of n panels in a row that share the y axis, each titled: what make_subplots(1, n,
+    shared_yaxes=True) draws, written out because make_subplots took ~30 ms, redrawn live each time."""
+    width = (1 - gap * (n - 1)) / n
+    layout, annotations = {}, []
+    for i, title in enumerate(titles):
+        start = i * (width + gap)
+        name = "xaxis" if i == 0 else f"xaxis{i + 1}"
+        layout[name] = dict(domain=[start, start + width], anchor="y", title_text=x_title, range=x_range)
+        annotations.append(dict(text=title, x=start + width / 2, y=1.0, xref="paper", yref="paper",
+                                xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=14)))
+    return dict(layout, yaxis=dict(anchor="x"), annotations=annotations)
 
 
 def kept_tokens_figure(runs: dict[str, list[StepRecord]]) -> go.Figure:
