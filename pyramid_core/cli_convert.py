@@ -2,7 +2,9 @@
 
 Choose the groups by recency (--replace FRACTION: that share of all KV groups, highest recency
 first) or name them (--groups "layer:group,layer:group"). The adapter directory is then passed to
-`generate --adapter DIR` or load_model(..., adapter=DIR).
+`generate --adapter DIR` or load_model(..., adapter=DIR). --distill-steps N adds a second stage,
+end-to-end distillation of the model's next-token distribution; --init-adapter DIR starts from an
+earlier adapter's weights.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss", default="attn", choices=["attn", "o_proj"],
                         help="match the attention output (attn) or its image through o_proj")
     parser.add_argument("--init-decay", type=float, default=0.95)
+    parser.add_argument("--distill-steps", type=int, default=0,
+                        help="then distil the whole model's next-token distribution (KL) for this many steps")
+    parser.add_argument("--distill-lr", type=float, default=1e-4)
+    parser.add_argument("--init-adapter", default=None,
+                        help="start from this adapter's trained RNNs (same groups); --steps 0 skips attention transfer")
     add_calibration_arguments(parser, "--calibration-file")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
 
@@ -57,7 +64,8 @@ def run(args: argparse.Namespace) -> dict:
     else:
         groups = explicit
     adapter = convert(lm, groups, text, steps=args.steps, lr=args.lr, loss=args.loss, init_decay=args.init_decay,
-                      max_tokens=args.max_tokens, max_sequences=args.samples, progress=not args.json)
+                      max_tokens=args.max_tokens, max_sequences=args.samples, progress=not args.json,
+                      distill_steps=args.distill_steps, distill_lr=args.distill_lr, init_adapter=args.init_adapter)
     adapter.stats["calibration_file"] = args.calibration_file or "assets/calibration.txt"
     if report is not None:
         adapter.stats["recency"] = report.to_dict()
@@ -66,4 +74,7 @@ def run(args: argparse.Namespace) -> dict:
         print(f"{len(groups)} KV groups replaced; adapter saved to {args.out}")
         for name, s in adapter.stats["groups"].items():
             print(f"  group {name}: loss {s['initial_loss']:.4g} -> {s['final_loss']:.4g}")
+        if "distill" in adapter.stats:
+            d = adapter.stats["distill"]
+            print(f"  distillation: KL {d['kl_before']:.4g} -> {d['kl_after']:.4g} ({d['steps']} steps)")
     return {"out": str(args.out), "groups": groups, "stats": adapter.stats}

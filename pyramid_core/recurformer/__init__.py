@@ -4,10 +4,11 @@
 - rnn.py:     GroupRNN, the replacement for one KV group, with its chunked scan, one-step decode and
               the naive reference loop;
 - convert.py: attention transfer, training each GroupRNN on the model's own attention outputs;
+- distill.py: end-to-end distillation of the model's next-token distribution (convert's stage B);
 - adapter.py: saving, loading and attaching the trained GroupRNNs (lm.recurrent).
 
-Only rnn and adapter are imported here: recency and convert import the engine, which may itself
-import this package.
+Only rnn and adapter are imported here: recency, convert and distill import the engine, which may
+itself import this package.
 """
 
 from .adapter import Adapter, apply_adapter, load_adapter, save_adapter

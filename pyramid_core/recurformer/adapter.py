@@ -38,7 +38,9 @@ class Adapter:
     groups:      [layer, kv_group] pairs, sorted.
     config:      RNNConfig fields shared by every GroupRNN.
     state_dict:  tensors keyed "{layer}.{group}.{parameter}".
-    stats:       training record; stats["groups"]["l:g"] holds initial_loss and final_loss.
+    stats:       training record; stats["groups"]["l:g"] holds stage A's initial_loss and final_loss,
+                 stats["distill"] stage B's KL before and after, stats["init_adapter"] the adapter
+                 training started from (convert.py).
     """
 
     base_model: str

@@ -16,30 +16,43 @@ Recipe (research/recurformer.md 3.3-3.4, stage A; LoLCATs' layer-local MSE, Zhan
   lr / 10; gradients are clipped to norm 1. Nothing here is random: steps cycle through the sequences.
 
 Losses are reported on the calibration sequences (there is no held-out split in stage A).
+
+convert() then optionally runs stage B, end-to-end distillation of the whole model's next-token
+distribution (distill.py), on the same sequences; its record is stats["distill"]. With an init
+adapter, stage A starts from (or, with steps=0, keeps) an earlier adapter's trained weights.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import torch
 
-from .adapter import Adapter, rnn_config
+from .adapter import Adapter, check_adapter, load_adapter, rnn_config
 from .capture import calibration_ids, capture
-from .rnn import GroupRNN
+from .distill import check_distill_knobs, distill
+from .rnn import GroupRNN, RNNConfig
 
 log = logging.getLogger(__name__)
 
 LOSSES = ("attn", "o_proj")
+STAGE_A_STATS = ("steps", "lr", "loss", "sequences", "tokens", "groups")  # stats keys stage A writes
 
 
 def convert(lm, groups: list[list[int]], calibration_ids_or_text, steps: int = 200, lr: float = 1e-3,
             loss: str = "attn", init_decay: float = 0.95, chunk: int = 64, max_tokens: int = 1024,
-            max_sequences: int | None = 8, progress: bool = True) -> Adapter:
+            max_sequences: int | None = 8, progress: bool = True, distill_steps: int = 0,
+            distill_lr: float = 1e-4, init_adapter: Adapter | str | Path | None = None) -> Adapter:
     """Train a GroupRNN for each [layer, kv_group] in groups; return the Adapter (float32 weights).
 
     calibration_ids_or_text: anything capture.calibration_ids takes (text, texts or token ids).
+    Stage A (attention transfer, `steps` steps at `lr`) then, when distill_steps > 0, stage B
+    (end-to-end distillation, distill.py, on the same sequences). init_adapter (an Adapter or its
+    directory): start from its GroupRNNs (same groups) instead of copies of the attention; stage A
+    then continues from them, and steps=0 skips it, keeping the init adapter's stage A record in
+    stats. stats["init_adapter"] says where the weights came from.
     Autograd is switched on here whatever the caller's grad or inference mode.
     """
     # decayed states underflow into denormals, which CPUs compute ~100x slower: flush them to zero
@@ -47,37 +60,68 @@ def convert(lm, groups: list[list[int]], calibration_ids_or_text, steps: int = 2
     try:
         with torch.inference_mode(False), torch.enable_grad():
             return _convert(lm, groups, calibration_ids_or_text, steps, lr, loss, init_decay, chunk, max_tokens,
-                            max_sequences, progress)
+                            max_sequences, progress, distill_steps, distill_lr, init_adapter)
     finally:
         if flush:
             torch.set_flush_denormal(False)
 
 
 def _convert(lm, groups, calibration_ids_or_text, steps, lr, loss, init_decay, chunk, max_tokens,
-             max_sequences, progress) -> Adapter:
+             max_sequences, progress, distill_steps, distill_lr, init_adapter) -> Adapter:
     check_knobs(lm, groups, steps, lr, loss)
+    check_distill_knobs(distill_steps, distill_lr)
     groups = sorted([int(l), int(g)] for l, g in groups)
-    layers = sorted({l for l, _ in groups})
+    source = None
+    if init_adapter is not None:
+        if not isinstance(init_adapter, Adapter):
+            source, init_adapter = str(init_adapter), load_adapter(init_adapter)
+        check_init(init_adapter, lm, groups)
     seqs = calibration_ids(lm, calibration_ids_or_text, max_tokens, max_sequences)
+    if init_adapter is None:
+        cfg, base = rnn_config(lm, init_decay=init_decay, chunk=chunk), lm.model.model
+        rnns = {(l, g): GroupRNN.from_attention(base.layers[l].self_attn, base.rotary_emb, g, cfg).to(lm.device)
+                for l, g in groups}
+    else:  # its RNNConfig too: init_decay and chunk are not used
+        cfg = RNNConfig(**init_adapter.config)
+        rnns = {(l, g): rnn.to(lm.device) for l, by_group in init_adapter.modules().items()
+                for g, rnn in by_group.items()}
+    if init_adapter is None or steps > 0:
+        stats = attention_transfer(lm, rnns, seqs, cfg, steps, lr, loss, progress, fit=init_adapter is None)
+    else:  # stage A's weights are the init adapter's: so is the record of how they were trained
+        stats = {k: v for k, v in init_adapter.stats.items() if k in STAGE_A_STATS}
+    if init_adapter is not None:
+        stats["init_adapter"] = {"source": source or f"an Adapter of {init_adapter.base_model}",
+                                 "stage_a_steps_here": steps, "stats": init_adapter.stats}
+    if distill_steps > 0:
+        modules: dict = {}
+        for (l, g), rnn in rnns.items():
+            modules.setdefault(l, {})[g] = rnn
+        stats["distill"] = distill(lm, modules, seqs, distill_steps, distill_lr, progress)
+    state = {f"{l}.{g}.{k}": v.detach().cpu() for (l, g), rnn in rnns.items() for k, v in rnn.state_dict().items()}
+    return Adapter(base_model=lm.name, groups=groups, config=cfg.to_dict(), state_dict=state, stats=stats)
+
+
+def attention_transfer(lm, rnns: dict, seqs, cfg, steps: int, lr: float, loss: str, progress: bool,
+                       fit: bool = True) -> dict:
+    """Stage A on rnns {(layer, group): GroupRNN} in place; fit=True first fits their output scales.
+    Returns the stage's stats (steps, lr, loss, sequences, tokens, per-group initial and final loss)."""
+    layers = sorted({l for l, _ in rnns})
     data = []
     for ids in seqs:
         inputs, outputs = capture(lm, ids, layers, attn_out=True)
         pos = torch.arange(ids.shape[1], device=ids.device)[None]
         data.append((pos, {l: inputs[l].float() for l in layers}, {l: outputs[l].float() for l in layers}))
-
-    cfg = rnn_config(lm, init_decay=init_decay, chunk=chunk)
     base = lm.model.model
-    rnns = {(l, g): GroupRNN.from_attention(base.layers[l].self_attn, base.rotary_emb, g, cfg).to(lm.device)
-            for l, g in groups}
     w_o = {(l, g): base.layers[l].self_attn.o_proj.weight[:, slots(cfg, g)].detach().float()
-           for l, g in groups} if loss == "o_proj" else {}
-    for key, rnn in rnns.items():
-        fit_output_scale(rnn, data, *key)
+           for l, g in rnns} if loss == "o_proj" else {}
+    if fit:
+        for key, rnn in rnns.items():
+            fit_output_scale(rnn, data, *key)
     initial = evaluate(rnns, data, w_o, cfg)
 
     params = [p for rnn in rnns.values() for p in rnn.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * s / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine(steps))
     for step in progress_bar(range(steps), progress, "attention transfer"):
         pos, xs, ys = data[step % len(data)]
         total = sum(group_loss(rnn, xs[l], pos, ys[l][..., slots(cfg, g)], w_o.get((l, g)))
@@ -88,15 +132,25 @@ def _convert(lm, groups, calibration_ids_or_text, steps, lr, loss, init_decay, c
         opt.step()
         sched.step()
     final = evaluate(rnns, data, w_o, cfg)
-
-    stats = {"steps": steps, "lr": lr, "loss": loss, "sequences": len(seqs),
-             "tokens": sum(int(ids.shape[1]) for ids in seqs),
-             "groups": {f"{l}:{g}": {"initial_loss": initial[(l, g)], "final_loss": final[(l, g)]}
-                        for l, g in groups}}
-    state = {f"{l}.{g}.{k}": v.detach().cpu() for (l, g), rnn in rnns.items() for k, v in rnn.state_dict().items()}
     log.info("attention transfer: mean loss %.4g -> %.4g over %d groups",
-             sum(initial.values()) / len(groups), sum(final.values()) / len(groups), len(groups))
-    return Adapter(base_model=lm.name, groups=groups, config=cfg.to_dict(), state_dict=state, stats=stats)
+             sum(initial.values()) / len(rnns), sum(final.values()) / len(rnns), len(rnns))
+    return {"steps": steps, "lr": lr, "loss": loss, "sequences": len(seqs),
+            "tokens": sum(int(ids.shape[1]) for ids in seqs),
+            "groups": {f"{l}:{g}": {"initial_loss": initial[(l, g)], "final_loss": final[(l, g)]}
+                       for l, g in sorted(rnns)}}
+
+
+def cosine(steps: int):
+    """The learning-rate factor at step s: from 1 down to 0.1 over `steps` steps along a cosine."""
+    return lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * s / max(steps, 1)))
+
+
+def check_init(init: Adapter, lm, groups: list[list[int]]) -> None:
+    """The init adapter must fit lm and replace exactly `groups`."""
+    check_adapter(init, lm)
+    if sorted(init.groups) != groups:
+        raise ValueError(f"init adapter replaces groups {sorted(init.groups)}, not the requested {groups}: "
+                         f"pass the same groups (--groups)")
 
 
 def check_knobs(lm, groups, steps: int, lr: float, loss: str) -> None:
