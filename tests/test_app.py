@@ -4,6 +4,7 @@ messages, not words."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import re
@@ -11,6 +12,7 @@ import socket
 import time
 
 import gradio as gr
+import numpy as np
 import pytest
 from gradio_client import Client
 
@@ -89,7 +91,16 @@ def is_value(output) -> bool:
 
 
 def plot_data(output) -> list[dict]:
-    return json.loads(output["plot"])["data"]
+    """The figure's traces, numpy columns decoded (Plotly sends them as base64 typed arrays)."""
+    return [{key: typed_array(value) for key, value in trace.items()} for trace in json.loads(output["plot"])["data"]]
+
+
+def typed_array(value):
+    if isinstance(value, dict) and set(value) >= {"dtype", "bdata"}:
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = [int(n) for n in str(value.get("shape", len(flat))).split(",")]
+        return flat.reshape(shape).tolist()
+    return value
 
 
 def run(client, *args) -> list[tuple]:
