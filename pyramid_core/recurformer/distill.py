@@ -6,7 +6,7 @@ LoLCATs' second stage, Zhang et al. 2024, without their LoRA on the retained att
 
 - Student: the engine's prefill with the replaced groups in place, as a differentiable loop returning
   logits at every position (`student_logits`). It calls the engine's own pieces (rms_norm,
-  project_qkv, apply_rope, attention, merge_recurrent, which runs GroupRNN.forward's chunked scan), so
+  pre_attention, attention, merge_recurrent, post_attention, which runs GroupRNN.forward's chunked scan), so
   its last-position logits are the engine's prefill logits (tests/test_distill.py checks it).
 - Teacher: the same loop with no replaced groups, i.e. the unmodified model, under no_grad. It is
   recomputed at every step: caching full log-probs would take T * V * 4 bytes per sequence (32 MB at
@@ -33,13 +33,13 @@ from torch.nn.attention import sdpa_kernel
 
 from ..engine import (
     ATTENTION_BACKENDS,
-    apply_rope,
     attention,
     attention_scale,
     layer_heads,
     merge_recurrent,
     model_parts,
-    project_qkv,
+    post_attention,
+    pre_attention,
     rms_norm,
     rope_tables,
 )
@@ -68,22 +68,14 @@ def student_logits(lm, modules: dict, input_ids: torch.Tensor) -> torch.Tensor:
 
 def _layer(parts, idx: int, h, pos, rope, heads):
     """engine.run_layer at prefill with a full cache: the keys are the layer's own, in order."""
-    layer = parts.layers[idx]
-    attn = layer.self_attn
-    x = rms_norm(layer.input_layernorm, h)
-    q, k, v = project_qkv(attn, x, parts.head_dim)
-    if heads is not None:
-        q, k, v = q[:, heads.q], k[:, heads.kv], v[:, heads.kv]
+    x, q, k, v = pre_attention(parts, idx, h, rope, heads)
     out = None
     if k.shape[1] > 0:
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
         out = attention(q, k, v, pos, pos, scale=attention_scale(parts, idx), holes=False,
                         window=parts.windows[idx], causal_square=True)
     if heads is not None:
         out = merge_recurrent(out, heads, x, pos, {}, "prefill", parts.num_heads)
-    B, T = h.shape[:2]
-    h = h + attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
-    return h + layer.mlp(rms_norm(layer.post_attention_layernorm, h))
+    return post_attention(parts, idx, h, out)
 
 
 class _Cast(nn.Module):
