@@ -11,7 +11,7 @@ fi
 for step in "$@"; do
   echo "=== $step $(date +%T)"
   case $step in
-    tests) python -m pytest -q -rs tests/test_graphs.py tests/test_scores.py tests/test_recurformer.py -k "cuda or gpu or triton or kernel" ;;
+    tests) python -m pytest -q -rs tests/test_graphs.py tests/test_scores.py tests/test_decode_kernel.py tests/test_recurformer.py -k "cuda or gpu or triton or kernel" ;;
     kernels) python benchmarks/check_kernels.py "$RES/kernel_check.json" ;;
     *) python -m pyramid_core bench "$step" --out "$RES" ;;
   esac

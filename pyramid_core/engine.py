@@ -26,6 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .cache import KVCache, RecentQueries, right_aligned_index
 from .graphs import DecodeGraphs, GraphStore
+from .kernels.decode import kernel_fits as decode_kernel_fits
 from .kernels.scores import attention_probs, recent_attention_scores
 from .models import LoadedModel
 from .policies.base import LayerContext, Policy, to_device
@@ -137,7 +138,13 @@ def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int |
 
     Without holes or a sliding window the mask is implied: a square prefill block is causal (kept
     tokens stay in order) and a single decode query sees every slot; then SDPA runs its fused kernels.
+    A decode step on CUDA runs the Triton decode kernel instead (kernels/decode_triton.py; this SDPA
+    path is its reference).
     """
+    if decode_kernel_fits(q, k):
+        from .kernels.decode_triton import decode_attention_triton
+
+        return decode_attention_triton(q, k, v, q_pos, k_pos, scale, window)
     gqa = q.shape[1] != k.shape[1]
     if not holes and window is None and (causal_square or q.shape[2] == 1):
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal_square and q.shape[2] > 1,

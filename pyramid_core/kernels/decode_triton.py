@@ -1,0 +1,79 @@
+"""Triton kernel for decode attention: one query per row over the slots a layer holds (CUDA only;
+imported lazily by engine.attention, whose SDPA path is its PyTorch twin; kernels/decode.py decides).
+
+Why not SDPA: a single query leaves its flash kernel's 64-128-row query tile nearly empty. At Table 1's
+batch (116 rows x 40 heads x ~350 slots, H200, 2026-11-27) flash moved the cache at ~2.1 TB/s and took
+half of every decode step; this kernel moves it at ~3 TB/s (benchmarks/kernel_check_decode.json).
+Decoding is a matrix-vector product: each program streams one (row, head)'s keys and values once with
+an online softmax, and masks come from the slots' original positions, so compressed rows of different
+lengths (holes) and sliding windows need no mask tensor. It needs rows x heads enough to fill the GPU:
+small batches keep SDPA, whose flash kernel splits the keys among programs.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# slots per step of a program's loop, and warps: the best of a sweep of 32/64/128 x 2/4/8 at batch 32-116 in
+# a first run; a second (kernel_check_decode.json) put 128 x 2 and 32 x 2 ~20% ahead: still to settle
+BLOCK_T = 64
+NUM_WARPS = 4
+
+
+# T changes with every step: specialising on it would recompile constantly
+@triton.jit(do_not_specialize=["T", "window"])
+def decode_attention_kernel(q, k, v, k_pos, q_pos, out, scale, window, T,
+                            s_qb, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_pb,
+                            H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
+                            WINDOWED: tl.constexpr):
+    i_bh = tl.program_id(0)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_b64, i_kv = i_b.to(tl.int64), i_h // G
+    o_d = tl.arange(0, D)
+    b_q = tl.load(q + i_b64 * s_qb + i_h * s_qh + o_d).to(tl.float32) * scale
+    b_qpos = tl.load(q_pos + i_b64)
+    p_k = k + i_b64 * s_kb + i_kv * s_kh
+    p_v = v + i_b64 * s_vb + i_kv * s_vh
+    b_m = tl.full([1], float("-inf"), tl.float32)
+    b_l = tl.zeros([1], tl.float32)
+    b_acc = tl.zeros([D], tl.float32)
+    t0 = 0  # a while loop: Triton's CPU interpreter (the tests' CPU path) cannot range() over an argument
+    while t0 < T:
+        o_t = t0 + tl.arange(0, BT)
+        b_pos = tl.load(k_pos + i_b64 * s_pb + o_t, mask=o_t < T, other=-1)
+        m_t = (b_pos >= 0) & (b_pos <= b_qpos)
+        if WINDOWED:
+            m_t = m_t & (b_pos > b_qpos - window)
+        b_k = tl.load(p_k + o_t[:, None] * s_kt + o_d[None, :], mask=m_t[:, None], other=0.0)
+        b_s = tl.where(m_t, tl.sum(b_k.to(tl.float32) * b_q[None, :], axis=1), float("-inf"))
+        b_new = tl.maximum(b_m, tl.max(b_s, axis=0))
+        b_safe = tl.where(b_new == float("-inf"), 0.0, b_new)
+        b_p = tl.exp(b_s - b_safe)
+        b_alpha = tl.exp(b_m - b_safe)
+        b_v = tl.load(p_v + o_t[:, None] * s_vt + o_d[None, :], mask=m_t[:, None], other=0.0)
+        b_acc = b_acc * b_alpha + tl.sum(b_p[:, None] * b_v.to(tl.float32), axis=0)
+        b_l = b_l * b_alpha + tl.sum(b_p, axis=0)
+        b_m = b_new
+        t0 += BT
+    tl.store(out + i_bh.to(tl.int64) * D + o_d, (b_acc / b_l).to(out.dtype.element_ty))
+
+
+def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
+                            k_pos: torch.Tensor, scale: float, window: int | None) -> torch.Tensor:
+    """q [B, H, 1, D]; k, v [B, H_kv, T, D] (any strides with a contiguous last dim: cache views);
+    q_pos [B, 1]; k_pos [B, T], -1 for an empty slot. Returns [B, H, 1, D] in q's dtype.
+
+    A query attends to the valid slots at or before its position (and within `window` of it). Every
+    decode query has a position and sees at least its own slot (the engine appends it first); SDPA's
+    path also lets an empty query row (position -1) attend anywhere, which decoding never produces."""
+    B, H, _, D = q.shape
+    assert k.stride(3) == 1 and v.stride(3) == 1 and q.stride(3) == 1, "decode attention: last dim must be contiguous"
+    k_pos = k_pos if k_pos.stride(1) == 1 else k_pos.contiguous()
+    out = torch.empty(B, H, D, dtype=q.dtype, device=q.device)
+    decode_attention_kernel[(B * H,)](
+        q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, scale, window or 0, k.shape[2],
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        k_pos.stride(0), H=H, G=H // k.shape[1], D=D, BT=BLOCK_T, WINDOWED=window is not None, num_warps=NUM_WARPS)
+    return out[:, :, None]

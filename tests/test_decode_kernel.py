@@ -1,0 +1,112 @@
+"""The Triton decode-attention kernel against its reference, the engine's SDPA path.
+
+On a GPU the kernel runs compiled; on a CPU it runs in Triton's interpreter (TRITON_INTERPRET=1, set in
+conftest.py before Triton is imported), so CI checks the same kernel source. Without Triton these skip.
+"""
+
+import os
+
+import pytest
+import torch
+
+from pyramid_core.engine import attention
+from pyramid_core.kernels.decode import use_kernel
+
+triton = pytest.importorskip("triton", reason="Triton is not installed (requirements-dev.txt installs it)")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("Triton on a CPU needs its interpreter (TRITON_INTERPRET=1, see conftest.py)", allow_module_level=True)
+
+from pyramid_core.kernels import decode_triton  # noqa: E402
+from pyramid_core.kernels.decode_triton import decode_attention_triton  # noqa: E402
+
+
+def cache_view(B, H_kv, T, D, capacity, dtype, gen):
+    """Keys and values as the cache hands them over: the first T slots of a larger buffer."""
+    k = torch.randn(B, H_kv, capacity, D, generator=gen).to(DEVICE, dtype)
+    v = torch.randn(B, H_kv, capacity, D, generator=gen).to(DEVICE, dtype)
+    return k[:, :, :T], v[:, :, :T]
+
+
+def positions_with_holes(B, T, gen):
+    """Right-aligned rows: empty slots (-1) in front of shorter rows and where a policy dropped slots;
+    the last slot is the query's own token."""
+    pos = torch.arange(T).repeat(B, 1) * 2 + 3  # compressed: original positions are not slot indices
+    for b in range(B):
+        front = int(torch.randint(0, T // 2 + 1, (1,), generator=gen))
+        pos[b, :front] = -1
+        pos[b, (torch.rand(T, generator=gen) < 0.2)] = -1
+        pos[b, -1] = 2 * T + 10
+    return pos.to(DEVICE)
+
+
+def reference(q, k, v, q_pos, k_pos, window):
+    with use_kernel(False):
+        return attention(q.float(), k.float(), v.float(), q_pos, k_pos, scale=q.shape[-1] ** -0.5,
+                         holes=True, window=window, causal_square=False)
+
+
+CASES = [  # B, H, H_kv, T, D, window
+    (2, 4, 4, 100, 32, None),
+    (3, 8, 2, 257, 64, None),   # GQA
+    (3, 6, 3, 129, 16, 41),     # sliding window (its edge falls on a held slot)
+    (1, 2, 1, 1, 16, None),     # the first decode step of a one-token prompt
+]
+
+
+@pytest.mark.parametrize("B, H, H_kv, T, D, window", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_kernel_equals_sdpa_path(B, H, H_kv, T, D, window, dtype):
+    gen = torch.Generator().manual_seed(B * 1000 + T)
+    k, v = cache_view(B, H_kv, T, D, T + 13, dtype, gen)
+    k_pos = positions_with_holes(B, T, gen)
+    q = torch.randn(B, H, 1, D, generator=gen).to(DEVICE, dtype)
+    q_pos = k_pos[:, -1:].clone()
+    out = decode_attention_triton(q, k, v, q_pos, k_pos, D ** -0.5, window)
+    assert out.shape == q.shape and out.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(out.float(), reference(q, k, v, q_pos, k_pos, window), atol=tol, rtol=tol)
+
+
+def test_kernel_ignores_empty_and_future_slots():
+    """Changing what sits in empty slots or after the query's position changes nothing."""
+    gen = torch.Generator().manual_seed(7)
+    B, H, T, D = 2, 4, 70, 32
+    k, v = cache_view(B, H, T, D, T, torch.float32, gen)
+    k_pos = positions_with_holes(B, T, gen)
+    q = torch.randn(B, H, 1, D, generator=gen).to(DEVICE)
+    q_pos = k_pos[:, -1:] - 1  # the last slot is now in the query's future
+    before = decode_attention_triton(q, k, v, q_pos, k_pos, D ** -0.5, None)
+    hidden = ((k_pos < 0) | (k_pos > q_pos))[:, None, :, None]
+    k2, v2 = k.masked_fill(hidden, 1e4).contiguous(), v.masked_fill(hidden, -1e4).contiguous()
+    after = decode_attention_triton(q, k2, v2, q_pos, k_pos, D ** -0.5, None)
+    torch.testing.assert_close(after, before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the engine calls the kernel on CUDA only (GPU machine)")
+@pytest.mark.parametrize("mode", ["baseline", "pyramid"])
+def test_engine_decodes_alike_with_the_kernel(mode, monkeypatch):
+    """The engine with the kernel on every decode step (batch threshold lifted) emits the tokens and keeps
+    the slots that it does with SDPA, on left-padded rows of different lengths (holes)."""
+    from pyramid_core import generate
+    from pyramid_core.kernels import decode
+    from pyramid_core.policies.registry import make_policy
+    from tests.test_graphs import left_padded
+    from tests.tiny_models import tiny_model
+
+    monkeypatch.setattr(decode, "MIN_PROGRAMS_PER_SM", 0)
+    calls = []
+    kernel_fn = decode_attention_triton
+    monkeypatch.setattr(decode_triton, "decode_attention_triton", lambda *a: calls.append(1) or kernel_fn(*a))
+    lm = tiny_model("llama")
+    lm.model.to("cuda")
+    ids, mask = (t.to("cuda") for t in left_padded((45, 90, 70)))
+    policy = make_policy(mode, {"min_context_length": 8} if mode == "pyramid" else {})
+    runs = {}
+    for kernel in (True, False):
+        with use_kernel(kernel):
+            runs[kernel] = [(r.token_ids, r.kept_tokens_per_row)
+                            for r in generate(lm, ids, mask, policy=policy, max_new_tokens=40)]
+    assert runs[True] == runs[False]
+    decode_steps = len(runs[True]) - 1
+    assert decode_steps > 0 and len(calls) == decode_steps * lm.config.num_hidden_layers  # kernel on only
