@@ -2,9 +2,12 @@
 
     python benchmarks/profile_decode.py SHAPE BATCH CONTEXT MODE[@PRESET] [MODE[@PRESET] ...]
 
-Prints each mode's per-step times (prefill, then decode steps) and a torch profiler table of the host
-and device time, so that a step slower than the baseline's shows where its time goes.
+Prints each mode's per-step times (prefill, then decode steps) and torch profiler tables of the host
+and device time of the decode steps alone (the prefill runs before the profiler starts), so that a
+step slower than the baseline's shows where its time goes. PROFILE_DTYPE=float16 for Table 1's dtype.
 """
+
+import os
 
 import sys
 import time
@@ -18,7 +21,7 @@ from pyramid_core.policies.registry import make_policy  # noqa: E402
 
 shape, batch, context = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 modes = sys.argv[4:] or ["baseline", "pyramid"]
-lm = bench.random_model(shape, dtype=torch.bfloat16)
+lm = bench.random_model(shape, dtype=getattr(torch, os.environ.get("PROFILE_DTYPE", "bfloat16")))
 ids = bench.random_prompts(batch, context, lm.config.vocab_size)
 for mode in modes:
     name, _, preset = mode.partition("@")
@@ -27,11 +30,13 @@ for mode in modes:
         records = list(generate(lm, ids, policy=policy, max_new_tokens=48))
     steps = [round(r.step_time_s * 1e3, 1) for r in records]
     print(f"{mode}: prefill {steps[0]} ms, decode steps ms {steps[1:]}", flush=True)
+    steps = generate(lm, ids, policy=policy, max_new_tokens=48)
+    next(steps)  # the prefill
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         torch.cuda.synchronize()
         start = time.perf_counter()
-        list(generate(lm, ids, policy=policy, max_new_tokens=48))
+        decoded = len(list(steps))
         torch.cuda.synchronize()
-    print(mode, "profiled run", round(time.perf_counter() - start, 3), "s", flush=True)
+    print(mode, decoded, "decode steps profiled in", round(time.perf_counter() - start, 3), "s", flush=True)
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25), flush=True)
-    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12), flush=True)
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30), flush=True)

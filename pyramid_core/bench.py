@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import gc
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import torch
 from torch.nn.attention import sdpa_kernel
 
 from .engine import ATTENTION_BACKENDS, generate
+from .kernels.decode import use_kernel
 from .models import wrap_model
 from .policies.base import Policy
 from .policies.full import FullPolicy
@@ -55,7 +57,8 @@ def environment() -> dict:
 
     info = {"date": datetime.date.today().isoformat(), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
-            "sdpa_backends": [b.name.lower() for b in ATTENTION_BACKENDS]}
+            "sdpa_backends": [b.name.lower() for b in ATTENTION_BACKENDS],
+            "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
         info["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 1e9, 1)
@@ -83,6 +86,8 @@ class Run:
     kv_gb: float | None          # bytes the cache holds at the end (spare block slots included)
     prefill_s: float | None = None
     kv_tokens_gb: float | None = None  # bytes of the tokens held at the end (no spare slots)
+    # what the caching allocator held at its peak: the memory cap counts this, fragmentation included
+    peak_reserved_gb: float | None = None
 
 
 def random_adapter(lm, share: float, directory: Path) -> str:
@@ -139,22 +144,25 @@ def run_hf(lm, batch: int, prompt_len: int, new_tokens: int) -> Run:
     seconds = time.perf_counter() - start
     generated = (out.shape[1] - prompt_len) * batch
     return Run("hf-generate", batch, prompt_len, new_tokens, seconds, generated / seconds,
-               torch.cuda.max_memory_allocated() / 1e9, full_kv_gb(lm, batch, prompt_len + new_tokens - 1))
+               torch.cuda.max_memory_allocated() / 1e9, full_kv_gb(lm, batch, prompt_len + new_tokens - 1),
+               peak_reserved_gb=torch.cuda.max_memory_reserved() / 1e9)
 
 
 def run_engine(lm, policy: Policy, method: str, batch: int, prompt_len: int, new_tokens: int,
-               cuda_graphs: bool = True) -> Run:
+               cuda_graphs: bool = True, decode_kernel: bool = True) -> Run:
     ids = random_prompts(batch, prompt_len, lm.config.vocab_size)
     _reset()
     start = time.perf_counter()
-    records = list(generate(lm, ids, policy=policy, max_new_tokens=new_tokens, cuda_graphs=cuda_graphs))
+    with use_kernel(decode_kernel):
+        records = list(generate(lm, ids, policy=policy, max_new_tokens=new_tokens, cuda_graphs=cuda_graphs))
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     held_tokens = sum(sum(row) for row in records[-1].kept_tokens_per_row)
     per_token_layer = full_kv_gb(lm, 1, 1) / lm.config.num_hidden_layers
     return Run(method, batch, prompt_len, new_tokens, seconds, len(records) * batch / seconds,
                torch.cuda.max_memory_allocated() / 1e9, records[-1].kv_bytes / 1e9,
-               prefill_s=records[0].step_time_s, kv_tokens_gb=held_tokens * per_token_layer)
+               prefill_s=records[0].step_time_s, kv_tokens_gb=held_tokens * per_token_layer,
+               peak_reserved_gb=torch.cuda.max_memory_reserved() / 1e9)
 
 
 def guarded(fn, *args) -> Run | None:
@@ -189,13 +197,14 @@ def write(results: dict, out_dir: Path, name: str, table: str) -> None:
 
 
 def runs_table(runs: list[Run | dict]) -> str:
-    rows = ["| method | batch | prompt+new | tokens/s | peak GB | KV GB held | KV GB of tokens | prefill s |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| method | batch | prompt+new | tokens/s | peak GB | reserved GB | KV GB held | KV GB of tokens "
+            "| prefill s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
         r = r if isinstance(r, dict) else r.__dict__
         kv = f"{r['kv_gb']:.2f}" if r.get("kv_gb") is not None else "-"
         pre = f"{r['prefill_s']:.3f}" if r.get("prefill_s") is not None else "-"
         tok = f"{r['kv_tokens_gb']:.2f}" if r.get("kv_tokens_gb") is not None else kv
+        reserved = f"{r['peak_reserved_gb']:.2f}" if r.get("peak_reserved_gb") is not None else "-"
         rows.append(f"| {r['method']} | {r['batch']} | {r['prompt_tokens']}+{r['new_tokens']} | "
-                    f"{r['tokens_per_s']:.1f} | {r['peak_memory_gb']:.2f} | {kv} | {tok} | {pre} |")
+                    f"{r['tokens_per_s']:.1f} | {r['peak_memory_gb']:.2f} | {reserved} | {kv} | {tok} | {pre} |")
     return "\n".join(rows)

@@ -54,13 +54,15 @@ TABLE1_METHODS = {
 
 
 EAGER = "-eager"  # a method name with this suffix decodes without CUDA graphs (graphs.py)
+SDPA = "-sdpa"    # ... or with SDPA's decode attention instead of the Triton kernel (kernels/decode_triton.py)
 
 
 def _method_runner(name):
     if name == "hf-generate":
         return lambda lm, b: bench.run_hf(lm, b, 512, 256)
-    policy = TABLE1_METHODS[name.removesuffix(EAGER)]
-    return lambda lm, b: bench.run_engine(lm, policy(), name, b, 512, 256, cuda_graphs=not name.endswith(EAGER))
+    policy = TABLE1_METHODS[name.removesuffix(EAGER).removesuffix(SDPA)]
+    return lambda lm, b: bench.run_engine(lm, policy(), name, b, 512, 256, cuda_graphs=not name.endswith(EAGER),
+                                          decode_kernel=not name.endswith(SDPA))
 
 
 def max_batch(lm, name: str, start: int, cap: int = 512) -> tuple[int, object]:
@@ -99,7 +101,7 @@ def suite_table1(args) -> dict:
     methods = ["hf-generate", *TABLE1_METHODS]
     # the engine without CUDA graphs too, so the table separates what graphs give from what compression gives
     at32_methods = args.batch32_methods.split(",") if args.batch32_methods else \
-        [*methods, "engine-baseline" + EAGER, "pyramid-45" + EAGER]
+        [*methods, "engine-baseline" + EAGER, "pyramid-45" + EAGER, "engine-baseline" + SDPA, "pyramid-45" + SDPA]
     at32, maxed = [], {}
     searched = [] if args.skip_max_batch else (args.methods.split(",") if args.methods else methods)
     results = {"environment": bench.environment(), "shape": "llama2-13b", "dtype": "float16",
