@@ -28,7 +28,8 @@ import torch
 import visual
 from pyramid_core.compare import compare, first_difference, live_stats, slim
 from pyramid_core.engine import Sampling
-from pyramid_core.models import EMBEDDED_NAME, LoadedModel, ModelLoadError, default_device, load_model
+from pyramid_core.models import (EMBEDDED_NAME, LoadedModel, ModelLoadError, default_device, load_config,
+                                 load_model)
 from pyramid_core.policies import ALL_POLICIES
 from pyramid_core.policies.pyramid import PRESETS
 from pyramid_core.policies.registry import make_policy
@@ -56,7 +57,8 @@ BUDGET_KNOB = "kv_budget"  # one slider for every mode that has it, not a knob p
 NO_PRESET = "(none)"
 MEAN_HEAD = "mean over heads"
 STEP_CHOICES = ("latest step", "prefill")
-TEXT_EVERY_S = 0.2    # panes refresh at most this often (and at the end)
+TEXT_EVERY_S = 0.2    # panes refresh at most this often (and at the end),
+TEXT_SHARE = 0.05     # and rarely enough that sending them (Gradio's share of an update) takes at most this
 PLOTS_EVERY_S = 1.5   # figures and the table refresh at most this often (and at the end),
 PLOTS_SHARE = 0.05    # and rarely enough that building them takes at most this share of the time
 MAX_MODELS = 2        # loaded models kept; the oldest goes first
@@ -181,16 +183,26 @@ class Live:
         self.runs: dict[str, list[StepRecord]] = {m: [] for m in modes}
         self.eos = eos_ids(lm)
         self.text_at = self.plots_at = 0.0
-        self.plots_gap = PLOTS_EVERY_S
+        self.text_gap, self.plots_gap = TEXT_EVERY_S, PLOTS_EVERY_S
+        self.plotted = False  # whether the last update carried figures
+        self.update_s = None  # running mean of a pane update's cost
         self.detail_steps: dict[str, int] = {}  # mode -> the step recorded in detail for the next figures
-        self.first = True
+        self.fit_view()
 
     def add(self, mode: str, record: StepRecord) -> None:
         self.runs[mode].append(record)
         slim(self.runs[mode])
 
     def due(self) -> bool:
-        return time.monotonic() - self.text_at >= TEXT_EVERY_S
+        return time.monotonic() - self.text_at >= self.text_gap
+
+    def sent(self, seconds: float) -> None:
+        """An update took `seconds` from building it to the handler's next step: through a server, the
+        generator waits while Gradio processes and sends it (~11 ms a pane update on a 2-core CPU), so
+        panes refresh rarely enough that this stays a small share of the run."""
+        if not self.plotted:  # figure updates are throttled on their own
+            self.update_s = seconds if self.update_s is None else (self.update_s + seconds) / 2
+            self.text_gap = max(TEXT_EVERY_S, self.update_s / TEXT_SHARE)
 
     def wants_detail(self, mode: str, step: int) -> bool:
         """Record attention and kept positions at the prefill, and at one step of each mode once the
@@ -206,35 +218,36 @@ class Live:
         now = time.monotonic()
         plots = final or now - self.plots_at >= self.plots_gap
         texts = {m: self.text(m) for m in self.modes}
-        panes = [pane_html(texts[m], texts.get(BASELINE)) if m in texts else gr.skip() for m in MODES]
-        stats = [pane_stats(self.runs[m], texts[m], texts.get(BASELINE)) if m in texts else gr.skip()
-                 for m in MODES]
+        # panes of modes not in this run are blanked rather than skipped: Gradio 6 rebuilds a component
+        # for every gr.skip() output of every update (~1.5 ms each, 2-core CPU), plain values cost ~nothing
+        panes = [pane_html(texts[m], texts.get(BASELINE)) if m in texts else BLANK_PANE for m in MODES]
+        stats = [pane_stats(self.runs[m], texts[m], texts.get(BASELINE)) if m in texts else "" for m in MODES]
         figures = run_figures(self.runs, self.view) if plots else [gr.skip()] * 5
+        self.plotted = plots
         self.text_at = time.monotonic()
         if plots:  # slow figures (long runs, many layers) are redrawn less often
             self.plots_at = self.text_at
             self.detail_steps = {}
             self.plots_gap = max(PLOTS_EVERY_S, (self.text_at - now) / PLOTS_SHARE)
         state = run_state(self.lm, self.runs) if final else gr.skip()
-        controls = self.controls() if self.first else [gr.skip()] * 3
-        self.first = False
-        return panes + stats + figures + [state] + controls
+        return panes + stats + figures + [state]
 
     def text(self, mode: str) -> str:
         ids = generated_ids(self.runs[mode], self.eos)
         return self.lm.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def controls(self) -> list:
-        """The attention view's layer slider, head choices and modes, fitted to this model and run."""
+    def fit_view(self) -> None:
+        """The attention view's layer, head and mode, within this model and run (the controls themselves
+        follow the model box and the modes: fit_attention_controls, show_panes)."""
         cfg = self.lm.config
-        layers = cfg.num_hidden_layers
-        layer = min(int(self.view["layer"] or 0), layers - 1)
-        heads = [MEAN_HEAD] + [f"head {h}" for h in range(cfg.num_attention_heads)]
-        head = self.view["head"] if self.view["head"] in heads else MEAN_HEAD
+        layer = min(int(self.view["layer"] or 0), cfg.num_hidden_layers - 1)
+        head = self.view["head"] if self.view["head"] in head_choices(cfg) else MEAN_HEAD
         mode = self.view["mode"] if self.view["mode"] in self.modes else self.modes[0]
         self.view.update(layer=layer, head=head, mode=mode)
-        return [gr.update(maximum=layers - 1, value=layer), gr.update(choices=heads, value=head),
-                gr.update(choices=self.modes, value=mode)]
+
+
+def head_choices(config) -> list[str]:
+    return [MEAN_HEAD] + [f"head {h}" for h in range(config.num_attention_heads)]
 
 
 def pane_html(text: str, baseline: str | None) -> str:
@@ -245,6 +258,9 @@ def pane_html(text: str, baseline: str | None) -> str:
     else:
         body = html.escape(text[:cut]) + "<mark title='departs from the baseline here'>" + html.escape(text[cut:]) + "</mark>"
     return f"<div class='pane-text'>{body or '&nbsp;'}</div>"
+
+
+BLANK_PANE = pane_html("", None)
 
 
 def pane_stats(run: list[StepRecord], text: str, baseline: str | None) -> str:
@@ -325,7 +341,9 @@ def generate_run(request: gr.Request, model_id, modes, budget, temperature, top_
                                     record_attention=live.wants_detail, record_positions=live.wants_detail):
             live.add(mode, record)
             if live.due():
+                started = time.monotonic()
                 yield live.outputs()
+                live.sent(time.monotonic() - started)
         yield live.outputs(final=True)
     finally:
         _stops.pop(_session(request), None)
@@ -345,10 +363,29 @@ def redraw_attention(state, mode, step, layer, head):
     return attention_figures(runs, {"mode": mode, "step": step, "layer": layer, "head": head})
 
 
-def show_panes(modes):
-    """One pane per selected mode; the attention view offers the same modes."""
+def show_panes(modes, attn_mode=None):
+    """One pane per selected mode; the attention view offers the same modes (keeping its pick if it can)."""
     chosen = [m for m in MODES if m in (modes or [])]
-    return [gr.update(visible=m in chosen) for m in MODES] + [gr.update(choices=chosen or list(MODES))]
+    offered = chosen or list(MODES)
+    pick = attn_mode if attn_mode in offered else offered[0]
+    return [gr.update(visible=m in chosen) for m in MODES] + [gr.update(choices=offered, value=pick)]
+
+
+@handler_boundary
+def fit_attention_controls(model_id, layer, head):
+    """The layer slider and head choices of the model in the model box (its config alone is read)."""
+    config = model_config(model_id)
+    heads = head_choices(config)
+    return (gr.update(maximum=config.num_hidden_layers - 1, value=min(int(layer or 0), config.num_hidden_layers - 1)),
+            gr.update(choices=heads, value=head if head in heads else MEAN_HEAD))
+
+
+def model_config(model_id):
+    """A loaded model's config, or the config file alone for a model not loaded yet."""
+    name = (model_id or "").strip() or EMBEDDED_NAME
+    with _models_lock:
+        loaded = next((lm for (key, *_), lm in _models.items() if key == name), None)
+    return loaded.config if loaded is not None else load_config(name)
 
 
 @gpu
@@ -470,10 +507,11 @@ def build_ui() -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Attention"):
                 with gr.Row():
-                    attn_mode = gr.Dropdown(list(DEFAULT_MODES), value=DEFAULT_MODES[0], label="mode")
+                    attn_mode = gr.Dropdown(list(MODES), value=DEFAULT_MODES[0], label="mode")
                     attn_step = gr.Radio(list(STEP_CHOICES), value=STEP_CHOICES[0], label="step")
-                    layer = gr.Slider(0, 1, value=0, step=1, label="layer")
-                    head = gr.Dropdown([MEAN_HEAD], value=MEAN_HEAD, label="head")
+                    config = model_config(DEFAULT_MODEL)
+                    layer = gr.Slider(0, config.num_hidden_layers - 1, value=0, step=1, label="layer")
+                    head = gr.Dropdown(head_choices(config), value=MEAN_HEAD, label="head")
                 with gr.Row():
                     attn_grid = gr.Plot(label="Attention, every layer")
                     attn_bars = gr.Plot(label="Attention, one layer")
@@ -486,15 +524,16 @@ def build_ui() -> gr.Blocks:
                 export_btn = gr.Button("Export trace (JSON) and figures (HTML)")
                 files = gr.File(label="Downloads", file_count="multiple")
 
-        # controls -> generation -> panes, figures, table, state, attention controls
+        # controls -> generation -> panes, figures, table, state
         gen_inputs = [model_id, modes, budget, temperature, top_p, seed, max_new, prompt,
                       attn_mode, attn_step, layer, head, *knobs]
-        gen_outputs = [*texts, *stats, kv_plot, pyramid_plot, attn_grid, attn_bars, table, state,
-                       layer, head, attn_mode]
+        gen_outputs = [*texts, *stats, kv_plot, pyramid_plot, attn_grid, attn_bars, table, state]
         gr.on([generate_btn.click, prompt.submit], generate_run, gen_inputs, gen_outputs,
               concurrency_id="gpu", concurrency_limit=1, api_name="generate", show_progress="minimal")
         stop_btn.click(stop_run, None, None, api_name="stop", queue=False)
-        modes.change(show_panes, modes, [*panes, attn_mode], api_name=False)
+        modes.change(show_panes, [modes, attn_mode], [*panes, attn_mode], api_name=False)
+        gr.on([model_id.submit, model_id.blur], fit_attention_controls, [model_id, layer, head], [layer, head],
+              api_name=False)
         preset.change(preset_values, preset, [*knobs, budget], api_name=False)
         # stored records -> attention figures (no regeneration)
         gr.on([attn_mode.input, attn_step.input, layer.release, head.input], redraw_attention,

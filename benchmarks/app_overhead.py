@@ -1,18 +1,21 @@
 """What the app costs on top of the CLI: the same modes, prompt and settings, timed three ways.
 
 - cli:    session.run_generation per mode, one after the other (what `python -m pyramid_core generate`
-          does after loading; no attention or positions recorded, no figures);
+          does after loading; no attention or positions recorded, no figures), in a process of its own
+          with no Gradio server in it;
 - app:    app.generate_run called as a plain generator (panes every app.TEXT_EVERY_S, figures every
           app.PLOTS_EVERY_S or less often, with attention and positions recorded on those steps);
-- server: the same through a local Gradio server and gradio_client (adds serialisation and transport).
+- server: the same through a local Gradio server, driven by gradio_client from a separate process, as a
+          browser would (adds the server's serialisation and transport; the client's decoding of the
+          stream is the browser's work and is not in this process's CPU seconds).
 
-The model is loaded once and shared, so loading is not timed. Prints one JSON object with wall
-and CPU seconds per path and the ratios to the CLI: of the medians, and the median of each repeat's
-ratio (the paths of one repeat run back to back, so that ratio sees one machine load). CPU seconds
-count every thread of this process (the Gradio server's and the client's included): on a shared
-machine they vary less than wall seconds, which also count time taken by other tenants.
+Models are loaded once per process, so loading is not timed. Prints one JSON object with wall and CPU
+seconds per path and the ratios to the CLI: of the medians, and the median of each repeat's ratio (the
+paths of one repeat run back to back, so that ratio sees one machine load). CPU seconds count every
+thread of the process that generates (for app and server, the Gradio server's threads included): on a
+shared machine they vary less than wall seconds, which also count time taken by other tenants.
 
-    python benchmarks/app_overhead.py [--model embedded] [--new-tokens 128] [--repeats 9] [--threads N]
+    python benchmarks/app_overhead.py [--model embedded] [--new-tokens 128] [--repeats 9] [--threads N] [--out F]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import platform
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,6 +61,33 @@ def time_cli(model: str, modes: list[str], new_tokens: int) -> Clock:
     return clock
 
 
+class CliProcess:
+    """The CLI path in a process of its own: a Gradio server in the same process would take CPU from it."""
+
+    def __init__(self, model: str, modes: list[str], threads: int | None):
+        command = [sys.executable, __file__, "--cli-worker", "--model", model, "--modes", ",".join(modes)]
+        self.proc = subprocess.Popen(command + (["--threads", str(threads)] if threads else []),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def time(self, new_tokens: int) -> Clock:
+        self.proc.stdin.write(f"{new_tokens}\n")
+        self.proc.stdin.flush()
+        clock = Clock()
+        clock.wall, clock.cpu = json.loads(self.proc.stdout.readline())
+        return clock
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def cli_worker(model: str, modes: list[str]) -> None:
+    """Time time_cli for each new-token count read from stdin; answer [wall, cpu] on stdout."""
+    for line in sys.stdin:
+        clock = time_cli(model, modes, int(line))
+        print(json.dumps([clock.wall, clock.cpu]), flush=True)
+
+
 def handler_args(model: str, modes: list[str], new_tokens: int) -> list:
     return [model, modes, 0.0, 0.0, 1.0, 0, new_tokens, PROMPT, modes[0], app.STEP_CHOICES[0], 0,
             app.MEAN_HEAD, *[None] * len(app.KNOBS)]
@@ -69,9 +100,38 @@ def time_app(model: str, modes: list[str], new_tokens: int) -> Clock:
     return clock
 
 
-def time_server(client, model: str, modes: list[str], new_tokens: int) -> Clock:
+CLIENT_LOOP = """
+import json, sys
+from gradio_client import Client
+client = Client(sys.argv[1], verbose=False)
+print("ready", flush=True)
+for line in sys.stdin:
+    client.submit(*json.loads(line), api_name="/generate").result(timeout=600)
+    print("done", flush=True)
+"""
+
+
+class ClientProcess:
+    """A gradio_client in its own process (a browser's place), generating when told on stdin."""
+
+    def __init__(self, url: str):
+        self.proc = subprocess.Popen([sys.executable, "-c", CLIENT_LOOP, url], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready", "the client process did not start"
+
+    def generate(self, args: list) -> None:
+        self.proc.stdin.write(json.dumps(args) + "\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "done", "the client process failed"
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def time_server(client: ClientProcess, model: str, modes: list[str], new_tokens: int) -> Clock:
     with Clock() as clock:
-        client.submit(*handler_args(model, modes, new_tokens), api_name="/generate").result(timeout=600)
+        client.generate(handler_args(model, modes, new_tokens))
     return clock
 
 
@@ -82,6 +142,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--cli-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -89,8 +151,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model = args.model
     modes = args.modes.split(",")
-
-    from gradio_client import Client
+    if args.cli_worker:
+        return cli_worker(model, modes)
 
     demo = app.build_ui()
     demo.queue()
@@ -98,15 +160,18 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    client = ClientProcess(f"http://127.0.0.1:{port}/")
+    cli = CliProcess(model, modes, args.threads)
     try:
-        time_cli(model, modes, 4), time_app(model, modes, 4)  # warm up: load the model, first kernels
+        cli.time(4), time_app(model, modes, 4), time_server(client, model, modes, 4)  # warm up: load, first kernels
         runs = {"cli": [], "app": [], "server": []}
         for _ in range(args.repeats):  # interleaved, so drift in machine load hits every path alike
-            runs["cli"].append(time_cli(model, modes, args.new_tokens))
+            runs["cli"].append(cli.time(args.new_tokens))
             runs["app"].append(time_app(model, modes, args.new_tokens))
             runs["server"].append(time_server(client, model, modes, args.new_tokens))
     finally:
+        client.close()
+        cli.close()
         demo.close()
     lm = app.get_model(model)
     result = {
@@ -126,6 +191,8 @@ def main() -> None:
                         "server_over_cli_paired": round(paired["server"], 3),
                         "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()}}
     print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 def torch_threads() -> int:

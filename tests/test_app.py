@@ -116,7 +116,7 @@ def test_every_mode_streams_text_and_figures(client, checkpoint):
     final = outputs[-1]
     for mode in app.MODES:
         if mode not in app.AVAILABLE:
-            assert not is_value(final[PANES[mode]])  # hidden panes are never written
+            assert re.sub(r"<[^>]+>|&nbsp;", "", final[PANES[mode]]).strip() == ""  # hidden panes stay blank
             continue
         # the pane is HTML whose <mark> around the departure from the baseline comes and goes: count text
         lengths = [len(re.sub(r"<[^>]+>", "", o[PANES[mode]])) for o in outputs if is_value(o[PANES[mode]])]
@@ -228,6 +228,43 @@ def test_preset_fills_the_pyramid_knobs():
     assert pyramid["sink_len"] == 4  # not in the preset: the dataclass default
     assert values[-1] == PRESETS["table1-45"]["kv_budget"]
     assert app.preset_values(app.NO_PRESET)[-1] == 0.0
+
+
+def test_attention_controls_follow_the_model_box(checkpoint):
+    """The layer slider and head choices fit the model named in the box, keeping a pick that still fits."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(checkpoint)
+    layer, head = app.fit_attention_controls(checkpoint, 99, "head 1")
+    assert layer["maximum"] == config.num_hidden_layers - 1 and layer["value"] == config.num_hidden_layers - 1
+    assert head["choices"][0] == app.MEAN_HEAD and len(head["choices"]) == 1 + config.num_attention_heads
+    assert head["value"] == "head 1"
+    _, head = app.fit_attention_controls(checkpoint, 0, f"head {config.num_attention_heads}")
+    assert head["value"] == app.MEAN_HEAD
+    with pytest.raises(gr.Error, match="Could not load"):
+        app.fit_attention_controls("no/such-model", 0, app.MEAN_HEAD)
+
+
+def test_pane_updates_slow_down_when_sending_them_is_costly(checkpoint):
+    live = app.Live(app.get_model(checkpoint), ["baseline"], {"mode": "baseline", "step": app.STEP_CHOICES[0],
+                                                              "layer": 0, "head": app.MEAN_HEAD})
+    live.sent(0.001)  # cheap: the floor
+    assert live.text_gap == app.TEXT_EVERY_S
+    live.sent(0.099)  # running mean 0.05 s an update: refresh rarely enough that it is TEXT_SHARE of the time
+    assert live.text_gap == pytest.approx(0.05 / app.TEXT_SHARE)
+    live.plotted = True  # an update with figures is throttled by plots_gap, not here
+    live.sent(5.0)
+    assert live.text_gap == pytest.approx(0.05 / app.TEXT_SHARE)
+
+
+def test_panes_and_attention_modes_follow_the_selection():
+    *panes, attn = app.show_panes(["pyramid", "baseline"], "pyramid")
+    assert [p["visible"] for p in panes] == [m in ("baseline", "pyramid") for m in app.MODES]
+    assert attn["choices"] == ["baseline", "pyramid"] and attn["value"] == "pyramid"  # the pick is kept
+    *panes, attn = app.show_panes(["baseline"], "pyramid")
+    assert attn["value"] == "baseline"
+    *panes, attn = app.show_panes([], "pyramid")
+    assert not any(p["visible"] for p in panes) and attn["choices"] == list(app.MODES)
 
 
 def test_pane_marks_the_departure_and_escapes():
