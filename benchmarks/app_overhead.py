@@ -135,6 +135,17 @@ def time_server(client: ClientProcess, model: str, modes: list[str], new_tokens:
     return clock
 
 
+def serve_locally():
+    """The app's Blocks, queued and launched on a free local port, without blocking: (demo, url)."""
+    demo = app.build_ui()
+    demo.queue()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    return demo, f"http://127.0.0.1:{port}/"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded", help="embedded (default), a hub id or a directory")
@@ -154,13 +165,8 @@ def main() -> None:
     if args.cli_worker:
         return cli_worker(model, modes)
 
-    demo = app.build_ui()
-    demo.queue()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    client = ClientProcess(f"http://127.0.0.1:{port}/")
+    demo, url = serve_locally()
+    client = ClientProcess(url)
     cli = CliProcess(model, modes, args.threads)
     try:
         cli.time(4), time_app(model, modes, 4), time_server(client, model, modes, 4)  # warm up: load, first kernels

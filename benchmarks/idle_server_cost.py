@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,12 +30,7 @@ def child(with_server: bool, runs: int, threads: int) -> list[list[float]]:
 
     modes = list(app.AVAILABLE)
     if with_server:
-        demo = app.build_ui()
-        demo.queue()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+        app_overhead.serve_locally()
         time.sleep(3)  # past the launch's one-off work (version check, analytics)
     app_overhead.time_cli("embedded", modes, 4)
     clocks = [app_overhead.time_cli("embedded", modes, 128) for _ in range(runs)]
