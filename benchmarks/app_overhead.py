@@ -62,7 +62,7 @@ def time_cli(model: str, modes: list[str], new_tokens: int) -> Clock:
 
 
 class CliProcess:
-    """The CLI path in a process of its own: a Gradio server in the same process would take CPU from it."""
+    """The CLI path in a process of its own, as the CLI runs: no Gradio server threads beside it."""
 
     def __init__(self, model: str, modes: list[str], threads: int | None):
         command = [sys.executable, __file__, "--cli-worker", "--model", model, "--modes", ",".join(modes)]
