@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distill-steps", type=int, default=0,
                         help="then distil the whole model's next-token distribution (KL) for this many steps")
     parser.add_argument("--distill-lr", type=float, default=1e-4)
+    parser.add_argument("--taps", type=int, default=None,
+                        help="values the output reads directly (1 = the token's own; default 1, or the init adapter's)")
     parser.add_argument("--init-adapter", default=None,
                         help="start from this adapter's trained RNNs (same groups); --steps 0 skips attention transfer")
     add_calibration_arguments(parser, "--calibration-file")
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> dict:
         groups = explicit
     adapter = convert(lm, groups, text, steps=args.steps, lr=args.lr, loss=args.loss, init_decay=args.init_decay,
                       max_tokens=args.max_tokens, max_sequences=args.samples, progress=not args.json,
-                      distill_steps=args.distill_steps, distill_lr=args.distill_lr, init_adapter=args.init_adapter)
+                      distill_steps=args.distill_steps, distill_lr=args.distill_lr, init_adapter=args.init_adapter,
+                      taps=args.taps)
     adapter.stats["calibration_file"] = args.calibration_file or "assets/calibration.txt"
     if report is not None:
         adapter.stats["recency"] = report.to_dict()

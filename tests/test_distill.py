@@ -112,6 +112,25 @@ def test_init_adapter_with_no_stage_a_steps_keeps_its_weights(tmp_path):
     assert any(not torch.equal(moved.state_dict[k], t) for k, t in first.state_dict.items())
 
 
+def test_init_adapter_gains_taps_that_distillation_trains(tmp_path):
+    """An adapter without taps, continued with taps=3: same weights and outputs at first (taps at 0);
+    distillation then moves the taps; the saved adapter has them and loads back with them."""
+    lm = tiny_model("llama")
+    first = convert(lm, GROUPS, calibration(), steps=3, progress=False)
+    kept = convert(lm, GROUPS, calibration(), steps=0, progress=False, init_adapter=first, taps=3)
+    assert kept.config["taps"] == 3
+    taps = [k for k in kept.state_dict if k.endswith(".taps")]
+    assert len(taps) == len(GROUPS) and all(kept.state_dict[k].abs().sum() == 0 for k in taps)
+    for key, tensor in first.state_dict.items():
+        assert torch.equal(kept.state_dict[key], tensor), key
+    trained = convert(lm, GROUPS, calibration(), steps=0, progress=False, init_adapter=first, taps=3,
+                      distill_steps=3, distill_lr=1e-2)
+    assert any(trained.state_dict[k].abs().sum() > 0 for k in taps)
+    save_adapter(trained, tmp_path)
+    (layer, group), rnn = next(((l, g), m) for l, by in load_adapter(tmp_path).modules().items() for g, m in by.items())
+    assert rnn.cfg.taps == 3 and torch.equal(rnn.taps, trained.state_dict[f"{layer}.{group}.taps"])
+
+
 @pytest.mark.parametrize("knobs, message", [
     ({"distill_steps": -1}, "distill_steps must be an integer >= 0"),
     ({"distill_steps": 1.5}, "distill_steps must be an integer >= 0"),

@@ -183,19 +183,21 @@ def test_gpu_scan_equals_the_naive_loop(T):
         assert rel < 5e-3, f"grad {name}: rel rms err {rel:.3g}"
 
 
-def group_rnn(family, group=1, dtype=torch.float64):
+def group_rnn(family, group=1, dtype=torch.float64, taps=1):
     lm = tiny_model(family)
     base = lm.model.model
-    rnn = GroupRNN.from_attention(base.layers[1].self_attn, base.rotary_emb, group, rnn_config(lm))
-    with torch.no_grad():  # a data-dependent decay and a skip term, so every path is exercised
+    rnn = GroupRNN.from_attention(base.layers[1].self_attn, base.rotary_emb, group, rnn_config(lm, taps=taps))
+    with torch.no_grad():  # a data-dependent decay, a skip term and taps, so every path is exercised
         rnn.decay.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
         rnn.skip.fill_(0.5)
+        if rnn.taps is not None:
+            rnn.taps.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
     return lm, rnn.to(dtype)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
-def test_group_rnn_forward_step_and_naive_agree(family):
-    _, rnn = group_rnn(family)
+@pytest.mark.parametrize("family, taps", [("llama", 1), ("qwen2", 1), ("qwen3", 1), ("llama", 4), ("qwen2", 3)])
+def test_group_rnn_forward_step_and_naive_agree(family, taps):
+    _, rnn = group_rnn(family, taps=taps)
     x = torch.randn(2, 130, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     pos = torch.arange(130).repeat(2, 1) + torch.tensor([[0], [7]])
     ref, ref_state = rnn.naive_scan(x, pos)
@@ -210,8 +212,39 @@ def test_group_rnn_forward_step_and_naive_agree(family):
         steps.append(y)
     assert_close("prefill + steps", ref, torch.cat(steps, dim=1), torch.float64)
     assert_close("prefill + steps state", ref_state, state, torch.float64)
-    assert out.shape == (2, 100, 2 * rnn.cfg.head_dim) and state.shape == (2, 2, rnn.cfg.head_dim, rnn.cfg.head_dim)
+    D = rnn.cfg.head_dim
+    assert out.shape == (2, 100, 2 * D) and state.shape == (2, 2, D + taps - 1, D)
     assert state_nbytes(state) == state.numel() * 8
+
+
+def test_taps_read_the_previous_values():
+    """With taps, y gains taps[j] * v_{t-j} for j = 1 .. taps - 1, exactly (the state keeps those values)."""
+    _, plain = group_rnn("llama")
+    _, tapped = group_rnn("llama", taps=4)
+    x = torch.randn(1, 12, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    pos = torch.arange(12)[None]
+    base, _ = plain(x, pos)
+    out, state = tapped(x, pos)
+    _, _, v, _ = tapped.project(x, pos)
+    G, D = tapped.cfg.heads, tapped.cfg.head_dim
+    expected = base.view(1, 12, G, D).clone()
+    for t in range(12):
+        for j in range(1, 4):
+            if t - j >= 0:
+                expected[0, t] += tapped.taps[:, j - 1] * v[0, :, t - j]
+    assert_close("tapped output", expected.view(1, 12, G * D), out, torch.float64)
+    assert_close("kept values", v[:, :, -3:], state[:, :, D:], torch.float64)
+
+
+def test_with_taps_starts_as_the_same_rnn():
+    _, rnn = group_rnn("qwen2")
+    wider = rnn.with_taps(4)
+    x = torch.randn(2, 30, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    pos = torch.arange(30).repeat(2, 1)
+    (y, state), (y4, state4) = rnn(x, pos), wider(x, pos)
+    assert_close("same output", y, y4, torch.float64)
+    assert_close("same recurrent state", state, state4[:, :, :rnn.cfg.head_dim], torch.float64)
+    assert wider.cfg.taps == 4 and rnn.cfg.taps == 1 and wider.taps.abs().sum() == 0
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
@@ -231,8 +264,9 @@ def test_group_rnn_copies_the_groups_queries_and_keys(family):
     torch.testing.assert_close(mv[:, 0], attn.v_proj(x).view(1, 20, 2, D)[:, :, 1])
 
 
-def test_left_pads_do_not_change_the_state():
-    _, rnn = group_rnn("qwen2")
+@pytest.mark.parametrize("taps", [1, 4])
+def test_left_pads_do_not_change_the_state(taps):
+    _, rnn = group_rnn("qwen2", taps=taps)
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(1, 70, 64, dtype=torch.float64, generator=gen)
     alone, alone_state = rnn(x, torch.arange(70)[None])

@@ -33,6 +33,21 @@ def adapter(lm, tmp_path_factory):
     return make_adapter(lm, tmp_path_factory.mktemp("adapter"), REPLACED)
 
 
+@pytest.fixture(scope="module", params=["plain", "taps"])
+def any_adapter(request, lm, adapter, tmp_path_factory):
+    """The adapter, and one whose RNNs also read the 2 previous values (random tap weights)."""
+    if request.param == "plain":
+        return adapter
+    ids = torch.randint(3, 97, (1, 96), generator=torch.Generator().manual_seed(0))
+    tapped = convert(lm, REPLACED, ids, steps=3, progress=False, taps=3)
+    gen = torch.Generator().manual_seed(1)
+    for key in [k for k in tapped.state_dict if k.endswith(".taps")]:
+        tapped.state_dict[key] = torch.randn(tapped.state_dict[key].shape, generator=gen) * 0.5
+    directory = tmp_path_factory.mktemp("tapped")
+    save_adapter(tapped, directory)
+    return str(directory)
+
+
 def prompt(n, seed=1):
     return torch.randint(3, 97, (1, n), generator=torch.Generator().manual_seed(seed))
 
@@ -62,11 +77,11 @@ def test_kv_bytes_fall_by_the_replaced_share_and_count_the_state(lm, adapter):
 
 
 @pytest.mark.parametrize("policy", [RecurFormerPolicy, PyramidRecurFormerPolicy])
-def test_prefill_state_continues_through_decode_steps(lm, adapter, policy):
+def test_prefill_state_continues_through_decode_steps(lm, any_adapter, policy):
     """The chunked scan (prefill) hands the one-step recurrence (decode) the same state: feeding the
     last tokens one by one gives the logits of prefilling them all."""
-    chosen = policy(adapter=adapter) if policy is RecurFormerPolicy else policy(
-        adapter=adapter, prefill_decay_ratio=1.0, gen_compress_ratio=1.0, gen_decay_ratio=1.0)
+    chosen = policy(adapter=any_adapter) if policy is RecurFormerPolicy else policy(
+        adapter=any_adapter, prefill_decay_ratio=1.0, gen_compress_ratio=1.0, gen_decay_ratio=1.0)
     ids = prompt(70, seed=2)
     whole = teacher_forced_logits(lm, ids, ids[:, :0], policy=chosen)[:, -1]
     stepped = teacher_forced_logits(lm, ids[:, :55], ids[:, 55:], policy=chosen)[:, -1]
@@ -80,13 +95,13 @@ def test_replaced_groups_change_the_output(lm, adapter):
     assert not torch.allclose(base, recur, atol=1e-3)
 
 
-def test_left_padded_batch_matches_single_runs(lm, adapter):
+def test_left_padded_batch_matches_single_runs(lm, any_adapter):
     prompts = [prompt(n, seed=n)[0] for n in (20, 45)]
     ids = torch.zeros(2, 45, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for row, p in enumerate(prompts):
         ids[row, 45 - len(p):], mask[row, 45 - len(p):] = p, 1
-    policy = RecurFormerPolicy(adapter=adapter)
+    policy = RecurFormerPolicy(adapter=any_adapter)
     batch = list(generate(lm, ids, mask, policy=policy, max_new_tokens=20))
     for row, p in enumerate(prompts):
         single = list(generate(lm, p[None], policy=policy, max_new_tokens=20))

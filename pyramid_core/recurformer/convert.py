@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -44,7 +45,8 @@ STAGE_A_STATS = ("steps", "lr", "loss", "sequences", "tokens", "groups")  # stat
 def convert(lm, groups: list[list[int]], calibration_ids_or_text, steps: int = 200, lr: float = 1e-3,
             loss: str = "attn", init_decay: float = 0.95, chunk: int = 64, max_tokens: int = 1024,
             max_sequences: int | None = 8, progress: bool = True, distill_steps: int = 0,
-            distill_lr: float = 1e-4, init_adapter: Adapter | str | Path | None = None) -> Adapter:
+            distill_lr: float = 1e-4, init_adapter: Adapter | str | Path | None = None,
+            taps: int | None = None) -> Adapter:
     """Train a GroupRNN for each [layer, kv_group] in groups; return the Adapter (float32 weights).
 
     calibration_ids_or_text: anything capture.calibration_ids takes (text, texts or token ids).
@@ -52,7 +54,8 @@ def convert(lm, groups: list[list[int]], calibration_ids_or_text, steps: int = 2
     (end-to-end distillation, distill.py, on the same sequences). init_adapter (an Adapter or its
     directory): start from its GroupRNNs (same groups) instead of copies of the attention; stage A
     then continues from them, and steps=0 skips it, keeping the init adapter's stage A record in
-    stats. stats["init_adapter"] says where the weights came from.
+    stats. stats["init_adapter"] says where the weights came from. taps (RNNConfig.taps; default 1, or
+    the init adapter's): an init adapter without taps gains them, their weights starting at 0.
     Autograd is switched on here whatever the caller's grad or inference mode.
     """
     # decayed states underflow into denormals, which CPUs compute ~100x slower: flush them to zero
@@ -60,14 +63,14 @@ def convert(lm, groups: list[list[int]], calibration_ids_or_text, steps: int = 2
     try:
         with torch.inference_mode(False), torch.enable_grad():
             return _convert(lm, groups, calibration_ids_or_text, steps, lr, loss, init_decay, chunk, max_tokens,
-                            max_sequences, progress, distill_steps, distill_lr, init_adapter)
+                            max_sequences, progress, distill_steps, distill_lr, init_adapter, taps)
     finally:
         if flush:
             torch.set_flush_denormal(False)
 
 
 def _convert(lm, groups, calibration_ids_or_text, steps, lr, loss, init_decay, chunk, max_tokens,
-             max_sequences, progress, distill_steps, distill_lr, init_adapter) -> Adapter:
+             max_sequences, progress, distill_steps, distill_lr, init_adapter, taps) -> Adapter:
     check_knobs(lm, groups, steps, lr, loss)
     check_distill_knobs(distill_steps, distill_lr)
     groups = sorted([int(l), int(g)] for l, g in groups)
@@ -78,13 +81,16 @@ def _convert(lm, groups, calibration_ids_or_text, steps, lr, loss, init_decay, c
         check_init(init_adapter, lm, groups)
     seqs = calibration_ids(lm, calibration_ids_or_text, max_tokens, max_sequences)
     if init_adapter is None:
-        cfg, base = rnn_config(lm, init_decay=init_decay, chunk=chunk), lm.model.model
+        cfg, base = rnn_config(lm, init_decay=init_decay, chunk=chunk, taps=taps or 1), lm.model.model
         rnns = {(l, g): GroupRNN.from_attention(base.layers[l].self_attn, base.rotary_emb, g, cfg).to(lm.device)
                 for l, g in groups}
     else:  # its RNNConfig too: init_decay and chunk are not used
         cfg = RNNConfig(**init_adapter.config)
         rnns = {(l, g): rnn.to(lm.device) for l, by_group in init_adapter.modules().items()
                 for g, rnn in by_group.items()}
+        if taps and taps != cfg.taps:
+            cfg = replace(cfg, taps=taps)
+            rnns = {key: rnn.with_taps(taps) for key, rnn in rnns.items()}
     if init_adapter is None or steps > 0:
         stats = attention_transfer(lm, rnns, seqs, cfg, steps, lr, loss, progress, fit=init_adapter is None)
     else:  # stage A's weights are the init adapter's: so is the record of how they were trained

@@ -19,8 +19,9 @@ norm over the head dim removes that scale (Mamba-2 normalises its output the sam
 and `out_weight` restores a per-channel scale that convert() first fits by least squares. `skip` is
 Mamba's D term (a direct path from the token's own value), starting at 0.
 
-Departures from Mamba-2: no causal conv (RoPE gives position), no z gate, and one decay per query head
-rather than per group, so the G heads keep G states; k and v are computed once per group.
+Departures from Mamba-2: no causal conv on q and k (RoPE gives position), no z gate, and one decay per
+query head rather than per group, so the G heads keep G states; k and v are computed once per group.
+Optionally (`taps`), y also reads the last few values directly, a short causal convolution over v.
 
 Scans (all take q, k, v [B, H, T, D], log_a [B, H, T], state [B, H, D, D] and return (o, state)):
 `scan_chunked` (prefill and training), `scan_step` (decode, T = 1) and `scan_naive` (the reference
@@ -32,7 +33,8 @@ log-decay per head and token); elsewhere `scan_chunked`, its PyTorch twin.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import functools
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +58,9 @@ class RNNConfig:
     init_decay:    decay a at initialisation (w_a = 0); 0.95 is an effective window of about 20 tokens.
     chunk:         chunk length of the chunked scan.
     out_eps:       eps of the output RMS norm.
+    taps:          values the output reads directly: the token's own (the skip term) and, for taps > 1,
+                   the taps - 1 before it through learned per-channel weights (a short causal
+                   convolution over v, Mamba's conv idea); the state then keeps those values.
     """
 
     hidden_size: int
@@ -69,9 +74,10 @@ class RNNConfig:
     init_decay: float = 0.95
     chunk: int = 64
     out_eps: float = 1e-6
+    taps: int = 1
 
     def __post_init__(self):
-        for name in ("hidden_size", "head_dim", "heads", "chunk"):
+        for name in ("hidden_size", "head_dim", "heads", "chunk", "taps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.head_dim % 2:
@@ -126,6 +132,8 @@ class GroupRNN(nn.Module):
         self.decay = nn.Linear(C, G)
         self.out_weight = nn.Parameter(torch.ones(G, D))
         self.skip = nn.Parameter(torch.zeros(G, 1))
+        # weights of the values 1 .. taps - 1 tokens back, per head and channel; 0 at first (no change)
+        self.taps = nn.Parameter(torch.zeros(G, cfg.taps - 1, D)) if cfg.taps > 1 else None
         # RoPE frequencies, saved with the adapter so a GroupRNN needs nothing from the model to run
         self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, D, 2).float() / D))
         with torch.no_grad():
@@ -153,6 +161,17 @@ class GroupRNN(nn.Module):
                 rnn.k_norm.weight.copy_(attn.k_norm.weight)
             rnn.inv_freq.copy_(rotary.inv_freq.float())
         return rnn
+
+    def with_taps(self, taps: int) -> "GroupRNN":
+        """A copy that also reads the taps - 1 previous values (their weights start at 0: same outputs)."""
+        if self.cfg.taps != 1:
+            raise ValueError(f"this GroupRNN already has {self.cfg.taps} taps")
+        wider = GroupRNN(replace(self.cfg, taps=taps))
+        result = wider.load_state_dict(self.state_dict(), strict=False)
+        assert not result.unexpected_keys and set(result.missing_keys) <= {"taps"}, result
+        wider.to(device=self.inv_freq.device, dtype=self.q_proj.weight.dtype)
+        wider.inv_freq = self.inv_freq.clone()  # its precision as it was
+        return wider
 
     # ------------------------------------------------------------------------- pieces
 
@@ -182,12 +201,44 @@ class GroupRNN(nn.Module):
         log_a = log_a * real[:, None, :]              # ...and does not decay it
         return q * self.cfg.scale, k.expand(B, G, T, D), v.expand(B, G, T, D), log_a
 
-    def readout(self, o: torch.Tensor, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """o, v [B, G, T, D] -> y [B, T, G * D]: output RMS norm, per-channel scale, skip term."""
+    def readout(self, o: torch.Tensor, v: torch.Tensor, dtype: torch.dtype, tapped=None) -> torch.Tensor:
+        """o, v [B, G, T, D] -> y [B, T, G * D]: output RMS norm, per-channel scale, skip term, and the
+        previous values' term when the RNN has taps."""
         o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + self.cfg.out_eps)
         y = o * self.out_weight[:, None] + self.skip[:, None] * v.to(o.dtype)
+        if tapped is not None:
+            y = y + tapped.to(y.dtype)
         B, G, T, D = y.shape
         return y.transpose(1, 2).reshape(B, T, G * D).to(dtype)
+
+    def tap_values(self, v: torch.Tensor, positions: torch.Tensor, past: torch.Tensor | None):
+        """The previous values' term [B, G, T, D] and the last taps - 1 values [B, G, taps - 1, D] that the
+        next call needs (pads count as zero values). (None, None) without taps."""
+        if self.taps is None:
+            return None, None
+        n = self.cfg.taps - 1
+        real = positions >= 0
+        v = v * real[:, None, :, None].to(v.dtype)
+        B, G, T, D = v.shape
+        if past is None:
+            past = v.new_zeros(B, G, n, D)
+        seen = torch.cat((past.to(v.dtype), v), dim=2)  # [B, G, n + T, D]: oldest first
+        tapped = sum(self.taps[:, j - 1, None] * seen[:, :, n - j:n - j + T] for j in range(1, n + 1))
+        # the next call's past: the last n values that are not pads (pads sit in front of a row's tokens)
+        kept = torch.cat((real.new_ones(B, n), real), dim=1)
+        last = torch.sort(kept.to(torch.int8), dim=1, stable=True).indices[:, -n:]
+        return tapped, seen.gather(2, last[:, None, :, None].expand(B, G, n, D))
+
+    def split_state(self, state: torch.Tensor | None):
+        """(S [B, G, D, D], past values [B, G, taps - 1, D] or None): with taps, the state tensor keeps the
+        past values as extra rows after the D x D state."""
+        if state is None or self.taps is None:
+            return state, None
+        D = self.cfg.head_dim
+        return state[:, :, :D].contiguous(), state[:, :, D:]
+
+    def join_state(self, S: torch.Tensor, past: torch.Tensor | None) -> torch.Tensor:
+        return S if past is None else torch.cat((S, past.to(S.dtype)), dim=2)
 
     def to_model(self, device, dtype: torch.dtype) -> "GroupRNN":
         """Move to a model's device and dtype, keeping the RoPE frequencies in float32."""
@@ -198,30 +249,32 @@ class GroupRNN(nn.Module):
 
     def init_state(self, batch: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         D = self.cfg.head_dim
-        return torch.zeros(batch, self.cfg.heads, D, D, device=device or self.inv_freq.device, dtype=dtype)
+        return torch.zeros(batch, self.cfg.heads, D + self.cfg.taps - 1, D, device=device or self.inv_freq.device,
+                           dtype=dtype)
 
     # ------------------------------------------------------------------------- entry points
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor,
                 state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prefill / training: x [B, T, C], positions [B, T] -> (y [B, T, G*D], state [B, G, D, D])."""
-        q, k, v, log_a = self.project(x, positions)
-        o, state = scan(q, k, v, log_a, state, self.cfg.chunk)
-        return self.readout(o, v, x.dtype), state
+        """Prefill / training: x [B, T, C], positions [B, T] -> (y [B, T, G*D], state [B, G, D + taps - 1, D])."""
+        return self._run(functools.partial(scan, chunk=self.cfg.chunk), x, positions, state)
 
     def step(self, x: torch.Tensor, positions: torch.Tensor,
              state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode one token per row: x [B, 1, C], positions [B, 1]; state as returned before."""
-        q, k, v, log_a = self.project(x, positions)
-        o, state = scan_step(q, k, v, log_a, state)
-        return self.readout(o, v, x.dtype), state
+        return self._run(scan_step, x, positions, state)
 
     def naive_scan(self, x: torch.Tensor, positions: torch.Tensor,
                    state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference: forward() with the plain step loop instead of the chunked scan."""
+        return self._run(scan_naive, x, positions, state)
+
+    def _run(self, scan_fn, x, positions, state):
         q, k, v, log_a = self.project(x, positions)
-        o, state = scan_naive(q, k, v, log_a, state)
-        return self.readout(o, v, x.dtype), state
+        S, past = self.split_state(state)
+        o, S = scan_fn(q, k, v, log_a, S)
+        tapped, past = self.tap_values(v, positions, past)
+        return self.readout(o, v, x.dtype, tapped), self.join_state(S, past)
 
 
 def state_nbytes(state: torch.Tensor | None) -> int:
