@@ -124,17 +124,29 @@ def preset_values(preset: str) -> list:
 
 # ----------------------------------------------------------------------------- models
 
+def model_key(name: str) -> tuple:
+    """(name, dtype, device): how loaded models are kept; an empty name is the embedded model."""
+    return ((name or "").strip() or EMBEDDED_NAME, "auto", default_device())
+
+
 def get_model(name: str) -> LoadedModel:
-    """A loaded model, shared read-only by every session; keyed by (name, dtype, device)."""
-    name = (name or "").strip() or EMBEDDED_NAME
-    key = (name, "auto", default_device())
+    """A loaded model, shared read-only by every session."""
+    key = model_key(name)
     with _models_lock:
         if key not in _models:
-            _models[key] = load_model(name, device=key[2], dtype=key[1])
+            _models[key] = load_model(key[0], device=key[2], dtype=key[1])
             while len(_models) > MAX_MODELS:
                 _models.popitem(last=False)
         _models.move_to_end(key)
         return _models[key]
+
+
+def model_config(model_id):
+    """A loaded model's config, or the config file alone for a model not loaded yet."""
+    key = model_key(model_id)
+    with _models_lock:
+        loaded = _models.get(key)
+    return loaded.config if loaded is not None else load_config(key[0])
 
 
 # ----------------------------------------------------------------------------- the handler boundary
@@ -378,14 +390,6 @@ def fit_attention_controls(model_id, layer, head):
     heads = head_choices(config)
     return (gr.update(maximum=config.num_hidden_layers - 1, value=min(int(layer or 0), config.num_hidden_layers - 1)),
             gr.update(choices=heads, value=head if head in heads else MEAN_HEAD))
-
-
-def model_config(model_id):
-    """A loaded model's config, or the config file alone for a model not loaded yet."""
-    name = (model_id or "").strip() or EMBEDDED_NAME
-    with _models_lock:
-        loaded = next((lm for (key, *_), lm in _models.items() if key == name), None)
-    return loaded.config if loaded is not None else load_config(name)
 
 
 @gpu
