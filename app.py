@@ -62,6 +62,7 @@ TEXT_SHARE = 0.05     # and rarely enough that sending them (Gradio's share of a
 PLOTS_EVERY_S = 1.5   # figures and the table refresh at most this often (and at the end),
 PLOTS_SHARE = 0.05    # and rarely enough that building them takes at most this share of the time
 MAX_MODELS = 2        # loaded models kept; the oldest goes first
+QUEUE_POLL_S = {"sleep_when_free": 0.02, "progress_update_sleep_when_free": 0.1}  # see quiet_queue
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "pyramid_studio"
 CSS = """
 .pane-text { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 0.9em;
@@ -547,6 +548,22 @@ def build_ui() -> gr.Blocks:
                           concurrency_limit=1, api_name="recency")
         export_btn.click(export_run, state, files, api_name="export")
         demo.unload(forget_session)
+    return quiet_queue(demo)  # Blocks made its queue already; launch() keeps it
+
+
+def quiet_queue(demo: gr.Blocks) -> gr.Blocks:
+    """Slow the polling of Gradio's queue from every 1 ms (and 10 ms for progress) to QUEUE_POLL_S.
+
+    Each wake of the server's event loop takes the GIL from the thread that generates: in a 7 s run of
+    the embedded model on a 2-core CPU the event loop spent ~0.7 CPU-s, ~0.3 with these settings
+    (benchmarks/app_overhead.py). 20 ms more before a queued event starts is not noticeable. These are
+    attributes of gradio.queueing.Queue, not public settings: tests/test_app.py checks that Gradio still
+    reads them."""
+    for name, seconds in QUEUE_POLL_S.items():
+        if not hasattr(demo._queue, name):
+            log.warning("Gradio's queue has no %s any more: its polling is left as it is", name)
+            continue
+        setattr(demo._queue, name, seconds)
     return demo
 
 

@@ -138,7 +138,6 @@ def time_server(client: ClientProcess, model: str, modes: list[str], new_tokens:
 def serve_locally():
     """The app's Blocks, queued and launched on a free local port, without blocking: (demo, url)."""
     demo = app.build_ui()
-    demo.queue()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

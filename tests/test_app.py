@@ -59,7 +59,6 @@ def adapter(checkpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server():
     demo = app.build_ui()
-    demo.queue()
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     yield f"http://127.0.0.1:{port}/"
@@ -276,6 +275,19 @@ def test_pane_marks_the_departure_and_escapes():
 def test_export_before_generating_is_refused():
     with pytest.raises(gr.Error, match="generate first"):
         app.export_run({})
+
+
+def test_the_queue_polls_slowly_and_gradio_still_reads_those_settings():
+    """quiet_queue sets attributes of Gradio's queue, not public settings: if Gradio renames them, the
+    polling goes back to every millisecond (~10% of a CPU run) without an error. This catches it."""
+    import inspect
+
+    from gradio import queueing
+
+    queue = app.build_ui()._queue
+    for name, seconds in app.QUEUE_POLL_S.items():
+        assert getattr(queue, name) == seconds
+        assert f"asyncio.sleep(self.{name})" in inspect.getsource(queueing.Queue), f"Gradio no longer reads {name}"
 
 
 def test_live_view_records_detail_once_per_mode_per_figure_refresh(checkpoint):

@@ -57,7 +57,6 @@ def url(tmp_path_factory, sync_playwright, monkeypatch_module):
         config.save_pretrained(model)
     monkeypatch_module.setattr(app, "DEFAULT_MODEL", model)
     demo = app.build_ui()
-    demo.queue()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
