@@ -222,14 +222,23 @@ def post_attention(parts: Parts, idx: int, h: torch.Tensor, out: torch.Tensor) -
 
 
 class EagerStages:
-    """pre_attention and post_attention of one request's model, run as they are called. A decode step
-    may use a DecodeGraphs (graphs.py) instead, which replays the same two functions as CUDA graphs."""
+    """A layer's fixed-shape parts for one request's model, run as they are called: pre_attention,
+    the replaced groups' recurrences and post_attention. A decode step may use a DecodeGraphs (graphs.py)
+    instead, which replays the same three functions as CUDA graphs."""
 
     def __init__(self, parts: Parts, heads: list):
         self.parts, self.heads = parts, heads
 
     def pre(self, idx: int, h: torch.Tensor, rope):
         return pre_attention(self.parts, idx, h, rope, self.heads[idx])
+
+    def recurrent(self, idx: int, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str) -> dict:
+        """Each replaced group's output {group: y [B, T, G * D]}; `states` {group: state} moves on."""
+        ys = {}
+        for group, module in self.heads[idx].modules.items():
+            run = module.forward if phase == "prefill" else module.step
+            ys[group], states[group] = run(x, pos, states.get(group))
+        return ys
 
     def post(self, idx: int, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return post_attention(self.parts, idx, h, out)
@@ -254,7 +263,8 @@ def run_layer(parts: Parts, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, 
         if req.record_attention:
             record = attention_record(idx, q, pos, keys, k_pos, scale)
     if heads is not None:
-        out = merge_recurrent(out, heads, x, pos, req.cache.recurrent_state[idx], req.phase, parts.num_heads)
+        ys = stages.recurrent(idx, x, pos, req.cache.recurrent_state[idx], req.phase)
+        out = merge_recurrent(out, heads, ys, parts.num_heads)
     return stages.post(idx, h, out), q, record
 
 
@@ -263,19 +273,17 @@ def attention_scale(parts: Parts, idx: int) -> float:
     return getattr(parts.layers[idx].self_attn, "scaling", parts.head_dim ** -0.5)
 
 
-def merge_recurrent(out, heads: LayerHeads, x, pos, states: dict, phase: str, num_heads: int):
-    """Put the attention heads' output [B, H_attn, T, D] and each replaced group's recurrent output into
-    the o_proj input layout [B, H, T, D] (query head h belongs to KV group h // group_size)."""
-    B, T = x.shape[:2]
-    D = None if out is None else out.shape[-1]
+def merge_recurrent(out, heads: LayerHeads, ys: dict, num_heads: int):
+    """Put the attention heads' output [B, H_attn, T, D] and each replaced group's recurrent output
+    ys {group: [B, T, G * D]} into the o_proj input layout [B, H, T, D] (query head h belongs to KV group
+    h // group_size)."""
+    B, T = next(iter(ys.values())).shape[:2]
     full = None
     if out is not None:
-        full = out.new_empty(B, num_heads, T, D)
+        full = out.new_empty(B, num_heads, T, out.shape[-1])
         full[:, heads.q] = out
     G = heads.group_size
-    for group, module in heads.modules.items():
-        run = module.forward if phase == "prefill" else module.step
-        y, states[group] = run(x, pos, states.get(group))
+    for group, y in ys.items():
         y = y.view(B, T, G, -1).transpose(1, 2)
         if full is None:
             full = y.new_empty(B, num_heads, T, y.shape[-1])
@@ -404,10 +412,13 @@ def decode_graphs(parts: Parts, req: Request, batch: int) -> DecodeGraphs | None
     """The CUDA graphs for this request's decode steps (captured at its first step), or None."""
     if req.graphs is None:
         return None
-    key = (batch, tuple(None if lh is None else lh.cached for lh in req.heads))
+    # the graphs bind the replaced groups' modules too: another adapter of the same shape needs its own
+    key = (batch, tuple(None if lh is None else (lh.cached, tuple((g, id(m)) for g, m in lh.modules.items()))
+                        for lh in req.heads))
     dtype, device = parts.embed.weight.dtype, parts.embed.weight.device
     return req.graphs.get(key, lambda: DecodeGraphs(req.stages, len(parts.layers), batch, parts.embed.weight.shape[1],
-                                                    parts.num_heads, parts.head_dim, dtype, device))
+                                                    parts.num_heads, parts.head_dim, dtype, device,
+                                                    req.cache.recurrent_state))
 
 
 def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:

@@ -2,15 +2,19 @@
 
 A decode step on a big model is launch-bound: every layer launches ~25 small kernels, and on an H200
 at batch 128 (Llama-2-13B shape) a step took ~35 ms where its weight and KV traffic need ~12. Most of
-those kernels sit in two stretches whose shapes never change from step to step: before attention
-(norm, q/k/v projections, RoPE) and after it (o_proj, residual, norm, MLP, residual). Those two stretches
-of every layer are captured once per batch size as CUDA graphs and replayed, one launch each. What
-changes shape every step stays eager between them: appending to the cache, attention over the slots a
-layer holds (a different count per layer with PyramidInfer), the policy's bookkeeping and the
-recurrences. This is the "piecewise" use of CUDA graphs that vLLM makes, without a compiler.
+those kernels sit in stretches whose shapes never change from step to step: before attention (norm,
+q/k/v projections, RoPE), after it (o_proj, residual, norm, MLP, residual) and, with RecurFormer, the
+replaced groups' recurrences (projections, decay, RoPE, state update, read-out: ~40 kernels a group,
+which left eager made a decode step ~10x slower than the baseline's). Those stretches of every layer
+are captured once per batch size as CUDA graphs and replayed, one launch each. What changes shape every
+step stays eager between them: appending to the cache, attention over the slots a layer holds (a
+different count per layer with PyramidInfer) and the policy's bookkeeping. This is the "piecewise" use
+of CUDA graphs that vLLM makes, without a compiler.
 
 A graph reads and writes fixed buffers, so inputs are copied into `DecodeGraphs`'s static tensors and
-its outputs are overwritten by the next replay: they are valid until the same layer runs again.
+its outputs are overwritten by the next replay: they are valid until the same layer runs again. A
+recurrent state belongs to its request, so it is copied into the graph's state buffer before a replay
+and the advanced state copied back after it.
 
 On a CPU `Replay` runs the function itself on the same buffers: the plumbing is the same everywhere,
 so the tests check it without a GPU (the GPU test checks the captured graphs against eager steps).
@@ -18,6 +22,7 @@ so the tests check it without a GPU (the GPU test checks the captured graphs aga
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from typing import Callable
@@ -56,31 +61,39 @@ class Replay:
 
 
 class DecodeGraphs:
-    """The pre- and post-attention stretches of every layer, for one batch size, as graphs.
+    """The pre-attention, recurrent and post-attention stretches of every layer, for one batch size, as
+    graphs.
 
-    `stages` has pre(idx, h, rope) -> (x, q, k, v) and post(idx, h, attn_out) -> h (engine.EagerStages);
-    this object offers the same two methods. Layer idx reads its hidden state from h[idx] and writes the
-    next one into h[idx + 1], so when the engine hands back what post returned, nothing is copied.
-    One request uses it at a time (`lock`); a concurrent one runs eagerly.
+    `stages` (engine.EagerStages) has pre(idx, h, rope) -> (x, q, k, v), recurrent(idx, x, pos, states,
+    phase) -> {group: y} and post(idx, h, attn_out) -> h; this object offers the same three.
+    `states` is the first request's {group: state} per layer (a tensor, or a dataclass of tensors such as
+    the window twin's): the graphs' state buffers take their shapes and dtypes. Layer idx reads its
+    hidden state from h[idx] and writes the next one into h[idx + 1], so when the engine hands back what
+    post returned, nothing is copied. One request uses it at a time (`lock`); a concurrent one runs
+    eagerly.
     """
 
     def __init__(self, stages, num_layers: int, batch: int, hidden: int, heads: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device):
+                 dtype: torch.dtype, device: torch.device, states: list[dict]):
         def zeros(*shape):
             return torch.zeros(*shape, dtype=dtype, device=device)
 
         self.h = [zeros(batch, 1, hidden) for _ in range(num_layers + 1)]
         self.rope = (zeros(batch, 1, 1, head_dim), zeros(batch, 1, 1, head_dim))
         self.attn_out = zeros(batch, heads, 1, head_dim)
+        self.pos = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.states = [{group: map_state(torch.zeros_like, s) for group, s in layer.items()} for layer in states]
         self.lock = threading.Lock()
-        self._rope_source = None
+        self._rope_source = self._pos_source = None
         pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
         stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         if stream is not None:
             stream.wait_stream(torch.cuda.current_stream(device))
-        self.pre_graphs, self.post_graphs = [], []
+        self.pre_graphs, self.recurrent_graphs, self.post_graphs = [], [], []
         for idx in range(num_layers):  # captured in the order they replay, so they can share one pool
             self.pre_graphs.append(Replay(lambda i=idx: stages.pre(i, self.h[i], self.rope), device, pool, stream))
+            self.recurrent_graphs.append(Replay(lambda i=idx: self._step_groups(stages, i), device, pool, stream)
+                                         if self.states[idx] else None)
             self.post_graphs.append(Replay(lambda i=idx: (self.h[i + 1].copy_(stages.post(i, self.h[i], self.attn_out)),),
                                            device, pool, stream))
         if stream is not None:
@@ -94,10 +107,48 @@ class DecodeGraphs:
             self._rope_source = rope
         return self.pre_graphs[idx]()
 
+    def _step_groups(self, stages, idx: int) -> tuple:
+        """The captured work: every replaced group's step on the layer's static x, its state advanced
+        in place in the static state buffer. Returns the groups' outputs."""
+        states = dict(self.states[idx])
+        ys = stages.recurrent(idx, self.pre_graphs[idx].outputs[0], self.pos, states, "decode")
+        for group, buffer in self.states[idx].items():
+            copy_state(buffer, states[group])
+        return tuple(ys[group] for group in self.states[idx])
+
+    def recurrent(self, idx: int, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str) -> dict:
+        assert phase == "decode", "graphs run decode steps only"
+        load(self.pre_graphs[idx].outputs[0], x)
+        if pos is not self._pos_source:  # one step's positions serve every layer
+            load(self.pos, pos)
+            self._pos_source = pos
+        for group, buffer in self.states[idx].items():
+            copy_state(buffer, states[group])
+        ys = self.recurrent_graphs[idx]()
+        for group, buffer in self.states[idx].items():
+            states[group] = map_state(torch.clone, buffer)  # the request's own: the buffer serves the next too
+        return dict(zip(self.states[idx], ys))
+
     def post(self, idx: int, h: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
         load(self.h[idx], h)
         self.attn_out.copy_(attn_out)
         return self.post_graphs[idx]()[0]
+
+
+def map_state(fn: Callable, state):
+    """fn applied to a recurrent state: a tensor, or each tensor field of a dataclass (WindowState)."""
+    if isinstance(state, torch.Tensor):
+        return fn(state)
+    return dataclasses.replace(state, **{f.name: fn(getattr(state, f.name)) for f in dataclasses.fields(state)})
+
+
+def copy_state(static, value) -> None:
+    """Copy a recurrent state into a graph's state buffer of the same kind, in place."""
+    if isinstance(static, torch.Tensor):
+        static.copy_(value)
+        return
+    for f in dataclasses.fields(static):
+        getattr(static, f.name).copy_(getattr(value, f.name))
 
 
 def load(static: torch.Tensor, value: torch.Tensor) -> None:

@@ -16,12 +16,30 @@ from tests.tiny_models import tiny_model
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 MODES = {"baseline": {}, "pyramid": {"min_context_length": 8, "prefill_decay_ratio": 0.5},
-         "recurformer": {}, "pyramid+recurformer": {"min_context_length": 8}}
+         "recurformer": {}, "pyramid+recurformer": {"min_context_length": 8},
+         "recurformer-window": {"variant": "window", "twin_window": 8, "twin_sinks": 2}}  # fills its window
+REPLACED = [[1, 0], [3, 1]]
 
 
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory):
-    return make_adapter(tiny_model("llama"), tmp_path_factory.mktemp("adapter"), [[1, 0], [3, 1]])
+    return make_adapter(tiny_model("llama"), tmp_path_factory.mktemp("adapter"), REPLACED)
+
+
+@pytest.fixture(scope="module")
+def tapped_adapter(tmp_path_factory):
+    """Same groups, other weights, and RNNs that also read the 2 previous values (state with extra rows)."""
+    from pyramid_core.recurformer.adapter import save_adapter
+    from pyramid_core.recurformer.convert import convert
+
+    ids = torch.randint(3, 97, (1, 96), generator=torch.Generator().manual_seed(5))
+    tapped = convert(tiny_model("llama"), REPLACED, ids, steps=3, progress=False, taps=3)
+    gen = torch.Generator().manual_seed(6)
+    for key in [k for k in tapped.state_dict if k.endswith(".taps")]:
+        tapped.state_dict[key] = torch.randn(tapped.state_dict[key].shape, generator=gen) * 0.5
+    directory = tmp_path_factory.mktemp("tapped")
+    save_adapter(tapped, directory)
+    return str(directory)
 
 
 def left_padded(lengths, seed=0):
@@ -41,14 +59,30 @@ def test_decode_through_graphs_equals_eager(device, mode, lengths, adapter):
     lm.model.to(device)
     knobs = dict(MODES[mode], **({"adapter": adapter} if "recurformer" in mode else {}))
     ids, mask = (t.to(device) for t in left_padded(lengths))
-    runs = {}
-    for graphs in (False, True):
-        records = list(generate(lm, ids, mask, policy=make_policy(mode, knobs), max_new_tokens=40,
-                                cuda_graphs=graphs))
-        runs[graphs] = [(r.token_ids, r.kept_tokens_per_row) for r in records]
-    assert runs[True] == runs[False]
+    assert run(lm, ids, mask, mode.split("-")[0], knobs, graphs=True) == run(lm, ids, mask, mode.split("-")[0], knobs)
     (key, graphs), = lm.decode_graphs.entries.items()  # the graphs were made and used
     assert key[0] == len(lengths) and len(graphs.pre_graphs) == lm.config.num_hidden_layers
+    replaced = {layer for layer, _ in REPLACED} if "recurformer" in mode else set()
+    assert [g is not None for g in graphs.recurrent_graphs] == [i in replaced for i in range(len(graphs.pre_graphs))]
+
+
+def run(lm, ids, mask, mode, knobs, graphs=False):
+    records = generate(lm, ids, mask, policy=make_policy(mode, knobs), max_new_tokens=40, cuda_graphs=graphs)
+    return [(r.token_ids, r.kept_tokens_per_row) for r in records]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_graphs_of_one_adapter_never_serve_another(device, adapter, tapped_adapter):
+    """The recurrent graphs bind their adapter's weights: a second adapter of the same groups (here with
+    taps too) gets graphs of its own, and each adapter's steps through graphs equal its eager steps."""
+    lm = tiny_model("llama")
+    lm.model.to(device)
+    ids, mask = (t.to(device) for t in left_padded((45, 90, 70)))
+    eager = {a: run(lm, ids, mask, "recurformer", {"adapter": a}) for a in (adapter, tapped_adapter)}
+    assert eager[adapter] != eager[tapped_adapter]
+    for a in (adapter, tapped_adapter, adapter):
+        assert run(lm, ids, mask, "recurformer", {"adapter": a}, graphs=True) == eager[a]
+    assert len(lm.decode_graphs.entries) == 2
 
 
 def test_store_keeps_the_most_recent_few():

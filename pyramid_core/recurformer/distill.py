@@ -6,7 +6,7 @@ LoLCATs' second stage, Zhang et al. 2024, without their LoRA on the retained att
 
 - Student: the engine's prefill with the replaced groups in place, as a differentiable loop returning
   logits at every position (`student_logits`). It calls the engine's own pieces (rms_norm,
-  pre_attention, attention, post_attention, and merge_recurrent, which runs GroupRNN.forward's chunked scan), so
+  pre_attention, attention, post_attention and merge_recurrent, with GroupRNN.forward's chunked scan), so
   its last-position logits are the engine's prefill logits (tests/test_distill.py checks it).
 - Teacher: the same loop with no replaced groups, i.e. the unmodified model, under no_grad. It is
   recomputed at every step: caching full log-probs would take T * V * 4 bytes per sequence (32 MB at
@@ -74,7 +74,8 @@ def _layer(parts, idx: int, h, pos, rope, heads):
         out = attention(q, k, v, pos, pos, scale=attention_scale(parts, idx), holes=False,
                         window=parts.windows[idx], causal_square=True)
     if heads is not None:
-        out = merge_recurrent(out, heads, x, pos, {}, "prefill", parts.num_heads)
+        ys = {group: module(x, pos)[0] for group, module in heads.modules.items()}
+        out = merge_recurrent(out, heads, ys, parts.num_heads)
     return post_attention(parts, idx, h, out)
 
 
