@@ -3,7 +3,7 @@ that show what each mode keeps.
 
 Wiring only: generation is pyramid_core (compare.compare), figures are visual/. Handlers are top-level
 functions; gr.State holds the run's records as plain dicts; models sit in a small read-only loader
-cache; GPU events share one concurrency slot. `python app.py` serves it (GRADIO_SERVER_NAME and
+cache; GPU events share one concurrency slot, and every torch call runs on one thread (torch_thread.py). `python app.py` serves it (GRADIO_SERVER_NAME and
 GRADIO_SERVER_PORT are honoured by Gradio's launch()); PYRAMID_MODEL sets the default model.
 """
 
@@ -34,6 +34,7 @@ from pyramid_core.policies import ALL_POLICIES
 from pyramid_core.policies.pyramid import PRESETS
 from pyramid_core.policies.registry import make_policy
 from pyramid_core.session import eos_ids, generated_ids
+from pyramid_core.torch_thread import on_torch_thread
 from pyramid_core.trace import StepRecord
 
 try:  # ZeroGPU on Hugging Face Spaces; elsewhere the decorator is not needed
@@ -135,7 +136,7 @@ def get_model(name: str) -> LoadedModel:
     key = model_key(name)
     with _models_lock:
         if key not in _models:
-            _models[key] = load_model(key[0], device=key[2], dtype=key[1])
+            _models[key] = on_torch_thread(load_model, key[0], device=key[2], dtype=key[1])
             while len(_models) > MAX_MODELS:
                 _models.popitem(last=False)
         _models.move_to_end(key)
@@ -349,17 +350,26 @@ def generate_run(request: gr.Request, model_id, modes, budget, temperature, top_
     lm = get_model(model_id)
     live = Live(lm, modes, {"mode": attn_mode, "step": attn_step, "layer": layer, "head": head})
     stop = _stops[_session(request)] = threading.Event()
+    records = compare(lm, prompt, policies, int(max_new_tokens), sampling, stop=stop,
+                      record_attention=live.wants_detail, record_positions=live.wants_detail)
     try:
-        for mode, record in compare(lm, prompt, policies, int(max_new_tokens), sampling, stop=stop,
-                                    record_attention=live.wants_detail, record_positions=live.wants_detail):
-            live.add(mode, record)
-            if live.due():
-                started = time.monotonic()
-                yield live.outputs()
-                live.sent(time.monotonic() - started)
+        while not on_torch_thread(advance, records, live):
+            started = time.monotonic()
+            yield live.outputs()
+            live.sent(time.monotonic() - started)
         yield live.outputs(final=True)
     finally:
+        on_torch_thread(records.close)  # a stream closed early (the page left) ends the generation
         _stops.pop(_session(request), None)
+
+
+def advance(records, live: Live) -> bool:
+    """Generate until the panes are due; True once every mode has finished."""
+    for mode, record in records:
+        live.add(mode, record)
+        if live.due():
+            return False
+    return True
 
 
 def stop_run(request: gr.Request) -> None:
@@ -404,7 +414,7 @@ def recency_run(model_id, prompt, adapter=""):
         return visual.empty_figure(f"Recency scores: RecurFormer is {NOT_AVAILABLE}.")
     text = prompt if (prompt or "").strip() else (ROOT / "assets" / "heldout.txt").read_text()
     lm = get_model(model_id)
-    report = recency_scores(lm, text, max_sequences=1)
+    report = on_torch_thread(recency_scores, lm, text, max_sequences=1)
     report.replaced = replaced_groups(lm, adapter)
     return visual.recency_figure(report)
 

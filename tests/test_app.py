@@ -9,6 +9,7 @@ import dataclasses
 import json
 import re
 import socket
+import threading
 import time
 
 import gradio as gr
@@ -275,6 +276,32 @@ def test_pane_marks_the_departure_and_escapes():
 def test_export_before_generating_is_refused():
     with pytest.raises(gr.Error, match="generate first"):
         app.export_run({})
+
+
+def test_generation_runs_on_the_torch_thread_whichever_thread_asks(checkpoint, monkeypatch):
+    """Gradio calls a handler from a pool of threads; the engine's steps must all run on one thread
+    (pyramid_core/torch_thread.py says why) that is none of the callers'."""
+    steppers, callers = set(), set()
+    compare = app.compare
+
+    def watched(*args, **kwargs):
+        for item in compare(*args, **kwargs):
+            steppers.add(threading.get_ident())
+            yield item
+
+    monkeypatch.setattr(app, "compare", watched)
+
+    def handler():
+        callers.add(threading.get_ident())
+        for _ in app.generate_run(None, *gen_args(checkpoint, max_new=8, modes=["baseline", "pyramid"])):
+            pass
+
+    threads = [threading.Thread(target=handler) for _ in range(2)]  # alive together: their idents differ
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(callers) == 2 and len(steppers) == 1 and not steppers & callers
 
 
 def test_the_queue_polls_slowly_and_gradio_still_reads_those_settings():
