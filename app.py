@@ -59,9 +59,9 @@ NO_PRESET = "(none)"
 MEAN_HEAD = "mean over heads"
 STEP_CHOICES = ("latest step", "prefill")
 TEXT_EVERY_S = 0.2    # panes refresh at most this often (and at the end),
-TEXT_SHARE = 0.05     # and rarely enough that sending them (Gradio's share of an update) takes at most this
+TEXT_SHARE = 0.03     # and rarely enough that their updates (building, Gradio's processing) take at most this
 PLOTS_EVERY_S = 1.5   # figures and the table refresh at most this often (and at the end),
-PLOTS_SHARE = 0.05    # and rarely enough that building them takes at most this share of the time
+PLOTS_SHARE = 0.03    # and rarely enough that their updates take at most this share of the time
 MAX_MODELS = 2        # loaded models kept; the oldest goes first
 QUEUE_POLL_S = {"sleep_when_free": 0.02, "progress_update_sleep_when_free": 0.1}  # see quiet_queue
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "pyramid_studio"
@@ -212,11 +212,13 @@ class Live:
 
     def sent(self, seconds: float) -> None:
         """An update took `seconds` from building it to the handler's next step: through a server, the
-        generator waits while Gradio processes and sends it (~11 ms a pane update on a 2-core CPU), so
-        panes refresh rarely enough that this stays a small share of the run."""
-        if not self.plotted:  # figure updates are throttled on their own
-            self.update_s = seconds if self.update_s is None else (self.update_s + seconds) / 2
-            self.text_gap = max(TEXT_EVERY_S, self.update_s / TEXT_SHARE)
+        generation waits while Gradio processes and sends it (~6 ms a pane update on a 2-core CPU, more
+        with figures), so updates come rarely enough that they stay a small share of the run."""
+        if self.plotted:  # slow figures (long runs, many layers) are redrawn less often
+            self.plots_gap = max(PLOTS_EVERY_S, seconds / PLOTS_SHARE)
+            return
+        self.update_s = seconds if self.update_s is None else (self.update_s + seconds) / 2
+        self.text_gap = max(TEXT_EVERY_S, self.update_s / TEXT_SHARE)
 
     def wants_detail(self, mode: str, step: int) -> bool:
         """Record attention and kept positions at the prefill, and at one step of each mode once the
@@ -233,16 +235,15 @@ class Live:
         plots = final or now - self.plots_at >= self.plots_gap
         texts = {m: self.text(m) for m in self.modes}
         # panes of modes not in this run are blanked rather than skipped: Gradio 6 rebuilds a component
-        # for every gr.skip() output of every update (~1.5 ms each, 2-core CPU), plain values cost ~nothing
+        # for every gr.skip() output of every update (~0.7 ms each, 2-core CPU), plain values cost ~0.15
         panes = [pane_html(texts[m], texts.get(BASELINE)) if m in texts else BLANK_PANE for m in MODES]
         stats = [pane_stats(self.runs[m], texts[m], texts.get(BASELINE)) if m in texts else "" for m in MODES]
         figures = run_figures(self.runs, self.view) if plots else [gr.skip()] * 5
         self.plotted = plots
         self.text_at = time.monotonic()
-        if plots:  # slow figures (long runs, many layers) are redrawn less often
+        if plots:  # the steps recorded in detail from here on are for the next figures
             self.plots_at = self.text_at
             self.detail_steps = {}
-            self.plots_gap = max(PLOTS_EVERY_S, (self.text_at - now) / PLOTS_SHARE)
         state = run_state(self.lm, self.runs) if final else gr.skip()
         return panes + stats + figures + [state]
 

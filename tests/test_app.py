@@ -245,15 +245,18 @@ def test_attention_controls_follow_the_model_box(checkpoint):
         app.fit_attention_controls("no/such-model", 0, app.MEAN_HEAD)
 
 
-def test_pane_updates_slow_down_when_sending_them_is_costly(checkpoint):
+def test_updates_slow_down_when_sending_them_is_costly(checkpoint):
     live = app.Live(app.get_model(checkpoint), ["baseline"], {"mode": "baseline", "step": app.STEP_CHOICES[0],
                                                               "layer": 0, "head": app.MEAN_HEAD})
     live.sent(0.001)  # cheap: the floor
     assert live.text_gap == app.TEXT_EVERY_S
     live.sent(0.099)  # running mean 0.05 s an update: refresh rarely enough that it is TEXT_SHARE of the time
     assert live.text_gap == pytest.approx(0.05 / app.TEXT_SHARE)
-    live.plotted = True  # an update with figures is throttled by plots_gap, not here
-    live.sent(5.0)
+    live.plotted = True  # an update with figures sets how often figures come, not panes
+    live.sent(0.001)
+    assert live.plots_gap == app.PLOTS_EVERY_S
+    live.sent(1.0)
+    assert live.plots_gap == pytest.approx(1.0 / app.PLOTS_SHARE)
     assert live.text_gap == pytest.approx(0.05 / app.TEXT_SHARE)
 
 
