@@ -3,8 +3,9 @@ that show what each mode keeps.
 
 Wiring only: generation is pyramid_core (compare.compare), figures are visual/. Handlers are top-level
 functions; gr.State holds the run's records as plain dicts; models sit in a small read-only loader
-cache; GPU events share one concurrency slot, and every torch call runs on one thread (torch_thread.py). `python app.py` serves it (GRADIO_SERVER_NAME and
-GRADIO_SERVER_PORT are honoured by Gradio's launch()); PYRAMID_MODEL sets the default model.
+cache; GPU events share one concurrency slot, and every torch call runs on one thread
+(pyramid_core/torch_thread.py). `python app.py` serves it (GRADIO_SERVER_NAME and GRADIO_SERVER_PORT
+are honoured by Gradio's launch()); PYRAMID_MODEL sets the default model.
 """
 
 import contextlib
@@ -566,10 +567,10 @@ def quiet_queue(demo: gr.Blocks) -> gr.Blocks:
     """Slow the polling of Gradio's queue from every 1 ms (and 10 ms for progress) to QUEUE_POLL_S.
 
     Each wake of the server's event loop takes the GIL from the thread that generates: in a 7 s run of
-    the embedded model on a 2-core CPU the event loop spent ~0.7 CPU-s, ~0.3 with these settings
-    (benchmarks/app_overhead.py). 20 ms more before a queued event starts is not noticeable. These are
-    attributes of gradio.queueing.Queue, not public settings: tests/test_app.py checks that Gradio still
-    reads them."""
+    the embedded model on a 2-core CPU the event loop's thread spent ~0.7 CPU-s, ~0.3 with these
+    settings (benchmarks/app_overhead.md). 20 ms more before a queued event starts is not noticeable.
+    These are attributes of gradio.queueing.Queue, not public settings: tests/test_app.py checks that
+    Gradio still reads them."""
     for name, seconds in QUEUE_POLL_S.items():
         if not hasattr(demo._queue, name):
             log.warning("Gradio's queue has no %s any more: its polling is left as it is", name)

@@ -5,7 +5,7 @@ parallel op a team of worker threads of its own. Once it manages more threads th
 libgomp stops letting idle workers spin and puts them to sleep almost at once ("throttled" spinning),
 so every later op pays for waking them. A web server runs its handlers on a pool of threads: after a
 few requests, generation would run that way. On a 2-core CPU with 2 torch threads the embedded model
-generated 32% slower once two other threads had each run a few ops (benchmarks/app_overhead.md).
+generated 21% slower once two other threads had each run a few ops (benchmarks/omp_teams.py).
 Routing every torch call of the app through `on_torch_thread` keeps one team for the process's life.
 """
 
