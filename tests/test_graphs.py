@@ -11,7 +11,7 @@ import torch
 from pyramid_core import generate
 from pyramid_core.graphs import GraphStore
 from pyramid_core.policies.registry import make_policy
-from tests.test_recurformer_engine import make_adapter
+from tests.test_recurformer_engine import make_adapter, make_tapped_adapter
 from tests.tiny_models import tiny_model
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -29,17 +29,7 @@ def adapter(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tapped_adapter(tmp_path_factory):
     """Same groups, other weights, and RNNs that also read the 2 previous values (state with extra rows)."""
-    from pyramid_core.recurformer.adapter import save_adapter
-    from pyramid_core.recurformer.convert import convert
-
-    ids = torch.randint(3, 97, (1, 96), generator=torch.Generator().manual_seed(5))
-    tapped = convert(tiny_model("llama"), REPLACED, ids, steps=3, progress=False, taps=3)
-    gen = torch.Generator().manual_seed(6)
-    for key in [k for k in tapped.state_dict if k.endswith(".taps")]:
-        tapped.state_dict[key] = torch.randn(tapped.state_dict[key].shape, generator=gen) * 0.5
-    directory = tmp_path_factory.mktemp("tapped")
-    save_adapter(tapped, directory)
-    return str(directory)
+    return make_tapped_adapter(tiny_model("llama"), tmp_path_factory.mktemp("tapped"), REPLACED, seed=5)
 
 
 def left_padded(lengths, seed=0):

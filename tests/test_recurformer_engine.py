@@ -38,12 +38,17 @@ def any_adapter(request, lm, adapter, tmp_path_factory):
     """The adapter, and one whose RNNs also read the 2 previous values (random tap weights)."""
     if request.param == "plain":
         return adapter
-    ids = torch.randint(3, 97, (1, 96), generator=torch.Generator().manual_seed(0))
-    tapped = convert(lm, REPLACED, ids, steps=3, progress=False, taps=3)
-    gen = torch.Generator().manual_seed(1)
+    return make_tapped_adapter(lm, tmp_path_factory.mktemp("tapped"), REPLACED)
+
+
+def make_tapped_adapter(lm, directory, groups, seed: int = 0) -> str:
+    """An adapter whose RNNs also read the 2 previous values, with random tap weights (trained ones
+    start at 0, which would hide the taps)."""
+    ids = torch.randint(3, 97, (1, 96), generator=torch.Generator().manual_seed(seed))
+    tapped = convert(lm, groups, ids, steps=3, progress=False, taps=3)
+    gen = torch.Generator().manual_seed(seed + 1)
     for key in [k for k in tapped.state_dict if k.endswith(".taps")]:
         tapped.state_dict[key] = torch.randn(tapped.state_dict[key].shape, generator=gen) * 0.5
-    directory = tmp_path_factory.mktemp("tapped")
     save_adapter(tapped, directory)
     return str(directory)
 
