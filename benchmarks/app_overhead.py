@@ -15,6 +15,12 @@ paths of one repeat run back to back, so that ratio sees one machine load). CPU 
 thread of the process that generates (for app and server, the Gradio server's threads included): on a
 shared machine they vary less than wall seconds, which also count time taken by other tenants.
 
+Other tenants move a run of a few seconds by more than the effect measured, so the app and server paths
+also time, within each run, the generation itself (`app.advance` on the torch thread, detail recording
+included): `over_own_generation` is the run's wall time over that, i.e. what the app adds around the
+same generation, measured against the same machine load. It matches "app / CLI" to the extent that the
+app's generation costs what the CLI's does (round-robin modes and the detail recording measured free).
+
     python benchmarks/app_overhead.py [--model embedded] [--new-tokens 128] [--repeats 9] [--threads N] [--out F]
 """
 
@@ -102,6 +108,36 @@ def handler_args(model: str, modes: list[str], new_tokens: int) -> list:
             app.MEAN_HEAD, *[None] * len(app.KNOBS)]
 
 
+class GenerationTimer:
+    """Wall seconds spent inside app.advance (the generation, on the torch thread), summed."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.advance = app.advance
+        app.advance = self.timed  # generate_run looks the name up at each call
+
+    def timed(self, records, live):
+        start = time.perf_counter()
+        try:
+            return self.advance(records, live)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def restore(self) -> None:
+        app.advance = self.advance
+
+
+def generation_timed(run):
+    """run() -> Clock, with .generating: the seconds of it that app.advance took."""
+    timer = GenerationTimer()
+    try:
+        clock = run()
+    finally:
+        timer.restore()
+    clock.generating = timer.seconds
+    return clock
+
+
 def time_app(model: str, modes: list[str], new_tokens: int) -> Clock:
     with Clock() as clock:
         for _ in app.generate_run(None, *handler_args(model, modes, new_tokens)):
@@ -181,8 +217,8 @@ def main() -> None:
         runs = {"cli": [], "app": [], "server": []}
         for _ in range(args.repeats):  # interleaved, so drift in machine load hits every path alike
             runs["cli"].append(cli.time(args.new_tokens))
-            runs["app"].append(time_app(model, modes, args.new_tokens))
-            runs["server"].append(time_server(client, model, modes, args.new_tokens))
+            runs["app"].append(generation_timed(lambda: time_app(model, modes, args.new_tokens)))
+            runs["server"].append(generation_timed(lambda: time_server(client, model, modes, args.new_tokens)))
     finally:
         client.close()
         cli.close()
@@ -204,6 +240,9 @@ def main() -> None:
                         "app_over_cli_paired": round(paired["app"], 3),
                         "server_over_cli_paired": round(paired["server"], 3),
                         "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()}}
+    result["over_own_generation"] = {
+        k: {"median": round(statistics.median(c.wall / c.generating for c in runs[k]), 3),
+            "generating_s": [round(c.generating, 3) for c in runs[k]]} for k in ("app", "server")}
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
