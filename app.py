@@ -343,7 +343,8 @@ def usable_modes(modes: list[str] | None) -> list[str]:
 @handler_boundary
 def generate_run(request: gr.Request, model_id, modes, budget, temperature, top_p, seed, max_new_tokens,
                  prompt, attn_mode, attn_step, layer, head, *knob_values):
-    """Stream every selected mode on the prompt; panes each update, figures every PLOTS_EVERY_S."""
+    """Stream every selected mode on the prompt, generated on the torch thread: panes every TEXT_EVERY_S
+    and figures every PLOTS_EVERY_S, or less often when their updates cost more (Live.sent)."""
     modes = usable_modes(modes)
     if not (prompt or "").strip():
         raise gr.Error("The prompt is empty: type one or pick a sample prompt.")

@@ -233,12 +233,7 @@ class EagerStages:
         return pre_attention(self.parts, idx, h, rope, self.heads[idx])
 
     def recurrent(self, idx: int, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str) -> dict:
-        """Each replaced group's output {group: y [B, T, G * D]}; `states` {group: state} moves on."""
-        ys = {}
-        for group, module in self.heads[idx].modules.items():
-            run = module.forward if phase == "prefill" else module.step
-            ys[group], states[group] = run(x, pos, states.get(group))
-        return ys
+        return run_groups(self.heads[idx], x, pos, states, phase)
 
     def post(self, idx: int, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return post_attention(self.parts, idx, h, out)
@@ -271,6 +266,16 @@ def run_layer(parts: Parts, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, 
 def attention_scale(parts: Parts, idx: int) -> float:
     """The layer's softmax scale: the module's own when it has one (Qwen3 and others set it)."""
     return getattr(parts.layers[idx].self_attn, "scaling", parts.head_dim ** -0.5)
+
+
+def run_groups(heads: LayerHeads, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str) -> dict:
+    """Each replaced group's output {group: y [B, T, G * D]}: the chunked forward at prefill, one step
+    when decoding. `states` {group: state} moves on in place."""
+    ys = {}
+    for group, module in heads.modules.items():
+        run = module.forward if phase == "prefill" else module.step
+        ys[group], states[group] = run(x, pos, states.get(group))
+    return ys
 
 
 def merge_recurrent(out, heads: LayerHeads, ys: dict, num_heads: int):

@@ -30,7 +30,7 @@ def on_torch_thread(fn: Callable[..., T], *args, **kwargs) -> T:
     Calls from the torch thread itself run directly (a nested call would otherwise wait for itself).
     Calls from several threads run one after the other, in the order they came.
     """
-    if threading.get_ident() == _thread_id:
+    if threading.get_ident() == _thread_id and _owner_pid == os.getpid():
         return fn(*args, **kwargs)
     return _torch_executor().submit(fn, *args, **kwargs).result()
 

@@ -6,8 +6,9 @@ LoLCATs' second stage, Zhang et al. 2024, without their LoRA on the retained att
 
 - Student: the engine's prefill with the replaced groups in place, as a differentiable loop returning
   logits at every position (`student_logits`). It calls the engine's own pieces (rms_norm,
-  pre_attention, attention, post_attention and merge_recurrent, with GroupRNN.forward's chunked scan), so
-  its last-position logits are the engine's prefill logits (tests/test_distill.py checks it).
+  pre_attention, attention, post_attention, run_groups with GroupRNN.forward's chunked scan, and
+  merge_recurrent), so its last-position logits are the engine's prefill logits (tests/test_distill.py
+  checks it).
 - Teacher: the same loop with no replaced groups, i.e. the unmodified model, under no_grad. It is
   recomputed at every step: caching full log-probs would take T * V * 4 bytes per sequence (32 MB at
   1024 tokens and a vocabulary of 8192; 12 GB for 384 sequences), and the teacher's forward costs a
@@ -42,6 +43,7 @@ from ..engine import (
     pre_attention,
     rms_norm,
     rope_tables,
+    run_groups,
 )
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,7 @@ def _layer(parts, idx: int, h, pos, rope, heads):
         out = attention(q, k, v, pos, pos, scale=attention_scale(parts, idx), holes=False,
                         window=parts.windows[idx], causal_square=True)
     if heads is not None:
-        ys = {group: module(x, pos)[0] for group, module in heads.modules.items()}
-        out = merge_recurrent(out, heads, ys, parts.num_heads)
+        out = merge_recurrent(out, heads, run_groups(heads, x, pos, {}, "prefill"), parts.num_heads)
     return post_attention(parts, idx, h, out)
 
 
