@@ -6,6 +6,7 @@ Each test reads values back out of the figure and compares them with the records
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -31,6 +32,7 @@ from visual import (
     summary_rows,
     summary_table_markdown,
 )
+from visual.theme import figure
 from visual.memory import PEAK_SUFFIX, PREFILL_LABEL, X_TITLE, Y_TITLE
 from visual.recency import REPLACED_NAME
 
@@ -94,13 +96,44 @@ def test_visual_imports_only_plotly_trace_and_stdlib(path):
             assert name in ALLOWED_IMPORTS or name.split(".")[0] == "plotly", f"{path.name} imports {name}"
 
 
-def test_every_figure_uses_the_one_template():
+def every_figure() -> dict[str, go.Figure]:
+    """One output of every figure function, each with all its traces and layout features."""
     run = make_run([100, 200])
     run[0].kept_positions = [[0, 1, 2], [0, 2]]
-    figs = [kv_memory_figure({"pyramid": run}), pyramid_figure({"pyramid": run}),
-            kept_tokens_figure({"pyramid": run}), empty_figure("nothing")]
-    for fig in figs:
-        assert fig.layout.template == TEMPLATE
+    att = attention_record([0, 1, 4], [[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]])
+    report = RecencyReport(window=4, sink_len=1, scores=[[0.2, 0.9], [0.5, 0.1]], sink_mass=[[0.1, 0.0]] * 2,
+                           heads_per_group=1, replaced=[[1, 0]])
+    return {"memory": kv_memory_figure({"pyramid": run}), "pyramid": pyramid_figure({"pyramid": run, "baseline": run}),
+            "kept": kept_tokens_figure({"pyramid": run}), "attention": attention_figure(att, 1, 0),
+            "grid": attention_grid_figure(att), "recency": recency_figure(report), "empty": empty_figure("nothing")}
+
+
+@pytest.mark.parametrize("name", ["memory", "pyramid", "kept", "attention", "grid", "recency", "empty"])
+def test_every_figure_is_valid_plotly_in_the_one_template(name):
+    # figures are built without Plotly's property checks (theme.figure); rebuilt with them on, a
+    # misspelt property raises, and one Plotly would have moved or coerced (a nested "title_text")
+    # comes out different (named colour scales, which the checks expand into lists, aside)
+    fig = every_figure()[name]
+    assert fig.layout.template == TEMPLATE
+    checked = go.Figure(fig.to_dict())
+    assert without_colorscales(json.loads(checked.to_json())) == without_colorscales(json.loads(fig.to_json()))
+
+
+def without_colorscales(tree):
+    if isinstance(tree, dict):
+        return {k: without_colorscales(v) for k, v in tree.items() if k != "colorscale"}
+    return [without_colorscales(v) for v in tree] if isinstance(tree, list) else tree
+
+
+@pytest.mark.parametrize("trace, layout", [
+    (dict(type="scatter", x=[1], line=dict(colour="red")), {}),
+    (dict(type="bar", x=[1]), dict(xaxis=dict(title_text="a nested path Plotly expands only when checking"))),
+], ids=["misspelt", "nested-path"])
+def test_the_plotly_check_catches_what_unchecked_figures_let_through(trace, layout):
+    fig = figure([trace], "t", **layout)  # accepted as is
+    with contextlib.suppress(ValueError):
+        checked = go.Figure(fig.to_dict())
+        assert json.loads(checked.to_json()) != json.loads(fig.to_json())
 
 
 def test_mode_colors_are_fixed_for_known_modes_and_stable_for_others():

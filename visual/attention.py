@@ -14,7 +14,7 @@ from pyramid_core.trace import LayerAttention, StepRecord
 
 from .binning import MAX_COLUMNS, bin_size, bin_starts, binned_sum, dense_row
 from .records import as_record
-from .theme import ATTENTION_COLOR, HEATMAP_COLORSCALE, empty_figure, styled
+from .theme import ATTENTION_COLOR, HEATMAP_COLORSCALE, empty_figure, figure
 
 POSITION_TITLE = "original token position"
 WEIGHT_TITLE = "attention weight"
@@ -34,11 +34,10 @@ def attention_figure(record: StepRecord, layer: int, head: int | None = None) ->
         return empty_figure(NO_ATTENTION.format(step=record.step))
     la = layer_attention(record, layer)
     x, y = _bars(la.positions, head_row(la, head))
-    fig = go.Figure(go.Bar(
-        x=np.asarray(x), y=np.asarray(y), marker_color=ATTENTION_COLOR,  # arrays: Plotly checks lists item by item
-        hovertemplate="position %{x}<br>weight %{y:.4f}<extra></extra>",
-    ), layout=dict(bargap=0))
-    return styled(fig, f"{_who(record, la)} in layer {layer}, {_head_label(head)}", POSITION_TITLE, WEIGHT_TITLE)
+    bars = dict(type="bar", x=np.asarray(x), y=np.asarray(y), marker_color=ATTENTION_COLOR,
+                hovertemplate="position %{x}<br>weight %{y:.4f}<extra></extra>")
+    title = f"{_who(record, la)} in layer {layer}, {_head_label(head)}"
+    return figure([bars], title, POSITION_TITLE, WEIGHT_TITLE, bargap=0)
 
 
 def attention_grid_figure(record: StepRecord, head: int | None = None) -> go.Figure:
@@ -53,13 +52,11 @@ def attention_grid_figure(record: StepRecord, head: int | None = None) -> go.Fig
     width = max(1, *(max(a.positions, default=-1) + 1 for a in layers))
     size = bin_size(width)
     z = np.stack([binned_sum(dense_row(a.positions, head_row(a, head), width), size) for a in layers])
-    fig = go.Figure(go.Heatmap(
-        z=z, x=bin_starts(width, size), y=[a.layer for a in layers], zmin=0,
-        colorscale=HEATMAP_COLORSCALE, colorbar=dict(title=dict(text=WEIGHT_TITLE)),
-        hovertemplate="layer %{y}, position %{x}<br>weight %{z:.4f}<extra></extra>",
-    ))
+    grid = dict(type="heatmap", z=z, x=bin_starts(width, size), y=[a.layer for a in layers], zmin=0,
+                colorscale=HEATMAP_COLORSCALE, colorbar=dict(title=dict(text=WEIGHT_TITLE)),
+                hovertemplate="layer %{y}, position %{x}<br>weight %{z:.4f}<extra></extra>")
     title = f"{_who(record, layers[0])}, every layer, {_head_label(head)}"
-    return styled(fig, title, POSITION_TITLE, LAYER_TITLE)
+    return figure([grid], title, POSITION_TITLE, LAYER_TITLE)
 
 
 def layer_attention(record: StepRecord, layer: int) -> LayerAttention:

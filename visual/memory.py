@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from pyramid_core.trace import StepRecord
 
 from .records import as_runs
-from .theme import empty_figure, mode_color, styled
+from .theme import empty_figure, figure, mode_color
 
 MIB = 2**20
 TITLE = "KV cache memory"
@@ -31,18 +31,16 @@ def kv_memory_figure(runs: dict[str, list[StepRecord]]) -> go.Figure:
         return empty_figure(NO_RUNS)
     traces = [trace for mode, run in runs.items() for trace in (_kv_trace(mode, run), _peak_trace(mode, run))]
     # the prefill line as a layout shape and its label (what add_vline makes, without its ~8 ms)
-    prefill = dict(
-        shapes=[dict(type="line", x0=0, x1=0, xref="x", y0=0, y1=1, yref="paper",
-                     line=dict(dash="dot", color="#999999"))],
-        annotations=[dict(text=PREFILL_LABEL, x=0, xref="x", y=1, yref="paper", xanchor="left",
-                          yanchor="top", showarrow=False)])
-    return styled(go.Figure(data=traces, layout=prefill), TITLE, X_TITLE, Y_TITLE)
+    return figure(traces, TITLE, X_TITLE, Y_TITLE,
+                  shapes=[dict(type="line", x0=0, x1=0, xref="x", y0=0, y1=1, yref="paper",
+                               line=dict(dash="dot", color="#999999"))],
+                  annotations=[dict(text=PREFILL_LABEL, x=0, xref="x", y=1, yref="paper", xanchor="left",
+                                    yanchor="top", showarrow=False)])
 
 
-# Columns are numpy arrays: Plotly checks a list element by element (~1 ms a trace at 128 steps).
-
-def _kv_trace(mode: str, run: list[StepRecord]) -> go.Scatter:
-    return go.Scatter(
+def _kv_trace(mode: str, run: list[StepRecord]) -> dict:
+    return dict(
+        type="scatter",
         x=np.array([r.step for r in run]),
         y=np.array([r.kv_bytes for r in run]) / MIB,
         customdata=np.array([r.peak_kv_bytes for r in run]) / MIB,
@@ -57,8 +55,9 @@ def _kv_trace(mode: str, run: list[StepRecord]) -> go.Scatter:
     )
 
 
-def _peak_trace(mode: str, run: list[StepRecord]) -> go.Scatter:
-    return go.Scatter(
+def _peak_trace(mode: str, run: list[StepRecord]) -> dict:
+    return dict(
+        type="scatter",
         x=np.array([r.step for r in run]),
         y=np.array([r.peak_kv_bytes for r in run]) / MIB,
         name=mode + PEAK_SUFFIX,

@@ -10,7 +10,7 @@ import numpy as np
 
 from .binning import bin_size, bin_starts, binned_mean, dense_row
 from .records import as_runs
-from .theme import EMPTY_COLOR, empty_figure, mode_color, styled
+from .theme import EMPTY_COLOR, empty_figure, figure, mode_color
 
 HELD_TITLE = "Positions each layer holds"
 KEPT_TITLE = "Kept tokens per layer"
@@ -36,8 +36,8 @@ def pyramid_figure(runs: dict[str, list[StepRecord]]) -> go.Figure:
     panels = side_by_side(len(traces), [f"{mode} (step {r.step})" for mode, r in latest.items()],
                           x_title=POSITION_TITLE, x_range=[-0.5, width - 0.5])
     for i, trace in enumerate(traces):
-        trace.xaxis = "x" if i == 0 else f"x{i + 1}"
-    return styled(go.Figure(data=traces, layout=panels), HELD_TITLE, POSITION_TITLE, LAYER_TITLE)
+        trace["xaxis"] = "x" if i == 0 else f"x{i + 1}"
+    return figure(traces, HELD_TITLE, POSITION_TITLE, LAYER_TITLE, **panels)
 
 
 def side_by_side(n: int, titles: list[str], x_title: str, x_range: list[float], gap: float = 0.02) -> dict:
@@ -48,7 +48,7 @@ def side_by_side(n: int, titles: list[str], x_title: str, x_range: list[float], 
     for i, title in enumerate(titles):
         start = i * (width + gap)
         name = "xaxis" if i == 0 else f"xaxis{i + 1}"
-        layout[name] = dict(domain=[start, start + width], anchor="y", title_text=x_title, range=x_range)
+        layout[name] = dict(domain=[start, start + width], anchor="y", title=dict(text=x_title), range=x_range)
         annotations.append(dict(text=title, x=start + width / 2, y=1.0, xref="paper", yref="paper",
                                 xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=14)))
     return dict(layout, yaxis=dict(anchor="x"), annotations=annotations)
@@ -59,16 +59,11 @@ def kept_tokens_figure(runs: dict[str, list[StepRecord]]) -> go.Figure:
     runs = as_runs(runs)
     if not runs:
         return empty_figure(NO_RUNS)
-    fig = styled(go.Figure(), KEPT_TITLE, KEPT_TITLE_X, LAYER_TITLE)
-    for mode, run in runs.items():
-        last = run[-1]
-        fig.add_trace(go.Bar(
-            x=list(last.kept_tokens), y=list(range(len(last.kept_tokens))), orientation="h",
-            name=mode, marker_color=mode_color(mode),
-            hovertemplate=f"{mode}, step {last.step}<br>layer %{{y}}: %{{x}} tokens<extra></extra>",
-        ))
-    fig.update_layout(barmode="group")
-    return fig
+    bars = [dict(type="bar", x=list(run[-1].kept_tokens), y=list(range(len(run[-1].kept_tokens))),
+                 orientation="h", name=mode, marker_color=mode_color(mode),
+                 hovertemplate=f"{mode}, step {run[-1].step}<br>layer %{{y}}: %{{x}} tokens<extra></extra>")
+            for mode, run in runs.items()]
+    return figure(bars, KEPT_TITLE, KEPT_TITLE_X, LAYER_TITLE, barmode="group")
 
 
 def latest_with_positions(mode: str, run: list[StepRecord]) -> StepRecord:
@@ -84,11 +79,11 @@ def _extent(record: StepRecord) -> int:
     return max([1, record.seen_tokens] + [p + 1 for p in held])
 
 
-def _held_heatmap(mode: str, kept_positions: list[list[int]], width: int) -> go.Heatmap:
+def _held_heatmap(mode: str, kept_positions: list[list[int]], width: int) -> dict:
     size = bin_size(width)
     z = np.stack([binned_mean(dense_row(positions, 1.0, width), size) for positions in kept_positions])
-    return go.Heatmap(
-        z=z, x=bin_starts(width, size), y=list(range(len(kept_positions))),
+    return dict(
+        type="heatmap", z=z, x=bin_starts(width, size), y=list(range(len(kept_positions))),
         zmin=0, zmax=1, showscale=False, name=mode,
         colorscale=[[0.0, EMPTY_COLOR], [1.0, mode_color(mode)]],
         hovertemplate=f"{mode}<br>layer %{{y}}, position %{{x}}<br>held %{{z}}<extra></extra>",

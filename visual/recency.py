@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 from pyramid_core.trace import RecencyReport
 
 from .records import as_report
-from .theme import HEATMAP_COLORSCALE, empty_figure, styled
+from .theme import HEATMAP_COLORSCALE, empty_figure, figure
 
 HEAD_TITLE = "query head"
 LAYER_TITLE = "layer"
@@ -25,22 +25,22 @@ def recency_figure(report: RecencyReport) -> go.Figure:
     if not report.scores:
         return empty_figure(NO_SCORES)
     heads = len(report.scores[0])
-    fig = go.Figure(go.Heatmap(
-        z=report.scores, x=list(range(heads)), y=list(range(len(report.scores))),
+    traces = [dict(
+        type="heatmap", z=report.scores, x=list(range(heads)), y=list(range(len(report.scores))),
         zmin=0, zmax=1, customdata=report.sink_mass, colorscale=HEATMAP_COLORSCALE,
         colorbar=dict(title=dict(text=SCORE_TITLE)), name=SCORE_TITLE,
         hovertemplate="layer %{y}, head %{x}<br>recency %{z:.3f}<br>sink mass %{customdata:.3f}<extra></extra>",
-    ))
+    )]
     marked = replaced_heads(report)
     if marked:
-        fig.add_trace(go.Scatter(
-            x=[h for _, h in marked], y=[layer for layer, _ in marked], mode="markers",
+        traces.append(dict(
+            type="scatter", x=[h for _, h in marked], y=[layer for layer, _ in marked], mode="markers",
             name=REPLACED_NAME, marker=dict(symbol="x", size=10, color="white", line=dict(width=1, color="black")),
             hovertemplate="layer %{y}, head %{x}: replaced<extra></extra>",
         ))
     title = (f"Recency: attention mass on the last {report.window + 1} keys "
              f"({report.heads_per_group} query heads per KV group)")
-    return styled(fig, title, HEAD_TITLE, LAYER_TITLE)
+    return figure(traces, title, HEAD_TITLE, LAYER_TITLE)
 
 
 def replaced_heads(report: RecencyReport) -> list[tuple[int, int]]:
