@@ -202,6 +202,7 @@ class Live:
         self.plotted = False  # whether the last update carried figures
         self.update_s = None  # running mean of a pane update's cost
         self.detail_steps: dict[str, int] = {}  # mode -> the step recorded in detail for the next figures
+        self.figures = [gr.skip()] * 5  # the latest figures and table, as sent
         self.fit_view()
 
     def add(self, mode: str, record: StepRecord) -> None:
@@ -239,14 +240,14 @@ class Live:
         # for every gr.skip() output of every update (~0.7 ms each, 2-core CPU), plain values cost ~0.15
         panes = [pane_html(texts[m], texts.get(BASELINE)) if m in texts else BLANK_PANE for m in MODES]
         stats = [pane_stats(self.runs[m], texts[m], texts.get(BASELINE)) if m in texts else "" for m in MODES]
-        figures = run_figures(self.runs, self.view) if plots else [gr.skip()] * 5
+        if plots:  # the steps recorded in detail from here on are for the next figures
+            self.figures = as_sent(run_figures(self.runs, self.view))
+            self.detail_steps = {}
         self.plotted = plots
         self.text_at = time.monotonic()
-        if plots:  # the steps recorded in detail from here on are for the next figures
-            self.plots_at = self.text_at
-            self.detail_steps = {}
+        self.plots_at = self.text_at if plots else self.plots_at
         state = run_state(self.lm, self.runs) if final else gr.skip()
-        return panes + stats + figures + [state]
+        return panes + stats + self.figures + [state]
 
     def text(self, mode: str) -> str:
         ids = generated_ids(self.runs[mode], self.eos)
@@ -295,6 +296,18 @@ def run_figures(runs, view: dict) -> list:
     runs = {m: r for m, r in runs.items() if r}
     grid, bars = attention_figures(runs, view)
     return [visual.kv_memory_figure(runs), visual.pyramid_figure(runs), grid, bars, summary_table(runs)]
+
+
+SENT_PLOT = gr.Plot(render=False)  # its postprocess is what Gradio runs on a figure; a PlotData passes through
+
+
+def as_sent(figures: list) -> list:
+    """run_figures' figures as Gradio sends them, and its table: the pane updates between two figure
+    refreshes send them again, which costs Gradio ~0.15 ms each and adds nothing to the stream (its diff
+    of an unchanged value is empty), where a gr.skip() costs ~0.7 ms (Gradio 6 rebuilds the component;
+    2-core CPU)."""
+    *plots, table = figures
+    return [SENT_PLOT.postprocess(f) for f in plots] + [table]
 
 
 def attention_figures(runs, view: dict):
