@@ -1,25 +1,26 @@
-"""What the app costs on top of the CLI: the same modes, prompt and settings, timed three ways.
+"""What the app costs on top of the CLI: the same modes, prompt and settings, timed four ways.
 
-- cli:    session.run_generation per mode, one after the other (what `python -m pyramid_core generate`
-          does after loading; no attention or positions recorded, no figures), in a process of its own
-          with no Gradio server in it;
-- app:    app.generate_run called as a plain generator (panes every app.TEXT_EVERY_S, figures every
-          app.PLOTS_EVERY_S or less often, with attention and positions recorded on those steps);
-- server: the same through a local Gradio server, driven by gradio_client from a separate process, as a
-          browser would (adds the server's serialisation and transport; the client's decoding of the
-          stream is the browser's work and is not in this process's CPU seconds).
+- cli:        session.run_generation per mode, one after the other (what `python -m pyramid_core
+              generate` does after loading; no attention or positions recorded, no figures), in a
+              process of its own with no Gradio server in it;
+- cli_in_app: the same, in the app's process on its torch thread (a control: what the process and
+              thread alone change);
+- app:        app.generate_run called as a plain generator (panes every app.TEXT_EVERY_S, figures every
+              app.PLOTS_EVERY_S or less often, with attention and positions recorded on those steps);
+- server:     the same through a local Gradio server, driven by gradio_client from a separate process,
+              as a browser would (adds the server's serialisation and transport; the client's decoding
+              of the stream is the browser's work and is not in this process's CPU seconds).
 
 Models are loaded once per process, so loading is not timed. Prints one JSON object with wall and CPU
 seconds per path and the ratios to the CLI: of the medians, and the median of each repeat's ratio (the
-paths of one repeat run back to back, so that ratio sees one machine load). CPU seconds count every
-thread of the process that generates (for app and server, the Gradio server's threads included): on a
-shared machine they vary less than wall seconds, which also count time taken by other tenants.
+paths of one repeat run back to back, in a shuffled order, so that ratio sees one machine load), with a
+bootstrap 90% interval for that median. CPU seconds count every thread of the process that generates
+(for app and server, the Gradio server's threads included).
 
 Other tenants move a run of a few seconds by more than the effect measured, so the app and server paths
 also time, within each run, the generation itself (`app.advance` on the torch thread, detail recording
 included): `over_own_generation` is the run's wall time over that, i.e. what the app adds around the
-same generation, measured against the same machine load. It matches "app / CLI" to the extent that the
-app's generation costs what the CLI's does (round-robin modes and the detail recording measured free).
+same generation, measured against the same machine load.
 
     python benchmarks/app_overhead.py [--model embedded] [--new-tokens 128] [--repeats 9] [--threads N] [--out F]
 """
@@ -30,6 +31,7 @@ import argparse
 import functools
 import json
 import platform
+import random
 import socket
 import statistics
 import subprocess
@@ -44,6 +46,7 @@ import app  # noqa: E402
 from pyramid_core.engine import Sampling  # noqa: E402
 from pyramid_core.models import load_model  # noqa: E402
 from pyramid_core.session import run_generation  # noqa: E402
+from pyramid_core.torch_thread import on_torch_thread  # noqa: E402
 
 PROMPT = ("The lighthouse on Gull Point was kept by the Marrow family for forty-one years, and every "
           "evening the keeper wrote the time the lamp was lit and the ships that passed. ") * 3
@@ -67,8 +70,7 @@ def cli_model(model: str):
     return load_model(model, device=app.default_device(), dtype="auto")
 
 
-def time_cli(model: str, modes: list[str], new_tokens: int) -> Clock:
-    lm = cli_model(model)
+def time_cli(lm, modes: list[str], new_tokens: int) -> Clock:
     policies = app.build_policies(modes, 0.0, [None] * len(app.KNOBS))
     with Clock() as clock:
         for policy in policies.values():
@@ -99,7 +101,7 @@ class CliProcess:
 def cli_worker(model: str, modes: list[str]) -> None:
     """Time time_cli for each new-token count read from stdin; answer [wall, cpu] on stdout."""
     for line in sys.stdin:
-        clock = time_cli(model, modes, int(line))
+        clock = time_cli(cli_model(model), modes, int(line))
         print(json.dumps([clock.wall, clock.cpu]), flush=True)
 
 
@@ -213,12 +215,17 @@ def main() -> None:
     client = ClientProcess(url)
     cli = CliProcess(model, modes, args.threads)
     try:
-        cli.time(4), time_app(model, modes, 4), time_server(client, model, modes, 4)  # warm up: load, first kernels
-        runs = {"cli": [], "app": [], "server": []}
-        for _ in range(args.repeats):  # interleaved, so drift in machine load hits every path alike
-            runs["cli"].append(cli.time(args.new_tokens))
-            runs["app"].append(generation_timed(lambda: time_app(model, modes, args.new_tokens)))
-            runs["server"].append(generation_timed(lambda: time_server(client, model, modes, args.new_tokens)))
+        paths = {"cli": lambda: cli.time(args.new_tokens),
+                 "cli_in_app": lambda: on_torch_thread(time_cli, app.get_model(model), modes, args.new_tokens),
+                 "app": lambda: generation_timed(lambda: time_app(model, modes, args.new_tokens)),
+                 "server": lambda: generation_timed(lambda: time_server(client, model, modes, args.new_tokens))}
+        for path in paths.values():  # warm up: load, first kernels
+            path()
+        runs = {name: [] for name in paths}
+        order = random.Random(0)
+        for _ in range(args.repeats):  # interleaved, so drift in machine load hits every path alike,
+            for name in order.sample(list(paths), len(paths)):  # and in a new order each time
+                runs[name].append(paths[name]())
     finally:
         client.close()
         cli.close()
@@ -233,19 +240,41 @@ def main() -> None:
         times = {k: [getattr(c, kind) for c in v] for k, v in runs.items()}
         median = {k: statistics.median(v) for k, v in times.items()}
         # each repeat's paths ran back to back: their ratios see the same machine load
-        paired = {k: statistics.median(a / c for a, c in zip(times[k], times["cli"])) for k in ("app", "server")}
+        ratios = {k: [a / c for a, c in zip(times[k], times["cli"])] for k in ("app", "server", "cli_in_app")}
         result[kind] = {"median_s": {k: round(v, 3) for k, v in median.items()},
                         "app_over_cli": round(median["app"] / median["cli"], 3),
                         "server_over_cli": round(median["server"] / median["cli"], 3),
-                        "app_over_cli_paired": round(paired["app"], 3),
-                        "server_over_cli_paired": round(paired["server"], 3),
+                        "app_over_cli_paired": round(statistics.median(ratios["app"]), 3),
+                        "server_over_cli_paired": round(statistics.median(ratios["server"]), 3),
+                        "app_over_cli_paired_90ci": median_interval(ratios["app"]),
+                        "server_over_cli_paired_90ci": median_interval(ratios["server"]),
+                        "cli_in_app_over_cli_paired": round(statistics.median(ratios["cli_in_app"]), 3),
+                        "cli_in_app_over_cli_paired_90ci": median_interval(ratios["cli_in_app"]),
+                        "app_over_cli_in_app_paired": paired_median(times["app"], times["cli_in_app"]),
+                        "server_over_cli_in_app_paired": paired_median(times["server"], times["cli_in_app"]),
                         "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()}}
     result["over_own_generation"] = {
         k: {"median": round(statistics.median(c.wall / c.generating for c in runs[k]), 3),
+            "90ci": median_interval([c.wall / c.generating for c in runs[k]]),
             "generating_s": [round(c.generating, 3) for c in runs[k]]} for k in ("app", "server")}
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def paired_median(times: list[float], baseline: list[float]) -> list[float]:
+    """The median of the paired ratios, then its 90% interval."""
+    ratios = [a / b for a, b in zip(times, baseline)]
+    return [round(statistics.median(ratios), 3), *median_interval(ratios)]
+
+
+def median_interval(values: list[float], confidence: float = 0.9, resamples: int = 10_000) -> list[float]:
+    """A bootstrap interval for the median of `values` (percentiles of resampled medians): how far the
+    median of this many repeats can be trusted on a machine whose load moves single runs by 30%."""
+    draw = random.Random(1)
+    medians = sorted(statistics.median(draw.choices(values, k=len(values))) for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    return [round(medians[int(tail * resamples)], 3), round(medians[int((1 - tail) * resamples) - 1], 3)]
 
 
 def torch_threads() -> int:
