@@ -32,8 +32,9 @@ def child(with_server: bool, runs: int, threads: int) -> list[list[float]]:
     if with_server:
         app_overhead.serve_locally()
         time.sleep(3)  # past the launch's one-off work (version check, analytics)
-    app_overhead.time_cli("embedded", modes, 4)
-    clocks = [app_overhead.time_cli("embedded", modes, 128) for _ in range(runs)]
+    lm = app_overhead.cli_model("embedded")
+    app_overhead.time_cli(lm, modes, 4)
+    clocks = [app_overhead.time_cli(lm, modes, 128) for _ in range(runs)]
     return [[c.wall, c.cpu] for c in clocks]
 
 
