@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import plotly.graph_objects as go
 import pytest
 
@@ -216,6 +217,20 @@ def test_pyramid_heatmap_bins_long_contexts_to_fraction_held():
     assert sum(trace.z[1]) * size == pytest.approx(1)  # layer 1 holds one position
 
 
+def test_heatmaps_go_out_as_compact_typed_arrays():
+    """Plotly sends a numpy array as base64 of its dtype, and the live view resends these figures every
+    second or two: a byte a cell for held / not held, four for fractions and weights."""
+    def z_dtype(fig):
+        return json.loads(fig.to_json())["data"][0]["z"]["dtype"]
+
+    short = [make_record(0, [2, 1], 10, seen=3, kept_positions=[[0, 2], [1]])]
+    binned = [make_record(0, [1, 1], 10, seen=3 * MAX_COLUMNS, kept_positions=[[0], [5]])]
+    att = [LayerAttention(layer=0, positions=[0, 1], weights=[[0.5, 0.5]])]
+    assert z_dtype(pyramid_figure({"pyramid": short})) == "u1"
+    assert z_dtype(pyramid_figure({"pyramid": binned})) == "f4"
+    assert z_dtype(attention_grid_figure(make_record(1, [2], 10, attention=att))) == "f4"
+
+
 def test_pyramid_figure_rejects_a_run_without_kept_positions():
     with pytest.raises(ValueError, match="kept_positions"):
         pyramid_figure({"pyramid": make_run([1, 2])})
@@ -284,7 +299,7 @@ def test_attention_grid_binning_preserves_each_layers_mass():
     att = [LayerAttention(layer=0, positions=positions, weights=weights)]
     (heat,) = attention_grid_figure(make_record(1, [len(positions)], 10, attention=att)).data
     assert len(heat.x) <= MAX_COLUMNS
-    assert sum(heat.z[0]) == pytest.approx(1.0)
+    assert np.sum(heat.z[0], dtype=np.float64) == pytest.approx(1.0)  # cells are float32: add them in float64
 
 
 def test_attention_figure_without_recorded_attention_is_empty():

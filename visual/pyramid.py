@@ -82,6 +82,9 @@ def _extent(record: StepRecord) -> int:
 def _held_heatmap(mode: str, kept_positions: list[list[int]], width: int) -> dict:
     size = bin_size(width)
     z = np.stack([binned_mean(dense_row(positions, 1.0, width), size) for positions in kept_positions])
+    # Plotly sends arrays as base64 of their dtype: a byte a cell for held/not held, 4 for the fractions
+    # of bins (float64 made the five panels ~160 KB each time the live view redraws them)
+    z = z.astype(np.uint8) if size == 1 else z.astype(np.float32)
     return dict(
         type="heatmap", z=z, x=bin_starts(width, size), y=list(range(len(kept_positions))),
         zmin=0, zmax=1, showscale=False, name=mode,
