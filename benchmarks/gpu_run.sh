@@ -2,6 +2,9 @@
 # Run on the GPU machine (the device tool): GPU tests, kernel checks and benchmark suites, results to $OUT.
 #   bash benchmarks/gpu_run.sh tests kernels engine overhead prefill8k recurformer table1
 # flash-linear-attention travels as wheels in .whl/ (pip download fla-core einops; see the README).
+# app_overhead runs benchmarks/app_overhead.py on this machine's CPU (a quiet host), pinned to
+# APP_CORES (default 0,1: two cores, as on the development machines), with Gradio and Plotly from
+# .cpusite/site.tgz (benchmarks/cpu_site.sh): APP_CORES=0-3 APP_THREADS=2 APP_REPEATS=20.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; RES=/tmp/bench; mkdir -p "$OUT" "$RES"
@@ -13,6 +16,13 @@ for step in "$@"; do
   case $step in
     tests) python -m pytest -q -rs tests/test_graphs.py tests/test_scores.py tests/test_decode_kernel.py tests/test_recurformer.py -k "cuda or gpu or triton or kernel" ;;
     kernels) python benchmarks/check_kernels.py "$RES/kernel_check.json" ;;
+    app_overhead)
+      mkdir -p /tmp/cpusite && tar -C /tmp/cpusite -xzf .cpusite/site.tgz || exit 1
+      lscpu | grep -E "Model name|^CPU\(s\)|Thread|NUMA node0" ; nproc
+      cores=${APP_CORES:-0,1}; threads=${APP_THREADS:-2}; repeats=${APP_REPEATS:-20}
+      CUDA_VISIBLE_DEVICES="" PYTHONPATH=/tmp/cpusite${PYTHONPATH:+:$PYTHONPATH} taskset -c "$cores" \
+        python benchmarks/app_overhead.py --threads "$threads" --repeats "$repeats" \
+          --out "$RES/app_overhead_cores${cores//[,-]/_}_threads$threads.json" | tail -30 ;;
     *) python -m pyramid_core bench "$step" --out "$RES" ;;
   esac
 done 2>&1 | tee "$OUT/log.txt"
