@@ -9,7 +9,9 @@
               app.PLOTS_EVERY_S or less often, with attention and positions recorded on those steps);
 - server:     the same through a local Gradio server, driven by gradio_client from a separate process,
               as a browser would (adds the server's serialisation and transport; the client's decoding
-              of the stream is the browser's work and is not in this process's CPU seconds).
+              of the stream is the browser's work and is not in this process's CPU seconds);
+- server_figures_off (only with --paths): the server with the live figures off (panes stream, figures
+              and their detail steps only at the prefill and the end): what the figures cost.
 
 Models are loaded once per process, so loading is not timed. Prints one JSON object with wall and CPU
 seconds per path and the ratios to the CLI: of the medians, and the median of each repeat's ratio (the
@@ -22,7 +24,8 @@ also time, within each run, the generation itself (`app.advance` on the torch th
 included): `over_own_generation` is the run's wall time over that, i.e. what the app adds around the
 same generation, measured against the same machine load.
 
-    python benchmarks/app_overhead.py [--model embedded] [--new-tokens 128] [--repeats 9] [--threads N] [--out F]
+    python benchmarks/app_overhead.py [--model embedded] [--new-tokens 128] [--repeats 9] [--threads N]
+        [--paths cli,cli_in_app,app,server] [--out F]
 """
 
 from __future__ import annotations
@@ -182,6 +185,15 @@ def time_server(client: ClientProcess, model: str, modes: list[str], new_tokens:
     return clock
 
 
+def time_server_figures_off(client: ClientProcess, model: str, modes: list[str], new_tokens: int) -> Clock:
+    every = app.PLOTS_EVERY_S
+    app.PLOTS_EVERY_S = float("inf")  # Live reads it when a run starts
+    try:
+        return time_server(client, model, modes, new_tokens)
+    finally:
+        app.PLOTS_EVERY_S = every
+
+
 def serve_locally():
     """The app's Blocks, queued and launched on a free local port, without blocking: (demo, url)."""
     demo = app.build_ui()
@@ -199,6 +211,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--paths", default="cli,cli_in_app,app,server",
+                        help="which to time, cli first (also: server_figures_off)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--cli-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -215,10 +229,14 @@ def main() -> None:
     client = ClientProcess(url)
     cli = CliProcess(model, modes, args.threads)
     try:
-        paths = {"cli": lambda: cli.time(args.new_tokens),
+        timed = {"cli": lambda: cli.time(args.new_tokens),
                  "cli_in_app": lambda: on_torch_thread(time_cli, app.get_model(model), modes, args.new_tokens),
                  "app": lambda: generation_timed(lambda: time_app(model, modes, args.new_tokens)),
-                 "server": lambda: generation_timed(lambda: time_server(client, model, modes, args.new_tokens))}
+                 "server": lambda: generation_timed(lambda: time_server(client, model, modes, args.new_tokens)),
+                 "server_figures_off": lambda: generation_timed(
+                     lambda: time_server_figures_off(client, model, modes, args.new_tokens))}
+        paths = {name: timed[name] for name in args.paths.split(",")}
+        assert next(iter(paths)) == "cli", "the CLI path comes first: every ratio is to it"
         for path in paths.values():  # warm up: load, first kernels
             path()
         runs = {name: [] for name in paths}
@@ -237,29 +255,34 @@ def main() -> None:
         "modes": modes, "new_tokens": args.new_tokens, "repeats": args.repeats, "threads": torch_threads(),
     }
     for kind in ("wall", "cpu"):
-        times = {k: [getattr(c, kind) for c in v] for k, v in runs.items()}
-        median = {k: statistics.median(v) for k, v in times.items()}
-        # each repeat's paths ran back to back: their ratios see the same machine load
-        ratios = {k: [a / c for a, c in zip(times[k], times["cli"])] for k in ("app", "server", "cli_in_app")}
-        result[kind] = {"median_s": {k: round(v, 3) for k, v in median.items()},
-                        "app_over_cli": round(median["app"] / median["cli"], 3),
-                        "server_over_cli": round(median["server"] / median["cli"], 3),
-                        "app_over_cli_paired": round(statistics.median(ratios["app"]), 3),
-                        "server_over_cli_paired": round(statistics.median(ratios["server"]), 3),
-                        "app_over_cli_paired_90ci": median_interval(ratios["app"]),
-                        "server_over_cli_paired_90ci": median_interval(ratios["server"]),
-                        "cli_in_app_over_cli_paired": round(statistics.median(ratios["cli_in_app"]), 3),
-                        "cli_in_app_over_cli_paired_90ci": median_interval(ratios["cli_in_app"]),
-                        "app_over_cli_in_app_paired": paired_median(times["app"], times["cli_in_app"]),
-                        "server_over_cli_in_app_paired": paired_median(times["server"], times["cli_in_app"]),
-                        "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()}}
+        result[kind] = ratios_to_cli({k: [getattr(c, kind) for c in v] for k, v in runs.items()})
     result["over_own_generation"] = {
-        k: {"median": round(statistics.median(c.wall / c.generating for c in runs[k]), 3),
-            "90ci": median_interval([c.wall / c.generating for c in runs[k]]),
-            "generating_s": [round(c.generating, 3) for c in runs[k]]} for k in ("app", "server")}
+        k: {"median": round(statistics.median(c.wall / c.generating for c in v), 3),
+            "90ci": median_interval([c.wall / c.generating for c in v]),
+            "generating_s": [round(c.generating, 3) for c in v]}
+        for k, v in runs.items() if hasattr(v[0], "generating")}
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def ratios_to_cli(times: dict[str, list[float]]) -> dict:
+    """Every path against the CLI: the ratio of the medians, and the median of each repeat's ratio (its
+    paths ran back to back, so they saw one machine load) with its 90% interval; against the CLI's
+    loop in the app's process too, where that ran."""
+    median = {k: statistics.median(v) for k, v in times.items()}
+    out = {"median_s": {k: round(v, 3) for k, v in median.items()}}
+    for k in times:
+        if k == "cli":
+            continue
+        ratios = [a / c for a, c in zip(times[k], times["cli"])]
+        out[f"{k}_over_cli"] = round(median[k] / median["cli"], 3)
+        out[f"{k}_over_cli_paired"] = round(statistics.median(ratios), 3)
+        out[f"{k}_over_cli_paired_90ci"] = median_interval(ratios)
+        if "cli_in_app" in times and k != "cli_in_app":
+            out[f"{k}_over_cli_in_app_paired"] = paired_median(times[k], times["cli_in_app"])
+    out["seconds"] = {k: [round(x, 3) for x in v] for k, v in times.items()}
+    return out
 
 
 def paired_median(times: list[float], baseline: list[float]) -> list[float]:

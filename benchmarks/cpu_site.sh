@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Gradio, Plotly and what they need beyond the GPU machine's image, as one archive for the device tool
 # to carry (.cpusite/site.tgz, git-ignored), so that benchmarks/app_overhead.py can run on that machine's
-# CPU: a quiet host, where this project's 2-core development machines share their cores with other
-# tenants and move single runs by 30%.
+# CPU too: a second CPU to check the development machines' numbers on (it turned out as noisy: single
+# runs move by ±25% there as well).
 #   bash benchmarks/cpu_site.sh [PYTHON_VERSION]   (3.12 by default: the GPU machine's)
 # The browser bundles are left out (the benchmark drives the server with gradio_client, which never
 # asks for them), so that the archive and the working tree fit the tool's 64 MiB.

@@ -2,7 +2,7 @@
 # Run on the GPU machine (the device tool): GPU tests, kernel checks and benchmark suites, results to $OUT.
 #   bash benchmarks/gpu_run.sh tests kernels engine overhead prefill8k recurformer table1
 # flash-linear-attention travels as wheels in .whl/ (pip download fla-core einops; see the README).
-# app_overhead runs benchmarks/app_overhead.py on this machine's CPU (a quiet host), pinned to
+# app_overhead runs benchmarks/app_overhead.py on this machine's CPU (a second CPU to check on), pinned to
 # APP_CORES (default 0,1: two cores, as on the development machines), with Gradio and Plotly from
 # .cpusite/site.tgz (benchmarks/cpu_site.sh): APP_CORES=0-3 APP_THREADS=2 APP_REPEATS=20.
 set -uo pipefail
