@@ -4,7 +4,7 @@
 # flash-linear-attention travels as wheels in .whl/ (pip download fla-core einops; see the README).
 # app_overhead runs benchmarks/app_overhead.py on this machine's CPU (a second CPU to check on), pinned to
 # APP_CORES (default 0,1: two cores, as on the development machines), with Gradio and Plotly from
-# .cpusite/site.tgz (benchmarks/cpu_site.sh): APP_CORES=0-3 APP_THREADS=2 APP_REPEATS=20.
+# .cpusite/site.tgz (benchmarks/cpu_site.sh): APP_CORES=0-3 APP_THREADS=2 APP_REPEATS=16 (16 at 2 cores: ~8 minutes, within one call).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; RES=/tmp/bench; mkdir -p "$OUT" "$RES"
@@ -19,7 +19,7 @@ for step in "$@"; do
     app_overhead)
       mkdir -p /tmp/cpusite && tar -C /tmp/cpusite -xzf .cpusite/site.tgz || exit 1
       lscpu | grep -E "Model name|^CPU\(s\)|Thread|NUMA node0" ; nproc
-      cores=${APP_CORES:-0,1}; threads=${APP_THREADS:-2}; repeats=${APP_REPEATS:-20}
+      cores=${APP_CORES:-0,1}; threads=${APP_THREADS:-2}; repeats=${APP_REPEATS:-16}
       CUDA_VISIBLE_DEVICES="" PYTHONPATH=/tmp/cpusite${PYTHONPATH:+:$PYTHONPATH} taskset -c "$cores" \
         python benchmarks/app_overhead.py --threads "$threads" --repeats "$repeats" \
           --out "$RES/app_overhead_cores${cores//[,-]/_}_threads$threads.json" | tail -30 ;;
