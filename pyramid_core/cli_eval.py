@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import eval_report, evaluate
+from . import eval_report, evaluate, reading
 from .models import EMBEDDED_NAME, load_model
 from .policies.registry import MODES
 
@@ -24,6 +24,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_TEXT = ASSETS / "heldout.txt"
 DEFAULT_ADAPTERS = f"{ASSETS / 'recurformer-embedded-25'},{ASSETS / 'recurformer-embedded-50'}"
 COMPARISONS = ("recurformer",)
+READING_TARGETS = {"single": 0.9, "story": 0.7}  # the embedded model's targets (its model card)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapters", default=DEFAULT_ADAPTERS, help="--compare: comma-separated adapter dirs")
     parser.add_argument("--twin-window", type=int, default=64, help="--compare: the window twin's recent tokens")
     parser.add_argument("--twin-sinks", type=int, default=4, help="--compare: the window twin's first tokens")
+    parser.add_argument("--reading", action="store_true",
+                        help="answer the held-out reading tasks (--reading-file) with the baseline and each of "
+                             "--modes at its defaults, instead of the text measures")
+    parser.add_argument("--reading-file", default=str(reading.READING_FILE), help="--reading: the tasks")
+    parser.add_argument("--per-cell", type=int, default=None,
+                        help="--reading: at most this many tasks per (kind, length, depth) cell")
     parser.add_argument("--short-filler", type=int, default=0,
                         help="also run the copy probe with this many filler tokens (0: no short probe)")
 
@@ -64,6 +71,8 @@ def _floats(text: str) -> list[float]:
 def run(args: argparse.Namespace) -> dict:
     if args.compare:
         return _finish(args, *_compare(args))
+    if args.reading:
+        return _finish(args, _reading(args), eval_report.reading_markdown)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES or m == "baseline"]
     if unknown:
@@ -105,6 +114,34 @@ def _compare(args: argparse.Namespace) -> tuple[dict, object]:
     result["summary"] = eval_report.named_summary(result)
     result["elapsed_s"] = time.perf_counter() - start
     return result, eval_report.named_markdown
+
+
+def _reading(args: argparse.Namespace) -> dict:
+    """--reading: each mode's answers to the stored held-out reading tasks, scored exactly."""
+    from .policies.registry import make_policy
+
+    modes = ["baseline"] + [m.strip() for m in args.modes.split(",") if m.strip() and m.strip() != "baseline"]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {unknown}; choose from {', '.join(sorted(MODES))}")
+    tasks = reading.load_tasks(args.reading_file, limit=args.per_cell)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    scored = {}
+    for mode in modes:
+        results = reading.score(lm, tasks, None if mode == "baseline" else make_policy(mode), batch=args.batch)
+        scored[mode] = {"summary": reading.summary(results), "results": results}
+    return {
+        "model": args.model, "date": datetime.date.today().isoformat(),
+        "device": f"{args.device} ({torch.get_num_threads()} threads)" if args.device == "cpu"
+        else f"{args.device} ({torch.cuda.get_device_name(0)})",
+        "versions": {"torch": torch.__version__, "transformers": _version("transformers")},
+        "settings": {"tasks": Path(args.reading_file).name, "count": len(tasks), "per_cell": args.per_cell,
+                     "batch": args.batch, "dtype": str(lm.dtype), "targets": READING_TARGETS},
+        "modes": scored, "elapsed_s": time.perf_counter() - start,
+    }
 
 
 def _prepare(args: argparse.Namespace) -> Path:

@@ -258,3 +258,53 @@ def recency_markdown(rows: list[dict], meta: dict) -> str:
                      f"{r['local_heads']}/{r['heads']} | {r['far_heads']}/{r['heads']} |")
     lines += ["", "## What we measured", "", meta.get("summary", ""), ""]
     return "\n".join(lines)
+
+
+def reading_markdown(result: dict) -> str:
+    """A Markdown report of the reading evaluation (cli_eval --reading): accuracy per kind and mode, and
+    the baseline's single-fact grid of length x depth."""
+    s, modes = result["settings"], result["modes"]
+    kinds = sorted({k for m in modes.values() for k in m["summary"]["accuracy"]})
+    lines = [f"# Reading held-out tasks: {result['model']}", "",
+             f"{result['date']}, {result['device']}, torch {result['versions']['torch']}, "
+             f"transformers {result['versions']['transformers']}, {s['dtype']}; run took {result['elapsed_s']:.0f} s.",
+             "", f"{s['count']} tasks from {s['tasks']} (held-out templates, names and texts). A task is right when "
+             "the greedy answer, up to its first newline, equals the stored answer (case, surrounding spaces and "
+             "a final full stop aside). KV share = mean over layers of kept / seen tokens after the prefill.", "",
+             "| mode | KV share | " + " | ".join(kinds) + " |", "| --- | --- | " + " | ".join("---" for _ in kinds) + " |"]
+    for mode, m in modes.items():
+        acc, n = m["summary"]["accuracy"], m["summary"]["count"]
+        cells = [f"{acc[k]:.1%} ({round(acc[k] * n[k])}/{n[k]})" if k in acc else "-" for k in kinds]
+        lines.append(f"| {mode} | {m['summary']['kv_share']:.3f} | " + " | ".join(cells) + " |")
+    grid = modes["baseline"]["summary"]["grid"]
+    if grid:
+        depths = list(next(iter(grid.values())))
+        lines += ["", "Baseline, single fact, accuracy by prompt length (tokens, at most) and depth of the fact "
+                  "(0 = start of the document, 1 = end):", "",
+                  "| length | " + " | ".join(f"depth {d}" for d in depths) + " |",
+                  "| --- | " + " | ".join("---" for _ in depths) + " |"]
+        lines += [f"| {n} | " + " | ".join(f"{row.get(d, float('nan')):.0%}" for d in depths) + " |"
+                  for n, row in grid.items()]
+    lines += ["", "## What we measured", "", reading_summary(result), ""]
+    return "\n".join(lines)
+
+
+def reading_summary(result: dict) -> str:
+    base = result["modes"]["baseline"]["summary"]
+    targets = result["settings"]["targets"]
+    worst = min((v, n, d) for n, row in base["grid"].items() for d, v in row.items()) if base["grid"] else None
+    parts = [f"With the full cache the model answers {base['accuracy'].get(k, 0):.1%} of the {k} tasks "
+             f"(target {t:.0%}: {'met' if base['accuracy'].get(k, 0) >= t else 'missed'})" for k, t in targets.items()]
+    text = "; ".join(parts) + "."
+    if worst:
+        grid_met = worst[0] >= targets.get("single", 0)
+        text += (f" Its weakest single-fact cell is length {worst[1]}, depth {worst[2]} at {worst[0]:.0%}: the "
+                 f"{targets.get('single', 0):.0%} target {'holds in every cell' if grid_met else 'is missed there'}.")
+    for mode, m in result["modes"].items():
+        if mode == "baseline":
+            continue
+        acc = m["summary"]["accuracy"]
+        text += (f" {mode} (KV share {m['summary']['kv_share']:.3f}): single {acc.get('single', 0):.1%}, "
+                 f"story {acc.get('story', 0):.1%}, against {base['accuracy'].get('single', 0):.1%} and "
+                 f"{base['accuracy'].get('story', 0):.1%} for the baseline.")
+    return text

@@ -6,7 +6,8 @@ dpkg-deb; this script installs nothing. To rebuild from scratch, on a Debian mac
     apt-get update
     mkdir -p /tmp/debs && cd /tmp/debs
     apt-get download r-cran-janeaustenr sword-text-web sword-text-kjv golang-1.19-src \
-        fortunes jargon-text dict-devil dict-gcide python3.11-doc libpython3.11-stdlib
+        fortunes jargon-text dict-devil dict-gcide python3.11-doc libpython3.11-stdlib \
+        linux-doc-6.1 perl-doc manpages debian-handbook debian-reference-en dict-foldoc gnu-standards
     cd /work/main && python3 training/prepare_corpus.py --debs /tmp/debs
 
 What each package gives (cleaned, see the extractors below):
@@ -21,13 +22,23 @@ What each package gives (cleaned, see the extractors below):
     dict-gcide            GCIDE (Webster's 1913 based); the first --gcide-mb megabytes only
     python3.11-doc        reStructuredText sources of the Python documentation (prose about code)
     libpython3.11-stdlib  Python standard library source (code)
+    linux-doc-6.1         the kernel's Documentation/ in reStructuredText (no translations), one doc a file
+    perl-doc              Perl's manuals (perlintro, perlfunc, perlfaq...), POD turned into plain text
+    manpages              Linux man-pages (sections 1, 4, 5, 7, 8 and intros), roff turned into plain text
+    debian-handbook       The Debian Administrator's Handbook, English HTML pages as text, one doc a page
+    debian-reference-en   Debian Reference, plain-text edition, one doc a chapter
+    dict-foldoc           FOLDOC, the Free On-line Dictionary of Computing
+    gnu-standards         GNU Coding Standards and Information for Maintainers of GNU Software
+
+Each source's licence, as its package's copyright file states it, is in SOURCES and in the manifest.
 
 Outputs (paths relative to the repository root):
 
     .data/corpus_train.txt.xz   training documents, each followed by a line holding only DOC_SEP
     .data/corpus_val.txt        held-out documents, same format (about 1% of each source's documents)
+    .data/corpus_{train,val}_sources.txt  the source name of each document, one a line, in the same order
     assets/heldout.txt          held-out prose documents only, plain text, blank-line separated, <= --heldout-kb
-    training/corpus_manifest.json  packages, versions, files, byte and document counts
+    training/corpus_manifest.json  packages, versions, licences, files, byte and document counts
 
 Long texts are cut into documents of about --doc-kb kilobytes at paragraph boundaries, so that the
 held-out split is document-level and never shares a paragraph with training text.
@@ -37,6 +48,8 @@ import argparse
 import glob
 import gzip
 import hashlib
+import html
+import html.parser
 import json
 import lzma
 import os
@@ -234,17 +247,375 @@ def pycode_docs(root):
     return docs, [os.path.relpath(base, root) + "/**/*.py (no tests)"]
 
 
-SOURCES = {  # source name -> (Debian package, extractor)
-    "austen": ("r-cran-janeaustenr", austen_docs),
-    "bible-web": ("sword-text-web", lambda r: sword_docs(r, "engWEB*")),
-    "bible-kjv": ("sword-text-kjv", lambda r: sword_docs(r, "engKJV*")),
-    "opticks": ("golang-1.19-src", opticks_docs),
-    "fortunes": ("fortunes", fortune_docs),
-    "jargon": ("jargon-text", jargon_docs),
-    "devil": ("dict-devil", lambda r: dictd_docs(r, "devil")),
-    "gcide": ("dict-gcide", None),  # set in main: needs --gcide-mb
-    "pydoc": ("python3.11-doc", pydoc_docs),
-    "pycode": ("libpython3.11-stdlib", pycode_docs),
+# ----------------------------------------------------------------------------- technical documentation
+# Plain-text conversions of Debian's documentation packages. They are crude on purpose: the model needs
+# running English text, not faithful rendering, and the script must run with Python and dpkg-deb alone.
+
+MIN_CHARS = 300  # shorter files are mostly index pages or stubs
+
+RST_DROP_BLOCK = {  # directives whose body is build machinery (file lists, raw LaTeX, graphs), not prose
+    "toctree", "kernel-doc", "kernel-include", "kernel-abi", "kernel-feat", "kernel-figure", "kernel-render",
+    "include", "literalinclude", "raw", "tabularcolumns", "contents", "sectnum", "cssclass", "figure",
+    "image", "c:namespace"}
+
+
+def rst_clean(text):
+    """Drop reST comments (SPDX lines, labels), directive lines and their options, and whole directives
+    of RST_DROP_BLOCK; keep the prose and the bodies of the other directives (notes, code blocks)."""
+    out, drop_indent, options = [], None, False
+    for line in text.split("\n"):
+        indent = len(line) - len(line.lstrip())
+        if drop_indent is not None:  # inside a dropped block: blank lines and deeper indentation
+            if not line.strip() or indent > drop_indent:
+                continue
+            drop_indent = None
+        if options and re.match(r"\s+:[\w-]+:", line):  # :maxdepth: 2, :export: and the like
+            continue
+        options = False
+        m = re.match(r"\s*\.\.(?:\s+(\S*))?(.*)$", line)
+        if m and not (m.group(1) or "").startswith("["):  # comment, label or directive (not a footnote)
+            name, rest = m.group(1) or "", m.group(2)
+            directive = name.endswith("::") or rest.lstrip().startswith("::")
+            name = name.rstrip(":")
+            if not directive or name in RST_DROP_BLOCK:
+                drop_indent = indent
+            elif name.startswith("c:") and rest.strip(" :"):  # a C signature is worth keeping
+                out.append(" " * indent + rest.strip(" :"))
+            options = directive
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
+def kernel_docs(root):
+    base = glob.glob(os.path.join(root, "usr/share/doc/linux-doc-*/Documentation"))[0]
+    paths = sorted(p for p in glob.glob(f"{base}/**/*.rst.gz", recursive=True) if "/translations/" not in p)
+    docs = []
+    for p in paths:
+        text = normalise(rst_clean(gzip.open(p, "rt", encoding="utf-8", errors="replace").read()))
+        if len(text) >= MIN_CHARS:
+            docs.append((f"kernel/{os.path.relpath(p, base)[:-len('.rst.gz')]}", text))
+    return docs, [os.path.relpath(base, root) + "/**/*.rst.gz (no translations/)"]
+
+
+POD_ESCAPES = {"lt": "<", "gt": ">", "verbar": "|", "sol": "/"}
+
+
+def pod_code(code, body):
+    """One POD formatting code: X<> index entries and Z<> vanish, E<> is a character, L<> keeps its
+    text (or the page and section it points to), B<> C<> I<> F<> S<> keep their content. The angle
+    brackets of the result are masked (as NUL and SOH) so that the next pass does not read codes in them."""
+    if code in "XZ":
+        return ""
+    if code == "E":
+        body = chr(int(body, 0)) if body[:1].isdigit() else POD_ESCAPES.get(body) or html.unescape(f"&{body};")
+    elif code == "L":
+        text, bar, _ = body.partition("|")
+        if not bar:  # L<page/"section">, L</section> or L<page>
+            page, _, section = body.partition("/")
+            text = f"{section} in {page}" if page and section else section or page
+        body = text
+    return body.replace("<", "\0").replace(">", "\1")
+
+
+def pod_codes(text):
+    """Unwrap the formatting codes of an ordinary paragraph, innermost first: B<C<x>> -> B<x> -> x."""
+    def single(t):
+        while True:
+            new = re.sub(r"([A-Z])<([^<>]*)>", lambda m: pod_code(m[1], m[2]), t)
+            if new == t:
+                return new
+            t = new
+    for n in (4, 3, 2):  # C<< $a->[0] >>: n angle brackets, blanks inside
+        text = re.sub(rf"([A-Z]){'<' * n}\s+(.*?)\s+{'>' * n}",
+                      lambda m: pod_code(m[1], single(m[2])), text, flags=re.S)
+    return single(text).replace("\0", "<").replace("\1", ">")
+
+
+def pod_text(src):
+    """Crude POD to text: headings and item labels become their text, =over/=back/=cut/=for... go,
+    formatting codes are unwrapped, verbatim (indented) paragraphs stay as they are."""
+    out, skipping = [], False
+    for para in re.split(r"\n[ \t]*\n|\n(?==[a-z])", src):  # a command may follow a line directly
+        if para.startswith(("=begin", "=end")):  # =begin html ... =end html: not for text readers
+            skipping = para.startswith("=begin")
+        elif skipping or not para.strip():
+            pass
+        elif para[0] in " \t":  # verbatim: code, kept as it is
+            out.append(para)
+        elif not para.startswith("="):
+            out.append(pod_codes(para))
+        elif para.startswith(("=head", "=item")):
+            label = re.sub(r"^=\w+\s*", "", para)
+            if label.strip() not in ("", "*"):
+                out.append(pod_codes(label))
+    return "\n\n".join(out)
+
+
+POD_SKIP = ("perltoc", "perluniprops", "perlcn", "perljp", "perlko", "perltw")  # contents, tables, not English
+
+
+def perl_docs(root):
+    paths = sorted(glob.glob(os.path.join(root, "usr/share/perl/5.*/pod/*.pod")))
+    paths = [p for p in paths if os.path.basename(p)[:-4] not in POD_SKIP]
+    docs = []
+    for p in paths:
+        text = normalise(pod_text(open(p, encoding="utf-8", errors="replace").read()))
+        if len(text) >= MIN_CHARS:
+            docs.append((f"perl/{os.path.basename(p)[:-4]}", text))
+    base = os.path.relpath(os.path.dirname(paths[0]), root)
+    return docs, [f"{base}/*.pod (not {', '.join(POD_SKIP)})"]
+
+
+ROFF_CHARS = {
+    "em": "\u2014", "en": "\u2013", "hy": "-", "bu": "\u2022", "aq": "'", "dq": '"', "lq": "\u201c",
+    "rq": "\u201d", "oq": "\u2018", "cq": "\u2019", "ga": "`", "ha": "^", "ti": "~", "rs": "\\", "sl": "/",
+    "mu": "\u00d7", "di": "\u00f7", "+-": "\u00b1", "co": "\u00a9", "rg": "\u00ae", "tm": "\u2122",
+    "de": "\u00b0", "dg": "\u2020", "mc": "\u00b5", "<=": "\u2264", ">=": "\u2265", "!=": "\u2260",
+    "->": "\u2192", "<-": "\u2190", "la": "\u27e8", "ra": "\u27e9", "fm": "\u2032", "sd": "\u2033",
+    "ss": "\u00df", "Fo": "\u00ab", "Fc": "\u00bb"}
+ROFF_ACCENTS = {"'": "\u0301", "`": "\u0300", "^": "\u0302", ":": "\u0308", "~": "\u0303", ",": "\u0327"}
+ROFF_ESCAPE = re.compile(r"""\\(?:
+      [fFn](?:\[[^]]*\]|\(..|.)        # font change, number register
+    | s[-+]?(?:\d|\(\d\d|\[\d+\])       # size change
+    | [wNhvoDlLxXbZ]'[^']*'             # width, glyph number, motions
+    | \*?\[([^]]*)\] | \*?\((..)        # named character or string: \[em] \(em \*(lq
+    | \*.                               # one-letter string
+    | ".*                               # comment to the end of the line
+    | (.))""", re.X)
+
+
+def roff_escape(m):
+    name = m.group(1) or m.group(2)
+    if name:
+        if re.fullmatch(r"u[0-9A-F]{4,5}", name):
+            return chr(int(name[1:], 16))
+        if len(name) == 2 and name[0] in ROFF_ACCENTS:  # \[:a] -> a with diaeresis
+            return unicodedata.normalize("NFC", name[1] + ROFF_ACCENTS[name[0]])
+        return ROFF_CHARS.get(name, "")
+    c = m.group(3)
+    if c is None:
+        return ""
+    return {"e": "\\", "~": " ", "0": " ", " ": " ", "t": "\t"}.get(c, "" if c in "&%:|^c/,)!{}dupr" else c)
+
+
+def roff_args(s):
+    """Macro arguments: blank-separated (an escaped blank does not separate), double quotes group,
+    "" inside quotes is a quote."""
+    return [ROFF_ESCAPE.sub(roff_escape, (q or b).replace('""', '"'))
+            for q, b in re.findall(r'"((?:[^"]|"")*)"?|((?:\\.|[^\s\\])+)', s)]
+
+
+class RoffText:
+    """A man page (man macros, tbl tables) as plain text: filled paragraphs joined into lines, .SH/.SS
+    headings, .TP/.IP labels on their own line, .nf/.EX blocks verbatim, other requests dropped."""
+
+    def __init__(self):
+        self.out, self.para = [], []  # finished lines; pieces of the paragraph being filled
+        self.fill, self.tag, self.table, self.skip, self.url = True, False, None, None, ""
+
+    def brk(self, blank=True):
+        """End the paragraph being filled, with a blank line after it or (blank=False) without."""
+        if self.para:
+            self.out.append(" ".join(self.para))
+            self.para = []
+        if blank and self.out and self.out[-1]:
+            self.out.append("")
+
+    def emit(self, text):
+        if self.tag:  # the label line after .TP
+            self.brk(False)
+            self.out.append(text)
+            self.tag = False
+        elif self.fill:
+            self.para.append(text)
+        else:
+            self.out.append(text)
+
+    def table_line(self, line):
+        """tbl: format lines up to the one ending in ".", then rows: cells split by tabs, T{ T} around
+        long cells, _ and = for rules."""
+        if self.table == "format":
+            self.table = "data" if line.rstrip().endswith(".") else "format"
+        elif line.strip() not in ("_", "=", ""):
+            cells = ROFF_ESCAPE.sub(roff_escape, line.replace("T{", "").replace("T}", "")).split("\t")
+            self.out.append(" | ".join(c.strip() for c in cells))
+
+    def request(self, name, args, line):
+        if name in ("SH", "SS"):
+            self.brk()
+            if args:
+                self.out += [" ".join(args), ""]
+            self.tag = not args  # a heading without arguments is on the next line
+        elif name in ("PP", "LP", "P", "sp", "HP", "RS", "RE", "INDENT", "UNINDENT", "YS"):
+            self.brk()
+        elif name in ("br", "TP", "TQ"):
+            self.brk(name == "TP")
+            self.tag = name != "br"
+        elif name == "IP" and args and len(args[0]) <= 4:  # a bullet or a number leads its paragraph
+            self.brk()
+            self.para.append(args[0])
+        elif name == "IP":
+            self.brk()
+            self.tag = bool(args)
+            if args:
+                self.emit(args[0])
+        elif name in ("nf", "EX", "fi", "EE"):
+            self.brk(False)
+            self.fill = name in ("fi", "EE")
+        elif name in ("TS", "TE"):
+            self.brk()
+            self.table = "format" if name == "TS" else None
+        elif name in ("B", "I", "SM", "SB", "SY") and args:
+            self.emit(" ".join(args))
+        elif name in ("BR", "IR", "RB", "RI", "BI", "IB"):  # alternating fonts, no blanks between
+            self.emit("".join(args))
+        elif name == "q" and args:  # tzfile(5) defines it: quoted text
+            self.emit("\u201c" + args[0] + "\u201d" + "".join(args[1:]))
+        elif name in ("UR", "MT"):
+            self.url = args[0] if args else ""
+        elif name in ("UE", "ME"):
+            self.emit(f"<{self.url}>" + "".join(args))
+        elif name in ("de", "de1", "am", "ig"):
+            self.skip = ".."
+        elif name in ("if", "ie", "el") and "\\{" in line:
+            self.skip = "\\}"
+
+    def text(self, src):
+        for line in src.split("\n"):
+            m = re.match(r"[.'][ \t]*(\S*)[ \t]*(.*)", line)
+            if self.skip:  # inside a macro definition (.de ... ..) or a conditional block (\{ ... \})
+                if (line.startswith("..") if self.skip == ".." else "\\}" in line):
+                    self.skip = None
+            elif m:
+                self.request(m.group(1), roff_args(m.group(2)), line)
+            elif self.table:
+                self.table_line(line)
+            elif not self.fill:
+                self.emit(ROFF_ESCAPE.sub(roff_escape, line))
+            elif line.strip():
+                self.emit(ROFF_ESCAPE.sub(roff_escape, line).strip())
+            else:  # a blank line in filled text ends the paragraph
+                self.brk()
+        self.brk()
+        return "\n".join(self.out)
+
+
+def manpage_docs(root):
+    base = os.path.join(root, "usr/share/man")
+    paths = sorted(p for p in glob.glob(f"{base}/man*/*.gz") if not os.path.islink(p))
+    docs = []
+    for p in paths:
+        text = normalise(RoffText().text(gzip.open(p, "rt", encoding="utf-8", errors="replace").read()))
+        if len(text) >= MIN_CHARS:  # drops the ".so" pages that only point to another page
+            docs.append((f"man/{os.path.relpath(p, base)[:-3]}", text))
+    return docs, ["usr/share/man/man*/*.gz (not symlinks)"]
+
+
+class HTMLText(html.parser.HTMLParser):
+    """Visible text of a (DocBook/Publican) HTML page: block elements start paragraphs, <pre> keeps its
+    lines, and the page head, banner, navigation bars and tables of contents are skipped."""
+    BLOCKS = {"p", "div", "pre", "h1", "h2", "h3", "h4", "h5", "h6", "li", "dt", "dd", "tr", "table",
+              "blockquote", "br", "ul", "ol", "dl"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)  # entities arrive unescaped
+        self.parts, self.skip, self.pre = [], None, 0  # skip: [tag, depth] of the element being skipped
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if self.skip:
+            if tag == self.skip[0]:  # the same element nested inside the skipped one
+                self.skip[1] += 1
+        elif (tag in ("head", "script", "style") or a.get("id") in ("banner", "title")
+                or {"docnav", "toc"} & set((a.get("class") or "").split())):
+            self.skip = [tag, 1]
+        elif tag in self.BLOCKS:
+            self.parts.append("\n\n")
+            self.pre += tag == "pre"
+
+    def handle_endtag(self, tag):
+        if self.skip:
+            if tag == self.skip[0]:
+                self.skip[1] -= 1
+                self.skip = self.skip if self.skip[1] else None
+        elif tag in self.BLOCKS:
+            self.parts.append("\n\n")
+            self.pre -= tag == "pre"
+
+    def handle_data(self, data):
+        if self.skip:
+            return
+        if not self.pre:
+            data = re.sub(r"\s+", " ", data)
+            if not self.parts or self.parts[-1].endswith("\n"):
+                data = data.lstrip()
+        self.parts.append(data)
+
+
+def handbook_docs(root):
+    base = os.path.join(root, "usr/share/doc/debian-handbook/html/en-US")
+    docs = []
+    for p in sorted(glob.glob(f"{base}/*.html")):
+        parser = HTMLText()
+        parser.feed(open(p, encoding="utf-8", errors="replace").read())
+        text = normalise("".join(parser.parts))
+        if len(text) >= MIN_CHARS:
+            docs.append((f"handbook/{os.path.basename(p)[:-5]}", text))
+    return docs, [os.path.relpath(base, root) + "/*.html"]
+
+
+def debref_docs(root):
+    path = os.path.join(root, "usr/share/debian-reference/debian-reference.en.txt.gz")
+    text = gzip.open(path, "rt", encoding="utf-8", errors="replace").read().replace("\xa0", " ")  # w3m's
+    text = text[text.index("\nPreface\n\nTable of Contents"):]  # after the title page and book contents
+    text = re.sub(r"Table of Contents\n\n(?:[\d.]+ [^\n]*\n|    [^\n]*\n)+", "", text)  # the preface's own
+    text = re.sub(r"^-{20,}$", "", text, flags=re.M)  # rules above the footnotes
+    text = re.sub(r"^ *[|+][-+|]{3,}[|+]\n", "", text, flags=re.M)  # the rules between table rows
+    text = re.sub(r"^    ", "", text, flags=re.M)  # body text is indented by four spaces
+    parts = re.split(r"\n(?=(?:Chapter \d+|Appendix [A-Z])\. )", text)
+    docs = [(f"debref/{k:02d}", normalise(p)) for k, p in enumerate(parts) if len(p.strip()) >= MIN_CHARS]
+    return docs, [os.path.relpath(path, root)]
+
+
+def gnu_standards_docs(root):
+    docs, files = [], []
+    for name in ("standards", "maintain"):
+        path = os.path.join(root, f"usr/share/doc/gnu-standards/{name}.text.gz")
+        text = gzip.open(path, "rt", encoding="utf-8", errors="replace").read()
+        text = text[re.search(r"^\S[^\n]*\n\*{3,}\n", text, re.M).start():]  # the contents list goes
+        end = re.search(r"^Appendix [A-Z] GNU Free Documentation License\n\*", text, re.M)
+        text = text[: end.start()]  # the licence (the same copy in both manuals) and the index go too
+        docs.append((f"gnu/{name}", normalise(text)))
+        files.append(os.path.relpath(path, root))
+    return docs, files
+
+
+SOURCES = {  # source name -> (Debian package, extractor, licence as stated in usr/share/doc/<package>/copyright)
+    "austen": ("r-cran-janeaustenr", austen_docs, "MIT (the novels themselves are public domain)"),
+    "bible-web": ("sword-text-web", lambda r: sword_docs(r, "engWEB*"), "public domain"),
+    "bible-kjv": ("sword-text-kjv", lambda r: sword_docs(r, "engKJV*"),
+                  "public domain (outside the UK, where Crown letters patent apply)"),
+    "opticks": ("golang-1.19-src", opticks_docs,
+                "Go licence (BSD-3-clause); the text is a public-domain Project Gutenberg book"),
+    "fortunes": ("fortunes", fortune_docs,
+                 "BSD-3-clause (stated for the program; the cookie files have none of their own)"),
+    "jargon": ("jargon-text", jargon_docs, "public domain"),
+    "devil": ("dict-devil", lambda r: dictd_docs(r, "devil"), "public domain"),
+    "gcide": ("dict-gcide", None, "GPL-2+"),  # extractor set in main: needs --gcide-mb
+    "pydoc": ("python3.11-doc", pydoc_docs, "PSF-2.0"),
+    "pycode": ("libpython3.11-stdlib", pycode_docs,  # its copyright file is libpython3.11-minimal's (same source)
+               "PSF-2.0, a few modules under their own permissive licences"),
+    # technical documentation, appended after the sources above so that their validation draws stay the same
+    "kernel-doc": ("linux-doc-6.1", kernel_docs,
+                   "GPL-2 (per-file SPDX tags: mostly GPL-2.0, GFDL-1.1+ for the media API documents)"),
+    "perl-doc": ("perl-doc", perl_docs, "GPL-1+ or Artistic"),
+    "manpages": ("manpages", manpage_docs,
+                 "GPL-2+; some pages Linux-man-pages-copyleft, GPL-1+, GPL-2, BSD-2/3/4-clause or Expat"),
+    "debian-handbook": ("debian-handbook", handbook_docs, "GPL-2.0+ or CC-BY-SA-3.0"),
+    "debian-reference": ("debian-reference-en", debref_docs, "GPL-2+"),
+    "foldoc": ("dict-foldoc", lambda r: dictd_docs(r, "foldoc"), "GFDL-1.1+"),
+    "gnu-standards": ("gnu-standards", gnu_standards_docs, "GFDL-1.3+"),
 }
 
 
@@ -268,14 +639,15 @@ def main():
     ap.add_argument("--val-frac", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=1234)
     args = ap.parse_args()
-    SOURCES["gcide"] = ("dict-gcide", lambda r: dictd_docs(r, "gcide", int(args.gcide_mb * 1e6)))
+    pkg, _, licence = SOURCES["gcide"]
+    SOURCES["gcide"] = (pkg, lambda r: dictd_docs(r, "gcide", int(args.gcide_mb * 1e6)), licence)
 
     os.makedirs(args.out, exist_ok=True)
     rng = random.Random(args.seed)
     manifest = {"doc_separator": "\\x1e on its own line", "sources": [], "val_fraction": args.val_frac}
     train, val = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (pkg, extract) in SOURCES.items():
+        for name, (pkg, extract, licence) in SOURCES.items():
             deb = sorted(glob.glob(os.path.join(args.debs, f"{pkg}_*.deb")))
             assert deb, f"missing {pkg}_*.deb in {args.debs}: run the apt-get download line of this docstring"
             root = os.path.join(tmp, pkg)
@@ -290,11 +662,11 @@ def main():
                 (val if did in val_ids else train).append((name, did, text))
             nbytes = sum(len(t.encode()) for _, t in docs)
             manifest["sources"].append({
-                "source": name, "debian_package": pkg, "version": version,
+                "source": name, "debian_package": pkg, "version": version, "licence": licence,
                 "deb": os.path.basename(deb[-1]), "files": files, "documents": len(docs),
                 "val_documents": n_val, "bytes": nbytes,
             })
-            print(f"{name:10s} {pkg:22s} {version:22s} docs {len(docs):5d} val {n_val:3d} {nbytes / 1e6:7.2f} MB",
+            print(f"{name:16s} {pkg:22s} {version:22s} docs {len(docs):5d} val {n_val:3d} {nbytes / 1e6:7.2f} MB",
                   flush=True)
 
     rng.shuffle(train)  # documents in random order; windows are sampled at random anyway
@@ -303,6 +675,10 @@ def main():
         f.write(body)
     with open(os.path.join(args.out, "corpus_val.txt"), "w", encoding="utf-8") as f:
         f.write("".join(f"{t}\n{DOC_SEP}\n" for _, _, t in val))
+    # the source of each document, one name a line in the same order (the reading tasks read prose, not code)
+    for name, docs in (("train", train), ("val", val)):
+        with open(os.path.join(args.out, f"corpus_{name}_sources.txt"), "w") as f:
+            f.write("\n".join(src for src, _, _ in docs))
 
     # held-out prose for CPU evaluation: whole documents, prose sources first, up to the size cap
     order = sorted(val, key=lambda x: (PROSE_SOURCES.index(x[0]) if x[0] in PROSE_SOURCES else 99, x[1]))

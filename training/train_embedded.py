@@ -1,24 +1,25 @@
-"""Train the embedded model: a 12-layer Llama (about 11M parameters, GQA 8:2, context 2048) from scratch.
+"""Train the embedded model: a 12-layer Llama (22M parameters, GQA 6:2, context 4096) that reads its context.
 
-    python3 training/train_embedded.py --data .data --tokenizer .data/tokenizer --out out/embedded --minutes 8
+    python3 training/train_embedded.py --data .data --tokenizer .data/tokenizer --out out/embedded --minutes 18
     python3 training/train_embedded.py --data .data --tokenizer .data/tokenizer --out /tmp/smoke --smoke   # CPU
 
-One script, plain PyTorch: tokenize the corpus (tokenizers batch API) into a flat uint16 tensor, draw
-random 2048-token windows, replace about --retrieval-frac of the rows of each batch by a synthetic
-long-range retrieval sequence (below), train with AdamW, linear warmup then cosine decay over the time
-budget, bf16 autocast, gradient clipping. --minutes bounds the whole run, tokenization and final
-evaluation included. At the end: validation loss and perplexity on the held-out documents, retrieval
-accuracy on synthetic sequences built from held-out text, then save_pretrained (safetensors, bf16)
-with the tokenizer, a model card README.md written from this run's numbers, and training_log.json.
+One script, plain PyTorch. Each batch holds two kinds of rows of --seq + 1 tokens:
 
-Synthetic retrieval sequence (so that some heads learn to look far back):
+- natural text: random windows of the tokenized training corpus (fluency);
+- reading tasks (--task-frac of the rows): documents of natural text with facts placed at random depths,
+  then `Question: ...` and `Answer: ...` (training/reading_tasks.py), packed one after another into the
+  row; DataLoader workers build them while the GPU trains.
 
-    <corpus text> The passcode for the blue door is 48213. The code for the green gate is 7720.
-    <500 to 1800 tokens of corpus text> \n\nThe passcode for the blue door is 48213. <corpus text>
+Loss on every token, with the answer tokens weighted --answer-weight times (they are a few tokens in
+thousands, and the only ones that need the document). AdamW, linear warmup then cosine decay over the
+time budget, bf16 autocast, gradient clipping.
 
-One to three facts (distinct colour and object) open the block; one of them is asked again after the
-filler and answered. The model is trained on every token as usual; the answer digits can only be
-predicted by attending back to the fact.
+Resumable: every --ckpt-minutes the model, optimizer, step and elapsed training time go to
+<out>/checkpoint.pt; a run started with --resume continues from it (the schedule follows the training
+time already spent, so a run can span several sittings with the same --minutes). At the end: validation
+loss, reading accuracy per task kind on held-out tasks (templates, names and texts training never saw;
+teacher-forced argmax of every answer token and its newline, i.e. the greedy answer), then
+save_pretrained (safetensors, bf16) with the tokenizer, a model card and training_log.json.
 """
 
 import argparse
@@ -28,18 +29,18 @@ import lzma
 import math
 import os
 import random
+import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-DOC_SEP = "\x1e"  # must match prepare_corpus.py
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reading_tasks import TaskMaker  # noqa: E402  (a sibling script, not a package)
 
-KINDS = ["passcode", "code", "number", "key", "combination", "pin"]
-COLOURS = ["blue", "green", "red", "yellow", "black", "white", "silver", "golden", "orange", "purple",
-           "brown", "grey"]
-THINGS = ["door", "gate", "box", "safe", "locker", "chest", "vault", "cabinet", "drawer", "room"]
+DOC_SEP = "\x1e"  # must match prepare_corpus.py
+KIND_WEIGHTS = {"single": 0.3, "multi": 0.2, "two": 0.15, "story": 0.2, "quote": 0.15}
 
 
 # ----------------------------------------------------------------------------- data
@@ -52,6 +53,19 @@ def read_docs(path, max_docs=None):
     return docs[:max_docs] if max_docs else docs
 
 
+def read_sources(path, n):
+    """The source name of each document (prepare_corpus.py writes one a line), or None if absent."""
+    if not os.path.exists(path):
+        return None
+    names = open(path).read().split("\n")[:n]
+    return names if len(names) == n else None
+
+
+def reading_texts(docs, sources, skip=("pycode", "gcide", "foldoc")):
+    """The natural documents the reading tasks are made of (neither code nor dictionary entries)."""
+    return [d for d, s in zip(docs, sources or [""] * len(docs)) if s not in skip]
+
+
 def tokenize(tok, docs, bos, eos):
     """Flat uint16 stream: <bos> doc <eos> <bos> doc <eos> ... (tokenizers encodes the batch in parallel)."""
     encs = tok.encode_batch_fast(docs, add_special_tokens=False) if hasattr(tok, "encode_batch_fast") \
@@ -62,63 +76,69 @@ def tokenize(tok, docs, bos, eos):
     return torch.from_numpy(np.concatenate(parts))
 
 
-class Retrieval:
-    """Synthetic fact / filler / question sequences, built on the CPU from a token stream."""
-
-    def __init__(self, tok, stream, seq, filler=(500, 1800), seed=0):
-        self.tok, self.stream, self.seq = tok, stream, seq
-        self.filler = (min(filler[0], seq // 4), min(filler[1], seq // 2))
-        self.rng = random.Random(seed)
-
-    def enc(self, s):
-        return self.tok.encode(s, add_special_tokens=False).ids
-
-    def window(self, n):
-        i = self.rng.randrange(0, len(self.stream) - n - 1)
-        return self.stream[i:i + n].tolist()
-
-    def example(self):
-        """(ids of length seq + 1, answer span [a, b) in ids)."""
-        r = self.rng
-        keys = r.sample([(c, t) for c in COLOURS for t in THINGS], r.randint(1, 3))
-        facts = [(r.choice(KINDS), c, t, str(r.randint(10, 99999))) for c, t in keys]
-        head = self.enc(" " + " ".join(f"The {k} for the {c} {t} is {n}." for k, c, t, n in facts))
-        k, c, t, n = r.choice(facts)
-        question = self.enc(f"\n\nThe {k} for the {c} {t} is")
-        answer = self.enc(f" {n}.")
-        filler = self.window(r.randint(*self.filler))
-        block = head + filler + question + answer
-        block = block[: self.seq + 1]
-        pre = self.window(r.randint(0, max(0, self.seq + 1 - len(block)) // 4))
-        ids = pre + block
-        a = len(pre) + len(head) + len(filler) + len(question)
-        ids += self.window(self.seq + 1 - len(ids))
-        return ids[: self.seq + 1], (a, a + len(answer) - 1)  # the digits, not the final "."
+def encode_task(tok, task, bos, eos):
+    """(ids, answer mask): <bos> prompt answer\\n <eos>; the mask marks the answer and its newline."""
+    prompt = tok.encode(task.prompt, add_special_tokens=False).ids
+    full = tok.encode(task.text, add_special_tokens=False).ids
+    assert full[:len(prompt)] == prompt, "the prompt must tokenize as a prefix of the task"
+    ids = [bos] + full + [eos]
+    mask = [0] * (1 + len(prompt)) + [1] * (len(full) - len(prompt)) + [0]
+    return ids, mask
 
 
-def get_batch(stream_dev, B, seq, synth, n_synth, device):
-    """B rows of seq + 1 tokens: random corpus windows, the first n_synth replaced by retrieval rows."""
+class TaskRows(torch.utils.data.IterableDataset):
+    """Endless rows of seq + 1 tokens packed with reading tasks; yields (ids int64, answer mask bool)."""
+
+    def __init__(self, texts, tokenizer_file, seq, seed, bos, eos, split="train", lengths=(200, 4000)):
+        self.texts, self.tokenizer_file, self.seq, self.seed = texts, tokenizer_file, seq, seed
+        self.bos, self.eos, self.split, self.lengths = bos, eos, split, lengths
+
+    def __iter__(self):
+        from tokenizers import Tokenizer
+        info = torch.utils.data.get_worker_info()
+        seed = self.seed * 1000 + (info.id if info else 0)
+        tok = Tokenizer.from_file(self.tokenizer_file)
+        maker, rng = TaskMaker(self.texts, tok, self.split, seed), random.Random(seed)
+        kinds, weights = list(KIND_WEIGHTS), list(KIND_WEIGHTS.values())
+        n = self.seq + 1
+        while True:
+            ids, mask = [], []
+            while len(ids) < n:
+                room = n - len(ids)
+                if room < 120:  # too short for a task: natural text closes the row
+                    filler = " ".join(s for p in maker.filler(room) for s in p)
+                    extra = [self.bos] + tok.encode(filler, add_special_tokens=False).ids
+                    ids, mask = ids + extra, mask + [0] * len(extra)
+                    break
+                length = min(rng.randint(*self.lengths), room - 60)
+                task = maker.make(rng.choices(kinds, weights)[0], length)
+                t_ids, t_mask = encode_task(tok, task, self.bos, self.eos)
+                if len(t_ids) > room and len(ids) > 0:
+                    continue  # the estimate overshot: try a shorter one
+                ids, mask = ids + t_ids, mask + t_mask
+            ids = (ids + [self.eos] * n)[:n]
+            mask = (mask + [0] * n)[:n]
+            yield torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.bool)
+
+
+def natural_rows(stream_dev, B, seq, device):
     starts = torch.randint(0, stream_dev.numel() - seq - 1, (B,), device=device)
-    rows = stream_dev[starts[:, None] + torch.arange(seq + 1, device=device)]
-    if n_synth:
-        ex = torch.tensor([synth.example()[0] for _ in range(n_synth)], dtype=torch.long)
-        rows[:n_synth] = ex.to(device, non_blocking=True)
-    return rows
+    return stream_dev[starts[:, None] + torch.arange(seq + 1, device=device)].long()
 
 
 # ----------------------------------------------------------------------------- model
 
-def build_config(smoke, vocab_size, bos, eos, pad):
+def build_config(smoke, vocab_size, bos, eos, pad, seq):
     from transformers import LlamaConfig
     if smoke:
         dims = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2)
-    else:  # 12 layers for a visible pyramid; head_dim 32; GQA groups of 4 query heads per KV head
-        dims = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=12, num_attention_heads=8,
+    else:  # 12 layers for a visible pyramid; head_dim 64; GQA: 3 query heads per KV head, 2 KV heads a layer
+        dims = dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=12, num_attention_heads=6,
                     num_key_value_heads=2)
     return LlamaConfig(
-        vocab_size=vocab_size, max_position_embeddings=2048, tie_word_embeddings=True,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-5,
+        vocab_size=vocab_size, max_position_embeddings=seq, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 100000.0}, rms_norm_eps=1e-5,
         bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, initializer_range=0.02, **dims)
 
 
@@ -128,6 +148,16 @@ def lr_at(step, progress, args):
         return args.lr * (step + 1) / args.warmup
     cos = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * cos)
+
+
+def weighted_loss(logits, rows, mask, answer_weight):
+    """(weighted loss to train on, plain mean loss, answer-token loss, answer-token accuracy)."""
+    ce = F.cross_entropy(logits.float().flatten(0, 1), rows[:, 1:].flatten(), reduction="none")
+    ans = mask[:, 1:].flatten().float()
+    w = 1 + (answer_weight - 1) * ans
+    n_ans = ans.sum().clamp(min=1)
+    right = (logits.argmax(-1).flatten() == rows[:, 1:].flatten()).float()
+    return (ce * w).sum() / w.sum(), ce.mean(), (ce * ans).sum() / n_ans, (right * ans).sum() / n_ans
 
 
 @torch.no_grad()
@@ -148,69 +178,94 @@ def evaluate(model, val, seq, B, device, amp):
 
 
 @torch.no_grad()
-def retrieval_accuracy(model, synth, n, B, device, amp):
-    """Fraction of synthetic examples whose answer digits are all the argmax (teacher forcing)."""
+def reading_accuracy(model, tok, texts, n, device, amp, bos, eos, seed=12345, lengths=(200, 4000)):
+    """Held-out tasks per kind: share whose answer tokens and newline are all the argmax (the greedy answer)."""
     model.eval()
-    hits = 0
-    for i in range(0, n, B):
-        exs = [synth.example() for _ in range(min(B, n - i))]
-        rows = torch.tensor([e[0] for e in exs], device=device)
-        with amp():
-            pred = model(input_ids=rows[:, :-1]).logits.argmax(-1)
-        for r, (ids, (a, b)) in enumerate(exs):
-            hits += bool((pred[r, a - 1:b - 1] == rows[r, a:b]).all())
+    maker, rng, out = TaskMaker(texts, tok, "heldout", seed), random.Random(seed), {}
+    for kind in KIND_WEIGHTS:
+        hits = 0
+        for _ in range(n):
+            ids, mask = encode_task(tok, maker.make(kind, rng.randint(*lengths)), bos, eos)
+            row = torch.tensor([ids], device=device)
+            with amp():
+                pred = model(input_ids=row[:, :-1]).logits.argmax(-1)[0]
+            m = torch.tensor(mask[1:], device=device, dtype=torch.bool)
+            hits += bool((pred[m] == row[0, 1:][m]).all())
+        out[kind] = hits / n
     model.train()
-    return hits / n
+    return out
 
 
 # ----------------------------------------------------------------------------- outputs
 
 def write_card(out, rep):
-    src = "\n".join(f"- `{s['debian_package']}` {s['version']}: {s['source']} ({s['bytes'] / 1e6:.2f} MB)"
-                    for s in rep["corpus"].get("sources", []))
+    src = "\n".join(f"- `{s['debian_package']}` {s['version']} ({s.get('licence', 'see the manifest')}): "
+                    f"{s['source']} ({s['bytes'] / 1e6:.2f} MB)" for s in rep["corpus"].get("sources", []))
+    reading = ", ".join(f"{k} {v * 100:.0f}%" for k, v in rep["reading"].items())
+    c = rep["config"]
     card = f"""---
 license: other
 library_name: transformers
 pipeline_tag: text-generation
-tags: [llama, tiny, kv-cache, from-scratch]
+tags: [llama, tiny, kv-cache, from-scratch, long-context, retrieval]
 ---
 
 # pyramid-embedded ({rep['params'] / 1e6:.1f}M)
 
-A small Llama-architecture causal LM trained from scratch for the KV-cache compression studio, so that
-the studio has a real model with structure to look at when no network is available. It is a toy: it
-writes plausible-looking English and Python fragments, not correct or factual text.
+A small Llama-architecture causal LM trained from scratch for the KV-cache compression studio. It is
+trained to **read its context**: answer a question about a document of up to 4096 tokens from a fact
+stated anywhere in it, so that a KV-cache mode that drops the fact answers wrong where the full cache
+answers right. Beyond that it is a toy: it writes plausible English, not correct or factual text.
+
+## Answer format
+
+The document, a blank line, `Question: ...`, a newline, `Answer:`. The model answers with a short span
+of the document and a newline (then its end-of-text token):
+
+```
+<document>
+
+Question: What is the code for the blue door?
+Answer: 48213
+```
+
+Evaluation (`python -m pyramid_core eval --reading`) and the studio's sample prompts use this format.
 
 | | |
 | --- | --- |
-| architecture | LlamaForCausalLM, {rep['config']['num_hidden_layers']} layers, hidden {rep['config']['hidden_size']}, MLP {rep['config']['intermediate_size']}, {rep['config']['num_attention_heads']} query heads / {rep['config']['num_key_value_heads']} KV heads (GQA), head dim {rep['config']['head_dim']}, RoPE, tied embeddings |
+| architecture | LlamaForCausalLM, {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, MLP {c['intermediate_size']}, {c['num_attention_heads']} query heads / {c['num_key_value_heads']} KV heads (GQA), head dim {c['head_dim']}, RoPE theta {c['rope_parameters']['rope_theta']:g}, tied embeddings |
 | parameters | {rep['params']:,} |
-| context | {rep['config']['max_position_embeddings']} tokens (trained at {rep['seq']}) |
-| tokenizer | byte-level BPE, vocab {rep['config']['vocab_size']}, trained on the same corpus (digits split) |
+| context | {c['max_position_embeddings']} tokens (trained at {rep['seq']}) |
+| tokenizer | byte-level BPE, vocab {c['vocab_size']}, digits split one per token |
 | weights | bfloat16 safetensors |
-| tokens seen | {rep['tokens_seen']:,} ({rep['steps']} steps of {rep['batch']} x {rep['seq']}) |
-| training time | {rep['train_seconds'] / 60:.1f} min on {rep['device_name']} (whole run {rep['total_seconds'] / 60:.1f} min) |
-| final train loss | {rep['final_train_loss']:.3f} (mean of the last {rep['final_train_steps']} steps) |
-| validation loss / perplexity | {rep['val_loss']:.3f} / {rep['val_ppl']:.1f} on {rep['val_tokens']:,} held-out tokens |
-| synthetic retrieval accuracy | {rep['retrieval_acc'] * 100:.1f}% of {rep['retrieval_n']} held-out examples (exact answer digits) |
+| tokens seen | {rep['tokens_seen']:,} ({rep['steps']} steps of {rep['batch']} x {rep['seq']}; {rep['task_frac'] * 100:.0f}% of rows reading tasks) |
+| training time | {rep['train_seconds'] / 60:.1f} min on {rep['device_name']} |
+| final train loss | {rep['final_train_loss']:.3f} (all tokens, mean of the last logged steps) |
+| validation loss / perplexity | {rep['val_loss']:.3f} / {rep['val_ppl']:.1f} on {rep['val_tokens']:,} held-out corpus tokens |
+| held-out reading tasks (training script's check) | {reading} ({rep['reading_n']} each, greedy answer exact) |
 | date | {rep['date']} |
+
+The project's own evaluation of this checkpoint (length x depth grid, natural-sentence questions,
+perplexity, sample prompts, CPU speed) is in the section below, added after training.
 
 ## Data
 
-Public-domain and free texts taken from Debian packages (see `training/corpus_manifest.json` in the
-repository for files, byte counts and the held-out split): {rep['corpus'].get('train_bytes', 0) / 1e6:.1f} MB of training text.
+Free texts taken from Debian packages (`training/corpus_manifest.json` lists files, versions, licences
+and the held-out split): {rep['corpus'].get('train_bytes', 0) / 1e6:.1f} MB of training text.
 
 {src}
 
-About {rep['retrieval_frac'] * 100:.0f}% of the training sequences are synthetic retrieval sequences: one to
-three facts such as "The passcode for the blue door is 48213." followed by 500-1800 tokens of corpus
-text, then one of the facts asked again and answered, so that some heads learn to attend far back.
+Reading tasks (`training/reading_tasks.py`): natural documents of 200-4000 tokens with generated facts
+at random depths; kinds single fact, several facts one asked, two-fact questions (both values, or a
+chain through a bridge fact), short stories (who did what, how many, where) and quotations (what
+follows a passage of the text). Templates, names, places, objects and texts are split once into a
+training and a held-out part; evaluation uses only the held-out part.
 
 ## Training
 
 Plain PyTorch, AdamW (lr {rep['lr']}, betas (0.9, 0.95), weight decay {rep['weight_decay']}), {rep['warmup']} warmup
-steps then cosine decay over the time budget, bf16 autocast, gradient clipping at {rep['clip']}. Script:
-`training/train_embedded.py`; `training/README.md` gives the commands to rebuild everything.
+steps then cosine decay over the time budget, bf16 autocast, gradient clipping at {rep['clip']}, answer tokens
+weighted {rep['answer_weight']}x. Script: `training/train_embedded.py`; `training/README.md` gives the commands.
 """
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write(card)
@@ -218,48 +273,45 @@ steps then cosine decay over the time budget, bf16 autocast, gradient clipping a
 
 # ----------------------------------------------------------------------------- main
 
-def keep_best(model, val, args, device, amp, step, best):
-    """Validate; remember the weights if they are the best so far."""
-    loss = evaluate(model, val, args.seq, 16, device, amp)
-    model.train()
-    best["history"].append({"step": step, "val_loss": round(loss, 4)})
-    print(f"[val] step {step:5d} val loss {loss:.4f}", flush=True)
-    if loss < best["val_loss"]:
-        best.update(val_loss=loss, step=step,
-                    state={k: v.detach().clone() for k, v in model.state_dict().items()})
-
-
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=".data")
     ap.add_argument("--tokenizer", default=".data/tokenizer")
     ap.add_argument("--out", default="out/embedded")
-    ap.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget for the whole script")
+    ap.add_argument("--minutes", type=float, default=18.0, help="training time budget (the schedule's length)")
+    ap.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    ap.add_argument("--stop-after", type=float, default=0, help="end this sitting after N minutes (0: run to the end)")
     ap.add_argument("--smoke", action="store_true", help="tiny model, short sequences, a few steps (CPU test)")
-    ap.add_argument("--seq", type=int, default=2048)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seq", type=int, default=4096)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--task-frac", type=float, default=0.5, help="share of rows that are reading tasks")
+    ap.add_argument("--answer-weight", type=float, default=4.0)
+    ap.add_argument("--workers", type=int, default=8, help="DataLoader workers building reading tasks")
+    ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--min-lr-frac", type=float, default=0.1)
-    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--clip", type=float, default=1.0)
-    ap.add_argument("--retrieval-frac", type=float, default=0.3)
-    ap.add_argument("--eval-every", type=int, default=250,
-                    help="validation every N steps; the best checkpoint is the one saved (the corpus is small)")
-    ap.add_argument("--log-every", type=int, default=25)
-    ap.add_argument("--reserve-s", type=float, default=45.0, help="seconds kept for evaluation and saving")
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--ckpt-minutes", type=float, default=3.0)
+    ap.add_argument("--reading-n", type=int, default=100, help="held-out tasks per kind in the final check")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: time budget only)")
     ap.add_argument("--max-docs", type=int, default=0, help="use only the first N training documents")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model (untested on the GPU box)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.smoke:
-        args.seq, args.batch, args.max_steps, args.warmup, args.log_every = 256, 4, 6, 2, 2
-        args.max_docs = args.max_docs or 60
-        args.reserve_s = 0.0
-    assert 0 <= args.retrieval_frac < 1, "retrieval fraction must be in [0, 1)"
-    assert args.seq <= 2048, "context is 2048"
+        args.seq, args.batch, args.max_steps, args.warmup, args.log_every = 512, 4, 6, 2, 2
+        args.max_docs, args.workers, args.reading_n, args.eval_every = args.max_docs or 200, 0, 4, 3
+    assert 0 <= args.task_frac <= 1, "task fraction must be in [0, 1]"
     return args
+
+
+def save_checkpoint(path, model, opt, step, tokens, train_seconds, log):
+    tmp = path + ".tmp"
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "tokens": tokens,
+                "train_seconds": train_seconds, "log": log}, tmp)
+    os.replace(tmp, path)  # never a half-written checkpoint
 
 
 def main():
@@ -272,7 +324,6 @@ def main():
     dev_name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
     def amp():
         if device == "cuda":
@@ -281,110 +332,128 @@ def main():
 
     # ---- data
     hf_tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    hf_tok.model_max_length = args.seq
     tok = hf_tok.backend_tokenizer
     bos, eos, pad = hf_tok.bos_token_id, hf_tok.eos_token_id, hf_tok.pad_token_id
-    assert None not in (bos, eos, pad), "tokenizer needs bos, eos and pad tokens"
     train_docs = read_docs(os.path.join(args.data, "corpus_train.txt.xz"), args.max_docs or None)
-    val_docs = read_docs(os.path.join(args.data, "corpus_val.txt"), 4 if args.smoke else None)
-    train = tokenize(tok, train_docs, bos, eos)
-    val = tokenize(tok, val_docs, bos, eos)
-    del train_docs, val_docs
+    val_docs = read_docs(os.path.join(args.data, "corpus_val.txt"), 20 if args.smoke else None)
+    sources = read_sources(os.path.join(args.data, "corpus_train_sources.txt"), len(train_docs))
+    val_sources = read_sources(os.path.join(args.data, "corpus_val_sources.txt"), len(val_docs))
+    train, val = tokenize(tok, train_docs, bos, eos), tokenize(tok, val_docs, bos, eos)
+    tok_file = os.path.join(args.tokenizer, "tokenizer.json")
+    tasks = TaskRows(reading_texts(train_docs, sources), tok_file, args.seq, args.seed, bos, eos,
+                     lengths=(200, min(4000, args.seq - 100)))
+    heldout_texts = reading_texts(val_docs, val_sources)
+    del train_docs
     print(f"[data] train {train.numel():,} tokens, val {val.numel():,} tokens, "
           f"tokenized in {time.time() - t0:.1f}s", flush=True)
-    synth = Retrieval(tok, train, args.seq, seed=args.seed)
-    n_synth = round(args.retrieval_frac * args.batch)
+    n_task = round(args.task_frac * args.batch)
+    loader = iter(torch.utils.data.DataLoader(tasks, batch_size=n_task, num_workers=args.workers,
+                                              pin_memory=device == "cuda", prefetch_factor=4 if args.workers else None,
+                                              persistent_workers=bool(args.workers))) if n_task else None
     train_dev = train.to(device).to(torch.int32)  # uint16 indexing is not supported everywhere
 
     # ---- model
-    config = build_config(args.smoke, len(hf_tok), bos, eos, pad)
+    config = build_config(args.smoke, len(hf_tok), bos, eos, pad, args.seq)
     model = LlamaForCausalLM(config).to(device)
     params = sum(p.numel() for p in model.parameters())
-    print(f"[model] {params:,} parameters, {config.num_hidden_layers} layers, device {dev_name}", flush=True)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=device == "cuda")
-    fwd = torch.compile(model) if args.compile else model
+    os.makedirs(args.out, exist_ok=True)
+    ckpt = os.path.join(args.out, "checkpoint.pt")
+    step, tokens, done_s, log = 0, 0, 0.0, []
+    if args.resume and os.path.exists(ckpt):
+        state = torch.load(ckpt, map_location=device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, tokens, done_s, log = state["step"], state["tokens"], state["train_seconds"], state["log"]
+        torch.manual_seed(args.seed + step)  # other windows than the first sitting's
+        print(f"[resume] step {step}, {done_s / 60:.1f} min trained", flush=True)
+    print(f"[model] {params:,} parameters, {config.num_hidden_layers} layers, device {dev_name}", flush=True)
 
     # ---- train
-    budget = args.minutes * 60 - args.reserve_s
-    t_train = time.time()
-    train_budget = max(1.0, budget - (t_train - t0))
-    step, tokens, log, recent = 0, 0, [], []
-    best = {"val_loss": float("inf"), "step": 0, "state": None, "history": []}
-    loss_acc = torch.zeros((), device=device)
-    t_log, tok_log = time.time(), 0
+    budget = args.minutes * 60
+    t_sit, t_ckpt = time.time(), time.time()
+    acc = torch.zeros(4, device=device)
+    t_log, tok_log, n_acc = time.time(), 0, 0
     while True:
-        elapsed = time.time() - t_train
-        if (args.max_steps and step >= args.max_steps) or (not args.max_steps and elapsed >= train_budget):
+        trained = done_s + time.time() - t_sit
+        if (args.max_steps and step >= args.max_steps) or (not args.max_steps and trained >= budget):
             break
-        lr = lr_at(step, elapsed / train_budget if not args.max_steps else step / args.max_steps, args)
+        if args.stop_after and time.time() - t_sit >= args.stop_after * 60:
+            break
+        lr = lr_at(step, step / args.max_steps if args.max_steps else trained / budget, args)
         for g in opt.param_groups:
             g["lr"] = lr
-        rows = get_batch(train_dev, args.batch, args.seq, synth, n_synth, device).long()
+        rows = natural_rows(train_dev, args.batch - n_task, args.seq, device)
+        mask = torch.zeros_like(rows, dtype=torch.bool)
+        if n_task:
+            t_rows, t_mask = next(loader)
+            rows = torch.cat([t_rows.to(device, non_blocking=True), rows])
+            mask = torch.cat([t_mask.to(device, non_blocking=True), mask])
         with amp():
-            logits = fwd(input_ids=rows[:, :-1]).logits
-        loss = F.cross_entropy(logits.float().flatten(0, 1), rows[:, 1:].flatten())
+            logits = model(input_ids=rows[:, :-1]).logits
+        loss, plain, ans_loss, ans_acc = weighted_loss(logits, rows, mask, args.answer_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
-        loss_acc += loss.detach()
-        step += 1
+        acc += torch.stack([plain.detach(), ans_loss.detach(), ans_acc.detach(), loss.detach()])
+        step, n_acc = step + 1, n_acc + 1
         tokens += args.batch * args.seq
         tok_log += args.batch * args.seq
         if step % args.log_every == 0:
-            mean = loss_acc.item() / args.log_every
-            loss_acc.zero_()
-            dt = time.time() - t_log
-            rec = dict(step=step, loss=round(mean, 4), lr=round(lr, 6), gnorm=round(gnorm.item(), 3),
-                       tok_s=round(tok_log / dt), elapsed_s=round(time.time() - t0, 1))
+            m = (acc / n_acc).tolist()
+            acc.zero_()
+            rec = dict(step=step, loss=round(m[0], 4), answer_loss=round(m[1], 4), answer_acc=round(m[2], 4),
+                       lr=round(lr, 6), tok_s=round(tok_log / (time.time() - t_log)),
+                       trained_s=round(done_s + time.time() - t_sit, 1))
             log.append(rec)
-            recent = (recent + [mean])[-4:]
-            print(f"[train] step {step:5d} loss {mean:.4f} lr {lr:.2e} gnorm {rec['gnorm']:.2f} "
-                  f"{rec['tok_s']:,} tok/s elapsed {rec['elapsed_s']:.0f}s", flush=True)
-            t_log, tok_log = time.time(), 0
+            print(f"[train] step {step:5d} loss {m[0]:.4f} answer loss {m[1]:.3f} acc {m[2]:.3f} lr {lr:.2e} "
+                  f"{rec['tok_s']:,} tok/s trained {rec['trained_s']:.0f}s", flush=True)
+            t_log, tok_log, n_acc = time.time(), 0, 0
         if step % args.eval_every == 0:
-            keep_best(model, val, args, device, amp, step, best)
-    train_seconds = time.time() - t_train
-    if not recent:  # fewer steps than one log interval
-        recent = [loss.item()]
+            v = evaluate(model, val, min(args.seq, 2048), 16, device, amp)
+            log.append({"step": step, "val_loss": round(v, 4)})
+            print(f"[val] step {step:5d} val loss {v:.4f}", flush=True)
+        if time.time() - t_ckpt >= args.ckpt_minutes * 60:
+            save_checkpoint(ckpt, model, opt, step, tokens, done_s + time.time() - t_sit, log)
+            t_ckpt = time.time()
+    train_seconds = done_s + time.time() - t_sit
+    save_checkpoint(ckpt, model, opt, step, tokens, train_seconds, log)
+    if not args.max_steps and train_seconds < budget:
+        print(f"[pause] step {step}, {train_seconds / 60:.1f} of {args.minutes} min: resume with --resume", flush=True)
+        return
 
-    # ---- evaluate (the best validation checkpoint: ~11M parameters overfit ~11M tokens within minutes)
-    keep_best(model, val, args, device, amp, step, best)
-    model.load_state_dict(best["state"])
-    val_loss = best["val_loss"]
-    val_synth = Retrieval(tok, val, args.seq, seed=12345)
-    n_ret = 16 if args.smoke else 256
-    acc = retrieval_accuracy(model, val_synth, n_ret, 16, device, amp)
-    print(f"[eval] val loss {val_loss:.4f} ppl {math.exp(val_loss):.2f}, retrieval accuracy {acc:.3f} "
-          f"({n_ret} examples)", flush=True)
-
-    # ---- save
-    os.makedirs(args.out, exist_ok=True)
-    # shards under 12 MB: files that travel back from the GPU machine are capped at 16 MiB each
+    # ---- evaluate and save
+    val_loss = evaluate(model, val, min(args.seq, 2048), 16, device, amp)
+    reading = reading_accuracy(model, tok, heldout_texts, args.reading_n, device, amp, bos, eos,
+                               lengths=(200, min(4000, args.seq - 100)))
+    print(f"[eval] val loss {val_loss:.4f} ppl {math.exp(val_loss):.2f}, reading {reading}", flush=True)
     model.to(torch.bfloat16).save_pretrained(args.out, safe_serialization=True, max_shard_size="12MB")
     hf_tok.save_pretrained(args.out)
     manifest_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus_manifest.json")
     corpus = json.load(open(manifest_path)) if os.path.exists(manifest_path) else {}
     cfg = config.to_dict()
     cfg["head_dim"] = config.hidden_size // config.num_attention_heads
+    losses = [r["loss"] for r in log if "loss" in r][-4:] or [plain.item()]
     rep = dict(
         date=datetime.date.today().isoformat(), device_name=dev_name, torch=torch.__version__,
         params=params, config=cfg, seq=args.seq, batch=args.batch, steps=step, tokens_seen=tokens,
-        train_seconds=train_seconds, total_seconds=time.time() - t0,
-        final_train_loss=sum(recent) / len(recent), final_train_steps=len(recent) * args.log_every,
+        train_seconds=train_seconds, final_train_loss=sum(losses) / len(losses),
         val_loss=val_loss, val_ppl=math.exp(val_loss), val_tokens=val.numel(),
-        retrieval_acc=acc, retrieval_n=n_ret, retrieval_frac=args.retrieval_frac,
+        reading=reading, reading_n=args.reading_n, task_frac=args.task_frac, answer_weight=args.answer_weight,
         lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
-        train_tokens_in_corpus=train.numel(), best_step=best["step"], val_history=best["history"], args=vars(args), log=log,
+        train_tokens_in_corpus=train.numel(), args=vars(args), log=log,
         corpus={k: corpus[k] for k in ("sources", "train_bytes") if k in corpus},
     )
     write_card(args.out, rep)
     with open(os.path.join(args.out, "training_log.json"), "w") as f:
         json.dump(rep, f, indent=1)
-    size = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))
+    size = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out) if f != "checkpoint.pt")
     print(f"[done] saved to {args.out} ({size / 1e6:.1f} MB) in {time.time() - t0:.0f}s total", flush=True)
 
 

@@ -1,0 +1,125 @@
+"""Reading evaluation: does a KV-cache mode still answer questions about its context?
+
+The held-out reading tasks (assets/reading_eval.jsonl.gz, written by training/make_reading_eval.py from
+templates, names and texts the embedded model never saw in training) are prompts in the embedded model's
+answer format: a document, a blank line, `Question: ...`, a newline, `Answer:`. The model's greedy
+continuation up to its first newline is its answer; it is right when it equals the stored answer
+(ignoring case, surrounding spaces and a final full stop).
+
+Each task records its kind (single, multi, two, story, quote), its target length in tokens and, for
+single facts, the depth of the fact (0 = the document's start, 1 = its end), so single-fact accuracy
+can be reported as a length x depth grid. The KV share each mode reached is measured from the engine's
+records, as in evaluate.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from .engine import generate
+from .models import LoadedModel
+from .policies.base import Policy
+
+log = logging.getLogger(__name__)
+
+READING_FILE = Path(__file__).resolve().parent.parent / "assets" / "reading_eval.jsonl.gz"
+MAX_ANSWER_TOKENS = 24  # the longest stored answers ("4821 and 7730", dates, names) take ~12
+
+
+def load_tasks(path: str | Path = READING_FILE, kinds: list[str] | None = None, limit: int | None = None) -> list[dict]:
+    """The stored tasks (dicts: kind, prompt, answer, length, depth), optionally of some kinds and at
+    most `limit` per (kind, length, depth) cell."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"no reading tasks at {path}")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        tasks = [json.loads(line) for line in f if line.strip()]
+    if kinds:
+        tasks = [t for t in tasks if t["kind"] in kinds]
+    if limit:
+        seen = defaultdict(int)
+        kept = []
+        for t in tasks:
+            cell = (t["kind"], t["length"], t.get("depth"))
+            if seen[cell] < limit:
+                kept.append(t)
+                seen[cell] += 1
+        tasks = kept
+    return tasks
+
+
+def answer_matches(generated: str, answer: str) -> bool:
+    """The generated text up to its first newline equals the answer, ignoring case, surrounding spaces
+    and a final full stop."""
+    first = generated.split("\n", 1)[0].strip().rstrip(".").strip()
+    return first.lower() == answer.strip().rstrip(".").strip().lower()
+
+
+def newline_ids(tokenizer) -> list[int]:
+    """Token ids whose text holds a newline: generation stops at the first (the answer's end)."""
+    vocab = tokenizer.get_vocab()
+    return sorted(i for tok, i in vocab.items() if "\n" in tokenizer.convert_tokens_to_string([tok]))
+
+
+def answer_batch(lm: LoadedModel, prompts: list[str], policy: Policy | None,
+                 stops: list[int]) -> tuple[list[str], list[float]]:
+    """Greedy answers of a batch of prompts (left-padded), and each row's KV share after the prefill."""
+    tok = lm.tokenizer
+    encoded = [tok(p).input_ids for p in prompts]
+    width = max(len(e) for e in encoded)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=lm.device)
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=lm.device)
+    records = list(generate(lm, ids, attention_mask=mask, policy=policy, max_new_tokens=MAX_ANSWER_TOKENS,
+                            eos_token_id=stops, pad_token_id=pad))
+    answers = []
+    for row in range(len(prompts)):
+        out = []
+        for r in records:
+            out.append(r.token_ids[row])
+            if r.token_ids[row] in stops:
+                break
+        answers.append(tok.decode(out, skip_special_tokens=True))
+    # a row's share after the prefill: slots held per layer over its own prompt length (pads are never held)
+    kept = records[0].kept_tokens_per_row
+    shares = [sum(kept[row]) / (len(kept[row]) * len(encoded[row])) for row in range(len(prompts))]
+    return answers, shares
+
+
+def score(lm: LoadedModel, tasks: list[dict], policy: Policy | None = None, batch: int = 8) -> list[dict]:
+    """One result per task: its kind, length, depth, the answer given, right or wrong, the KV share."""
+    stops = newline_ids(lm.tokenizer) + sorted({lm.tokenizer.eos_token_id} - {None})
+    order = sorted(range(len(tasks)), key=lambda i: len(tasks[i]["prompt"]))  # similar lengths share a batch
+    results = [None] * len(tasks)
+    for start in range(0, len(order), batch):
+        idx = order[start:start + batch]
+        answers, shares = answer_batch(lm, [tasks[i]["prompt"] for i in idx], policy, stops)
+        for i, given, share in zip(idx, answers, shares):
+            t = tasks[i]
+            results[i] = {"kind": t["kind"], "length": t["length"], "depth": t.get("depth"),
+                          "answer": t["answer"], "given": given.split("\n", 1)[0].strip(),
+                          "right": answer_matches(given, t["answer"]), "kv_share": share}
+        log.info("reading: %d / %d", min(start + batch, len(order)), len(order))
+    return results
+
+
+def summary(results: list[dict]) -> dict:
+    """Accuracy per kind, the single-fact grid {length: {depth: accuracy}}, and the mean KV share."""
+    by_kind, grid = defaultdict(list), defaultdict(lambda: defaultdict(list))
+    for r in results:
+        by_kind[r["kind"]].append(r["right"])
+        if r["kind"] == "single" and r["depth"] is not None:
+            grid[r["length"]][r["depth"]].append(r["right"])
+    mean = lambda xs: sum(xs) / len(xs)
+    return {
+        "accuracy": {k: mean(v) for k, v in sorted(by_kind.items())},
+        "count": {k: len(v) for k, v in sorted(by_kind.items())},
+        "grid": {str(n): {f"{d:g}": mean(v) for d, v in sorted(row.items())} for n, row in sorted(grid.items())},
+        "kv_share": mean([r["kv_share"] for r in results]),
+    }

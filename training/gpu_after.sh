@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# After training, on the GPU machine: one step on the model in MODEL_DIR, results under RESULTS.
+#   bash training/gpu_after.sh reading  MODEL_DIR RESULTS   # held-out reading tasks, baseline + modes
+#   bash training/gpu_after.sh adapters MODEL_DIR RESULTS   # RecurFormer adapters 25% and 50%, in parallel
+# ADAPTER_STEPS / DISTILL_STEPS / ADAPTER_TIMEOUT size the conversion (stage A, stage B, seconds each).
+set -uo pipefail
+step=$1 model=$2 results=$3
+mkdir -p "$results"
+case $step in
+  reading)
+    python3 -m pyramid_core eval --reading --model "$model" --device cuda --batch 16 \
+      --modes streaming,pyramid --json --out "$results/reading_gpu" > /dev/null && tail -12 "$results/reading_gpu.md" ;;
+  adapters)
+    python3 training/calibration_text.py --bytes 1500000 --out /tmp/calibration.txt
+    for share in 25 50; do
+      timeout "${ADAPTER_TIMEOUT:-300}" python3 -m pyramid_core convert --model "$model" --replace "0.$share" \
+        --loss o_proj --steps "${ADAPTER_STEPS:-1500}" --lr 1e-3 --samples 384 --max-tokens 1024 \
+        --distill-steps "${DISTILL_STEPS:-500}" --distill-lr 3e-4 --calibration-file /tmp/calibration.txt \
+        --device cuda --dtype float32 --out "$results/recurformer-embedded-$share" > "$results/convert_$share.txt" 2>&1 &
+    done
+    wait; tail -12 "$results"/convert_*.txt ;;
+  *) echo "unknown step $step"; exit 2 ;;
+esac

@@ -1,0 +1,516 @@
+"""Reading tasks: natural text with facts placed at chosen depths, then a question and its answer.
+
+Every task is one document in the embedded model's answer format (its model card documents it):
+
+    <document>\n\nQuestion: <question>\nAnswer: <answer>\n
+
+The document is natural text (paragraphs of corpus documents) into which generated sentences are
+placed at depths in [0, 1] of its length. The kinds of task:
+
+    single    one fact (a number, a name, a place, a date) somewhere in the text, asked
+    multi     several facts of one relation, one of them asked (the others are distractors)
+    two       a question whose answer needs two facts: both values ("A and B"), or a chain
+              (X lives in T; the mayor of T is Y; who is the mayor of the town where X lives?)
+    story     a short narrative of who did what and how many, spread through the text; asked who, how
+              many or where; the answer is a span of the story's own sentences
+    quote     a passage of the natural text itself, asked what follows it (a span of that text)
+
+Phrasing varies: every relation has several fact and question templates, names, places and objects
+come from pools, and values (numbers, dates, counts in words or digits) are drawn at random.
+
+Held-out split. Every pool is divided once, by a stable hash of each item, into a training part and a
+held-out part: fact templates, question templates, first names, surnames, places, objects, story
+verbs. `Pools(split="train")` draws only from training parts, `Pools(split="heldout")` only from
+held-out parts, so evaluation asks with templates and about names that training never saw; its
+natural text comes from the corpus's validation documents, which training never reads either.
+
+Everything is seeded: `TaskMaker(texts, tokenizer, split, seed)` yields the same tasks for the same
+seed. Lengths are in tokens of the given tokenizer (the document; the question adds ~15 more).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+
+ANSWER_PREFIX = "\n\nQuestion: "
+
+
+def format_task(document: str, question: str, answer: str | None = None) -> str:
+    """The one answer format. Without an answer: the prompt, ending in 'Answer:'."""
+    prompt = f"{document}{ANSWER_PREFIX}{question}\nAnswer:"
+    return prompt if answer is None else f"{prompt} {answer}\n"
+
+
+def _words(text: str) -> list[str]:
+    return [w.replace("_", " ") for w in text.split()]
+
+
+def heldout(item: str, share: int = 5) -> bool:
+    """Stable split: about 1 in `share` items is held out (md5, so it never changes between runs)."""
+    return int(hashlib.md5(item.encode()).hexdigest(), 16) % share == 0
+
+
+def split_pool(items: list[str], split: str) -> list[str]:
+    part = [x for x in items if heldout(x) == (split == "heldout")]
+    assert part, f"empty {split} part of a pool starting {items[:3]}"
+    return part
+
+
+def split_templates(templates: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(training, held-out) templates: about one in four held out, at least one on each side."""
+    held = tuple(t for t in templates if heldout(t, 4)) or templates[-1:]
+    train = tuple(t for t in templates if t not in held) or templates[:1]
+    assert not set(train) & set(held) or len(templates) == 1, templates
+    return train, held
+
+
+FIRST = _words("""Ada Alma Amos Anya Arlo Astrid Aurel Beatrix Bram Bruno Cassia Cedric Clara Colm Dagny Dario
+Delia Desmond Edda Edwin Elif Elsa Emeric Enzo Esme Ezra Fenna Felix Flora Gideon Greta Gus Hana Hale Hilde Hugo
+Ida Igor Ines Ivo Jana Jasper Juno Kai Kasia Kirra Lars Leda Lena Linus Livia Lorcan Mabel Magnus Maren Milo Mira
+Nadia Nell Nico Noor Odile Olin Oona Orla Otto Paz Petra Pim Quinn Rafe Rhea Rosa Rufus Runa Saba Silas Sven Tam
+Tessa Theo Thora Ulla Una Uriel Vera Vito Wanda Wim Xena Yara Yusuf Zeno Zora Ansel Bettina Corin Dora Elio Farah
+Gemma Halvard Isolde Joaquin Katya Leopold Marisol Nils Ottilie Perrin Ramona Sigrid Tobias Ursa Valentin Wilhelmina""")
+SURNAMES = _words("""Abbot Ashdown Barrow Bellweather Birch Blackwood Brennan Carrow Castell Cobb Crane Dunmore Ellery
+Fairweather Fenwick Finch Garrow Greaves Hallam Harker Holt Ingram Jessop Kettering Lark Lowell Marlow Merrow
+Mosley Navarro Norrell Oakes Orme Pascoe Penhale Quarrie Ravel Redfern Rook Sallow Selby Thorne Tolliver Underhill
+Vance Varga Wakefield Wren Yardley Zeller Alcott Brandt Calloway Delacroix Eberhardt Falk Gallo Haskins Ivers""")
+PLACE_HEADS = _words("Ash Bel Brack Cal Dun Ebb Fal Glen Hart Kel Lin Mar Nor Oak Pen Quar Ros Sal Thorn Wex Alder "
+                     "Bram Cray Dal Fern Gull Hollin Ivy Lark Merrow Nettle Orr Pike Rill Stow Tarn Vell Wick")
+PLACE_TAILS = _words("bury ford mouth wick holm stead haven field bridge moor port ton dale combe ness wold")
+THINGS = _words("door gate box safe locker chest vault cabinet drawer trunk cellar shed strongbox tin case "
+                "hatch cupboard briefcase padlock desk")
+COLOURS = _words("blue green red yellow black white silver golden orange purple brown grey copper crimson ivory "
+                 "amber teal violet scarlet bronze")
+JOBS = _words("baker carpenter pilot nurse teacher fisherman weaver potter blacksmith librarian surveyor chemist "
+              "tailor glassblower cartographer beekeeper clockmaker ferryman miller printer shepherd stonemason "
+              "violinist veterinarian architect")
+ANIMALS = _words("dog cat horse parrot goat tortoise rabbit ferret donkey owl")
+PET_NAMES = _words("Biscuit Pepper Sprocket Thistle Muffin Rascal Juniper Clover Pickle Bramble Socks Nutmeg Ziggy "
+                   "Waffles Domino Cinder Maple Puddle Rocket Tansy")
+FOODS = _words("soup cherries porridge lentils plums oysters dumplings pancakes figs turnips oatcakes herring")
+ORGS = _words("the_Guild_of_Lamplighters the_Northern_Rail_Company the_Harbour_Trust the_Society_of_Mapmakers "
+              "the_Silver_Mill the_River_Ferry_Company the_Old_Observatory the_Clockworks the_Saltworks "
+              "the_Glass_Foundry the_Weavers'_Hall the_Lantern_Press the_Copper_Mine the_Seed_Bank")
+FEATURES = _words("copper_mines windmills salt_marshes cherry_orchards stone_bridges clock_tower glass_works "
+                  "horse_fair lighthouse oyster_beds paper_mills rope_walk spring_market tulip_fields")
+MONTHS = _words("January February March April May June July August September October November December")
+NUMBER_WORDS = _words("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+                      "sixteen seventeen eighteen nineteen")
+TENS = _words("_ _ twenty thirty forty fifty sixty seventy eighty ninety")
+
+
+def number_words(n: int) -> str:
+    """English words for 0 <= n < 100 ('forty-two')."""
+    if n < 20:
+        return NUMBER_WORDS[n]
+    tens, ones = divmod(n, 10)
+    return TENS[tens] + ("" if ones == 0 else "-" + NUMBER_WORDS[ones])
+
+
+# ----------------------------------------------------------------------------- relations
+
+@dataclass(frozen=True)
+class Relation:
+    """Facts of one kind. Templates name their slots: {s} the subject, {v} the value; `pair` asks for two
+    values at once ({s1}, {s2}), answered '<v1> and <v2>'."""
+    name: str
+    subject: str          # pool name the subject comes from (see Pools.draw)
+    value: str            # pool name the value comes from
+    facts: tuple[str, ...]
+    questions: tuple[str, ...]
+    pair: tuple[str, ...] = ()
+
+
+RELATIONS = (
+    Relation("code", "object", "code", (
+        "The code for the {s} is {v}.", "The {s} opens with the code {v}.", "To open the {s}, enter {v}.",
+        "Someone had written the combination of the {s} on a card: {v}.", "The {s} has the code {v}.",
+        "Remember that the number that unlocks the {s} is {v}.", "The lock on the {s} was set to {v}.",
+        "Only one number opens the {s}, and it is {v}."), (
+        "What is the code for the {s}?", "Which number opens the {s}?", "What code unlocks the {s}?",
+        "What do you enter to open the {s}?", "What is the combination of the {s}?",
+        "The {s} opens with which code?"), (
+        "What are the codes for the {s1} and the {s2}?", "Which numbers open the {s1} and the {s2}?")),
+    Relation("born", "person", "place", (
+        "{s} was born in {v}.", "{s} came into the world in the town of {v}.", "The birthplace of {s} is {v}.",
+        "{s} was born and raised in {v}.", "Records show that {s} was born in {v}.",
+        "{s} first saw the light of day in {v}."), (
+        "Where was {s} born?", "What is the birthplace of {s}?", "In which town was {s} born?",
+        "Which town is {s} from by birth?", "Where did {s} come into the world?"), (
+        "Where were {s1} and {s2} born?", "What are the birthplaces of {s1} and {s2}?")),
+    Relation("lives", "person", "place", (
+        "{s} lives in {v}.", "These days {s} makes a home in {v}.", "{s} moved to {v} and lives there still.",
+        "The home of {s} is in {v}.", "{s} has lived in {v} for many years."), (
+        "Where does {s} live?", "In which town does {s} live?", "Where is the home of {s}?",
+        "Which town does {s} live in?"), (
+        "Where do {s1} and {s2} live?", "In which towns do {s1} and {s2} live?")),
+    Relation("job", "person", "job", (
+        "{s} works as a {v}.", "By trade, {s} is a {v}.", "{s} earns a living as a {v}.",
+        "{s} has been a {v} for years.", "Everyone knows {s} as the town's {v}."), (
+        "What does {s} do for a living?", "What is the job of {s}?", "What is {s}'s trade?",
+        "What work does {s} do?"), (
+        "What do {s1} and {s2} do for a living?", "What are the jobs of {s1} and {s2}?")),
+    Relation("opened", "building", "date", (
+        "The {s} opened on {v}.", "The {s} first opened its doors on {v}.", "On {v}, the {s} was opened.",
+        "The {s} was opened to the public on {v}.", "It was on {v} that the {s} opened."), (
+        "When did the {s} open?", "On what date did the {s} open?", "What day did the {s} open its doors?",
+        "When was the {s} opened?")),
+    Relation("owner", "vehicle", "person", (
+        "The {s} belongs to {v}.", "The {s} is owned by {v}.", "{v} is the owner of the {s}.",
+        "The {s} is the property of {v}.", "Nobody but {v} drives the {s}."), (
+        "Who owns the {s}?", "Whose is the {s}?", "Who is the owner of the {s}?",
+        "To whom does the {s} belong?")),
+    Relation("pet", "person_animal", "pet", (
+        "{s} has a {a} called {v}.", "The {a} of {s} is named {v}.", "{s} keeps a {a} named {v}.",
+        "{s} named the {a} {v}."), (
+        "What is the name of {s}'s {a}?", "What is the {a} of {s} called?", "What did {s} name the {a}?")),
+    Relation("age", "person", "age", (
+        "{s} is {v} years old.", "{s} turned {v} this spring.", "At {v} years of age, {s} still walks to work.",
+        "{s} is now {v}."), (
+        "How old is {s}?", "What is the age of {s}?", "How many years old is {s}?")),
+    Relation("height", "tower", "metres", (
+        "The {s} is {v} metres tall.", "The {s} rises {v} metres above the square.",
+        "The {s} stands {v} metres high.", "At {v} metres, the {s} is the tallest thing for miles."), (
+        "How tall is the {s}?", "How many metres high is the {s}?", "What is the height of the {s}?")),
+    Relation("founder", "org", "person", (
+        "{S} was founded by {v}.", "{v} founded {s}.", "It was {v} who started {s}.",
+        "{S} owes its founding to {v}."), (
+        "Who founded {s}?", "Who started {s}?", "Who was the founder of {s}?")),
+    Relation("room", "person", "room", (
+        "{s} is staying in room {v}.", "The key to room {v} was given to {s}.", "{s} sleeps in room {v}.",
+        "Room {v} is the one {s} booked."), (
+        "Which room is {s} staying in?", "What is the number of {s}'s room?", "In which room does {s} sleep?")),
+    Relation("food", "person", "food", (
+        "The favourite food of {s} is {v}.", "{s} likes {v} more than anything else.",
+        "Given the choice, {s} always eats {v}.", "{s} would eat {v} every day."), (
+        "What is the favourite food of {s}?", "What does {s} like to eat most?", "Which food does {s} love?")),
+)
+
+# chains: the answer needs a bridge fact, then a second fact about the bridge value
+CHAINS = (  # (relation of the bridge fact, second fact about the bridge {b}, question, pool of the answer)
+    ("lives", "The mayor of {b} is {v}.", "Who is the mayor of the town where {s} lives?", "person"),
+    ("born", "{B} is famous for its {v}.", "What is the birthplace of {s} famous for?", "feature"),
+    ("owner", "{B} works as a {v}.", "What does the owner of the {s} do for a living?", "job"),
+    ("lives", "The town of {b} has {v} bakeries.", "How many bakeries are there in the town where {s} lives?", "age"),
+)
+
+
+# ----------------------------------------------------------------------------- stories
+
+# (past tense, base form, count noun, place phrase[, past participle where it is not the past tense]):
+# "Ellen carried forty-two tins of oil up the tower stairs."
+STORY_ACTS = [tuple(a.split("|")) for a in """carried|carry|tins of oil|up the tower stairs
+planted|plant|hawthorn trees|along the village path
+caught|catch|mackerel|off the north pier
+baked|bake|loaves of bread|for the harvest fair
+painted|paint|rowing boats|in the boatyard
+counted|count|white herons|on the north cliff
+sold|sell|baskets of apples|at the Saturday market
+mended|mend|fishing nets|on the harbour wall
+repaired|repair|clocks|in the back room of the shop
+copied|copy|letters|for the parish records
+lit|light|lanterns|along the quay
+gathered|gather|eggs|from the hen house
+stitched|stitch|sails|in the loft above the chandlery
+carved|carve|wooden spoons|by the kitchen fire
+delivered|deliver|parcels|to the farms beyond the river
+rescued|rescue|sailors|from the wreck of the Patience
+built|build|stone walls|around the upper pasture
+tuned|tune|pianos|at the music school
+polished|polish|brass lamps|in the lamp room
+read|read|books|in the reading room of the library
+milked|milk|goats|before dawn
+harvested|harvest|sacks of barley|from the east field
+shod|shoe|horses|at the forge|shod
+printed|print|posters|for the spring election
+washed|wash|windows|in the town hall
+stacked|stack|crates of salt|in the warehouse
+fed|feed|stray cats|behind the bakery
+wrote|write|poems|in a green notebook|written
+collected|collect|sea shells|on the south beach
+rang|ring|church bells|for the wedding|rung
+sewed|sew|quilts|for the orphanage|sewn
+climbed|climb|mountains|in the high valleys
+trained|train|sheepdogs|on the hill farm
+drew|draw|maps|of the coastline|drawn
+brewed|brew|barrels of cider|in the old barn
+cleaned|clean|chimneys|on Market Street""".strip().split("\n")]
+STORY_OPENERS = ("In the spring, ", "That winter, ", "On the third morning, ", "Later that year, ", "", "",
+                 "Before the storm, ", "After the fair, ", "Every Sunday, ", "One evening, ")
+STORY_QUESTIONS = {  # kind -> templates over {agent} {past} {base} {noun} {place}
+    "who": ("Who {past} the {noun}?", "Which person {past} the {noun}?", "Who was it that {past} the {noun}?",
+            "Who {past} {noun} {place}?"),
+    "count": ("How many {noun} did {agent} {base}?", "How many {noun} were {past_passive} by {agent}?",
+              "What number of {noun} did {agent} {base}?"),
+    "where": ("Where did {agent} {base} the {noun}?", "Where were the {noun} {past_passive}?"),
+}
+
+
+# ----------------------------------------------------------------------------- pools
+
+class Pools:
+    """The training or the held-out part of every pool, and random draws from them."""
+
+    def __init__(self, split: str, rng: random.Random):
+        assert split in ("train", "heldout"), split
+        self.split, self.rng = split, rng
+        self.first, self.surnames = split_pool(FIRST, split), split_pool(SURNAMES, split)
+        places = [h + t for h in PLACE_HEADS for t in PLACE_TAILS]
+        self.places = split_pool(places, split)
+        self.objects = split_pool([f"{c} {t}" for c in COLOURS for t in THINGS], split)
+        self.acts = [a for a in STORY_ACTS if heldout(a[0]) == (split == "heldout")]
+        self.relations = [self._split_relation(r) for r in RELATIONS]
+
+    def _split_relation(self, r: Relation) -> Relation:
+        # the templates themselves are split: held-out questions and facts are phrasings training never saw
+        pick = lambda ts: split_templates(ts)[self.split == "heldout"]
+        return Relation(r.name, r.subject, r.value, pick(r.facts), pick(r.questions), pick(r.pair) if r.pair else ())
+
+    def person(self) -> str:
+        r = self.rng
+        return r.choice(self.first) if r.random() < 0.4 else f"{r.choice(self.first)} {r.choice(self.surnames)}"
+
+    def draw(self, pool: str) -> str:
+        """One random value of a pool (subjects and values both come from here)."""
+        r = self.rng
+        if pool == "person":
+            return self.person()
+        if pool == "place":
+            return r.choice(self.places)
+        if pool == "object":
+            return r.choice(self.objects)
+        if pool == "code":
+            return str(r.randint(10 ** (d := r.randint(3, 6)) // 10, 10 ** d - 1))
+        if pool == "date":
+            day, month, year = r.randint(1, 28), r.choice(MONTHS), r.randint(1700, 2030)
+            return f"{day} {month} {year}" if r.random() < 0.6 else f"{month} {day}, {year}"
+        if pool == "job":
+            return r.choice(JOBS)
+        if pool == "building":
+            return f"{r.choice(['library', 'museum', 'bridge', 'railway station', 'theatre', 'market hall', 'school', 'observatory', 'hospital', 'ferry terminal'])} in {r.choice(self.places)}"
+        if pool == "vehicle":
+            return f"{r.choice(COLOURS)} {r.choice(['van', 'bicycle', 'boat', 'tractor', 'motorcycle', 'car', 'carriage', 'caravan'])}"
+        if pool == "pet":
+            return r.choice(PET_NAMES)
+        if pool == "age":
+            return str(r.randint(6, 99))
+        if pool == "metres":
+            return str(r.randint(12, 480))
+        if pool == "tower":
+            return f"{r.choice(['clock tower', 'lighthouse', 'water tower', 'bell tower', 'radio mast', 'chimney'])} of {r.choice(self.places)}"
+        if pool == "org":
+            return f"{r.choice(ORGS)} of {r.choice(self.places)}"
+        if pool == "room":
+            return str(r.randint(1, 9) * 100 + r.randint(1, 40))
+        if pool == "food":
+            return r.choice(FOODS)
+        if pool == "feature":
+            return r.choice(FEATURES)
+        raise KeyError(pool)
+
+
+def _fill(template: str, **slots: str) -> str:
+    """str.format with {S}/{B} as the capitalised {s}/{b} (sentence-initial subjects)."""
+    caps = {k.upper(): v[:1].upper() + v[1:] for k, v in slots.items()}
+    return template.format(**slots, **caps)
+
+
+# ----------------------------------------------------------------------------- the task maker
+
+@dataclass
+class Task:
+    kind: str
+    document: str
+    question: str
+    answer: str
+    depths: tuple[float, ...]   # where the asked sentences were placed, as shares of the document
+
+    @property
+    def prompt(self) -> str:
+        return format_task(self.document, self.question)
+
+    @property
+    def text(self) -> str:
+        return format_task(self.document, self.question, self.answer)
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+
+
+class TaskMaker:
+    """Seeded reading tasks over natural documents `texts`, lengths counted with `tokenizer`
+    (a `tokenizers.Tokenizer`: encode(...).ids)."""
+
+    KINDS = ("single", "multi", "two", "story", "quote")
+
+    def __init__(self, texts: list[str], tokenizer, split: str = "train", seed: int = 0):
+        self.texts = [t for t in texts if len(t) > 400]
+        assert self.texts, "no natural documents to read"
+        self.tok, self.rng = tokenizer, random.Random(seed)
+        self.pools = Pools(split, self.rng)
+
+    def ntokens(self, text: str) -> int:
+        return len(self.tok.encode(text, add_special_tokens=False).ids)
+
+    # ---- natural filler, as sentences grouped in paragraphs
+
+    def filler(self, tokens: int) -> list[list[str]]:
+        """Paragraphs (lists of sentences) of natural text, about `tokens` tokens in all, from a random
+        point of random documents (several documents follow each other if one is too short)."""
+        paras, total = [], 0
+        while tokens - total > 24:
+            text = self.rng.choice(self.texts)
+            blocks = [b for b in text.split("\n\n") if b.strip()]
+            for block in blocks[self.rng.randrange(len(blocks)):]:
+                take, room = [], tokens - total - 1  # 1: the paragraph break
+                for s in (s.strip() for s in SENTENCE_END.split(block)):
+                    n = self.ntokens(" " + s) if s else 0
+                    if 0 < n <= room:  # a sentence longer than the room left is skipped
+                        take.append(s)
+                        room -= n
+                while take and self.ntokens(" ".join(take)) > tokens - total - 1:
+                    take.pop()  # sentences count a little differently once joined
+                if take:
+                    paras.append(take)
+                    total += self.ntokens(" ".join(take)) + 1
+                if tokens - total <= 24:
+                    break
+        return paras
+
+    def place(self, paras: list[list[str]], inserts: list[tuple[float, str]]) -> tuple[str, list[float]]:
+        """The document: `inserts` (depth, sentence) placed between sentences at those depths."""
+        paras = paras or [[]]  # no room for filler: the inserted sentences alone
+        # every sentence boundary, with the share of the text's characters before it
+        slots, before, total = [], [], sum(len(x) + 1 for para in paras for x in para)
+        done = 0
+        for p, para in enumerate(paras):
+            for i in range(len(para) + 1):
+                slots.append((p, i))
+                before.append(done / max(1, total))
+                done += len(para[i]) + 1 if i < len(para) else 0
+        # each insert goes at the free boundary nearest its depth
+        at = {}
+        for k in sorted(range(len(inserts)), key=lambda k: inserts[k][0]):
+            free = [j for j in range(len(slots)) if j not in at.values()] or list(range(len(slots)))
+            at[k] = min(free, key=lambda j: abs(before[j] - inserts[k][0]))
+        paras = [list(p) for p in paras]
+        for k in sorted(at, key=lambda k: -at[k]):  # from the end, so earlier indices stay valid
+            p, i = slots[at[k]]
+            paras[p].insert(i, inserts[k][1])
+        doc = "\n\n".join(" ".join(p) for p in paras)
+        depths = [doc.find(s) / max(1, len(doc)) for _, s in inserts]
+        return doc, depths
+
+    # ---- kinds
+
+    def relation(self, name: str | None = None) -> Relation:
+        rels = self.pools.relations
+        return next(r for r in rels if r.name == name) if name else self.rng.choice(rels)
+
+    def fact(self, rel: Relation, subject: str | None = None, value: str | None = None) -> tuple[str, str, str, dict]:
+        """(sentence, subject, value, extra slots) of one fact of `rel`."""
+        p, extra = self.pools, {}
+        if rel.subject == "person_animal":
+            subject, extra["a"] = subject or p.person(), self.rng.choice(ANIMALS)
+        else:
+            subject = subject or p.draw(rel.subject)
+        value = value or p.draw(rel.value)
+        return _fill(self.rng.choice(rel.facts), s=subject, v=value, **extra), subject, value, extra
+
+    def distinct_facts(self, rel: Relation, n: int) -> list[tuple[str, str, str, dict]]:
+        facts, subjects, values = [], set(), set()
+        while len(facts) < n:
+            f = self.fact(rel)
+            # "Mira" and "Mira Holt" would make the question ambiguous: no subject begins another
+            if f[2] not in values and not any(f[1].startswith(x) or x.startswith(f[1]) for x in subjects):
+                facts.append(f)
+                subjects.add(f[1])
+                values.add(f[2])
+        return facts
+
+    def single(self, tokens: int, depth: float | None = None) -> Task:
+        rel = self.relation()
+        sentence, s, v, extra = self.fact(rel)
+        q = _fill(self.rng.choice(rel.questions), s=s, **extra)
+        depth = self.rng.random() if depth is None else depth
+        doc, depths = self.place(self.filler(tokens - self.ntokens(sentence)), [(depth, sentence)])
+        return Task("single", doc, q, v, tuple(depths))
+
+    def multi(self, tokens: int) -> Task:
+        rel = self.relation()
+        facts = self.distinct_facts(rel, self.rng.randint(2, 5))
+        asked = self.rng.randrange(len(facts))
+        _, s, v, extra = facts[asked]
+        q = _fill(self.rng.choice(rel.questions), s=s, **extra)
+        inserts = [(self.rng.random(), f[0]) for f in facts]
+        doc, depths = self.place(self.filler(tokens - sum(self.ntokens(f[0]) for f in facts)), inserts)
+        return Task("multi", doc, q, v, (depths[asked],))
+
+    def two(self, tokens: int) -> Task:
+        r = self.rng
+        if r.random() < 0.5:  # both values
+            rel = r.choice([x for x in self.pools.relations if x.pair])
+            facts = self.distinct_facts(rel, r.choice([2, 2, 3]))
+            a, b = r.sample(range(len(facts)), 2)
+            q = _fill(r.choice(rel.pair), s1=facts[a][1], s2=facts[b][1])
+            answer = f"{facts[a][2]} and {facts[b][2]}"
+            asked = (a, b)
+            sentences = [f[0] for f in facts]
+        else:  # a chain through a bridge value
+            rel_name, second, question, pool = r.choice(CHAINS)
+            first, s, bridge, _ = self.fact(self.relation(rel_name))
+            answer = self.pools.draw(pool)
+            sentences = [first, _fill(second, b=bridge, v=answer)]
+            q, asked = _fill(question, s=s), (0, 1)
+        inserts = [(r.random(), s) for s in sentences]
+        doc, depths = self.place(self.filler(tokens - sum(self.ntokens(s) for s in sentences)), inserts)
+        return Task("two", doc, q, answer, tuple(depths[k] for k in asked))
+
+    def story(self, tokens: int) -> Task:
+        """A few events (who did what, how many, where), spread through the text; one is asked."""
+        r, p = self.rng, self.pools
+        acts = r.sample(p.acts, r.randint(2, 5))
+        agents = []
+        while len(agents) < len(acts):  # distinct people, so that "who" has one answer
+            a = p.person()
+            agents += [a] if all(a.split()[0] != b.split()[0] for b in agents) else []
+        events = []
+        for (past, base, noun, place, *participle), agent in zip(acts, agents):
+            n = r.randint(2, 60)
+            count = number_words(n) if r.random() < 0.5 else str(n)
+            opener = r.choice(STORY_OPENERS)
+            s = f"{opener}{agent} {past} {count} {noun} {place}."
+            events.append((s[0].upper() + s[1:], agent, past, base, noun, place, count, (participle or [past])[0]))
+        k = r.randrange(len(events))
+        _, agent, past, base, noun, place, count, participle = events[k]
+        kind = r.choice(list(STORY_QUESTIONS))
+        slots = dict(agent=agent, past=past, base=base, noun=noun, place=place, past_passive=participle)
+        q = r.choice(STORY_QUESTIONS[kind]).format(**slots)
+        answer = {"who": agent, "count": count, "where": place}[kind]
+        inserts = [(r.random(), e[0]) for e in events]
+        doc, depths = self.place(self.filler(tokens - sum(self.ntokens(e[0]) for e in events)), inserts)
+        return Task("story", doc, q, answer, (depths[k],))
+
+    def quote(self, tokens: int) -> Task:
+        """Which words follow a quoted passage of the document (a span of its own natural text)."""
+        paras = self.filler(tokens)
+        # one-line sentences only: the answer is a span ended by a newline, and the question is one line
+        sents = [s for p in paras for s in p if len(s.split()) >= 10 and "\n" not in s]
+        if not sents:
+            return self.single(tokens)
+        s = self.rng.choice(sents).split(" ")
+        i = self.rng.randrange(0, len(s) - 9)
+        cue, answer = " ".join(s[i:i + 6]), " ".join(s[i + 6:i + 6 + self.rng.randint(1, 3)]).rstrip(".,;:")
+        doc = "\n\n".join(" ".join(p) for p in paras)
+        q = self.rng.choice(("Which words follow \"{c}\" in the text?", "In the text, what comes after \"{c}\"?",
+                             "Complete the quotation from the text: \"{c} ...\""))
+        return Task("quote", doc, q.format(c=cue), answer, (doc.find(cue) / len(doc),))
+
+    def make(self, kind: str, tokens: int, depth: float | None = None) -> Task:
+        if kind == "single":
+            return self.single(tokens, depth)
+        return getattr(self, kind)(tokens)
+
