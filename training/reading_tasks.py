@@ -498,10 +498,11 @@ class TaskMaker:
         """Which words follow a quoted passage of the document (a span of its own natural text)."""
         paras = self.filler(tokens)
         # one-line sentences only: the answer is a span ended by a newline, and the question is one line
-        sents = [s for p in paras for s in p if len(s.split()) >= 10 and "\n" not in s]
+        sents = [s.split(" ") for p in paras for s in p if "\n" not in s]
+        sents = [s for s in sents if len(s) >= 10]
         if not sents:
             return self.single(tokens)
-        s = self.rng.choice(sents).split(" ")
+        s = self.rng.choice(sents)
         i = self.rng.randrange(0, len(s) - 9)
         cue, answer = " ".join(s[i:i + 6]), " ".join(s[i + 6:i + 6 + self.rng.randint(1, 3)]).rstrip(".,;:")
         doc = "\n\n".join(" ".join(p) for p in paras)

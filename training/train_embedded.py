@@ -111,7 +111,12 @@ class TaskRows(torch.utils.data.IterableDataset):
                     ids, mask = ids + extra, mask + [0] * len(extra)
                     break
                 length = min(rng.randint(*self.lengths), room - 60)
-                task = maker.make(rng.choices(kinds, weights)[0], length)
+                kind = rng.choices(kinds, weights)[0]
+                try:
+                    task = maker.make(kind, length)
+                except (ValueError, IndexError) as err:  # a generator bug must not end a GPU run: say it, go on
+                    print(f"[warn] {kind} task of {length} tokens failed: {err!r}", flush=True)
+                    continue
                 t_ids, t_mask = encode_task(tok, task, self.bos, self.eos)
                 if len(t_ids) > room and len(ids) > 0:
                     continue  # the estimate overshot: try a shorter one
