@@ -102,6 +102,22 @@ NUMBER_WORDS = _words("zero one two three four five six seven eight nine ten ele
 TENS = _words("_ _ twenty thirty forty fifty sixty seventy eighty ninety")
 
 
+ONSETS = _words("b c d f g h j k l m n p r s t v w z br dr st tr th sh")
+VOWELS = _words("a e i o u a e i o ai ea")
+CODAS = ["", "", "", "", "n", "r", "l", "s", "m", "th"]
+
+
+def coin(rng: random.Random, split: str, syllables: tuple[int, int] = (2, 3), tail: str = "") -> str:
+    """A made-up name ('Dravinor', 'Keltharsk'), drawn until it falls in `split`: the pools' lists are
+    small enough to memorise, and names never seen before can only be copied from the document."""
+    while True:
+        n = rng.randint(*syllables)
+        name = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(n))
+        name = name.capitalize() + tail
+        if heldout(name) == (split == "heldout"):
+            return name
+
+
 def number_words(n: int) -> str:
     """English words for 0 <= n < 100 ('forty-two')."""
     if n < 20:
@@ -189,6 +205,40 @@ RELATIONS = (
         "What is the favourite food of {s}?", "What does {s} like to eat most?", "Which food does {s} love?")),
 )
 
+# More phrasings, for training only: added after the held-out split of the templates above was fixed
+# (assets/reading_eval.jsonl.gz), so they never move a held-out template into training. Relation name ->
+# (facts, questions).
+MORE_PHRASINGS = {
+    "code": (("The {s}'s code is {v}.", "If you want to open the {s}, the code is {v}.", "{V} is the code of the {s}.",
+              "The {s} is locked, and its code is {v}."),
+             ("What is the {s}'s code?", "Which code opens the {s}?", "What number do you need for the {s}?",
+              "What is the code of the {s}?")),
+    "born": (("{s} is a native of {v}.", "{s} was born in the town of {v}.", "{V} is where {s} was born."),
+             ("Where is {s} from?", "What town was {s} born in?", "Which town is the birthplace of {s}?")),
+    "lives": (("{s} lives in the town of {v}.", "{s} now lives in {v}.", "{s}'s home is in {v}.", "{s} resides in {v}."),
+              ("Where is {s}'s home?", "In what town does {s} live?", "Where does {s} reside?",
+               "Where does {s} make a home?")),
+    "job": (("{s} is a {v}.", "{s} works as the local {v}.", "{s} has worked as a {v} all along."),
+            ("What does {s} do?", "What is {s}'s job?", "What does {s} work as?", "What is the occupation of {s}?")),
+    "opened": (("The {s} was opened on {v}.", "The {s} opened its doors on {v}.", "{V} was the day the {s} opened."),
+               ("On which day did the {s} open?", "What was the opening date of the {s}?",
+                "When did the {s} first open?")),
+    "owner": (("The owner of the {s} is {v}.", "{v} owns the {s}.", "The {s} is {v}'s."),
+              ("Who is the {s}'s owner?", "Who does the {s} belong to?", "Which person owns the {s}?")),
+    "pet": (("{s}'s {a} is called {v}.", "{s} owns a {a} named {v}.", "{V} is the name of the {a} that belongs to {s}."),
+            ("What is {s}'s {a} called?", "What name did {s} give the {a}?", "What is the {a} of {s} named?")),
+    "age": (("{s} is {v}.", "{s} has just turned {v}.", "The age of {s} is {v}."),
+            ("What age is {s}?", "How old is {s} now?")),
+    "height": (("The height of the {s} is {v} metres.", "The {s} reaches {v} metres."),
+               ("How high is the {s}?", "How many metres tall is the {s}?", "What height is the {s}?")),
+    "founder": (("{S} was started by {v}.", "The founder of {s} was {v}.", "{v} was the founder of {s}."),
+                ("Who is the founder of {s}?", "By whom was {s} founded?")),
+    "room": (("The room of {s} is number {v}.", "{s} has room {v}."),
+             ("Which room does {s} have?", "What room is {s} in?", "Which room is {s}'s?")),
+    "food": (("{s}'s favourite food is {v}.", "{s} loves {v}.", "Of all foods, {s} likes {v} best."),
+             ("What food does {s} like best?", "What is {s}'s favourite food?", "What does {s} love to eat?")),
+}
+
 # chains: the answer needs a bridge fact, then a second fact about the bridge value
 CHAINS = (  # (relation of the bridge fact, second fact about the bridge {b}, question, pool of the answer)
     ("lives", "The mayor of {b} is {v}.", "Who is the mayor of the town where {s} lives?", "person"),
@@ -260,6 +310,7 @@ class Pools:
         self.first, self.surnames = split_pool(FIRST, split), split_pool(SURNAMES, split)
         places = [h + t for h in PLACE_HEADS for t in PLACE_TAILS]
         self.places = split_pool(places, split)
+        self.pets = split_pool(PET_NAMES, split)
         self.objects = split_pool([f"{c} {t}" for c in COLOURS for t in THINGS], split)
         self.acts = [a for a in STORY_ACTS if heldout(a[0]) == (split == "heldout")]
         self.relations = [self._split_relation(r) for r in RELATIONS]
@@ -267,11 +318,21 @@ class Pools:
     def _split_relation(self, r: Relation) -> Relation:
         # the templates themselves are split: held-out questions and facts are phrasings training never saw
         pick = lambda ts: split_templates(ts)[self.split == "heldout"]
-        return Relation(r.name, r.subject, r.value, pick(r.facts), pick(r.questions), pick(r.pair) if r.pair else ())
+        facts, questions = pick(r.facts), pick(r.questions)
+        if self.split == "train":
+            more_facts, more_questions = MORE_PHRASINGS.get(r.name, ((), ()))
+            facts, questions = facts + more_facts, questions + more_questions
+        return Relation(r.name, r.subject, r.value, facts, questions, pick(r.pair) if r.pair else ())
+
+    def name(self, pool: list[str], coined: float = 0.5, **coin_args) -> str:
+        """A name of the pool's list, or (with probability `coined`) a made-up one of the same split."""
+        if self.rng.random() < coined:
+            return coin(self.rng, self.split, **coin_args)
+        return self.rng.choice(pool)
 
     def person(self) -> str:
-        r = self.rng
-        return r.choice(self.first) if r.random() < 0.4 else f"{r.choice(self.first)} {r.choice(self.surnames)}"
+        first = self.name(self.first)
+        return first if self.rng.random() < 0.4 else f"{first} {self.name(self.surnames)}"
 
     def draw(self, pool: str) -> str:
         """One random value of a pool (subjects and values both come from here)."""
@@ -279,7 +340,7 @@ class Pools:
         if pool == "person":
             return self.person()
         if pool == "place":
-            return r.choice(self.places)
+            return self.name(self.places, tail=r.choice(PLACE_TAILS), syllables=(1, 2))
         if pool == "object":
             return r.choice(self.objects)
         if pool == "code":
@@ -290,19 +351,19 @@ class Pools:
         if pool == "job":
             return r.choice(JOBS)
         if pool == "building":
-            return f"{r.choice(['library', 'museum', 'bridge', 'railway station', 'theatre', 'market hall', 'school', 'observatory', 'hospital', 'ferry terminal'])} in {r.choice(self.places)}"
+            return f"{r.choice(['library', 'museum', 'bridge', 'railway station', 'theatre', 'market hall', 'school', 'observatory', 'hospital', 'ferry terminal'])} in {self.draw('place')}"
         if pool == "vehicle":
             return f"{r.choice(COLOURS)} {r.choice(['van', 'bicycle', 'boat', 'tractor', 'motorcycle', 'car', 'carriage', 'caravan'])}"
         if pool == "pet":
-            return r.choice(PET_NAMES)
+            return self.name(self.pets)
         if pool == "age":
             return str(r.randint(6, 99))
         if pool == "metres":
             return str(r.randint(12, 480))
         if pool == "tower":
-            return f"{r.choice(['clock tower', 'lighthouse', 'water tower', 'bell tower', 'radio mast', 'chimney'])} of {r.choice(self.places)}"
+            return f"{r.choice(['clock tower', 'lighthouse', 'water tower', 'bell tower', 'radio mast', 'chimney'])} of {self.draw('place')}"
         if pool == "org":
-            return f"{r.choice(ORGS)} of {r.choice(self.places)}"
+            return f"{r.choice(ORGS)} of {self.draw('place')}"
         if pool == "room":
             return str(r.randint(1, 9) * 100 + r.randint(1, 40))
         if pool == "food":

@@ -285,6 +285,7 @@ def parse_args():
     ap.add_argument("--out", default="out/embedded")
     ap.add_argument("--minutes", type=float, default=18.0, help="training time budget (the schedule's length)")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    ap.add_argument("--init", default=None, help="start from this saved model's weights instead of random ones")
     ap.add_argument("--stop-after", type=float, default=0, help="end this sitting after N minutes (0: run to the end)")
     ap.add_argument("--smoke", action="store_true", help="tiny model, short sequences, a few steps (CPU test)")
     ap.add_argument("--seq", type=int, default=4096)
@@ -359,8 +360,12 @@ def main():
     train_dev = train.to(device).to(torch.int32)  # uint16 indexing is not supported everywhere
 
     # ---- model
-    config = build_config(args.smoke, len(hf_tok), bos, eos, pad, args.seq)
-    model = LlamaForCausalLM(config).to(device)
+    if args.init:  # continue from a saved model with a fresh schedule (e.g. on changed data)
+        model = LlamaForCausalLM.from_pretrained(args.init, dtype=torch.float32).to(device)
+        config = model.config
+    else:
+        config = build_config(args.smoke, len(hf_tok), bos, eos, pad, args.seq)
+        model = LlamaForCausalLM(config).to(device)
     params = sum(p.numel() for p in model.parameters())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
