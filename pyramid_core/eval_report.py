@@ -293,9 +293,9 @@ def reading_summary(result: dict) -> str:
     base = result["modes"]["baseline"]["summary"]
     targets = result["settings"]["targets"]
     worst = min((v, n, d) for n, row in base["grid"].items() for d, v in row.items()) if base["grid"] else None
-    parts = [f"With the full cache the model answers {base['accuracy'].get(k, 0):.1%} of the {k} tasks "
-             f"(target {t:.0%}: {'met' if base['accuracy'].get(k, 0) >= t else 'missed'})" for k, t in targets.items()]
-    text = "; ".join(parts) + "."
+    parts = [f"{base['accuracy'].get(k, 0):.1%} of the {k} tasks (target {t:.0%}: "
+             f"{'met' if base['accuracy'].get(k, 0) >= t else 'missed'})" for k, t in targets.items()]
+    text = "With the full cache the model answers " + "; ".join(parts) + "."
     if worst:
         grid_met = worst[0] >= targets.get("single", 0)
         text += (f" Its weakest single-fact cell is length {worst[1]}, depth {worst[2]} at {worst[0]:.0%}: the "
