@@ -285,6 +285,13 @@ def reading_markdown(result: dict) -> str:
                   "| --- | " + " | ".join("---" for _ in depths) + " |"]
         lines += [f"| {n} | " + " | ".join(f"{row.get(d, float('nan')):.0%}" for d in depths) + " |"
                   for n, row in grid.items()]
+    if len(modes) > 1 and grid:
+        lines += ["", "Single fact, accuracy by depth of the fact (all lengths together), every mode:", "",
+                  "| mode | " + " | ".join(f"depth {d}" for d in depths) + " |",
+                  "| --- | " + " | ".join("---" for _ in depths) + " |"]
+        for mode, m in modes.items():
+            by_depth = [[row[d] for row in m["summary"]["grid"].values() if d in row] for d in depths]
+            lines.append(f"| {mode} | " + " | ".join(f"{sum(v) / len(v):.0%}" for v in by_depth) + " |")
     lines += ["", "## What we measured", "", reading_summary(result), ""]
     return "\n".join(lines)
 

@@ -117,3 +117,5 @@ def test_cli_reading_report(tmp_path, tiny, monkeypatch):
     assert result["modes"]["baseline"]["summary"]["count"] == {"single": 2}
     md = out.with_suffix(".md").read_text()
     assert "| baseline |" in md and "| streaming |" in md and "depth 0" in md
+    by_depth = md.split("every mode:")[1]  # the per-depth table names every mode
+    assert "| baseline | " in by_depth and "| streaming | " in by_depth
