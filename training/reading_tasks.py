@@ -15,12 +15,13 @@ placed at depths in [0, 1] of its length. The kinds of task:
               many or where; the answer is a span of the story's own sentences
     quote     a passage of the natural text itself, asked what follows it (a span of that text)
 
-Phrasing varies: every relation has several fact and question templates, names, places and objects
-come from pools, and values (numbers, dates, counts in words or digits) are drawn at random.
+Phrasing varies: every relation has several fact and question templates (and MORE_PHRASINGS for
+training), names, places and objects come from pools, names, places and pets are also made up from
+syllables (coin), and values (numbers, dates, counts in words or digits) are drawn at random.
 
 Held-out split. Every pool is divided once, by a stable hash of each item, into a training part and a
 held-out part: fact templates, question templates, first names, surnames, places, objects, story
-verbs. `Pools(split="train")` draws only from training parts, `Pools(split="heldout")` only from
+verbs, and every made-up name. `Pools(split="train")` draws only from training parts, `Pools(split="heldout")` only from
 held-out parts, so evaluation asks with templates and about names that training never saw; its
 natural text comes from the corpus's validation documents, which training never reads either.
 
