@@ -7,9 +7,9 @@ continuation up to its first newline is its answer; it is right when it equals t
 (ignoring case, surrounding spaces and a final full stop).
 
 Each task records its kind (single, multi, two, story, quote), its target length in tokens and, for
-single facts, the depth of the fact (0 = the document's start, 1 = its end), so single-fact accuracy
-can be reported as a length x depth grid. The KV share each mode reached is measured from the engine's
-records, as in evaluate.py.
+single facts, the depth asked for the fact (0 = the document's start, 1 = its end; the fact sits at the
+sentence boundary nearest it), so single-fact accuracy can be reported as a length x depth grid. The KV
+share each mode reached is measured from the engine's first record (slots held over the prompt's length).
 """
 
 from __future__ import annotations
