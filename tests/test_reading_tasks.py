@@ -110,3 +110,12 @@ def _matches(template: str, text: str) -> bool:
 def test_number_words():
     assert [rt.number_words(n) for n in (0, 7, 13, 20, 42, 99)] == [
         "zero", "seven", "thirteen", "twenty", "forty-two", "ninety-nine"]
+
+
+def test_quotes_survive_irregular_spacing():
+    """Runs of spaces and tabs (man pages, verse) once made a quotation draw from an empty range."""
+    odd = [t.replace(". ", ".  ").replace(" the ", "  the\t") for t in texts(0, 400)]
+    maker = rt.TaskMaker(odd, TOKENIZER, "train", seed=11)
+    for _ in range(60):
+        task = maker.quote(300)
+        assert task.answer in task.document and "\n" not in task.answer
