@@ -5,7 +5,6 @@ import gzip
 import json
 
 import pytest
-import torch
 
 from pyramid_core import reading
 from pyramid_core.models import wrap_model
