@@ -20,7 +20,6 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-import torch
 
 from .engine import generate
 from .models import LoadedModel
@@ -32,16 +31,14 @@ READING_FILE = Path(__file__).resolve().parent.parent / "assets" / "reading_eval
 MAX_ANSWER_TOKENS = 24  # the longest stored answers ("4821 and 7730", dates, names) take ~12
 
 
-def load_tasks(path: str | Path = READING_FILE, kinds: list[str] | None = None, limit: int | None = None) -> list[dict]:
-    """The stored tasks (dicts: kind, prompt, answer, length, depth), optionally of some kinds and at
-    most `limit` per (kind, length, depth) cell."""
+def load_tasks(path: str | Path = READING_FILE, limit: int | None = None) -> list[dict]:
+    """The stored tasks (dicts: kind, prompt, answer, length, depth), at most `limit` per (kind, length,
+    depth) cell."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"no reading tasks at {path}")
     with gzip.open(path, "rt", encoding="utf-8") as f:
         tasks = [json.loads(line) for line in f if line.strip()]
-    if kinds:
-        tasks = [t for t in tasks if t["kind"] in kinds]
     if limit:
         seen = defaultdict(int)
         kept = []
@@ -71,13 +68,10 @@ def answer_batch(lm: LoadedModel, prompts: list[str], policy: Policy | None,
                  stops: list[int]) -> tuple[list[str], list[float]]:
     """Greedy answers of a batch of prompts (left-padded), and each row's KV share after the prefill."""
     tok = lm.tokenizer
-    encoded = [tok(p).input_ids for p in prompts]
-    width = max(len(e) for e in encoded)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=lm.device)
-    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=lm.device)
-    records = list(generate(lm, ids, attention_mask=mask, policy=policy, max_new_tokens=MAX_ANSWER_TOKENS,
-                            eos_token_id=stops, pad_token_id=pad))
+    batch = tok(prompts, return_tensors="pt", padding=True, padding_side="left").to(lm.device)
+    lengths = batch.attention_mask.sum(1).tolist()
+    records = list(generate(lm, batch.input_ids, attention_mask=batch.attention_mask, policy=policy,
+                            max_new_tokens=MAX_ANSWER_TOKENS, eos_token_id=stops, pad_token_id=tok.pad_token_id))
     answers = []
     for row in range(len(prompts)):
         out = []
@@ -88,7 +82,7 @@ def answer_batch(lm: LoadedModel, prompts: list[str], policy: Policy | None,
         answers.append(tok.decode(out, skip_special_tokens=True))
     # a row's share after the prefill: slots held per layer over its own prompt length (pads are never held)
     kept = records[0].kept_tokens_per_row
-    shares = [sum(kept[row]) / (len(kept[row]) * len(encoded[row])) for row in range(len(prompts))]
+    shares = [sum(kept[row]) / (len(kept[row]) * lengths[row]) for row in range(len(prompts))]
     return answers, shares
 
 
