@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The embedded model's training on the GPU machine (the device tool), spread over calls of at most
 # 10 minutes: the training runs detached (setsid) and each call waits on it while the machine stays held.
-#   bash training/gpu_train.sh start MINUTES   # start training (MINUTES of training), then wait
+#   bash training/gpu_train.sh start MINUTES [ARGS...]  # start training (MINUTES; ARGS to train_embedded.py), then wait
 #   bash training/gpu_train.sh wait            # wait on the running training (within one call)
 #   bash training/gpu_train.sh finish STEP...  # wait for the end, run training/gpu_after.sh STEP for each, pack to $OUT
 # Carry .data (corpus, validation text, tokenizer). WAIT_S bounds each call's wait (default 540).
@@ -20,9 +20,10 @@ wait_on() {  # wait until the training exits or $1 seconds pass; show how far it
 
 case ${1:-} in
   start)
+    minutes=${2:-15}; shift 2
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
     setsid nohup python3 training/train_embedded.py --data .data --tokenizer .data/tokenizer --out "$RUN" \
-      --minutes "${2:-15}" --resume >"$LOG" 2>&1 < /dev/null &
+      --minutes "$minutes" --resume "$@" >"$LOG" 2>&1 < /dev/null &
     sleep 2; wait_on "${WAIT_S:-540}" ;;
   wait) wait_on "${WAIT_S:-540}" ;;
   finish)

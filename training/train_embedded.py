@@ -89,9 +89,11 @@ def encode_task(tok, task, bos, eos):
 class TaskRows(torch.utils.data.IterableDataset):
     """Endless rows of seq + 1 tokens packed with reading tasks; yields (ids int64, answer mask bool)."""
 
-    def __init__(self, texts, tokenizer_file, seq, seed, bos, eos, split="train", lengths=(200, 4000)):
+    def __init__(self, texts, tokenizer_file, seq, seed, bos, eos, kind_weights, full_rows=0.0,
+                 split="train", lengths=(200, 4000)):
         self.texts, self.tokenizer_file, self.seq, self.seed = texts, tokenizer_file, seq, seed
         self.bos, self.eos, self.split, self.lengths = bos, eos, split, lengths
+        self.kind_weights, self.full_rows = kind_weights, full_rows
 
     def __iter__(self):
         from tokenizers import Tokenizer
@@ -99,7 +101,7 @@ class TaskRows(torch.utils.data.IterableDataset):
         seed = self.seed * 1000 + (info.id if info else 0)
         tok = Tokenizer.from_file(self.tokenizer_file)
         maker, rng = TaskMaker(self.texts, tok, self.split, seed), random.Random(seed)
-        kinds, weights = list(KIND_WEIGHTS), list(KIND_WEIGHTS.values())
+        kinds, weights = list(self.kind_weights), list(self.kind_weights.values())
         n = self.seq + 1
         while True:
             ids, mask = [], []
@@ -110,7 +112,9 @@ class TaskRows(torch.utils.data.IterableDataset):
                     extra = [self.bos] + tok.encode(filler, add_special_tokens=False).ids
                     ids, mask = ids + extra, mask + [0] * len(extra)
                     break
-                length = min(rng.randint(*self.lengths), room - 60)
+                # a share of rows is one task as long as the row: facts thousands of tokens back
+                whole = not ids and rng.random() < self.full_rows
+                length = min(self.lengths[1] if whole else rng.randint(*self.lengths), room - 60)
                 kind = rng.choices(kinds, weights)[0]
                 try:
                     task = maker.make(kind, length)
@@ -155,11 +159,21 @@ def lr_at(step, progress, args):
     return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * cos)
 
 
-def weighted_loss(logits, rows, mask, answer_weight):
+def token_weights(mask, n_task, answer_weight, doc_weight):
+    """Loss weight of each target: answers `answer_weight`, the rest of task rows `doc_weight`, natural rows 1.
+
+    Task documents are corpus text too; a low weight keeps them from adding passes over the corpus
+    (which the model memorises: run 1 of the README), while their answers still teach reading."""
+    w = torch.ones_like(mask[:, 1:], dtype=torch.float32)
+    w[:n_task] = doc_weight
+    return torch.where(mask[:, 1:], torch.full_like(w, answer_weight), w)
+
+
+def weighted_loss(logits, rows, mask, weights):
     """(weighted loss to train on, plain mean loss, answer-token loss, answer-token accuracy)."""
     ce = F.cross_entropy(logits.float().flatten(0, 1), rows[:, 1:].flatten(), reduction="none")
     ans = mask[:, 1:].flatten().float()
-    w = 1 + (answer_weight - 1) * ans
+    w = weights.flatten()
     n_ans = ans.sum().clamp(min=1)
     right = (logits.argmax(-1).flatten() == rows[:, 1:].flatten()).float()
     return (ce * w).sum() / w.sum(), ce.mean(), (ce * ans).sum() / n_ans, (right * ans).sum() / n_ans
@@ -187,7 +201,7 @@ def reading_accuracy(model, tok, texts, n, device, amp, bos, eos, seed=12345, le
     """Held-out tasks per kind: share whose answer tokens and newline are all the argmax (the greedy answer)."""
     model.eval()
     maker, rng, out = TaskMaker(texts, tok, "heldout", seed), random.Random(seed), {}
-    for kind in KIND_WEIGHTS:
+    for kind in TaskMaker.KINDS:
         hits = 0
         for _ in range(n):
             ids, mask = encode_task(tok, maker.make(kind, rng.randint(*lengths)), bos, eos)
@@ -278,6 +292,15 @@ weighted {rep['answer_weight']}x. Script: `training/train_embedded.py`; `trainin
 
 # ----------------------------------------------------------------------------- main
 
+def kind_weights(text):
+    """'single=0.3,story=0.2' -> {'single': 0.3, 'story': 0.2}; kinds must be TaskMaker's."""
+    pairs = dict(kv.split("=") for kv in text.split(","))
+    unknown = set(pairs) - set(TaskMaker.KINDS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown task kinds {sorted(unknown)}; known: {TaskMaker.KINDS}")
+    return {k: float(v) for k, v in pairs.items()}
+
+
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=".data")
@@ -292,6 +315,10 @@ def parse_args():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--task-frac", type=float, default=0.5, help="share of rows that are reading tasks")
     ap.add_argument("--answer-weight", type=float, default=4.0)
+    ap.add_argument("--doc-weight", type=float, default=1.0, help="loss weight of task rows' other tokens")
+    ap.add_argument("--kind-weights", type=kind_weights, default=dict(KIND_WEIGHTS),
+                    help="shares of the task kinds, e.g. single=0.3,multi=0.2,two=0.15,story=0.2,quote=0.15")
+    ap.add_argument("--full-rows", type=float, default=0.0, help="share of task rows that are one long task")
     ap.add_argument("--workers", type=int, default=8, help="DataLoader workers building reading tasks")
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--min-lr-frac", type=float, default=0.1)
@@ -348,7 +375,7 @@ def main():
     train, val = tokenize(tok, train_docs, bos, eos), tokenize(tok, val_docs, bos, eos)
     tok_file = os.path.join(args.tokenizer, "tokenizer.json")
     tasks = TaskRows(reading_texts(train_docs, sources), tok_file, args.seq, args.seed, bos, eos,
-                     lengths=(200, min(4000, args.seq - 100)))
+                     args.kind_weights, args.full_rows, lengths=(200, min(4000, args.seq - 100)))
     heldout_texts = reading_texts(val_docs, val_sources)
     del train_docs
     print(f"[data] train {train.numel():,} tokens, val {val.numel():,} tokens, "
@@ -406,7 +433,8 @@ def main():
             mask = torch.cat([t_mask.to(device, non_blocking=True), mask])
         with amp():
             logits = model(input_ids=rows[:, :-1]).logits
-        loss, plain, ans_loss, ans_acc = weighted_loss(logits, rows, mask, args.answer_weight)
+        weights = token_weights(mask, n_task, args.answer_weight, args.doc_weight)
+        loss, plain, ans_loss, ans_acc = weighted_loss(logits, rows, mask, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
@@ -456,6 +484,7 @@ def main():
         train_seconds=train_seconds, final_train_loss=sum(losses) / len(losses),
         val_loss=val_loss, val_ppl=math.exp(val_loss), val_tokens=val.numel(),
         reading=reading, reading_n=args.reading_n, task_frac=args.task_frac, answer_weight=args.answer_weight,
+        doc_weight=args.doc_weight, kind_weights=args.kind_weights, full_rows=args.full_rows,
         lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
         train_tokens_in_corpus=train.numel(), args=vars(args), log=log,
         corpus={k: corpus[k] for k in ("sources", "train_bytes") if k in corpus},
