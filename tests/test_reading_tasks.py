@@ -119,3 +119,20 @@ def test_quotes_survive_irregular_spacing():
     for _ in range(60):
         task = maker.quote(300)  # (falls back to a single fact where no sentence has ten spaced words)
         assert task.answer in task.document and "\n" not in task.answer
+
+
+def test_loss_weights_answers_task_documents_and_natural_rows():
+    """Answers get answer_weight, the rest of the task rows doc_weight, natural rows 1 (train_embedded)."""
+    import torch
+    from train_embedded import kind_weights, token_weights
+
+    mask = torch.zeros(3, 6, dtype=torch.bool)
+    mask[0, 4] = mask[1, 2] = True  # targets 3 and 1 of the two task rows are answer tokens
+    w = token_weights(mask, n_task=2, answer_weight=4.0, doc_weight=0.1)
+    assert w.shape == (3, 5)
+    assert w[0, 3] == 4.0 and w[1, 1] == 4.0
+    assert torch.allclose(w[0, [0, 1, 2, 4]], torch.full((4,), 0.1))
+    assert torch.equal(w[2], torch.ones(5))
+    assert kind_weights("single=0.5,story=0.5") == {"single": 0.5, "story": 0.5}
+    with pytest.raises(Exception, match="unknown task kinds"):
+        kind_weights("riddle=1")
