@@ -34,6 +34,7 @@ from pyramid_core.models import (EMBEDDED_NAME, LoadedModel, ModelLoadError, def
 from pyramid_core.policies import ALL_POLICIES
 from pyramid_core.policies.pyramid import PRESETS
 from pyramid_core.policies.registry import make_policy
+from pyramid_core.resources import asset
 from pyramid_core.session import eos_ids, generated_ids
 from pyramid_core.torch_thread import on_torch_thread
 from pyramid_core.trace import StepRecord
@@ -48,7 +49,7 @@ except ImportError:
 log = logging.getLogger("app")
 
 ROOT = Path(__file__).resolve().parent
-SAMPLE_PROMPTS = json.loads((ROOT / "assets" / "sample_prompts.json").read_text())
+SAMPLE_PROMPTS = json.loads(asset("sample_prompts.json").read_text())
 DEFAULT_MODEL = os.environ.get("PYRAMID_MODEL", EMBEDDED_NAME)
 BASELINE = "baseline"
 MODES = visual.MODES                                   # every mode the studio knows, in pane order
@@ -428,7 +429,7 @@ def recency_run(model_id, prompt, adapter=""):
         from pyramid_core.recurformer.recency import recency_scores
     except ImportError:
         return visual.empty_figure(f"Recency scores: RecurFormer is {NOT_AVAILABLE}.")
-    text = prompt if (prompt or "").strip() else (ROOT / "assets" / "heldout.txt").read_text()
+    text = prompt if (prompt or "").strip() else asset("heldout.txt").read_text()
     lm = get_model(model_id)
     report = on_torch_thread(recency_scores, lm, text, max_sequences=1)
     report.replaced = replaced_groups(lm, adapter)
