@@ -5,8 +5,8 @@
               process of its own with no Gradio server in it;
 - cli_in_app: the same, in the app's process on its torch thread (a control: what the process and
               thread alone change);
-- app:        app.generate_run called as a plain generator (panes every app.TEXT_EVERY_S, figures every
-              app.PLOTS_EVERY_S or less often, with attention and positions recorded on those steps);
+- app:        app.generate_run called as a plain generator (panes every TEXT_EVERY_S, figures every
+              PLOTS_EVERY_S (studio/live.py) or less often, with attention and positions recorded on those steps);
 - server:     the same through a local Gradio server, driven by gradio_client from a separate process,
               as a browser would (adds the server's serialisation and transport; the client's decoding
               of the stream is the browser's work and is not in this process's CPU seconds);
@@ -20,7 +20,7 @@ bootstrap 90% interval for that median. CPU seconds count every thread of the pr
 (for app and server, the Gradio server's threads included).
 
 Other tenants move a run of a few seconds by more than the effect measured, so the app and server paths
-also time, within each run, the generation itself (`app.advance` on the torch thread, detail recording
+also time, within each run, the generation itself (`stream.advance` on the torch thread, detail recording
 included): `over_own_generation` is the run's wall time over that, i.e. what the app adds around the
 same generation, measured against the same machine load.
 
@@ -47,9 +47,15 @@ sys.path.insert(0, str(ROOT))
 
 import app  # noqa: E402
 from pyramid_core.engine import Sampling  # noqa: E402
-from pyramid_core.models import load_model  # noqa: E402
+from pyramid_core.models import default_device, load_model  # noqa: E402
 from pyramid_core.session import run_generation  # noqa: E402
-from pyramid_core.torch_thread import on_torch_thread  # noqa: E402
+from studio import live as live_view, stream  # noqa: E402
+from studio.figures import MEAN_HEAD, STEP_CHOICES  # noqa: E402
+from studio.knobs import build_policies  # noqa: E402
+from studio.model_cache import get_model  # noqa: E402
+from studio.modes import MODES  # noqa: E402
+from studio.request import form_names  # noqa: E402
+from studio.torch_thread import on_torch_thread  # noqa: E402
 
 PROMPT = ("The lighthouse on Gull Point was kept by the Marrow family for forty-one years, and every "
           "evening the keeper wrote the time the lamp was lit and the ships that passed. ") * 3
@@ -68,13 +74,13 @@ class Clock:
 
 @functools.cache
 def cli_model(model: str):
-    """The model as the CLI loads it: here, on this thread (app.get_model would load it on the app's
+    """The model as the CLI loads it: here, on this thread (studio's get_model would load it on the app's
     torch thread, and a second thread running torch ops slows this one's: pyramid_core/torch_thread.py)."""
-    return load_model(model, device=app.default_device(), dtype="auto")
+    return load_model(model, device=default_device(), dtype="auto")
 
 
 def time_cli(lm, modes: list[str], new_tokens: int) -> Clock:
-    policies = app.build_policies(modes, 0.0, [None] * len(app.KNOBS))
+    policies = build_policies(modes, 0.0, {})
     with Clock() as clock:
         for policy in policies.values():
             run_generation(lm, PROMPT, policy, new_tokens, Sampling())
@@ -109,17 +115,18 @@ def cli_worker(model: str, modes: list[str]) -> None:
 
 
 def handler_args(model: str, modes: list[str], new_tokens: int) -> list:
-    return [model, modes, 0.0, 0.0, 1.0, 0, new_tokens, PROMPT, modes[0], app.STEP_CHOICES[0], 0,
-            app.MEAN_HEAD, *[None] * len(app.KNOBS)]
+    form = dict(model_id=model, modes=modes, budget=0.0, temperature=0.0, top_p=1.0, seed=0, max_new_tokens=new_tokens,
+                prompt=PROMPT, attn_mode=modes[0], attn_step=STEP_CHOICES[0], layer=0, head=MEAN_HEAD)
+    return [form.get(name) for name in form_names()]  # knobs None: their defaults
 
 
 class GenerationTimer:
-    """Wall seconds spent inside app.advance (the generation, on the torch thread), summed."""
+    """Wall seconds spent inside stream.advance (the generation, on the torch thread), summed."""
 
     def __init__(self):
         self.seconds = 0.0
-        self.advance = app.advance
-        app.advance = self.timed  # generate_run looks the name up at each call
+        self.advance = stream.advance
+        stream.advance = self.timed  # generate_run looks the name up at each call
 
     def timed(self, records, live):
         start = time.perf_counter()
@@ -129,11 +136,11 @@ class GenerationTimer:
             self.seconds += time.perf_counter() - start
 
     def restore(self) -> None:
-        app.advance = self.advance
+        stream.advance = self.advance
 
 
 def generation_timed(run):
-    """run() -> Clock, with .generating: the seconds of it that app.advance took."""
+    """run() -> Clock, with .generating: the seconds of it that stream.advance took."""
     timer = GenerationTimer()
     try:
         clock = run()
@@ -186,12 +193,12 @@ def time_server(client: ClientProcess, model: str, modes: list[str], new_tokens:
 
 
 def time_server_figures_off(client: ClientProcess, model: str, modes: list[str], new_tokens: int) -> Clock:
-    every = app.PLOTS_EVERY_S
-    app.PLOTS_EVERY_S = float("inf")  # Live reads it when a run starts
+    every = live_view.PLOTS_EVERY_S
+    live_view.PLOTS_EVERY_S = float("inf")  # Live reads it when a run starts
     try:
         return time_server(client, model, modes, new_tokens)
     finally:
-        app.PLOTS_EVERY_S = every
+        live_view.PLOTS_EVERY_S = every
 
 
 def serve_locally():
@@ -207,7 +214,7 @@ def serve_locally():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded", help="embedded (default), a hub id or a directory")
-    parser.add_argument("--modes", default=",".join(app.AVAILABLE))
+    parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -230,7 +237,7 @@ def main() -> None:
     cli = CliProcess(model, modes, args.threads)
     try:
         timed = {"cli": lambda: cli.time(args.new_tokens),
-                 "cli_in_app": lambda: on_torch_thread(time_cli, app.get_model(model), modes, args.new_tokens),
+                 "cli_in_app": lambda: on_torch_thread(time_cli, get_model(model), modes, args.new_tokens),
                  "app": lambda: generation_timed(lambda: time_app(model, modes, args.new_tokens)),
                  "server": lambda: generation_timed(lambda: time_server(client, model, modes, args.new_tokens)),
                  "server_figures_off": lambda: generation_timed(
@@ -248,7 +255,7 @@ def main() -> None:
         client.close()
         cli.close()
         demo.close()
-    lm = app.get_model(model)
+    lm = get_model(model)
     result = {
         "model": lm.name,
         "device": str(lm.device), "dtype": str(lm.dtype), "machine": platform.processor() or platform.machine(),

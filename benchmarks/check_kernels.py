@@ -12,7 +12,7 @@ import torch
 import torch.utils.benchmark
 
 sys.path.insert(0, ".")
-from pyramid_core.bench import environment  # noqa: E402
+from pyramid_core.bench.harness import environment  # noqa: E402
 from pyramid_core.kernels.scores import recent_attention_scores, recent_attention_scores_torch  # noqa: E402
 from tests.test_scores import make_inputs  # noqa: E402
 

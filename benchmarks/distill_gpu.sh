@@ -9,7 +9,7 @@ share=$1 groups=$2 budget=$3
 shift 3
 OUT=${OUT:-/tmp/out}
 xz -dc .data/corpus_train.txt.xz | head -c 24000000 > /tmp/train.txt || true  # ~6M tokens (xz stops on the closed pipe)
-common=(--groups "$groups" --init-adapter "assets/recurformer-embedded-$share" --steps 0 --distill-lr 3e-4
+common=(--groups "$groups" --init-adapter "pyramid_core/assets/recurformer-embedded-$share" --steps 0 --distill-lr 3e-4
         --calibration-file /tmp/train.txt --max-tokens 1024 --device cuda --dtype float32 --json "$@")
 # time 50 steps, then fit the step count into the budget (one new sequence per step)
 if [ -z "${STEPS:-}" ]; then

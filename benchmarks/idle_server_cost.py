@@ -25,10 +25,10 @@ def child(with_server: bool, runs: int, threads: int) -> list[list[float]]:
     import torch
 
     torch.set_num_threads(threads)
-    import app
     import app_overhead
+    from studio.modes import MODES
 
-    modes = list(app.AVAILABLE)
+    modes = list(MODES)
     if with_server:
         app_overhead.serve_locally()
         time.sleep(3)  # past the launch's one-off work (version check, analytics)

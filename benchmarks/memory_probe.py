@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyramid_core import bench  # noqa: E402
-from pyramid_core.cli_bench import _method_runner  # noqa: E402
+from pyramid_core.bench import harness as bench  # noqa: E402
+from pyramid_core.bench.suites import _method_runner  # noqa: E402
 
 GB = 1e9
 

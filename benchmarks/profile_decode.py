@@ -16,7 +16,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, ".")
-from pyramid_core import bench, generate  # noqa: E402
+from pyramid_core import generate  # noqa: E402
+from pyramid_core.bench import harness as bench  # noqa: E402
 from pyramid_core.policies.registry import make_policy  # noqa: E402
 
 shape, batch, context = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

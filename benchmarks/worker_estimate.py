@@ -4,7 +4,7 @@ app's server streams the same updates to a client from another process.
 A worker-process design would leave the server only building and sending the panes and figures from
 records the worker reports. This replays that: the app's handler runs as usual, but its `advance`
 feeds Live a recorded run's records at the pace of a real run instead of generating, so the server
-builds and sends what it would (panes every app.TEXT_EVERY_S, figures every app.PLOTS_EVERY_S) while the
+builds and sends what it would (panes every TEXT_EVERY_S, figures every PLOTS_EVERY_S: studio/live.py) while the
 CLI generates in its own process beside it. The CLI's time with the replay over its time alone is the
 slowdown such a design would leave, before the cost of passing records between processes.
 
@@ -25,10 +25,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-import app  # noqa: E402
 from app_overhead import PROMPT, ClientProcess, CliProcess, handler_args, median_interval, serve_locally  # noqa: E402
 from pyramid_core.compare import compare  # noqa: E402
 from pyramid_core.engine import Sampling  # noqa: E402
+from studio import stream  # noqa: E402
+from studio.knobs import build_policies  # noqa: E402
+from studio.model_cache import get_model  # noqa: E402
+from studio.modes import MODES  # noqa: E402
 
 DETAIL_EVERY = 25
 
@@ -36,19 +39,19 @@ DETAIL_EVERY = 25
 def recorded_run(modes: list[str], new_tokens: int) -> list:
     """(mode, record) pairs of one run, with attention and positions every DETAIL_EVERY steps (a live run
     records them about as often; Live keeps them only on the newest records): the replay's source."""
-    policies = app.build_policies(modes, 0.0, [None] * len(app.KNOBS))
+    policies = build_policies(modes, 0.0, {})
     detail = lambda mode, step: step % DETAIL_EVERY == 0  # noqa: E731
-    return list(compare(app.get_model("embedded"), PROMPT, policies, new_tokens, Sampling(),
+    return list(compare(get_model("embedded"), PROMPT, policies, new_tokens, Sampling(),
                         record_attention=detail, record_positions=detail))
 
 
 class Replay:
-    """app.advance replaced: each run's Live gets the recorded records, one every `pace` seconds."""
+    """stream.advance replaced: each run's Live gets the recorded records, one every `pace` seconds."""
 
     def __init__(self, recorded: list, pace: float):
         self.recorded, self.pace = recorded, pace
-        self.advance = app.advance
-        app.advance = self.replay
+        self.advance = stream.advance
+        stream.advance = self.replay
 
     def replay(self, records, live) -> bool:
         pending = live.__dict__.setdefault("replay", iter(self.recorded))
@@ -60,7 +63,7 @@ class Replay:
         return True
 
     def restore(self) -> None:
-        app.advance = self.advance
+        stream.advance = self.advance
 
 
 def cli_with_replay(cli: CliProcess, client: ClientProcess, modes: list[str], new_tokens: int) -> float:
@@ -79,7 +82,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=16)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    modes = list(app.AVAILABLE)
+    modes = list(MODES)
     recorded = recorded_run(modes, args.new_tokens)
     cli = CliProcess("embedded", modes, None)
     alone = cli.time(args.new_tokens).wall  # warm up, and the replay's pace: a record per CLI step

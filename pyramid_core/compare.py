@@ -4,14 +4,11 @@ One device runs one step at a time, so the modes take turns (round-robin) instea
 threads: every pane of the app advances together, and each mode's records are exactly those of a run
 of that mode alone (its cache, policy state and random generator are its own; see engine.generate).
 
-Also here, because the app and the CLI should not each compute them: the live numbers of a partial
-run, the first character where a mode's text departs from the baseline's, and the slimming of
-records kept for figures (per-step attention and positions are large).
+Also here, because the app and the CLI should not each compute them: the live numbers of a partial run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from typing import Iterator
 
@@ -71,35 +68,3 @@ def live_stats(run: list[StepRecord]) -> dict:
         "peak_kv_mib": max((r.peak_kv_bytes for r in run), default=0) / MIB,
         "prompt_tokens": run[0].seen_tokens if run else 0,
     }
-
-
-def first_difference(text: str, reference: str) -> int | None:
-    """Index of the first character where `text` differs from `reference`, within their common length.
-
-    None when one is a prefix of the other: a text that is only longer than the reference so far has
-    not (yet) departed from it.
-    """
-    for i, (a, b) in enumerate(zip(text, reference)):
-        if a != b:
-            return i
-    return None
-
-
-def slim(run: list[StepRecord]) -> None:
-    """When the newest record of a growing run carries attention or kept positions, drop them from the
-    records before it (the prefill's excepted), in place.
-
-    What the figures need is the prefill's and the latest recorded; keeping them for every step would
-    grow with layers x heads x tokens per step. Called after every append, so older records are
-    already slim: the walk back stops at the first record that holds whatever the newest one holds.
-    """
-    new = run[-1]
-    wanted = {"attention": new.attention is not None, "kept_positions": new.kept_positions is not None}
-    for i in range(len(run) - 2, 0, -1):
-        if not any(wanted.values()):
-            return
-        old = run[i]
-        drop = {k: None for k, want in wanted.items() if want and getattr(old, k) is not None}
-        if drop:
-            run[i] = dataclasses.replace(old, **drop)
-            wanted.update({k: False for k in drop})

@@ -261,7 +261,7 @@ def recency_markdown(rows: list[dict], meta: dict) -> str:
 
 
 def reading_markdown(result: dict) -> str:
-    """A Markdown report of the reading evaluation (cli_eval --reading): accuracy per kind and mode, and
+    """A Markdown report of the reading evaluation (`pyramid eval --reading`): accuracy per kind and mode, and
     the baseline's single-fact grid of length x depth."""
     s, modes = result["settings"], result["modes"]
     kinds = sorted({k for m in modes.values() for k in m["summary"]["accuracy"]})

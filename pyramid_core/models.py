@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 
 from .graphs import GraphStore
+from .resources import asset
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 EMBEDDED_NAME = "embedded"
-EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "assets" / "embedded"
+EMBEDDED_DIR = asset("embedded")
 
 
 class ModelLoadError(ValueError):

@@ -24,10 +24,11 @@ from pathlib import Path
 from .engine import generate
 from .models import LoadedModel
 from .policies.base import Policy
+from .resources import asset
 
 log = logging.getLogger(__name__)
 
-READING_FILE = Path(__file__).resolve().parent.parent / "assets" / "reading_eval.jsonl.gz"
+READING_FILE = asset("reading_eval.jsonl.gz")
 MAX_ANSWER_TOKENS = 24  # the longest stored answers ("4821 and 7730", dates, names) take ~12
 
 

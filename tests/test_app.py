@@ -5,7 +5,6 @@ messages, not words."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import re
 import socket
@@ -18,34 +17,23 @@ import pytest
 from gradio_client import Client
 
 import app
-from pyramid_core.policies import ALL_POLICIES
-from pyramid_core.policies.pyramid import PRESETS
-from tests.tiny_models import save_tiny_checkpoint
+from studio import stream
+from studio.figures import MEAN_HEAD, STEP_CHOICES
+from studio.knobs import KNOBS
+from studio.modes import MODES
+from studio.queue import QUEUE_POLL_S
 from visual.memory import PEAK_SUFFIX
 
 PROMPT = "the cat sat on the mat and a dog ran far away " * 3
-PANES = {mode: i for i, mode in enumerate(app.MODES)}          # output index of each mode's text pane
-STATS = {mode: len(app.MODES) + i for i, mode in enumerate(app.MODES)}
-KV_PLOT, PYRAMID_PLOT, ATTN_GRID, ATTN_BARS, TABLE = range(2 * len(app.MODES), 2 * len(app.MODES) + 5)
+PANES = {mode: i for i, mode in enumerate(MODES)}          # output index of each mode's text pane
+STATS = {mode: len(MODES) + i for i, mode in enumerate(MODES)}
+KV_PLOT, PYRAMID_PLOT, ATTN_GRID, ATTN_BARS, TABLE = range(2 * len(MODES), 2 * len(MODES) + 5)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny llama checkpoint without an EOS: random weights may sample it at any step, and the tests
-    count steps."""
-    from transformers import GenerationConfig
-
-    path = save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-llama"))
-    config = GenerationConfig.from_pretrained(path)
-    config.eos_token_id = None
-    config.save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +65,12 @@ ADAPTER_KNOBS = {}  # (mode, "adapter") -> the tiny checkpoint's adapter, filled
 
 def gen_args(model, **overrides):
     """The /generate inputs in order, with the app's defaults; knobs None = the dataclass default."""
-    values = dict(model_id=model, modes=list(app.AVAILABLE), budget=0.0, temperature=0.0, top_p=1.0, seed=0,
-                  max_new=16, prompt=PROMPT, attn_mode=app.AVAILABLE[0], attn_step=app.STEP_CHOICES[0],
-                  layer=0, head=app.MEAN_HEAD)
+    values = dict(model_id=model, modes=list(MODES), budget=0.0, temperature=0.0, top_p=1.0, seed=0,
+                  max_new=16, prompt=PROMPT, attn_mode=MODES[0], attn_step=STEP_CHOICES[0],
+                  layer=0, head=MEAN_HEAD)
     knobs = {**ADAPTER_KNOBS, **overrides.pop("knobs", {})}
     values.update(overrides)
-    return [*values.values(), *[knobs.get((m, f.name)) for m, f in app.KNOBS]]
+    return [*values.values(), *[knobs.get((m, f.name)) for m, f in KNOBS]]
 
 
 def is_value(output) -> bool:
@@ -114,21 +102,18 @@ def run(client, *args) -> list[tuple]:
 def test_every_mode_streams_text_and_figures(client, checkpoint):
     outputs = run(client, *gen_args(checkpoint, max_new=24))
     final = outputs[-1]
-    for mode in app.MODES:
-        if mode not in app.AVAILABLE:
-            assert re.sub(r"<[^>]+>|&nbsp;", "", final[PANES[mode]]).strip() == ""  # hidden panes stay blank
-            continue
+    for mode in MODES:
         # the pane is HTML whose <mark> around the departure from the baseline comes and goes: count text
         lengths = [len(re.sub(r"<[^>]+>", "", o[PANES[mode]])) for o in outputs if is_value(o[PANES[mode]])]
         assert len(lengths) >= 2 and lengths[-1] > lengths[0], f"{mode} pane did not grow: {lengths}"
         assert "24 tokens" in final[STATS[mode]] and "MiB" in final[STATS[mode]]
     kv = plot_data(final[KV_PLOT])
-    assert sorted(t["name"] for t in kv) == sorted(app.AVAILABLE + [m + PEAK_SUFFIX for m in app.AVAILABLE])
+    assert sorted(t["name"] for t in kv) == sorted([*MODES] + [m + PEAK_SUFFIX for m in MODES])
     assert all(len(t["x"]) == 24 for t in kv)  # one point per step, prefill included
     pyramid = plot_data(final[PYRAMID_PLOT])
-    assert [t["name"] for t in pyramid] == app.AVAILABLE and all(t["type"] == "heatmap" for t in pyramid)
+    assert [t["name"] for t in pyramid] == list(MODES) and all(t["type"] == "heatmap" for t in pyramid)
     assert plot_data(final[ATTN_GRID])[0]["type"] == "heatmap"
-    assert [row[0] for row in final[TABLE]["data"]] == app.AVAILABLE
+    assert [row[0] for row in final[TABLE]["data"]] == list(MODES)
     # the figures were drawn while generating too, not only at the end, and not at every pane update
     drawn = {o[KV_PLOT]["plot"] for o in outputs}
     assert len(drawn) >= 2 and len(outputs) > len(drawn)
@@ -154,7 +139,7 @@ def test_stop_ends_a_generation_early(client, checkpoint):
 
 def test_attention_redraws_from_stored_records(client, checkpoint):
     run(client, *gen_args(checkpoint, max_new=6))
-    mode = app.AVAILABLE[-1]
+    mode = MODES[-1]
     grid, bars = client.predict(mode, "prefill", 2, "head 1", api_name="/attention")
     assert "head 1" in json.loads(grid["plot"])["layout"]["title"]["text"]
     assert "layer 2" in json.loads(bars["plot"])["layout"]["title"]["text"]
@@ -197,39 +182,6 @@ def test_recency_marks_the_heads_the_adapter_replaces(client, checkpoint, adapte
 
 # ----------------------------------------------------------------------------- handlers as functions
 
-def test_knob_widgets_mirror_the_dataclasses():
-    for mode in app.AVAILABLE:
-        cls = ALL_POLICIES[mode]
-        expected = [f.name for f in dataclasses.fields(cls) if f.init and f.name != app.BUDGET_KNOB]
-        assert [f.name for m, f in app.KNOBS if m == mode] == expected
-    with gr.Blocks():
-        widgets = {f.name: app.knob_component(f) for m, f in app.KNOBS if m == "pyramid"}
-    assert isinstance(widgets["prefill_decay_strategy"], gr.Dropdown)
-    assert widgets["recent_ratio"].value == 0.2 and widgets["recent_ratio"].info.startswith("recent window")
-    assert widgets["sink_len"].precision == 0
-
-
-def test_build_policies_applies_knobs_and_the_budget():
-    values = [None] * len(app.KNOBS)
-    values[app.KNOBS.index(next(k for k in app.KNOBS if k[0] == "pyramid" and k[1].name == "sink_len"))] = 8.0
-    policies = app.build_policies(["baseline", "pyramid", "streaming"], 0.3, values)
-    assert policies["pyramid"].sink_len == 8 and isinstance(policies["pyramid"].sink_len, int)
-    assert policies["pyramid"].kv_budget == 0.3 and policies["streaming"].kv_budget == 0.3
-    off = app.build_policies(["pyramid", "streaming"], 0, [None] * len(app.KNOBS))
-    assert off["pyramid"].kv_budget is None and off["streaming"].kv_budget == 0.5  # the dataclass default
-    with pytest.raises(ValueError, match="pyramid: chunk_length"):
-        values = [0 if (m, f.name) == ("pyramid", "chunk_length") else None for m, f in app.KNOBS]
-        app.build_policies(["pyramid"], 0, values)
-
-
-def test_preset_fills_the_pyramid_knobs():
-    values = app.preset_values("table1-45")
-    pyramid = {f.name: v for (m, f), v in zip(app.KNOBS, values) if m == "pyramid"}
-    assert pyramid["recent_ratio"] == PRESETS["table1-45"]["recent_ratio"]
-    assert pyramid["sink_len"] == 4  # not in the preset: the dataclass default
-    assert values[-1] == PRESETS["table1-45"]["kv_budget"]
-    assert app.preset_values(app.NO_PRESET)[-1] == 0.0
-
 
 def test_attention_controls_follow_the_model_box(checkpoint):
     """The layer slider and head choices fit the model named in the box, keeping a pick that still fits."""
@@ -238,43 +190,22 @@ def test_attention_controls_follow_the_model_box(checkpoint):
     config = AutoConfig.from_pretrained(checkpoint)
     layer, head = app.fit_attention_controls(checkpoint, 99, "head 1")
     assert layer["maximum"] == config.num_hidden_layers - 1 and layer["value"] == config.num_hidden_layers - 1
-    assert head["choices"][0] == app.MEAN_HEAD and len(head["choices"]) == 1 + config.num_attention_heads
+    assert head["choices"][0] == MEAN_HEAD and len(head["choices"]) == 1 + config.num_attention_heads
     assert head["value"] == "head 1"
     _, head = app.fit_attention_controls(checkpoint, 0, f"head {config.num_attention_heads}")
-    assert head["value"] == app.MEAN_HEAD
+    assert head["value"] == MEAN_HEAD
     with pytest.raises(gr.Error, match="Could not load"):
-        app.fit_attention_controls("no/such-model", 0, app.MEAN_HEAD)
-
-
-def test_updates_slow_down_when_sending_them_is_costly(checkpoint):
-    live = app.Live(app.get_model(checkpoint), ["baseline"], {"mode": "baseline", "step": app.STEP_CHOICES[0],
-                                                              "layer": 0, "head": app.MEAN_HEAD})
-    live.sent(0.001)  # cheap: the floor
-    assert live.text_gap == app.TEXT_EVERY_S
-    live.sent(0.099)  # running mean 0.05 s an update: refresh rarely enough that it is TEXT_SHARE of the time
-    assert live.text_gap == pytest.approx(0.05 / app.TEXT_SHARE)
-    live.plotted = True  # an update with figures sets how often figures come, not panes
-    live.sent(0.001)
-    assert live.plots_gap == app.PLOTS_EVERY_S
-    live.sent(1.0)
-    assert live.plots_gap == pytest.approx(1.0 / app.PLOTS_SHARE)
-    assert live.text_gap == pytest.approx(0.05 / app.TEXT_SHARE)
+        app.fit_attention_controls("no/such-model", 0, MEAN_HEAD)
 
 
 def test_panes_and_attention_modes_follow_the_selection():
     *panes, attn = app.show_panes(["pyramid", "baseline"], "pyramid")
-    assert [p["visible"] for p in panes] == [m in ("baseline", "pyramid") for m in app.MODES]
+    assert [p["visible"] for p in panes] == [m in ("baseline", "pyramid") for m in MODES]
     assert attn["choices"] == ["baseline", "pyramid"] and attn["value"] == "pyramid"  # the pick is kept
     *panes, attn = app.show_panes(["baseline"], "pyramid")
     assert attn["value"] == "baseline"
     *panes, attn = app.show_panes([], "pyramid")
-    assert not any(p["visible"] for p in panes) and attn["choices"] == list(app.MODES)
-
-
-def test_pane_marks_the_departure_and_escapes():
-    assert "<mark" not in app.pane_html("the <cat>", "the <cat> sat")
-    marked = app.pane_html("the dog <b>", "the cat")
-    assert "the <mark" in marked and "dog &lt;b&gt;</mark>" in marked
+    assert not any(p["visible"] for p in panes) and attn["choices"] == list(MODES)
 
 
 def test_export_before_generating_is_refused():
@@ -286,14 +217,14 @@ def test_generation_runs_on_the_torch_thread_whichever_thread_asks(checkpoint, m
     """Gradio calls a handler from a pool of threads; the engine's steps must all run on one thread
     (pyramid_core/torch_thread.py says why) that is none of the callers'."""
     steppers, callers = set(), set()
-    compare = app.compare
+    compare = stream.compare
 
     def watched(*args, **kwargs):
         for item in compare(*args, **kwargs):
             steppers.add(threading.get_ident())
             yield item
 
-    monkeypatch.setattr(app, "compare", watched)
+    monkeypatch.setattr(stream, "compare", watched)
 
     def handler():
         callers.add(threading.get_ident())
@@ -316,23 +247,6 @@ def test_the_queue_polls_slowly_and_gradio_still_reads_those_settings():
     from gradio import queueing
 
     queue = app.build_ui()._queue
-    for name, seconds in app.QUEUE_POLL_S.items():
+    for name, seconds in QUEUE_POLL_S.items():
         assert getattr(queue, name) == seconds
         assert f"asyncio.sleep(self.{name})" in inspect.getsource(queueing.Queue), f"Gradio no longer reads {name}"
-
-
-def test_live_view_records_detail_once_per_mode_per_figure_refresh(checkpoint):
-    """Attention and positions cost time: the live view asks for them at the prefill and then at one
-    step of each mode between two figure refreshes (the same answer for both questions of a step)."""
-    view = {"mode": "baseline", "step": app.STEP_CHOICES[0], "layer": 0, "head": app.MEAN_HEAD}
-    live = app.Live(app.get_model(str(checkpoint)), ["baseline", "pyramid"], view)
-    live.plots_at = time.monotonic()  # figures just drawn
-    assert live.wants_detail("baseline", 0)
-    assert not live.wants_detail("baseline", 1)
-    live.plots_at -= 2 * live.plots_gap  # figures due
-    assert live.wants_detail("baseline", 2) and live.wants_detail("baseline", 2)
-    assert not live.wants_detail("baseline", 3)
-    assert live.wants_detail("pyramid", 2)
-    live.outputs()  # draws the figures: the next refresh gets fresh detail
-    live.plots_at -= 2 * live.plots_gap
-    assert live.wants_detail("baseline", 5)

@@ -1,6 +1,6 @@
 """The app in a real browser (Debian's Chromium driven by Playwright): pick two modes, type a prompt,
 generate, and wait for both panes and the figures; the page is saved to $SCREENSHOT (default: the
-temp directory; the README's assets/screenshot.png is refreshed by setting it).
+temp directory; the README's docs/screenshot.png is refreshed by setting it).
 
 The model is a tiny local checkpoint unless PYRAMID_MODEL names another (e.g. "embedded" for a
 screenshot with real words).
@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 
 import app
+from pyramid_core.resources import asset
 from tests.tiny_models import save_tiny_checkpoint
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
-# The README's picture is refreshed on purpose (SCREENSHOT=assets/screenshot.png PYRAMID_MODEL=embedded),
+# The README's picture is refreshed on purpose (SCREENSHOT=docs/screenshot.png PYRAMID_MODEL=embedded),
 # not by every test run.
 SCREENSHOT = Path(os.environ.get("SCREENSHOT") or Path(tempfile.gettempdir()) / "pyramid-studio-screenshot.png")
 MODES = ("baseline", "pyramid")
@@ -32,7 +33,7 @@ if os.environ.get("PYRAMID_MODEL"):  # a real model: the needle sample, where a 
     import json
 
     MODES = ("baseline", "pyramid", "streaming")
-    SAMPLE = next(s for s in json.loads((app.ROOT / "assets" / "sample_prompts.json").read_text())
+    SAMPLE = next(s for s in json.loads(asset("sample_prompts.json").read_text())
                   if "needle" in s.get("name", "").lower())
     PROMPT, ANSWER = SAMPLE["prompt"], SAMPLE["answer"]
 TIMEOUT_MS = 120_000  # generous: the CI machine may be busy with training

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from pyramid_core.compare import compare, first_difference, live_stats, slim
+from pyramid_core.compare import compare, live_stats
 from pyramid_core.engine import Sampling
 from pyramid_core.models import wrap_model
 from pyramid_core.policies import FullPolicy, PyramidPolicy, StreamingPolicy
@@ -102,22 +102,8 @@ def test_errors_surface_before_any_decoding(lm):
         list(compare(lm, "the cat " * 600, modes(), 4, Sampling()))
 
 
-def test_first_difference():
-    assert first_difference("the cat sat", "the cat sat") is None
-    assert first_difference("the cat", "the cat sat") is None  # a prefix has not departed yet
-    assert first_difference("the dog", "the cat") == 4
-    assert first_difference("", "abc") is None
-
-
-def test_live_stats_and_slim(lm):
+def test_live_stats(lm):
     run = lone(lm, FullPolicy(), 4, Sampling())
     stats = live_stats(run)
     assert stats["tokens"] == 4 and stats["prompt_tokens"] == run[0].seen_tokens
     assert stats["kv_mib"] == run[-1].kv_bytes / 2**20 and stats["tokens_per_s"] > 0
-    growing = []
-    for record in run:
-        growing.append(record)
-        slim(growing)
-    assert growing[0].attention is not None and growing[-1].attention is not None  # prefill and latest
-    assert all(r.attention is None and r.kept_positions is None for r in growing[1:-1])
-    assert [r.token_ids for r in growing] == [r.token_ids for r in run]

@@ -150,7 +150,7 @@ def test_init_adapter_of_other_groups_raises():
 
 
 def test_cli_convert_with_init_adapter_and_distillation(tmp_path, capsys):
-    from pyramid_core.__main__ import main
+    from pyramid_core.cli import main
 
     save_tiny_checkpoint(tmp_path / "model", "llama")
     text = tmp_path / "text.txt"

@@ -148,7 +148,9 @@ def test_adapter_share_counts_distinct_groups():
 def test_recurformer_rows_build_valid_policies():
     from pyramid_core.policies.registry import make_policy
 
-    adapter = "assets/recurformer-embedded-50"
+    from pyramid_core.resources import asset
+
+    adapter = str(asset("recurformer-embedded-50"))
     rows = ev.recurformer_rows({"50%": adapter, "x": adapter}, twin_window=32, twin_sinks=2)
     assert [r["label"] for r in rows[:4]] == ["recurformer untrained 50%", "recurformer trained 50%",
                                              "recurformer window 2+32 50%", "pyramid+recurformer trained 50%"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyramid_core import ModelLoadError, load_model
-from pyramid_core.__main__ import main
+from pyramid_core.cli import main
 from tests.tiny_models import save_tiny_checkpoint
 
 

@@ -98,8 +98,8 @@ def test_stored_tasks_are_in_the_answer_format():
 
 def test_cli_reading_report(tmp_path, tiny, monkeypatch):
     """eval --reading runs the baseline and a mode over a task file and writes the JSON and Markdown."""
-    from pyramid_core import cli_eval
-    from pyramid_core.__main__ import main
+    from pyramid_core.cli import eval as cli_eval
+    from pyramid_core.cli import main
 
     lm, tok = tiny
     path = tmp_path / "tasks.jsonl.gz"

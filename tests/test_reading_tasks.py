@@ -8,17 +8,19 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
+from pyramid_core.resources import asset
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "training"))
 import reading_tasks as rt  # noqa: E402
 from train_embedded import encode_task  # noqa: E402
 
-TOKENIZER = Tokenizer.from_file(str(ROOT / "assets" / "embedded" / "tokenizer.json"))
+TOKENIZER = Tokenizer.from_file(str(asset("embedded") / "tokenizer.json"))
 
 
 def texts(start: int, stop: int) -> list[str]:
     """Natural documents cut from the held-out prose (different ranges for different 'splits')."""
-    paras = (ROOT / "assets" / "heldout.txt").read_text().split("\n\n")
+    paras = asset("heldout.txt").read_text().split("\n\n")
     return ["\n\n".join(paras[i:i + 20]) for i in range(start, stop, 20)]
 
 

@@ -341,7 +341,7 @@ def test_mismatched_adapter_raises(tmp_path, small_adapter):
 
 
 def test_cli_convert_then_recency(tmp_path, capsys):
-    from pyramid_core.__main__ import main
+    from pyramid_core.cli import main
 
     save_tiny_checkpoint(tmp_path / "model", "llama")
     text = tmp_path / "text.txt"

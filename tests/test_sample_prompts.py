@@ -1,16 +1,17 @@
 """The embedded model reads: it loads offline and the baseline (full cache, greedy) answers the stored
-sample prompts as assets/sample_prompts.json expects, through the same path as the CLI and the app."""
+sample prompts as pyramid_core/assets/sample_prompts.json expects, through the same path as the CLI and the app."""
 
 import json
 
 import pytest
 
 from pyramid_core.engine import Sampling
-from pyramid_core.models import EMBEDDED_DIR, load_model
+from pyramid_core.models import load_model
 from pyramid_core.policies import FullPolicy
+from pyramid_core.resources import asset
 from pyramid_core.session import run_generation
 
-SAMPLES = json.loads((EMBEDDED_DIR.parent / "sample_prompts.json").read_text())
+SAMPLES = json.loads(asset("sample_prompts.json").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from pyramid_core.torch_thread import on_torch_thread
+from studio.torch_thread import on_torch_thread
 
 
 def test_calls_from_many_threads_run_on_one_thread_that_is_none_of_theirs():

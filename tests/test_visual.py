@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+import visual
 from pyramid_core.trace import LayerAttention, RecencyReport, StepRecord
 from visual import (
     MAX_COLUMNS,
@@ -37,7 +38,7 @@ from visual.theme import figure
 from visual.memory import PEAK_SUFFIX, PREFILL_LABEL, X_TITLE, Y_TITLE
 from visual.recency import REPLACED_NAME
 
-VISUAL_DIR = Path(__file__).resolve().parent.parent / "visual"
+VISUAL_DIR = Path(visual.__file__).parent  # the visual/ under test, in a checkout or installed
 
 
 # ---------------------------------------------------------------------------- record builders

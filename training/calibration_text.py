@@ -1,7 +1,7 @@
 """Write RecurFormer calibration text: the first documents of the training corpus, up to a size.
 
 The training corpus (.data/corpus_train.txt.xz, made by prepare_corpus.py) holds its documents in a
-shuffled order, so its head is a sample of every source; it never overlaps assets/heldout.txt, which
+shuffled order, so its head is a sample of every source; it never overlaps pyramid_core/assets/heldout.txt, which
 comes from the validation split. The shipped adapters were converted on the first 1.5 MB:
 
     python training/calibration_text.py --bytes 1500000 --out .data/calibration_1500k.txt

@@ -1,6 +1,6 @@
-"""Write the held-out reading tasks the project evaluates on (assets/reading_eval.jsonl.gz).
+"""Write the held-out reading tasks the project evaluates on (pyramid_core/assets/reading_eval.jsonl.gz).
 
-    python3 training/make_reading_eval.py --data .data --tokenizer assets/embedded
+    python3 training/make_reading_eval.py --data .data --tokenizer pyramid_core/assets/embedded
 
 Only held-out parts are used: templates, names, places and objects of `Pools(split="heldout")`, and the
 corpus's validation documents as the natural text (training reads neither). Seeded, so the file is
@@ -57,8 +57,8 @@ def build(maker: TaskMaker, per_cell: int) -> list[dict]:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=".data")
-    ap.add_argument("--tokenizer", default="assets/embedded")
-    ap.add_argument("--out", default="assets/reading_eval.jsonl.gz")
+    ap.add_argument("--tokenizer", default="pyramid_core/assets/embedded")
+    ap.add_argument("--out", default="pyramid_core/assets/reading_eval.jsonl.gz")
     ap.add_argument("--per-cell", type=int, default=16)
     ap.add_argument("--seed", type=int, default=2026)
     args = ap.parse_args()

@@ -37,7 +37,7 @@ Outputs (paths relative to the repository root):
     .data/corpus_train.txt.xz   training documents, each followed by a line holding only DOC_SEP
     .data/corpus_val.txt        held-out documents, same format (about 1% of each source's documents)
     .data/corpus_{train,val}_sources.txt  the source name of each document, one a line, in the same order
-    assets/heldout.txt          held-out prose documents only, plain text, blank-line separated, <= --heldout-kb
+    pyramid_core/assets/heldout.txt  held-out prose documents only, plain text, blank-line separated, <= --heldout-kb
     training/corpus_manifest.json  packages, versions, licences, files, byte and document counts
 
 Long texts are cut into documents of about --doc-kb kilobytes at paragraph boundaries, so that the
@@ -632,7 +632,7 @@ def main():
     ap.add_argument("--debs", required=True, help="folder holding the downloaded .deb files")
     ap.add_argument("--out", default=".data", help="data folder (ignored by git)")
     ap.add_argument("--manifest", default="training/corpus_manifest.json")
-    ap.add_argument("--heldout", default="assets/heldout.txt")
+    ap.add_argument("--heldout", default="pyramid_core/assets/heldout.txt")
     ap.add_argument("--heldout-kb", type=int, default=450)
     ap.add_argument("--doc-kb", type=int, default=24, help="long texts are cut into documents of about this size")
     ap.add_argument("--gcide-mb", type=float, default=8.0, help="how much of the dictionary to keep")

@@ -207,7 +207,7 @@ RELATIONS = (
 )
 
 # More phrasings, for training only: added after the held-out split of the templates above was fixed
-# (assets/reading_eval.jsonl.gz), so they never move a held-out template into training. Relation name ->
+# (pyramid_core/assets/reading_eval.jsonl.gz), so they never move a held-out template into training. Relation name ->
 # (facts, questions).
 MORE_PHRASINGS = {
     "code": (("The {s}'s code is {v}.", "If you want to open the {s}, the code is {v}.", "{V} is the code of the {s}.",

@@ -19,10 +19,11 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..resources import asset
 from .full import FullPolicy
 from .pyramid import PyramidPolicy
 
-DEFAULT_ADAPTER = Path(__file__).resolve().parent.parent.parent / "assets" / "recurformer-embedded-25"
+DEFAULT_ADAPTER = asset("recurformer-embedded-25")
 VARIANTS = ("trained", "untrained", "window")
 
 _MODULES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {settings: modules}

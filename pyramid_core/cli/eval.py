@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from . import eval_report, evaluate, reading
-from .models import EMBEDDED_NAME, load_model
-from .policies.registry import MODES
+from .. import eval_report, evaluate, reading
+from ..models import EMBEDDED_NAME, load_model
+from ..policies.registry import MODES
+from ..resources import asset
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEFAULT_TEXT = ASSETS / "heldout.txt"
-DEFAULT_ADAPTERS = f"{ASSETS / 'recurformer-embedded-25'},{ASSETS / 'recurformer-embedded-50'}"
+DEFAULT_TEXT = asset("heldout.txt")
+DEFAULT_ADAPTERS = f"{asset('recurformer-embedded-25')},{asset('recurformer-embedded-50')}"
 COMPARISONS = ("recurformer",)
 READING_TARGETS = {"single": 0.9, "story": 0.7}  # the embedded model's targets (its model card)
 
@@ -118,7 +118,7 @@ def _compare(args: argparse.Namespace) -> tuple[dict, object]:
 
 def _reading(args: argparse.Namespace) -> dict:
     """--reading: each mode's answers to the stored held-out reading tasks, scored exactly."""
-    from .policies.registry import make_policy
+    from ..policies.registry import make_policy
 
     modes = ["baseline"] + [m.strip() for m in args.modes.split(",") if m.strip() and m.strip() != "baseline"]
     unknown = [m for m in modes if m not in MODES]
@@ -196,7 +196,7 @@ def _finish(args: argparse.Namespace, result: dict, markdown) -> dict:
 def _recency(lm, ids: list[int], text_name: str, out: str, window: int = 16, sequences: int = 8,
              max_tokens: int = 1024) -> dict:
     """Recency scores on `sequences` BOS-led windows spread over the held-out tokens; writes `out`."""
-    from .recurformer.recency import recency_scores
+    from ..recurformer.recency import recency_scores
 
     bos = [] if lm.tokenizer.bos_token_id is None else [lm.tokenizer.bos_token_id]
     windows = [bos + w for w in evaluate.spaced_windows(ids, max_tokens - len(bos), sequences, offset=0.5)]

@@ -11,8 +11,9 @@ import time
 
 import torch
 
-from .engine import generate
-from .policies.base import Policy
+from ..engine import generate
+from ..policies.base import Policy
+from .harness import random_prompts
 
 
 class TimedPolicy(Policy):
@@ -42,8 +43,6 @@ class TimedPolicy(Policy):
 
 
 def measure_overhead(lm, policy: Policy, batch: int, prompt_len: int, new_tokens: int) -> dict:
-    from .bench import random_prompts
-
     ids = random_prompts(batch, prompt_len, lm.config.vocab_size)
     for _ in range(2):  # the second run: the first at a new batch size may include kernel compilation
         timed = TimedPolicy(policy)

@@ -20,11 +20,11 @@ import torch
 
 from torch.nn.attention import sdpa_kernel
 
-from .engine import ATTENTION_BACKENDS, generate
-from .kernels.decode import use_kernel
-from .models import wrap_model
-from .policies.base import Policy
-from .policies.full import FullPolicy
+from ..engine import ATTENTION_BACKENDS, generate
+from ..kernels.decode import use_kernel
+from ..models import wrap_model
+from ..policies.base import Policy
+from ..policies.full import FullPolicy
 
 SHAPES = {  # architecture shapes of public checkpoints (their config.json values)
     "llama2-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -68,7 +68,7 @@ def environment() -> dict:
         info["triton"] = triton.__version__
     except ImportError:
         info["triton"] = None
-    from .recurformer.rnn import scan_backend
+    from ..recurformer.rnn import scan_backend
 
     info["recurformer_scan"] = scan_backend(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     return info
@@ -93,8 +93,8 @@ class Run:
 def random_adapter(lm, share: float, directory: Path) -> str:
     """An untrained RecurFormer adapter replacing `share` of the KV groups, spread over the layers
     (memory and speed do not depend on which groups or on training)."""
-    from .recurformer.adapter import Adapter, rnn_config, save_adapter
-    from .recurformer.rnn import GroupRNN, RNNConfig
+    from ..recurformer.adapter import Adapter, rnn_config, save_adapter
+    from ..recurformer.rnn import GroupRNN, RNNConfig
 
     L, G = lm.config.num_hidden_layers, lm.config.num_key_value_heads
     wanted = round(share * L * G)

@@ -1,47 +1,29 @@
-"""Benchmark speed and memory on the GPU (random weights in real models' shapes); writes benchmarks/."""
+"""The benchmark suites behind `pyramid bench SUITE`: each measures on a GPU (random weights in real
+models' shapes) and writes JSON and a Markdown table under --out (benchmarks/ by default)."""
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import torch
 
-from . import bench
-from .policies.full import FullPolicy
-from .policies.registry import make_policy
-
-SUITES = ("engine", "table1", "prefill8k", "overhead", "recurformer")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", choices=SUITES)
-    parser.add_argument("--out", default="benchmarks")
-    parser.add_argument("--memory-cap-gb", type=float, default=80.0,
-                        help="cap the process's GPU memory (the paper's A100-80GB) for max-batch runs")
-    parser.add_argument("--batches", default=None, help="comma-separated batch sizes to try")
-    parser.add_argument("--methods", default=None, help="table1: comma-separated methods for the max-batch search")
-    parser.add_argument("--batch32-methods", default=None, help="table1: comma-separated methods at batch 32")
-    parser.add_argument("--skip-max-batch", action="store_true", help="table1: batch 32 only")
-
-
-def run(args: argparse.Namespace) -> dict:
-    if not torch.cuda.is_available():
-        raise ValueError("the benchmarks need a CUDA GPU")
-    return SUITE_FUNCTIONS[args.suite](args)
+from ..policies.full import FullPolicy
+from ..policies.registry import make_policy
+from . import harness
+from .overhead import measure_overhead
 
 
 def suite_engine(args) -> dict:
     """The engine's baseline against transformers' generate: Llama-2-7B shape, 512 + 256."""
-    lm = bench.random_model("llama2-7b")
-    bench.warm_up(lm)
+    lm = harness.random_model("llama2-7b")
+    harness.warm_up(lm)
     runs = []
     for batch in [int(b) for b in (args.batches or "1,8,32").split(",")]:
-        runs.append(bench.best_of(2, bench.run_hf, lm, batch, 512, 256))
-        runs.append(bench.best_of(2, bench.run_engine, lm, FullPolicy(), "engine-baseline", batch, 512, 256))
-    results = {"environment": bench.environment(), "shape": "llama2-7b", "dtype": "float16", "runs": runs}
-    bench.write(results, Path(args.out), "engine_vs_hf", bench.runs_table(runs))
+        runs.append(harness.best_of(2, harness.run_hf, lm, batch, 512, 256))
+        runs.append(harness.best_of(2, harness.run_engine, lm, FullPolicy(), "engine-baseline", batch, 512, 256))
+    results = {"environment": harness.environment(), "shape": "llama2-7b", "dtype": "float16", "runs": runs}
+    harness.write(results, Path(args.out), "engine_vs_hf", harness.runs_table(runs))
     return results
 
 
@@ -59,9 +41,9 @@ SDPA = "-sdpa"    # ... or with SDPA's decode attention instead of the Triton ke
 
 def _method_runner(name):
     if name == "hf-generate":
-        return lambda lm, b: bench.run_hf(lm, b, 512, 256)
+        return lambda lm, b: harness.run_hf(lm, b, 512, 256)
     policy = TABLE1_METHODS[name.removesuffix(EAGER).removesuffix(SDPA)]
-    return lambda lm, b: bench.run_engine(lm, policy(), name, b, 512, 256, cuda_graphs=not name.endswith(EAGER),
+    return lambda lm, b: harness.run_engine(lm, policy(), name, b, 512, 256, cuda_graphs=not name.endswith(EAGER),
                                           decode_kernel=not name.endswith(SDPA))
 
 
@@ -72,7 +54,7 @@ def max_batch(lm, name: str, start: int, cap: int = 512) -> tuple[int, object]:
     best, best_run, low, high = 0, None, 0, None
     batch = start
     while batch <= cap:
-        run_ = bench.guarded(runner, lm, batch)
+        run_ = harness.guarded(runner, lm, batch)
         if run_ is None:
             high = batch
             break
@@ -80,12 +62,12 @@ def max_batch(lm, name: str, start: int, cap: int = 512) -> tuple[int, object]:
         batch *= 2
     while high is not None and high - low > max(2, low // 64):
         mid = (low + high) // 2
-        run_ = bench.guarded(runner, lm, mid)
+        run_ = harness.guarded(runner, lm, mid)
         if run_ is None:
             high = mid
         else:
             best, best_run, low = mid, run_, mid
-    again = bench.guarded(runner, lm, best) if best else None  # the search's run paid for first-use costs
+    again = harness.guarded(runner, lm, best) if best else None  # the search's run paid for first-use costs
     return best, max((r for r in (best_run, again) if r), key=lambda r: r.tokens_per_s, default=None)
 
 
@@ -96,20 +78,20 @@ def suite_table1(args) -> dict:
     """
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gb * 1e9 / total))
-    lm = bench.random_model("llama2-13b")
-    bench.warm_up(lm, [factory() for factory in TABLE1_METHODS.values()])
+    lm = harness.random_model("llama2-13b")
+    harness.warm_up(lm, [factory() for factory in TABLE1_METHODS.values()])
     methods = ["hf-generate", *TABLE1_METHODS]
     # the engine without CUDA graphs too, so the table separates what graphs give from what compression gives
     at32_methods = args.batch32_methods.split(",") if args.batch32_methods else \
         [*methods, "engine-baseline" + EAGER, "pyramid-45" + EAGER, "engine-baseline" + SDPA, "pyramid-45" + SDPA]
     at32, maxed = [], {}
     searched = [] if args.skip_max_batch else (args.methods.split(",") if args.methods else methods)
-    results = {"environment": bench.environment(), "shape": "llama2-13b", "dtype": "float16",
+    results = {"environment": harness.environment(), "shape": "llama2-13b", "dtype": "float16",
                "memory_cap_gb": args.memory_cap_gb,
-               "full_kv_gb_batch32": bench.full_kv_gb(lm, 32, 767), "batch32": at32, "max_batch": maxed}
+               "full_kv_gb_batch32": harness.full_kv_gb(lm, 32, 767), "batch32": at32, "max_batch": maxed}
     name = "table1_llama2_13b" + ("_batch32" if args.skip_max_batch else "")
     for m in at32_methods:
-        at32.append(bench.guarded(bench.best_of, 2, _method_runner(m), lm, 32))
+        at32.append(harness.guarded(harness.best_of, 2, _method_runner(m), lm, 32))
         _write_table1(results, args, name, f"batch 32 {m}")
     for m in searched:
         t0 = time.perf_counter()
@@ -121,33 +103,31 @@ def suite_table1(args) -> dict:
 
 def _write_table1(results: dict, args, name: str, done: str) -> None:
     at32, maxed = results["batch32"], results["max_batch"]
-    table = "## batch 32\n\n" + bench.runs_table([r for r in at32 if r]) + "\n\n## largest batch\n\n" + \
-        bench.runs_table([v["run"] for v in maxed.values() if v["run"]])
-    bench.write(results, Path(args.out), name, table)
+    table = "## batch 32\n\n" + harness.runs_table([r for r in at32 if r]) + "\n\n## largest batch\n\n" + \
+        harness.runs_table([v["run"] for v in maxed.values() if v["run"]])
+    harness.write(results, Path(args.out), name, table)
     print(f"{time.strftime('%H:%M:%S')} {done}", flush=True)
 
 
 def suite_prefill8k(args) -> dict:
     """Prefill peak memory at an 8k-token prompt: baseline against PyramidInfer (Llama-2-7B shape)."""
-    lm = bench.random_model("llama2-7b")
-    bench.warm_up(lm, [make_policy("pyramid"), make_policy("pyramid", preset="table1-45")])
+    lm = harness.random_model("llama2-7b")
+    harness.warm_up(lm, [make_policy("pyramid"), make_policy("pyramid", preset="table1-45")])
     runs = []
     for name, policy in [("engine-baseline", FullPolicy()), ("pyramid-default", make_policy("pyramid")),
                          ("pyramid-45", make_policy("pyramid", preset="table1-45"))]:
-        runs.append(bench.guarded(bench.run_engine, lm, policy, name, 1, 8192, 2))
-    runs.insert(0, bench.guarded(bench.run_hf, lm, 1, 8192, 2))
-    results = {"environment": bench.environment(), "shape": "llama2-7b", "runs": runs}
-    bench.write(results, Path(args.out), "prefill_8k", bench.runs_table([r for r in runs if r]))
+        runs.append(harness.guarded(harness.run_engine, lm, policy, name, 1, 8192, 2))
+    runs.insert(0, harness.guarded(harness.run_hf, lm, 1, 8192, 2))
+    results = {"environment": harness.environment(), "shape": "llama2-7b", "runs": runs}
+    harness.write(results, Path(args.out), "prefill_8k", harness.runs_table([r for r in runs if r]))
     return results
 
 
 def suite_overhead(args) -> dict:
     """Time spent scoring and selecting, as a share of a prefill and of a decode step."""
-    from .overhead import measure_overhead
-
-    lm = bench.random_model("llama2-7b")
-    bench.warm_up(lm, [make_policy("pyramid")])
-    results = {"environment": bench.environment(), "shape": "llama2-7b",
+    lm = harness.random_model("llama2-7b")
+    harness.warm_up(lm, [make_policy("pyramid")])
+    results = {"environment": harness.environment(), "shape": "llama2-7b",
                "runs": [measure_overhead(lm, make_policy("pyramid"), batch, 512, 256) for batch in (1, 8, 32)]}
     rows = ["| batch | prefill s | policy s in prefill | share | decode step ms | policy ms per step | share |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -155,7 +135,7 @@ def suite_overhead(args) -> dict:
         rows.append(f"| {r['batch']} | {r['prefill_s']:.3f} | {r['prefill_policy_s']:.4f} | "
                     f"{r['prefill_share']:.1%} | {r['decode_step_ms']:.2f} | {r['decode_policy_ms']:.3f} | "
                     f"{r['decode_share']:.1%} |")
-    bench.write(results, Path(args.out), "selection_overhead", "\n".join(rows))
+    harness.write(results, Path(args.out), "selection_overhead", "\n".join(rows))
     return results
 
 
@@ -163,26 +143,26 @@ def suite_recurformer(args) -> dict:
     """Memory against context length and decode tokens/s at long context, every mode, two model shapes."""
     import tempfile
 
-    from .policies.recurformer import PyramidRecurFormerPolicy, RecurFormerPolicy
+    from ..policies.recurformer import PyramidRecurFormerPolicy, RecurFormerPolicy
 
     contexts = [int(c) for c in (args.batches or "1024,4096,16384,32768").split(",")]
     new_tokens = 32
-    results = {"environment": bench.environment(), "new_tokens": new_tokens, "batch": 1, "runs": []}
+    results = {"environment": harness.environment(), "new_tokens": new_tokens, "batch": 1, "runs": []}
     rows = ["| shape | mode | context | KV MiB (held, incl. state) | peak GB | decode tokens/s | prefill s |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for shape in ("qwen2.5-0.5b", "llama3.2-1b"):
-        lm = bench.random_model(shape, dtype=torch.bfloat16)
+        lm = harness.random_model(shape, dtype=torch.bfloat16)
         tmp = Path(tempfile.mkdtemp())
-        a25, a50 = (bench.random_adapter(lm, share, tmp / f"a{int(share * 100)}") for share in (0.25, 0.5))
+        a25, a50 = (harness.random_adapter(lm, share, tmp / f"a{int(share * 100)}") for share in (0.25, 0.5))
         modes = {"baseline": FullPolicy(), "pyramid": make_policy("pyramid"),
                  "recurformer-25%": RecurFormerPolicy(adapter=a25), "recurformer-50%": RecurFormerPolicy(adapter=a50),
                  "pyramid+recurformer-50%": PyramidRecurFormerPolicy(adapter=a50)}
-        bench.warm_up(lm, list(modes.values()))
+        harness.warm_up(lm, list(modes.values()))
         print(shape, "warmed up", flush=True)
         for context in contexts:
             for mode, policy in modes.items():
                 # best of two: the first run at a new length may include kernel autotuning
-                run_ = bench.guarded(bench.best_of, 2, bench.run_engine, lm, policy, mode, 1, context, new_tokens)
+                run_ = harness.guarded(harness.best_of, 2, harness.run_engine, lm, policy, mode, 1, context, new_tokens)
                 if run_ is None:
                     continue
                 decode_s = run_.seconds - run_.prefill_s
@@ -193,10 +173,10 @@ def suite_recurformer(args) -> dict:
                 print(entry, flush=True)
                 rows.append(f"| {shape} | {mode} | {context} | {entry['kv_mib']:.1f} | {entry['peak_gb']:.2f} | "
                             f"{entry['decode_tokens_per_s']:.1f} | {entry['prefill_s']:.3f} |")
-            bench.write(results, Path(args.out), "recurformer_memory", "\n".join(rows))
+            harness.write(results, Path(args.out), "recurformer_memory", "\n".join(rows))
         del lm
     return results
 
 
-SUITE_FUNCTIONS = {"engine": suite_engine, "table1": suite_table1, "prefill8k": suite_prefill8k,
+SUITES = {"engine": suite_engine, "table1": suite_table1, "prefill8k": suite_prefill8k,
                    "overhead": suite_overhead, "recurformer": suite_recurformer}

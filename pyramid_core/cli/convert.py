@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from .cli_recency import add_calibration_arguments, read_text
-from .models import EMBEDDED_NAME, load_model
+from ..models import EMBEDDED_NAME, load_model
+from .recency import add_calibration_arguments, read_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,9 +48,9 @@ def parse_groups(text: str) -> list[list[int]]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from .recurformer.adapter import save_adapter
-    from .recurformer.convert import convert
-    from .recurformer.recency import choose_groups, recency_scores
+    from ..recurformer.adapter import save_adapter
+    from ..recurformer.convert import convert
+    from ..recurformer.recency import choose_groups, recency_scores
 
     explicit = parse_groups(args.groups) if args.groups is not None else None
     if explicit is None and not 0.0 <= args.replace <= 1.0:

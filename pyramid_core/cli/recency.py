@@ -11,9 +11,10 @@ import argparse
 import json
 from pathlib import Path
 
-from .models import EMBEDDED_NAME, load_model
+from ..models import EMBEDDED_NAME, load_model
+from ..resources import asset
 
-DEFAULT_TEXT = Path(__file__).resolve().parent.parent / "assets" / "calibration.txt"  # not the eval text
+DEFAULT_TEXT = asset("calibration.txt")  # not the eval text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +45,7 @@ def read_text(path: str | None) -> str:
 
 
 def layer_table(report, threshold: float) -> list[dict]:
-    from .recurformer.recency import group_scores, head_scores
+    from ..recurformer.recency import group_scores, head_scores
 
     heads, groups = head_scores(report), group_scores(report)
     return [{"layer": l, "recent": sum(report.scores[l]) / len(report.scores[l]),
@@ -62,7 +63,7 @@ def print_table(rows: list[dict], threshold: float) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from .recurformer.recency import recency_scores
+    from ..recurformer.recency import recency_scores
 
     if not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")

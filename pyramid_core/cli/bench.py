@@ -1,0 +1,26 @@
+"""Benchmark speed and memory on the GPU (random weights in real models' shapes); writes benchmarks/."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..bench.suites import SUITES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", choices=list(SUITES))
+    parser.add_argument("--out", default="benchmarks")
+    parser.add_argument("--memory-cap-gb", type=float, default=80.0,
+                        help="cap the process's GPU memory (the paper's A100-80GB) for max-batch runs")
+    parser.add_argument("--batches", default=None, help="comma-separated batch sizes to try")
+    parser.add_argument("--methods", default=None, help="table1: comma-separated methods for the max-batch search")
+    parser.add_argument("--batch32-methods", default=None, help="table1: comma-separated methods at batch 32")
+    parser.add_argument("--skip-max-batch", action="store_true", help="table1: batch 32 only")
+
+
+def run(args: argparse.Namespace) -> dict:
+    if not torch.cuda.is_available():
+        raise ValueError("the benchmarks need a CUDA GPU")
+    return SUITES[args.suite](args)

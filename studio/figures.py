@@ -1,0 +1,63 @@
+"""The figures and the summary table of a run, from its records (visual/ draws each figure), and the
+attention view's choices."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+import visual
+from pyramid_core.models import LoadedModel
+from pyramid_core.trace import StepRecord
+
+MEAN_HEAD = "mean over heads"
+STEP_CHOICES = ("latest step", "prefill")
+SENT_PLOT = gr.Plot(render=False)  # its postprocess is what Gradio runs on a figure; a PlotData passes through
+
+
+def head_choices(config) -> list[str]:
+    return [MEAN_HEAD] + [f"head {h}" for h in range(config.num_attention_heads)]
+
+
+def run_figures(runs, view: dict) -> list:
+    """KV memory, pyramid, attention (all layers, and the chosen layer), summary table."""
+    runs = {m: r for m, r in runs.items() if r}
+    grid, bars = attention_figures(runs, view)
+    return [visual.kv_memory_figure(runs), visual.pyramid_figure(runs), grid, bars, summary_table(runs)]
+
+
+def as_sent(figures: list) -> list:
+    """run_figures' figures as Gradio sends them, and its table: the pane updates between two figure
+    refreshes send them again, which costs Gradio ~0.15 ms each and adds nothing to the stream (its diff
+    of an unchanged value is empty), where a gr.skip() costs ~0.7 ms (Gradio 6 rebuilds the component;
+    2-core CPU)."""
+    *plots, table = figures
+    return [SENT_PLOT.postprocess(f) for f in plots] + [table]
+
+
+def attention_figures(runs, view: dict):
+    run = runs.get(view["mode"]) or []
+    if not run:
+        message = "No run of this mode yet: generate to see its attention."
+        return visual.empty_figure(message), visual.empty_figure(message)
+    record = run[0] if view["step"] == "prefill" else latest_with_attention(run)
+    head = None if view["head"] in (None, MEAN_HEAD) else int(str(view["head"]).split()[-1])
+    layer = int(view["layer"] or 0)
+    if record.attention and layer >= len(record.attention):
+        layer = len(record.attention) - 1
+    return visual.attention_grid_figure(record, head), visual.attention_figure(record, layer, head)
+
+
+def latest_with_attention(run: list[StepRecord]) -> StepRecord:
+    """The newest record that carries attention (the live view records it only on the steps it draws)."""
+    return next((r for r in reversed(run) if r.attention is not None), run[-1])
+
+
+def summary_table(runs) -> list[list]:
+    rows = visual.summary_rows(runs)
+    return [[round(v, 3) if isinstance(v, float) else v for v in (row[k] for k, _ in visual.COLUMNS)]
+            for row in rows]
+
+
+def run_state(lm: LoadedModel, runs) -> dict:
+    """What gr.State keeps of a finished run: plain dicts, for redrawing and export."""
+    return {"model": lm.name, "runs": {m: [r.to_dict() for r in run] for m, run in runs.items() if run}}

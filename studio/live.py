@@ -1,0 +1,119 @@
+"""The live state of one comparison: the growing runs, and when the panes and figures are refreshed.
+
+Through a server the generation waits while Gradio processes and sends each update, so updates come
+at most every TEXT_EVERY_S (panes) and PLOTS_EVERY_S (figures), and rarely enough that building and
+sending them stays a small share (TEXT_SHARE, PLOTS_SHARE) of the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import gradio as gr
+
+from pyramid_core.models import LoadedModel
+from pyramid_core.session import eos_ids, generated_ids
+from pyramid_core.trace import StepRecord
+
+from .figures import MEAN_HEAD, as_sent, head_choices, run_figures, run_state
+from .modes import BASELINE, MODES
+from .panes import BLANK_PANE, pane_html, pane_stats
+
+TEXT_EVERY_S = 0.2    # panes refresh at most this often (and at the end),
+TEXT_SHARE = 0.03     # and rarely enough that their updates (building, Gradio's processing) take at most this
+PLOTS_EVERY_S = 1.5   # figures and the table refresh at most this often (and at the end),
+PLOTS_SHARE = 0.03    # and rarely enough that their updates take at most this share of the time
+
+
+class Live:
+    """The growing runs of one comparison, and what the panes and figures show of them."""
+
+    def __init__(self, lm: LoadedModel, modes: list[str], view: dict):
+        self.lm, self.modes, self.view = lm, modes, view
+        self.runs: dict[str, list[StepRecord]] = {m: [] for m in modes}
+        self.eos = eos_ids(lm)
+        self.text_at = self.plots_at = 0.0
+        self.text_gap, self.plots_gap = TEXT_EVERY_S, PLOTS_EVERY_S
+        self.plotted = False  # whether the last update carried figures
+        self.update_s = None  # running mean of a pane update's cost
+        self.detail_steps: dict[str, int] = {}  # mode -> the step recorded in detail for the next figures
+        self.figures = [gr.skip()] * 5  # the latest figures and table, as sent
+        self.fit_view()
+
+    def add(self, mode: str, record: StepRecord) -> None:
+        self.runs[mode].append(record)
+        slim(self.runs[mode])
+
+    def due(self) -> bool:
+        return time.monotonic() - self.text_at >= self.text_gap
+
+    def sent(self, seconds: float) -> None:
+        """An update took `seconds` from building it to the handler's next step: through a server, the
+        generation waits while Gradio processes and sends it (~6 ms a pane update on a 2-core CPU, more
+        with figures), so updates come rarely enough that they stay a small share of the run."""
+        if self.plotted:  # slow figures (long runs, many layers) are redrawn less often
+            self.plots_gap = max(PLOTS_EVERY_S, seconds / PLOTS_SHARE)
+            return
+        self.update_s = seconds if self.update_s is None else (self.update_s + seconds) / 2
+        self.text_gap = max(TEXT_EVERY_S, self.update_s / TEXT_SHARE)
+
+    def wants_detail(self, mode: str, step: int) -> bool:
+        """Record attention and kept positions at the prefill, and at one step of each mode once the
+        figures are due (the engine asks twice per step, for attention and for positions)."""
+        if step == 0 or self.detail_steps.get(mode) == step:
+            return True
+        if mode in self.detail_steps or time.monotonic() - self.plots_at < self.plots_gap:
+            return False
+        self.detail_steps[mode] = step
+        return True
+
+    def outputs(self, final: bool = False) -> list:
+        now = time.monotonic()
+        plots = final or now - self.plots_at >= self.plots_gap
+        texts = {m: self.text(m) for m in self.modes}
+        # panes of modes not in this run are blanked rather than skipped: Gradio 6 rebuilds a component
+        # for every gr.skip() output of every update (~0.7 ms each, 2-core CPU), plain values cost ~0.15
+        panes = [pane_html(texts[m], texts.get(BASELINE)) if m in texts else BLANK_PANE for m in MODES]
+        stats = [pane_stats(self.runs[m], texts[m], texts.get(BASELINE)) if m in texts else "" for m in MODES]
+        if plots:  # the steps recorded in detail from here on are for the next figures
+            self.figures = as_sent(run_figures(self.runs, self.view))
+            self.detail_steps = {}
+        self.plotted = plots
+        self.text_at = time.monotonic()
+        self.plots_at = self.text_at if plots else self.plots_at
+        state = run_state(self.lm, self.runs) if final else gr.skip()
+        return panes + stats + self.figures + [state]
+
+    def text(self, mode: str) -> str:
+        ids = generated_ids(self.runs[mode], self.eos)
+        return self.lm.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def fit_view(self) -> None:
+        """The attention view's layer, head and mode, within this model and run (the controls themselves
+        follow the model box and the modes: fit_attention_controls, show_panes)."""
+        cfg = self.lm.config
+        layer = min(int(self.view["layer"] or 0), cfg.num_hidden_layers - 1)
+        head = self.view["head"] if self.view["head"] in head_choices(cfg) else MEAN_HEAD
+        mode = self.view["mode"] if self.view["mode"] in self.modes else self.modes[0]
+        self.view.update(layer=layer, head=head, mode=mode)
+
+
+def slim(run: list[StepRecord]) -> None:
+    """When the newest record of a growing run carries attention or kept positions, drop them from the
+    records before it (the prefill's excepted), in place.
+
+    What the figures need is the prefill's and the latest recorded; keeping them for every step would
+    grow with layers x heads x tokens per step. Called after every append, so older records are
+    already slim: the walk back stops at the first record that holds whatever the newest one holds.
+    """
+    new = run[-1]
+    wanted = {"attention": new.attention is not None, "kept_positions": new.kept_positions is not None}
+    for i in range(len(run) - 2, 0, -1):
+        if not any(wanted.values()):
+            return
+        old = run[i]
+        drop = {k: None for k, want in wanted.items() if want and getattr(old, k) is not None}
+        if drop:
+            run[i] = dataclasses.replace(old, **drop)
+            wanted.update({k: False for k in drop})

@@ -1,0 +1,27 @@
+"""Slower polling of Gradio's queue: a workaround on Gradio internals, checked by a test."""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+log = logging.getLogger(__name__)
+
+QUEUE_POLL_S = {"sleep_when_free": 0.02, "progress_update_sleep_when_free": 0.1}
+
+
+def quiet_queue(demo: gr.Blocks) -> gr.Blocks:
+    """Slow the polling of Gradio's queue from every 1 ms (and 10 ms for progress) to QUEUE_POLL_S.
+
+    Each wake of the server's event loop takes the GIL from the thread that generates: in a 7 s run of
+    the embedded model on a 2-core CPU the event loop's thread spent ~0.7 CPU-s, ~0.3 with these
+    settings (benchmarks/app_overhead.md). 20 ms more before a queued event starts is not noticeable.
+    These are attributes of gradio.queueing.Queue, not public settings: tests/test_studio_app.py checks
+    that Gradio still reads them."""
+    for name, seconds in QUEUE_POLL_S.items():
+        if not hasattr(demo._queue, name):
+            log.warning("Gradio's queue has no %s any more: its polling is left as it is", name)
+            continue
+        setattr(demo._queue, name, seconds)
+    return demo

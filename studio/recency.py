@@ -1,0 +1,34 @@
+"""RecurFormer's recency score of every head, with the heads of the groups an adapter replaces marked."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+import visual
+from pyramid_core.models import LoadedModel
+from pyramid_core.policies.recurformer import DEFAULT_ADAPTER
+from pyramid_core.recurformer.adapter import check_adapter, load_adapter
+from pyramid_core.recurformer.recency import recency_scores
+from pyramid_core.resources import asset
+
+from .torch_thread import on_torch_thread
+
+
+def recency_figure(lm: LoadedModel, prompt: str, adapter: str | None):
+    """On the prompt, or the held-out text when it is empty; torch work on the torch thread."""
+    text = prompt if (prompt or "").strip() else asset("heldout.txt").read_text()
+    report = on_torch_thread(recency_scores, lm, text, max_sequences=1)
+    report.replaced = replaced_groups(lm, adapter)
+    return visual.recency_figure(report)
+
+
+def replaced_groups(lm: LoadedModel, adapter: str | None) -> list[list[int]]:
+    """[layer, kv_group] pairs the adapter replaces (the shipped one when none is named); none, with a
+    warning, when that adapter was made for a model of another shape."""
+    try:
+        chosen = load_adapter(adapter or DEFAULT_ADAPTER)
+        check_adapter(chosen, lm)
+    except ValueError as err:
+        gr.Warning(f"Replaced heads not marked: {err}")
+        return []
+    return chosen.groups

@@ -1,0 +1,72 @@
+"""One run of the studio as a typed request, read by name from the generate form's values.
+
+Gradio hands a handler its inputs in order. The form's order is written once, here (FORM then every
+knob of KNOBS), app.py builds its input list from form_names(), and the handler's signature carries
+the same names, so the API's parameters are named (model_id, ..., pyramid__recent_ratio) and nothing
+is matched by position anywhere else.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from pyramid_core.engine import Sampling
+from pyramid_core.policies.base import Policy
+
+from .knobs import KNOBS, build_policies
+from .modes import MODES
+
+FORM = ("model_id", "modes", "budget", "temperature", "top_p", "seed", "max_new_tokens", "prompt",
+        "attn_mode", "attn_step", "layer", "head")
+
+
+def knob_name(mode: str, knob: str) -> str:
+    """The form's (and the API's) name of one mode's knob: an identifier, e.g. pyramid_recurformer__adapter."""
+    return f"{mode.replace('+', '_')}__{knob}"
+
+
+def form_names() -> list[str]:
+    return [*FORM, *(knob_name(mode, f.name) for mode, f in KNOBS)]
+
+
+def with_form_signature(handler):
+    """handler(request, *values) as Gradio sees it: a gr.Request, then one named parameter per form field."""
+    params = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)]
+    params += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in form_names()]
+    handler.__signature__ = inspect.Signature(params)
+    return handler
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What one comparison runs, checked: at least one mode, a prompt, policies whose knobs are in
+    range, valid sampling. Raises ValueError (a sentence for the user) otherwise."""
+
+    model_id: str
+    modes: tuple[str, ...]
+    prompt: str
+    max_new_tokens: int
+    policies: dict[str, Policy] = field(compare=False)
+    sampling: Sampling
+    view: dict = field(compare=False)  # the attention view: mode, step, layer, head
+
+    @classmethod
+    def from_form(cls, values) -> RunRequest:
+        form = dict(zip(form_names(), values, strict=True))
+        modes = tuple(m for m in MODES if m in (form["modes"] or []))
+        if not modes:
+            raise ValueError("Select at least one mode (" + ", ".join(MODES) + ").")
+        if not (form["prompt"] or "").strip():
+            raise ValueError("The prompt is empty: type one or pick a sample prompt.")
+        knobs = {(mode, f.name): form[knob_name(mode, f.name)] for mode, f in KNOBS}
+        seed = form["seed"]
+        return cls(model_id=form["model_id"], modes=modes, prompt=form["prompt"],
+                   max_new_tokens=int(form["max_new_tokens"]),
+                   policies=build_policies(list(modes), form["budget"], knobs),
+                   sampling=Sampling(float(form["temperature"]), float(form["top_p"]),
+                                     None if seed in (None, "") else int(seed)),
+                   view={"mode": form["attn_mode"], "step": form["attn_step"], "layer": form["layer"],
+                         "head": form["head"]})
