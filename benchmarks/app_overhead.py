@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 import app  # noqa: E402
 from pyramid_core.engine import Sampling  # noqa: E402
 from pyramid_core.models import load_model  # noqa: E402
-from pyramid_core.session import run_generation  # noqa: E402
+from pyramid_core.pipeline import run_generation  # noqa: E402
 from pyramid_core.torch_thread import on_torch_thread  # noqa: E402
 
 PROMPT = ("The lighthouse on Gull Point was kept by the Marrow family for forty-one years, and every "

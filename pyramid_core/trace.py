@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from . import metrics
+
+MIB = metrics.MIB  # for views, which import nothing of pyramid_core but this module
+
 
 @dataclass
 class LayerAttention:
@@ -76,6 +80,37 @@ class StepRecord:
         if data.get("attention") is not None:
             data["attention"] = [LayerAttention(**a) for a in data["attention"]]
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The figures of one run (a list of StepRecords), each as metrics.py defines it.
+
+    prompt_tokens: the prefill record's seen_tokens. tokens: the first sequence's generated tokens.
+    final_kv_bytes, peak_kv_bytes: the cache's bytes at the end and at most. prefill_s: the prefill's
+    time. tokens_per_s, decode_tokens_per_s: all sequences, with and without the prefill.
+    """
+
+    prompt_tokens: int
+    tokens: list[int]
+    final_kv_bytes: int
+    peak_kv_bytes: int
+    prefill_s: float
+    tokens_per_s: float | None
+    decode_tokens_per_s: float | None
+
+    @classmethod
+    def of(cls, run: list[StepRecord]) -> "RunSummary":
+        return cls(prompt_tokens=run[0].seen_tokens, tokens=metrics.first_sequence_tokens(run),
+                   final_kv_bytes=run[-1].kv_bytes, peak_kv_bytes=metrics.peak_kv_bytes(run),
+                   prefill_s=run[0].step_time_s, tokens_per_s=metrics.tokens_per_s(run),
+                   decode_tokens_per_s=metrics.decode_tokens_per_s(run))
+
+    def agreement(self, reference: "RunSummary | None") -> float | None:
+        return metrics.agreement(self.tokens, reference.tokens if reference else None)
+
+    def first_divergence(self, reference: "RunSummary | None") -> int | None:
+        return metrics.first_divergence(self.tokens, reference.tokens if reference else None)
 
 
 @dataclass

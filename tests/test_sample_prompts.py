@@ -8,7 +8,7 @@ import pytest
 from pyramid_core.engine import Sampling
 from pyramid_core.models import EMBEDDED_DIR, load_model
 from pyramid_core.policies import FullPolicy
-from pyramid_core.session import run_generation
+from pyramid_core.pipeline import run_generation
 
 SAMPLES = json.loads((EMBEDDED_DIR.parent / "sample_prompts.json").read_text())
 

@@ -12,6 +12,6 @@ itself import this package.
 """
 
 from .adapter import Adapter, apply_adapter, load_adapter, save_adapter
-from .rnn import GroupRNN, RNNConfig, state_nbytes
+from .rnn import GroupRNN, RNNConfig
 
-__all__ = ["Adapter", "apply_adapter", "load_adapter", "save_adapter", "GroupRNN", "RNNConfig", "state_nbytes"]
+__all__ = ["Adapter", "apply_adapter", "load_adapter", "save_adapter", "GroupRNN", "RNNConfig"]

@@ -277,11 +277,6 @@ class GroupRNN(nn.Module):
         return self.readout(o, v, x.dtype, tapped), self.join_state(S, past)
 
 
-def state_nbytes(state: torch.Tensor | None) -> int:
-    """Bytes a recurrent state holds (0 for none)."""
-    return 0 if state is None else state.numel() * state.element_size()
-
-
 def inverse_softplus(y: torch.Tensor) -> float:
     """b with softplus(b) = y (y > 0)."""
     return float(y + torch.log(-torch.expm1(-y)))
