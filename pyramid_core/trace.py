@@ -17,6 +17,28 @@ from . import metrics
 MIB = metrics.MIB  # for views, which import nothing of pyramid_core but this module
 
 
+@dataclass(frozen=True)
+class Mode:
+    """A KV-cache mode as users and views know it. `name` is what users type and records carry (the
+    policy's `name`; policies.ALL_POLICIES maps it to the policy class); color and label are how every
+    view shows it."""
+
+    name: str
+    color: str
+    label: str
+
+
+# The one list of modes, in pane order. policies/__init__.py checks at import that it names exactly
+# the policies there are.
+MODES = (
+    Mode("baseline", "#4d4d4d", "baseline (full cache)"),
+    Mode("pyramid", "#1f77b4", "PyramidInfer"),
+    Mode("streaming", "#ff7f0e", "streaming (sinks + recent)"),
+    Mode("recurformer", "#2ca02c", "RecurFormer"),
+    Mode("pyramid+recurformer", "#9467bd", "PyramidInfer + RecurFormer"),
+)
+
+
 @dataclass
 class LayerAttention:
     """Attention of the current token (decode) or of the prompt's last tokens (prefill) in one layer.
