@@ -1,4 +1,4 @@
-"""Quality of a KV-cache mode on held-out text (DESIGN.md section 6), as curves over the KV fraction.
+"""Quality of a KV-cache mode on held-out text (docs/design.md, "Measuring"), as curves over the KV fraction.
 
 Three measurements, each against the full-cache baseline:
 

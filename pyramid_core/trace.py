@@ -137,7 +137,7 @@ class RunSummary:
 
 @dataclass
 class RecencyReport:
-    """Per-head recency scores (RecurFormer section 3.1 of our research notes).
+    """Per-head recency scores (docs/recurformer.md, "Choosing groups").
 
     scores[l][h]:    attention mass query head h of layer l puts on the last `window + 1` keys,
                      averaged over calibration queries.

@@ -12,12 +12,12 @@ Decode: once chunk_length tokens have passed out of a layer's recent window sinc
 compressed, those chunk_length slots are cut to max(1, int(chunk_length * gen_compress_ratio *
 r_gen(l))) by the same score.
 
-Where we depart from the official code (mutonix/pyramidinfer @ 61ac641), and why:
+Where we depart from the official code (mutonix/pyramidinfer @ 61ac641), and why (docs/pyramidinfer.md):
 - "since last compressed" is per layer, as in the legacy 4.31 file; the 4.46 port compares with the
-  global token count, which collapses deep layers to the recent window (research notes 1.6a).
+  global token count, which collapses deep layers to the recent window.
 - "linear" is linear, from 1 at layer 0 to d at the last layer; the official branch chain turns it
-  into the constant schedule (1.6b). Defaults are the shipped 7B config, not the code's fallbacks (1.6c).
-- Pads are never scored, kept or counted as sinks; sinks are protected at decode time too (1.6d, e).
+  into the constant schedule. Defaults are the shipped 7B config, not the code's fallbacks.
+- Pads are never scored, kept or counted as sinks; sinks are protected at decode time too.
 - The decode trigger counts tokens past the marker outside the whole window (1 + R), so a chunk holds
   generated tokens only; the official test (len - R - marker) also cuts the prompt's last token.
 - Scores come from the recent queries and the layer's keys (kernels/scores.py), never from a full

@@ -1,7 +1,7 @@
 """End-to-end distillation (stage B): train the GroupRNNs so the whole model's next-token distribution
 matches the unmodified model's.
 
-Recipe (research/recurformer.md 3.4, stage B; the KL term of Mamba-in-the-Llama, Wang et al. 2024, and
+Recipe (docs/recurformer.md, "Training", stage B; the KL term of Mamba-in-the-Llama, Wang et al. 2024, and
 LoLCATs' second stage, Zhang et al. 2024, without their LoRA on the retained attention):
 
 - Student: the engine's prefill with the replaced groups in place, as a differentiable loop returning

@@ -1,4 +1,4 @@
-"""Recency scores per query head, and the choice of KV groups to replace (research/recurformer.md 3.1).
+"""Recency scores per query head, and the choice of KV groups to replace (docs/recurformer.md).
 
 For query i of head h (A = softmax attention, causal):
 
