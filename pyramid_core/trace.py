@@ -39,7 +39,7 @@ MODES = (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerAttention:
     """Attention of the current token (decode) or of the prompt's last tokens (prefill) in one layer.
 
@@ -54,9 +54,10 @@ class LayerAttention:
     num_queries: int = 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepRecord:
-    """What happened in one engine step.
+    """What happened in one engine step. Frozen: views keep and share records (compare.slim makes
+    slimmer copies with dataclasses.replace), so nothing may change one after it is made.
 
     step:              0 for the prefill, then 1, 2, ... for each decode step.
     phase:             "prefill" or "decode".
