@@ -66,8 +66,3 @@ def recent_attention_scores(queries: torch.Tensor, query_pos: torch.Tensor, keys
 
 def _triton_available() -> bool:
     return importable("triton", "scoring uses the PyTorch twin on the GPU")
-
-
-def kernel_name(device: torch.device) -> str:
-    """Which implementation scores on this device (recorded in traces and benchmark metadata)."""
-    return "triton" if device.type == "cuda" and _triton_available() else "torch"
