@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 import app  # noqa: E402
 from pyramid_core.engine import Sampling  # noqa: E402
 from pyramid_core.models import default_device, load_model  # noqa: E402
-from pyramid_core.session import run_generation  # noqa: E402
+from pyramid_core.pipeline import run_generation  # noqa: E402
 from studio import live as live_view, stream  # noqa: E402
 from studio.figures import MEAN_HEAD, STEP_CHOICES  # noqa: E402
 from studio.knobs import build_policies  # noqa: E402

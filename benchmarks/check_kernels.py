@@ -44,7 +44,7 @@ for B, H, H_kv, W, T, D, dtype in CASES if "scores" in SECTIONS else []:
 # (reference) and as the engine calls SDPA for full rows (flash, no mask: the speed to beat)
 from torch.nn.attention import sdpa_kernel  # noqa: E402
 
-from pyramid_core.engine import ATTENTION_BACKENDS, attention  # noqa: E402
+from pyramid_core.attention import ATTENTION_BACKENDS, attention  # noqa: E402
 from pyramid_core.kernels import decode, decode_triton  # noqa: E402
 from pyramid_core.kernels.decode import use_kernel  # noqa: E402
 from pyramid_core.kernels.decode_triton import decode_attention_triton  # noqa: E402

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from pyramid_core.engine import Sampling  # noqa: E402
 from pyramid_core.models import load_model  # noqa: E402
 from pyramid_core.policies.registry import make_policy  # noqa: E402
-from pyramid_core.session import run_generation  # noqa: E402
+from pyramid_core.pipeline import run_generation  # noqa: E402
 
 MODES = ("baseline", "pyramid", "streaming", "recurformer", "pyramid+recurformer")
 PROMPT = "The keeper wrote the time the lamp was lit and the ships that passed. " * 8

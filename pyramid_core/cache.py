@@ -8,7 +8,7 @@ Layout of one layer, for a batch of B sequences:
 Rows are right-aligned: a row's tokens sit in order at the end of the used slots, and a row that holds
 fewer tokens than the longest one has empty slots (position -1) at the front. That covers left-padded
 prompts and rows that a policy compressed to different lengths with one representation; attention masks
-are built from positions alone (engine.attention_mask), so an empty slot is never attended, kept or
+are built from positions alone (attention.py), so an empty slot is never attended, kept or
 counted.
 
 Buffers grow in blocks of `block` slots, so a decode step writes in place instead of concatenating the
@@ -22,14 +22,8 @@ from __future__ import annotations
 
 import torch
 
-
-def state_nbytes(state) -> int:
-    """Bytes of a recurrent state: a tensor, or an object that counts its own bytes."""
-    if state is None:
-        return 0
-    if isinstance(state, torch.Tensor):
-        return state.numel() * state.element_size()
-    return state.nbytes()
+from .metrics import state_nbytes
+from .transfer import to_device
 
 
 class LayerCache:
@@ -70,24 +64,25 @@ class LayerCache:
         self.counts = [c + v for c, v in zip(self.counts, valid_counts)]
         self.has_holes = self.has_holes or any(v != t for v in valid_counts)
 
-    def keep(self, keep_mask: torch.Tensor, counts: list[int] | None = None, kept_before: int | None = None) -> None:
-        """Keep the slots where keep_mask [B, T] is True, in their order; drop the rest.
+    def keep(self, scores: torch.Tensor, kept: list[int]) -> None:
+        """Keep, in each row, the kept[b] best-scoring of its newest n tokens (scores [B, n]) and every
+        older token; drop the rest. This is a policy's Keep (policies/base.py) carried out.
 
         Each row's kept slots move to the end (right-aligned); shorter rows get empty slots in front.
-        `counts`, the kept slots per row, may be given by a caller that knows them: counting them here
-        waits for the GPU. `kept_before`, when given, says that every slot before it is kept in every
-        row; if then every row is full and keeps as many slots as the others, only the slots from there
-        on move, in place (PyramidInfer's decode chunks sit just before the recent window).
+        When every row is full and keeps as many slots as the others, only the last n slots move, in
+        place (PyramidInfer's decode chunks sit just before the recent window); otherwise the buffers
+        are reallocated to the new length.
         """
-        assert keep_mask.shape == (self.keys.shape[0], self.length), "keep: mask shape mismatch"
-        keep_mask = keep_mask & (self.positions[:, : self.length] >= 0)
-        if counts is None:
-            counts = keep_mask.sum(dim=1).tolist()
-        if kept_before is not None and not self.has_holes and len(set(counts)) == 1 \
-                and 0 <= kept_before <= counts[0]:
-            self._keep_tail(keep_mask, counts[0], kept_before)
-            self.counts = list(counts)
+        n = scores.shape[1]
+        start = self.length - n
+        assert start >= 0, "keep: more scores than slots"
+        chosen = top_k_mask(scores, self.positions[:, start:self.length] >= 0, kept)
+        counts = self.counts_after(n, kept)
+        if start > 0 and not self.has_holes and len(set(counts)) == 1:
+            self._keep_tail(chosen, counts[0], start)
+            self.counts = counts
             return
+        keep_mask = torch.cat((self.positions[:, :start] >= 0, chosen), dim=1)
         new_len = max(counts) if counts else 0
         index = right_aligned_index(keep_mask, new_len)
         keys, values, positions = self.view()
@@ -99,15 +94,20 @@ class LayerCache:
         self.counts = counts
         self.has_holes = len(set(counts)) > 1
 
-    def _keep_tail(self, keep_mask: torch.Tensor, new_len: int, start: int) -> None:
-        """keep() for full rows that all keep new_len slots, every slot before `start` among them:
-        the kept slots from `start` on move down in place; nothing before `start` is touched."""
-        index = right_aligned_index(keep_mask[:, start:self.length], new_len - start) + start
+    def counts_after(self, n: int, kept: list[int]) -> list[int]:
+        """Tokens each row holds once it keeps kept[b] of its newest n (host arithmetic: no GPU wait)."""
+        assert all(k <= min(held, n) for held, k in zip(self.counts, kept)), "keep: more kept than held"
+        return [held - min(held, n) + k for held, k in zip(self.counts, kept)]
+
+    def _keep_tail(self, chosen: torch.Tensor, new_len: int, start: int) -> None:
+        """keep() for full rows that all keep new_len slots, every slot before `start` among them: the
+        chosen [B, length - start] slots from `start` on move down in place; nothing before is touched."""
+        index = right_aligned_index(chosen, new_len - start) + start
         keys, values, positions = self.view()
         rows = torch.arange(keys.shape[0], device=keys.device)[:, None]
         self.keys[:, :, start:new_len] = keys[rows, :, index].transpose(1, 2)  # the gathers copy first
         self.values[:, :, start:new_len] = values[rows, :, index].transpose(1, 2)
-        self.positions[:, start:new_len] = positions.gather(1, index).masked_fill(~keep_mask.gather(1, index), -1)
+        self.positions[:, start:new_len] = positions.gather(1, index).masked_fill(~chosen.gather(1, index - start), -1)
         self.positions[:, new_len:self.length] = -1
         self.length = new_len
 
@@ -128,6 +128,21 @@ class LayerCache:
         self.keys, self.values, self.positions, self.length = keys, values, positions, n
 
 
+def top_k_mask(scores: torch.Tensor, candidates: torch.Tensor, k: list[int]) -> torch.Tensor:
+    """Per row, mark the k[b] best-scoring candidate slots. scores, candidates [B, T] -> [B, T] bool.
+
+    Ties break towards the earlier slot, so the choice is deterministic and batch-independent.
+    """
+    B, T = scores.shape
+    ranked = scores.float().masked_fill(~candidates, float("-inf"))
+    # stable descending sort: equal scores keep slot order
+    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(T, device=scores.device).expand(B, T))
+    limit = to_device(k, scores.device)[:, None]
+    return (rank < limit) & candidates
+
+
 def right_aligned_index(keep_mask: torch.Tensor, new_len: int) -> torch.Tensor:
     """Slot indices [B, new_len] that put each row's kept slots, in order, at the end of the row.
 
@@ -139,55 +154,8 @@ def right_aligned_index(keep_mask: torch.Tensor, new_len: int) -> torch.Tensor:
     return order[:, keep_mask.shape[1] - new_len:]
 
 
-class RecentQueries:
-    """A layer's most recent queries (after RoPE) and their positions, for decode-time scoring.
-
-    Appending writes in place into a buffer with SLACK spare slots; when they run out, the last
-    `width` queries move to the buffer's front (growing it if the window has grown). Concatenating at
-    every step instead copied the whole window every step: a quarter of a decode step at batch 128 on
-    the Llama-2-13B shape (H200, 2026-11-26).
-    """
-
-    SLACK = 32
-
-    def __init__(self, queries: torch.Tensor, positions: torch.Tensor):
-        """Start from a prefill's last queries [B, H, W, D] and positions [B, W] (copied)."""
-        B, H, W, D = queries.shape
-        self.queries = queries.new_empty(B, H, W + self.SLACK, D)
-        self.positions = positions.new_full((B, W + self.SLACK), -1)
-        self.queries[:, :, :W], self.positions[:, :W] = queries, positions
-        self.length = W
-
-    def append(self, queries: torch.Tensor, positions: torch.Tensor, width: int) -> None:
-        """Add t queries [B, H, t, D] (positions [B, t]); keep at least the last `width`."""
-        t = queries.shape[2]
-        if self.length + t > self.queries.shape[2]:
-            keep = min(width, self.length)
-            recent = (self.queries[:, :, self.length - keep:self.length].clone(),
-                      self.positions[:, self.length - keep:self.length].clone())
-            if keep + t + self.SLACK // 2 > self.queries.shape[2]:  # the window has grown: a bigger buffer
-                B, H, _, D = self.queries.shape
-                self.queries = self.queries.new_empty(B, H, keep + t + self.SLACK, D)
-                self.positions = self.positions.new_full((B, keep + t + self.SLACK), -1)
-            self.queries[:, :, :keep], self.positions[:, :keep] = recent
-            self.length = keep
-        self.queries[:, :, self.length:self.length + t] = queries
-        self.positions[:, self.length:self.length + t] = positions
-        self.length += t
-
-    def view(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The last `width` queries [B, H, width, D] and positions [B, width] (fewer if fewer are held)."""
-        start = max(0, self.length - width)
-        return self.queries[:, :, start:self.length], self.positions[:, start:self.length]
-
-
 class KVCache:
-    """All layers of one request, plus the per-request state of its policy.
-
-    A policy object is shared between requests and holds nothing between steps: what it must remember
-    (e.g. PyramidInfer's per-layer "compressed up to here" marker) lives in `policy_state[layer]`.
-    The engine also keeps each layer's most recent queries here when the policy scores with them.
-    """
+    """All layers of one request, and the states of its recurrent KV groups (RecurFormer)."""
 
     def __init__(self, num_layers: int, batch: int, kv_heads: int | list[int], head_dim: int,
                  dtype: torch.dtype, device: torch.device, block: int = 16):
@@ -195,9 +163,6 @@ class KVCache:
         self.layers = [LayerCache(batch, h, head_dim, dtype, device, block) for h in heads]
         # RecurFormer: {kv_group: state} per layer for groups that run as recurrences
         self.recurrent_state: list[dict] = [{} for _ in range(num_layers)]
-        self.policy_state: list[dict] = [{} for _ in range(num_layers)]
-        self.shared_state: dict = {}
-        self.recent_queries: list[RecentQueries | None] = [None] * num_layers
         self.peak_bytes = 0
 
     def __getitem__(self, layer: int) -> LayerCache:

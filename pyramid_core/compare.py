@@ -13,13 +13,11 @@ import threading
 from typing import Iterator
 
 from .engine import Sampling
+from .metrics import decode_tokens_per_s, kv_mib, peak_kv_mib
 from .models import LoadedModel
 from .policies.base import Policy
-from .session import stream_generation
+from .pipeline import stream_generation
 from .trace import StepRecord
-
-MIB = 2**20
-
 
 def compare(lm: LoadedModel, prompt: str, modes: dict[str, Policy], max_new_tokens: int,
             sampling: Sampling, record_attention=True, record_positions=True,
@@ -57,14 +55,13 @@ def compare(lm: LoadedModel, prompt: str, modes: dict[str, Policy], max_new_toke
 def live_stats(run: list[StepRecord]) -> dict:
     """Numbers for a mode's pane from its records so far (first sequence).
 
-    tokens_per_s counts every sampled token over the engine's own step times, prefill included, so
-    it is the mode's speed regardless of how the modes share the device.
+    tokens_per_s is the summary table's decode tokens/s (metrics.py), over the engine's own step
+    times, so it is the mode's speed however the modes share the device; None until a decode step ran.
     """
-    seconds = sum(r.step_time_s for r in run)
     return {
         "tokens": len(run),
-        "tokens_per_s": len(run) / seconds if seconds > 0 else None,
-        "kv_mib": run[-1].kv_bytes / MIB if run else 0.0,
-        "peak_kv_mib": max((r.peak_kv_bytes for r in run), default=0) / MIB,
+        "tokens_per_s": decode_tokens_per_s(run),
+        "kv_mib": kv_mib(run[-1]) if run else 0.0,
+        "peak_kv_mib": peak_kv_mib(run),
         "prompt_tokens": run[0].seen_tokens if run else 0,
     }

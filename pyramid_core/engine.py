@@ -1,452 +1,179 @@
-"""The decoder loop: prefill and decode over a Hugging Face model's own modules.
+"""The decoder loop: prefill and decode over a Hugging Face model's own modules (docs/design.md).
 
-Why our own loop (DESIGN.md section 2): PyramidInfer passes fewer tokens to deeper layers during
-prefill, keeps a different number of tokens in each layer and keeps each token's original RoPE
-position; RecurFormer removes head groups from some layers. Stock `LlamaModel.forward` shares one mask
-and one set of position embeddings across layers, so we drive the modules ourselves and depend only on
-their attributes (embed_tokens, layers[i].{input_layernorm, self_attn.{q,k,v,o}_proj, q_norm, k_norm,
-post_attention_layernorm, mlp}, norm, rotary_emb, lm_head), which Llama, Mistral, Qwen2 and Qwen3 share.
+`generate` is a Python generator yielding one StepRecord per step; `teacher_forced_logits` feeds given
+tokens instead of sampled ones. Both drive one stepper, `step`. Everything per request (the cache, the
+policy's state, the random generator) is made inside the call, so one loaded model and one policy
+object serve many requests.
 
-`generate` is a Python generator yielding one `StepRecord` per step; the app and the CLI iterate it.
-Everything per request (the cache, the policy's counters, the random generator) is made inside the
-call, so one loaded model and one policy object serve many requests.
+The pieces live in their own files: layers.py (the model's modules and the one layer forward),
+attention.py, recurrent_groups.py (RecurFormer's split and merge), policies/base.py (the policy
+contract), graphs.py (CUDA graphs of decode steps), sampling.py and recording.py (trace records).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import sdpa_kernel
 
-from .cache import KVCache, RecentQueries, right_aligned_index
-from .graphs import DecodeGraphs, GraphStore
-from .kernels.decode import kernel_fits as decode_kernel_fits
-from .kernels.scores import attention_probs, recent_attention_scores
+from .attention import ATTENTION_BACKENDS
+from .cache import KVCache, right_aligned_index, top_k_mask
+from .graphs import DecodeGraphs, GraphStore, graph_key
+from .layers import EagerStages, Parts, attention_scale, layer_forward, model_parts, rms_norm, rope_tables
 from .models import LoadedModel
-from .policies.base import LayerContext, Policy, to_device
+from .policies.base import Keep, LayerContext, Policy, PolicyState
 from .policies.full import FullPolicy
-from .trace import LayerAttention, StepRecord
+from .recording import attention_record, step_record
+from .recurrent_groups import layer_heads
+from .sampling import Sampling, sample
+from .trace import StepRecord
 
-log = logging.getLogger(__name__)
+__all__ = ["ATTENTION_BACKENDS", "Sampling", "generate", "teacher_forced_logits"]
 
-PREFILL_RECORD_QUERIES = 32  # prompt tokens whose mean attention the prefill record shows
-
-# SDPA without cuDNN: cuDNN builds an execution plan for every new shape (tens of ms on an H200), and
-# here every decode step and every compressed layer brings a new key length. Measured 2026-11-26 on an
-# H200: a first decode at a new length took ~35 ms per layer with cuDNN; flash/efficient need no plan.
-# torch keeps this choice process-wide while a step runs; concurrent requests only ever set the same.
-ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-
-@dataclass
-class Sampling:
-    """temperature 0 means greedy (argmax); otherwise softmax(logits / T) restricted to the top-p mass."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-
-    def __post_init__(self):
-        if not 0.0 <= self.temperature <= 10.0:
-            raise ValueError(f"temperature must be in [0, 10], got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-
-
-# ----------------------------------------------------------------------------- model pieces
-
-@dataclass
-class Parts:
-    """The modules the loop calls, found once per request."""
-
-    embed: torch.nn.Module
-    layers: torch.nn.ModuleList
-    norm: torch.nn.Module
-    lm_head: torch.nn.Module
-    rotary: torch.nn.Module
-    head_dim: int
-    num_heads: int
-    num_kv_heads: int
-    windows: list[int | None]  # sliding-window size per layer (Mistral, Qwen2/3 sliding layers)
-
-
-def model_parts(lm: LoadedModel) -> Parts:
-    cfg, base = lm.config, lm.model.model
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return Parts(embed=base.embed_tokens, layers=base.layers, norm=base.norm, lm_head=lm.model.lm_head,
-                 rotary=base.rotary_emb, head_dim=head_dim, num_heads=cfg.num_attention_heads,
-                 num_kv_heads=cfg.num_key_value_heads, windows=layer_windows(cfg))
-
-
-def layer_windows(cfg) -> list[int | None]:
-    window = getattr(cfg, "sliding_window", None)
-    types = getattr(cfg, "layer_types", None)
-    if types is not None:
-        return [window if t == "sliding_attention" else None for t in types]
-    return [window] * cfg.num_hidden_layers
-
-
-def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The model's RMSNorm as one fused kernel (its module spends six), with its own weight and eps."""
-    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
-    return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)
-
-
-def project_qkv(attn, x: torch.Tensor, head_dim: int):
-    """q [B, H, T, D], k and v [B, H_kv, T, D]; q/k norms (Qwen3) on the head dim before RoPE."""
-    B, T, _ = x.shape
-    q = attn.q_proj(x).view(B, T, -1, head_dim)
-    k = attn.k_proj(x).view(B, T, -1, head_dim)
-    v = attn.v_proj(x).view(B, T, -1, head_dim)
-    if hasattr(attn, "q_norm"):
-        q, k = rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k)
-    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-
-
-def rope_tables(rotary: torch.nn.Module, h: torch.Tensor, positions: torch.Tensor):
-    """(cos, signed sin) [B, 1, T, D] at the given positions, shared by every layer of a step.
-
-    The model's rotary module computes cos and sin (its scaling types included); the sign of sin's
-    first half is folded in once so that applying RoPE needs no negation.
-    """
-    cos, sin = rotary(h, positions.clamp(min=0))
-    half = sin.shape[-1] // 2
-    signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
-    return cos[:, None], signed[:, None]
-
-
-def apply_rope(x: torch.Tensor, rope) -> torch.Tensor:
-    """x [B, H, T, D] rotated: x cos + rotate_half(x) sin, with rotate_half(x) = swapped halves * sign.
-
-    The halves are swapped with a cat, not x.roll: torch's roll kernel took ~40 us for one decode
-    step's queries at batch 120 (Llama-2-13B shape, H200), 80 calls a step.
-    """
-    cos, signed_sin = rope
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((x[..., half:], x[..., :half]), dim=-1) * signed_sin
-
-
-def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int | None,
-              causal_square: bool) -> torch.Tensor:
-    """SDPA over held slots, masked by original positions. q [B, H, Tq, D]; k, v [B, H_kv, Tk, D].
-
-    Without holes or a sliding window the mask is implied: a square prefill block is causal (kept
-    tokens stay in order) and a single decode query sees every slot; then SDPA runs its fused kernels.
-    A decode step on CUDA runs the Triton decode kernel instead (kernels/decode_triton.py; this SDPA
-    path is its reference).
-    """
-    if decode_kernel_fits(q, k):
-        from .kernels.decode_triton import decode_attention_triton
-
-        return decode_attention_triton(q, k, v, q_pos, k_pos, scale, window)
-    gqa = q.shape[1] != k.shape[1]
-    if not holes and window is None and (causal_square or q.shape[2] == 1):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal_square and q.shape[2] > 1,
-                                              scale=scale, enable_gqa=gqa)
-    mask = (k_pos[:, None, :] >= 0) & (k_pos[:, None, :] <= q_pos[:, :, None])  # [B, Tq, Tk]
-    if window is not None:
-        mask &= k_pos[:, None, :] > q_pos[:, :, None] - window
-    mask |= (q_pos < 0)[:, :, None]  # an empty query slot attends anywhere; nobody reads its output
-    if gqa and q.is_cuda:  # fused SDPA kernels with a mask want equal head counts
-        group = q.shape[1] // k.shape[1]
-        k, v, gqa = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), False
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=scale, enable_gqa=gqa)
-
-
-# ----------------------------------------------------------------------------- one layer
 
 @dataclass
 class Request:
     """Per-request state the loop threads through the layers."""
 
+    parts: Parts
     cache: KVCache
     policy: Policy
+    state: PolicyState       # the policy's own, made by policy.new_state
+    stages: EagerStages      # the layers' fixed-shape parts, run eagerly
     seen: list[int]          # tokens seen per row (real prompt + generated)
-    phase: str
-    record_attention: bool
-    heads: list              # per layer: LayerHeads when some KV groups are recurrences, else None
+    positions: torch.Tensor  # the prompt's [B, T] until the prefill, then the next token's [B]
     policy_info: dict        # the policy's describe(), taken once per request
-    stages: EagerStages | None = None  # the layers' fixed-shape parts, run eagerly
-    graphs: GraphStore | None = None   # where decode steps find their CUDA graphs; None: eager decoding
+    phase: str = "prefill"
+    record_attention: bool = False
+    graphs: GraphStore | None = None  # where decode steps find their CUDA graphs; None: eager decoding
+
+    def describe_policy(self) -> dict:
+        return {**self.policy_info, **self.state.resolved()}
 
 
-@dataclass
-class LayerHeads:
-    """Which heads of a layer stay attention heads when some KV groups run as recurrences (RecurFormer)."""
+def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | None) -> Request:
+    """A fresh per-request state for left-padded prompts."""
+    parts = model_parts(lm)
+    policy = policy or FullPolicy()
+    heads = layer_heads(parts.num_layers, parts.num_heads, parts.num_kv_heads, policy.recurrent_modules(lm),
+                        input_ids.device)
+    kv_heads = [parts.num_kv_heads if lh is None else len(lh.kv) for lh in heads]
+    cache = KVCache(parts.num_layers, input_ids.shape[0], kv_heads, parts.head_dim, lm.dtype, input_ids.device)
+    return Request(parts, cache, policy, policy.new_state(parts.num_layers), EagerStages(parts, heads),
+                   attention_mask.sum(1).tolist(), prompt_positions(attention_mask), policy.describe())
 
-    q: torch.Tensor          # indices of the query heads that attend
-    kv: torch.Tensor         # indices of the KV heads that are cached
-    modules: dict            # {kv_group: module} of the replaced groups
-    group_size: int          # query heads per KV group
-    cached: tuple            # the cached KV heads, on the host
 
+# ----------------------------------------------------------------------------- one step
 
-def layer_heads(parts: Parts, recurrent: dict, device) -> list[LayerHeads | None]:
-    G = parts.num_heads // parts.num_kv_heads
-    out = []
-    for idx in range(len(parts.layers)):
-        replaced = recurrent.get(idx, {})
-        if not replaced:
-            out.append(None)
-            continue
-        kv = [g for g in range(parts.num_kv_heads) if g not in replaced]
-        q = [h for h in range(parts.num_heads) if h // G not in replaced]
-        out.append(LayerHeads(torch.tensor(q, dtype=torch.long, device=device),
-                              torch.tensor(kv, dtype=torch.long, device=device), replaced, G, tuple(kv)))
+def step(req: Request, tokens: torch.Tensor):
+    """One engine step: the prefill of the prompt tokens [B, T] first, then one token per row [B].
+    Returns (logits [B, V] float32, per-layer attention records or None)."""
+    if req.phase == "prefill":
+        out = prefill(req, tokens)
+        req.phase, req.positions = "decode", req.positions[:, -1] + 1
+        return out
+    req.seen = [s + 1 for s in req.seen]
+    out = decode_step(req, tokens)
+    req.positions = req.positions + 1
     return out
 
 
-def pre_attention(parts: Parts, idx: int, h: torch.Tensor, rope, heads: LayerHeads | None):
-    """A layer's work before attention: (x, q, k, v), x the input_layernorm output [B, T, C], q [B, H_attn,
-    T, D] and k, v [B, H_kv_cached, T, D] with RoPE applied to q and k."""
-    attn = parts.layers[idx].self_attn
-    x = rms_norm(parts.layers[idx].input_layernorm, h)
-    q, k, v = project_qkv(attn, x, parts.head_dim)
-    if heads is not None:  # projections of replaced heads are computed and dropped: simpler than slicing weights
-        q, k, v = q[:, heads.q], k[:, heads.kv], v[:, heads.kv]
-    return x, apply_rope(q, rope), apply_rope(k, rope), v
-
-
-def post_attention(parts: Parts, idx: int, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """A layer's work after attention: o_proj of out [B, H, T, D], residual, MLP, residual."""
-    layer = parts.layers[idx]
-    B, T = h.shape[:2]
-    h = h + layer.self_attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
-    return h + layer.mlp(rms_norm(layer.post_attention_layernorm, h))
-
-
-class EagerStages:
-    """A layer's fixed-shape parts for one request's model, run as they are called: pre_attention,
-    the replaced groups' recurrences and post_attention. A decode step may use a DecodeGraphs (graphs.py)
-    instead, which replays the same three functions as CUDA graphs."""
-
-    def __init__(self, parts: Parts, heads: list):
-        self.parts, self.heads = parts, heads
-
-    def pre(self, idx: int, h: torch.Tensor, rope):
-        return pre_attention(self.parts, idx, h, rope, self.heads[idx])
-
-    def recurrent(self, idx: int, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str) -> dict:
-        return run_groups(self.heads[idx], x, pos, states, phase)
-
-    def post(self, idx: int, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        return post_attention(self.parts, idx, h, out)
-
-
-def run_layer(parts: Parts, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, req: Request,
-              valid_counts: list[int], stages) -> tuple[torch.Tensor, torch.Tensor, LayerAttention | None]:
-    """One decoder layer on the slots it receives: attention over its cache, then the MLP.
-
-    h [B, T, C], pos [B, T]. Returns (h, q) with q [B, H_attn, T, D] after RoPE (the heads that attend),
-    and the first row's attention record when asked for. `stages` runs the fixed-shape parts.
-    """
-    cache, heads = req.cache[idx], req.heads[idx]
-    x, q, k, v = stages.pre(idx, h, rope)
-    cache.append(k, v, pos, valid_counts)
-    keys, values, k_pos = cache.view()
-    scale = attention_scale(parts, idx)
-    out, record = None, None
-    if keys.shape[1] > 0:
-        out = attention(q, keys, values, pos, k_pos, scale=scale, holes=cache.has_holes,
-                        window=parts.windows[idx], causal_square=req.phase == "prefill")
-        if req.record_attention:
-            record = attention_record(idx, q, pos, keys, k_pos, scale)
-    if heads is not None:
-        ys = stages.recurrent(idx, x, pos, req.cache.recurrent_state[idx], req.phase)
-        out = merge_recurrent(out, heads, ys, parts.num_heads)
-    return stages.post(idx, h, out), q, record
-
-
-def attention_scale(parts: Parts, idx: int) -> float:
-    """The layer's softmax scale: the module's own when it has one (Qwen3 and others set it)."""
-    return getattr(parts.layers[idx].self_attn, "scaling", parts.head_dim ** -0.5)
-
-
-def run_groups(heads: LayerHeads, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str) -> dict:
-    """Each replaced group's output {group: y [B, T, G * D]}: the chunked forward at prefill, one step
-    when decoding. `states` {group: state} moves on in place."""
-    ys = {}
-    for group, module in heads.modules.items():
-        run = module.forward if phase == "prefill" else module.step
-        ys[group], states[group] = run(x, pos, states.get(group))
-    return ys
-
-
-def merge_recurrent(out, heads: LayerHeads, ys: dict, num_heads: int):
-    """Put the attention heads' output [B, H_attn, T, D] and each replaced group's recurrent output
-    ys {group: [B, T, G * D]} into the o_proj input layout [B, H, T, D] (query head h belongs to KV group
-    h // group_size)."""
-    B, T = next(iter(ys.values())).shape[:2]
-    full = None
-    if out is not None:
-        full = out.new_empty(B, num_heads, T, out.shape[-1])
-        full[:, heads.q] = out
-    G = heads.group_size
-    for group, y in ys.items():
-        y = y.view(B, T, G, -1).transpose(1, 2)
-        if full is None:
-            full = y.new_empty(B, num_heads, T, y.shape[-1])
-        full[:, group * G:(group + 1) * G] = y
-    return full
-
-
-def attention_record(idx: int, q, q_pos, keys, k_pos, scale) -> LayerAttention:
-    """The first row's per-head attention of its last few queries over the slots it holds."""
-    n = min(PREFILL_RECORD_QUERIES, q.shape[2])
-    probs = attention_probs(q[:1, :, -n:], q_pos[:1, -n:], keys[:1], k_pos[:1], scale)[0]  # [H, n, T]
-    voters = (q_pos[0, -n:] >= 0)
-    mean = (probs * voters[None, :, None]).sum(1) / voters.sum().clamp(min=1)
-    held = k_pos[0] >= 0
-    return LayerAttention(layer=idx, positions=k_pos[0][held].tolist(),
-                          weights=mean[:, held].tolist(), num_queries=int(voters.sum()))
-
-
-def score_fn(queries: torch.Tensor, q_pos: torch.Tensor, keys: torch.Tensor, k_pos: torch.Tensor,
-             scale: float):
-    """Bind a layer's recent queries and keys into the policies' scores(window, distance_weight)."""
-
-    def scores(window: list[int], distance_weight: float) -> torch.Tensor:
-        width = max(window)
-        weights = torch.zeros(len(window), width)
-        for row, w in enumerate(window):
-            if w > 0:
-                weights[row, width - w:] = torch.linspace(1.0, distance_weight, w)
-        return recent_attention_scores(queries[:, :, -width:], q_pos[:, -width:], keys, k_pos,
-                                       to_device(weights, keys.device), scale)
-
-    return scores
-
-
-def remember_queries(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor):
-    """Keep the last few queries of the layer when the policy scores with them at decode time.
-
-    Returns the (queries, positions) a decode-time policy scores with: the stored window, or the
-    step's own when the policy keeps none.
-    """
-    width = req.policy.query_window(max(req.seen))
-    if width <= 0:
-        return q, pos
-    stored = req.cache.recent_queries[idx]
-    if stored is not None and req.phase == "decode":
-        stored.append(q, pos, width)
-    else:  # copied in: a view would keep the whole prompt's queries of every layer alive
-        stored = req.cache.recent_queries[idx] = RecentQueries(q[:, :, -width:], pos[:, -width:])
-    return stored.view(width)
-
-
-def ask_policy(parts: Parts, idx: int, req: Request, queries, q_pos):
-    """The policy's answer for layer idx, given the queries it may score with. None for a layer that
-    caches nothing (every KV group replaced by a recurrence)."""
-    layer = req.cache[idx]
-    keys, _, k_pos = layer.view()
-    if keys.shape[1] == 0:
-        return None
-    scale = attention_scale(parts, idx)
-    ctx = LayerContext(idx, len(parts.layers), req.phase, k_pos, list(layer.counts), req.seen,
-                       req.cache.policy_state[idx], req.cache.shared_state,
-                       score_fn(queries, q_pos, keys, k_pos, scale))
-    return req.policy.prefill(ctx) if req.phase == "prefill" else req.policy.decode(ctx)
-
-
-# ----------------------------------------------------------------------------- prefill and decode
-
 @sdpa_kernel(ATTENTION_BACKENDS)
-def prefill(parts: Parts, input_ids: torch.Tensor, positions: torch.Tensor, req: Request):
-    """Run the prompt through every layer. Returns (last-token logits [B, V], attention records)."""
-    h = parts.embed(input_ids)
-    pos = positions
+def prefill(req: Request, input_ids: torch.Tensor):
+    """Run the prompt through every layer; a policy may pass fewer tokens on to the next layer."""
+    parts, h, pos = req.parts, req.parts.embed(input_ids), req.positions
     rope = rope_tables(parts.rotary, h, pos)
     valid = (pos >= 0).sum(1).tolist()
     records = []
-    for idx in range(len(parts.layers)):
-        h, q, record = run_layer(parts, idx, h, pos, rope, req, valid, req.stages)
-        records.append(record)
-        keep = ask_policy(parts, idx, req, q, pos)
-        remember_queries(req, idx, q, pos)
-        if keep is not None and keep.cache is not None:
-            req.cache[idx].keep(keep.cache, keep.cache_counts, keep.kept_before)
-        if keep is not None and keep.stream is not None:
-            h, pos, valid = keep_stream(h, pos, keep.stream)
+    for idx in range(parts.num_layers):
+        h, q = layer_forward(req.stages, idx, h, pos, rope, req.cache[idx], req.cache.recurrent_state[idx],
+                             "prefill", valid)
+        records.append(record_layer(req, idx, q, pos))
+        keep = ask_policy(req, idx, q, pos)
+        if keep is not None and keep.stream:
+            h, pos, valid = keep_stream(h, pos, keep)
             rope = rope_tables(parts.rotary, h, pos)
+        elif keep is not None:
+            req.cache[idx].keep(keep.scores, keep.counts)
     logits = parts.lm_head(rms_norm(parts.norm, h[:, -1:]))[:, 0]
     return logits.float(), records
 
 
-def keep_stream(h: torch.Tensor, pos: torch.Tensor, keep: torch.Tensor):
-    """Pass on only the kept tokens' hidden states, right-aligned like the cache."""
-    keep = keep & (pos >= 0)
-    counts = keep.sum(1).tolist()
-    index = right_aligned_index(keep, max(counts))
-    h = h.gather(1, index[:, :, None].expand(-1, -1, h.shape[-1]))
-    pos = pos.gather(1, index).masked_fill(~keep.gather(1, index), -1)
-    return h, pos, counts
-
-
 @sdpa_kernel(ATTENTION_BACKENDS)
-def decode_step(parts: Parts, tokens: torch.Tensor, positions: torch.Tensor, req: Request):
-    """One new token per row through every layer. tokens, positions [B]. Returns logits [B, V]."""
-    h = parts.embed(tokens[:, None])
-    pos = positions[:, None]
+def decode_step(req: Request, tokens: torch.Tensor):
+    """One new token per row, tokens [B], through every layer."""
+    parts, h, pos = req.parts, req.parts.embed(tokens[:, None]), req.positions[:, None]
     rope = rope_tables(parts.rotary, h, pos)
     ones = [1] * tokens.shape[0]
     records = []
-    graphs = decode_graphs(parts, req, tokens.shape[0])
-    if graphs is not None and not graphs.lock.acquire(blocking=False):
-        graphs = None  # another request is replaying them: this one runs eagerly
-    try:
-        for idx in range(len(parts.layers)):
-            h, q, record = run_layer(parts, idx, h, pos, rope, req, ones, graphs or req.stages)
-            records.append(record)
-            keep = ask_policy(parts, idx, req, *remember_queries(req, idx, q, pos))
-            if keep is not None and keep.cache is not None:
-                req.cache[idx].keep(keep.cache, keep.cache_counts, keep.kept_before)
+    with decode_stages(req, tokens.shape[0]) as stages:
+        for idx in range(parts.num_layers):
+            h, q = layer_forward(stages, idx, h, pos, rope, req.cache[idx], req.cache.recurrent_state[idx],
+                                 "decode", ones)
+            records.append(record_layer(req, idx, q, pos))
+            keep = ask_policy(req, idx, q, pos)
+            if keep is not None:
+                req.cache[idx].keep(keep.scores, keep.counts)
         logits = parts.lm_head(rms_norm(parts.norm, h))[:, 0]
-    finally:
-        if graphs is not None:
-            graphs.lock.release()
     return logits.float(), records
 
 
-def decode_graphs(parts: Parts, req: Request, batch: int) -> DecodeGraphs | None:
-    """The CUDA graphs for this request's decode steps (captured at its first step), or None."""
-    if req.graphs is None:
+def ask_policy(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor) -> Keep | None:
+    """The policy's answer for layer idx; None for a layer that caches nothing (every KV group a
+    recurrence) and so has nothing to keep."""
+    layer = req.cache[idx]
+    keys, _, k_pos = layer.view()
+    if keys.shape[1] == 0:
         return None
-    # the graphs bind the replaced groups' modules too: another adapter of the same shape needs its own
-    key = (batch, tuple(None if lh is None else (lh.cached, tuple((g, id(m)) for g, m in lh.modules.items()))
-                        for lh in req.heads))
-    dtype, device = parts.embed.weight.dtype, parts.embed.weight.device
-    return req.graphs.get(key, lambda: DecodeGraphs(req.stages, len(parts.layers), batch, parts.embed.weight.shape[1],
-                                                    parts.num_heads, parts.head_dim, dtype, device,
-                                                    req.cache.recurrent_state))
+    ctx = LayerContext(idx, req.parts.num_layers, req.phase, k_pos, list(layer.counts), req.seen, req.state,
+                       q, pos, keys, attention_scale(req.parts, idx))
+    return req.policy.prefill(ctx) if req.phase == "prefill" else req.policy.decode(ctx)
 
 
-def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
-    """Next token per row from logits [B, V]."""
-    if sampling.temperature == 0.0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / sampling.temperature, dim=-1)
-    if sampling.top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        outside = sorted_probs.cumsum(-1) - sorted_probs > sampling.top_p  # keep the token that crosses p
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+def keep_stream(h: torch.Tensor, pos: torch.Tensor, keep: Keep):
+    """Pass on only the kept tokens' hidden states h [B, T, C], right-aligned like the cache."""
+    assert keep.scores.shape == pos.shape, "a stream Keep scores every token"
+    kept = top_k_mask(keep.scores, pos >= 0, keep.counts)
+    index = right_aligned_index(kept, max(keep.counts))
+    h = h.gather(1, index[:, :, None].expand(-1, -1, h.shape[-1]))
+    pos = pos.gather(1, index).masked_fill(~kept.gather(1, index), -1)
+    return h, pos, list(keep.counts)
+
+
+def record_layer(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor):
+    """The first row's attention record of layer idx, when this step records attention."""
+    keys, _, k_pos = req.cache[idx].view()
+    if not req.record_attention or keys.shape[1] == 0:
+        return None
+    return attention_record(idx, q, pos, keys, k_pos, attention_scale(req.parts, idx))
+
+
+@contextmanager
+def decode_stages(req: Request, batch: int):
+    """The stages a decode step runs: this request's CUDA graphs (captured at its first step) when it
+    uses them and no other request is replaying them, else the eager ones."""
+    if req.graphs is None:
+        yield req.stages
+        return
+    parts, weight = req.parts, req.parts.embed.weight
+    graphs = req.graphs.get(graph_key(batch, req.stages.heads), lambda: DecodeGraphs(
+        req.stages, parts.num_layers, batch, weight.shape[1], parts.num_heads, parts.head_dim, weight.dtype,
+        weight.device, req.cache.recurrent_state))
+    if not graphs.lock.acquire(blocking=False):
+        yield req.stages  # another request is replaying them: this one runs eagerly
+        return
+    try:
+        yield graphs
+    finally:
+        graphs.lock.release()
 
 
 # ----------------------------------------------------------------------------- generate
-
-def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Original positions [B, T]: 0.. over each row's real tokens, -1 on left padding."""
-    if (attention_mask[:, 1:] < attention_mask[:, :-1]).any():
-        raise ValueError("prompts must be left-padded (attention_mask 0s only before the 1s)")
-    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, -1)
-
 
 def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
              policy: Policy | None = None, max_new_tokens: int = 64, sampling: Sampling | None = None,
@@ -471,14 +198,14 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
     input_ids, attention_mask = check_inputs(lm, input_ids, attention_mask, max_new_tokens)
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
     pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
-    parts, req, positions = start_request(lm, input_ids, attention_mask, policy)
+    req = start_request(lm, input_ids, attention_mask, policy)
     if cuda_graphs or (cuda_graphs is None and input_ids.device.type == "cuda"):
         req.graphs = lm.decode_graphs
     generator = None
     if sampling.seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(sampling.seed)
-    yield from _generate_steps(parts, req, input_ids, positions, max_new_tokens, sampling, generator,
-                               eos, pad, _per_step(record_attention), _per_step(record_positions), stop)
+    yield from _generate_steps(req, input_ids, max_new_tokens, sampling, generator, eos, pad,
+                               _per_step(record_attention), _per_step(record_positions), stop)
 
 
 def _per_step(flag) -> Callable[[int], bool]:
@@ -486,45 +213,23 @@ def _per_step(flag) -> Callable[[int], bool]:
 
 
 @torch.inference_mode()  # on a generator, torch enters and leaves the mode around each step
-def _generate_steps(parts, req, input_ids, positions, max_new_tokens, sampling, generator, eos, pad,
-                    record_attention, record_positions, stop):
-    cache, B = req.cache, input_ids.shape[0]
-    finished = [False] * B
-    next_pos = positions[:, -1] + 1
-    tokens = None  # the tokens sampled at the previous step, fed to the next decode step
-    for step in range(max_new_tokens):
+def _generate_steps(req: Request, tokens, max_new_tokens, sampling, generator, eos, pad, record_attention,
+                    record_positions, stop):
+    finished = [False] * tokens.shape[0]
+    for i in range(max_new_tokens):
         start = time.perf_counter()
-        req.record_attention = record_attention(step)
-        if step == 0:
-            logits, attn = prefill(parts, input_ids, positions, req)
-            req.phase = "decode"
-        else:
-            req.seen = [s + 1 for s in req.seen]
-            logits, attn = decode_step(parts, tokens, next_pos, req)
-            next_pos = next_pos + 1
-        tokens = sample(logits, sampling, generator)
-        ids = tokens.tolist()  # waits for the GPU: the step time below is real
+        req.record_attention = record_attention(i)
+        logits, attn = step(req, tokens)
+        ids = sample(logits, sampling, generator).tolist()  # waits for the GPU: the step time below is real
         ids = [pad if done else t for t, done in zip(ids, finished)]
-        tokens = torch.tensor(ids, device=input_ids.device)
-        finished = [done or t in eos for t, done in zip(ids, finished)]
-        if step == max_new_tokens - 1:
-            finished = [True] * B
-        yield make_record(step, ids, finished, cache, time.perf_counter() - start, req, attn,
-                          record_positions(step) or step == 0)
+        tokens = torch.tensor(ids, device=tokens.device)
+        finished = [True] * len(ids) if i == max_new_tokens - 1 else \
+            [done or t in eos for t, done in zip(ids, finished)]
+        yield step_record(i, ids, finished, req.cache, time.perf_counter() - start, req.seen[0],
+                          attn if req.record_attention else None, req.describe_policy(),
+                          record_positions(i) or i == 0)
         if all(finished) or (stop is not None and stop.is_set()):
             return
-
-
-def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | None):
-    """The model's parts, a fresh per-request state and the prompt's positions."""
-    parts = model_parts(lm)
-    policy = policy or FullPolicy()
-    heads = layer_heads(parts, policy.recurrent_modules(lm), input_ids.device)
-    kv_heads = [parts.num_kv_heads if lh is None else len(lh.kv) for lh in heads]
-    cache = KVCache(len(parts.layers), input_ids.shape[0], kv_heads, parts.head_dim, lm.dtype, input_ids.device)
-    req = Request(cache, policy, attention_mask.sum(1).tolist(), "prefill", False, heads, policy.describe(),
-                  EagerStages(parts, heads))
-    return parts, req, prompt_positions(attention_mask)
 
 
 def teacher_forced_logits(lm: LoadedModel, input_ids: torch.Tensor, forced_ids: torch.Tensor,
@@ -536,31 +241,21 @@ def teacher_forced_logits(lm: LoadedModel, input_ids: torch.Tensor, forced_ids: 
     after a compressed context is computed from (evaluate.py).
     """
     input_ids, attention_mask = check_inputs(lm, input_ids, attention_mask, 1)
-    parts, req, positions = start_request(lm, input_ids, attention_mask, policy)
+    req = start_request(lm, input_ids, attention_mask, policy)
     forced_ids = forced_ids.to(input_ids.device)
-    next_pos = positions[:, -1] + 1
     with torch.inference_mode():
-        logits, _ = prefill(parts, input_ids, positions, req)
-        out = [logits]
-        req.phase = "decode"
-        for i in range(forced_ids.shape[1]):
-            req.seen = [s + 1 for s in req.seen]
-            logits, _ = decode_step(parts, forced_ids[:, i], next_pos + i, req)
-            out.append(logits)
+        out = [step(req, input_ids)[0]]
+        out += [step(req, forced_ids[:, i])[0] for i in range(forced_ids.shape[1])]
     return torch.stack(out, dim=1)
 
 
-def make_record(step, ids, finished, cache: KVCache, elapsed, req: Request, attn,
-                with_positions: bool) -> StepRecord:
-    per_row = cache.counts_per_row()
-    return StepRecord(
-        step=step, phase="prefill" if step == 0 else "decode", token_ids=ids, finished=list(finished),
-        kept_tokens=per_row[0], kept_tokens_per_row=per_row, kv_bytes=cache.nbytes(),
-        peak_kv_bytes=cache.update_peak(), step_time_s=elapsed, seen_tokens=req.seen[0],
-        kept_positions=cache.positions_of_row(0) if with_positions else None,
-        # a layer whose every KV group is a recurrence attends to nothing: it has no attention entry
-        attention=[a for a in attn if a is not None] if req.record_attention else None,
-        policy={**req.policy_info, **cache.shared_state.get("resolved", {})})
+# ----------------------------------------------------------------------------- inputs
+
+def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Original positions [B, T]: 0.. over each row's real tokens, -1 on left padding."""
+    if (attention_mask[:, 1:] < attention_mask[:, :-1]).any():
+        raise ValueError("prompts must be left-padded (attention_mask 0s only before the 1s)")
+    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, -1)
 
 
 def check_inputs(lm: LoadedModel, input_ids, attention_mask, max_new_tokens: int):

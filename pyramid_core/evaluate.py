@@ -1,4 +1,4 @@
-"""Quality of a KV-cache mode on held-out text (DESIGN.md section 6), as curves over the KV fraction.
+"""Quality of a KV-cache mode on held-out text (docs/design.md, "Measuring"), as curves over the KV fraction.
 
 Three measurements, each against the full-cache baseline:
 
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .engine import generate, teacher_forced_logits
+from .metrics import greedy_agreement, kv_share
 from .models import LoadedModel
 from .policies.base import Policy
 from .policies.pyramid import PyramidPolicy
@@ -79,28 +80,6 @@ def continuation_nll(lm: LoadedModel, context_ids: torch.Tensor, continuation_id
     continuation_ids = _batch(continuation_ids)
     logits = continuation_logits(lm, context_ids, continuation_ids, policy)
     return -token_logprobs(logits, continuation_ids.to(logits.device)).mean().item()
-
-
-def greedy_agreement(tokens: list[int], reference: list[int]) -> tuple[float, float]:
-    """(prefix_fraction, equal_fraction) of `tokens` against `reference`, over len(reference) positions.
-
-    prefix_fraction: positions before the first difference; equal_fraction: equal positions anywhere.
-    Positions `tokens` lacks count as different.
-    """
-    if not reference:
-        raise ValueError("the reference is empty")
-    equal = [i < len(tokens) and tokens[i] == r for i, r in enumerate(reference)]
-    prefix = equal.index(False) if False in equal else len(equal)
-    return prefix / len(reference), sum(equal) / len(reference)
-
-
-def measured_kv_share(record: StepRecord, row: int = 0) -> float:
-    """Mean over layers of the slots a row's cache holds / the tokens it has seen."""
-    kept = record.kept_tokens_per_row[row]
-    seen = record.seen_tokens
-    if seen <= 0 or not kept:
-        raise ValueError("the record has no tokens")
-    return sum(kept) / (len(kept) * seen)
 
 
 # ----------------------------------------------------------------------------- held-out text
@@ -187,8 +166,8 @@ def greedy_runs(lm: LoadedModel, prompts: torch.Tensor, policy: Policy | None,
 
 def share_summary(records: list[StepRecord]) -> dict:
     """The measured KV share after the prefill, averaged over the decode steps, and at the end."""
-    decode = [measured_kv_share(r) for r in records[1:]] or [measured_kv_share(records[0])]
-    return {"prefill": measured_kv_share(records[0]), "decode_mean": sum(decode) / len(decode),
+    decode = [kv_share(r) for r in records[1:]] or [kv_share(records[0])]
+    return {"prefill": kv_share(records[0]), "decode_mean": sum(decode) / len(decode),
             "final": decode[-1]}
 
 

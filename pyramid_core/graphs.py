@@ -64,8 +64,9 @@ class DecodeGraphs:
     """The pre-attention, recurrent and post-attention stretches of every layer, for one batch size, as
     graphs.
 
-    `stages` (engine.EagerStages) has pre(idx, h, rope) -> (x, q, k, v), recurrent(idx, x, pos, states,
-    phase) -> {group: y} and post(idx, h, attn_out) -> h; this object offers the same three.
+    `stages` (layers.EagerStages) has pre(idx, h, rope) -> (x, q, k, v), recurrent(idx, x, pos, states,
+    phase) -> {group: y} and post(idx, h, attn_out) -> h; this object offers the same three, and the
+    same `parts` and `heads`, so layers.layer_forward runs over either.
     `states` is the first request's {group: state} per layer (a tensor, or a dataclass of tensors such as
     the window twin's): the graphs' state buffers take their shapes and dtypes. Layer idx reads its
     hidden state from h[idx] and writes the next one into h[idx + 1], so when the engine hands back what
@@ -84,6 +85,7 @@ class DecodeGraphs:
         self.pos = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.states = [{group: map_state(torch.zeros_like, s) for group, s in layer.items()} for layer in states]
         self.lock = threading.Lock()
+        self.parts, self.heads = stages.parts, stages.heads
         self._rope_source = self._pos_source = None
         pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
         stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -178,5 +180,10 @@ class GraphStore:
             self.entries[key] = graphs = build()
             return graphs
 
-    def clear(self) -> None:
-        self.entries.clear()
+
+def graph_key(batch: int, heads: list) -> tuple:
+    """What one request's decode graphs fit: its batch size and, per layer, the KV heads it caches and
+    its replaced groups' modules (the graphs bind those modules: another adapter of the same shape
+    needs its own). heads: per layer, a recurrent_groups.LayerHeads or None."""
+    return (batch, tuple(None if lh is None else (lh.cached, tuple((g, id(m)) for g, m in lh.modules.items()))
+                         for lh in heads))

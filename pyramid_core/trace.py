@@ -12,8 +12,34 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from . import metrics
 
-@dataclass
+MIB = metrics.MIB  # for views, which import nothing of pyramid_core but this module
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A KV-cache mode as users and views know it. `name` is what users type and records carry (the
+    policy's `name`; policies.ALL_POLICIES maps it to the policy class); color and label are how every
+    view shows it."""
+
+    name: str
+    color: str
+    label: str
+
+
+# The one list of modes, in pane order. policies/__init__.py checks at import that it names exactly
+# the policies there are.
+MODES = (
+    Mode("baseline", "#4d4d4d", "baseline (full cache)"),
+    Mode("pyramid", "#1f77b4", "PyramidInfer"),
+    Mode("streaming", "#ff7f0e", "streaming (sinks + recent)"),
+    Mode("recurformer", "#2ca02c", "RecurFormer"),
+    Mode("pyramid+recurformer", "#9467bd", "PyramidInfer + RecurFormer"),
+)
+
+
+@dataclass(frozen=True)
 class LayerAttention:
     """Attention of the current token (decode) or of the prompt's last tokens (prefill) in one layer.
 
@@ -28,9 +54,10 @@ class LayerAttention:
     num_queries: int = 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepRecord:
-    """What happened in one engine step.
+    """What happened in one engine step. Frozen: views keep and share records (compare.slim makes
+    slimmer copies with dataclasses.replace), so nothing may change one after it is made.
 
     step:              0 for the prefill, then 1, 2, ... for each decode step.
     phase:             "prefill" or "decode".
@@ -78,9 +105,40 @@ class StepRecord:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """The figures of one run (a list of StepRecords), each as metrics.py defines it.
+
+    prompt_tokens: the prefill record's seen_tokens. tokens: the first sequence's generated tokens.
+    final_kv_bytes, peak_kv_bytes: the cache's bytes at the end and at most. prefill_s: the prefill's
+    time. tokens_per_s, decode_tokens_per_s: all sequences, with and without the prefill.
+    """
+
+    prompt_tokens: int
+    tokens: list[int]
+    final_kv_bytes: int
+    peak_kv_bytes: int
+    prefill_s: float
+    tokens_per_s: float | None
+    decode_tokens_per_s: float | None
+
+    @classmethod
+    def of(cls, run: list[StepRecord]) -> "RunSummary":
+        return cls(prompt_tokens=run[0].seen_tokens, tokens=metrics.first_sequence_tokens(run),
+                   final_kv_bytes=run[-1].kv_bytes, peak_kv_bytes=metrics.peak_kv_bytes(run),
+                   prefill_s=run[0].step_time_s, tokens_per_s=metrics.tokens_per_s(run),
+                   decode_tokens_per_s=metrics.decode_tokens_per_s(run))
+
+    def agreement(self, reference: "RunSummary | None") -> float | None:
+        return metrics.agreement(self.tokens, reference.tokens if reference else None)
+
+    def first_divergence(self, reference: "RunSummary | None") -> int | None:
+        return metrics.first_divergence(self.tokens, reference.tokens if reference else None)
+
+
 @dataclass
 class RecencyReport:
-    """Per-head recency scores (RecurFormer section 3.1 of our research notes).
+    """Per-head recency scores (docs/recurformer.md, "Choosing groups").
 
     scores[l][h]:    attention mass query head h of layer l puts on the last `window + 1` keys,
                      averaged over calibration queries.

@@ -13,7 +13,7 @@ import time
 import gradio as gr
 
 from pyramid_core.models import LoadedModel
-from pyramid_core.session import eos_ids, generated_ids
+from pyramid_core.metrics import first_sequence_tokens
 from pyramid_core.trace import StepRecord
 
 from .figures import MEAN_HEAD, as_sent, head_choices, run_figures, run_state
@@ -32,7 +32,6 @@ class Live:
     def __init__(self, lm: LoadedModel, modes: list[str], view: dict):
         self.lm, self.modes, self.view = lm, modes, view
         self.runs: dict[str, list[StepRecord]] = {m: [] for m in modes}
-        self.eos = eos_ids(lm)
         self.text_at = self.plots_at = 0.0
         self.text_gap, self.plots_gap = TEXT_EVERY_S, PLOTS_EVERY_S
         self.plotted = False  # whether the last update carried figures
@@ -86,7 +85,7 @@ class Live:
         return panes + stats + self.figures + [state]
 
     def text(self, mode: str) -> str:
-        ids = generated_ids(self.runs[mode], self.eos)
+        ids = first_sequence_tokens(self.runs[mode])
         return self.lm.tokenizer.decode(ids, skip_special_tokens=True)
 
     def fit_view(self) -> None:

@@ -215,7 +215,7 @@ def test_export_before_generating_is_refused():
 
 def test_generation_runs_on_the_torch_thread_whichever_thread_asks(checkpoint, monkeypatch):
     """Gradio calls a handler from a pool of threads; the engine's steps must all run on one thread
-    (pyramid_core/torch_thread.py says why) that is none of the callers'."""
+    (studio/torch_thread.py says why) that is none of the callers'."""
     steppers, callers = set(), set()
     compare = stream.compare
 

@@ -10,7 +10,7 @@ from pyramid_core.compare import compare, live_stats
 from pyramid_core.engine import Sampling
 from pyramid_core.models import wrap_model
 from pyramid_core.policies import FullPolicy, PyramidPolicy, StreamingPolicy
-from pyramid_core.session import stream_generation
+from pyramid_core.pipeline import stream_generation
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 PROMPT = "the cat sat on the mat and a dog ran far away " * 4

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from pyramid_core.engine import attention
+from pyramid_core.attention import attention
 from pyramid_core.kernels.decode import use_kernel
 
 triton = pytest.importorskip("triton", reason="Triton is not installed (requirements-dev.txt installs it)")

@@ -78,7 +78,7 @@ def test_seeded_sampling_repeats_and_differs_across_seeds():
 
 
 def test_top_p_keeps_only_the_nucleus():
-    from pyramid_core.engine import sample
+    from pyramid_core.sampling import sample
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     gen = torch.Generator().manual_seed(0)

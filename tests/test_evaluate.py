@@ -8,24 +8,10 @@ import torch
 from pyramid_core import eval_report
 from pyramid_core import evaluate as ev
 from pyramid_core.engine import generate
+from pyramid_core.metrics import kv_share
 from pyramid_core.policies import PyramidPolicy, StreamingPolicy
 from pyramid_core.trace import StepRecord
 from tests.tiny_models import tiny_model
-
-
-@pytest.mark.parametrize("tokens, reference, expected", [
-    ([1, 2, 3, 4], [1, 2, 3, 4], (1.0, 1.0)),
-    ([1, 2, 9, 4], [1, 2, 3, 4], (0.5, 0.75)),
-    ([9, 2, 3, 4], [1, 2, 3, 4], (0.0, 0.75)),
-    ([1, 2], [1, 2, 3, 4], (0.5, 0.5)),  # missing positions count as different
-])
-def test_greedy_agreement(tokens, reference, expected):
-    assert ev.greedy_agreement(tokens, reference) == expected
-
-
-def test_greedy_agreement_rejects_an_empty_reference():
-    with pytest.raises(ValueError, match="empty"):
-        ev.greedy_agreement([1], [])
 
 
 def test_perplexity_of_known_nlls():
@@ -51,18 +37,11 @@ def test_continuation_nll_changes_when_the_policy_drops_context():
     assert abs(full - cut) > 1e-3
 
 
-def test_measured_kv_share_of_a_hand_made_record():
-    record = StepRecord(step=0, phase="prefill", token_ids=[5], finished=[False], kept_tokens=[10, 5, 5],
-                        kept_tokens_per_row=[[10, 5, 5]], kv_bytes=0, peak_kv_bytes=0, step_time_s=0.0,
-                        seen_tokens=10)
-    assert ev.measured_kv_share(record) == pytest.approx((1.0 + 0.5 + 0.5) / 3)
-
-
 def test_measured_share_of_streaming_is_its_budget():
     lm = tiny_model("llama")
     ids = torch.randint(3, 97, (1, 100), generator=torch.Generator().manual_seed(2))
     records = list(generate(lm, ids, policy=StreamingPolicy(kv_budget=0.3), max_new_tokens=4))
-    assert ev.measured_kv_share(records[0]) == pytest.approx(0.3)
+    assert kv_share(records[0]) == pytest.approx(0.3)
     assert ev.share_summary(records)["final"] == pytest.approx(round(0.3 * 103) / 103)
 
 
@@ -120,7 +99,7 @@ def test_embedded_model_loads_offline_and_generates():
     # PyramidInfer runs on it too, and keeps less than the full cache on a long prompt
     long = lm.tokenizer(" ".join(["the quick brown fox jumps over the lazy dog"] * 20), return_tensors="pt")
     records = list(generate(lm, long.input_ids, policy=PyramidPolicy(), max_new_tokens=2))
-    assert ev.measured_kv_share(records[0]) < 1.0
+    assert kv_share(records[0]) < 1.0
 
 
 def _record(kv_bytes: int) -> StepRecord:

@@ -216,7 +216,7 @@ def test_unknown_knob_or_preset_is_refused():
 def test_recent_queries_buffer_holds_the_last_width_queries():
     """The in-place buffer behind decode-time scoring returns what concatenating every step would,
     across compactions and a window that outgrows its first buffer."""
-    from pyramid_core.cache import RecentQueries
+    from pyramid_core.policies.recent_queries import RecentQueries
 
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(2, 3, 300, 4, generator=gen)
@@ -244,8 +244,8 @@ def test_compacting_only_the_tail_equals_a_full_compaction():
     tail, full = (LayerCache(B, H, D, torch.float32, torch.device("cpu"), block=16) for _ in range(2))
     for cache in (tail, full):
         cache.append(keys, values, positions, [T] * B)
-    tail.keep(keep, [T - 5] * B, kept_before=12)
-    full.keep(keep, [T - 5] * B)
+    tail.keep(keep[:, 12:].float(), [T - 12 - 5] * B)  # scores only the slots from 12 on: those move
+    full.keep(keep.float(), [T - 5] * B)  # scores every slot: the cache is rebuilt
     for mine, theirs in zip(tail.view(), full.view()):
         assert torch.equal(mine, theirs)
     expected = [[p for p in range(T) if keep[row, p]] for row in range(B)]

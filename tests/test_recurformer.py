@@ -10,12 +10,13 @@ import pytest
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from pyramid_core.engine import project_qkv
+from pyramid_core.layers import project_qkv
 from pyramid_core.recurformer import Adapter, GroupRNN, apply_adapter, load_adapter, save_adapter
 from pyramid_core.recurformer.adapter import rnn_config
 from pyramid_core.recurformer.convert import convert
 from pyramid_core.recurformer.recency import choose_groups, group_scores, recency_scores, window_masses
-from pyramid_core.recurformer.rnn import _fla_available, scan, scan_chunked, scan_naive, scan_step, state_nbytes
+from pyramid_core.metrics import state_nbytes
+from pyramid_core.recurformer.rnn import _fla_available, scan, scan_chunked, scan_naive, scan_step
 from pyramid_core.trace import RecencyReport
 from tests.tiny_models import save_tiny_checkpoint, tiny_model
 

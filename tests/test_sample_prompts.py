@@ -9,7 +9,7 @@ from pyramid_core.engine import Sampling
 from pyramid_core.models import load_model
 from pyramid_core.policies import FullPolicy
 from pyramid_core.resources import asset
-from pyramid_core.session import run_generation
+from pyramid_core.pipeline import run_generation
 
 SAMPLES = json.loads(asset("sample_prompts.json").read_text())
 

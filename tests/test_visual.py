@@ -9,6 +9,7 @@ import ast
 import contextlib
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,7 @@ def test_visual_imports_only_plotly_trace_and_stdlib(path):
 def every_figure() -> dict[str, go.Figure]:
     """One output of every figure function, each with all its traces and layout features."""
     run = make_run([100, 200])
-    run[0].kept_positions = [[0, 1, 2], [0, 2]]
+    run[0] = replace(run[0], kept_positions=[[0, 1, 2], [0, 2]])
     att = attention_record([0, 1, 4], [[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]])
     report = RecencyReport(window=4, sink_len=1, scores=[[0.2, 0.9], [0.5, 0.1]], sink_mass=[[0.1, 0.0]] * 2,
                            heads_per_group=1, replaced=[[1, 0]])
@@ -191,9 +192,9 @@ def test_pyramid_heatmap_is_one_exactly_at_held_positions():
     runs = {}
     for mode, held in positions.items():
         run = make_run([100, 100, 100], kept_tokens=[len(p) for p in held])
-        run[0].kept_positions = [[0, 1], [0], [0]]  # older, must be ignored
-        run[0].kept_tokens = run[0].kept_tokens_per_row[0] = [2, 1, 1]
-        run[1].kept_positions = held  # latest with positions; run[2] has none
+        run[0] = replace(run[0], kept_positions=[[0, 1], [0], [0]],  # older, must be ignored
+                         kept_tokens=[2, 1, 1], kept_tokens_per_row=[[2, 1, 1], *run[0].kept_tokens_per_row[1:]])
+        run[1] = replace(run[1], kept_positions=held)  # latest with positions; run[2] has none
         runs[mode] = run
     fig = pyramid_figure(runs)
     assert len(fig.data) == 2
@@ -240,7 +241,8 @@ def test_pyramid_figure_rejects_a_run_without_kept_positions():
 def test_kept_tokens_figure_shows_last_step_per_layer():
     runs = {"baseline": make_run([1, 2], kept_tokens=(10, 10, 10)),
             "pyramid": make_run([1, 2, 3], kept_tokens=(10, 6, 3))}
-    runs["pyramid"][-1].kept_tokens = runs["pyramid"][-1].kept_tokens_per_row[0] = [9, 5, 2]
+    last = runs["pyramid"][-1]
+    runs["pyramid"][-1] = replace(last, kept_tokens=[9, 5, 2], kept_tokens_per_row=[[9, 5, 2], *last.kept_tokens_per_row[1:]])
     fig = kept_tokens_figure(runs)
     assert [t.name for t in fig.data] == ["baseline", "pyramid"]
     assert list(fig.data[1].x) == [9, 5, 2] and list(fig.data[1].y) == [0, 1, 2]
@@ -377,8 +379,8 @@ def test_summary_rows_match_hand_computed_values():
 def test_summary_stops_counting_at_finish_and_compares_over_common_length():
     base = make_run([10, 20, 30, 40], tokens=[1, 2, 3, 4])
     short = make_run([10, 20, 30, 30], tokens=[1, 2, 0, 0])
-    short[2].finished = [True]  # EOS at step 2; step 3's token is filler
-    short[3].finished = [True]
+    short[2] = replace(short[2], finished=[True])  # EOS at step 2; step 3's token is filler
+    short[3] = replace(short[3], finished=[True])
     (row,) = [r for r in summary_rows({"baseline": base, "streaming": short}) if r["mode"] == "streaming"]
     assert row["generated_tokens"] == 3
     assert row["agreement"] == pytest.approx(2 / 3)
@@ -472,8 +474,8 @@ def test_figures_to_files_writes_standalone_html(tmp_path):
 
 def test_records_json_round_trip():
     run = make_run([10, 20])
-    run[0].kept_positions = [[0, 1, 2], [0, 2]]
-    run[1].attention = [LayerAttention(layer=1, positions=[0, 2], weights=[[0.25, 0.75]])]
+    run[0] = replace(run[0], kept_positions=[[0, 1, 2], [0, 2]])
+    run[1] = replace(run[1], attention=[LayerAttention(layer=1, positions=[0, 2], weights=[[0.25, 0.75]])])
     text = records_to_json({"pyramid": run})
     assert json.loads(text)["pyramid"][1]["attention"][0]["weights"] == [[0.25, 0.75]]
     back = records_from_json(text)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from pyramid_core.recurformer.adapter import rnn_config
-from pyramid_core.recurformer.window import GroupWindow, WindowState, state_nbytes, window_modules
+from pyramid_core.metrics import state_nbytes
+from pyramid_core.recurformer.window import GroupWindow, WindowState, window_modules
 from tests.tiny_models import tiny_model
 
 TOL = dict(atol=1e-5, rtol=1e-4)

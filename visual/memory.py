@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from pyramid_core.trace import StepRecord
+from pyramid_core.trace import MIB, StepRecord
 
 from .records import as_runs
 from .theme import empty_figure, figure, mode_color
 
-MIB = 2**20
 TITLE = "KV cache memory"
 X_TITLE = "generated tokens (decode step; 0 = prefill)"
 Y_TITLE = "KV cache (MiB)"

@@ -7,14 +7,10 @@ import zlib
 
 import plotly.graph_objects as go
 
-MODES = ("baseline", "pyramid", "streaming", "recurformer", "pyramid+recurformer")
-MODE_COLORS = {
-    "baseline": "#4d4d4d",
-    "pyramid": "#1f77b4",
-    "streaming": "#ff7f0e",
-    "recurformer": "#2ca02c",
-    "pyramid+recurformer": "#9467bd",
-}
+from pyramid_core.trace import MODES as KNOWN_MODES
+
+MODES = tuple(m.name for m in KNOWN_MODES)  # in pane order
+MODE_COLORS = {m.name: m.color for m in KNOWN_MODES}
 # Unknown modes take a colour from this cycle, indexed by a stable hash of the name so a mode keeps
 # its colour in every figure and every session.
 EXTRA_COLORS = ("#d62728", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")

@@ -7,7 +7,7 @@ import argparse
 from ..engine import Sampling
 from ..models import EMBEDDED_NAME, load_model
 from ..policies.registry import MODES, add_policy_arguments, policy_from_args
-from ..session import run_generation
+from ..pipeline import run_generation
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,14 +1,16 @@
-"""KV-cache policies: what each layer keeps. `ALL_POLICIES` maps every mode name to its policy class
-(the CLI, the app and the tests all go through it)."""
+"""KV-cache policies: what each layer keeps. `ALL_POLICIES` maps every mode name (trace.MODES) to its
+policy class (the CLI, the app and the tests all go through it)."""
 
-from .base import Keep, LayerContext, Policy
+from ..trace import MODES
+from .base import Keep, LayerContext, Policy, PolicyState
 from .full import FullPolicy
 from .pyramid import PyramidPolicy
 from .recurformer import PyramidRecurFormerPolicy, RecurFormerPolicy
 from .streaming import StreamingPolicy
 
-ALL_POLICIES = {"baseline": FullPolicy, "pyramid": PyramidPolicy, "streaming": StreamingPolicy,
-                "recurformer": RecurFormerPolicy, "pyramid+recurformer": PyramidRecurFormerPolicy}
+ALL_POLICIES = {cls.name: cls for cls in (FullPolicy, PyramidPolicy, StreamingPolicy, RecurFormerPolicy,
+                                          PyramidRecurFormerPolicy)}
+assert list(ALL_POLICIES) == [m.name for m in MODES], "trace.MODES and the policies name different modes"
 
-__all__ = ["ALL_POLICIES", "FullPolicy", "Keep", "LayerContext", "Policy", "PyramidPolicy", "PyramidRecurFormerPolicy",
+__all__ = ["ALL_POLICIES", "FullPolicy", "Keep", "LayerContext", "Policy", "PolicyState", "PyramidPolicy", "PyramidRecurFormerPolicy",
            "RecurFormerPolicy", "StreamingPolicy"]

@@ -1,16 +1,13 @@
-"""The policy interface: what a KV-cache strategy answers, and what the engine tells it.
+"""The policy contract: a policy says which tokens matter and how many each layer keeps.
 
-A policy is a small dataclass. After each layer runs, the engine hands it a `LayerContext` and the
-policy answers which slots to keep; it never touches the engine or the cache's buffers. Anything a
-policy must remember between steps lives in `ctx.state`, a dict the per-request cache owns, so one
-policy object can serve many requests at once.
+A policy is a small dataclass (docs/policies.md). After each layer runs, the engine hands it a
+`LayerContext`; the policy answers with a `Keep` (scores over the layer's newest tokens, and how many of
+them each row keeps) or None to keep everything. The cache does the keeping: the top-k, the
+compaction and every slot index (cache.py). The policy never touches the cache or the engine.
 
-Prefill answers come as a `Keep` with two independent masks:
-- `stream`: which tokens' hidden states go on to the next layer (PyramidInfer: deeper layers compute
-  fewer keys and values);
-- `cache`:  which slots this layer's cache keeps (cache-only eviction, e.g. StreamingLLM).
-Decode answers use `cache` alone. None means "keep everything". A policy that knows how many slots
-each row keeps says so in `cache_counts`, which spares the engine a wait for the GPU to count them.
+What a policy remembers within one request lives in the typed state it declares (`new_state`); the
+engine makes one per request and passes it back in every context, so one policy object serves many
+requests at once.
 
 A policy may also replace KV groups with recurrent modules (RecurFormer): `recurrent_modules(lm)`
 returns {layer: {kv_group: module}}; the engine runs those groups through the modules and caches no
@@ -19,45 +16,57 @@ keys or values for them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import asdict, dataclass, is_dataclass
 
 import torch
 
+from ..kernels.scores import recent_attention_scores
 
-@dataclass
+# Scores that rank above every attention score: what a policy must keep whatever the budget.
+ALWAYS = float("inf")
+
+
+@dataclass(frozen=True)
 class Keep:
-    stream: torch.Tensor | None = None  # [B, T] bool over the layer's slots
-    cache: torch.Tensor | None = None   # [B, T] bool over the layer's slots
-    cache_counts: list[int] | None = None  # slots each row keeps under `cache`, when the policy knows
-    kept_before: int | None = None  # every slot before this index is kept in every row, when the policy knows
+    """Keep, in each row, the counts[b] best-scoring of its newest n tokens; drop the rest of them.
 
-
-def to_device(values: list | torch.Tensor, device: torch.device, dtype=torch.long) -> torch.Tensor:
-    """A small host list (or CPU tensor) on the device without waiting for the GPU.
-
-    torch.tensor(..., device=cuda) waits, and so does a non-blocking copy from pageable memory (the
-    driver stages it synchronously): only a copy from pinned memory is queued like a kernel.
+    scores: [B, n] float over the layer's newest n tokens (n <= the context's T columns, in the same
+            order; ALWAYS for a token that must stay). Older tokens are all kept. Equal scores keep the
+            older token.
+    counts: per row, how many of its scored tokens stay (at most the tokens it holds among them).
+    stream: prefill only. True: the dropped tokens leave the hidden states, so deeper layers never see
+            them, and this layer's cache keeps everything (PyramidInfer). False: the layer's cache
+            drops them (cache-only eviction).
     """
-    host = values if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=dtype)
-    if device.type == "cuda":
-        host = host.pin_memory()
-    return host.to(device, non_blocking=True)
+
+    scores: torch.Tensor
+    counts: list[int]
+    stream: bool = False
 
 
 @dataclass
+class PolicyState:
+    """A policy's per-request memory (none here). Policies that remember subclass it."""
+
+    def resolved(self) -> dict:
+        """Settings solved for this request (e.g. a decay from a KV budget), shown in the trace."""
+        return {}
+
+
+@dataclass(frozen=True)
 class LayerContext:
     """What a policy sees of one layer after it ran.
 
-    positions:  [B, T] original position of each slot of the layer (-1 = empty).
-    counts:     valid tokens per row in the layer.
+    The [B, T] tensors list each row's held tokens in order, newest in the last column; a row that holds
+    fewer than T has empty columns (position -1) in front.
+
+    layer, num_layers, phase: which layer of how many, "prefill" or "decode".
+    positions:  [B, T] original position of each held token (-1 = empty).
+    counts:     tokens each row holds in the layer.
     seen:       tokens each row has seen so far (its real prompt length plus generated tokens).
-    state:      the policy's per-request memory for this layer.
-    shared:     the policy's per-request memory for all layers (e.g. a decay solved once per prompt);
-                whatever it puts under "resolved" is shown in the trace.
-    scores_fn:  scores_fn(window, distance_weight) -> [B, T] float32: the head-averaged attention of
-                each row's last window[b] tokens on every slot, the newest voter weighted
-                distance_weight and the oldest 1.0 (kernels/scores.py). Computed only when called.
+    state:      the policy's per-request state (what its `new_state` made).
+    queries:    [B, H, t, D] this step's queries of the layer (after RoPE), query_positions [B, t].
+    keys, scale: the layer's held keys [B, H_kv, T, D] and its softmax scale, for `attention_scores`.
     """
 
     layer: int
@@ -66,22 +75,28 @@ class LayerContext:
     positions: torch.Tensor
     counts: list[int]
     seen: list[int]
-    state: dict
-    shared: dict
-    scores_fn: Callable[[list[int], float], torch.Tensor]
+    state: PolicyState
+    queries: torch.Tensor
+    query_positions: torch.Tensor
+    keys: torch.Tensor
+    scale: float
 
-    def scores(self, window: list[int], distance_weight: float = 1.0) -> torch.Tensor:
-        return self.scores_fn(window, distance_weight)
+    def attention_scores(self, queries: torch.Tensor, query_positions: torch.Tensor,
+                         weights: torch.Tensor) -> torch.Tensor:
+        """[B, T] float32: each held token's attention from queries [B, H, W, D], averaged over heads
+        and weighted per query by weights [B, W] (kernels/scores.py). Never an L x L matrix."""
+        return recent_attention_scores(queries, query_positions, self.keys, self.positions, weights,
+                                       self.scale)
 
 
 class Policy:
     """Base policy: keeps everything. Subclasses override what they change."""
 
-    name = "full"
+    name = "baseline"
 
-    def query_window(self, seen: int) -> int:
-        """How many recent queries per layer the engine must keep for decode-time scoring."""
-        return 0
+    def new_state(self, num_layers: int) -> PolicyState:
+        """A fresh per-request state."""
+        return PolicyState()
 
     def prefill(self, ctx: LayerContext) -> Keep | None:
         return None
@@ -94,26 +109,6 @@ class Policy:
         return {}
 
     def describe(self) -> dict:
-        """The policy's name and resolved settings, for traces and benchmark metadata."""
-        from dataclasses import asdict, is_dataclass
-
+        """The policy's name and settings, for traces and benchmark metadata."""
         settings = asdict(self) if is_dataclass(self) else {}
         return {"name": self.name, **settings}
-
-
-def top_k_mask(scores: torch.Tensor, candidates: torch.Tensor, k: list[int],
-               forced: torch.Tensor | None = None) -> torch.Tensor:
-    """Per row, mark the k[b] best-scoring candidate slots (forced slots first). [B, T] bool.
-
-    Ties break towards the earlier slot, so the choice is deterministic and batch-independent.
-    """
-    B, T = scores.shape
-    ranked = scores.float().masked_fill(~candidates, float("-inf"))
-    if forced is not None:
-        ranked = ranked.masked_fill(forced & candidates, float("inf"))
-    # stable descending sort: equal scores keep slot order
-    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(T, device=scores.device).expand(B, T))
-    limit = to_device(k, scores.device)[:, None]
-    return (rank < limit) & candidates

@@ -7,4 +7,4 @@ from .base import Policy
 
 @dataclass
 class FullPolicy(Policy):
-    name = "full"
+    name = "baseline"

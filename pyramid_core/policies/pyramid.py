@@ -12,12 +12,12 @@ Decode: once chunk_length tokens have passed out of a layer's recent window sinc
 compressed, those chunk_length slots are cut to max(1, int(chunk_length * gen_compress_ratio *
 r_gen(l))) by the same score.
 
-Where we depart from the official code (mutonix/pyramidinfer @ 61ac641), and why:
+Where we depart from the official code (mutonix/pyramidinfer @ 61ac641), and why (docs/pyramidinfer.md):
 - "since last compressed" is per layer, as in the legacy 4.31 file; the 4.46 port compares with the
-  global token count, which collapses deep layers to the recent window (research notes 1.6a).
+  global token count, which collapses deep layers to the recent window.
 - "linear" is linear, from 1 at layer 0 to d at the last layer; the official branch chain turns it
-  into the constant schedule (1.6b). Defaults are the shipped 7B config, not the code's fallbacks (1.6c).
-- Pads are never scored, kept or counted as sinks; sinks are protected at decode time too (1.6d, e).
+  into the constant schedule. Defaults are the shipped 7B config, not the code's fallbacks.
+- Pads are never scored, kept or counted as sinks; sinks are protected at decode time too.
 - The decode trigger counts tokens past the marker outside the whole window (1 + R), so a chunk holds
   generated tokens only; the official test (len - R - marker) also cuts the prompt's last token.
 - Scores come from the recent queries and the layer's keys (kernels/scores.py), never from a full
@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .base import Keep, LayerContext, Policy, to_device, top_k_mask
+from ..transfer import to_device
+from .base import ALWAYS, Keep, LayerContext, Policy, PolicyState
+from .recent_queries import RecentQueries
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,11 @@ PRESETS = {
 }
 
 
+# Sinks rank above every attention score and below the recent window (ALWAYS): the window always
+# survives, and the sinks come first among the context tokens a layer keeps.
+SINK = torch.finfo(torch.float32).max
+
+
 def layer_ratio(layer: int, num_layers: int, floor: float, schedule: str) -> float:
     """r(l): the share of its context layer l passes on; 1 at layer 0, falling to `floor` at the top."""
     depth = layer / num_layers
@@ -62,6 +69,36 @@ def layer_ratio(layer: int, num_layers: int, floor: float, schedule: str) -> flo
     if schedule == "constant":
         return floor
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+
+
+@dataclass
+class PyramidState(PolicyState):
+    """What PyramidInfer remembers within one request.
+
+    decay, planned_share: per row, the prefill decay d (solved from kv_budget once per prompt) and
+                          the prefill KV share it plans; both are shown in the trace.
+    markers:  per layer, per row: the tokens held outside the window when the layer was last
+              compressed ("since the last compression" is per layer).
+    voters:   per layer, its most recent queries, scored with at decode time.
+    windows:  (seen tokens of row 0, each row's voter window) of the current decode step.
+    """
+
+    num_layers: int
+    decay: list[float] | None = None
+    planned_share: list[float] | None = None
+    markers: list[list[int] | None] = field(default_factory=list)
+    voters: list[RecentQueries | None] = field(default_factory=list)
+    windows: tuple[int, list[int]] | None = None
+
+    def __post_init__(self):
+        self.markers = self.markers or [None] * self.num_layers
+        self.voters = self.voters or [None] * self.num_layers
+
+    def resolved(self) -> dict:
+        if self.decay is None:
+            return {}
+        return {"prefill_decay_ratio": [round(d, 4) for d in self.decay],
+                "planned_prefill_kv_share": [round(s, 4) for s in self.planned_share]}
 
 
 @dataclass
@@ -158,62 +195,73 @@ class PyramidPolicy(Policy):
                         target, seen, num_layers, reached)
         return high
 
-    def query_window(self, seen: int) -> int:
-        return self.window(seen)
+    def new_state(self, num_layers: int) -> PyramidState:
+        return PyramidState(num_layers)
+
+    def scores(self, ctx: LayerContext, queries: torch.Tensor, q_pos: torch.Tensor,
+               windows: list[int]) -> torch.Tensor:
+        """[B, T]: each held token's head-averaged attention from the row's last windows[b] queries,
+        weighted linearly from 1.0 (oldest voter) to distance_weight (newest)."""
+        width = max(windows)
+        weights = torch.zeros(len(windows), width)
+        for row, w in enumerate(windows):
+            if w > 0:
+                weights[row, width - w:] = torch.linspace(1.0, self.distance_weight, w)
+        return ctx.attention_scores(queries[:, :, -width:], q_pos[:, -width:],
+                                    to_device(weights, ctx.keys.device))
 
     # ------------------------------------------------------------------ the two answers
 
     def prefill(self, ctx: LayerContext) -> Keep | None:
-        shared = ctx.shared
-        if "decay" not in shared:
-            shared["decay"] = [self.solve_decay(n, ctx.num_layers) for n in ctx.seen]
-            shared["resolved"] = {
-                "prefill_decay_ratio": [round(d, 4) for d in shared["decay"]],
-                "planned_prefill_kv_share": [round(self.prefill_share(n, ctx.num_layers, d), 4)
-                                             for n, d in zip(ctx.seen, shared["decay"])]}
-        ctx.state["marker"] = list(ctx.counts)
+        state = ctx.state
+        # copied: a view would keep the whole prompt's queries of every layer alive
+        width = self.window(max(ctx.seen))
+        state.voters[ctx.layer] = RecentQueries(ctx.queries[:, :, -width:], ctx.query_positions[:, -width:])
+        if state.decay is None:
+            state.decay = [self.solve_decay(n, ctx.num_layers) for n in ctx.seen]
+            state.planned_share = [self.prefill_share(n, ctx.num_layers, d) for n, d in zip(ctx.seen, state.decay)]
+        state.markers[ctx.layer] = list(ctx.counts)
         keep_counts = [self.prefill_keep_count(ctx.layer, ctx.num_layers, held, n, d)
-                       for held, n, d in zip(ctx.counts, ctx.seen, shared["decay"])]
+                       for held, n, d in zip(ctx.counts, ctx.seen, state.decay)]
         if keep_counts == ctx.counts:
             return None
         windows = [self.window(n) for n in ctx.seen]
         first_recent = to_device([n - w for n, w in zip(ctx.seen, windows)], ctx.positions.device)
         recent = ctx.positions >= first_recent[:, None]
-        candidates = (ctx.positions >= 0) & ~recent
-        sinks = candidates & (ctx.positions < self.sink_len)
-        scores = ctx.scores(windows, self.distance_weight)
-        context_kept = [k - w for k, w in zip(keep_counts, windows)]
-        return Keep(stream=top_k_mask(scores, candidates, context_kept, forced=sinks) | recent)
+        sinks = (ctx.positions >= 0) & (ctx.positions < self.sink_len) & ~recent
+        scores = self.scores(ctx, ctx.queries, ctx.query_positions, windows)
+        return Keep(scores.masked_fill(sinks, SINK).masked_fill(recent, ALWAYS), keep_counts, stream=True)
 
     def decode(self, ctx: LayerContext) -> Keep | None:
+        state = ctx.state
+        width = self.window(max(ctx.seen))
+        state.voters[ctx.layer].append(ctx.queries, ctx.query_positions, width)
         windows = self.step_windows(ctx)
-        markers = ctx.state.setdefault("marker", list(ctx.counts))
+        markers = state.markers[ctx.layer]
         fire = [held - w - m >= self.chunk_length for held, w, m in zip(ctx.counts, windows, markers)]
         if not any(fire):
             return None
         ratio = layer_ratio(ctx.layer, ctx.num_layers, self.gen_decay_ratio, self.gen_decay_strategy)
         keep_in_chunk = max(1, int(self.chunk_length * self.gen_compress_ratio * ratio))
-        # the chunk: the chunk_length slots just older than the window (rows are right-aligned), sinks excluded
+        # the chunk: the chunk_length tokens just older than the window, sinks excluded
         sizes = [max(0, min(w + self.chunk_length, held - self.sink_len) - w) if f else 0
                  for f, w, held in zip(fire, windows, ctx.counts)]
+        n = max(w + size for w, size in zip(windows, sizes))  # only the newest n tokens are scored
         device = ctx.positions.device
-        T = ctx.positions.shape[1]
-        from_end = torch.arange(T - 1, -1, -1, device=device)[None, :]
+        age = torch.arange(n - 1, -1, -1, device=device)[None, :]  # 0: a row's newest token
         start = to_device(windows, device)[:, None]
-        chunk = (from_end >= start) & (from_end < start + to_device(sizes, device)[:, None])
-        kept = top_k_mask(ctx.scores(windows, self.distance_weight), chunk, [keep_in_chunk] * len(fire))
-        counts = [held - size + min(size, keep_in_chunk) for held, size in zip(ctx.counts, sizes)]
+        chunk = (age >= start) & (age < start + to_device(sizes, device)[:, None])
+        voters, voter_pos = state.voters[ctx.layer].view(width)
+        scores = self.scores(ctx, voters, voter_pos, windows)[:, -n:].masked_fill(~chunk, ALWAYS)
+        kept = [min(size, keep_in_chunk) for size in sizes]
         for row, fired in enumerate(fire):
             if fired:  # "compressed up to here", per layer
-                markers[row] = counts[row] - windows[row]
-        # every slot older than the oldest chunk is kept: the cache compacts only what follows it
-        kept_before = min(T - w - size for w, size in zip(windows, sizes))
-        return Keep(cache=~chunk | kept, cache_counts=counts, kept_before=kept_before)
+                markers[row] = ctx.counts[row] - sizes[row] + kept[row] - windows[row]
+        return Keep(scores, [min(held, n) - size + k for held, size, k in zip(ctx.counts, sizes, kept)])
 
     def step_windows(self, ctx: LayerContext) -> list[int]:
         """Each row's voter window, computed once per decode step rather than once per layer."""
-        cached = ctx.shared.get("windows")
-        if cached is None or cached[0] != ctx.seen[0]:
-            cached = (ctx.seen[0], [self.window(n) for n in ctx.seen])
-            ctx.shared["windows"] = cached
-        return cached[1]
+        state = ctx.state
+        if state.windows is None or state.windows[0] != ctx.seen[0]:
+            state.windows = (ctx.seen[0], [self.window(n) for n in ctx.seen])
+        return state.windows[1]

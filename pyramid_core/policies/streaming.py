@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .base import Keep, LayerContext, Policy, to_device
+from ..transfer import to_device
+from .base import Keep, LayerContext, Policy
 
 
 @dataclass
@@ -42,9 +43,8 @@ class StreamingPolicy(Policy):
             return None
         first_recent = to_device([n - (b - min(self.sink_len, b)) for n, b in zip(ctx.seen, budgets)],
                                  ctx.positions.device)
-        valid = ctx.positions >= 0
-        mask = valid & ((ctx.positions < self.sink_len) | (ctx.positions >= first_recent[:, None]))
-        return Keep(cache=mask, cache_counts=[min(held, b) for held, b in zip(ctx.counts, budgets)])
+        stays = (ctx.positions < self.sink_len) | (ctx.positions >= first_recent[:, None])
+        return Keep(stays.float(), [min(held, b) for held, b in zip(ctx.counts, budgets)])
 
     def prefill(self, ctx: LayerContext) -> Keep | None:
         return self.keep(ctx)

@@ -1,6 +1,6 @@
 """RecurFormer: KV groups whose heads attend locally run as linear RNNs with a fixed-size state.
 
-- recency.py: per-head recency scores and the choice of KV groups (research/recurformer.md 3.1);
+- recency.py: per-head recency scores and the choice of KV groups (docs/recurformer.md, "Choosing groups");
 - rnn.py:     GroupRNN, the replacement for one KV group, with its chunked scan, one-step decode and
               the naive reference loop;
 - convert.py: attention transfer, training each GroupRNN on the model's own attention outputs;
@@ -12,6 +12,6 @@ itself import this package.
 """
 
 from .adapter import Adapter, apply_adapter, load_adapter, save_adapter
-from .rnn import GroupRNN, RNNConfig, state_nbytes
+from .rnn import GroupRNN, RNNConfig
 
-__all__ = ["Adapter", "apply_adapter", "load_adapter", "save_adapter", "GroupRNN", "RNNConfig", "state_nbytes"]
+__all__ = ["Adapter", "apply_adapter", "load_adapter", "save_adapter", "GroupRNN", "RNNConfig"]

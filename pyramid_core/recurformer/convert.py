@@ -1,6 +1,6 @@
 """Attention transfer: train each chosen group's GroupRNN to reproduce that group's attention output.
 
-Recipe (research/recurformer.md 3.3-3.4, stage A; LoLCATs' layer-local MSE, Zhang et al. 2024):
+Recipe (docs/recurformer.md, "Training", stage A; LoLCATs' layer-local MSE, Zhang et al. 2024):
 
 - The model is frozen: it runs once per calibration sequence under no_grad, and hooks capture, for
   every chosen layer, its input_layernorm output x [1, T, C] and its attention output before o_proj

@@ -1,14 +1,13 @@
 """End-to-end distillation (stage B): train the GroupRNNs so the whole model's next-token distribution
 matches the unmodified model's.
 
-Recipe (research/recurformer.md 3.4, stage B; the KL term of Mamba-in-the-Llama, Wang et al. 2024, and
+Recipe (docs/recurformer.md, "Training", stage B; the KL term of Mamba-in-the-Llama, Wang et al. 2024, and
 LoLCATs' second stage, Zhang et al. 2024, without their LoRA on the retained attention):
 
 - Student: the engine's prefill with the replaced groups in place, as a differentiable loop returning
-  logits at every position (`student_logits`). It calls the engine's own pieces (rms_norm,
-  pre_attention, attention, post_attention, run_groups with GroupRNN.forward's chunked scan, and
-  merge_recurrent), so its last-position logits are the engine's prefill logits (tests/test_distill.py
-  checks it).
+  logits at every position (`student_logits`). It runs the engine's own layer forward
+  (layers.layer_forward, with GroupRNN.forward's chunked scan in the replaced groups), so its
+  last-position logits are the engine's prefill logits (tests/test_distill.py checks it).
 - Teacher: the same loop with no replaced groups, i.e. the unmodified model, under no_grad. It is
   recomputed at every step: caching full log-probs would take T * V * 4 bytes per sequence (32 MB at
   1024 tokens and a vocabulary of 8192; 12 GB for 384 sequences), and the teacher's forward costs a
@@ -32,19 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import sdpa_kernel
 
-from ..engine import (
-    ATTENTION_BACKENDS,
-    attention,
-    attention_scale,
-    layer_heads,
-    merge_recurrent,
-    model_parts,
-    post_attention,
-    pre_attention,
-    rms_norm,
-    rope_tables,
-    run_groups,
-)
+from ..attention import ATTENTION_BACKENDS
+from ..layers import EagerStages, layer_forward, model_parts, rms_norm, rope_tables
+from ..recurrent_groups import layer_heads
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +48,15 @@ def student_logits(lm, modules: dict, input_ids: torch.Tensor) -> torch.Tensor:
     {} gives the unmodified model. Differentiable in the modules' parameters.
     """
     parts = model_parts(lm)
-    heads = layer_heads(parts, _matching_dtype(modules, lm.dtype), input_ids.device)
+    heads = layer_heads(parts.num_layers, parts.num_heads, parts.num_kv_heads, _matching_dtype(modules, lm.dtype),
+                        input_ids.device)
+    stages = EagerStages(parts, heads)
     pos = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
     h = parts.embed(input_ids)
     rope = rope_tables(parts.rotary, h, pos)
-    for idx in range(len(parts.layers)):
-        h = _layer(parts, idx, h, pos, rope, heads[idx])
+    for idx in range(parts.num_layers):  # no cache: each layer attends over its own keys, causally
+        h, _ = layer_forward(stages, idx, h, pos, rope)
     return parts.lm_head(rms_norm(parts.norm, h)).float()
-
-
-def _layer(parts, idx: int, h, pos, rope, heads):
-    """engine.run_layer at prefill with a full cache: the keys are the layer's own, in order."""
-    x, q, k, v = pre_attention(parts, idx, h, rope, heads)
-    out = None
-    if k.shape[1] > 0:
-        out = attention(q, k, v, pos, pos, scale=attention_scale(parts, idx), holes=False,
-                        window=parts.windows[idx], causal_square=True)
-    if heads is not None:
-        out = merge_recurrent(out, heads, run_groups(heads, x, pos, {}, "prefill"), parts.num_heads)
-    return post_attention(parts, idx, h, out)
 
 
 class _Cast(nn.Module):

@@ -1,4 +1,4 @@
-"""Recency scores per query head, and the choice of KV groups to replace (research/recurformer.md 3.1).
+"""Recency scores per query head, and the choice of KV groups to replace (docs/recurformer.md).
 
 For query i of head h (A = softmax attention, causal):
 
@@ -27,11 +27,10 @@ import logging
 
 import torch
 
-from ..engine import project_qkv
 from ..kernels.scores import attention_probs
+from ..layers import attention_scale, model_parts, project, rope_tables
 from ..trace import RecencyReport
 from .capture import calibration_ids, capture
-from .rnn import rotate
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +56,11 @@ def layer_masses(lm, idx: int, x: torch.Tensor, window: int, sink_len: int,
 
     x [1, T, C] is the layer's input_layernorm output.
     """
-    attn = lm.model.model.layers[idx].self_attn
-    head_dim = attn.head_dim
+    parts = model_parts(lm)
     T = x.shape[1]
     pos = torch.arange(T, device=x.device)[None]
-    q, k, _ = project_qkv(attn, x, head_dim)
-    cos, sin = lm.model.model.rotary_emb(x, pos)
-    q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-    scale = getattr(attn, "scaling", head_dim ** -0.5)
+    q, k, _ = project(parts, idx, x, rope_tables(parts.rotary, x, pos))  # the engine's projections and RoPE
+    scale = attention_scale(parts, idx)
     recent = torch.zeros(q.shape[1], dtype=torch.float64, device=x.device)
     sink = torch.zeros_like(recent)
     first = sink_len + window

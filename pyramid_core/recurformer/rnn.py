@@ -1,8 +1,7 @@
 """GroupRNN: a scalar-decay linear RNN that stands in for one KV group of one attention layer.
 
 RecurFormer (Yan et al. 2024, arXiv 2410.12850) replaces recency heads with "the Mamba architecture";
-its method section could not be read (research/recurformer.md section 1.2), so this is the plan of
-section 3.2 there: a Mamba-2 / SSD-style head with the Mamba-in-the-Llama mapping q -> C, k -> B, v -> x,
+its method section could not be read (docs/recurformer.md), so this is the plan written there: a Mamba-2 / SSD-style head with the Mamba-in-the-Llama mapping q -> C, k -> B, v -> x,
 applied to one KV group instead of a whole layer, keeping RoPE on q and k (option B: (R_t q).(R_s k)
 is q.R_{s-t} k, so the recurrence is exact and the initial kernel equals the pretrained logits).
 
@@ -275,11 +274,6 @@ class GroupRNN(nn.Module):
         o, S = scan_fn(q, k, v, log_a, S)
         tapped, past = self.tap_values(v, positions, past)
         return self.readout(o, v, x.dtype, tapped), self.join_state(S, past)
-
-
-def state_nbytes(state: torch.Tensor | None) -> int:
-    """Bytes a recurrent state holds (0 for none)."""
-    return 0 if state is None else state.numel() * state.element_size()
 
 
 def inverse_softplus(y: torch.Tensor) -> float:

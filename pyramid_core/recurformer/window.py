@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import rnn
 from .rnn import GroupRNN, RNNConfig
 
 QUERY_BLOCK = 1024      # prefill queries per block: the logits are [B, G, QUERY_BLOCK, slots + T]
@@ -49,11 +48,6 @@ class WindowState:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.keys, self.values, self.positions))
-
-
-def state_nbytes(state: torch.Tensor | WindowState | None) -> int:
-    """Bytes a GroupRNN state (tensor) or a GroupWindow state holds (0 for none)."""
-    return state.nbytes() if isinstance(state, WindowState) else rnn.state_nbytes(state)
 
 
 class GroupWindow(nn.Module):

@@ -1,6 +1,6 @@
-"""One generation from text to a summary: tokenize, run the engine, decode, measure.
+"""Text in, text and figures out: tokenize a prompt, run the engine, decode, summarise.
 
-The CLI, the benchmarks and the app all go through here, so their numbers are computed one way.
+The CLI, the benchmarks and the app all go through here; the figures come from metrics.py.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from .engine import Sampling, generate
+from .metrics import decode_tokens_per_s, first_sequence_tokens, tokens_per_s
 from .models import LoadedModel
 from .policies.base import Policy
 from .trace import StepRecord
@@ -38,22 +39,10 @@ def stream_generation(lm: LoadedModel, prompt: str, policy: Policy, max_new_toke
                         **engine_options)
 
 
-def generated_ids(records: list[StepRecord], eos: set[int] | None = None) -> list[int]:
-    """The first row's generated tokens, up to and including its EOS."""
-    ids = []
-    for record in records:
-        ids.append(record.token_ids[0])
-        if record.finished[0] and record.token_ids[0] in (eos or set()):
-            break
-    return ids
-
-
 def summarize(lm: LoadedModel, records: list[StepRecord]) -> dict:
     """The CLI's --json fields, computed from a finished run's records."""
-    ids = generated_ids(records, eos_ids(lm))
+    ids = first_sequence_tokens(records)
     first, last = records[0], records[-1]
-    total_s = sum(r.step_time_s for r in records)
-    decode_s = sum(r.step_time_s for r in records[1:])
     return {
         "text": lm.tokenizer.decode(ids, skip_special_tokens=True) if lm.tokenizer else "",
         "token_ids": ids,
@@ -64,8 +53,8 @@ def summarize(lm: LoadedModel, records: list[StepRecord]) -> dict:
         "kv_bytes": last.kv_bytes,
         "peak_kv_bytes": last.peak_kv_bytes,
         "prefill_s": first.step_time_s,
-        "tokens_per_s": len(records) / total_s if total_s > 0 else None,
-        "decode_tokens_per_s": (len(records) - 1) / decode_s if decode_s > 0 else None,
+        "tokens_per_s": tokens_per_s(records),
+        "decode_tokens_per_s": decode_tokens_per_s(records),
         "policy": first.policy,
     }
 

@@ -1,0 +1,43 @@
+"""Attention over the slots a layer holds, dispatched to SDPA's fused kernels, a masked SDPA or the
+Triton decode kernel (kernels/decode_triton.py, whose twin is the SDPA path here)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend
+
+from .kernels.decode import kernel_fits as decode_kernel_fits
+
+# SDPA without cuDNN: cuDNN builds an execution plan for every new shape (tens of ms on an H200), and
+# here every decode step and every compressed layer brings a new key length. Measured 2026-11-26 on an
+# H200: a first decode at a new length took ~35 ms per layer with cuDNN; flash/efficient need no plan.
+# torch keeps this choice process-wide while a step runs; concurrent requests only ever set the same.
+ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int | None,
+              causal_square: bool) -> torch.Tensor:
+    """SDPA over held slots, masked by original positions. q [B, H, Tq, D]; k, v [B, H_kv, Tk, D].
+
+    Without holes or a sliding window the mask is implied: a square prefill block is causal (kept
+    tokens stay in order) and a single decode query sees every slot; then SDPA runs its fused kernels.
+    A decode step on CUDA runs the Triton decode kernel instead (kernels/decode_triton.py; this SDPA
+    path is its reference).
+    """
+    if decode_kernel_fits(q, k):
+        from .kernels.decode_triton import decode_attention_triton
+
+        return decode_attention_triton(q, k, v, q_pos, k_pos, scale, window)
+    gqa = q.shape[1] != k.shape[1]
+    if not holes and window is None and (causal_square or q.shape[2] == 1):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal_square and q.shape[2] > 1,
+                                              scale=scale, enable_gqa=gqa)
+    mask = (k_pos[:, None, :] >= 0) & (k_pos[:, None, :] <= q_pos[:, :, None])  # [B, Tq, Tk]
+    if window is not None:
+        mask &= k_pos[:, None, :] > q_pos[:, :, None] - window
+    mask |= (q_pos < 0)[:, :, None]  # an empty query slot attends anywhere; nobody reads its output
+    if gqa and q.is_cuda:  # fused SDPA kernels with a mask want equal head counts
+        group = q.shape[1] // k.shape[1]
+        k, v, gqa = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=scale, enable_gqa=gqa)

@@ -1,0 +1,170 @@
+"""The model's own modules, adapted: what the engine, distillation and recency scoring run a layer with.
+
+We drive Hugging Face's modules ourselves (docs/design.md, "Why our own loop") and depend only on their
+attributes: embed_tokens, layers[i].{input_layernorm, self_attn.{q,k,v,o}_proj, q_norm, k_norm,
+post_attention_layernorm, mlp}, norm, rotary_emb, lm_head, which Llama, Mistral, Qwen2 and Qwen3 share.
+
+`layer_forward` is the one decoder layer: over a layer's cache (the engine) or over its own keys
+(distillation's differentiable prefill).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from .attention import attention
+from .recurrent_groups import LayerHeads, merge_recurrent, run_groups
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
+
+
+@dataclass
+class Parts:
+    """The modules the loop calls, found once per request."""
+
+    embed: torch.nn.Module
+    layers: torch.nn.ModuleList
+    norm: torch.nn.Module
+    lm_head: torch.nn.Module
+    rotary: torch.nn.Module
+    head_dim: int
+    num_heads: int
+    num_kv_heads: int
+    windows: list[int | None]  # sliding-window size per layer (Mistral, Qwen2/3 sliding layers)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+
+def model_parts(lm: "LoadedModel") -> Parts:
+    """The modules and shapes of a loaded model that the loop calls."""
+    cfg, base = lm.config, lm.model.model
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return Parts(embed=base.embed_tokens, layers=base.layers, norm=base.norm, lm_head=lm.model.lm_head,
+                 rotary=base.rotary_emb, head_dim=head_dim, num_heads=cfg.num_attention_heads,
+                 num_kv_heads=cfg.num_key_value_heads, windows=layer_windows(cfg))
+
+
+def layer_windows(cfg) -> list[int | None]:
+    window = getattr(cfg, "sliding_window", None)
+    types = getattr(cfg, "layer_types", None)
+    if types is not None:
+        return [window if t == "sliding_attention" else None for t in types]
+    return [window] * cfg.num_hidden_layers
+
+
+def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's RMSNorm as one fused kernel (its module spends six), with its own weight and eps."""
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+    return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)
+
+
+def project_qkv(attn, x: torch.Tensor, head_dim: int):
+    """q [B, H, T, D], k and v [B, H_kv, T, D]; q/k norms (Qwen3) on the head dim before RoPE."""
+    B, T, _ = x.shape
+    q = attn.q_proj(x).view(B, T, -1, head_dim)
+    k = attn.k_proj(x).view(B, T, -1, head_dim)
+    v = attn.v_proj(x).view(B, T, -1, head_dim)
+    if hasattr(attn, "q_norm"):
+        q, k = rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k)
+    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+
+def rope_tables(rotary: torch.nn.Module, h: torch.Tensor, positions: torch.Tensor):
+    """(cos, signed sin) [B, 1, T, D] at the given positions, shared by every layer of a step.
+
+    The model's rotary module computes cos and sin (its scaling types included); the sign of sin's
+    first half is folded in once so that applying RoPE needs no negation.
+    """
+    cos, sin = rotary(h, positions.clamp(min=0))
+    half = sin.shape[-1] // 2
+    signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+    return cos[:, None], signed[:, None]
+
+
+def apply_rope(x: torch.Tensor, rope) -> torch.Tensor:
+    """x [B, H, T, D] rotated: x cos + rotate_half(x) sin, with rotate_half(x) = swapped halves * sign.
+
+    The halves are swapped with a cat, not x.roll: torch's roll kernel took ~40 us for one decode
+    step's queries at batch 120 (Llama-2-13B shape, H200), 80 calls a step.
+    """
+    cos, signed_sin = rope
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((x[..., half:], x[..., :half]), dim=-1) * signed_sin
+
+
+def attention_scale(parts: Parts, idx: int) -> float:
+    """The layer's softmax scale: the module's own when it has one (Qwen3 and others set it)."""
+    return getattr(parts.layers[idx].self_attn, "scaling", parts.head_dim ** -0.5)
+
+
+def project(parts: Parts, idx: int, x: torch.Tensor, rope, heads: LayerHeads | None = None):
+    """(q [B, H_attn, T, D], k, v [B, H_kv_cached, T, D]) of a layer's normed input x [B, T, C], RoPE
+    applied to q and k; only the heads that attend when some KV groups are recurrences."""
+    q, k, v = project_qkv(parts.layers[idx].self_attn, x, parts.head_dim)
+    if heads is not None:  # projections of replaced heads are computed and dropped: simpler than slicing weights
+        q, k, v = q[:, heads.q], k[:, heads.kv], v[:, heads.kv]
+    return apply_rope(q, rope), apply_rope(k, rope), v
+
+
+def pre_attention(parts: Parts, idx: int, h: torch.Tensor, rope, heads: LayerHeads | None):
+    """A layer's work before attention: (x, q, k, v), x the input_layernorm output [B, T, C]."""
+    x = rms_norm(parts.layers[idx].input_layernorm, h)
+    return (x, *project(parts, idx, x, rope, heads))
+
+
+def post_attention(parts: Parts, idx: int, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """A layer's work after attention: o_proj of out [B, H, T, D], residual, MLP, residual."""
+    layer = parts.layers[idx]
+    B, T = h.shape[:2]
+    h = h + layer.self_attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+    return h + layer.mlp(rms_norm(layer.post_attention_layernorm, h))
+
+
+class EagerStages:
+    """A layer's fixed-shape parts for one request's model, run as they are called: pre_attention,
+    the replaced groups' recurrences and post_attention. A decode step may use a DecodeGraphs (graphs.py)
+    instead, which replays the same three functions as CUDA graphs."""
+
+    def __init__(self, parts: Parts, heads: list):
+        self.parts, self.heads = parts, heads
+
+    def pre(self, idx: int, h: torch.Tensor, rope):
+        return pre_attention(self.parts, idx, h, rope, self.heads[idx])
+
+    def recurrent(self, idx: int, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str) -> dict:
+        return run_groups(self.heads[idx], x, pos, states, phase)
+
+    def post(self, idx: int, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return post_attention(self.parts, idx, h, out)
+
+
+def layer_forward(stages, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, cache=None,
+                  states: dict | None = None, phase: str = "prefill", valid: list[int] | None = None):
+    """One decoder layer: attention, the replaced groups' recurrences, then the MLP. Returns (h, q).
+
+    h [B, T, C], pos [B, T]; q [B, H_attn, T, D] after RoPE (the heads that attend). `stages`
+    (EagerStages, or graphs.DecodeGraphs) runs the fixed-shape parts. With a LayerCache `cache`, the
+    new keys (valid[b] real ones per row) join it and attention runs over all it holds; without one,
+    over the call's own keys, causally. `states` {group: state} of the recurrences moves on in place.
+    """
+    parts, heads = stages.parts, stages.heads[idx]
+    x, q, k, v = stages.pre(idx, h, rope)
+    keys, values, k_pos, holes = k, v, pos, False
+    if cache is not None:
+        cache.append(k, v, pos, valid)
+        (keys, values, k_pos), holes = cache.view(), cache.has_holes
+    out = None
+    if keys.shape[1] > 0:
+        out = attention(q, keys, values, pos, k_pos, scale=attention_scale(parts, idx), holes=holes,
+                        window=parts.windows[idx], causal_square=phase == "prefill")
+    if heads is not None:
+        ys = stages.recurrent(idx, x, pos, {} if states is None else states, phase)
+        out = merge_recurrent(out, heads, ys, parts.num_heads)
+    return stages.post(idx, h, out), q

@@ -1,0 +1,113 @@
+"""Every figure measured from a run's trace records, defined once: the CLI, evaluation, the app and
+visual/ all read them from here.
+
+A run is the list of StepRecords of one generation (step 0 is the prefill). Counting rules: a
+sequence's token at a step counts as generated when the sequence had not finished at the previous step
+(so an EOS token counts and the filler after it does not); the prefill's sampled token is generated
+token 0.
+
+Pure Python over the records, no torch. visual/ imports only trace.py (docs/design.md), so trace.py's
+RunSummary carries these figures to it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from .trace import StepRecord
+
+MIB = 2**20
+
+
+def first_sequence_tokens(run: Sequence[StepRecord]) -> list[int]:
+    """The first sequence's generated token ids, up to and including the step it finished."""
+    tokens = []
+    for record in run:
+        tokens.append(record.token_ids[0])
+        if record.finished[0]:
+            break
+    return tokens
+
+
+def step_tokens(run: Sequence[StepRecord], step: int) -> int:
+    """Tokens generated at `step`, all sequences: those that had not finished before it."""
+    if step == 0:
+        return len(run[0].token_ids)
+    return sum(not done for done in run[step - 1].finished)
+
+
+def tokens_per_s(run: Sequence[StepRecord]) -> float | None:
+    """Generated tokens of all sequences / the engine's step times, prefill included (None if no time)."""
+    seconds = sum(r.step_time_s for r in run)
+    tokens = sum(step_tokens(run, i) for i in range(len(run)))
+    return tokens / seconds if tokens and seconds > 0 else None
+
+
+def decode_tokens_per_s(run: Sequence[StepRecord]) -> float | None:
+    """Tokens generated in decode steps, all sequences / the decode steps' time (None without any)."""
+    seconds = sum(r.step_time_s for r in run[1:])
+    tokens = sum(step_tokens(run, i) for i in range(1, len(run)))
+    return tokens / seconds if tokens and seconds > 0 else None
+
+
+def agreement(tokens: list[int], reference: list[int] | None) -> float | None:
+    """Share of equal tokens over the length both runs reached (None without a reference).
+
+    For runs that may stop at EOS (the comparison table): a run that stopped early is judged on what
+    it generated. Evaluation's fixed-length runs use greedy_agreement instead.
+    """
+    n = min(len(tokens), len(reference)) if reference else 0
+    return sum(a == b for a, b in zip(tokens, reference)) / n if n else None
+
+
+def greedy_agreement(tokens: list[int], reference: list[int]) -> tuple[float, float]:
+    """(prefix_fraction, equal_fraction) of `tokens` against `reference`, over len(reference) positions.
+
+    prefix_fraction: positions before the first difference; equal_fraction: equal positions anywhere.
+    Positions `tokens` lacks count as different: evaluation asks for a fixed number of tokens.
+    """
+    if not reference:
+        raise ValueError("the reference is empty")
+    equal = [i < len(tokens) and tokens[i] == r for i, r in enumerate(reference)]
+    prefix = equal.index(False) if False in equal else len(equal)
+    return prefix / len(reference), sum(equal) / len(reference)
+
+
+def first_divergence(tokens: list[int], reference: list[int] | None) -> int | None:
+    """The first position where the tokens differ from the reference's, or None."""
+    if not reference:
+        return None
+    return next((i for i, (a, b) in enumerate(zip(tokens, reference)) if a != b), None)
+
+
+def kv_share(record: StepRecord, row: int = 0) -> float:
+    """Mean over layers of the slots a row's cache holds / the tokens it has seen."""
+    kept = record.kept_tokens_per_row[row]
+    seen = record.seen_tokens
+    if seen <= 0 or not kept:
+        raise ValueError("the record has no tokens")
+    return sum(kept) / (len(kept) * seen)
+
+
+def kv_mib(record: StepRecord) -> float:
+    """The cache's bytes (K, V and recurrent states, all rows) in MiB."""
+    return record.kv_bytes / MIB
+
+
+def peak_kv_bytes(run: Sequence[StepRecord]) -> int:
+    """The most bytes the cache held during the run."""
+    return max((r.peak_kv_bytes for r in run), default=0)
+
+
+def peak_kv_mib(run: Sequence[StepRecord]) -> float:
+    return peak_kv_bytes(run) / MIB
+
+
+def state_nbytes(state) -> int:
+    """Bytes of a recurrent state: a tensor, an object that counts its own bytes, or None (0)."""
+    if state is None:
+        return 0
+    if hasattr(state, "element_size"):
+        return state.numel() * state.element_size()
+    return state.nbytes()
