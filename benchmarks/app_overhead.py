@@ -75,7 +75,7 @@ class Clock:
 @functools.cache
 def cli_model(model: str):
     """The model as the CLI loads it: here, on this thread (studio's get_model would load it on the app's
-    torch thread, and a second thread running torch ops slows this one's: pyramid_core/torch_thread.py)."""
+    torch thread, and a second thread running torch ops slows this one's: studio/torch_thread.py)."""
     return load_model(model, device=default_device(), dtype="auto")
 
 

@@ -46,7 +46,6 @@ from torch.nn.attention import sdpa_kernel  # noqa: E402
 
 from pyramid_core.attention import ATTENTION_BACKENDS, attention  # noqa: E402
 from pyramid_core.kernels import decode, decode_triton  # noqa: E402
-from pyramid_core.kernels.decode import use_kernel  # noqa: E402
 from pyramid_core.kernels.decode_triton import decode_attention_triton  # noqa: E402
 from tests.test_decode_kernel import positions_with_holes  # noqa: E402
 
@@ -63,19 +62,18 @@ for B, H, H_kv, T, D, dtype in DECODE_CASES if "decode" in SECTIONS else []:
     k_pos = positions_with_holes(B, T, gen)
     q_pos = k_pos[:, -1:].clone()
     out = decode_attention_triton(q, k, v, q_pos, k_pos, D ** -0.5, None)
-    with use_kernel(False):
-        ref = attention(q.float(), k.float(), v.float(), q_pos, k_pos, scale=D ** -0.5, holes=True, window=None,
-                        causal_square=False)
+    ref = attention(q.float(), k.float(), v.float(), q_pos, k_pos, scale=D ** -0.5, holes=True, window=None,
+                    causal_square=False, decode_kernel=False)
     full_pos = torch.arange(T, device="cuda").repeat(B, 1)
     time_ms = lambda f: torch.utils.benchmark.Timer("f()", globals=dict(f=f)).blocked_autorange(  # noqa: E731
         min_run_time=0.5).median * 1e3
     kernel = lambda: decode_attention_triton(q, k, v, full_pos[:, -1:], full_pos, D ** -0.5, None)  # noqa: E731
     t_kernel = time_ms(kernel)
-    with use_kernel(False), sdpa_kernel(ATTENTION_BACKENDS):  # the SDPA path, with the backends the engine allows
+    with sdpa_kernel(ATTENTION_BACKENDS):  # the SDPA path, with the backends the engine allows
         t_sdpa = time_ms(lambda: attention(q, k, v, full_pos[:, -1:], full_pos, scale=D ** -0.5, holes=False,
-                                           window=None, causal_square=False))
+                                           window=None, causal_square=False, decode_kernel=False))
         t_sdpa_holes = time_ms(lambda: attention(q, k, v, q_pos, k_pos, scale=D ** -0.5, holes=True, window=None,
-                                                 causal_square=False))
+                                                 causal_square=False, decode_kernel=False))
     sweep = {}
     for block_t, warps in itertools.product((32, 64, 128), (2, 4, 8)):
         decode_triton.BLOCK_T, decode_triton.NUM_WARPS = block_t, warps

@@ -17,15 +17,15 @@ ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION
 
 
 def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int | None,
-              causal_square: bool) -> torch.Tensor:
+              causal_square: bool, decode_kernel: bool = True) -> torch.Tensor:
     """SDPA over held slots, masked by original positions. q [B, H, Tq, D]; k, v [B, H_kv, Tk, D].
 
     Without holes or a sliding window the mask is implied: a square prefill block is causal (kept
     tokens stay in order) and a single decode query sees every slot; then SDPA runs its fused kernels.
     A decode step on CUDA runs the Triton decode kernel instead (kernels/decode_triton.py; this SDPA
-    path is its reference).
+    path is its reference); decode_kernel=False keeps it off.
     """
-    if decode_kernel_fits(q, k):
+    if decode_kernel and decode_kernel_fits(q, k):
         from .kernels.decode_triton import decode_attention_triton
 
         return decode_attention_triton(q, k, v, q_pos, k_pos, scale, window)

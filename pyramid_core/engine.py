@@ -51,6 +51,7 @@ class Request:
     phase: str = "prefill"
     record_attention: bool = False
     graphs: GraphStore | None = None  # where decode steps find their CUDA graphs; None: eager decoding
+    decode_kernel: bool = True        # decode attention may use the Triton kernel (attention.py)
 
     def describe_policy(self) -> dict:
         return {**self.policy_info, **self.state.resolved()}
@@ -114,7 +115,7 @@ def decode_step(req: Request, tokens: torch.Tensor):
     with decode_stages(req, tokens.shape[0]) as stages:
         for idx in range(parts.num_layers):
             h, q = layer_forward(stages, idx, h, pos, rope, req.cache[idx], req.cache.recurrent_state[idx],
-                                 "decode", ones)
+                                 "decode", ones, req.decode_kernel)
             records.append(record_layer(req, idx, q, pos))
             keep = ask_policy(req, idx, q, pos)
             if keep is not None:
@@ -180,7 +181,8 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
              eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
              record_attention: bool | Callable[[int], bool] = False,
              record_positions: bool | Callable[[int], bool] = False,
-             stop: threading.Event | None = None, cuda_graphs: bool | None = None) -> Iterator[StepRecord]:
+             stop: threading.Event | None = None, cuda_graphs: bool | None = None,
+             decode_kernel: bool = True) -> Iterator[StepRecord]:
     """Generate from left-padded prompts input_ids [B, T], yielding a StepRecord per step.
 
     Step 0 is the prefill (its token is the first generated one). Rows that produced EOS then emit
@@ -193,12 +195,14 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
 
     cuda_graphs: decode steps replay CUDA graphs of each layer's fixed-shape parts (graphs.py). None
     (default) uses them on a GPU; True also on a CPU, where they are plain calls (for tests); False never.
+    decode_kernel: False keeps decode attention on SDPA where the Triton kernel would run (benchmarks).
     """
     sampling = sampling or Sampling()
     input_ids, attention_mask = check_inputs(lm, input_ids, attention_mask, max_new_tokens)
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
     pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
     req = start_request(lm, input_ids, attention_mask, policy)
+    req.decode_kernel = decode_kernel
     if cuda_graphs or (cuda_graphs is None and input_ids.device.type == "cuda"):
         req.graphs = lm.decode_graphs
     generator = None

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from pyramid_core.attention import attention
-from pyramid_core.kernels.decode import use_kernel
 
 triton = pytest.importorskip("triton", reason="Triton is not installed (requirements-dev.txt installs it)")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -41,9 +40,8 @@ def positions_with_holes(B, T, gen):
 
 
 def reference(q, k, v, q_pos, k_pos, window):
-    with use_kernel(False):
-        return attention(q.float(), k.float(), v.float(), q_pos, k_pos, scale=q.shape[-1] ** -0.5,
-                         holes=True, window=window, causal_square=False)
+    return attention(q.float(), k.float(), v.float(), q_pos, k_pos, scale=q.shape[-1] ** -0.5,
+                     holes=True, window=window, causal_square=False, decode_kernel=False)
 
 
 CASES = [  # B, H, H_kv, T, D, window
@@ -104,9 +102,8 @@ def test_engine_decodes_alike_with_the_kernel(mode, monkeypatch):
     policy = make_policy(mode, {"min_context_length": 8} if mode == "pyramid" else {})
     runs = {}
     for kernel in (True, False):
-        with use_kernel(kernel):
-            runs[kernel] = [(r.token_ids, r.kept_tokens_per_row)
-                            for r in generate(lm, ids, mask, policy=policy, max_new_tokens=40)]
+        runs[kernel] = [(r.token_ids, r.kept_tokens_per_row)
+                        for r in generate(lm, ids, mask, policy=policy, max_new_tokens=40, decode_kernel=kernel)]
     assert runs[True] == runs[False]
     decode_steps = len(runs[True]) - 1
     assert decode_steps > 0 and len(calls) == decode_steps * lm.config.num_hidden_layers  # kernel on only

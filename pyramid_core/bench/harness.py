@@ -21,7 +21,6 @@ import torch
 from torch.nn.attention import sdpa_kernel
 
 from ..engine import ATTENTION_BACKENDS, generate
-from ..kernels.decode import use_kernel
 from ..models import wrap_model
 from ..policies.base import Policy
 from ..policies.full import FullPolicy
@@ -153,8 +152,8 @@ def run_engine(lm, policy: Policy, method: str, batch: int, prompt_len: int, new
     ids = random_prompts(batch, prompt_len, lm.config.vocab_size)
     _reset()
     start = time.perf_counter()
-    with use_kernel(decode_kernel):
-        records = list(generate(lm, ids, policy=policy, max_new_tokens=new_tokens, cuda_graphs=cuda_graphs))
+    records = list(generate(lm, ids, policy=policy, max_new_tokens=new_tokens, cuda_graphs=cuda_graphs,
+                            decode_kernel=decode_kernel))
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     held_tokens = sum(sum(row) for row in records[-1].kept_tokens_per_row)
