@@ -37,6 +37,8 @@ class LoadedModel:
     family: str
     # CUDA graphs of decode steps, captured per batch size on first use (graphs.py)
     decode_graphs: GraphStore = field(default_factory=GraphStore, repr=False, compare=False)
+    # RecurFormer's recurrences built for this model, per settings (policies/recurformer.py)
+    recurrence_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def config(self):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from . import metrics
+from .record_checks import check_recency_report, check_step_record
 
 MIB = metrics.MIB  # for views, which import nothing of pyramid_core but this module
 
@@ -89,6 +90,11 @@ class StepRecord:
     attention: list[LayerAttention] | None = None
     policy: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.attention is not None and not all(isinstance(a, LayerAttention) for a in self.attention):
+            raise ValueError(f"step {self.step}: attention entries must be LayerAttention records")
+        check_step_record(self)  # in shape; from_dict checks every value too (record_checks.py says why)
+
     def to_dict(self) -> dict:
         """Plain dict form (JSON-ready). Records are never mutated, so their lists are shared, not
         copied: a live view turns hundreds of records with per-layer attention into dicts."""
@@ -99,10 +105,14 @@ class StepRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> "StepRecord":
+        """A record from its dict form (attention entries as dicts or LayerAttention), every value checked."""
         data = dict(data)
         if data.get("attention") is not None:
-            data["attention"] = [LayerAttention(**a) for a in data["attention"]]
-        return cls(**data)
+            data["attention"] = [a if isinstance(a, LayerAttention) else LayerAttention(**a)
+                                 for a in data["attention"]]
+        record = cls(**data)
+        check_step_record(record, deep=True)
+        return record
 
 
 @dataclass(frozen=True)
@@ -136,7 +146,7 @@ class RunSummary:
         return metrics.first_divergence(self.tokens, reference.tokens if reference else None)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RecencyReport:
     """Per-head recency scores (docs/recurformer.md, "Choosing groups").
 
@@ -153,6 +163,9 @@ class RecencyReport:
     sink_mass: list[list[float]]
     heads_per_group: int
     replaced: list[list[int]] = field(default_factory=list)
+
+    def __post_init__(self):
+        check_recency_report(self)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gradio as gr
 
 import visual
@@ -18,7 +20,7 @@ def recency_figure(lm: LoadedModel, prompt: str, adapter: str | None):
     """On the prompt, or the held-out text when it is empty; torch work on the torch thread."""
     text = prompt if (prompt or "").strip() else asset("heldout.txt").read_text()
     report = on_torch_thread(recency_scores, lm, text, max_sequences=1)
-    report.replaced = replaced_groups(lm, adapter)
+    report = dataclasses.replace(report, replaced=replaced_groups(lm, adapter))
     return visual.recency_figure(report)
 
 

@@ -102,18 +102,19 @@ def test_embedded_model_loads_offline_and_generates():
     assert kv_share(records[0]) < 1.0
 
 
-def _record(kv_bytes: int) -> StepRecord:
-    return StepRecord(step=0, phase="decode", token_ids=[5], finished=[False], kept_tokens=[4],
+def _record(kv_bytes: int, step: int = 1) -> StepRecord:
+    return StepRecord(step=step, phase="prefill" if step == 0 else "decode", token_ids=[5], finished=[False],
+                      kept_tokens=[4],
                       kept_tokens_per_row=[[4]], kv_bytes=kv_bytes, peak_kv_bytes=kv_bytes, step_time_s=0.0,
                       seen_tokens=4)
 
 
 def test_kv_bytes_summary_and_relative_of_hand_made_records():
-    summary = ev.kv_bytes_summary([_record(100), _record(110), _record(130)])
+    summary = ev.kv_bytes_summary([_record(100, step=0), _record(110), _record(130, step=2)])
     assert summary == {"prefill": 100, "decode_mean": 120, "final": 130}
     base = {"prefill": 400, "decode_mean": 200, "final": 260}
     assert ev.relative(summary, base) == pytest.approx({"prefill": 0.25, "decode_mean": 0.6, "final": 0.5})
-    assert ev.kv_bytes_summary([_record(70)]) == {"prefill": 70, "decode_mean": 70, "final": 70}
+    assert ev.kv_bytes_summary([_record(70, step=0)]) == {"prefill": 70, "decode_mean": 70, "final": 70}
     with pytest.raises(ValueError, match="empty"):
         ev.relative(summary, {**base, "final": 0})
 

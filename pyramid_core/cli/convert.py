@@ -9,6 +9,8 @@ earlier adapter's weights.
 
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 
 from ..models import EMBEDDED_NAME, load_model
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> dict:
         report = recency_scores(lm, text, window=args.window, sink_len=args.sink_len,
                                 max_tokens=args.max_tokens, max_sequences=args.samples)
         groups = choose_groups(report, fraction=args.replace)
-        report.replaced = groups
+        report = dataclasses.replace(report, replaced=groups)
     else:
         groups = explicit
     adapter = convert(lm, groups, text, steps=args.steps, lr=args.lr, loss=args.loss, init_decay=args.init_decay,

@@ -15,7 +15,6 @@ The modules are built once per loaded model and shared, read-only, by every requ
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +24,6 @@ from .pyramid import PyramidPolicy
 
 DEFAULT_ADAPTER = asset("recurformer-embedded-25")
 VARIANTS = ("trained", "untrained", "window")
-
-_MODULES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {settings: modules}
 
 
 @dataclass
@@ -51,7 +48,7 @@ class RecurrentGroups:
         attached = getattr(lm, "recurrent", None)  # load_model(..., adapter=DIR) attached one
         if attached and not self.adapter and self.variant == "trained":
             return attached
-        per_model = _MODULES.setdefault(lm.model, {})
+        per_model = lm.recurrence_cache
         key = (self.adapter, self.variant, self.twin_window, self.twin_sinks)
         if key not in per_model:
             per_model[key] = build_modules(lm, self.adapter or str(DEFAULT_ADAPTER), self.variant,
