@@ -118,9 +118,11 @@ def controls_column() -> SimpleNamespace:
                              info="'embedded' (shipped in pyramid_core/assets/), a local directory or a hub id")
     ui.modes = gr.CheckboxGroup(list(MODES), value=DEFAULT_MODES, label="Modes", elem_id="modes",
                                 info="each selected mode runs side by side with the baseline")
-    ui.budget = gr.Slider(0, 1, value=0, step=0.05, label="KV budget (share of the full cache)",
-                          info="0 = off: pyramid uses its decay knobs, streaming its own default; "
-                               "applies to pyramid and streaming")
+    with gr.Row():
+        ui.budget = gr.Slider(0, 1, value=0, step=0.05, label="KV budget (share of the full cache)",
+                              info="held over the generation, solved per prompt for pyramid, streaming, h2o "
+                                   "and snapkv; 0 = off (their own knobs)")
+        ui.kv_tokens = gr.Number(0, precision=0, minimum=0, label="or KV tokens per layer", info="0 = off")
     ui.preset = gr.Dropdown([NO_PRESET, *PRESETS], value=NO_PRESET, label="Pyramid preset",
                             info="fills the pyramid knobs (and the budget) below")
     with gr.Accordion("Sampling", open=False):

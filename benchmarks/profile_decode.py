@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, ".")
 from pyramid_core import generate  # noqa: E402
 from pyramid_core.bench import harness as bench  # noqa: E402
-from pyramid_core.policies.registry import make_policy  # noqa: E402
+from pyramid_core.policies.registry import make_policy, preset_policy  # noqa: E402
 
 shape, batch, context = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 modes = sys.argv[4:] or ["baseline", "pyramid"]
@@ -26,7 +26,7 @@ lm = bench.random_model(shape, dtype=getattr(torch, os.environ.get("PROFILE_DTYP
 ids = bench.random_prompts(batch, context, lm.config.vocab_size)
 for mode in modes:
     name, _, preset = mode.partition("@")
-    policy = make_policy(name, preset=preset or None)
+    policy = preset_policy(name, preset, context, 48, lm.config.num_hidden_layers) if preset else make_policy(name)
     for _ in range(2):  # the first run compiles kernels
         records = list(generate(lm, ids, policy=policy, max_new_tokens=48))
     steps = [round(r.step_time_s * 1e3, 1) for r in records]

@@ -21,17 +21,19 @@ def quality_markdown(result: dict) -> str:
              f"agreement prompts of {s['context_tokens']} tokens, {s['new_tokens']} greedy tokens each. "
              f"Text: {s['text']} ({s['text_tokens']} tokens).", "",
              "KV share = mean over layers of kept / seen tokens, measured from the engine's records: "
-             "after the prefill, and averaged over the greedy decode steps.", "",
-             "| mode | nominal budget | knobs | KV share prefill | KV share decode | ppl | ppl / baseline "
-             "| probe acc | probe logprob | exact copy | agree prefix | agree equal |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+             "after the prefill, and averaged over the greedy decode steps. A budget asks for the share "
+             "averaged over every record of a greedy run (prefill and decode); asked and reached are side by side.", "",
+             "| mode | nominal budget | knobs | KV share asked | KV share reached | KV share prefill "
+             "| KV share decode | ppl | ppl / baseline | probe acc | probe logprob | exact copy | agree prefix | agree equal |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
              _row("baseline", "-", "-", base["kv_share"], base, 1.0, k, None)]
     ctrl = base["control"]
-    lines.append(f"| baseline, no-span control | - | - | - | - | - | - | {ctrl['accuracy']:.3f} | "
+    lines.append(f"| baseline, no-span control | - | - | - | - | - | - | - | - | {ctrl['accuracy']:.3f} | "
                  f"{ctrl['mean_logprob']:.2f} | {ctrl[f'exact_copy_{k}']:.3f} | - | - |")
     for p in result["points"]:
         budget = "-" if p["nominal_budget"] is None else f"{p['nominal_budget']:g}"
-        knobs = ", ".join(f"{a}={b}" for a, b in p["knobs"].items()) or "default"
+        knobs = ", ".join(f"{a}={b:.4g}" if isinstance(b, float) else f"{a}={b}" for a, b in p["knobs"].items()) \
+            or "default"
         lines.append(_row(p["label"], budget, knobs, p["kv_share"], p, p["ppl_ratio"], k, p["agreement"]))
     lines += ["", "## What we measured", "", result.get("summary", ""), ""]
     return "\n".join(lines)
@@ -40,7 +42,9 @@ def quality_markdown(result: dict) -> str:
 def _row(label, budget, knobs, share, r, ratio, k, agreement) -> str:
     agree = "1.000 | 1.000" if agreement is None else f"{agreement['prefix']:.3f} | {agreement['equal']:.3f}"
     pr = r["probe"]
-    return (f"| {label} | {budget} | {knobs} | {share['prefill']:.3f} | {share['decode_mean']:.3f} | "
+    asked = "-" if r.get("kv_share_asked") is None else f"{r['kv_share_asked']:.3f}"
+    reached = "-" if r.get("kv_share_reached") is None else f"{r['kv_share_reached']:.3f}"
+    return (f"| {label} | {budget} | {knobs} | {asked} | {reached} | {share['prefill']:.3f} | {share['decode_mean']:.3f} | "
             f"{r['ppl']:.2f} | {ratio:.3f} | {pr['accuracy']:.3f} | {pr['mean_logprob']:.2f} | "
             f"{pr[f'exact_copy_{k}']:.3f} | {agree} |")
 

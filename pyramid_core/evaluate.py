@@ -32,25 +32,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .budget import Budget, solve
 from .engine import generate, teacher_forced_logits
-from .metrics import greedy_agreement, kv_share
+from .metrics import greedy_agreement, kv_share, kv_share_reached
 from .models import LoadedModel
 from .policies.base import Policy
-from .policies.pyramid import PyramidPolicy
 from .trace import StepRecord
 
 log = logging.getLogger(__name__)
 
-# PyramidInfer knobs tried in order for a KV budget: the first whose prefill share can come within
-# BUDGET_TOLERANCE of the budget is used. With 12 layers and the shipped recent window (20%) and
-# min_context_length (64), the cosine schedule keeps at least ~62% of a 1k prompt whatever the decay.
-PYRAMID_FALLBACKS = (
-    {},
-    {"recent_ratio": 0.1, "min_context_length": 32},
-    {"recent_ratio": 0.1, "min_context_length": 32, "prefill_decay_strategy": "linear"},
-    {"recent_ratio": 0.1, "min_context_length": 32, "prefill_decay_strategy": "constant"},
-)
-BUDGET_TOLERANCE = 0.02
 RETRIEVAL_MARGIN = 0.05  # probe accuracy over the no-span control below which we say the model does not copy
 
 
@@ -247,6 +237,7 @@ def evaluate_mode(lm: LoadedModel, data: EvalData, policy: Policy | None,
         records = records or r  # every batch has the same lengths, hence the same kept counts
     result = {"nll": nll, "ppl": perplexity(nll), "nll_per_window": nlls, "probe": probe,
               "kv_share": share_summary(records), "kv_bytes": kv_bytes_summary(records),
+              "kv_share_asked": records[0].policy.get("kv_share_asked"), "kv_share_reached": kv_share_reached(records),
               "policy": records[0].policy, "greedy_tokens": tokens}
     if data.short_probes:
         result["short_probe"] = _batched_copy(lm, data.short_probes, policy, data.copy_k, batch)
@@ -276,31 +267,13 @@ def run_baseline(lm: LoadedModel, data: EvalData, batch: int = 8) -> dict:
     return baseline
 
 
-def pyramid_for_budget(budget: float, seen: int, num_layers: int) -> tuple[PyramidPolicy, dict]:
-    """PyramidInfer solving its decay for `budget`, with the first knobs of PYRAMID_FALLBACKS whose
-    solved prefill share lands within BUDGET_TOLERANCE of it; the last ones when none does."""
-    quiet = logging.getLogger(PyramidPolicy.__module__)
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # rejected tries would each warn "out of reach"
-    try:
-        for knobs in PYRAMID_FALLBACKS:
-            policy = PyramidPolicy(**knobs, kv_budget=budget)
-            reached = policy.prefill_share(seen, num_layers, policy.solve_decay(seen, num_layers))
-            if abs(reached - budget) <= BUDGET_TOLERANCE:
-                break
-        else:
-            log.warning("no PyramidInfer knobs reach a KV budget of %.2f; using %s (%.3f)", budget, knobs, reached)
-    finally:
-        quiet.setLevel(level)
-    return policy, knobs
-
-
 def run_curves(lm: LoadedModel, data: EvalData, modes: list[str], budgets: list[float],
                batch: int = 8) -> dict:
-    """The baseline, the PyramidInfer default point, and each mode at each budget."""
+    """The baseline, the PyramidInfer default point, and each mode at each budget (budget.solve: the
+    share held over the greedy runs, whose records measure it)."""
     from .policies.registry import make_policy
 
-    seen, layers = data.contexts.shape[1], lm.config.num_hidden_layers
+    seen, layers = data.prompts.shape[1], lm.config.num_hidden_layers
     baseline = run_baseline(lm, data, batch)
     reference = baseline["greedy_tokens"]
     points = []
@@ -316,12 +289,16 @@ def run_curves(lm: LoadedModel, data: EvalData, modes: list[str], budgets: list[
         point("pyramid", "pyramid default", None, make_policy("pyramid"), {})
     for budget in budgets:
         for mode in modes:
-            if mode == "pyramid":
-                policy, knobs = pyramid_for_budget(budget, seen, layers)
-            else:
-                policy, knobs = make_policy(mode, kv_budget=budget), {}
-            point(mode, f"{mode} {budget:g}", budget, policy, knobs)
+            default = make_policy(mode)
+            policy = solve(default, Budget(budget), seen, data.new_tokens, layers)
+            point(mode, f"{mode} {budget:g}", budget, policy, solved_knobs(default, policy))
     return {"baseline": baseline, "points": points}
+
+
+def solved_knobs(default: Policy, solved: Policy) -> dict:
+    """The knobs the budget solver changed from the mode's defaults."""
+    before, after = default.describe(), solved.describe()
+    return {k: v for k, v in after.items() if k in before and before[k] != v}
 
 
 # ----------------------------------------------------------------------------- named modes: RecurFormer

@@ -90,6 +90,19 @@ def kv_share(record: StepRecord, row: int = 0) -> float:
     return sum(kept) / (len(kept) * seen)
 
 
+def kv_share_reached(run: Sequence[StepRecord], row: int = 0) -> float:
+    """A row's KV share (kv_share) averaged over the run's records, the prefill's and each decode
+    step's: what a KV budget asks for (budget.py)."""
+    if not run:
+        raise ValueError("the run has no records")
+    return sum(kv_share(r, row) for r in run) / len(run)
+
+
+def kv_share_asked(run: Sequence[StepRecord]) -> float | None:
+    """The KV share the run's policy was solved for (budget.py), None when no budget was asked."""
+    return run[0].policy.get("kv_share_asked") if run else None
+
+
 def kv_mib(record: StepRecord) -> float:
     """The cache's bytes (K, V and recurrent states, all rows) in MiB."""
     return record.kv_bytes / MIB

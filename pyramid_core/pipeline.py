@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from .budget import Budget, solve
 from .engine import Sampling, generate
-from .metrics import decode_tokens_per_s, first_sequence_tokens, tokens_per_s
+from .metrics import decode_tokens_per_s, first_sequence_tokens, kv_share_asked, kv_share_reached, tokens_per_s
 from .models import LoadedModel
 from .policies.base import Policy
 from .trace import StepRecord
@@ -30,9 +31,11 @@ def eos_ids(lm: LoadedModel) -> set[int]:
 
 
 def stream_generation(lm: LoadedModel, prompt: str, policy: Policy, max_new_tokens: int,
-                      sampling: Sampling, **engine_options) -> Iterator[StepRecord]:
-    """The engine's records for one prompt (first row of a batch of one)."""
+                      sampling: Sampling, budget: Budget | None = None, **engine_options) -> Iterator[StepRecord]:
+    """The engine's records for one prompt (first row of a batch of one), the policy solved for the
+    KV budget when one is given (budget.py; ValueError when it is out of reach)."""
     input_ids = encode_prompt(lm, prompt)
+    policy = solve(policy, budget, input_ids.shape[1], max_new_tokens, lm.config.num_hidden_layers)
     yield from generate(lm, input_ids, policy=policy, max_new_tokens=max_new_tokens, sampling=sampling,
                         eos_token_id=sorted(eos_ids(lm)),
                         pad_token_id=getattr(lm.tokenizer, "pad_token_id", None),
@@ -56,10 +59,12 @@ def summarize(lm: LoadedModel, records: list[StepRecord]) -> dict:
         "tokens_per_s": tokens_per_s(records),
         "decode_tokens_per_s": decode_tokens_per_s(records),
         "policy": first.policy,
+        "kv_share_asked": kv_share_asked(records),
+        "kv_share_reached": kv_share_reached(records),
     }
 
 
 def run_generation(lm: LoadedModel, prompt: str, policy: Policy, max_new_tokens: int,
-                   sampling: Sampling) -> dict:
-    records = list(stream_generation(lm, prompt, policy, max_new_tokens, sampling))
+                   sampling: Sampling, budget: Budget | None = None) -> dict:
+    records = list(stream_generation(lm, prompt, policy, max_new_tokens, sampling, budget))
     return summarize(lm, records)

@@ -35,6 +35,8 @@ MODES = (
     Mode("baseline", "#4d4d4d", "baseline (full cache)"),
     Mode("pyramid", "#1f77b4", "PyramidInfer"),
     Mode("streaming", "#ff7f0e", "streaming (sinks + recent)"),
+    Mode("h2o", "#d62728", "H2O (heavy hitters + recent)"),
+    Mode("snapkv", "#17becf", "SnapKV (prompt voted by its end)"),
     Mode("recurformer", "#2ca02c", "RecurFormer"),
     Mode("pyramid+recurformer", "#9467bd", "PyramidInfer + RecurFormer"),
 )
@@ -122,6 +124,8 @@ class RunSummary:
     prompt_tokens: the prefill record's seen_tokens. tokens: the first sequence's generated tokens.
     final_kv_bytes, peak_kv_bytes: the cache's bytes at the end and at most. prefill_s: the prefill's
     time. tokens_per_s, decode_tokens_per_s: all sequences, with and without the prefill.
+    kv_share_asked: the share of the full cache's tokens the KV budget asked for (None: no budget);
+    kv_share_reached: the share held, averaged over the run's records (first sequence).
     """
 
     prompt_tokens: int
@@ -131,13 +135,16 @@ class RunSummary:
     prefill_s: float
     tokens_per_s: float | None
     decode_tokens_per_s: float | None
+    kv_share_asked: float | None = None
+    kv_share_reached: float | None = None
 
     @classmethod
     def of(cls, run: list[StepRecord]) -> "RunSummary":
         return cls(prompt_tokens=run[0].seen_tokens, tokens=metrics.first_sequence_tokens(run),
                    final_kv_bytes=run[-1].kv_bytes, peak_kv_bytes=metrics.peak_kv_bytes(run),
                    prefill_s=run[0].step_time_s, tokens_per_s=metrics.tokens_per_s(run),
-                   decode_tokens_per_s=metrics.decode_tokens_per_s(run))
+                   decode_tokens_per_s=metrics.decode_tokens_per_s(run),
+                   kv_share_asked=metrics.kv_share_asked(run), kv_share_reached=metrics.kv_share_reached(run))
 
     def agreement(self, reference: "RunSummary | None") -> float | None:
         return metrics.agreement(self.tokens, reference.tokens if reference else None)

@@ -13,7 +13,7 @@ from pyramid_core.policies.registry import make_policy
 
 from .modes import MODES
 
-BUDGET_KNOB = "kv_budget"  # one slider for every mode that has it, not a knob per mode
+BUDGET_KNOB = "kv_budget"  # the request's budget slider (budget.py) sets it, not a knob per mode
 NO_PRESET = "(none)"
 
 
@@ -37,17 +37,16 @@ def knob_component(f: dataclasses.Field) -> gr.components.Component:
     return gr.Number(value=f.default, label=f.name, info=help_text, precision=precision)
 
 
-def build_policies(modes: list[str], budget: float, knobs: dict[tuple[str, str], object]) -> dict:
+def build_policies(modes: list[str], knobs: dict[tuple[str, str], object]) -> dict:
     """{mode: policy} from knobs {(mode, knob): value} (None or absent: the default); a knob out of range
-    raises ValueError naming the mode and the knob."""
+    raises ValueError naming the mode and the knob. The KV budget is the request's (request.py)."""
     fields = dict(((m, f.name), f) for m, f in KNOBS)
     policies = {}
     for mode in modes:
         chosen = {name: _knob_value(fields[m, name], v) for (m, name), v in knobs.items()
                   if m == mode and v is not None}
-        has_budget = any(f.name == BUDGET_KNOB for f in dataclasses.fields(ALL_POLICIES[mode]))
         try:
-            policies[mode] = make_policy(mode, chosen, kv_budget=budget if budget and has_budget else None)
+            policies[mode] = make_policy(mode, chosen)
         except ValueError as err:
             raise ValueError(f"{mode}: {err}") from err
     return policies

@@ -38,7 +38,9 @@ def pane_stats(run: list[StepRecord], text: str, baseline: str | None) -> str:
         return "waiting…"
     s = live_stats(run)
     speed = f"{s['tokens_per_s']:.1f} tokens/s" if s["tokens_per_s"] else "–"
+    asked = f"{s['kv_share_asked']:.1%} asked, " if s["kv_share_asked"] is not None else ""
     line = (f"**{speed}** · KV **{s['kv_mib']:.2f} MiB** (peak {s['peak_kv_mib']:.2f}) · "
+            f"KV share {asked}**{s['kv_share_reached']:.1%}** reached · "
             f"{s['tokens']} tokens after a {s['prompt_tokens']}-token prompt")
     cut = first_difference(text, baseline) if baseline is not None else None
     return line + (f" · departs from the baseline at character {cut}" if cut is not None else "")

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from pyramid_core.budget import Budget, from_knobs
 from pyramid_core.engine import Sampling
 from pyramid_core.policies.base import Policy
 
 from .knobs import KNOBS, build_policies
 from .modes import MODES
 
-FORM = ("model_id", "modes", "budget", "temperature", "top_p", "seed", "max_new_tokens", "prompt",
+FORM = ("model_id", "modes", "budget", "kv_tokens", "temperature", "top_p", "seed", "max_new_tokens", "prompt",
         "attn_mode", "attn_step", "layer", "head")
 
 
@@ -51,6 +52,7 @@ class RunRequest:
     max_new_tokens: int
     policies: dict[str, Policy] = field(compare=False)
     sampling: Sampling
+    budget: Budget | None  # solved per prompt for every mode that takes one (0 or empty: off)
     view: dict = field(compare=False)  # the attention view: mode, step, layer, head
 
     @classmethod
@@ -65,7 +67,8 @@ class RunRequest:
         seed = form["seed"]
         return cls(model_id=form["model_id"], modes=modes, prompt=form["prompt"],
                    max_new_tokens=int(form["max_new_tokens"]),
-                   policies=build_policies(list(modes), form["budget"], knobs),
+                   policies=build_policies(list(modes), knobs),
+                   budget=from_knobs(form["budget"] or None, int(form["kv_tokens"]) if form["kv_tokens"] else None),
                    sampling=Sampling(float(form["temperature"]), float(form["top_p"]),
                                      None if seed in (None, "") else int(seed)),
                    view={"mode": form["attn_mode"], "step": form["attn_step"], "layer": form["layer"],

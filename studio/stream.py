@@ -20,7 +20,7 @@ def stream_run(run: RunRequest, stop: threading.Event) -> Iterator[list]:
     updates cost more (Live.sent); then the final update, with the run's records as state."""
     lm = get_model(run.model_id)
     live = Live(lm, list(run.modes), dict(run.view))
-    records = compare(lm, run.prompt, run.policies, run.max_new_tokens, run.sampling, stop=stop,
+    records = compare(lm, run.prompt, run.policies, run.max_new_tokens, run.sampling, stop=stop, budget=run.budget,
                       record_attention=live.wants_detail, record_positions=live.wants_detail)
     try:
         while not on_torch_thread(advance, records, live):

@@ -65,7 +65,7 @@ ADAPTER_KNOBS = {}  # (mode, "adapter") -> the tiny checkpoint's adapter, filled
 
 def gen_args(model, **overrides):
     """The /generate inputs in order, with the app's defaults; knobs None = the dataclass default."""
-    values = dict(model_id=model, modes=list(MODES), budget=0.0, temperature=0.0, top_p=1.0, seed=0,
+    values = dict(model_id=model, modes=list(MODES), budget=0.0, kv_tokens=0, temperature=0.0, top_p=1.0, seed=0,
                   max_new=16, prompt=PROMPT, attn_mode=MODES[0], attn_step=STEP_CHOICES[0],
                   layer=0, head=MEAN_HEAD)
     knobs = {**ADAPTER_KNOBS, **overrides.pop("knobs", {})}
@@ -126,6 +126,15 @@ def test_compressed_modes_hold_less_kv(client, checkpoint):
     assert last_kv["pyramid"] < last_kv["baseline"] and last_kv["streaming"] < last_kv["baseline"]
 
 
+def test_panes_and_table_show_the_share_asked_and_reached(client, checkpoint):
+    final = run(client, *gen_args(checkpoint, max_new=8, budget=0.5, modes=["baseline", "streaming", "h2o"]))[-1]
+    for mode in ("streaming", "h2o"):
+        assert "50.0% asked" in final[STATS[mode]] and "reached" in final[STATS[mode]]
+    header = final[TABLE]["headers"]
+    rows = {row[0]: dict(zip(header, row)) for row in final[TABLE]["data"]}
+    assert abs(rows["h2o"]["KV share reached"] - 0.5) <= 0.015 and rows["h2o"]["KV share asked"] == 0.5
+
+
 def test_stop_ends_a_generation_early(client, checkpoint):
     job = client.submit(*gen_args(checkpoint, max_new=1024, modes=["baseline"]), api_name="/generate")
     deadline = time.monotonic() + 30
@@ -161,7 +170,8 @@ def test_export_writes_trace_and_figures(client, checkpoint):
     (dict(temperature=-1.0), "less than minimum value 0"),  # Gradio checks slider bounds itself
     (dict(model_id="/no/such/model"), "Could not load the model: no model at /no/such/model"),
     (dict(prompt="the cat " * 600), "more than the model's context of 512"),
-], ids=["empty-prompt", "bad-knob", "bad-sampling", "unknown-model", "prompt-too-long"])
+    (dict(budget=0.1, modes=["baseline", "snapkv"]), "out of reach for snapkv"),
+], ids=["empty-prompt", "bad-knob", "bad-sampling", "unknown-model", "prompt-too-long", "budget-out-of-reach"])
 def test_bad_input_gets_its_message_and_the_server_keeps_serving(client, checkpoint, overrides, message):
     with pytest.raises(Exception, match=message.replace("[", r"\[").replace("]", r"\]")):
         client.predict(*gen_args(checkpoint, **overrides), api_name="/generate")

@@ -79,15 +79,6 @@ def test_copy_scores_equal_greedy_generation():
     assert ev.copy_scores(lm, [ev.Probe(own.ids, wrong, 0)], k=4)["exact_copy_4"] == 0.0
 
 
-def test_pyramid_for_budget_falls_back_only_when_out_of_reach():
-    policy, knobs = ev.pyramid_for_budget(0.9, 1024, 12)
-    assert knobs == {} and policy.kv_budget == 0.9
-    policy, knobs = ev.pyramid_for_budget(0.3, 1024, 12)
-    assert knobs != {}
-    share = policy.prefill_share(1024, 12, policy.solve_decay(1024, 12))
-    assert share == pytest.approx(0.3, abs=ev.BUDGET_TOLERANCE)
-
-
 def test_embedded_model_loads_offline_and_generates():
     from pyramid_core import load_model
 
@@ -138,7 +129,7 @@ def test_recurformer_rows_build_valid_policies():
     policies = [make_policy(r["mode"], r["knobs"]) for r in rows[:4]]
     assert [p.variant for p in policies] == ["untrained", "trained", "window", "trained"]
     assert policies[2].twin_window == 32 and policies[2].twin_sinks == 2 and policies[0].adapter == adapter
-    assert policies[3].name == "pyramid+recurformer" and policies[3].kv_budget is None
+    assert policies[3].name == "pyramid+recurformer"
 
 
 def test_build_data_adds_short_probes_only_when_asked():

@@ -10,6 +10,7 @@ import time
 import gradio as gr
 import pytest
 
+from pyramid_core.budget import Budget
 from pyramid_core.engine import Sampling
 from pyramid_core.policies import ALL_POLICIES, FullPolicy
 from pyramid_core.policies.pyramid import PRESETS
@@ -25,7 +26,7 @@ from tests.test_compare import lm, lone  # noqa: F401 (lm is a fixture)
 
 def form(**overrides) -> list:
     """The generate form's values in form_names() order: the app's defaults, knobs None (the default)."""
-    values = dict(model_id="embedded", modes=["baseline", "pyramid"], budget=0.0, temperature=0.0, top_p=1.0,
+    values = dict(model_id="embedded", modes=["baseline", "pyramid"], budget=0.0, kv_tokens=0, temperature=0.0, top_p=1.0,
                   seed=0, max_new_tokens=8, prompt="the cat sat", attn_mode="baseline", attn_step=STEP_CHOICES[0],
                   layer=0, head=MEAN_HEAD)
     knobs = overrides.pop("knobs", {})
@@ -37,7 +38,7 @@ def test_run_request_reads_the_form_by_name():
     run = RunRequest.from_form(form(modes=["pyramid", "nonsense", "baseline"], budget=0.4, temperature=0.7,
                                     seed="", knobs={("pyramid", "sink_len"): 8.0}))
     assert run.modes == ("baseline", "pyramid")  # pane order; unknown modes left out
-    assert run.policies["pyramid"].sink_len == 8 and run.policies["pyramid"].kv_budget == 0.4
+    assert run.policies["pyramid"].sink_len == 8 and run.budget == Budget(share=0.4)
     assert run.sampling == Sampling(0.7, 1.0, None) and run.max_new_tokens == 8
     assert run.view == {"mode": "baseline", "step": STEP_CHOICES[0], "layer": 0, "head": MEAN_HEAD}
 
@@ -47,6 +48,7 @@ def test_run_request_reads_the_form_by_name():
     (dict(prompt="  "), "prompt is empty"),
     (dict(knobs={("pyramid", "recent_ratio"): 2.0}), r"pyramid: recent_ratio must be in \[0, 1\]"),
     (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+    (dict(budget=0.3, kv_tokens=64), "either kv_budget"),
 ])
 def test_run_request_refuses_bad_input_with_a_sentence(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -93,14 +95,18 @@ def test_knob_widgets_mirror_the_dataclasses():
     assert widgets["sink_len"].precision == 0
 
 
-def test_build_policies_applies_knobs_and_the_budget():
-    policies = build_policies(["baseline", "pyramid", "streaming"], 0.3, {("pyramid", "sink_len"): 8.0})
+def test_build_policies_applies_knobs():
+    policies = build_policies(["baseline", "pyramid", "streaming"], {("pyramid", "sink_len"): 8.0})
     assert policies["pyramid"].sink_len == 8 and isinstance(policies["pyramid"].sink_len, int)
-    assert policies["pyramid"].kv_budget == 0.3 and policies["streaming"].kv_budget == 0.3
-    off = build_policies(["pyramid", "streaming"], 0, {(m, f.name): None for m, f in KNOBS})
-    assert off["pyramid"].kv_budget is None and off["streaming"].kv_budget == 0.5  # the dataclass default
+    off = build_policies(["pyramid", "streaming"], {(m, f.name): None for m, f in KNOBS})
+    assert off["streaming"].kv_budget == 0.5  # the dataclass default: the budget slider is the request's
     with pytest.raises(ValueError, match="pyramid: chunk_length"):
-        build_policies(["pyramid"], 0, {("pyramid", "chunk_length"): 0})
+        build_policies(["pyramid"], {("pyramid", "chunk_length"): 0})
+
+
+def test_the_kv_tokens_box_asks_for_tokens():
+    assert RunRequest.from_form(form(kv_tokens=64.0)).budget == Budget(tokens=64)
+    assert RunRequest.from_form(form()).budget is None
 
 
 def test_preset_fills_the_pyramid_knobs():

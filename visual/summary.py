@@ -19,6 +19,8 @@ COLUMNS = (
     ("final_kv_mib", "final KV (MiB)"),
     ("peak_kv_mib", "peak KV (MiB)"),
     ("kv_pct_of_baseline", "KV % of baseline"),
+    ("kv_share_asked", "KV share asked"),
+    ("kv_share_reached", "KV share reached"),
     ("tokens_per_s", "decode tokens/s"),
     ("prefill_s", "prefill (s)"),
     ("agreement", "agreement with baseline"),
@@ -30,7 +32,8 @@ MISSING = "–"
 def summary_rows(runs: dict[str, list[StepRecord]], baseline: str = BASELINE) -> list[dict]:
     """One dict per mode with the COLUMNS keys; baseline comparisons are None when `baseline` has no run.
 
-    kv_pct_of_baseline compares final kv_bytes. tokens_per_s = decode tokens of all sequences /
+    kv_pct_of_baseline compares final kv_bytes. kv_share_asked is the KV budget's share (None without
+    one) and kv_share_reached the share of the full cache's tokens held, averaged over the run. tokens_per_s = decode tokens of all sequences /
     sum of decode step times (None without decode steps). agreement is the fraction of the first
     sequence's generated positions, over the length both runs reached, whose token equals the
     baseline's; first_divergence is the first such position that differs, or None.
@@ -61,6 +64,8 @@ def _row(mode: str, run: list[StepRecord], base: list[StepRecord] | None) -> dic
         "final_kv_mib": mine.final_kv_bytes / MIB,
         "peak_kv_mib": mine.peak_kv_bytes / MIB,
         "kv_pct_of_baseline": 100 * mine.final_kv_bytes / base_kv if base_kv else None,
+        "kv_share_asked": mine.kv_share_asked,
+        "kv_share_reached": mine.kv_share_reached,
         "tokens_per_s": mine.decode_tokens_per_s,
         "prefill_s": mine.prefill_s,
         "agreement": mine.agreement(theirs),
@@ -75,6 +80,8 @@ def _cell(key: str, value) -> str:
         return f"{100 * value:.1f}%"
     if key == "kv_pct_of_baseline":
         return f"{value:.1f}%"
+    if key in ("kv_share_asked", "kv_share_reached"):
+        return f"{100 * value:.1f}%"
     if isinstance(value, float):
         return f"{value:.3f}" if key == "prefill_s" else f"{value:.2f}"
     return str(value)

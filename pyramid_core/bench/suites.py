@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..policies.full import FullPolicy
-from ..policies.registry import make_policy
+from ..policies.registry import make_policy, preset_policy
 from . import harness
 from .overhead import measure_overhead
 
@@ -27,11 +27,11 @@ def suite_engine(args) -> dict:
     return results
 
 
-TABLE1_METHODS = {
-    "engine-baseline": lambda: FullPolicy(),
-    "pyramid-default": lambda: make_policy("pyramid"),
-    "pyramid-13b-config": lambda: make_policy("pyramid", preset="paper-13b"),
-    "pyramid-45": lambda: make_policy("pyramid", preset="table1-45"),
+TABLE1_METHODS = {  # name -> policy for a model, at the table's 512 + 256
+    "engine-baseline": lambda lm: FullPolicy(),
+    "pyramid-default": lambda lm: make_policy("pyramid"),
+    "pyramid-13b-config": lambda lm: make_policy("pyramid", preset="paper-13b"),
+    "pyramid-45": lambda lm: preset_policy("pyramid", "table1-45", 512, 256, lm.config.num_hidden_layers),
 }
 
 
@@ -43,7 +43,7 @@ def _method_runner(name):
     if name == "hf-generate":
         return lambda lm, b: harness.run_hf(lm, b, 512, 256)
     policy = TABLE1_METHODS[name.removesuffix(EAGER).removesuffix(SDPA)]
-    return lambda lm, b: harness.run_engine(lm, policy(), name, b, 512, 256, cuda_graphs=not name.endswith(EAGER),
+    return lambda lm, b: harness.run_engine(lm, policy(lm), name, b, 512, 256, cuda_graphs=not name.endswith(EAGER),
                                           decode_kernel=not name.endswith(SDPA))
 
 
@@ -79,7 +79,7 @@ def suite_table1(args) -> dict:
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gb * 1e9 / total))
     lm = harness.random_model("llama2-13b")
-    harness.warm_up(lm, [factory() for factory in TABLE1_METHODS.values()])
+    harness.warm_up(lm, [factory(lm) for factory in TABLE1_METHODS.values()])
     methods = ["hf-generate", *TABLE1_METHODS]
     # the engine without CUDA graphs too, so the table separates what graphs give from what compression gives
     at32_methods = args.batch32_methods.split(",") if args.batch32_methods else \
@@ -112,10 +112,11 @@ def _write_table1(results: dict, args, name: str, done: str) -> None:
 def suite_prefill8k(args) -> dict:
     """Prefill peak memory at an 8k-token prompt: baseline against PyramidInfer (Llama-2-7B shape)."""
     lm = harness.random_model("llama2-7b")
-    harness.warm_up(lm, [make_policy("pyramid"), make_policy("pyramid", preset="table1-45")])
+    pyramid_45 = preset_policy("pyramid", "table1-45", 8192, 2, lm.config.num_hidden_layers)
+    harness.warm_up(lm, [make_policy("pyramid"), pyramid_45])
     runs = []
     for name, policy in [("engine-baseline", FullPolicy()), ("pyramid-default", make_policy("pyramid")),
-                         ("pyramid-45", make_policy("pyramid", preset="table1-45"))]:
+                         ("pyramid-45", pyramid_45)]:
         runs.append(harness.guarded(harness.run_engine, lm, policy, name, 1, 8192, 2))
     runs.insert(0, harness.guarded(harness.run_hf, lm, 1, 8192, 2))
     results = {"environment": harness.environment(), "shape": "llama2-7b", "runs": runs}

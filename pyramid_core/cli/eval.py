@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from .. import eval_report, evaluate, reading
+from ..budget import TOLERANCE
+from ..policies.pyramid import BUDGET_FALLBACKS
 from ..models import EMBEDDED_NAME, load_model
 from ..policies.registry import MODES
 from ..resources import asset
@@ -85,7 +87,8 @@ def run(args: argparse.Namespace) -> dict:
     lm, ids, data = _load(args, text_path)
     curves = evaluate.run_curves(lm, data, modes, budgets, batch=args.batch)
     result = _header(args, lm, ids, data, text_path, curves)
-    result["settings"].update(modes=modes, budgets=budgets, pyramid_fallbacks=list(evaluate.PYRAMID_FALLBACKS))
+    result["settings"].update(modes=modes, budgets=budgets, pyramid_fallbacks=list(BUDGET_FALLBACKS),
+                              budget_tolerance=TOLERANCE)
     result["summary"] = eval_report.quality_summary(result)
     if args.recency_out:
         result["recency"] = _recency(lm, ids, text_path.name, args.recency_out)

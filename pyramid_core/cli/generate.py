@@ -25,10 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    policy = policy_from_args(args)  # knobs are checked before any weights are read
+    policy, budget = policy_from_args(args)  # knobs and the budget are checked before any weights are read
     sampling = Sampling(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    result = run_generation(lm, args.prompt, policy, args.max_new_tokens, sampling)
+    result = run_generation(lm, args.prompt, policy, args.max_new_tokens, sampling, budget)
     if not args.json:
         print(result["text"])
     return result

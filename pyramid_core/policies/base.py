@@ -17,6 +17,7 @@ keys or values for them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, is_dataclass
+from typing import ClassVar
 
 import torch
 
@@ -89,10 +90,26 @@ class LayerContext:
                                        self.scale)
 
 
+def check_share(knob: str, value: float) -> None:
+    """A share of the full cache must lie in (0, 1]; a token count has its own knob."""
+    if not 0 < value <= 1:
+        hint = "; for a number of tokens use kv_tokens (--kv-tokens)" if value > 1 else ""
+        raise ValueError(f"{knob} must be a share of the full cache in (0, 1], got {value}{hint}")
+
+
 class Policy:
-    """Base policy: keeps everything. Subclasses override what they change."""
+    """Base policy: keeps everything. Subclasses override what they change.
+
+    A policy that a KV budget can steer (budget.py) names the knob the solver turns in `budget_knob`,
+    lists other knobs the solver may change, in order, in `budget_fallbacks`, and plans the tokens it
+    will hold from the lengths alone (`planned_kv_tokens`). The solver records what it was asked and
+    what it planned in `budget_plan`, which `describe()` reports.
+    """
 
     name = "baseline"
+    budget_knob: ClassVar[str | None] = None
+    budget_fallbacks: ClassVar[tuple[dict, ...]] = ({},)
+    budget_plan: dict | None = None  # set by budget.solve on the policy it returns
 
     def new_state(self, num_layers: int) -> PolicyState:
         """A fresh per-request state."""
@@ -108,7 +125,12 @@ class Policy:
         """{layer: {kv_group: module}} of KV groups this policy runs as recurrences (none here)."""
         return {}
 
+    def planned_kv_tokens(self, prompt_tokens: int, new_tokens: int, num_layers: int) -> list[int]:
+        """Tokens held over all layers after the prefill and after each of the new_tokens - 1 decode
+        steps of a one-prompt generation, computed from the lengths alone (budget.py)."""
+        raise NotImplementedError(f"mode {self.name!r} takes no KV budget")
+
     def describe(self) -> dict:
-        """The policy's name and settings, for traces and benchmark metadata."""
+        """The policy's name and settings (and the KV budget it was solved for), for traces and benchmark metadata."""
         settings = asdict(self) if is_dataclass(self) else {}
-        return {"name": self.name, **settings}
+        return {"name": self.name, **settings, **(self.budget_plan or {})}

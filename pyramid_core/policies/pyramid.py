@@ -12,6 +12,10 @@ Decode: once chunk_length tokens have passed out of a layer's recent window sinc
 compressed, those chunk_length slots are cut to max(1, int(chunk_length * gen_compress_ratio *
 r_gen(l))) by the same score.
 
+A KV budget (budget.py) sets the decay d, and where d alone cannot reach it narrows the recent window and
+the minimum context (BUDGET_FALLBACKS); `planned_kv_tokens` runs prefill's and decode's counting on the
+lengths alone, so the solver knows the share a generation will hold, decode chunks included.
+
 Where we depart from the official code (mutonix/pyramidinfer @ 61ac641), and why (docs/pyramidinfer.md):
 - "since last compressed" is per layer, as in the legacy 4.31 file; the 4.46 port compares with the
   global token count, which collapses deep layers to the recent window.
@@ -28,7 +32,6 @@ Where we depart from the official code (mutonix/pyramidinfer @ 61ac641), and why
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 
@@ -38,8 +41,6 @@ from ..transfer import to_device
 from .base import ALWAYS, Keep, LayerContext, Policy, PolicyState
 from .recent_queries import RecentQueries
 
-log = logging.getLogger(__name__)
-
 SCHEDULES = ("cosine", "linear", "constant")
 
 PRESETS = {
@@ -48,10 +49,21 @@ PRESETS = {
     "paper-13b": {"prefill_decay_ratio": 0.8, "layer_interval": 2},
     # about 45% of the full KV over a 512 + 256 generation, as in the paper's Table 1. With the shipped
     # recent_ratio 0.2 and min_context_length 64 no decay gets below 52% at 512 tokens (40 layers), so
-    # this preset narrows both and solves the decay for a 45% prefill; the shipped decode ratio (0.9)
-    # would let the share climb to 51% by token 256, so decode chunks keep 0.4 x r_gen(l) of their tokens.
+    # this preset narrows both, and its kv_budget (a request's budget, budget.py, not a knob) solves
+    # the decay for 45%; the shipped decode ratio (0.9) would let the share climb to 51% by token 256,
+    # so decode chunks keep 0.4 x r_gen(l) of their tokens.
     "table1-45": {"recent_ratio": 0.1, "min_context_length": 32, "kv_budget": 0.45, "gen_compress_ratio": 0.4},
 }
+
+# Knobs a KV budget may also change (budget.py), in order, when the decay alone cannot reach it: with
+# 12 layers and the shipped recent window (20%) and min_context_length (64), the cosine schedule keeps
+# at least ~62% of a 1k prompt whatever the decay.
+BUDGET_FALLBACKS = (
+    {},
+    {"recent_ratio": 0.1, "min_context_length": 32},
+    {"recent_ratio": 0.1, "min_context_length": 32, "prefill_decay_strategy": "linear"},
+    {"recent_ratio": 0.1, "min_context_length": 32, "prefill_decay_strategy": "constant"},
+)
 
 
 # Sinks rank above every attention score and below the recent window (ALWAYS): the window always
@@ -75,8 +87,6 @@ def layer_ratio(layer: int, num_layers: int, floor: float, schedule: str) -> flo
 class PyramidState(PolicyState):
     """What PyramidInfer remembers within one request.
 
-    decay, planned_share: per row, the prefill decay d (solved from kv_budget once per prompt) and
-                          the prefill KV share it plans; both are shown in the trace.
     markers:  per layer, per row: the tokens held outside the window when the layer was last
               compressed ("since the last compression" is per layer).
     voters:   per layer, its most recent queries, scored with at decode time.
@@ -84,8 +94,6 @@ class PyramidState(PolicyState):
     """
 
     num_layers: int
-    decay: list[float] | None = None
-    planned_share: list[float] | None = None
     markers: list[list[int] | None] = field(default_factory=list)
     voters: list[RecentQueries | None] = field(default_factory=list)
     windows: tuple[int, list[int]] | None = None
@@ -93,12 +101,6 @@ class PyramidState(PolicyState):
     def __post_init__(self):
         self.markers = self.markers or [None] * self.num_layers
         self.voters = self.voters or [None] * self.num_layers
-
-    def resolved(self) -> dict:
-        if self.decay is None:
-            return {}
-        return {"prefill_decay_ratio": [round(d, 4) for d in self.decay],
-                "planned_prefill_kv_share": [round(s, 4) for s in self.planned_share]}
 
 
 @dataclass
@@ -117,7 +119,10 @@ class PyramidPolicy(Policy):
     gen_decay_strategy: str = field(default="cosine", metadata={"help": "cosine | linear | constant"})
     gen_compress_ratio: float = field(default=0.9, metadata={"help": "extra factor on each decode chunk"})
     chunk_length: int = field(default=16, metadata={"help": "decode chunk size and trigger"})
-    kv_budget: float | None = field(default=None, metadata={"help": "target share of the full KV (0-1] or tokens (>1); solves d"})
+
+    budget_knob = "prefill_decay_ratio"  # a KV budget solves d (budget.py)
+    budget_fallbacks = BUDGET_FALLBACKS
+    presets = PRESETS
 
     def __post_init__(self):
         for knob in ("recent_ratio", "prefill_decay_ratio", "gen_decay_ratio", "gen_compress_ratio"):
@@ -132,18 +137,14 @@ class PyramidPolicy(Policy):
                 raise ValueError(f"{knob} must be an integer >= {low}, got {getattr(self, knob)}")
         if self.distance_weight <= 0:
             raise ValueError(f"distance_weight must be > 0, got {self.distance_weight}")
-        if self.kv_budget is not None and not self.kv_budget > 0:
-            raise ValueError(f"kv_budget must be a share in (0, 1] or a token count > 1, got {self.kv_budget}")
 
     @classmethod
-    def configure(cls, knobs: dict, preset: str | None = None, kv_budget=None) -> "PyramidPolicy":
-        """Knobs on top of a preset; an explicit KV budget on top of both."""
+    def configure(cls, knobs: dict, preset: str | None = None) -> "PyramidPolicy":
+        """Knobs on top of a preset (its kv_budget is the request's, not a knob: registry.preset_budget)."""
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        merged = {**PRESETS.get(preset, {}), **knobs}
-        if kv_budget is not None:
-            merged["kv_budget"] = float(kv_budget)
-        return cls(**merged)
+        preset_knobs = {k: v for k, v in PRESETS.get(preset, {}).items() if k != "kv_budget"}
+        return cls(**{**preset_knobs, **knobs})
 
     # ------------------------------------------------------------------ schedule arithmetic
 
@@ -172,28 +173,35 @@ class PyramidPolicy(Policy):
             held = self.prefill_keep_count(layer, num_layers, held, seen, decay)
         return counts
 
-    def prefill_share(self, seen: int, num_layers: int, decay: float) -> float:
-        """Mean share of the prompt each layer caches after prefill."""
-        return sum(self.prefill_counts(seen, num_layers, decay)) / (num_layers * seen)
+    def keep_in_chunk(self, layer: int, num_layers: int) -> int:
+        """Tokens a decode chunk of layer `layer` keeps."""
+        ratio = layer_ratio(layer, num_layers, self.gen_decay_ratio, self.gen_decay_strategy)
+        return max(1, int(self.chunk_length * self.gen_compress_ratio * ratio))
 
-    def solve_decay(self, seen: int, num_layers: int) -> float:
-        """The prefill decay d whose prefill KV share is closest to kv_budget (bisection; share grows with d).
+    def chunk_cut(self, layer: int, num_layers: int, held: int, window: int, marker: int) -> tuple[int, int] | None:
+        """(chunk size, tokens it keeps) when a layer holding `held` tokens compresses at this decode
+        step, None when it does not: once chunk_length tokens have passed out of the window since the
+        marker. The chunk is the chunk_length tokens just older than the window, sinks excluded."""
+        if held - window - marker < self.chunk_length:
+            return None
+        size = max(0, min(window + self.chunk_length, held - self.sink_len) - window)
+        return size, min(size, self.keep_in_chunk(layer, num_layers))
 
-        A budget below what the recent window and min_context_length allow is met as closely as they
-        allow, with a warning; the share reached is in the trace.
-        """
-        if self.kv_budget is None:
-            return self.prefill_decay_ratio
-        target = self.kv_budget if self.kv_budget <= 1 else self.kv_budget / seen
-        low, high = 0.0, 1.0
-        for _ in range(30):
-            mid = (low + high) / 2
-            low, high = (mid, high) if self.prefill_share(seen, num_layers, mid) < target else (low, mid)
-        reached = self.prefill_share(seen, num_layers, high)
-        if abs(reached - target) > 0.02:
-            log.warning("kv_budget %.3f is out of reach for %d tokens and %d layers; keeping %.3f",
-                        target, seen, num_layers, reached)
-        return high
+    def planned_kv_tokens(self, prompt_tokens: int, new_tokens: int, num_layers: int) -> list[int]:
+        """Tokens held over all layers after the prefill and after each decode step: prefill() and
+        decode()'s counting alone, run on one prompt's lengths (budget.py)."""
+        held = self.prefill_counts(prompt_tokens, num_layers, self.prefill_decay_ratio)
+        markers, totals = list(held), [sum(held)]
+        for step in range(1, new_tokens):
+            window = self.window(prompt_tokens + step)
+            for layer in range(num_layers):
+                held[layer] += 1
+                cut = self.chunk_cut(layer, num_layers, held[layer], window, markers[layer])
+                if cut is not None:
+                    held[layer] += cut[1] - cut[0]
+                    markers[layer] = held[layer] - window
+            totals.append(sum(held))
+        return totals
 
     def new_state(self, num_layers: int) -> PyramidState:
         return PyramidState(num_layers)
@@ -217,12 +225,9 @@ class PyramidPolicy(Policy):
         # copied: a view would keep the whole prompt's queries of every layer alive
         width = self.window(max(ctx.seen))
         state.voters[ctx.layer] = RecentQueries(ctx.queries[:, :, -width:], ctx.query_positions[:, -width:])
-        if state.decay is None:
-            state.decay = [self.solve_decay(n, ctx.num_layers) for n in ctx.seen]
-            state.planned_share = [self.prefill_share(n, ctx.num_layers, d) for n, d in zip(ctx.seen, state.decay)]
         state.markers[ctx.layer] = list(ctx.counts)
-        keep_counts = [self.prefill_keep_count(ctx.layer, ctx.num_layers, held, n, d)
-                       for held, n, d in zip(ctx.counts, ctx.seen, state.decay)]
+        keep_counts = [self.prefill_keep_count(ctx.layer, ctx.num_layers, held, n, self.prefill_decay_ratio)
+                       for held, n in zip(ctx.counts, ctx.seen)]
         if keep_counts == ctx.counts:
             return None
         windows = [self.window(n) for n in ctx.seen]
@@ -238,14 +243,11 @@ class PyramidPolicy(Policy):
         state.voters[ctx.layer].append(ctx.queries, ctx.query_positions, width)
         windows = self.step_windows(ctx)
         markers = state.markers[ctx.layer]
-        fire = [held - w - m >= self.chunk_length for held, w, m in zip(ctx.counts, windows, markers)]
-        if not any(fire):
+        cuts = [self.chunk_cut(ctx.layer, ctx.num_layers, held, w, m)
+                for held, w, m in zip(ctx.counts, windows, markers)]
+        if all(cut is None for cut in cuts):
             return None
-        ratio = layer_ratio(ctx.layer, ctx.num_layers, self.gen_decay_ratio, self.gen_decay_strategy)
-        keep_in_chunk = max(1, int(self.chunk_length * self.gen_compress_ratio * ratio))
-        # the chunk: the chunk_length tokens just older than the window, sinks excluded
-        sizes = [max(0, min(w + self.chunk_length, held - self.sink_len) - w) if f else 0
-                 for f, w, held in zip(fire, windows, ctx.counts)]
+        sizes, kept = [c[0] if c else 0 for c in cuts], [c[1] if c else 0 for c in cuts]
         n = max(w + size for w, size in zip(windows, sizes))  # only the newest n tokens are scored
         device = ctx.positions.device
         age = torch.arange(n - 1, -1, -1, device=device)[None, :]  # 0: a row's newest token
@@ -253,9 +255,8 @@ class PyramidPolicy(Policy):
         chunk = (age >= start) & (age < start + to_device(sizes, device)[:, None])
         voters, voter_pos = state.voters[ctx.layer].view(width)
         scores = self.scores(ctx, voters, voter_pos, windows)[:, -n:].masked_fill(~chunk, ALWAYS)
-        kept = [min(size, keep_in_chunk) for size in sizes]
-        for row, fired in enumerate(fire):
-            if fired:  # "compressed up to here", per layer
+        for row, cut in enumerate(cuts):
+            if cut is not None:  # "compressed up to here", per layer
                 markers[row] = ctx.counts[row] - sizes[row] + kept[row] - windows[row]
         return Keep(scores, [min(held, n) - size + k for held, size, k in zip(ctx.counts, sizes, kept)])
 
