@@ -11,6 +11,7 @@ Gradio's launch()); PYRAMID_MODEL sets the default model.
 import json
 import logging
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -22,6 +23,7 @@ from pyramid_core.resources import asset
 from studio import export, sessions
 from studio.errors import handler_boundary
 from studio.figures import MEAN_HEAD, STEP_CHOICES, attention_figures, head_choices
+from studio.kept_words import ALL_LAYERS, DEFAULT_PAIR, NOTHING_YET, kept_words_view, layer_choices
 from studio.knobs import KNOBS, NO_PRESET, knob_component, preset_values
 from studio.model_cache import get_model, model_config
 from studio.modes import DEFAULT_MODES, MODES
@@ -42,11 +44,7 @@ log = logging.getLogger("app")
 
 SAMPLE_PROMPTS = json.loads(asset("sample_prompts.json").read_text())
 DEFAULT_MODEL = os.environ.get("PYRAMID_MODEL", EMBEDDED_NAME)
-CSS = """
-.pane-text { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 0.9em;
-             min-height: 6em; max-height: 24em; overflow-y: auto; }
-.pane-text mark { background: #ffe08a; }
-"""
+CSS = (Path(__file__).parent / "studio" / "page.css").read_text()
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -81,12 +79,19 @@ def show_panes(modes, attn_mode=None):
 
 
 @handler_boundary
-def fit_attention_controls(model_id, layer, head):
-    """The layer slider and head choices of the model in the model box (its config alone is read)."""
+def show_kept_words(state, left, right, layer):
+    """Which words two modes kept, from the stored records: no regeneration."""
+    return kept_words_view(state, left, right, layer)
+
+
+@handler_boundary
+def fit_attention_controls(model_id, layer, head, kept_layer=ALL_LAYERS):
+    """The layer controls and head choices of the model in the model box (its config alone is read)."""
     config = model_config(model_id)
-    heads = head_choices(config)
+    heads, layers = head_choices(config), layer_choices(config)
     return (gr.update(maximum=config.num_hidden_layers - 1, value=min(int(layer or 0), config.num_hidden_layers - 1)),
-            gr.update(choices=heads, value=head if head in heads else MEAN_HEAD))
+            gr.update(choices=heads, value=head if head in heads else MEAN_HEAD),
+            gr.update(choices=layers, value=kept_layer if kept_layer in layers else ALL_LAYERS))
 
 
 @gpu
@@ -159,12 +164,18 @@ def figures_and_tabs(ui: SimpleNamespace) -> None:
     with gr.Row():
         ui.kv_plot = gr.Plot(visual.kv_memory_figure({}), label="KV memory", elem_id="kv-plot")
         ui.pyramid_plot = gr.Plot(visual.pyramid_figure({}), label="Pyramid", elem_id="pyramid-plot")
+    config = model_config(DEFAULT_MODEL)
     with gr.Tabs():
+        with gr.Tab("Kept words"):  # the studio's signature view: the text itself, as each mode holds it
+            with gr.Row():
+                ui.kept_left = gr.Dropdown(list(MODES), value=DEFAULT_PAIR[0], label="left")
+                ui.kept_right = gr.Dropdown(list(MODES), value=DEFAULT_PAIR[1], label="right")
+                ui.kept_layer = gr.Dropdown(layer_choices(config), value=ALL_LAYERS, label="layer")
+            ui.kept_words = gr.HTML(NOTHING_YET, elem_id="kept-words")
         with gr.Tab("Attention"):
             with gr.Row():
                 ui.attn_mode = gr.Dropdown(list(MODES), value=DEFAULT_MODES[0], label="mode")
                 ui.attn_step = gr.Radio(list(STEP_CHOICES), value=STEP_CHOICES[0], label="step")
-                config = model_config(DEFAULT_MODEL)
                 ui.layer = gr.Slider(0, config.num_hidden_layers - 1, value=0, step=1, label="layer")
                 ui.head = gr.Dropdown(head_choices(config), value=MEAN_HEAD, label="head")
             with gr.Row():
@@ -184,12 +195,16 @@ def wire(ui: SimpleNamespace, demo: gr.Blocks) -> None:
     # controls -> generation -> panes, figures, table, state; the inputs by their form names
     form = {**vars(ui), **ui.knobs}
     outputs = [*ui.texts, *ui.stats, ui.kv_plot, ui.pyramid_plot, ui.attn_grid, ui.attn_bars, ui.table, ui.state]
+    kept = [ui.state, ui.kept_left, ui.kept_right, ui.kept_layer]
     gr.on([ui.generate_btn.click, ui.prompt.submit], generate_run, [form[n] for n in form_names()], outputs,
-          concurrency_id="gpu", concurrency_limit=1, api_name="generate", show_progress="minimal")
+          concurrency_id="gpu", concurrency_limit=1, api_name="generate", show_progress="minimal",
+          ).then(show_kept_words, kept, ui.kept_words, api_name=False)
+    gr.on([ui.kept_left.input, ui.kept_right.input, ui.kept_layer.input], show_kept_words, kept, ui.kept_words,
+          api_name="kept_words")
     ui.stop_btn.click(stop_run, None, None, api_name="stop", queue=False)
     ui.modes.change(show_panes, [ui.modes, ui.attn_mode], [*ui.panes, ui.attn_mode], api_name=False)
-    gr.on([ui.model_id.submit, ui.model_id.blur], fit_attention_controls, [ui.model_id, ui.layer, ui.head],
-          [ui.layer, ui.head], api_name=False)
+    gr.on([ui.model_id.submit, ui.model_id.blur], fit_attention_controls,
+          [ui.model_id, ui.layer, ui.head, ui.kept_layer], [ui.layer, ui.head, ui.kept_layer], api_name=False)
     ui.preset.change(preset_values, ui.preset, [*(ui.knobs[knob_name(m, f.name)] for m, f in KNOBS), ui.budget],
                      api_name=False)
     # stored records -> attention figures (no regeneration)

@@ -29,8 +29,8 @@ PLOTS_SHARE = 0.03    # and rarely enough that their updates take at most this s
 class Live:
     """The growing runs of one comparison, and what the panes and figures show of them."""
 
-    def __init__(self, lm: LoadedModel, modes: list[str], view: dict):
-        self.lm, self.modes, self.view = lm, modes, view
+    def __init__(self, lm: LoadedModel, modes: list[str], view: dict, prompt: str | None = None):
+        self.lm, self.modes, self.view, self.prompt = lm, modes, view, prompt
         self.runs: dict[str, list[StepRecord]] = {m: [] for m in modes}
         self.text_at = self.plots_at = 0.0
         self.text_gap, self.plots_gap = TEXT_EVERY_S, PLOTS_EVERY_S
@@ -81,7 +81,7 @@ class Live:
         self.plotted = plots
         self.text_at = time.monotonic()
         self.plots_at = self.text_at if plots else self.plots_at
-        state = run_state(self.lm, self.runs) if final else gr.skip()
+        state = run_state(self.lm, self.runs, self.prompt) if final else gr.skip()
         return panes + stats + self.figures + [state]
 
     def text(self, mode: str) -> str:

@@ -19,9 +19,9 @@ def stream_run(run: RunRequest, stop: threading.Event) -> Iterator[list]:
     """The panes every TEXT_EVERY_S and the figures every PLOTS_EVERY_S, or less often when their
     updates cost more (Live.sent); then the final update, with the run's records as state."""
     lm = get_model(run.model_id)
-    live = Live(lm, list(run.modes), dict(run.view))
+    live = Live(lm, list(run.modes), dict(run.view), run.prompt)
     records = compare(lm, run.prompt, run.policies, run.max_new_tokens, run.sampling, stop=stop,
-                      record_attention=live.wants_detail, record_positions=live.wants_detail)
+                      record_attention=live.wants_detail, record_positions=live.wants_detail, detail_last=True)
     try:
         while not on_torch_thread(advance, records, live):
             started = time.monotonic()

@@ -19,6 +19,7 @@ from gradio_client import Client
 import app
 from studio import stream
 from studio.figures import MEAN_HEAD, STEP_CHOICES
+from studio.kept_words import ALL_LAYERS
 from studio.knobs import KNOBS
 from studio.modes import MODES
 from studio.queue import QUEUE_POLL_S
@@ -119,6 +120,34 @@ def test_every_mode_streams_text_and_figures(client, checkpoint):
     assert len(drawn) >= 2 and len(outputs) > len(drawn)
 
 
+def test_after_a_run_every_figure_shows_each_modes_last_step(client, checkpoint):
+    """Issue 18: the live view records detail only on the steps it draws; after a run the pyramid
+    panels read "(step 44)" of 64 and the attention view showed step 22. Every figure now ends at the
+    last step of each mode."""
+    final = run(client, *gen_args(checkpoint, max_new=40, attn_mode="streaming"))[-1]
+    titles = [a["text"] for a in json.loads(final[PYRAMID_PLOT]["plot"])["layout"]["annotations"]]
+    assert all("step 39" in t for t in titles if t.split()[0] in MODES) and len(titles) >= len(MODES)
+    for plot in (final[ATTN_GRID], final[ATTN_BARS]):
+        assert "step 39" in json.loads(plot["plot"])["layout"]["title"]["text"]
+    for mode in MODES:  # the attention view at "latest step" of any mode, redrawn from the stored records
+        grid, _ = client.predict(mode, STEP_CHOICES[0], 0, MEAN_HEAD, api_name="/attention")
+        assert "step 39" in json.loads(grid["plot"])["layout"]["title"]["text"]
+
+
+def test_kept_words_shows_the_prompt_as_two_modes_hold_it(client, checkpoint):
+    run(client, *gen_args(checkpoint, max_new=6, budget=0.3))
+    page = client.predict("pyramid", "streaming", ALL_LAYERS, api_name="/kept_words")
+    left, right = page.split("<b>streaming</b>")
+    for side in (left, right):
+        text = "".join(re.findall(r"<span title='[^']*' style='[^']*'>([^<]*)</span>", side))
+        assert text.startswith(PROMPT)  # the prompt's own text, token by token
+        assert "attention of the newest token" in side
+    assert "line-through" in right  # the window dropped the middle of the prompt
+    assert "step 5" in left and "step 5" in right
+    one = client.predict("streaming", "streaming", "layer 1", api_name="/kept_words")
+    assert one.count("<b>streaming</b>") == 1 and "layer 1: holds" in one
+
+
 def test_compressed_modes_hold_less_kv(client, checkpoint):
     knobs = {("pyramid", "min_context_length"): 4, ("pyramid", "prefill_decay_ratio"): 0.3}
     final = run(client, *gen_args(checkpoint, max_new=8, knobs=knobs))[-1]
@@ -153,6 +182,8 @@ def test_export_writes_trace_and_figures(client, checkpoint):
     assert "trace.json" in names and "kv_memory.html" in names and "pyramid.html" in names
     trace = json.loads(open(next(p for p in files if p.endswith("trace.json"))).read())
     assert sorted(trace) == ["baseline", "pyramid"] and len(trace["pyramid"]) == 6
+    for records in trace.values():  # the final state in detail, whatever the live view drew
+        assert records[-1]["attention"] and records[-1]["kept_positions"]
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -188,11 +219,12 @@ def test_attention_controls_follow_the_model_box(checkpoint):
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(checkpoint)
-    layer, head = app.fit_attention_controls(checkpoint, 99, "head 1")
+    layer, head, kept_layer = app.fit_attention_controls(checkpoint, 99, "head 1", "layer 7")
     assert layer["maximum"] == config.num_hidden_layers - 1 and layer["value"] == config.num_hidden_layers - 1
     assert head["choices"][0] == MEAN_HEAD and len(head["choices"]) == 1 + config.num_attention_heads
     assert head["value"] == "head 1"
-    _, head = app.fit_attention_controls(checkpoint, 0, f"head {config.num_attention_heads}")
+    assert len(kept_layer["choices"]) == 1 + config.num_hidden_layers and kept_layer["value"] == ALL_LAYERS
+    _, head, _ = app.fit_attention_controls(checkpoint, 0, f"head {config.num_attention_heads}")
     assert head["value"] == MEAN_HEAD
     with pytest.raises(gr.Error, match="Could not load"):
         app.fit_attention_controls("no/such-model", 0, MEAN_HEAD)
