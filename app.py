@@ -203,7 +203,8 @@ def figures_and_tabs(ui: SimpleNamespace) -> None:
                 ui.attn_bars = gr.Plot(label="Attention, one layer")
         with gr.Tab("Recency (RecurFormer)"):
             ui.recency_btn = gr.Button("Compute recency scores on the prompt (empty: the held-out text)")
-            ui.recency_plot = gr.Plot(visual.empty_figure("Press the button to score every head."))
+            ui.recency_plot = gr.Plot(visual.empty_figure("Press the button to score every head."),
+                                      label="Recency of every head", elem_id="recency-plot")
         with gr.Tab("Summary"):
             ui.table = gr.Dataframe(headers=[h for _, h in visual.COLUMNS], label="Summary", interactive=False)
         with gr.Tab("Export"):
@@ -218,7 +219,7 @@ def wire(ui: SimpleNamespace, demo: gr.Blocks) -> None:
                ui.message]
     kept = [ui.state, ui.kept_left, ui.kept_right, ui.kept_layer]
     gr.on([ui.generate_btn.click, ui.prompt.submit], generate_run, [form[n] for n in form_names()], outputs,
-          concurrency_id="gpu", concurrency_limit=1, api_name="generate", show_progress="minimal",
+          concurrency_id="gpu", concurrency_limit=1, api_name="generate", show_progress="hidden",
           ).then(show_kept_words, kept, ui.kept_words, api_name=False)
     gr.on([ui.kept_left.input, ui.kept_right.input, ui.kept_layer.input], show_kept_words, kept, ui.kept_words,
           api_name="kept_words")
