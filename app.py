@@ -11,6 +11,7 @@ Gradio's launch()); PYRAMID_MODEL sets the default model.
 import json
 import logging
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -20,8 +21,11 @@ from pyramid_core.models import EMBEDDED_NAME, ModelLoadError
 from pyramid_core.policies.pyramid import PRESETS
 from pyramid_core.resources import asset
 from studio import export, sessions
+from studio.api import compare_json
 from studio.errors import handler_boundary
+from studio.messages import note_html, shown_in_page
 from studio.figures import MEAN_HEAD, STEP_CHOICES, attention_figures, head_choices
+from studio.kept_words import ALL_LAYERS, DEFAULT_PAIR, NOTHING_YET, kept_words_view, layer_choices
 from studio.knobs import KNOBS, NO_PRESET, knob_component, preset_values
 from studio.model_cache import get_model, model_config
 from studio.modes import DEFAULT_MODES, MODES
@@ -42,18 +46,14 @@ log = logging.getLogger("app")
 
 SAMPLE_PROMPTS = json.loads(asset("sample_prompts.json").read_text())
 DEFAULT_MODEL = os.environ.get("PYRAMID_MODEL", EMBEDDED_NAME)
-CSS = """
-.pane-text { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 0.9em;
-             min-height: 6em; max-height: 24em; overflow-y: auto; }
-.pane-text mark { background: #ffe08a; }
-"""
+CSS = (Path(__file__).parent / "studio" / "page.css").read_text()
 
 
 # ----------------------------------------------------------------------------- handlers
 
 @with_form_signature
 @gpu
-@handler_boundary
+@shown_in_page(before=2 * len(MODES) + 6)  # panes, stats, four figures, the table, the state
 def generate_run(request: gr.Request, *form):
     """Stream every selected mode on the prompt; the form's values arrive in form_names() order."""
     run = RunRequest.from_form(form)
@@ -81,19 +81,43 @@ def show_panes(modes, attn_mode=None):
 
 
 @handler_boundary
-def fit_attention_controls(model_id, layer, head):
-    """The layer slider and head choices of the model in the model box (its config alone is read)."""
-    config = model_config(model_id)
-    heads = head_choices(config)
+def show_kept_words(state, left, right, layer):
+    """Which words two modes kept, from the stored records: no regeneration."""
+    return kept_words_view(state, left, right, layer)
+
+
+def fit_attention_controls(model_id, layer, head, kept_layer=ALL_LAYERS):
+    """The layer controls and head choices of the model in the model box (its config alone is read);
+    a model that cannot be read is said once, in the page's message box, and the controls stay."""
+    try:
+        config = model_config(model_id)
+    except ModelLoadError as err:
+        return gr.skip(), gr.skip(), gr.skip(), note_html(f"Could not load the model: {err}")
+    heads, layers = head_choices(config), layer_choices(config)
     return (gr.update(maximum=config.num_hidden_layers - 1, value=min(int(layer or 0), config.num_hidden_layers - 1)),
-            gr.update(choices=heads, value=head if head in heads else MEAN_HEAD))
+            gr.update(choices=heads, value=head if head in heads else MEAN_HEAD),
+            gr.update(choices=layers, value=kept_layer if kept_layer in layers else ALL_LAYERS), "")
 
 
 @gpu
 @handler_boundary
 def recency_run(model_id, prompt, adapter=""):
-    """Every head's recency score, with the heads the RecurFormer adapter knob's adapter replaces marked."""
-    return recency_figure(get_model(model_id), prompt, adapter)
+    """Every head's recency score, with the heads the RecurFormer adapter knob's adapter replaces marked;
+    what a bad input needs is said in the figure's place."""
+    try:
+        return recency_figure(get_model(model_id), prompt, adapter)
+    except ValueError as err:  # ModelLoadError included
+        return visual.empty_figure(str(err))
+
+
+@gpu
+@handler_boundary
+def compare_api(prompt: str, modes: list[str], budget: float = 0.0, max_new_tokens: int = 32,
+                knobs: dict | None = None, model_id: str = DEFAULT_MODEL, temperature: float = 0.0,
+                top_p: float = 1.0, seed: int | None = 0) -> dict:
+    """Every mode on the prompt, as JSON: text, token ids, KV share asked and reached, KV bytes,
+    tokens/s per mode (studio/api.py). knobs: {mode: {knob: value}}."""
+    return compare_json(prompt, modes, budget, max_new_tokens, knobs, model_id, temperature, top_p, seed)
 
 
 @handler_boundary
@@ -147,6 +171,7 @@ def prompt_and_panes(ui: SimpleNamespace) -> None:
     with gr.Row():
         ui.generate_btn = gr.Button("Generate", variant="primary")
         ui.stop_btn = gr.Button("Stop", variant="stop")
+    ui.message = gr.HTML("", elem_id="message")  # errors and notices of a run, where the user looks
     ui.panes, ui.texts, ui.stats = [], [], []
     with gr.Row(equal_height=True):
         for mode in MODES:
@@ -161,12 +186,18 @@ def figures_and_tabs(ui: SimpleNamespace) -> None:
     with gr.Row():
         ui.kv_plot = gr.Plot(visual.kv_memory_figure({}), label="KV memory", elem_id="kv-plot")
         ui.pyramid_plot = gr.Plot(visual.pyramid_figure({}), label="Pyramid", elem_id="pyramid-plot")
+    config = model_config(DEFAULT_MODEL)
     with gr.Tabs():
+        with gr.Tab("Kept words"):  # the studio's signature view: the text itself, as each mode holds it
+            with gr.Row():
+                ui.kept_left = gr.Dropdown(list(MODES), value=DEFAULT_PAIR[0], label="left")
+                ui.kept_right = gr.Dropdown(list(MODES), value=DEFAULT_PAIR[1], label="right")
+                ui.kept_layer = gr.Dropdown(layer_choices(config), value=ALL_LAYERS, label="layer")
+            ui.kept_words = gr.HTML(NOTHING_YET, elem_id="kept-words")
         with gr.Tab("Attention"):
             with gr.Row():
                 ui.attn_mode = gr.Dropdown(list(MODES), value=DEFAULT_MODES[0], label="mode")
                 ui.attn_step = gr.Radio(list(STEP_CHOICES), value=STEP_CHOICES[0], label="step")
-                config = model_config(DEFAULT_MODEL)
                 ui.layer = gr.Slider(0, config.num_hidden_layers - 1, value=0, step=1, label="layer")
                 ui.head = gr.Dropdown(head_choices(config), value=MEAN_HEAD, label="head")
             with gr.Row():
@@ -174,7 +205,8 @@ def figures_and_tabs(ui: SimpleNamespace) -> None:
                 ui.attn_bars = gr.Plot(label="Attention, one layer")
         with gr.Tab("Recency (RecurFormer)"):
             ui.recency_btn = gr.Button("Compute recency scores on the prompt (empty: the held-out text)")
-            ui.recency_plot = gr.Plot(visual.empty_figure("Press the button to score every head."))
+            ui.recency_plot = gr.Plot(visual.empty_figure("Press the button to score every head."),
+                                      label="Recency of every head", elem_id="recency-plot")
         with gr.Tab("Summary"):
             ui.table = gr.Dataframe(headers=[h for _, h in visual.COLUMNS], label="Summary", interactive=False)
         with gr.Tab("Export"):
@@ -185,21 +217,28 @@ def figures_and_tabs(ui: SimpleNamespace) -> None:
 def wire(ui: SimpleNamespace, demo: gr.Blocks) -> None:
     # controls -> generation -> panes, figures, table, state; the inputs by their form names
     form = {**vars(ui), **ui.knobs}
-    outputs = [*ui.texts, *ui.stats, ui.kv_plot, ui.pyramid_plot, ui.attn_grid, ui.attn_bars, ui.table, ui.state]
+    outputs = [*ui.texts, *ui.stats, ui.kv_plot, ui.pyramid_plot, ui.attn_grid, ui.attn_bars, ui.table, ui.state,
+               ui.message]
+    kept = [ui.state, ui.kept_left, ui.kept_right, ui.kept_layer]
     gr.on([ui.generate_btn.click, ui.prompt.submit], generate_run, [form[n] for n in form_names()], outputs,
-          concurrency_id="gpu", concurrency_limit=1, api_name="generate", show_progress="minimal")
+          concurrency_id="gpu", concurrency_limit=1, api_name="generate", show_progress="hidden",
+          ).then(show_kept_words, kept, ui.kept_words, api_name=False)
+    gr.on([ui.kept_left.input, ui.kept_right.input, ui.kept_layer.input], show_kept_words, kept, ui.kept_words,
+          api_name="kept_words")
     ui.stop_btn.click(stop_run, None, None, api_name="stop", queue=False)
     ui.modes.change(show_panes, [ui.modes, ui.attn_mode], [*ui.panes, ui.attn_mode], api_name=False)
-    gr.on([ui.model_id.submit, ui.model_id.blur], fit_attention_controls, [ui.model_id, ui.layer, ui.head],
-          [ui.layer, ui.head], api_name=False)
+    gr.on([ui.model_id.submit, ui.model_id.blur], fit_attention_controls,
+          [ui.model_id, ui.layer, ui.head, ui.kept_layer], [ui.layer, ui.head, ui.kept_layer, ui.message],
+          api_name=False)
     ui.preset.change(preset_values, ui.preset, [*(ui.knobs[knob_name(m, f.name)] for m, f in KNOBS), ui.budget],
                      api_name=False)
     # stored records -> attention figures (no regeneration)
-    gr.on([ui.attn_mode.input, ui.attn_step.input, ui.layer.release, ui.head.input], redraw_attention,
+    gr.on([ui.attn_mode.input, ui.attn_step.input, ui.layer.release, ui.layer.input, ui.head.input], redraw_attention,
           [ui.state, ui.attn_mode, ui.attn_step, ui.layer, ui.head], [ui.attn_grid, ui.attn_bars], api_name="attention")
     ui.recency_btn.click(recency_run, [ui.model_id, ui.prompt, ui.knobs[knob_name("recurformer", "adapter")]],
                          ui.recency_plot, concurrency_id="gpu", concurrency_limit=1, api_name="recency")
     ui.export_btn.click(export_run, ui.state, ui.files, api_name="export")
+    gr.api(compare_api, api_name="compare", concurrency_id="gpu", concurrency_limit=1)
     demo.unload(forget_session)
 
 

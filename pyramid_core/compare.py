@@ -22,7 +22,8 @@ from .trace import StepRecord
 
 def compare(lm: LoadedModel, prompt: str, modes: dict[str, Policy], max_new_tokens: int,
             sampling: Sampling, record_attention=True, record_positions=True,
-            stop: threading.Event | None = None, budget: Budget | None = None) -> Iterator[tuple[str, StepRecord]]:
+            stop: threading.Event | None = None, budget: Budget | None = None,
+            detail_last: bool = False) -> Iterator[tuple[str, StepRecord]]:
     """Yield (mode, record) round-robin over `modes` (in dict order) until all finish or `stop` is set.
 
     Round r yields step r of every mode still running: all prefills first, then the first decode
@@ -31,6 +32,9 @@ def compare(lm: LoadedModel, prompt: str, modes: dict[str, Policy], max_new_toke
     record_attention / record_positions: a bool, or a callable (mode, step) -> bool asked before each
     step, so that a live view records detail only for the steps it will draw.
     budget: the KV budget every mode that takes one is solved for (budget.py); the others run as given.
+    detail_last: each mode's last record carries attention and kept positions whatever those
+    answered (engine.generate). Once `stop` is set, each mode still running takes one more step (its
+    last, recorded in detail).
     """
     def for_mode(flag, mode):
         return (lambda step: flag(mode, step)) if callable(flag) else flag
@@ -38,13 +42,12 @@ def compare(lm: LoadedModel, prompt: str, modes: dict[str, Policy], max_new_toke
     running = {mode: stream_generation(lm, prompt, policy, max_new_tokens, sampling,
                                        budget if policy.budget_knob is not None else None,
                                        record_attention=for_mode(record_attention, mode),
-                                       record_positions=for_mode(record_positions, mode), stop=stop)
+                                       record_positions=for_mode(record_positions, mode), stop=stop,
+                                       detail_last=detail_last)
                for mode, policy in modes.items()}
     try:
-        while running and not (stop is not None and stop.is_set()):
+        while running:
             for mode, gen in list(running.items()):
-                if stop is not None and stop.is_set():
-                    return
                 record = next(gen, None)
                 if record is None:
                     del running[mode]

@@ -182,16 +182,19 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
              record_attention: bool | Callable[[int], bool] = False,
              record_positions: bool | Callable[[int], bool] = False,
              stop: threading.Event | None = None, cuda_graphs: bool | None = None,
-             decode_kernel: bool = True) -> Iterator[StepRecord]:
+             decode_kernel: bool = True, detail_last: bool = False) -> Iterator[StepRecord]:
     """Generate from left-padded prompts input_ids [B, T], yielding a StepRecord per step.
 
     Step 0 is the prefill (its token is the first generated one). Rows that produced EOS then emit
     pad_token_id, like transformers' generate; the loop ends when every row has finished, after
-    max_new_tokens tokens, or when `stop` is set.
+    max_new_tokens tokens, or at the first step after `stop` was set (that step is the last).
 
     record_attention / record_positions: whether records carry the first row's attention and kept
     positions; a callable is asked at each step (step -> bool), so a live view pays only for the steps
     it will draw. The prefill record always carries kept positions.
+    detail_last: the last step's record carries attention and kept positions too, whatever was asked
+    (a view of the final state); whether a step is the last (EOS, `stop`) is known only after it, so
+    every step then computes its attention on the device and reads it to the host only if it is.
 
     cuda_graphs: decode steps replay CUDA graphs of each layer's fixed-shape parts (graphs.py). None
     (default) uses them on a GPU; True also on a CPU, where they are plain calls (for tests); False never.
@@ -209,7 +212,7 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
     if sampling.seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(sampling.seed)
     yield from _generate_steps(req, input_ids, max_new_tokens, sampling, generator, eos, pad,
-                               _per_step(record_attention), _per_step(record_positions), stop)
+                               _per_step(record_attention), _per_step(record_positions), stop, detail_last)
 
 
 def _per_step(flag) -> Callable[[int], bool]:
@@ -218,21 +221,25 @@ def _per_step(flag) -> Callable[[int], bool]:
 
 @torch.inference_mode()  # on a generator, torch enters and leaves the mode around each step
 def _generate_steps(req: Request, tokens, max_new_tokens, sampling, generator, eos, pad, record_attention,
-                    record_positions, stop):
+                    record_positions, stop, detail_last):
     finished = [False] * tokens.shape[0]
     for i in range(max_new_tokens):
         start = time.perf_counter()
-        req.record_attention = record_attention(i)
+        # a stop seen before a step makes it the last, so that the last record can carry the detail
+        stopping = i > 0 and stop is not None and stop.is_set()
+        asked = record_attention(i)
+        req.record_attention = asked or detail_last
         logits, attn = step(req, tokens)
         ids = sample(logits, sampling, generator).tolist()  # waits for the GPU: the step time below is real
         ids = [pad if done else t for t, done in zip(ids, finished)]
         tokens = torch.tensor(ids, device=tokens.device)
         finished = [True] * len(ids) if i == max_new_tokens - 1 else \
             [done or t in eos for t, done in zip(ids, finished)]
+        last = stopping or all(finished)
         yield step_record(i, ids, finished, req.cache, time.perf_counter() - start, req.seen[0],
-                          attn if req.record_attention else None, req.describe_policy(),
-                          record_positions(i) or i == 0)
-        if all(finished) or (stop is not None and stop.is_set()):
+                          attn if asked or (detail_last and last) else None, req.describe_policy(),
+                          record_positions(i) or i == 0 or (detail_last and last))
+        if last:
             return
 
 

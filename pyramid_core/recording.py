@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
+
 from .cache import KVCache
 from .kernels.scores import attention_probs
 from .trace import LayerAttention, StepRecord
@@ -9,26 +13,42 @@ from .trace import LayerAttention, StepRecord
 PREFILL_RECORD_QUERIES = 32  # prompt tokens whose mean attention the prefill record shows
 
 
-def attention_record(idx: int, q, q_pos, keys, k_pos, scale) -> LayerAttention:
+@dataclass(frozen=True)
+class PendingAttention:
+    """One layer's attention as tensors, not yet read to the host: a step computes it when its record
+    may need it (the last step of a run is known only once its token is sampled), and `read` turns it
+    into a LayerAttention only for the records that carry it, so other steps pay no host copy."""
+
+    layer: int
+    positions: torch.Tensor  # [T] the slots' original positions, -1 for empty ones
+    weights: torch.Tensor    # [H, T]
+    voters: torch.Tensor     # [n] which of the last n queries are real tokens
+
+    def read(self) -> LayerAttention:
+        held = self.positions >= 0
+        return LayerAttention(layer=self.layer, positions=self.positions[held].tolist(),
+                              weights=self.weights[:, held].tolist(), num_queries=int(self.voters.sum()))
+
+
+def attention_record(idx: int, q, q_pos, keys, k_pos, scale) -> PendingAttention:
     """The first row's per-head attention of its last few queries over the slots it holds."""
     n = min(PREFILL_RECORD_QUERIES, q.shape[2])
     probs = attention_probs(q[:1, :, -n:], q_pos[:1, -n:], keys[:1], k_pos[:1], scale)[0]  # [H, n, T]
     voters = (q_pos[0, -n:] >= 0)
     mean = (probs * voters[None, :, None]).sum(1) / voters.sum().clamp(min=1)
-    held = k_pos[0] >= 0
-    return LayerAttention(layer=idx, positions=k_pos[0][held].tolist(),
-                          weights=mean[:, held].tolist(), num_queries=int(voters.sum()))
+    return PendingAttention(idx, k_pos[0], mean, voters)
 
 
 def step_record(step: int, ids: list[int], finished: list[bool], cache: KVCache, elapsed: float,
                 seen: int, attention: list | None, policy: dict, with_positions: bool) -> StepRecord:
     """The record of one step: the sampled tokens, what the cache holds, and what was asked to be
-    recorded (attention: per layer, None for a layer whose every KV group is a recurrence)."""
+    recorded (attention: PendingAttention per layer, None for a layer whose every KV group is a
+    recurrence)."""
     per_row = cache.counts_per_row()
     return StepRecord(
         step=step, phase="prefill" if step == 0 else "decode", token_ids=ids, finished=list(finished),
         kept_tokens=per_row[0], kept_tokens_per_row=per_row, kv_bytes=cache.nbytes(),
         peak_kv_bytes=cache.update_peak(), step_time_s=elapsed, seen_tokens=seen,
         kept_positions=cache.positions_of_row(0) if with_positions else None,
-        attention=None if attention is None else [a for a in attention if a is not None],
+        attention=None if attention is None else [a.read() for a in attention if a is not None],
         policy=policy)

@@ -9,6 +9,8 @@ import visual
 from pyramid_core.models import LoadedModel
 from pyramid_core.trace import StepRecord
 
+from .kept_words import token_texts
+
 MEAN_HEAD = "mean over heads"
 STEP_CHOICES = ("latest step", "prefill")
 SENT_PLOT = gr.Plot(render=False)  # its postprocess is what Gradio runs on a figure; a PlotData passes through
@@ -58,6 +60,11 @@ def summary_table(runs) -> list[list]:
             for row in rows]
 
 
-def run_state(lm: LoadedModel, runs) -> dict:
-    """What gr.State keeps of a finished run: plain dicts, for redrawing and export."""
-    return {"model": lm.name, "runs": {m: [r.to_dict() for r in run] for m, run in runs.items() if run}}
+def run_state(lm: LoadedModel, runs, prompt: str | None = None) -> dict:
+    """What gr.State keeps of a finished run: plain dicts, for redrawing and export, and the text of
+    every position for the kept-words view (when the prompt is given)."""
+    runs = {m: run for m, run in runs.items() if run}
+    state = {"model": lm.name, "runs": {m: [r.to_dict() for r in run] for m, run in runs.items()}}
+    if prompt is not None:
+        state["tokens"] = token_texts(lm, prompt, runs)
+    return state

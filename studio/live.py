@@ -17,6 +17,7 @@ from pyramid_core.metrics import first_sequence_tokens
 from pyramid_core.trace import StepRecord
 
 from .figures import MEAN_HEAD, as_sent, head_choices, run_figures, run_state
+from .messages import note_html
 from .modes import BASELINE, MODES
 from .panes import BLANK_PANE, pane_html, pane_stats
 
@@ -29,8 +30,10 @@ PLOTS_SHARE = 0.03    # and rarely enough that their updates take at most this s
 class Live:
     """The growing runs of one comparison, and what the panes and figures show of them."""
 
-    def __init__(self, lm: LoadedModel, modes: list[str], view: dict):
-        self.lm, self.modes, self.view = lm, modes, view
+    def __init__(self, lm: LoadedModel, modes: list[str], view: dict, prompt: str | None = None, note: str = ""):
+        """prompt: for the kept-words view's token texts; note: a notice for the page's message box
+        (e.g. max new tokens clamped)."""
+        self.lm, self.modes, self.view, self.prompt, self.note = lm, modes, view, prompt, note
         self.runs: dict[str, list[StepRecord]] = {m: [] for m in modes}
         self.text_at = self.plots_at = 0.0
         self.text_gap, self.plots_gap = TEXT_EVERY_S, PLOTS_EVERY_S
@@ -74,15 +77,16 @@ class Live:
         # panes of modes not in this run are blanked rather than skipped: Gradio 6 rebuilds a component
         # for every gr.skip() output of every update (~0.7 ms each, 2-core CPU), plain values cost ~0.15
         panes = [pane_html(texts[m], texts.get(BASELINE)) if m in texts else BLANK_PANE for m in MODES]
-        stats = [pane_stats(self.runs[m], texts[m], texts.get(BASELINE)) if m in texts else "" for m in MODES]
+        stats = [pane_stats(self.runs[m], texts[m], texts.get(BASELINE), final)
+                 if m in texts else "" for m in MODES]
         if plots:  # the steps recorded in detail from here on are for the next figures
             self.figures = as_sent(run_figures(self.runs, self.view))
             self.detail_steps = {}
         self.plotted = plots
         self.text_at = time.monotonic()
         self.plots_at = self.text_at if plots else self.plots_at
-        state = run_state(self.lm, self.runs) if final else gr.skip()
-        return panes + stats + self.figures + [state]
+        state = run_state(self.lm, self.runs, self.prompt) if final else gr.skip()
+        return panes + stats + self.figures + [state, note_html(self.note, "notice")]
 
     def text(self, mode: str) -> str:
         ids = first_sequence_tokens(self.runs[mode])

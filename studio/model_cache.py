@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 from pyramid_core.models import EMBEDDED_NAME, LoadedModel, default_device, load_config, load_model
 
+from .hub import probe_hub
 from .torch_thread import on_torch_thread
 
 MAX_MODELS = 2
@@ -25,6 +26,7 @@ def get_model(name: str) -> LoadedModel:
     key = model_key(name)
     with _lock:
         if key not in _models:
+            probe_hub(key[0])
             _models[key] = on_torch_thread(load_model, key[0], device=key[2], dtype=key[1])
             while len(_models) > MAX_MODELS:
                 _models.popitem(last=False)
@@ -37,4 +39,6 @@ def model_config(name: str):
     key = model_key(name)
     with _lock:
         loaded = _models.get(key)
+    if loaded is None:
+        probe_hub(key[0])
     return loaded.config if loaded is not None else load_config(key[0])

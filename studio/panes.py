@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import html
 
-from pyramid_core.compare import live_stats
-from pyramid_core.trace import StepRecord
+from pyramid_core.metrics import kv_mib, kv_share_asked, kv_share_reached, peak_kv_mib
+from pyramid_core.trace import RunSummary, StepRecord
+
+SHARE_SLACK = 0.01  # a share reached this far above the one asked still counts as met
 
 
 def first_difference(text: str, reference: str) -> int | None:
@@ -33,14 +35,27 @@ def pane_html(text: str, baseline: str | None) -> str:
 BLANK_PANE = pane_html("", None)
 
 
-def pane_stats(run: list[StepRecord], text: str, baseline: str | None) -> str:
+def kv_shares(run: list[StepRecord]) -> tuple[float | None, float]:
+    """(share asked, share reached) of the full KV, as metrics.py defines them: the share the run's
+    policy was solved for (None without a budget), and the share held averaged over the run so far."""
+    return kv_share_asked(run), kv_share_reached(run)
+
+
+def pane_stats(run: list[StepRecord], text: str, baseline: str | None, final: bool = False) -> str:
+    """Speed (decode tokens/s, RunSummary's), KV bytes and share, tokens; then what the user should know:
+    where the text departs from the baseline, a stop, a budget the mode could not reach."""
     if not run:
         return "waiting…"
-    s = live_stats(run)
-    speed = f"{s['tokens_per_s']:.1f} tokens/s" if s["tokens_per_s"] else "–"
-    asked = f"{s['kv_share_asked']:.1%} asked, " if s["kv_share_asked"] is not None else ""
-    line = (f"**{speed}** · KV **{s['kv_mib']:.2f} MiB** (peak {s['peak_kv_mib']:.2f}) · "
-            f"KV share {asked}**{s['kv_share_reached']:.1%}** reached · "
-            f"{s['tokens']} tokens after a {s['prompt_tokens']}-token prompt")
+    summary = RunSummary.of(run)
+    speed = f"{summary.decode_tokens_per_s:.1f} tokens/s" if summary.decode_tokens_per_s else "–"
+    asked, reached = kv_shares(run)
+    share = f"KV share **{reached:.1%}** reached" + (f" ({asked:.1%} asked)" if asked is not None else "")
+    line = (f"**{speed}** · KV **{kv_mib(run[-1]):.2f} MiB** (peak {peak_kv_mib(run):.2f}) · {share} · "
+            f"{len(run)} tokens after a {summary.prompt_tokens}-token prompt")
     cut = first_difference(text, baseline) if baseline is not None else None
-    return line + (f" · departs from the baseline at character {cut}" if cut is not None else "")
+    notes = [f"departs from the baseline at character {cut}"] if cut is not None else []
+    if final and not run[-1].finished[0]:
+        notes.append(f"⏹ stopped at token {len(run)}")
+    if asked is not None and reached > asked + SHARE_SLACK:
+        notes.append(f"⚠ budget out of reach: holds {reached:.0%} where {asked:.0%} was asked")
+    return " · ".join([line, *notes])

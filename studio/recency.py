@@ -16,10 +16,24 @@ from pyramid_core.resources import asset
 from .torch_thread import on_torch_thread
 
 
+WINDOW, SINK_LEN = 32, 4   # recency_scores' defaults: the mass on the last 33 keys, 4 sink tokens apart
+MIN_TOKENS = SINK_LEN + 8  # the shortest prompt scored: a window of at least a few tokens must fit
+
+
+def recency_window(tokens: int) -> int:
+    """The window the prompt allows: recency_scores' default, shrunk for a short prompt (its queries
+    must see sink_len + window + 1 tokens to vote); ValueError in words for one too short."""
+    if tokens < MIN_TOKENS:
+        raise ValueError(f"Recency scores need a prompt of at least {MIN_TOKENS} tokens (this one has "
+                         f"{tokens}); leave the prompt empty to score the held-out text.")
+    return min(WINDOW, tokens - SINK_LEN - 2)
+
+
 def recency_figure(lm: LoadedModel, prompt: str, adapter: str | None):
     """On the prompt, or the held-out text when it is empty; torch work on the torch thread."""
     text = prompt if (prompt or "").strip() else asset("heldout.txt").read_text()
-    report = on_torch_thread(recency_scores, lm, text, max_sequences=1)
+    window = recency_window(len(lm.tokenizer(text).input_ids))
+    report = on_torch_thread(recency_scores, lm, text, window=window, sink_len=SINK_LEN, max_sequences=1)
     report = dataclasses.replace(report, replaced=replaced_groups(lm, adapter))
     return visual.recency_figure(report)
 

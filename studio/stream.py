@@ -9,6 +9,7 @@ from typing import Iterator
 
 from pyramid_core.compare import compare
 
+from .context import fit_to_context
 from .live import Live
 from .model_cache import get_model
 from .request import RunRequest
@@ -19,9 +20,10 @@ def stream_run(run: RunRequest, stop: threading.Event) -> Iterator[list]:
     """The panes every TEXT_EVERY_S and the figures every PLOTS_EVERY_S, or less often when their
     updates cost more (Live.sent); then the final update, with the run's records as state."""
     lm = get_model(run.model_id)
-    live = Live(lm, list(run.modes), dict(run.view))
-    records = compare(lm, run.prompt, run.policies, run.max_new_tokens, run.sampling, stop=stop, budget=run.budget,
-                      record_attention=live.wants_detail, record_positions=live.wants_detail)
+    max_new_tokens, note = fit_to_context(lm, run.prompt, run.max_new_tokens)
+    live = Live(lm, list(run.modes), dict(run.view), run.prompt, note)
+    records = compare(lm, run.prompt, run.policies, max_new_tokens, run.sampling, stop=stop, budget=run.budget,
+                      record_attention=live.wants_detail, record_positions=live.wants_detail, detail_last=True)
     try:
         while not on_torch_thread(advance, records, live):
             started = time.monotonic()

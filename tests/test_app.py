@@ -5,6 +5,7 @@ messages, not words."""
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 import socket
@@ -19,6 +20,7 @@ from gradio_client import Client
 import app
 from studio import stream
 from studio.figures import MEAN_HEAD, STEP_CHOICES
+from studio.kept_words import ALL_LAYERS
 from studio.knobs import KNOBS
 from studio.modes import MODES
 from studio.queue import QUEUE_POLL_S
@@ -119,6 +121,35 @@ def test_every_mode_streams_text_and_figures(client, checkpoint):
     assert len(drawn) >= 2 and len(outputs) > len(drawn)
 
 
+def test_after_a_run_every_figure_shows_each_modes_last_step(client, checkpoint):
+    """Issue 18: the live view records detail only on the steps it draws; after a run the pyramid
+    panels read "(step 44)" of 64 and the attention view showed step 22. Every figure now ends at the
+    last step of each mode."""
+    final = run(client, *gen_args(checkpoint, max_new=40, attn_mode="streaming"))[-1]
+    titles = [a["text"] for a in json.loads(final[PYRAMID_PLOT]["plot"])["layout"]["annotations"]]
+    panels = [t for t in titles if t.replace("+<br>", "+").split("<br>")[0] in MODES]  # "+" names break there
+    assert len(panels) == len(MODES) and all(t.endswith("step 39") for t in panels)
+    for plot in (final[ATTN_GRID], final[ATTN_BARS]):
+        assert "step 39" in json.loads(plot["plot"])["layout"]["title"]["text"]
+    for mode in MODES:  # the attention view at "latest step" of any mode, redrawn from the stored records
+        grid, _ = client.predict(mode, STEP_CHOICES[0], 0, MEAN_HEAD, api_name="/attention")
+        assert "step 39" in json.loads(grid["plot"])["layout"]["title"]["text"]
+
+
+def test_kept_words_shows_the_prompt_as_two_modes_hold_it(client, checkpoint):
+    run(client, *gen_args(checkpoint, max_new=6, budget=0.6))  # within pyramid's reach on this short prompt
+    page = client.predict("pyramid", "streaming", ALL_LAYERS, api_name="/kept_words")
+    left, right = page.split("<b>streaming</b>")
+    for side in (left, right):
+        text = "".join(re.findall(r"<span title='[^']*' style='[^']*'>([^<]*)</span>", side))
+        assert text.startswith(PROMPT)  # the prompt's own text, token by token
+        assert "attention of the newest token" in side
+    assert "line-through" in right  # the window dropped the middle of the prompt
+    assert "step 5" in left and "step 5" in right
+    one = client.predict("streaming", "streaming", "layer 1", api_name="/kept_words")
+    assert one.count("<b>streaming</b>") == 1 and "layer 1: holds" in one
+
+
 def test_compressed_modes_hold_less_kv(client, checkpoint):
     knobs = {("pyramid", "min_context_length"): 4, ("pyramid", "prefill_decay_ratio"): 0.3}
     final = run(client, *gen_args(checkpoint, max_new=8, knobs=knobs))[-1]
@@ -162,6 +193,8 @@ def test_export_writes_trace_and_figures(client, checkpoint):
     assert "trace.json" in names and "kv_memory.html" in names and "pyramid.html" in names
     trace = json.loads(open(next(p for p in files if p.endswith("trace.json"))).read())
     assert sorted(trace) == ["baseline", "pyramid"] and len(trace["pyramid"]) == 6
+    for records in trace.values():  # the final state in detail, whatever the live view drew
+        assert records[-1]["attention"] and records[-1]["kept_positions"]
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -173,10 +206,59 @@ def test_export_writes_trace_and_figures(client, checkpoint):
     (dict(budget=0.1, modes=["baseline", "snapkv"]), "out of reach for snapkv"),
 ], ids=["empty-prompt", "bad-knob", "bad-sampling", "unknown-model", "prompt-too-long", "budget-out-of-reach"])
 def test_bad_input_gets_its_message_and_the_server_keeps_serving(client, checkpoint, overrides, message):
-    with pytest.raises(Exception, match=message.replace("[", r"\[").replace("]", r"\]")):
-        client.predict(*gen_args(checkpoint, **overrides), api_name="/generate")
+    pattern = message.replace("[", r"\[").replace("]", r"\]")
+    job = client.submit(*gen_args(checkpoint, **overrides), api_name="/generate")
+    with pytest.raises(Exception, match=pattern):  # an API client sees the event fail
+        job.result(timeout=30)
+    if "minimum" not in message:  # Gradio refuses a slider out of bounds before the handler runs
+        assert re.search(pattern, html.unescape(job.outputs()[-1][-1])), "the page's message box does not say it"
     final = run(client, *gen_args(checkpoint, max_new=2, modes=["baseline"]))[-1]
     assert "2 tokens" in final[STATS["baseline"]]
+
+
+def test_compare_api_takes_named_parameters_and_returns_json(client, checkpoint):
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/compare"]
+    names = [p["parameter_name"] for p in api["parameters"]]
+    assert names[:5] == ["prompt", "modes", "budget", "max_new_tokens", "knobs"] and "model_id" in names
+    out = client.predict(prompt=PROMPT, modes=["baseline", "streaming"], budget=0.3, max_new_tokens=5,
+                         knobs={"streaming": {"sink_len": 2}}, model_id=checkpoint, api_name="/compare")
+    base, window = out["modes"]["baseline"], out["modes"]["streaming"]
+    for mode in (base, window):
+        assert len(mode["token_ids"]) == 5 and isinstance(mode["text"], str) and mode["tokens_per_s"] > 0
+    assert base["kv_share_reached"] == 1.0 and base["kv_share_asked"] is None
+    assert window["kv_share_asked"] == 0.3 and window["kv_share_reached"] < 0.5
+    assert window["kv_bytes"] < base["kv_bytes"] and window["policy"]["sink_len"] == 2
+    with pytest.raises(Exception, match="unknown knobs"):
+        client.predict(prompt=PROMPT, modes=["pyramid"], knobs={"pyramid": {"nope": 1}}, model_id=checkpoint,
+                       api_name="/compare")
+
+
+def test_max_new_tokens_past_the_context_are_clamped_with_a_notice(client, checkpoint):
+    prompt = "the cat sat on the mat " * 20  # the tiny model's context is 512 tokens
+    final = run(client, *gen_args(checkpoint, prompt=prompt, max_new=500, modes=["baseline"]))[-1]
+    notice = final[-1]
+    room = int(re.search(r"clamped to (\d+)", notice).group(1))
+    assert 0 < room < 500 and f"{room} tokens" in final[STATS["baseline"]]
+
+
+def test_stop_and_budget_are_said_in_the_pane(client, checkpoint):
+    job = client.submit(*gen_args(checkpoint, max_new=1024, modes=["baseline", "streaming"], budget=0.3),
+                        api_name="/generate")
+    deadline = time.monotonic() + 30
+    while len(job.outputs()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.predict(api_name="/stop")
+    job.result(timeout=30)
+    stats = job.outputs()[-1][STATS["streaming"]]
+    assert re.search(r"stopped at token \d+", stats) and "tokens/s" in stats
+    assert re.search(r"KV share \*\*\d+\.\d%\*\* reached \(30\.0% asked\)", stats)
+
+
+def test_recency_on_a_short_prompt_says_what_it_needs(client, checkpoint):
+    short = json.loads(client.predict(checkpoint, "the cat sat", "", api_name="/recency")["plot"])
+    assert "at least 12 tokens" in short["layout"]["annotations"][0]["text"]
+    few = json.loads(client.predict(checkpoint, "the cat sat on the mat and a dog ran", "", api_name="/recency")["plot"])
+    assert few["data"][0]["type"] == "heatmap"
 
 
 def test_recency_marks_the_heads_the_adapter_replaces(client, checkpoint, adapter):
@@ -198,14 +280,16 @@ def test_attention_controls_follow_the_model_box(checkpoint):
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(checkpoint)
-    layer, head = app.fit_attention_controls(checkpoint, 99, "head 1")
+    layer, head, kept_layer, message = app.fit_attention_controls(checkpoint, 99, "head 1", "layer 7")
     assert layer["maximum"] == config.num_hidden_layers - 1 and layer["value"] == config.num_hidden_layers - 1
     assert head["choices"][0] == MEAN_HEAD and len(head["choices"]) == 1 + config.num_attention_heads
     assert head["value"] == "head 1"
-    _, head = app.fit_attention_controls(checkpoint, 0, f"head {config.num_attention_heads}")
+    assert len(kept_layer["choices"]) == 1 + config.num_hidden_layers and kept_layer["value"] == ALL_LAYERS
+    _, head, _, _ = app.fit_attention_controls(checkpoint, 0, f"head {config.num_attention_heads}")
     assert head["value"] == MEAN_HEAD
-    with pytest.raises(gr.Error, match="Could not load"):
-        app.fit_attention_controls("no/such-model", 0, MEAN_HEAD)
+    assert message == ""
+    *controls, message = app.fit_attention_controls("no/such-model", 0, MEAN_HEAD)
+    assert "Could not load the model" in message and all(not is_value(c) for c in controls)
 
 
 def test_panes_and_attention_modes_follow_the_selection():

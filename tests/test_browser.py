@@ -25,14 +25,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 # The README's picture is refreshed on purpose (SCREENSHOT=docs/screenshot.png PYRAMID_MODEL=embedded),
 # not by every test run.
 SCREENSHOT = Path(os.environ.get("SCREENSHOT") or Path(tempfile.gettempdir()) / "pyramid-studio-screenshot.png")
-MODES = ("baseline", "pyramid")
+MODES = tuple(app.MODES)  # every mode: the page must stay legible at 1280 px with all of them
 NEW_TOKENS = 32
 PROMPT = "the cat sat on the mat and a dog ran far away " * 4
 ANSWER = None  # a real model stops at its answer: the baseline's pane must then show it
 if os.environ.get("PYRAMID_MODEL"):  # a real model: the needle sample, where a local window loses the fact
     import json
 
-    MODES = ("baseline", "pyramid", "streaming")
     SAMPLE = next(s for s in json.loads(asset("sample_prompts.json").read_text())
                   if "needle" in s.get("name", "").lower())
     PROMPT, ANSWER = SAMPLE["prompt"], SAMPLE["answer"]
@@ -59,6 +58,13 @@ def url(tmp_path_factory, sync_playwright, monkeypatch_module):
         config = GenerationConfig.from_pretrained(model)
         config.eos_token_id = None  # random weights may sample EOS early; the test waits for every token
         config.save_pretrained(model)
+        # the shipped RecurFormer adapter fits the embedded model: the tiny one gets its own
+        from pyramid_core import load_model
+        from pyramid_core.policies import recurformer
+        from tests.test_recurformer_engine import make_adapter
+
+        adapter = make_adapter(load_model(model, device="cpu"), tmp_path_factory.mktemp("adapter"), [[1, 0]])
+        monkeypatch_module.setattr(recurformer, "DEFAULT_ADAPTER", adapter)
     monkeypatch_module.setattr(app, "DEFAULT_MODEL", model)
     demo = app.build_ui()
     with socket.socket() as s:
@@ -67,6 +73,21 @@ def url(tmp_path_factory, sync_playwright, monkeypatch_module):
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=app.CSS)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
+
+
+TEXTS = ".annotation-text, .gtitle, .xtitle, .ytitle, .legendtext"  # a figure's titles, labels and key
+
+
+def assert_no_overlap(page, plot: str) -> None:
+    """No two of a figure's titles, axis titles, panel titles or legend entries overlap on screen."""
+    boxes = page.locator(f"{plot} :is({TEXTS})").evaluate_all(
+        "els => els.map(e => { const r = e.getBoundingClientRect();"
+        " return [e.textContent, r.left, r.top, r.right, r.bottom]; }).filter(b => b[3] > b[1])")
+    assert len(boxes) >= 3, f"{plot}: too few texts found: {boxes}"
+    for i, (a, *ra) in enumerate(boxes):
+        for b, *rb in boxes[i + 1:]:
+            apart = ra[2] <= rb[0] or rb[2] <= ra[0] or ra[3] <= rb[1] or rb[3] <= ra[1]
+            assert apart, f"{plot}: {a!r} overlaps {b!r} at 1280 px"
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +103,7 @@ def test_two_modes_side_by_side_in_chromium(sync_playwright, url):
     expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        page = browser.new_page(viewport={"width": 1280, "height": 1200})
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(url)
         modes = page.locator("#modes")
@@ -115,6 +136,9 @@ def test_two_modes_side_by_side_in_chromium(sync_playwright, url):
         expect(page.locator("#kv-plot .scatterlayer .trace")).to_have_count(2 * len(MODES))
         expect(page.locator("#pyramid-plot .hm")).to_have_count(len(MODES))
         expect(page.locator("#kv-plot .legendtext").first).to_be_visible()
+        for plot in ("#pyramid-plot", "#kv-plot"):
+            assert_no_overlap(page, plot)
+        expect(page.locator("#kept-words .kept-panel")).to_have_count(2)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         browser.close()
     assert SCREENSHOT.stat().st_size > 10_000

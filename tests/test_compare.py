@@ -92,7 +92,9 @@ def test_stop_ends_every_mode(lm):
         seen.append((mode, record.step))
         if len(seen) == 4:  # the three prefills and the baseline's first decode step
             stop.set()
-    assert seen == [("baseline", 0), ("pyramid", 0), ("streaming", 0), ("baseline", 1)]
+    # every mode takes one more step once it sees the stop, and that step is its last
+    assert seen == [("baseline", 0), ("pyramid", 0), ("streaming", 0), ("baseline", 1), ("pyramid", 1),
+                    ("streaming", 1), ("baseline", 2)]
 
 
 def test_errors_surface_before_any_decoding(lm):

@@ -137,7 +137,32 @@ def test_stop_event_ends_generation():
         records.append(record)
         if len(records) == 3:
             stop.set()
-    assert len(records) == 3
+    assert len(records) == 4  # the step after the stop is the last
+
+
+def test_the_last_step_carries_its_detail_whatever_was_asked():
+    """Issue 18: a live view records detail on the steps it draws; after a run its figures showed an
+    older step (e.g. step 44 of 64). With detail_last the last record has attention and positions,
+    whether the run ended by max_new_tokens, at EOS or by stop."""
+    import threading
+
+    lm = tiny_model("llama")
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    never = dict(record_attention=False, record_positions=lambda step: False, detail_last=True)
+    by_length = list(generate(lm, prompt, max_new_tokens=5, **never))
+    free = [r.token_ids[0] for r in by_length]
+    by_eos = list(generate(lm, prompt, max_new_tokens=5, eos_token_id=free[2], **never))
+    stop = threading.Event()
+    by_stop = []
+    for record in generate(lm, prompt, max_new_tokens=50, stop=stop, **never):
+        by_stop.append(record)
+        stop.set()
+    for run, steps in ((by_length, 5), (by_eos, 3), (by_stop, 2)):
+        assert len(run) == steps
+        assert run[-1].attention is not None and run[-1].kept_positions is not None
+        assert all(r.attention is None for r in run[:-1])
+        assert all(r.kept_positions is None for r in run[1:-1])
+        assert run[-1].kept_positions[0] == list(range(run[-1].seen_tokens))
 
 
 def test_attention_is_recorded_on_the_steps_asked_for():

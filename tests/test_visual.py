@@ -82,7 +82,7 @@ def assert_empty_figure(fig):
 
 # numpy: heatmap data as arrays (Plotly checks a nested list element by element); never torch or models
 ALLOWED_IMPORTS = {"plotly", "numpy", "pyramid_core.trace", "__future__", "math", "json", "re", "zlib", "weakref",
-                   "dataclasses", "pathlib"}
+                   "dataclasses", "pathlib", "html"}
 
 
 @pytest.mark.parametrize("path", sorted(VISUAL_DIR.glob("*.py")), ids=lambda p: p.name)

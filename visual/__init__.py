@@ -7,6 +7,7 @@ break the contract, and returns an annotated empty figure when there is nothing 
 from .attention import attention_figure, attention_grid_figure
 from .binning import MAX_COLUMNS
 from .export import figures_to_files, records_from_json, records_to_json
+from .kept_words import kept_words_html, kept_words_pair
 from .memory import kv_memory_figure
 from .pyramid import kept_tokens_figure, pyramid_figure
 from .recency import recency_figure
@@ -27,6 +28,8 @@ __all__ = [
     "empty_figure",
     "figures_to_files",
     "kept_tokens_figure",
+    "kept_words_html",
+    "kept_words_pair",
     "kv_memory_figure",
     "mode_color",
     "pyramid_figure",

@@ -18,6 +18,7 @@ LAYER_TITLE = "layer"
 POSITION_TITLE = "original token position"
 KEPT_TITLE_X = "kept tokens"
 NO_RUNS = "No runs yet: generate to see what each layer keeps."
+HELD_KEY = "coloured = held, grey = dropped"
 
 
 def pyramid_figure(runs: dict[str, list[StepRecord]]) -> go.Figure:
@@ -33,24 +34,32 @@ def pyramid_figure(runs: dict[str, list[StepRecord]]) -> go.Figure:
     latest = {mode: latest_with_positions(mode, run) for mode, run in runs.items()}
     width = max(_extent(r) for r in latest.values())
     traces = [_held_heatmap(mode, record.kept_positions, width) for mode, record in latest.items()]
-    panels = side_by_side(len(traces), [f"{mode} (step {r.step})" for mode, r in latest.items()],
+    # short lines a panel (a combined mode's name broken at its "+"): seven panels fit at 1280 px
+    # without their titles running together
+    titles = [f"{mode.replace('+', '+<br>')}<br>step {r.step}" for mode, r in latest.items()]
+    panels = side_by_side(len(traces), titles,
                           x_title=POSITION_TITLE, x_range=[-0.5, width - 0.5])
     for i, trace in enumerate(traces):
         trace["xaxis"] = "x" if i == 0 else f"x{i + 1}"
-    return figure(traces, HELD_TITLE, POSITION_TITLE, LAYER_TITLE, **panels)
+    panels["annotations"].append(dict(text=HELD_KEY, x=1.0, y=1.0, xref="paper", yref="paper", yshift=60,
+                                      xanchor="right", yanchor="bottom", showarrow=False, font=dict(size=12)))
+    return figure(traces, HELD_TITLE, None, LAYER_TITLE, margin=dict(t=125, b=60), **panels)
 
 
 def side_by_side(n: int, titles: list[str], x_title: str, x_range: list[float], gap: float = 0.02) -> dict:
-    """Layout of n panels in a row that share the y axis, each titled: what make_subplots(1, n,
-    shared_yaxes=True) draws, written out because make_subplots took ~30 ms, redrawn live each time."""
+    """Layout of n panels in a row that share the y axis, each titled, under one x axis title: what
+    make_subplots(1, n, shared_yaxes=True) draws, written out because make_subplots took ~30 ms, redrawn
+    live each time. One shared title: five copies of it overlapped at 1280 px (issue 18)."""
     width = (1 - gap * (n - 1)) / n
     layout, annotations = {}, []
     for i, title in enumerate(titles):
         start = i * (width + gap)
         name = "xaxis" if i == 0 else f"xaxis{i + 1}"
-        layout[name] = dict(domain=[start, start + width], anchor="y", title=dict(text=x_title), range=x_range)
+        layout[name] = dict(domain=[start, start + width], anchor="y", range=x_range, nticks=4)
         annotations.append(dict(text=title, x=start + width / 2, y=1.0, xref="paper", yref="paper",
-                                xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=14)))
+                                xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=12)))
+    annotations.append(dict(text=x_title, x=0.5, y=0, xref="paper", yref="paper", yshift=-40,
+                            xanchor="center", yanchor="top", showarrow=False, font=dict(size=13)))
     return dict(layout, yaxis=dict(anchor="x"), annotations=annotations)
 
 
