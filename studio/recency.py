@@ -13,11 +13,13 @@ from pyramid_core.recurformer.adapter import check_adapter, load_adapter
 from pyramid_core.recurformer.recency import recency_scores
 from pyramid_core.resources import asset
 
+from . import deployment
 from .torch_thread import on_torch_thread
 
 
 def recency_figure(lm: LoadedModel, prompt: str, adapter: str | None):
     """On the prompt, or the held-out text when it is empty; torch work on the torch thread."""
+    deployment.check_adapter(adapter)
     text = prompt if (prompt or "").strip() else asset("heldout.txt").read_text()
     report = on_torch_thread(recency_scores, lm, text, max_sequences=1)
     report = dataclasses.replace(report, replaced=replaced_groups(lm, adapter))

@@ -16,6 +16,7 @@ import gradio as gr
 from pyramid_core.engine import Sampling
 from pyramid_core.policies.base import Policy
 
+from . import deployment
 from .knobs import KNOBS, build_policies
 from .modes import MODES
 
@@ -62,6 +63,9 @@ class RunRequest:
         if not (form["prompt"] or "").strip():
             raise ValueError("The prompt is empty: type one or pick a sample prompt.")
         knobs = {(mode, f.name): form[knob_name(mode, f.name)] for mode, f in KNOBS}
+        for (mode, name), value in knobs.items():
+            if name == "adapter":  # a directory on the server: refused on a public deployment
+                deployment.check_adapter(value)
         seed = form["seed"]
         return cls(model_id=form["model_id"], modes=modes, prompt=form["prompt"],
                    max_new_tokens=int(form["max_new_tokens"]),

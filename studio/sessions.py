@@ -1,14 +1,19 @@
-"""Per browser session: the stop button's event for its running generation, and its export folder."""
+"""Per browser session: the stop button's event for its running generation, and its export folder.
+
+Exports go under one folder the app makes for itself (mkdtemp: private to this user, a name no one
+else chose), in a sub-folder named by a hash of the session: the session hash comes from the client,
+so it never becomes part of a path."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import tempfile
 import threading
 from pathlib import Path
 
-EXPORT_ROOT = Path(tempfile.gettempdir()) / "pyramid_studio"
+_export_root: Path | None = None
 
 _stops: dict[str, threading.Event] = {}
 
@@ -34,8 +39,16 @@ def stop(request) -> None:
         event.set()
 
 
+def export_root() -> Path:
+    """This process's own export folder, made on first use."""
+    global _export_root
+    if _export_root is None or not _export_root.is_dir():
+        _export_root = Path(tempfile.mkdtemp(prefix="pyramid_studio-"))
+    return _export_root
+
+
 def export_dir(request) -> Path:
-    return EXPORT_ROOT / session_id(request)
+    return export_root() / hashlib.sha256(session_id(request).encode()).hexdigest()[:24]
 
 
 def forget(request) -> None:
