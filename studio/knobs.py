@@ -48,7 +48,7 @@ def build_policies(modes: list[str], budget: float, knobs: dict[tuple[str, str],
         has_budget = any(f.name == BUDGET_KNOB for f in dataclasses.fields(ALL_POLICIES[mode]))
         try:
             policies[mode] = make_policy(mode, chosen, kv_budget=budget if budget and has_budget else None)
-        except ValueError as err:
+        except (TypeError, ValueError) as err:  # TypeError: a knob of the wrong type from the API
             raise ValueError(f"{mode}: {err}") from err
     return policies
 
