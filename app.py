@@ -30,7 +30,7 @@ from studio.knobs import KNOBS, NO_PRESET, knob_component, preset_values
 from studio.model_cache import get_model, model_config
 from studio.modes import DEFAULT_MODES, MODES
 from studio.panes import BLANK_PANE
-from studio.queue import quiet_queue
+from studio.queue import bounded_queue, quiet_queue
 from studio.recency import recency_figure
 from studio.request import RunRequest, form_names, knob_name, with_form_signature
 from studio.stream import stream_run
@@ -129,8 +129,11 @@ def export_run(state, request: gr.Request = None):
     return export.export_run(runs, sessions.export_dir(request))
 
 
-def forget_session(request: gr.Request) -> None:
-    sessions.forget(request)
+def release_sessions(demo: gr.Blocks):
+    """The unload handler: a session that ended leaves nothing behind (sessions.forget)."""
+    def forget_session(request: gr.Request) -> None:
+        sessions.forget(request, getattr(demo, "state_holder", None))
+    return forget_session
 
 
 # ----------------------------------------------------------------------------- layout
@@ -239,7 +242,7 @@ def wire(ui: SimpleNamespace, demo: gr.Blocks) -> None:
                          ui.recency_plot, concurrency_id="gpu", concurrency_limit=1, api_name="recency")
     ui.export_btn.click(export_run, ui.state, ui.files, api_name="export")
     gr.api(compare_api, api_name="compare", concurrency_id="gpu", concurrency_limit=1)
-    demo.unload(forget_session)
+    demo.unload(release_sessions(demo))
 
 
 def build_ui() -> gr.Blocks:
@@ -255,7 +258,7 @@ def build_ui() -> gr.Blocks:
         figures_and_tabs(ui)
         ui.state = gr.State({})
         wire(ui, demo)
-    return quiet_queue(demo)  # Blocks made its queue already; launch() keeps it
+    return bounded_queue(quiet_queue(demo))  # Blocks made its queue already; launch() keeps it
 
 
 def _slug(mode: str) -> str:

@@ -3,11 +3,16 @@
 The engine runs its own loop over the model's modules (see engine.py), so it supports the families
 whose decoder layers it knows: Llama, Mistral, Qwen2 and Qwen3. Anything else is refused here, with
 the list of what is supported, before any weights are read.
+
+Loading is safe by construction: weights only from safetensors (a pickled .bin can run code when it is
+read), remote code never trusted, and a hub id checked against the hub's naming rules before any
+network call.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +26,14 @@ log = logging.getLogger(__name__)
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 EMBEDDED_NAME = "embedded"
 EMBEDDED_DIR = asset("embedded")
+# Every from_pretrained call gets these: weights only from safetensors, no code from the repository.
+SAFE_LOADING = dict(use_safetensors=True, trust_remote_code=False)
+PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# The hub's rules for a repo id (huggingface_hub's validate_repo_id, ASCII only): an optional owner, then
+# a name; each of letters, digits, '-', '_' and '.', at most 96 characters, not starting or ending with
+# '-' or '.', and with no '--' or '..'.
+_HUB_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+HUB_ID = re.compile(rf"(?:{_HUB_PART}/)?{_HUB_PART}")
 
 
 class ModelLoadError(ValueError):
@@ -84,20 +97,47 @@ def check_family(config) -> str:
     return family
 
 
+def check_hub_id(name: str) -> str:
+    """name if it follows the hub's naming rules (HUB_ID), else ModelLoadError; no network call."""
+    if not isinstance(name, str) or not HUB_ID.fullmatch(name) or "--" in name or ".." in name:
+        raise ModelLoadError(f"{name!r} is not a valid hub id: an optional owner and a name (owner/name), each "
+                             "of letters, digits, '-', '_' and '.', at most 96 characters")
+    return name
+
+
+def is_local_path(name: str) -> bool:
+    """Whether name means a directory on this machine rather than a hub id."""
+    if name.startswith((".", "/", "~")):
+        return True
+    try:
+        return Path(name).exists()
+    except (OSError, ValueError):  # too long for the file system, or a NUL byte: not a path
+        return False
+
+
 def _resolve_source(name_or_path: str) -> str:
+    if not isinstance(name_or_path, str):
+        raise ModelLoadError(f"a model is named by a string, got {type(name_or_path).__name__}")
     if name_or_path == EMBEDDED_NAME:
         if not (EMBEDDED_DIR / "config.json").exists():
             raise ModelLoadError(f"the embedded model is missing: expected a checkpoint in {EMBEDDED_DIR}")
         return str(EMBEDDED_DIR)
-    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
-    if looks_local:
+    if is_local_path(name_or_path):
         path = Path(name_or_path).expanduser()
         if not (path / "config.json").exists():
             raise ModelLoadError(f"no model at {path}: a local model is a directory holding config.json")
         return str(path)
-    if name_or_path.count("/") > 1 or not name_or_path.strip():
-        raise ModelLoadError(f"{name_or_path!r} is neither a local directory nor a hub id (owner/name)")
-    return name_or_path
+    return check_hub_id(name_or_path)
+
+
+def _check_local_weights(source: str) -> None:
+    """A local directory must hold safetensors weights: name the pickled file that it holds instead."""
+    path = Path(source)
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLED_SUFFIXES)
+    found = f"it holds {pickled[0]}, pickled weights that are never loaded" if pickled else "it holds none"
+    raise ModelLoadError(f"no safetensors weights in {path} ({found}); save the model with safetensors")
 
 
 def load_config(name_or_path: str):
@@ -106,7 +146,7 @@ def load_config(name_or_path: str):
 
     source = _resolve_source(name_or_path)
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load {name_or_path!r}: {_first_line(err)}") from err
     check_family(config)
@@ -130,10 +170,11 @@ def load_model(name_or_path: str = EMBEDDED_NAME, device: str | None = None,
     torch_dtype = resolve_dtype(dtype, device)
     config = load_config(name_or_path)
     source = _resolve_source(name_or_path)
+    _check_local_weights(source)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, device_map=device_map, attn_implementation="sdpa")
-        tokenizer = AutoTokenizer.from_pretrained(source)
+            source, dtype=torch_dtype, device_map=device_map, attn_implementation="sdpa", **SAFE_LOADING)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load {name_or_path!r}: {_first_line(err)}") from err
     if device_map is None:

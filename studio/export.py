@@ -7,9 +7,17 @@ from pathlib import Path
 
 import visual
 
+from .modes import MODES
+
 
 def export_run(runs: dict, out: Path) -> list[str]:
-    """runs: {mode: [record dicts]} as gr.State keeps them. Returns the written files' paths."""
+    """runs: {mode: [record dicts]} as gr.State keeps them. Returns the written files' paths.
+
+    Every file name is made here: the trace's, the fixed figure names, and one per mode of MODES (a
+    run under any other name is refused rather than named after it)."""
+    unknown = [m for m in runs if m not in MODES]
+    if unknown:
+        raise ValueError(f"cannot export runs of unknown modes {unknown}")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     trace = out / "trace.json"

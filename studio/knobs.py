@@ -47,7 +47,7 @@ def build_policies(modes: list[str], knobs: dict[tuple[str, str], object]) -> di
                   if m == mode and v is not None}
         try:
             policies[mode] = make_policy(mode, chosen)
-        except ValueError as err:
+        except (TypeError, ValueError) as err:  # TypeError: a knob of the wrong type from the API
             raise ValueError(f"{mode}: {err}") from err
     return policies
 

@@ -27,11 +27,14 @@ def shown_in_page(before: int):
     def wrap(fn):
         @functools.wraps(fn)
         def stream(*args, **kwargs):
+            message = None
             try:
                 with user_errors(fn.__name__):
                     yield from fn(*args, **kwargs)
             except gr.Error as err:
-                yield [gr.skip()] * before + [note_html(err.message)]
-                raise gr.Error(err.message, visible=False, print_exception=False) from err
+                message = err.message
+            if message is not None:  # raised out here, the error chains nothing that holds the run's frames
+                yield [gr.skip()] * before + [note_html(message)]
+                raise gr.Error(message, visible=False, print_exception=False)
         return stream
     return wrap

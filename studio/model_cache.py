@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 from pyramid_core.models import EMBEDDED_NAME, LoadedModel, default_device, load_config, load_model
 
+from . import deployment
 from .hub import probe_hub
 from .torch_thread import on_torch_thread
 
@@ -18,8 +19,13 @@ _lock = threading.Lock()
 
 
 def model_key(name: str) -> tuple:
-    """(name, dtype, device); an empty name is the embedded model."""
-    return ((name or "").strip() or EMBEDDED_NAME, "auto", default_device())
+    """(name, dtype, device); an empty name is the embedded model. A name the deployment refuses
+    (deployment.check_model) raises here, before anything is read."""
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"The model box takes a name, got {type(name).__name__}.")
+    name = (name or "").strip() or EMBEDDED_NAME
+    deployment.check_model(name)
+    return (name, "auto", default_device())
 
 
 def get_model(name: str) -> LoadedModel:

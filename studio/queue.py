@@ -1,14 +1,18 @@
-"""Slower polling of Gradio's queue: a workaround on Gradio internals, checked by a test."""
+"""Gradio's queue, bounded and polled slowly: workarounds on Gradio internals, checked by tests."""
 
 from __future__ import annotations
 
 import logging
+import os
 
 import gradio as gr
 
 log = logging.getLogger(__name__)
 
 QUEUE_POLL_S = {"sleep_when_free": 0.02, "progress_update_sleep_when_free": 0.1}
+# Requests waiting past those running; one more is answered BUSY at once instead of waiting minutes.
+MAX_QUEUED = int(os.environ.get("PYRAMID_MAX_QUEUE", "8"))
+BUSY = "The studio is busy: try again in a moment."
 
 
 def quiet_queue(demo: gr.Blocks) -> gr.Blocks:
@@ -24,4 +28,19 @@ def quiet_queue(demo: gr.Blocks) -> gr.Blocks:
             log.warning("Gradio's queue has no %s any more: its polling is left as it is", name)
             continue
         setattr(demo._queue, name, seconds)
+    return demo
+
+
+def bounded_queue(demo: gr.Blocks, max_size: int = MAX_QUEUED) -> gr.Blocks:
+    """At most max_size requests wait; past that a request is refused at once with BUSY, not Gradio's
+    "Queue is full. Max size is 16 and size is 16." (Queue.push's answer, reworded here)."""
+    queue = demo._queue
+    queue.max_size = max_size
+    push = queue.push
+
+    async def push_or_busy(*args, **kwargs):
+        accepted, detail, state = await push(*args, **kwargs)
+        return accepted, BUSY if state == "queue_full" else detail, state
+
+    queue.push = push_or_busy
     return demo

@@ -13,6 +13,7 @@ from pyramid_core.recurformer.adapter import check_adapter, load_adapter
 from pyramid_core.recurformer.recency import recency_scores
 from pyramid_core.resources import asset
 
+from . import deployment
 from .torch_thread import on_torch_thread
 
 
@@ -31,6 +32,7 @@ def recency_window(tokens: int) -> int:
 
 def recency_figure(lm: LoadedModel, prompt: str, adapter: str | None):
     """On the prompt, or the held-out text when it is empty; torch work on the torch thread."""
+    deployment.check_adapter(adapter)
     text = prompt if (prompt or "").strip() else asset("heldout.txt").read_text()
     window = recency_window(len(lm.tokenizer(text).input_ids))
     report = on_torch_thread(recency_scores, lm, text, window=window, sink_len=SINK_LEN, max_sequences=1)

@@ -9,6 +9,7 @@ is matched by position anywhere else.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -17,9 +18,11 @@ from pyramid_core.budget import Budget, from_knobs
 from pyramid_core.engine import Sampling
 from pyramid_core.policies.base import Policy
 
+from . import deployment
 from .knobs import KNOBS, build_policies
 from .modes import MODES
 
+MAX_NEW_TOKENS = 1024  # the page's slider's end
 FORM = ("model_id", "modes", "budget", "kv_tokens", "temperature", "top_p", "seed", "max_new_tokens", "prompt",
         "attn_mode", "attn_step", "layer", "head")
 
@@ -58,18 +61,41 @@ class RunRequest:
     @classmethod
     def from_form(cls, values) -> RunRequest:
         form = dict(zip(form_names(), values, strict=True))
-        modes = tuple(m for m in MODES if m in (form["modes"] or []))
+        chosen = form["modes"] if isinstance(form["modes"], (list, tuple)) else []
+        modes = tuple(m for m in MODES if m in chosen)
         if not modes:
             raise ValueError("Select at least one mode (" + ", ".join(MODES) + ").")
+        if not isinstance(form["prompt"], (str, type(None))):
+            raise ValueError(f"The prompt must be text, got {type(form['prompt']).__name__}.")
         if not (form["prompt"] or "").strip():
             raise ValueError("The prompt is empty: type one or pick a sample prompt.")
         knobs = {(mode, f.name): form[knob_name(mode, f.name)] for mode, f in KNOBS}
+        for (mode, name), value in knobs.items():
+            if name == "adapter":  # a directory on the server: refused on a public deployment
+                deployment.check_adapter(value)
         seed = form["seed"]
         return cls(model_id=form["model_id"], modes=modes, prompt=form["prompt"],
-                   max_new_tokens=int(form["max_new_tokens"]),
+                   max_new_tokens=number(form, "max_new_tokens", int, 1, MAX_NEW_TOKENS),
                    policies=build_policies(list(modes), knobs),
-                   budget=from_knobs(form["budget"] or None, int(form["kv_tokens"]) if form["kv_tokens"] else None),
-                   sampling=Sampling(float(form["temperature"]), float(form["top_p"]),
-                                     None if seed in (None, "") else int(seed)),
-                   view={"mode": form["attn_mode"], "step": form["attn_step"], "layer": form["layer"],
+                   budget=from_knobs(number(form, "budget", float, 0, 1) or None,
+                                     number(form, "kv_tokens", int, 1, 10**9) if form["kv_tokens"] else None),
+                   sampling=Sampling(number(form, "temperature", float, 0, 10), number(form, "top_p", float, 0, 1),
+                                     None if seed in (None, "") else number(form, "seed", int, 0, 2**63 - 1)),
+                   view={"mode": form["attn_mode"], "step": form["attn_step"],
+                         "layer": number(form, "layer", int, 0, 10**6) if form["layer"] is not None else 0,
                          "head": form["head"]})
+
+
+def number(form: dict, name: str, kind: type, low, high):
+    """form[name] as a finite int or float within [low, high]; ValueError (one sentence) otherwise. The
+    page's widgets keep to their bounds; an API caller can send anything."""
+    value = form[name]
+    try:
+        if isinstance(value, bool) or not math.isfinite(float(value)):
+            raise ValueError
+        got = kind(float(value)) if kind is int else kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be a finite number, got {value!r:.40}.") from None
+    if not low <= got <= high:
+        raise ValueError(f"{name} must be from {low} to {high}, got {got}.")
+    return got

@@ -1,14 +1,20 @@
-"""Per browser session: the stop button's event for its running generation, and its export folder."""
+"""Per browser session: the stop button's event for its running generation, and its export folder;
+when the session ends, both go, and so does everything Gradio keeps for it (release_on_unload).
+
+Exports go under one folder the app makes for itself (mkdtemp: private to this user, a name no one
+else chose), in a sub-folder named by a hash of the session: the session hash comes from the client,
+so it never becomes part of a path."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import tempfile
 import threading
 from pathlib import Path
 
-EXPORT_ROOT = Path(tempfile.gettempdir()) / "pyramid_studio"
+_export_root: Path | None = None
 
 _stops: dict[str, threading.Event] = {}
 
@@ -34,10 +40,27 @@ def stop(request) -> None:
         event.set()
 
 
+def export_root() -> Path:
+    """This process's own export folder, made on first use."""
+    global _export_root
+    if _export_root is None or not _export_root.is_dir():
+        _export_root = Path(tempfile.mkdtemp(prefix="pyramid_studio-"))
+    return _export_root
+
+
 def export_dir(request) -> Path:
-    return EXPORT_ROOT / session_id(request)
+    return export_root() / hashlib.sha256(session_id(request).encode()).hexdigest()[:24]
 
 
-def forget(request) -> None:
+def forget(request, state_holder=None) -> None:
+    """Drop a session that ended: its export folder, its stop event and, given Gradio's StateHolder, its
+    gr.State values and the per-session copy of the page's config. Gradio keeps the last two for an hour
+    after the page closes (so that a reopened tab finds them); a run's records are megabytes, so with
+    many short sessions the server's memory grew by that much each."""
     shutil.rmtree(export_dir(request), ignore_errors=True)
     _stops.pop(session_id(request), None)
+    if state_holder is not None:
+        state_holder.delete_state(session_id(request))  # calls each State's delete_callback
+        with state_holder.lock:
+            state_holder.session_data.pop(session_id(request), None)
+            state_holder.time_last_used.pop(session_id(request), None)
