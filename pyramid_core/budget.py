@@ -87,12 +87,12 @@ def solve(policy: Policy, budget: Budget | None, prompt_tokens: int, new_tokens:
     if new_tokens < 1 or prompt_tokens < 1:
         raise ValueError("a KV budget needs a prompt and at least one new token")
     target = budget.target(prompt_tokens, new_tokens)
-    lowest = 1.0
+    lowest, highest = 1.0, 0.0
     for fallback in policy.budget_fallbacks:
         base = narrowed(policy, fallback)
         share_at = lambda x: planned_share(_turned(base, x), prompt_tokens, new_tokens, num_layers)  # noqa: E731
         points = search(share_at, target)
-        lowest = min(lowest, min(points.values()))
+        lowest, highest = min(lowest, min(points.values())), max(highest, max(points.values()))
         setting = closest(points, target)
         if setting is not None:
             solved = _turned(base, setting)
@@ -100,9 +100,11 @@ def solve(policy: Policy, budget: Budget | None, prompt_tokens: int, new_tokens:
                                   "kv_share_planned": round(points[setting], 4),
                                   **({"kv_tokens_asked": budget.tokens} if budget.tokens else {})}
             return solved
+    # a cache that stops growing (H2O's) cannot hold a high share of a long generation: name the bound missed
+    bound = (f"the highest KV share it can hold is {highest:.3f}, so ask for at most that" if target > highest
+             else f"the lowest KV share it can hold is {lowest:.3f}, so ask for at least that")
     raise ValueError(f"{budget.describe()} is out of reach for {policy.name} on this {prompt_tokens}-token "
-                     f"prompt with {new_tokens} new tokens: the lowest KV share it can hold is {lowest:.3f}, "
-                     f"so ask for at least that")
+                     f"prompt with {new_tokens} new tokens: {bound}")
 
 
 def narrowed(policy: Policy, fallback: dict) -> Policy:

@@ -124,3 +124,46 @@ def state_nbytes(state) -> int:
     if hasattr(state, "element_size"):
         return state.numel() * state.element_size()
     return state.nbytes()
+
+
+def row_kv_share(record: StepRecord, row: int, seen: int, held_groups: Sequence[float] | None = None) -> float:
+    """The share of the full cache a row holds at a step: per layer, kept / seen tokens times the share of
+    the layer's KV groups that keep a cache (held_groups[l]; 1 when None), averaged over layers.
+
+    A RecurFormer group keeps a fixed-size state and no tokens, so it holds 0 of its share; the state's
+    bytes are in kv_bytes. `seen` is the row's own length: record.seen_tokens is the first row's.
+    """
+    kept = record.kept_tokens_per_row[row]
+    weights = [1.0] * len(kept) if held_groups is None else list(held_groups)
+    if seen <= 0 or not kept:
+        raise ValueError("the record has no tokens")
+    if len(weights) != len(kept):
+        raise ValueError(f"held_groups has {len(weights)} layers, the record {len(kept)}")
+    return sum(w * k for w, k in zip(weights, kept)) / (len(kept) * seen)
+
+
+def generation_kv_share(run: Sequence[StepRecord], row: int = 0, prompt_tokens: int | None = None,
+                        held_groups: Sequence[float] | None = None) -> float:
+    """A row's KV share (row_kv_share) averaged over its generation: the prefill and every decode step up
+    to the one at which it finished (what follows is padding, not its generation).
+
+    At step i the row has seen prompt_tokens + i tokens; prompt_tokens defaults to the first row's.
+    """
+    prompt = run[0].seen_tokens if prompt_tokens is None else prompt_tokens
+    shares = []
+    for i, record in enumerate(run):
+        shares.append(row_kv_share(record, row, prompt + i, held_groups))
+        if record.finished[row]:
+            break
+    return sum(shares) / len(shares)
+
+
+def evictions(run: Sequence[StepRecord], row: int = 0) -> list[list[int]]:
+    """Per decode step (run[1:]), the layers whose cache for `row` lost tokens at that step: it holds fewer
+    than at the step before plus the one token the step added. A cache that only grows never shows here;
+    PyramidInfer's decode compression shows once per chunk and layer, a sliding window at every step."""
+    out = []
+    for before, now in zip(run, run[1:]):
+        pairs = zip(before.kept_tokens_per_row[row], now.kept_tokens_per_row[row])
+        out.append([layer for layer, (a, b) in enumerate(pairs) if b < a + 1])
+    return out

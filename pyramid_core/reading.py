@@ -9,7 +9,8 @@ continuation up to its first newline is its answer; it is right when it equals t
 Each task records its kind (single, multi, two, story, quote), its target length in tokens and, for
 single facts, the depth asked for the fact (0 = the document's start, 1 = its end; the fact sits at the
 sentence boundary nearest it), so single-fact accuracy can be reported as a length x depth grid. The KV
-share each mode reached is measured from the engine's first record (slots held over the prompt's length).
+share each mode reached is measured from the engine's records (metrics.row_kv_share): after the prefill
+(slots held over the prompt's length), and averaged over the answer's generation.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from pathlib import Path
 
 
 from .engine import generate
+from .metrics import generation_kv_share, row_kv_share
 from .models import LoadedModel
 from .policies.base import Policy
+from .recurrent_groups import held_group_shares
 from .resources import asset
 
 log = logging.getLogger(__name__)
@@ -66,8 +69,9 @@ def newline_ids(tokenizer) -> list[int]:
 
 
 def answer_batch(lm: LoadedModel, prompts: list[str], policy: Policy | None,
-                 stops: list[int]) -> tuple[list[str], list[float]]:
-    """Greedy answers of a batch of prompts (left-padded), and each row's KV share after the prefill."""
+                 stops: list[int]) -> tuple[list[str], list[dict]]:
+    """Greedy answers of a batch of prompts (left-padded), and each row's KV share {"prefill": after the
+    prefill, "generation": averaged over its answer's steps}."""
     tok = lm.tokenizer
     batch = tok(prompts, return_tensors="pt", padding=True, padding_side="left").to(lm.device)
     lengths = batch.attention_mask.sum(1).tolist()
@@ -81,14 +85,17 @@ def answer_batch(lm: LoadedModel, prompts: list[str], policy: Policy | None,
             if r.token_ids[row] in stops:
                 break
         answers.append(tok.decode(out, skip_special_tokens=True))
-    # a row's share after the prefill: slots held per layer over its own prompt length (pads are never held)
-    kept = records[0].kept_tokens_per_row
-    shares = [sum(kept[row]) / (len(kept[row]) * lengths[row]) for row in range(len(prompts))]
+    # pads are never held, so a row's share is over its own length; replaced KV groups hold no tokens
+    held = held_group_shares(policy.recurrent_modules(lm) if policy else {}, lm.config.num_hidden_layers,
+                             lm.config.num_key_value_heads)
+    shares = [{"prefill": row_kv_share(records[0], row, n, held),
+               "generation": generation_kv_share(records, row, n, held)} for row, n in enumerate(lengths)]
     return answers, shares
 
 
 def score(lm: LoadedModel, tasks: list[dict], policy: Policy | None = None, batch: int = 8) -> list[dict]:
-    """One result per task: its kind, length, depth, the answer given, right or wrong, the KV share."""
+    """One result per task: its kind, length, depth, the answer given, right or wrong, the KV share after
+    the prefill and averaged over the answer's generation."""
     stops = newline_ids(lm.tokenizer) + sorted({lm.tokenizer.eos_token_id} - {None})
     order = sorted(range(len(tasks)), key=lambda i: len(tasks[i]["prompt"]))  # similar lengths share a batch
     results = [None] * len(tasks)
@@ -99,7 +106,8 @@ def score(lm: LoadedModel, tasks: list[dict], policy: Policy | None = None, batc
             t = tasks[i]
             results[i] = {"kind": t["kind"], "length": t["length"], "depth": t.get("depth"),
                           "answer": t["answer"], "given": given.split("\n", 1)[0].strip(),
-                          "right": answer_matches(given, t["answer"]), "kv_share": share}
+                          "right": answer_matches(given, t["answer"]), "kv_share": share["prefill"],
+                          "kv_share_generation": share["generation"]}
         log.info("reading: %d / %d", min(start + batch, len(order)), len(order))
     return results
 

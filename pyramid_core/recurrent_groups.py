@@ -62,3 +62,9 @@ def merge_recurrent(out, heads: LayerHeads, ys: dict, num_heads: int):
             full = y.new_empty(B, num_heads, T, y.shape[-1])
         full[:, group * G:(group + 1) * G] = y
     return full
+
+
+def held_group_shares(recurrent: dict, num_layers: int, num_kv_heads: int) -> list[float]:
+    """Per layer, the share of its KV groups that still keep a cache when recurrent {layer: {kv_group:
+    module}} replaces some (metrics.row_kv_share weighs each layer's kept tokens by it)."""
+    return [1 - len(recurrent.get(layer, {})) / num_kv_heads for layer in range(num_layers)]

@@ -122,3 +122,12 @@ def test_cli_refuses_with_a_sentence_and_exit_code_2(checkpoint, capsys, flags, 
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # (weight loading may draw a progress bar above it)
     assert last.startswith("error: ") and message in last and "Traceback" not in err
+
+
+def test_a_share_above_what_h2o_can_hold_is_refused_naming_the_highest():
+    """H2O's cache stops growing at the prompt's size, so over a long generation even kv_budget 1 holds
+    less than everything: the refusal names that ceiling (worked out here by hand), not a floor."""
+    with pytest.raises(ValueError, match="highest KV share it can hold is") as refused:
+        solve(make_policy("h2o"), Budget(share=0.95), 64, 72, LAYERS)
+    highest = float(re.search(r"highest KV share it can hold is (\d\.\d+)", str(refused.value)).group(1))
+    assert highest == pytest.approx(sum(64 / (64 + k) for k in range(72)) / 72, abs=0.02)

@@ -80,9 +80,10 @@ def assert_empty_figure(fig):
 
 # ---------------------------------------------------------------------------- boundaries and theme
 
-# numpy: heatmap data as arrays (Plotly checks a nested list element by element); never torch or models
-ALLOWED_IMPORTS = {"plotly", "numpy", "pyramid_core.trace", "__future__", "math", "json", "re", "zlib", "weakref",
-                   "dataclasses", "pathlib", "html"}
+# numpy: heatmap data as arrays (Plotly checks a nested list element by element); kaleido: plotly's optional
+# PNG engine (export.figures_to_png); never torch or models
+ALLOWED_IMPORTS = {"plotly", "numpy", "kaleido", "pyramid_core.trace", "__future__", "math", "json", "re", "zlib",
+                   "weakref", "dataclasses", "pathlib", "html"}
 
 
 @pytest.mark.parametrize("path", sorted(VISUAL_DIR.glob("*.py")), ids=lambda p: p.name)

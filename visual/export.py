@@ -1,4 +1,4 @@
-"""Figures to standalone HTML files, and runs to and from JSON."""
+"""Figures to standalone HTML (and, with kaleido, PNG) files, and runs to and from JSON."""
 
 from __future__ import annotations
 
@@ -15,11 +15,39 @@ from .records import as_runs
 FIGURE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-def figures_to_files(figs: dict[str, go.Figure], out_dir) -> list[Path]:
-    """Write each figure to out_dir/<name>.html with plotly.js embedded (works offline); returns the paths.
+def figures_to_files(figs: dict[str, go.Figure], out_dir, plotlyjs: bool | str = True) -> list[Path]:
+    """Write each figure to out_dir/<name>.html; returns the paths. plotlyjs: True embeds plotly.js
+    (works offline, ~4.6 MB a file); "cdn" loads it from the web (a few KB a file, for committed figures).
 
     Names may use letters, digits, '_', '-' and '.', so a name can never point outside out_dir.
     """
+    out = _checked(figs, out_dir)
+    paths = []
+    for name, fig in figs.items():
+        path = out / f"{name}.html"
+        fig.write_html(path, include_plotlyjs=plotlyjs, full_html=True)
+        paths.append(path)
+    return paths
+
+
+def figures_to_png(figs: dict[str, go.Figure], out_dir, width: int = 760, height: int = 480) -> list[Path]:
+    """Write each figure to out_dir/<name>.png through plotly's image export, which needs kaleido 1.x and
+    a Chromium (Debian: apt install chromium). Without kaleido: ModuleNotFoundError saying so."""
+    try:
+        import kaleido  # noqa: F401  (plotly imports it itself; checked here for a clear message)
+    except ImportError as err:
+        raise ModuleNotFoundError("PNG export needs kaleido: pip install 'kaleido>=1,<2' (it drives a "
+                                  "Chromium, e.g. Debian's chromium package)") from err
+    import plotly.io as pio
+
+    out = _checked(figs, out_dir)
+    paths = [out / f"{name}.png" for name in figs]
+    # one browser session for all of them: starting Chromium takes seconds
+    pio.write_images(list(figs.values()), paths, width=width, height=height)
+    return paths
+
+
+def _checked(figs: dict[str, go.Figure], out_dir) -> Path:
     for name, fig in figs.items():
         if not isinstance(name, str) or not FIGURE_NAME.fullmatch(name) or name.startswith("."):
             raise ValueError(f"figure name {name!r} must match {FIGURE_NAME.pattern} and not start with '.'")
@@ -27,12 +55,7 @@ def figures_to_files(figs: dict[str, go.Figure], out_dir) -> list[Path]:
             raise ValueError(f"figure {name!r} is a {type(fig).__name__}, not a plotly Figure")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fig in figs.items():
-        path = out / f"{name}.html"
-        fig.write_html(path, include_plotlyjs=True, full_html=True)
-        paths.append(path)
-    return paths
+    return out
 
 
 def records_to_json(runs: dict[str, list[StepRecord]]) -> str:

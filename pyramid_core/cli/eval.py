@@ -1,7 +1,8 @@
 """Evaluate KV-cache modes on held-out text: perplexity, copy probe, greedy agreement over KV budgets.
 
 Writes <out>.json and <out>.md (and, with --recency-out, a per-layer recency table). With
-`--compare recurformer` it scores named RecurFormer modes per adapter instead of budget curves. See
+`--compare recurformer` it scores named RecurFormer modes per adapter instead of budget curves; with
+`--suite retrieval|long` it runs an issue-17 comparison over every registered mode (cli/suite.py). See
 pyramid_core/evaluate.py for what each number is.
 """
 
@@ -22,6 +23,7 @@ from ..policies.pyramid import BUDGET_FALLBACKS
 from ..models import EMBEDDED_NAME, load_model
 from ..policies.registry import MODES
 from ..resources import asset
+from . import suite
 
 DEFAULT_TEXT = asset("heldout.txt")
 DEFAULT_ADAPTERS = f"{asset('recurformer-embedded-25')},{asset('recurformer-embedded-50')}"
@@ -58,9 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--modes at its defaults, instead of the text measures")
     parser.add_argument("--reading-file", default=str(reading.READING_FILE), help="--reading: the tasks")
     parser.add_argument("--per-cell", type=int, default=None,
-                        help="--reading: at most this many tasks per (kind, length, depth) cell")
+                        help="--reading, --suite retrieval: at most this many tasks per (kind, length, depth) cell")
     parser.add_argument("--short-filler", type=int, default=0,
                         help="also run the copy probe with this many filler tokens (0: no short probe)")
+    suite.add_arguments(parser)
 
 
 def _floats(text: str) -> list[float]:
@@ -71,6 +74,8 @@ def _floats(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.suite:
+        return _finish(args, *suite.run(args))
     if args.compare:
         return _finish(args, *_compare(args))
     if args.reading:
