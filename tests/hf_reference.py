@@ -43,3 +43,8 @@ class NaiveLlama:
             out = (probs @ self.values[idx]).transpose(0, 1).reshape(1, len(ids), self.H * self.D)
             h = h + layer.self_attn.o_proj(out)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+def random_prompt(n: int, seed: int = 0) -> torch.Tensor:
+    """[1, n] token ids of the tiny models' vocabulary (special ids below 3 left out), seeded."""
+    return torch.randint(3, 97, (1, n), generator=torch.Generator().manual_seed(seed))

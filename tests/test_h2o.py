@@ -5,7 +5,7 @@ import torch
 
 from pyramid_core import generate
 from pyramid_core.policies import H2OPolicy
-from tests.hf_reference import NaiveLlama
+from tests.hf_reference import NaiveLlama, random_prompt as prompt
 from tests.tiny_models import tiny_model
 
 LAYERS = 4
@@ -15,9 +15,6 @@ LAYERS = 4
 def lm():
     return tiny_model("llama", layers=LAYERS, max_position_embeddings=1024)
 
-
-def prompt(n, seed=0):
-    return torch.randint(3, 97, (1, n), generator=torch.Generator().manual_seed(seed))
 
 
 def h2o_reference(lm, tokens: list[int], prompt_len: int, kv_budget: float, recent_share: float):
