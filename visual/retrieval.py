@@ -43,7 +43,9 @@ def curve_figure(points: list[dict]) -> go.Figure:
             traces.append(dict(type="scatter", mode="lines", x=[0, 1], y=[level, level], showlegend=False,
                                hoverinfo="skip", line=dict(color=mode_color(mode), dash="dash", width=1)))
     # copies: plotly writes the axis titles into the dicts it is given
-    return figure(traces, CURVE_TITLE, SHARE_TITLE, ACCURACY_TITLE, xaxis=dict(PERCENT), yaxis=dict(PERCENT))
+    # one legend entry a mode, in a column beside the plot: seven modes above it ran into the title
+    return figure(traces, CURVE_TITLE, SHARE_TITLE, ACCURACY_TITLE, xaxis=dict(PERCENT), yaxis=dict(PERCENT),
+                  legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02))
 
 
 def needle_figure(mode: str, grid: dict, kv_share: float | None) -> go.Figure:
