@@ -8,6 +8,9 @@ so it never becomes part of a path."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import hashlib
 import shutil
 import tempfile
@@ -64,3 +67,14 @@ def forget(request, state_holder=None) -> None:
         with state_holder.lock:
             state_holder.session_data.pop(session_id(request), None)
             state_holder.time_last_used.pop(session_id(request), None)
+    return_freed_memory()
+
+
+def return_freed_memory() -> None:
+    """Hand the heap's freed pages back to the system: glibc keeps what a run's records and tensors
+    freed for reuse, so without this the server's resident memory only ever grows (benchmarks/load.py)."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
+    if trim is not None:  # glibc only; elsewhere the allocator decides
+        trim(0)
