@@ -3,8 +3,7 @@
 One device runs one step at a time, so the modes take turns (round-robin) instead of running in
 threads: every pane of the app advances together, and each mode's records are exactly those of a run
 of that mode alone (its cache, policy state and random generator are its own; see engine.generate).
-
-Also here, because the app and the CLI should not each compute them: the live numbers of a partial run.
+The numbers of a run, partial or whole, are metrics.py's.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from typing import Iterator
 
 from .budget import Budget
 from .engine import Sampling
-from .metrics import decode_tokens_per_s, kv_mib, kv_share_asked, kv_share_reached, peak_kv_mib
 from .models import LoadedModel
 from .policies.base import Policy
 from .pipeline import stream_generation
@@ -57,20 +55,3 @@ def compare(lm: LoadedModel, prompt: str, modes: dict[str, Policy], max_new_toke
         for gen in running.values():
             gen.close()
 
-
-def live_stats(run: list[StepRecord]) -> dict:
-    """Numbers for a mode's pane from its records so far (first sequence).
-
-    tokens_per_s is the summary table's decode tokens/s (metrics.py), over the engine's own step
-    times, so it is the mode's speed however the modes share the device; None until a decode step ran.
-    kv_share_reached is averaged over the records so far; kv_share_asked is the budget's (None: none).
-    """
-    return {
-        "tokens": len(run),
-        "kv_share_asked": kv_share_asked(run),
-        "kv_share_reached": kv_share_reached(run) if run else None,
-        "tokens_per_s": decode_tokens_per_s(run),
-        "kv_mib": kv_mib(run[-1]) if run else 0.0,
-        "peak_kv_mib": peak_kv_mib(run),
-        "prompt_tokens": run[0].seen_tokens if run else 0,
-    }

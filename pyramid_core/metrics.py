@@ -81,21 +81,17 @@ def first_divergence(tokens: list[int], reference: list[int] | None) -> int | No
     return next((i for i, (a, b) in enumerate(zip(tokens, reference)) if a != b), None)
 
 
-def kv_share(record: StepRecord, row: int = 0) -> float:
-    """Mean over layers of the slots a row's cache holds / the tokens it has seen."""
-    kept = record.kept_tokens_per_row[row]
-    seen = record.seen_tokens
-    if seen <= 0 or not kept:
-        raise ValueError("the record has no tokens")
-    return sum(kept) / (len(kept) * seen)
+def kv_share(record: StepRecord) -> float:
+    """Mean over layers of the slots the first row's cache holds / the tokens it has seen (row_kv_share)."""
+    return row_kv_share(record, 0, record.seen_tokens)
 
 
 def kv_share_reached(run: Sequence[StepRecord], row: int = 0) -> float:
-    """A row's KV share (kv_share) averaged over the run's records, the prefill's and each decode
-    step's: what a KV budget asks for (budget.py)."""
+    """A row's KV share averaged over its generation, the prefill and each decode step (generation_kv_share):
+    what a KV budget asks for (budget.py)."""
     if not run:
         raise ValueError("the run has no records")
-    return sum(kv_share(r, row) for r in run) / len(run)
+    return generation_kv_share(run, row)
 
 
 def kv_share_asked(run: Sequence[StepRecord]) -> float | None:

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from pyramid_core.compare import compare, live_stats
+from pyramid_core.compare import compare
 from pyramid_core.engine import Sampling
 from pyramid_core.models import wrap_model
 from pyramid_core.policies import FullPolicy, PyramidPolicy, StreamingPolicy
@@ -103,9 +103,3 @@ def test_errors_surface_before_any_decoding(lm):
     with pytest.raises(ValueError, match="context"):
         list(compare(lm, "the cat " * 600, modes(), 4, Sampling()))
 
-
-def test_live_stats(lm):
-    run = lone(lm, FullPolicy(), 4, Sampling())
-    stats = live_stats(run)
-    assert stats["tokens"] == 4 and stats["prompt_tokens"] == run[0].seen_tokens
-    assert stats["kv_mib"] == run[-1].kv_bytes / 2**20 and stats["tokens_per_s"] > 0
