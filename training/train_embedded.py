@@ -23,6 +23,7 @@ save_pretrained (safetensors, bf16) with the tokenizer, a model card and trainin
 """
 
 import argparse
+import copy
 import datetime
 import json
 import lzma
@@ -90,10 +91,10 @@ class TaskRows(torch.utils.data.IterableDataset):
     """Endless rows of seq + 1 tokens packed with reading tasks; yields (ids int64, answer mask bool)."""
 
     def __init__(self, texts, tokenizer_file, seq, seed, bos, eos, kind_weights, full_rows=0.0,
-                 split="train", lengths=(200, 4000)):
+                 split="train", lengths=(200, 4000), early_single=0.0):
         self.texts, self.tokenizer_file, self.seq, self.seed = texts, tokenizer_file, seq, seed
         self.bos, self.eos, self.split, self.lengths = bos, eos, split, lengths
-        self.kind_weights, self.full_rows = kind_weights, full_rows
+        self.kind_weights, self.full_rows, self.early_single = kind_weights, full_rows, early_single
 
     def __iter__(self):
         from tokenizers import Tokenizer
@@ -116,8 +117,10 @@ class TaskRows(torch.utils.data.IterableDataset):
                 whole = not ids and rng.random() < self.full_rows
                 length = min(self.lengths[1] if whole else rng.randint(*self.lengths), room - 60)
                 kind = rng.choices(kinds, weights)[0]
+                # facts at the very start of long documents are the ones the shipped model misses most
+                depth = rng.uniform(0, 0.1) if kind == "single" and rng.random() < self.early_single else None
                 try:
-                    task = maker.make(kind, length)
+                    task = maker.make(kind, length, depth)
                 except (ValueError, IndexError) as err:  # a generator bug must not end a GPU run: say it, go on
                     print(f"[warn] {kind} task of {length} tokens failed: {err!r}", flush=True)
                     continue
@@ -319,6 +322,10 @@ def parse_args():
     ap.add_argument("--kind-weights", type=kind_weights, default=dict(KIND_WEIGHTS),
                     help="shares of the task kinds, e.g. single=0.3,multi=0.2,two=0.15,story=0.2,quote=0.15")
     ap.add_argument("--full-rows", type=float, default=0.0, help="share of task rows that are one long task")
+    ap.add_argument("--early-single", type=float, default=0.0,
+                    help="share of single-fact tasks whose fact lies in the first tenth of the document")
+    ap.add_argument("--snapshot-every", type=int, default=0,
+                    help="also save the model (bf16) as <out>/snapshots/step-N every N steps (0: never)")
     ap.add_argument("--workers", type=int, default=8, help="DataLoader workers building reading tasks")
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--min-lr-frac", type=float, default=0.1)
@@ -345,6 +352,13 @@ def save_checkpoint(path, model, opt, step, tokens, train_seconds, log):
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "tokens": tokens,
                 "train_seconds": train_seconds, "log": log}, tmp)
     os.replace(tmp, path)  # never a half-written checkpoint
+
+
+def save_snapshot(path, model, hf_tok):
+    """A loadable bf16 copy of the model mid-run: which step reads best is only known afterwards
+    (training/rank_snapshots.py), and the held-out perplexity can rise while reading improves."""
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(path, safe_serialization=True)
+    hf_tok.save_pretrained(path)
 
 
 def main():
@@ -375,7 +389,8 @@ def main():
     train, val = tokenize(tok, train_docs, bos, eos), tokenize(tok, val_docs, bos, eos)
     tok_file = os.path.join(args.tokenizer, "tokenizer.json")
     tasks = TaskRows(reading_texts(train_docs, sources), tok_file, args.seq, args.seed, bos, eos,
-                     args.kind_weights, args.full_rows, lengths=(200, min(4000, args.seq - 100)))
+                     args.kind_weights, args.full_rows, lengths=(200, min(4000, args.seq - 100)),
+                     early_single=args.early_single)
     heldout_texts = reading_texts(val_docs, val_sources)
     del train_docs
     print(f"[data] train {train.numel():,} tokens, val {val.numel():,} tokens, "
@@ -457,6 +472,8 @@ def main():
             v = evaluate(model, val, min(args.seq, 2048), 16, device, amp)
             log.append({"step": step, "val_loss": round(v, 4)})
             print(f"[val] step {step:5d} val loss {v:.4f}", flush=True)
+        if args.snapshot_every and step % args.snapshot_every == 0:
+            save_snapshot(os.path.join(args.out, "snapshots", f"step-{step}"), model, hf_tok)
         if time.time() - t_ckpt >= args.ckpt_minutes * 60:
             save_checkpoint(ckpt, model, opt, step, tokens, done_s + time.time() - t_sit, log)
             t_ckpt = time.time()

@@ -1,0 +1,70 @@
+"""Score a training run's snapshots on what the model card promises, to pick the one to ship.
+
+For each model directory: the project's held-out reading evaluation with the full cache (every task of
+pyramid_core/assets/reading_eval.jsonl.gz, greedy) and the continuation perplexity on heldout.txt
+(6 windows of 1024 + 128 tokens, the measure of benchmarks/quality_embedded.md). Run on the GPU machine:
+
+    python3 training/rank_snapshots.py /tmp/embedded/snapshots/step-* /tmp/embedded --out /tmp/results/rank
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pyramid_core import evaluate, reading  # noqa: E402
+from pyramid_core.models import load_model  # noqa: E402
+from pyramid_core.resources import asset  # noqa: E402
+
+
+def heldout_ppl(lm, windows: int = 6) -> float:
+    ids = lm.tokenizer(asset("heldout.txt").read_text(), add_special_tokens=False).input_ids
+    data = evaluate.build_data(ids, lm.tokenizer.bos_token_id, windows, 1, 1024, 128, 1)
+    nlls = []
+    for ctx, cont in zip(data.contexts, data.continuations):
+        logits = evaluate.continuation_logits(lm, ctx[None], cont[None], None)
+        nlls.append(-evaluate.token_logprobs(logits, cont[None].to(logits.device)).mean().item())
+    return evaluate.perplexity(sum(nlls) / len(nlls))
+
+
+def score(model_dir: str, tasks: list[dict], device: str, dtype: str) -> dict:
+    lm = load_model(model_dir, device=device, dtype=dtype)
+    summary = reading.summary(reading.score(lm, tasks, batch=16))
+    worst = min(v for row in summary["grid"].values() for v in row.values())
+    return {"model": model_dir, "ppl": heldout_ppl(lm), "accuracy": summary["accuracy"],
+            "worst_single_cell": worst, "grid": summary["grid"]}
+
+
+def markdown(rows: list[dict]) -> str:
+    kinds = sorted(rows[0]["accuracy"])
+    lines = ["| model | heldout ppl | " + " | ".join(kinds) + " | worst single cell |",
+             "| --- | --- | " + " | ".join("---" for _ in kinds) + " | --- |"]
+    for r in rows:
+        acc = " | ".join(f"{r['accuracy'][k]:.1%}" for k in kinds)
+        lines.append(f"| {r['model']} | {r['ppl']:.2f} | {acc} | {r['worst_single_cell']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--out", required=True, help="write <out>.json and <out>.md")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--limit", type=int, default=None, help="score only the first N tasks (a quick look)")
+    args = ap.parse_args()
+    tasks = reading.load_tasks(limit=args.limit)
+    rows = []
+    for m in args.models:
+        rows.append(score(m, tasks, args.device, args.dtype))
+        print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps(rows, indent=1))
+    Path(args.out + ".md").write_text(markdown(rows))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
