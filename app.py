@@ -30,6 +30,7 @@ from studio.knobs import KNOBS, NO_PRESET, knob_component, preset_values
 from studio.model_cache import get_model, model_config
 from studio.modes import DEFAULT_MODES, MODES
 from studio.panes import BLANK_PANE
+from studio.picker import picker_choices
 from studio.queue import bounded_queue, quiet_queue
 from studio.recency import recency_figure
 from studio.request import RunRequest, form_names, knob_name, with_form_signature
@@ -53,7 +54,7 @@ CSS = (Path(__file__).parent / "studio" / "page.css").read_text()
 
 @with_form_signature
 @gpu
-@shown_in_page(before=2 * len(MODES) + 6)  # panes, stats, four figures, the table, the state
+@shown_in_page(before=2 * len(MODES) + 7)  # panes, stats, four figures, the table, the state, the prompt box
 def generate_run(request: gr.Request, *form):
     """Stream every selected mode on the prompt; the form's values arrive in form_names() order."""
     run = RunRequest.from_form(form)
@@ -87,7 +88,7 @@ def show_kept_words(state, left, right, layer):
 
 
 def fit_attention_controls(model_id, layer, head, kept_layer=ALL_LAYERS):
-    """The layer controls and head choices of the model in the model box (its config alone is read);
+    """The layer controls and head choices of the model picked or typed (its config alone is read);
     a model that cannot be read is said once, in the page's message box, and the controls stay."""
     try:
         config = model_config(model_id)
@@ -114,10 +115,12 @@ def recency_run(model_id, prompt, adapter=""):
 @handler_boundary
 def compare_api(prompt: str, modes: list[str], budget: float = 0.0, max_new_tokens: int = 32,
                 knobs: dict | None = None, model_id: str = DEFAULT_MODEL, temperature: float = 0.0,
-                top_p: float = 1.0, seed: int | None = 0) -> dict:
+                top_p: float = 1.0, seed: int | None = 0, chat: bool | None = None) -> dict:
     """Every mode on the prompt, as JSON: text, token ids, KV share asked and reached, KV bytes,
-    tokens/s per mode (studio/api.py). knobs: {mode: {knob: value}}."""
-    return compare_json(prompt, modes, budget, max_new_tokens, knobs, model_id, temperature, top_p, seed)
+    tokens/s per mode (studio/api.py). knobs: {mode: {knob: value}}; chat: False sends the raw prompt to
+    a model with a chat template (default: the template)."""
+    return compare_json(prompt, modes, budget, max_new_tokens, knobs, model_id, temperature, top_p, seed,
+                        chat=chat)
 
 
 @handler_boundary
@@ -139,10 +142,14 @@ def release_sessions(demo: gr.Blocks):
 # ----------------------------------------------------------------------------- layout
 
 def controls_column() -> SimpleNamespace:
-    """Model, modes, budget, preset, sampling, new tokens and every mode's knobs (named knob_name(...))."""
+    """Model, chat template, modes, budget, preset, sampling, new tokens and every mode's knobs (named
+    knob_name(...))."""
     ui = SimpleNamespace()
-    ui.model_id = gr.Textbox(DEFAULT_MODEL, label="Model",
-                             info="'embedded' (shipped in pyramid_core/assets/), a local directory or a hub id")
+    ui.model_id = gr.Dropdown(picker_choices(), value=DEFAULT_MODEL, allow_custom_value=True, label="Model",
+                              info="pick one, or type a hub id (owner/name) or a local directory")
+    ui.chat = gr.Checkbox(True, label="Chat template",
+                          info="instruct models read the prompt as a user turn in their chat template; "
+                               "off: the raw text (models without a template always get it)")
     ui.modes = gr.CheckboxGroup(list(MODES), value=DEFAULT_MODES, label="Modes", elem_id="modes",
                                 info="each selected mode runs side by side with the baseline")
     with gr.Row():
@@ -175,6 +182,10 @@ def prompt_and_panes(ui: SimpleNamespace) -> None:
         ui.generate_btn = gr.Button("Generate", variant="primary")
         ui.stop_btn = gr.Button("Stop", variant="stop")
     ui.message = gr.HTML("", elem_id="message")  # errors and notices of a run, where the user looks
+    with gr.Accordion("Prompt as the model sees it", open=False):
+        ui.model_prompt = gr.Code("", language=None, lines=3, max_lines=20, interactive=False, wrap_lines=True,
+                                  label="the text tokenized (chat template and special tokens included), "
+                                        "set when a run starts", elem_id="model-prompt")
     ui.panes, ui.texts, ui.stats = [], [], []
     with gr.Row(equal_height=True):
         for mode in MODES:
@@ -221,7 +232,7 @@ def wire(ui: SimpleNamespace, demo: gr.Blocks) -> None:
     # controls -> generation -> panes, figures, table, state; the inputs by their form names
     form = {**vars(ui), **ui.knobs}
     outputs = [*ui.texts, *ui.stats, ui.kv_plot, ui.pyramid_plot, ui.attn_grid, ui.attn_bars, ui.table, ui.state,
-               ui.message]
+               ui.model_prompt, ui.message]
     kept = [ui.state, ui.kept_left, ui.kept_right, ui.kept_layer]
     gr.on([ui.generate_btn.click, ui.prompt.submit], generate_run, [form[n] for n in form_names()], outputs,
           concurrency_id="gpu", concurrency_limit=1, api_name="generate", show_progress="hidden",
@@ -230,9 +241,8 @@ def wire(ui: SimpleNamespace, demo: gr.Blocks) -> None:
           api_name="kept_words")
     ui.stop_btn.click(stop_run, None, None, api_name="stop", queue=False)
     ui.modes.change(show_panes, [ui.modes, ui.attn_mode], [*ui.panes, ui.attn_mode], api_name=False)
-    gr.on([ui.model_id.submit, ui.model_id.blur], fit_attention_controls,
-          [ui.model_id, ui.layer, ui.head, ui.kept_layer], [ui.layer, ui.head, ui.kept_layer, ui.message],
-          api_name=False)
+    ui.model_id.change(fit_attention_controls, [ui.model_id, ui.layer, ui.head, ui.kept_layer],
+                       [ui.layer, ui.head, ui.kept_layer, ui.message], api_name=False)
     ui.preset.change(preset_values, ui.preset, [*(ui.knobs[knob_name(m, f.name)] for m, f in KNOBS), ui.budget],
                      api_name=False)
     # stored records -> attention figures (no regeneration)

@@ -21,7 +21,7 @@ from .trace import StepRecord
 def compare(lm: LoadedModel, prompt: str, modes: dict[str, Policy], max_new_tokens: int,
             sampling: Sampling, record_attention=True, record_positions=True,
             stop: threading.Event | None = None, budget: Budget | None = None,
-            detail_last: bool = False) -> Iterator[tuple[str, StepRecord]]:
+            detail_last: bool = False, chat: bool = False) -> Iterator[tuple[str, StepRecord]]:
     """Yield (mode, record) round-robin over `modes` (in dict order) until all finish or `stop` is set.
 
     Round r yields step r of every mode still running: all prefills first, then the first decode
@@ -32,13 +32,13 @@ def compare(lm: LoadedModel, prompt: str, modes: dict[str, Policy], max_new_toke
     budget: the KV budget every mode that takes one is solved for (budget.py); the others run as given.
     detail_last: each mode's last record carries attention and kept positions whatever those
     answered (engine.generate). Once `stop` is set, each mode still running takes one more step (its
-    last, recorded in detail).
+    last, recorded in detail). chat: every mode reads the prompt in the chat template (prompting.py).
     """
     def for_mode(flag, mode):
         return (lambda step: flag(mode, step)) if callable(flag) else flag
 
     running = {mode: stream_generation(lm, prompt, policy, max_new_tokens, sampling,
-                                       budget if policy.budget_knob is not None else None,
+                                       budget if policy.budget_knob is not None else None, chat,
                                        record_attention=for_mode(record_attention, mode),
                                        record_positions=for_mode(record_positions, mode), stop=stop,
                                        detail_last=detail_last)

@@ -12,16 +12,18 @@ from .engine import Sampling, generate
 from .metrics import decode_tokens_per_s, first_sequence_tokens, kv_share_asked, kv_share_reached, tokens_per_s
 from .models import LoadedModel
 from .policies.base import Policy
+from .prompting import prompt_ids
 from .trace import StepRecord
 
 
-def encode_prompt(lm: LoadedModel, prompt: str):
-    """Token ids [1, T] of a prompt, with the tokenizer's special tokens."""
+def encode_prompt(lm: LoadedModel, prompt: str, chat: bool = False):
+    """Token ids [1, T] of a prompt: raw text with the tokenizer's special tokens, or with `chat`, in the
+    tokenizer's chat template when it has one (prompting.py)."""
     if lm.tokenizer is None:
         raise ValueError(f"model {lm.name!r} has no tokenizer")
     if not prompt or not prompt.strip():
         raise ValueError("the prompt is empty")
-    return lm.tokenizer(prompt, return_tensors="pt").input_ids
+    return prompt_ids(lm.tokenizer, prompt, chat)
 
 
 def eos_ids(lm: LoadedModel) -> set[int]:
@@ -31,10 +33,12 @@ def eos_ids(lm: LoadedModel) -> set[int]:
 
 
 def stream_generation(lm: LoadedModel, prompt: str, policy: Policy, max_new_tokens: int,
-                      sampling: Sampling, budget: Budget | None = None, **engine_options) -> Iterator[StepRecord]:
+                      sampling: Sampling, budget: Budget | None = None, chat: bool = False,
+                      **engine_options) -> Iterator[StepRecord]:
     """The engine's records for one prompt (first row of a batch of one), the policy solved for the
-    KV budget when one is given (budget.py; ValueError when it is out of reach)."""
-    input_ids = encode_prompt(lm, prompt)
+    KV budget when one is given (budget.py; ValueError when it is out of reach). chat: the prompt in the
+    tokenizer's chat template when it has one; off by default, so that evaluations read their text raw."""
+    input_ids = encode_prompt(lm, prompt, chat)
     policy = solve(policy, budget, input_ids.shape[1], max_new_tokens, lm.config.num_hidden_layers)
     yield from generate(lm, input_ids, policy=policy, max_new_tokens=max_new_tokens, sampling=sampling,
                         eos_token_id=sorted(eos_ids(lm)),
@@ -65,6 +69,6 @@ def summarize(lm: LoadedModel, records: list[StepRecord]) -> dict:
 
 
 def run_generation(lm: LoadedModel, prompt: str, policy: Policy, max_new_tokens: int,
-                   sampling: Sampling, budget: Budget | None = None) -> dict:
-    records = list(stream_generation(lm, prompt, policy, max_new_tokens, sampling, budget))
+                   sampling: Sampling, budget: Budget | None = None, chat: bool = False) -> dict:
+    records = list(stream_generation(lm, prompt, policy, max_new_tokens, sampling, budget, chat))
     return summarize(lm, records)

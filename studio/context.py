@@ -7,10 +7,10 @@ from pyramid_core.models import LoadedModel
 from pyramid_core.pipeline import encode_prompt
 
 
-def fit_to_context(lm: LoadedModel, prompt: str, max_new_tokens: int) -> tuple[int, str]:
+def fit_to_context(lm: LoadedModel, prompt: str, max_new_tokens: int, chat: bool = False) -> tuple[int, str]:
     """(max new tokens that fit, a notice when they were clamped); ValueError for a prompt that
-    leaves no room for a single new token."""
-    prompt_tokens = encode_prompt(lm, prompt).shape[1]
+    leaves no room for a single new token. chat: the prompt as the chat template wraps it."""
+    prompt_tokens = encode_prompt(lm, prompt, chat).shape[1]
     room = lm.max_context - prompt_tokens
     if room < 1:
         raise ValueError(f"The prompt has {prompt_tokens} tokens, more than the model's context of "

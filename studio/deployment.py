@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 
-from pyramid_core.models import EMBEDDED_NAME, ModelLoadError, check_hub_id, is_local_path
+from pyramid_core.models import ModelLoadError, check_hub_id, is_local_path
+
+from .picker import PICKER_MODELS  # offered by name whatever the switch says
 
 PUBLIC_ENV = "PYRAMID_PUBLIC"
-# The models offered by name whatever the switch says (the model picker's list).
-PICKER_MODELS = (EMBEDDED_NAME,)
 OFF_VALUES = ("0", "false", "no", "off")
 
 

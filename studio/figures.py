@@ -60,11 +60,11 @@ def summary_table(runs) -> list[list]:
             for row in rows]
 
 
-def run_state(lm: LoadedModel, runs, prompt: str | None = None) -> dict:
+def run_state(lm: LoadedModel, runs, prompt: str | None = None, chat: bool = False) -> dict:
     """What gr.State keeps of a finished run: plain dicts, for redrawing and export, and the text of
-    every position for the kept-words view (when the prompt is given)."""
+    every position for the kept-words view (when the prompt is given; chat: as the template wraps it)."""
     runs = {m: run for m, run in runs.items() if run}
     state = {"model": lm.name, "runs": {m: [r.to_dict() for r in run] for m, run in runs.items()}}
     if prompt is not None:
-        state["tokens"] = token_texts(lm, prompt, runs)
+        state["tokens"] = token_texts(lm, prompt, runs, chat)
     return state

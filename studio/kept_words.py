@@ -16,10 +16,10 @@ def layer_choices(config) -> list[str]:
     return [ALL_LAYERS] + [f"layer {i}" for i in range(config.num_hidden_layers)]
 
 
-def token_texts(lm: LoadedModel, prompt: str, runs) -> dict[str, list[str]]:
-    """{mode: the text of every position}: the prompt's tokens, then the mode's generated ones (each
-    decoded alone, so the view's tokens are the model's own cuts of the text)."""
-    prompt_ids = encode_prompt(lm, prompt)[0].tolist()
+def token_texts(lm: LoadedModel, prompt: str, runs, chat: bool = False) -> dict[str, list[str]]:
+    """{mode: the text of every position}: the prompt's tokens (in the chat template with `chat`), then
+    the mode's generated ones (each decoded alone, so the view's tokens are the model's own cuts of the text)."""
+    prompt_ids = encode_prompt(lm, prompt, chat)[0].tolist()
     decode = lm.tokenizer.decode
     prompt_text = [decode([i]) for i in prompt_ids]
     return {m: prompt_text + [decode([r.token_ids[0]]) for r in run] for m, run in runs.items()}

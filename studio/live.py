@@ -14,6 +14,7 @@ import gradio as gr
 
 from pyramid_core.models import LoadedModel
 from pyramid_core.metrics import first_sequence_tokens
+from pyramid_core.prompting import model_text
 from pyramid_core.trace import StepRecord
 
 from .figures import MEAN_HEAD, as_sent, head_choices, run_figures, run_state
@@ -30,10 +31,14 @@ PLOTS_SHARE = 0.03    # and rarely enough that their updates take at most this s
 class Live:
     """The growing runs of one comparison, and what the panes and figures show of them."""
 
-    def __init__(self, lm: LoadedModel, modes: list[str], view: dict, prompt: str | None = None, note: str = ""):
-        """prompt: for the kept-words view's token texts; note: a notice for the page's message box
-        (e.g. max new tokens clamped)."""
-        self.lm, self.modes, self.view, self.prompt, self.note = lm, modes, view, prompt, note
+    def __init__(self, lm: LoadedModel, modes: list[str], view: dict, prompt: str | None = None, note: str = "",
+                 chat: bool = False):
+        """prompt: for the kept-words view's token texts and the prompt box; note: a notice for the page's
+        message box (e.g. max new tokens clamped); chat: the prompt goes through the chat template."""
+        self.lm, self.modes, self.view, self.prompt, self.note, self.chat = lm, modes, view, prompt, note, chat
+        # the exact text the model reads, sent with the first update and the last only
+        self.shown = model_text(lm.tokenizer, prompt, chat) if prompt is not None else ""
+        self.shown_sent = False
         self.runs: dict[str, list[StepRecord]] = {m: [] for m in modes}
         self.text_at = self.plots_at = 0.0
         self.text_gap, self.plots_gap = TEXT_EVERY_S, PLOTS_EVERY_S
@@ -85,8 +90,10 @@ class Live:
         self.plotted = plots
         self.text_at = time.monotonic()
         self.plots_at = self.text_at if plots else self.plots_at
-        state = run_state(self.lm, self.runs, self.prompt) if final else gr.skip()
-        return panes + stats + self.figures + [state, note_html(self.note, "notice")]
+        state = run_state(self.lm, self.runs, self.prompt, self.chat) if final else gr.skip()
+        shown = self.shown if final or not self.shown_sent else gr.skip()
+        self.shown_sent = True
+        return panes + stats + self.figures + [state, shown, note_html(self.note, "notice")]
 
     def text(self, mode: str) -> str:
         ids = first_sequence_tokens(self.runs[mode])

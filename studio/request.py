@@ -1,7 +1,7 @@
 """One run of the studio as a typed request, read by name from the generate form's values.
 
-Gradio hands a handler its inputs in order. The form's order is written once, here (FORM then every
-knob of KNOBS), app.py builds its input list from form_names(), and the handler's signature carries
+Gradio hands a handler its inputs in order. The form's order is written once, here (FORM, every knob
+of KNOBS, then LATER), app.py builds its input list from form_names(), and the handler's signature carries
 the same names, so the API's parameters are named (model_id, ..., pyramid__recent_ratio) and nothing
 is matched by position anywhere else.
 """
@@ -25,6 +25,8 @@ from .modes import MODES
 MAX_NEW_TOKENS = 1024  # the page's slider's end
 FORM = ("model_id", "modes", "budget", "kv_tokens", "temperature", "top_p", "seed", "max_new_tokens", "prompt",
         "attn_mode", "attn_step", "layer", "head")
+# fields added after the knobs, so that callers who pass the form by position keep working
+LATER = ("chat",)
 
 
 def knob_name(mode: str, knob: str) -> str:
@@ -33,7 +35,7 @@ def knob_name(mode: str, knob: str) -> str:
 
 
 def form_names() -> list[str]:
-    return [*FORM, *(knob_name(mode, f.name) for mode, f in KNOBS)]
+    return [*FORM, *(knob_name(mode, f.name) for mode, f in KNOBS), *LATER]
 
 
 def with_form_signature(handler):
@@ -57,6 +59,7 @@ class RunRequest:
     sampling: Sampling
     budget: Budget | None  # solved per prompt for every mode that takes one (0 or empty: off)
     view: dict = field(compare=False)  # the attention view: mode, step, layer, head
+    chat: bool = True  # the prompt in the model's chat template, when it has one (prompting.py)
 
     @classmethod
     def from_form(cls, values) -> RunRequest:
@@ -83,7 +86,17 @@ class RunRequest:
                                      None if seed in (None, "") else number(form, "seed", int, 0, 2**63 - 1)),
                    view={"mode": form["attn_mode"], "step": form["attn_step"],
                          "layer": number(form, "layer", int, 0, 10**6) if form["layer"] is not None else 0,
-                         "head": form["head"]})
+                         "head": form["head"]},
+                   chat=flag(form["chat"], "chat"))
+
+
+def flag(value, name: str, default: bool = True) -> bool:
+    """A checkbox's value as a bool (None: the default); ValueError for anything but a bool."""
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r:.40}.")
+    return value
 
 
 def number(form: dict, name: str, kind: type, low, high):

@@ -20,10 +20,11 @@ def stream_run(run: RunRequest, stop: threading.Event) -> Iterator[list]:
     """The panes every TEXT_EVERY_S and the figures every PLOTS_EVERY_S, or less often when their
     updates cost more (Live.sent); then the final update, with the run's records as state."""
     lm = get_model(run.model_id)
-    max_new_tokens, note = fit_to_context(lm, run.prompt, run.max_new_tokens)
-    live = Live(lm, list(run.modes), dict(run.view), run.prompt, note)
+    max_new_tokens, note = fit_to_context(lm, run.prompt, run.max_new_tokens, run.chat)
+    live = Live(lm, list(run.modes), dict(run.view), run.prompt, note, run.chat)
     records = compare(lm, run.prompt, run.policies, max_new_tokens, run.sampling, stop=stop, budget=run.budget,
-                      record_attention=live.wants_detail, record_positions=live.wants_detail, detail_last=True)
+                      record_attention=live.wants_detail, record_positions=live.wants_detail, detail_last=True,
+                      chat=run.chat)
     try:
         while not on_torch_thread(advance, records, live):
             started = time.monotonic()

@@ -25,3 +25,11 @@ def checkpoint(tmp_path_factory):
     config.eos_token_id = None
     config.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def chat_checkpoint(tmp_path_factory):
+    """A tiny llama whose tokenizer has a chat template (tests/tiny_models.py)."""
+    from tests.tiny_models import save_chat_checkpoint
+
+    return save_chat_checkpoint(tmp_path_factory.mktemp("tiny-chat"))

@@ -71,8 +71,9 @@ def gen_args(model, **overrides):
                   max_new=16, prompt=PROMPT, attn_mode=MODES[0], attn_step=STEP_CHOICES[0],
                   layer=0, head=MEAN_HEAD)
     knobs = {**ADAPTER_KNOBS, **overrides.pop("knobs", {})}
+    chat = overrides.pop("chat", True)  # after the knobs (request.LATER)
     values.update(overrides)
-    return [*values.values(), *[knobs.get((m, f.name)) for m, f in KNOBS]]
+    return [*values.values(), *[knobs.get((m, f.name)) for m, f in KNOBS], chat]
 
 
 def is_value(output) -> bool:
@@ -231,6 +232,21 @@ def test_compare_api_takes_named_parameters_and_returns_json(client, checkpoint)
     with pytest.raises(Exception, match="unknown knobs"):
         client.predict(prompt=PROMPT, modes=["pyramid"], knobs={"pyramid": {"nope": 1}}, model_id=checkpoint,
                        api_name="/compare")
+
+
+def test_chat_template_through_both_endpoints(client, chat_checkpoint):
+    """A model with a chat template reads the prompt in it unless chat is off; /generate shows the text
+    in the prompt box (its outputs' last but one) and /compare returns it."""
+    names = [p["parameter_name"] for p in client.view_api(return_format="dict", print_info=False)
+             ["named_endpoints"]["/generate"]["parameters"]]
+    assert names[-1] == "chat" and names[-2].startswith("pyramid_recurformer__")  # after the knobs
+    shown = {chat: run(client, *gen_args(chat_checkpoint, prompt="the cat", max_new=2, modes=["baseline"],
+                                         chat=chat))[-1][-2] for chat in (True, False)}
+    assert shown == {True: "<|bos|><|user|>the cat\n<|assistant|>", False: "the cat"}
+    common = dict(prompt="the cat", modes=["baseline"], max_new_tokens=2, model_id=chat_checkpoint, api_name="/compare")
+    templated, raw = client.predict(**common), client.predict(**common, chat=False)
+    assert (templated["model_prompt"], raw["model_prompt"]) == (shown[True], shown[False])
+    assert templated["prompt_tokens"] > raw["prompt_tokens"]
 
 
 def test_max_new_tokens_past_the_context_are_clamped_with_a_notice(client, checkpoint):

@@ -6,6 +6,7 @@ import pytest
 from pyramid_core import ModelLoadError
 from studio import deployment, model_cache
 from studio.recency import recency_figure
+from studio.picker import PICKER_MODELS
 from studio.request import RunRequest
 from tests.test_studio import form as form_values
 
@@ -45,6 +46,11 @@ def test_on_a_space_hub_ids_are_checked_and_the_picker_list_passes(on_a_space):
     assert model_cache.model_key("Qwen/Qwen2.5-0.5B")[0] == "Qwen/Qwen2.5-0.5B"
     assert model_cache.model_key("")[0] == "embedded"
     assert model_cache.model_key("embedded")[0] == "embedded"
+
+
+@pytest.mark.parametrize("name", PICKER_MODELS)
+def test_on_a_space_every_picker_model_passes(on_a_space, name):
+    assert model_cache.model_key(name)[0] == name
 
 
 def test_on_a_space_the_adapter_knob_takes_only_the_shipped_adapter(on_a_space, tmp_path):

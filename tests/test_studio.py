@@ -20,7 +20,7 @@ from studio.live import PLOTS_EVERY_S, PLOTS_SHARE, TEXT_EVERY_S, TEXT_SHARE, Li
 from studio.model_cache import get_model
 from studio.modes import MODES
 from studio.panes import first_difference, pane_html
-from studio.request import FORM, RunRequest, form_names, knob_name, with_form_signature
+from studio.request import FORM, LATER, RunRequest, form_names, knob_name, with_form_signature
 from tests.test_compare import lm, lone  # noqa: F401 (lm is a fixture)
 
 
@@ -28,10 +28,11 @@ def form(**overrides) -> list:
     """The generate form's values in form_names() order: the app's defaults, knobs None (the default)."""
     values = dict(model_id="embedded", modes=["baseline", "pyramid"], budget=0.0, kv_tokens=0, temperature=0.0, top_p=1.0,
                   seed=0, max_new_tokens=8, prompt="the cat sat", attn_mode="baseline", attn_step=STEP_CHOICES[0],
-                  layer=0, head=MEAN_HEAD)
+                  layer=0, head=MEAN_HEAD, chat=True)
     knobs = overrides.pop("knobs", {})
     values.update(overrides)
-    return [*(values[name] for name in FORM), *(knobs.get((m, f.name)) for m, f in KNOBS)]
+    return [*(values[name] for name in FORM), *(knobs.get((m, f.name)) for m, f in KNOBS),
+            *(values[name] for name in LATER)]
 
 
 def test_run_request_reads_the_form_by_name():

@@ -65,3 +65,26 @@ def save_tiny_checkpoint(directory, family: str = "llama"):
     lm.model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+# One user turn between role markers, opened by the BOS as Llama 3's template is: tokenizing the
+# templated text with the tokenizer's own special tokens would give two.
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def save_chat_checkpoint(directory):
+    """A tiny llama with the embedded model's tokenizer (which adds a BOS) given CHAT_TEMPLATE, saved as
+    an HF directory: an instruct model in miniature. No EOS, so runs take every step asked."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from pyramid_core.resources import asset
+
+    tokenizer = AutoTokenizer.from_pretrained(asset("embedded"))
+    tokenizer.chat_template = CHAT_TEMPLATE
+    lm = tiny_model("llama", vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
+    lm.model.generation_config = GenerationConfig(eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
+    lm.model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)

@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
+    parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True,
+                        help="wrap the prompt in the tokenizer's chat template when it has one (instruct models; "
+                             "the default); --no-chat sends the raw text")
     add_policy_arguments(parser)
 
 
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> dict:
     policy, budget = policy_from_args(args)  # knobs and the budget are checked before any weights are read
     sampling = Sampling(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    result = run_generation(lm, args.prompt, policy, args.max_new_tokens, sampling, budget)
+    result = run_generation(lm, args.prompt, policy, args.max_new_tokens, sampling, budget, args.chat)
     if not args.json:
         print(result["text"])
     return result
