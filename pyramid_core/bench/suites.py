@@ -190,7 +190,9 @@ def suite_modes(args) -> dict:
         grid.modes = tuple(args.modes.split(","))
     if args.batches:
         grid.batches = tuple(int(b) for b in args.batches.split(","))
-    return run_grid(grid, Path(args.out), name="modes" + ("_quick" if args.quick else ""))
+    # a split run (--shapes) writes its own files, so two calls never overwrite each other
+    name = "modes" + ("_quick" if args.quick else "") + ("_" + "_".join(grid.shapes) if args.shapes else "")
+    return run_grid(grid, Path(args.out), name=name.replace(".", ""))
 
 
 SUITES = {"engine": suite_engine, "table1": suite_table1, "prefill8k": suite_prefill8k,
