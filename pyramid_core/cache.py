@@ -12,7 +12,13 @@ are built from positions alone (attention.py), so an empty slot is never attende
 counted.
 
 Buffers grow in blocks of `block` slots, so a decode step writes in place instead of concatenating the
-whole cache (what transformers' DynamicCache does). `nbytes()` is what the buffers hold, spare slots
+whole cache (what transformers' DynamicCache does).
+
+A window (sinks plus the newest tokens, `keep_window`) is kept as a ring: the oldest non-sink slot is
+freed and the next token is written into it, so a streaming step moves nothing and launches nothing
+beyond the write. Slots are then no longer in position order; attention does not care (keys carry their
+RoPE from the write, masks come from positions), and anything that needs order restores it first
+(`keep`) or sorts what it reads (`positions_of_row`). `nbytes()` is what the buffers hold, spare slots
 included: that is the memory the cache really takes.
 
 Counts of valid tokens per row are tracked on the host, so reading them never waits for the GPU.
@@ -20,9 +26,12 @@ Counts of valid tokens per row are tracked on the host, so reading them never wa
 
 from __future__ import annotations
 
+from collections import deque
+
 import torch
 
 from .metrics import state_nbytes
+from .policies.base import Keep, Window
 from .transfer import to_device
 
 
@@ -38,6 +47,10 @@ class LayerCache:
         self.length = 0
         self.counts = [0] * batch  # valid tokens per row, on the host
         self.has_holes = False     # some row has empty slots in use
+        self.ordered = True        # every row's slots are in position order (right-aligned)
+        self.free: list[int] = []  # slots dropped by keep_window that the next token overwrites
+        self.ring: deque | None = None  # keep_window's non-sink slots, oldest first (None: not a ring)
+        self.ring_sinks = 0
 
     @property
     def capacity(self) -> int:
@@ -45,6 +58,7 @@ class LayerCache:
 
     def view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(keys [B, H_kv, T, D], values [B, H_kv, T, D], positions [B, T]) of the slots in use."""
+        self._settle()
         n = self.length
         return self.keys[:, :, :n], self.values[:, :, :n], self.positions[:, :n]
 
@@ -54,6 +68,12 @@ class LayerCache:
         B, H, t, D = keys.shape
         assert values.shape == keys.shape and positions.shape == (B, t), "append: shape mismatch"
         assert len(valid_counts) == B
+        if self.free and t == 1 and all(v == 1 for v in valid_counts):
+            self._write_free(keys, values, positions)
+            return
+        self._settle()
+        if self.ring is not None:  # t new slots at the end, newest last (a ring tracks single tokens)
+            self.ring.extend(range(self.length, self.length + t))
         if self.length + t > self.capacity:
             self._reallocate(self.length + t)
         end = self.length + t
@@ -64,6 +84,13 @@ class LayerCache:
         self.counts = [c + v for c, v in zip(self.counts, valid_counts)]
         self.has_holes = self.has_holes or any(v != t for v in valid_counts)
 
+    def apply(self, answer: Keep | Window) -> None:
+        """Carry out a policy's answer (policies/base.py)."""
+        if isinstance(answer, Window):
+            self.keep_window(answer.sinks, answer.counts)
+        else:
+            self.keep(answer.scores, answer.counts)
+
     def keep(self, scores: torch.Tensor, kept: list[int]) -> None:
         """Keep, in each row, the kept[b] best-scoring of its newest n tokens (scores [B, n]) and every
         older token; drop the rest. This is a policy's Keep (policies/base.py) carried out.
@@ -73,6 +100,10 @@ class LayerCache:
         place (PyramidInfer's decode chunks sit just before the recent window); otherwise the buffers
         are reallocated to the new length.
         """
+        self._settle()
+        if not self.ordered:
+            self._restore_order()
+        self.ring = None  # the slots move: a later window starts a new ring
         n = scores.shape[1]
         start = self.length - n
         assert start >= 0, "keep: more scores than slots"
@@ -93,6 +124,77 @@ class LayerCache:
         self._reallocate(new_len, fill=(new_keys, new_values, new_positions))
         self.counts = counts
         self.has_holes = len(set(counts)) > 1
+
+    def keep_window(self, sinks: int, kept: list[int]) -> None:
+        """Keep, in each row, its first `sinks` tokens and its newest kept[b] - sinks; drop the rest.
+
+        When every row drops the same number of tokens and holds them in the same slots (no holes), the
+        oldest non-sink slots are freed for the next tokens to overwrite (a ring, host arithmetic only);
+        otherwise the rows are compacted by keep() with scores that rank the same tokens first.
+        """
+        drops = [held - k for held, k in zip(self.counts, kept)]
+        assert all(d >= 0 for d in drops), "keep_window: more kept than held"
+        if not any(drops):
+            return
+        if self._ring_ready(sinks, drops):
+            self.free += [self.ring.popleft() for _ in range(drops[0])]
+            self.counts = list(kept)
+            return
+        self.keep(self._window_scores(sinks, kept), list(kept))
+
+    def _ring_ready(self, sinks: int, drops: list[int]) -> bool:
+        """Whether keep_window can free ring slots: same drop in every row, no holes, enough non-sinks.
+        Starts the ring over an ordered layer: its slots after the sinks, oldest first."""
+        if self.has_holes or self.free or len(set(drops)) != 1 or self.length - sinks < drops[0]:
+            return False
+        if self.ring is None or self.ring_sinks != sinks:
+            if not self.ordered:
+                return False
+            self.ring, self.ring_sinks = deque(range(sinks, self.length)), sinks
+        return True
+
+    def _window_scores(self, sinks: int, kept: list[int]) -> torch.Tensor:
+        """[B, length] scores of an ordered layer: 1 for each row's first `sinks` tokens and its newest
+        kept[b] - sinks, 0 for the rest (keep() then drops exactly the zeros)."""
+        self._settle()
+        if not self.ordered:
+            self._restore_order()
+        device = self.positions.device
+        slot = torch.arange(self.length, device=device)[None, :]
+        first = self.length - to_device(self.counts, device)[:, None]  # each row's oldest slot
+        newest = to_device([max(0, k - sinks) for k in kept], device)[:, None]
+        rank = slot - first
+        stays = (rank >= 0) & ((rank < sinks) | (self.length - 1 - slot < newest))
+        return stays.float()
+
+    def _write_free(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
+        """One token per row into the oldest freed slot (the same slot in every row)."""
+        slot = self.free.pop(0)
+        self.keys[:, :, slot:slot + 1] = keys
+        self.values[:, :, slot:slot + 1] = values
+        self.positions[:, slot:slot + 1] = positions
+        self.counts = [c + 1 for c in self.counts]
+        self.ring.append(slot)
+        self.ordered = False
+
+    def _settle(self) -> None:
+        """Freed slots that no token overwrote become empty slots (holes); a no-op in the decode loop,
+        where the next token fills the slot before anything reads the layer."""
+        if not self.free:
+            return
+        self.positions[:, self.free] = -1
+        self.free, self.has_holes = [], True
+
+    def _restore_order(self) -> None:
+        """Put each row's slots back in position order, empty slots first (undoes a ring)."""
+        keys, values, positions = self.keys[:, :, :self.length], self.values[:, :, :self.length], \
+            self.positions[:, :self.length]
+        index = torch.sort(positions, dim=1, stable=True).indices  # -1 (empty) sorts first
+        rows = torch.arange(keys.shape[0], device=keys.device)[:, None]
+        self.keys[:, :, :self.length] = keys[rows, :, index].transpose(1, 2)  # the gathers copy first
+        self.values[:, :, :self.length] = values[rows, :, index].transpose(1, 2)
+        self.positions[:, :self.length] = positions.gather(1, index)
+        self.ordered, self.ring = True, None
 
     def counts_after(self, n: int, kept: list[int]) -> list[int]:
         """Tokens each row holds once it keeps kept[b] of its newest n (host arithmetic: no GPU wait)."""
@@ -185,9 +287,9 @@ class KVCache:
         return [list(row) for row in zip(*(layer.counts for layer in self.layers))]
 
     def positions_of_row(self, row: int = 0) -> list[list[int]]:
-        """Per layer, the original positions row `row` holds, in order."""
+        """Per layer, the original positions row `row` holds, in order (a ring holds them out of order)."""
         out = []
         for layer in self.layers:
-            pos = layer.positions[row, : layer.length]
-            out.append(pos[pos >= 0].tolist())
+            pos = layer.view()[2][row]
+            out.append(sorted(pos[pos >= 0].tolist()))
         return out

@@ -26,7 +26,7 @@ from .cache import KVCache, right_aligned_index, top_k_mask
 from .graphs import DecodeGraphs, GraphStore, graph_key
 from .layers import EagerStages, Parts, attention_scale, layer_forward, model_parts, rms_norm, rope_tables
 from .models import LoadedModel
-from .policies.base import Keep, LayerContext, Policy, PolicyState
+from .policies.base import Keep, LayerContext, Policy, PolicyState, Window
 from .policies.full import FullPolicy
 from .recording import attention_record, step_record
 from .recurrent_groups import layer_heads
@@ -100,7 +100,7 @@ def prefill(req: Request, input_ids: torch.Tensor):
             h, pos, valid = keep_stream(h, pos, keep)
             rope = rope_tables(parts.rotary, h, pos)
         elif keep is not None:
-            req.cache[idx].keep(keep.scores, keep.counts)
+            req.cache[idx].apply(keep)
     logits = parts.lm_head(rms_norm(parts.norm, h[:, -1:]))[:, 0]
     return logits.float(), records
 
@@ -119,12 +119,12 @@ def decode_step(req: Request, tokens: torch.Tensor):
             records.append(record_layer(req, idx, q, pos))
             keep = ask_policy(req, idx, q, pos)
             if keep is not None:
-                req.cache[idx].keep(keep.scores, keep.counts)
+                req.cache[idx].apply(keep)
         logits = parts.lm_head(rms_norm(parts.norm, h))[:, 0]
     return logits.float(), records
 
 
-def ask_policy(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor) -> Keep | None:
+def ask_policy(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor) -> Keep | Window | None:
     """The policy's answer for layer idx; None for a layer that caches nothing (every KV group a
     recurrence) and so has nothing to keep."""
     layer = req.cache[idx]

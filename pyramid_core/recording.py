@@ -26,8 +26,10 @@ class PendingAttention:
 
     def read(self) -> LayerAttention:
         held = self.positions >= 0
-        return LayerAttention(layer=self.layer, positions=self.positions[held].tolist(),
-                              weights=self.weights[:, held].tolist(), num_queries=int(self.voters.sum()))
+        # slots in position order: a ring (cache.py) holds them out of order
+        order = torch.argsort(self.positions)[int((~held).sum()):]  # empty slots (-1) sort first
+        return LayerAttention(layer=self.layer, positions=self.positions[order].tolist(),
+                              weights=self.weights[:, order].tolist(), num_queries=int(self.voters.sum()))
 
 
 def attention_record(idx: int, q, q_pos, keys, k_pos, scale) -> PendingAttention:

@@ -179,5 +179,21 @@ def suite_recurformer(args) -> dict:
     return results
 
 
+def suite_modes(args) -> dict:
+    """Every mode's decode tokens/s against the baseline's: batch 1/8 x prompt 1k/8k x three shapes (modes.py)."""
+    from .modes import Grid, run_grid
+
+    grid = Grid(new_tokens=64 if args.quick else args.new_tokens)
+    if args.shapes:
+        grid.shapes = tuple(args.shapes.split(","))
+    if args.modes:
+        grid.modes = tuple(args.modes.split(","))
+    if args.batches:
+        grid.batches = tuple(int(b) for b in args.batches.split(","))
+    # a split run (--shapes) writes its own files, so two calls never overwrite each other
+    name = "modes" + ("_quick" if args.quick else "") + ("_" + "_".join(grid.shapes) if args.shapes else "")
+    return run_grid(grid, Path(args.out), name=name.replace(".", ""))
+
+
 SUITES = {"engine": suite_engine, "table1": suite_table1, "prefill8k": suite_prefill8k,
-                   "overhead": suite_overhead, "recurformer": suite_recurformer}
+                   "overhead": suite_overhead, "recurformer": suite_recurformer, "modes": suite_modes}

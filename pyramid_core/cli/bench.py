@@ -18,6 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default=None, help="table1: comma-separated methods for the max-batch search")
     parser.add_argument("--batch32-methods", default=None, help="table1: comma-separated methods at batch 32")
     parser.add_argument("--skip-max-batch", action="store_true", help="table1: batch 32 only")
+    parser.add_argument("--quick", action="store_true", help="modes: 64 new tokens instead of --new-tokens")
+    parser.add_argument("--new-tokens", type=int, default=256, help="modes: tokens generated per run")
+    parser.add_argument("--shapes", default=None, help="modes: comma-separated shapes (embedded, llama3.2-1b, llama2-7b)")
+    parser.add_argument("--modes", default=None, help="modes: comma-separated modes (default: every mode)")
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -2,7 +2,7 @@
 policy class (the CLI, the app and the tests all go through it)."""
 
 from ..trace import MODES
-from .base import Keep, LayerContext, Policy, PolicyState
+from .base import Keep, LayerContext, Policy, PolicyState, Window
 from .full import FullPolicy
 from .h2o import H2OPolicy
 from .pyramid import PyramidPolicy
@@ -15,4 +15,4 @@ ALL_POLICIES = {cls.name: cls for cls in (FullPolicy, PyramidPolicy, StreamingPo
 assert list(ALL_POLICIES) == [m.name for m in MODES], "trace.MODES and the policies name different modes"
 
 __all__ = ["ALL_POLICIES", "FullPolicy", "H2OPolicy", "Keep", "LayerContext", "Policy", "PolicyState", "PyramidPolicy",
-           "PyramidRecurFormerPolicy", "RecurFormerPolicy", "SnapKVPolicy", "StreamingPolicy"]
+           "PyramidRecurFormerPolicy", "RecurFormerPolicy", "SnapKVPolicy", "StreamingPolicy", "Window"]

@@ -2,7 +2,8 @@
 
 A policy is a small dataclass (docs/policies.md). After each layer runs, the engine hands it a
 `LayerContext`; the policy answers with a `Keep` (scores over the layer's newest tokens, and how many of
-them each row keeps) or None to keep everything. The cache does the keeping: the top-k, the
+them each row keeps), a `Window` (sinks and the newest tokens, by order alone) or None to keep
+everything. The cache does the keeping: the top-k, the
 compaction and every slot index (cache.py). The policy never touches the cache or the engine.
 
 What a policy remembers within one request lives in the typed state it declares (`new_state`); the
@@ -41,6 +42,20 @@ class Keep:
     """
 
     scores: torch.Tensor
+    counts: list[int]
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class Window:
+    """Keep, in each row, its first `sinks` tokens and its newest counts[b] - sinks; drop the rest.
+
+    An answer by order alone, with no scores to compute: the cache keeps it as a ring, overwriting the
+    oldest non-sink slot with the next token (cache.py), so a sliding window costs no work per step.
+    Decode only (a prefill answer may need to stream, which a Window never does).
+    """
+
+    sinks: int
     counts: list[int]
     stream: bool = False
 

@@ -91,12 +91,17 @@ class PyramidState(PolicyState):
               compressed ("since the last compression" is per layer).
     voters:   per layer, its most recent queries, scored with at decode time.
     windows:  (seen tokens of row 0, each row's voter window) of the current decode step.
+    weights, chunk: the voter weights and chunk mask last copied to the device, reused by the layers
+              that compress at the same step with the same windows (a copy per layer cost a pinned
+              transfer and several kernels each).
     """
 
     num_layers: int
     markers: list[list[int] | None] = field(default_factory=list)
     voters: list[RecentQueries | None] = field(default_factory=list)
     windows: tuple[int, list[int]] | None = None
+    weights: tuple[tuple, torch.Tensor] | None = None  # (key, voter weights) of the current windows
+    chunk: tuple[tuple, torch.Tensor] | None = None    # (key, chunk mask) of the current cut
 
     def __post_init__(self):
         self.markers = self.markers or [None] * self.num_layers
@@ -211,12 +216,24 @@ class PyramidPolicy(Policy):
         """[B, T]: each held token's head-averaged attention from the row's last windows[b] queries,
         weighted linearly from 1.0 (oldest voter) to distance_weight (newest)."""
         width = max(windows)
+        return ctx.attention_scores(queries[:, :, -width:], q_pos[:, -width:],
+                                    self.voter_weights(windows, ctx.keys.device, ctx.state))
+
+    def voter_weights(self, windows: list[int], device, state: PyramidState | None = None) -> torch.Tensor:
+        """[B, max(windows)] linear weights of each row's voters, 0 before its window. Every layer that
+        compresses at a decode step uses the same ones: built and copied to the device once per step."""
+        key = (tuple(windows), device)
+        if state is not None and state.weights is not None and state.weights[0] == key:
+            return state.weights[1]
+        width = max(windows)
         weights = torch.zeros(len(windows), width)
         for row, w in enumerate(windows):
             if w > 0:
                 weights[row, width - w:] = torch.linspace(1.0, self.distance_weight, w)
-        return ctx.attention_scores(queries[:, :, -width:], q_pos[:, -width:],
-                                    to_device(weights, ctx.keys.device))
+        weights = to_device(weights, device)
+        if state is not None:
+            state.weights = (key, weights)
+        return weights
 
     # ------------------------------------------------------------------ the two answers
 
@@ -249,16 +266,25 @@ class PyramidPolicy(Policy):
             return None
         sizes, kept = [c[0] if c else 0 for c in cuts], [c[1] if c else 0 for c in cuts]
         n = max(w + size for w, size in zip(windows, sizes))  # only the newest n tokens are scored
-        device = ctx.positions.device
-        age = torch.arange(n - 1, -1, -1, device=device)[None, :]  # 0: a row's newest token
-        start = to_device(windows, device)[:, None]
-        chunk = (age >= start) & (age < start + to_device(sizes, device)[:, None])
+        chunk = self.chunk_mask(n, windows, sizes, ctx.positions.device, state)
         voters, voter_pos = state.voters[ctx.layer].view(width)
         scores = self.scores(ctx, voters, voter_pos, windows)[:, -n:].masked_fill(~chunk, ALWAYS)
         for row, cut in enumerate(cuts):
             if cut is not None:  # "compressed up to here", per layer
                 markers[row] = ctx.counts[row] - sizes[row] + kept[row] - windows[row]
         return Keep(scores, [min(held, n) - size + k for held, size, k in zip(ctx.counts, sizes, kept)])
+
+    def chunk_mask(self, n: int, windows: list[int], sizes: list[int], device, state: PyramidState) -> torch.Tensor:
+        """[B, n] bool over the newest n slots: each row's chunk, the sizes[b] slots just older than its
+        window. Built on the host and copied once; the layers cutting at one step share it."""
+        key = ("chunk", n, tuple(windows), tuple(sizes), device)
+        if state.chunk is not None and state.chunk[0] == key:
+            return state.chunk[1]
+        age = torch.arange(n - 1, -1, -1)[None, :]  # 0: a row's newest token
+        start, size = torch.tensor(windows)[:, None], torch.tensor(sizes)[:, None]
+        mask = to_device((age >= start) & (age < start + size), device)
+        state.chunk = (key, mask)
+        return mask
 
     def step_windows(self, ctx: LayerContext) -> list[int]:
         """Each row's voter window, computed once per decode step rather than once per layer."""

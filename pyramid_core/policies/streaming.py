@@ -6,6 +6,12 @@ for through budget.py's kv_tokens, which the solver turns into this share.) Ever
 tokens: the first sink_len and the most recent ones. The prefill runs in full and the cache is then
 cut (cache-only eviction); at decode the oldest non-sink token is evicted whenever a layer holds more
 than its budget. Positions stay the original ones (no re-rotation).
+
+Decode answers with a `Window` (base.py), not scores: the cache then overwrites the evicted slot with
+the next token (a ring, cache.py) instead of sorting and compacting the whole layer at every step,
+which made streaming decode at 0.37x the baseline's tokens/s (H200, embedded model, 1k + 256). The
+kept tokens are the same: a layer holds its sinks and a contiguous run of the newest tokens, so "the
+newest b - sink_len" and "positions from seen - (b - sink_len) on" name the same ones.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..transfer import to_device
-from .base import Keep, LayerContext, Policy, check_share
+from .base import Keep, LayerContext, Policy, Window, check_share
 
 
 @dataclass
@@ -48,5 +54,8 @@ class StreamingPolicy(Policy):
     def prefill(self, ctx: LayerContext) -> Keep | None:
         return self.keep(ctx)
 
-    def decode(self, ctx: LayerContext) -> Keep | None:
-        return self.keep(ctx)
+    def decode(self, ctx: LayerContext) -> Window | None:
+        budgets = [self.budget(n) for n in ctx.seen]
+        if all(held <= b for held, b in zip(ctx.counts, budgets)):
+            return None
+        return Window(self.sink_len, [min(held, b) for held, b in zip(ctx.counts, budgets)])

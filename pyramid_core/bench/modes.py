@@ -1,0 +1,139 @@
+"""`bench modes`: every mode's decode speed against the baseline's, per model shape, batch and prompt.
+
+The issue-19 grid: each mode x batch {1, 8} x prompt {1k, 8k} x shape {the embedded model, Llama-3.2-1B
+and Llama-2-7B shapes with random weights}. Decode only: tokens/s over the decode steps' own times (the
+engine's step records, each ending on a host read of the sampled tokens, so they are real), never the
+prefill. Each (shape, batch, mode) first runs once at the shortest prompt (the warm-up: CUDA graph
+capture, Triton compilation, cuBLAS plans), timed and reported apart. At batch 1 a second run wraps the
+policy in TimedPolicy (overhead.py), whose synchronisations would slow the measured run: it gives the
+milliseconds per decode step the policy's scoring and selection take. Results are written after every
+shape, so a run cut off keeps what it has.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..engine import generate
+from ..policies import ALL_POLICIES
+from ..policies.registry import make_policy
+from . import harness
+from .overhead import TimedPolicy, sync
+
+SHAPES = ("embedded", "llama3.2-1b", "llama2-7b")
+
+
+@dataclass
+class Grid:
+    """What `bench modes` runs. new_tokens 64 (--quick) keeps the full grid within a ~6-minute call."""
+
+    shapes: tuple[str, ...] = SHAPES
+    modes: tuple[str, ...] = tuple(ALL_POLICIES)
+    batches: tuple[int, ...] = (1, 8)
+    prompts: tuple[int, ...] = (1024, 8192)
+    new_tokens: int = 256
+    warmup_tokens: int = 8
+
+
+def load_shape(shape: str, longest: int):
+    """The embedded model (its RoPE run past its trained 4096 positions when a prompt needs it: speed
+    does not depend on what the positions mean) or a random model of a public shape, on the GPU."""
+    if shape != "embedded":
+        return harness.random_model(shape, dtype=torch.bfloat16, max_positions=max(40960, longest))
+    from ..models import load_model
+
+    lm = load_model("embedded", device="cuda", dtype="bfloat16")
+    lm.config.max_position_embeddings = max(lm.max_context, longest)
+    return lm
+
+
+def mode_policies(lm, modes, shape: str, scratch: Path) -> dict:
+    """A policy per mode, defaults throughout; RecurFormer gets the embedded model's trained adapter,
+    or an untrained one over 25% of the KV groups for a random shape (speed does not depend on training)."""
+    recurrent = {}
+    if shape != "embedded" and any("recurformer" in m for m in modes):
+        recurrent = {"adapter": harness.random_adapter(lm, 0.25, scratch / f"{shape}-25")}
+    return {m: make_policy(m, recurrent if "recurformer" in m else {}) for m in modes}
+
+
+def prompts(lm, batch: int, length: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randint(3, lm.config.vocab_size, (batch, length), generator=gen).to(lm.device)
+
+
+def decode_run(lm, policy, batch: int, prompt: int, new_tokens: int) -> dict:
+    """One generation; decode tokens/s and step time from the decode steps' records."""
+    records = list(generate(lm, prompts(lm, batch, prompt), policy=policy, max_new_tokens=new_tokens))
+    sync()
+    decode_s = sum(r.step_time_s for r in records[1:])
+    steps = len(records) - 1
+    return {"decode_tokens_per_s": steps * batch / decode_s, "step_ms": 1e3 * decode_s / steps,
+            "prefill_s": records[0].step_time_s, "kv_tokens_held": sum(records[-1].kept_tokens_per_row[0])}
+
+
+def policy_ms(lm, policy, prompt: int, new_tokens: int) -> float:
+    """Milliseconds per decode step the policy's answers take at batch 1 (device time included)."""
+    timed = TimedPolicy(policy)
+    records = list(generate(lm, prompts(lm, 1, prompt), policy=timed, max_new_tokens=new_tokens))
+    return 1e3 * timed.seconds["decode"] / max(1, len(records) - 1)
+
+
+def cells(lm, shape: str, policies: dict, grid: Grid) -> list[dict]:
+    """Every batch x prompt x mode of one model: warm-up apart, then the measured run."""
+    out = []
+    for batch in grid.batches:
+        warm = {}
+        for mode, policy in policies.items():
+            start = time.perf_counter()
+            decode_run(lm, policy, batch, min(grid.prompts), grid.warmup_tokens)
+            warm[mode] = time.perf_counter() - start
+        for prompt in grid.prompts:
+            for mode, policy in policies.items():
+                cell = {"shape": shape, "batch": batch, "prompt": prompt, "mode": mode, "warmup_s": warm[mode],
+                        **decode_run(lm, policy, batch, prompt, grid.new_tokens)}
+                if batch == 1:
+                    cell["policy_ms_per_step"] = policy_ms(lm, policy, prompt, grid.new_tokens)
+                    cell["policy_share"] = cell["policy_ms_per_step"] / cell["step_ms"]
+                out.append(cell)
+                print(f"{time.strftime('%H:%M:%S')} {shape} b{batch} p{prompt} {mode}: "
+                      f"{cell['decode_tokens_per_s']:.1f} tok/s", flush=True)
+    return with_ratios(out)
+
+
+def with_ratios(cells_: list[dict]) -> list[dict]:
+    """Each cell's tokens/s as a share of the baseline's in the same shape, batch and prompt."""
+    base = {(c["shape"], c["batch"], c["prompt"]): c["decode_tokens_per_s"] for c in cells_ if c["mode"] == "baseline"}
+    for c in cells_:
+        ref = base.get((c["shape"], c["batch"], c["prompt"]))
+        c["vs_baseline"] = c["decode_tokens_per_s"] / ref if ref else None
+    return cells_
+
+
+def table(cells_: list[dict]) -> str:
+    rows = ["| shape | batch | prompt | mode | decode tok/s | x baseline | step ms | policy ms/step | policy share "
+            "| KV tokens held (row 0) | warm-up s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c in cells_:
+        ratio = f"{c['vs_baseline']:.2f}" if c.get("vs_baseline") is not None else "-"
+        pol = f"{c['policy_ms_per_step']:.3f}" if "policy_ms_per_step" in c else "-"
+        share = f"{c['policy_share']:.1%}" if "policy_share" in c else "-"
+        rows.append(f"| {c['shape']} | {c['batch']} | {c['prompt']} | {c['mode']} | {c['decode_tokens_per_s']:.1f} | "
+                    f"{ratio} | {c['step_ms']:.2f} | {pol} | {share} | {c['kv_tokens_held']} | {c['warmup_s']:.1f} |")
+    return "\n".join(rows)
+
+
+def run_grid(grid: Grid, out: Path, load=load_shape, name: str = "modes") -> dict:
+    """The whole grid, one shape at a time (each loaded, measured and freed), written after each."""
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp())
+    results = {"environment": harness.environment(), "grid": grid.__dict__, "cells": []}
+    for shape in grid.shapes:
+        lm = load(shape, max(grid.prompts) + grid.new_tokens)
+        results["cells"] += cells(lm, shape, mode_policies(lm, grid.modes, shape, scratch), grid)
+        harness.write(results, out, name, table(results["cells"]))
+        del lm
+    return results
