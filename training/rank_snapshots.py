@@ -5,6 +5,11 @@ pyramid_core/assets/reading_eval.jsonl.gz, greedy) and the continuation perplexi
 (6 windows of 1024 + 128 tokens, the measure of benchmarks/quality_embedded.md). Run on the GPU machine:
 
     python3 training/rank_snapshots.py /tmp/embedded/snapshots/step-* /tmp/embedded --out /tmp/results/rank
+    python3 training/rank_snapshots.py --pick /tmp/results/rank.json --max-ppl 37.0   # prints the best one
+
+The pick: among models within the perplexity ceiling, the one with the most single-fact and story
+questions right (the two reading targets of the model card); none within the ceiling prints nothing
+and exits 1.
 """
 import argparse
 import json
@@ -47,14 +52,27 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pick(rows: list[dict], max_ppl: float) -> dict | None:
+    within = [r for r in rows if r["ppl"] <= max_ppl]
+    return max(within, key=lambda r: r["accuracy"]["single"] + r["accuracy"]["story"], default=None)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+")
-    ap.add_argument("--out", required=True, help="write <out>.json and <out>.md")
+    ap.add_argument("models", nargs="*")
+    ap.add_argument("--out", help="write <out>.json and <out>.md")
+    ap.add_argument("--pick", help="a rank .json: print the model to ship instead of scoring")
+    ap.add_argument("--max-ppl", type=float, default=37.0, help="--pick: the perplexity ceiling")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N tasks (a quick look)")
     args = ap.parse_args()
+    if args.pick:
+        best = pick(json.loads(Path(args.pick).read_text()), args.max_ppl)
+        if best is None:
+            sys.exit(1)
+        print(best["model"])
+        return
     tasks = reading.load_tasks(limit=args.limit)
     rows = []
     for m in args.models:
