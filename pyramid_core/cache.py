@@ -260,9 +260,11 @@ class KVCache:
     """All layers of one request, and the states of its recurrent KV groups (RecurFormer)."""
 
     def __init__(self, num_layers: int, batch: int, kv_heads: int | list[int], head_dim: int,
-                 dtype: torch.dtype, device: torch.device, block: int = 16):
+                 dtype: torch.dtype, device: torch.device | list[torch.device], block: int = 16):
+        """device: one for every layer, or a list with each layer's device (a model spread over GPUs)."""
         heads = kv_heads if isinstance(kv_heads, list) else [kv_heads] * num_layers
-        self.layers = [LayerCache(batch, h, head_dim, dtype, device, block) for h in heads]
+        devices = device if isinstance(device, (list, tuple)) else [device] * num_layers
+        self.layers = [LayerCache(batch, h, head_dim, dtype, d, block) for h, d in zip(heads, devices)]
         # RecurFormer: {kv_group: state} per layer for groups that run as recurrences
         self.recurrent_state: list[dict] = [{} for _ in range(num_layers)]
         self.peak_bytes = 0

@@ -12,6 +12,7 @@ contract), graphs.py (CUDA graphs of decode steps), sampling.py and recording.py
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextlib import contextmanager
@@ -24,8 +25,9 @@ from torch.nn.attention import sdpa_kernel
 from .attention import ATTENTION_BACKENDS
 from .cache import KVCache, right_aligned_index, top_k_mask
 from .graphs import DecodeGraphs, GraphStore, graph_key
-from .layers import EagerStages, Parts, attention_scale, layer_forward, model_parts, rms_norm, rope_tables
+from .layers import EagerStages, Parts, attention_scale, final_logits, layer_forward, model_parts, rope_tables
 from .models import LoadedModel
+from .placement import follow
 from .policies.base import Keep, LayerContext, Policy, PolicyState, Window
 from .policies.full import FullPolicy
 from .recording import attention_record, step_record
@@ -34,6 +36,8 @@ from .sampling import Sampling, sample
 from .trace import StepRecord
 
 __all__ = ["ATTENTION_BACKENDS", "Sampling", "generate", "teacher_forced_logits"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,10 +65,11 @@ def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | N
     """A fresh per-request state for left-padded prompts."""
     parts = model_parts(lm)
     policy = policy or FullPolicy()
+    devices = list(parts.placement.layers)  # each layer's cache and head indices live on its device
     heads = layer_heads(parts.num_layers, parts.num_heads, parts.num_kv_heads, policy.recurrent_modules(lm),
-                        input_ids.device)
+                        devices)
     kv_heads = [parts.num_kv_heads if lh is None else len(lh.kv) for lh in heads]
-    cache = KVCache(parts.num_layers, input_ids.shape[0], kv_heads, parts.head_dim, lm.dtype, input_ids.device)
+    cache = KVCache(parts.num_layers, input_ids.shape[0], kv_heads, parts.head_dim, lm.dtype, devices)
     return Request(parts, cache, policy, policy.new_state(parts.num_layers), EagerStages(parts, heads),
                    attention_mask.sum(1).tolist(), prompt_positions(attention_mask), policy.describe())
 
@@ -92,6 +97,7 @@ def prefill(req: Request, input_ids: torch.Tensor):
     valid = (pos >= 0).sum(1).tolist()
     records = []
     for idx in range(parts.num_layers):
+        h, pos, rope = follow(parts.placement.layers[idx], h, pos, rope)
         h, q = layer_forward(req.stages, idx, h, pos, rope, req.cache[idx], req.cache.recurrent_state[idx],
                              "prefill", valid)
         records.append(record_layer(req, idx, q, pos))
@@ -101,7 +107,7 @@ def prefill(req: Request, input_ids: torch.Tensor):
             rope = rope_tables(parts.rotary, h, pos)
         elif keep is not None:
             req.cache[idx].apply(keep)
-    logits = parts.lm_head(rms_norm(parts.norm, h[:, -1:]))[:, 0]
+    logits = final_logits(parts, h[:, -1:])[:, 0]
     return logits.float(), records
 
 
@@ -114,13 +120,14 @@ def decode_step(req: Request, tokens: torch.Tensor):
     records = []
     with decode_stages(req, tokens.shape[0]) as stages:
         for idx in range(parts.num_layers):
+            h, pos, rope = follow(parts.placement.layers[idx], h, pos, rope)
             h, q = layer_forward(stages, idx, h, pos, rope, req.cache[idx], req.cache.recurrent_state[idx],
                                  "decode", ones, req.decode_kernel)
             records.append(record_layer(req, idx, q, pos))
             keep = ask_policy(req, idx, q, pos)
             if keep is not None:
                 req.cache[idx].apply(keep)
-        logits = parts.lm_head(rms_norm(parts.norm, h))[:, 0]
+        logits = final_logits(parts, h)[:, 0]
     return logits.float(), records
 
 
@@ -198,6 +205,7 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
 
     cuda_graphs: decode steps replay CUDA graphs of each layer's fixed-shape parts (graphs.py). None
     (default) uses them on a GPU; True also on a CPU, where they are plain calls (for tests); False never.
+    A model spread over several devices (a device_map) always decodes eagerly; see `use_graphs`.
     decode_kernel: False keeps decode attention on SDPA where the Triton kernel would run (benchmarks).
     """
     sampling = sampling or Sampling()
@@ -206,13 +214,26 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
     pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
     req = start_request(lm, input_ids, attention_mask, policy)
     req.decode_kernel = decode_kernel
-    if cuda_graphs or (cuda_graphs is None and input_ids.device.type == "cuda"):
+    if use_graphs(req.parts, cuda_graphs, input_ids.device):
         req.graphs = lm.decode_graphs
     generator = None
-    if sampling.seed is not None:
-        generator = torch.Generator(device=input_ids.device).manual_seed(sampling.seed)
+    if sampling.seed is not None:  # on lm_head's device, where the logits are sampled
+        generator = torch.Generator(device=req.parts.placement.head).manual_seed(sampling.seed)
     yield from _generate_steps(req, input_ids, max_new_tokens, sampling, generator, eos, pad,
                                _per_step(record_attention), _per_step(record_positions), stop, detail_last)
+
+
+def use_graphs(parts: Parts, asked: bool | None, device: torch.device) -> bool:
+    """Whether decode steps replay CUDA graphs: as asked (None: on a GPU), and never for a model spread
+    over several devices. DecodeGraphs captures every layer on one device, stream and memory pool;
+    capturing per device would need per-device buffers, streams and pools and a copy at each boundary,
+    and a model that needs several GPUs is not launch-bound anyway: each layer's matmuls take longer on
+    the GPU than the host takes to launch them, so eager launches stay ahead of the GPU."""
+    wanted = asked or (asked is None and device.type == "cuda")
+    if wanted and parts.placement.spans_devices:
+        log.info("the model spans %d devices: decoding without CUDA graphs", len(parts.placement.devices))
+        return False
+    return bool(wanted)
 
 
 def _per_step(flag) -> Callable[[int], bool]:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import attention
+from .placement import Placement, placement_of
 from .recurrent_groups import LayerHeads, merge_recurrent, run_groups
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class Parts:
     num_heads: int
     num_kv_heads: int
     windows: list[int | None]  # sliding-window size per layer (Mistral, Qwen2/3 sliding layers)
+    placement: Placement       # the device of each module above (one for all, unless a device_map spread them)
 
     @property
     def num_layers(self) -> int:
@@ -48,7 +50,8 @@ def model_parts(lm: "LoadedModel") -> Parts:
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     return Parts(embed=base.embed_tokens, layers=base.layers, norm=base.norm, lm_head=lm.model.lm_head,
                  rotary=base.rotary_emb, head_dim=head_dim, num_heads=cfg.num_attention_heads,
-                 num_kv_heads=cfg.num_key_value_heads, windows=layer_windows(cfg))
+                 num_kv_heads=cfg.num_key_value_heads, windows=layer_windows(cfg),
+                 placement=placement_of(lm.model))
 
 
 def layer_windows(cfg) -> list[int | None]:
@@ -65,6 +68,13 @@ def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)
 
 
+def final_logits(parts: Parts, h: torch.Tensor) -> torch.Tensor:
+    """lm_head(norm(h)) for the last layer's output h [B, T, C], each on its own device (a device_map
+    may put the final norm and lm_head, tied to the embeddings, on different GPUs)."""
+    x = rms_norm(parts.norm, h.to(parts.placement.norm))
+    return parts.lm_head(x.to(parts.placement.head))
+
+
 def project_qkv(attn, x: torch.Tensor, head_dim: int):
     """q [B, H, T, D], k and v [B, H_kv, T, D]; q/k norms (Qwen3) on the head dim before RoPE."""
     B, T, _ = x.shape
@@ -77,12 +87,15 @@ def project_qkv(attn, x: torch.Tensor, head_dim: int):
 
 
 def rope_tables(rotary: torch.nn.Module, h: torch.Tensor, positions: torch.Tensor):
-    """(cos, signed sin) [B, 1, T, D] at the given positions, shared by every layer of a step.
+    """(cos, signed sin) [B, 1, T, D] at the given positions, on h's device, shared by every layer of a
+    step that sits on that device.
 
     The model's rotary module computes cos and sin (its scaling types included); the sign of sin's
-    first half is folded in once so that applying RoPE needs no negation.
+    first half is folded in once so that applying RoPE needs no negation. Under a device_map the module
+    may sit on another device and accelerate's hook return its tables there: they come back to h's.
     """
     cos, sin = rotary(h, positions.clamp(min=0))
+    cos, sin = cos.to(h.device), sin.to(h.device)
     half = sin.shape[-1] // 2
     signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
     return cos[:, None], signed[:, None]

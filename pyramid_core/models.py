@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .graphs import GraphStore
+from .placement import Placement, placement_of
 from .resources import asset
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,12 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
+
+    @property
+    def placement(self) -> Placement:
+        """Where the embeddings, each layer, the final norm and lm_head sit (placement.py). Read from
+        the parameters at each call, not stored: a model moved after loading is never seen stale."""
+        return placement_of(self.model)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -161,7 +168,9 @@ def load_model(name_or_path: str = EMBEDDED_NAME, device: str | None = None,
     name_or_path: "embedded" (the model shipped in assets/), a local HF directory, or a hub id.
     device:       "cuda", "cpu", ...; default: the GPU when there is one.
     dtype:        "auto" (bf16 on GPU, fp32 on CPU), "float32", "bfloat16" or "float16".
-    device_map:   passed to transformers/accelerate for models larger than one device.
+    device_map:   passed to transformers/accelerate for a model larger than one GPU: "auto", or a map
+                  {module name: device}; each decoder layer must stay whole, nothing offloaded to disk
+                  (placement.py). `device` is then ignored.
     adapter:      a RecurFormer adapter directory, applied after loading (see pyramid_core.recurformer).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -21,8 +21,10 @@ class LayerHeads:
 
 def layer_heads(num_layers: int, num_heads: int, num_kv_heads: int, recurrent: dict,
                 device) -> list[LayerHeads | None]:
-    """Per layer, its LayerHeads when recurrent {layer: {kv_group: module}} replaces some of its groups."""
+    """Per layer, its LayerHeads when recurrent {layer: {kv_group: module}} replaces some of its groups.
+    device: one for every layer, or a list with each layer's (a model spread over several GPUs)."""
     G = num_heads // num_kv_heads
+    devices = device if isinstance(device, (list, tuple)) else [device] * num_layers
     out = []
     for idx in range(num_layers):
         replaced = recurrent.get(idx, {})
@@ -31,8 +33,8 @@ def layer_heads(num_layers: int, num_heads: int, num_kv_heads: int, recurrent: d
             continue
         kv = [g for g in range(num_kv_heads) if g not in replaced]
         q = [h for h in range(num_heads) if h // G not in replaced]
-        out.append(LayerHeads(torch.tensor(q, dtype=torch.long, device=device),
-                              torch.tensor(kv, dtype=torch.long, device=device), replaced, G, tuple(kv)))
+        out.append(LayerHeads(torch.tensor(q, dtype=torch.long, device=devices[idx]),
+                              torch.tensor(kv, dtype=torch.long, device=devices[idx]), replaced, G, tuple(kv)))
     return out
 
 

@@ -12,6 +12,8 @@ small batches keep SDPA, whose flash kernel splits the keys among programs.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -72,8 +74,17 @@ def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q
     assert k.stride(3) == 1 and v.stride(3) == 1 and q.stride(3) == 1, "decode attention: last dim must be contiguous"
     k_pos = k_pos if k_pos.stride(1) == 1 else k_pos.contiguous()
     out = torch.empty(B, H, D, dtype=q.dtype, device=q.device)
-    decode_attention_kernel[(B * H,)](
-        q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, scale, window or 0, k.shape[2],
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        k_pos.stride(0), H=H, G=H // k.shape[1], D=D, BT=BLOCK_T, WINDOWED=window is not None, num_warps=NUM_WARPS)
+    with launch_device(q):
+        decode_attention_kernel[(B * H,)](
+            q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, scale, window or 0, k.shape[2],
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
+            v.stride(2), k_pos.stride(0), H=H, G=H // k.shape[1], D=D, BT=BLOCK_T, WINDOWED=window is not None,
+            num_warps=NUM_WARPS)
     return out[:, :, None]
+
+
+def launch_device(x: torch.Tensor):
+    """x's GPU as the current device while a kernel launches: Triton launches on the current device, and
+    under a device_map a layer's tensors sit on another GPU than cuda:0. (On a CPU, in the tests'
+    interpreter, there is nothing to set.)"""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()

@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .decode_triton import launch_device
+
 
 # W and T change with every prompt and layer: specialising on them would recompile the kernels constantly
 @triton.jit(do_not_specialize=["W", "T"])
@@ -92,8 +94,9 @@ def recent_attention_scores_triton(queries: torch.Tensor, query_pos: torch.Tenso
     out = torch.empty(B, T, dtype=torch.float32, device=q.device)
     BW = min(64, max(16, triton.next_power_of_2(W)))
     BT = 64 if D <= 128 else 32
-    recent_lse_fwd_kernel[(triton.cdiv(W, BW), H, B)](
-        q, q_pos, k, k_pos, lse, scale, W, T, H, G=H // H_kv, D=D, BW=BW, BT=BT)
-    recent_scores_fwd_kernel[(triton.cdiv(T, BT), B)](
-        q, q_pos, k, k_pos, lse, wts, out, scale, W, T, H, G=H // H_kv, D=D, BW=BW, BT=BT)
+    with launch_device(q):
+        recent_lse_fwd_kernel[(triton.cdiv(W, BW), H, B)](
+            q, q_pos, k, k_pos, lse, scale, W, T, H, G=H // H_kv, D=D, BW=BW, BT=BT)
+        recent_scores_fwd_kernel[(triton.cdiv(T, BT), B)](
+            q, q_pos, k, k_pos, lse, wts, out, scale, W, T, H, G=H // H_kv, D=D, BW=BW, BT=BT)
     return out

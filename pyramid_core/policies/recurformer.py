@@ -80,9 +80,10 @@ def build_modules(lm, adapter_dir: str, variant: str, window: int, sinks: int) -
                 module = GroupWindow.from_attention(attn, base.rotary_emb, group, cfg, sink_len=sinks,
                                                     window=window)
             modules.setdefault(layer, {})[group] = module
-    for by_group in modules.values():
+    devices = lm.placement.layers  # each layer's groups run on that layer's device
+    for layer, by_group in modules.items():
         for module in by_group.values():
-            module.to_model(lm.device, lm.dtype).eval().requires_grad_(False)
+            module.to_model(devices[layer], lm.dtype).eval().requires_grad_(False)
     return modules
 
 

@@ -141,9 +141,10 @@ def apply_adapter(lm, dir_or_adapter: str | Path | Adapter) -> dict[int, dict[in
     adapter = dir_or_adapter if isinstance(dir_or_adapter, Adapter) else load_adapter(dir_or_adapter)
     check_adapter(adapter, lm)
     modules = adapter.modules()
-    for by_group in modules.values():
+    devices = lm.placement.layers  # each layer's groups run on that layer's device
+    for layer, by_group in modules.items():
         for rnn in by_group.values():
-            rnn.to_model(lm.device, lm.dtype).eval().requires_grad_(False)
+            rnn.to_model(devices[layer], lm.dtype).eval().requires_grad_(False)
     lm.recurrent = modules
     log.info("RecurFormer adapter: %d KV groups run as linear RNNs", len(adapter.groups))
     return modules

@@ -1,0 +1,113 @@
+"""Models spread over devices by a device_map: the per-layer placement, and tokens equal to one device's.
+
+A CPU offers one device only, so here the map's loading path and the placement's bookkeeping are
+checked; the split over two GPUs runs in test_split_over_two_gpus_matches_one_gpu (skipped without them).
+"""
+
+import dataclasses
+
+import pytest
+import torch
+
+from pyramid_core import generate, load_model
+from pyramid_core.engine import use_graphs
+from pyramid_core.layers import model_parts
+from pyramid_core.placement import Placement, follow, module_device, placement_of
+from pyramid_core.policies.full import FullPolicy
+from pyramid_core.policies.pyramid import PyramidPolicy
+from tests.tiny_models import tiny_model
+
+CPU = torch.device("cpu")
+LAYERS = 4  # tests/tiny_models.py COMMON
+
+
+def split_map(first: str, second: str) -> dict:
+    """An explicit accelerate map: the embeddings and the first half of the layers on `first`, the rest,
+    the final norm and lm_head on `second`."""
+    half = LAYERS // 2
+    layers = {f"model.layers.{i}": first if i < half else second for i in range(LAYERS)}
+    return {"model.embed_tokens": first, "model.rotary_emb": first, **layers, "model.norm": second,
+            "lm_head": second}
+
+
+def greedy(lm, ids, policy, new_tokens=12):
+    records = list(generate(lm, ids, policy=policy, max_new_tokens=new_tokens, cuda_graphs=False))
+    return [r.token_ids[0] for r in records], records
+
+
+def compressing_pyramid():
+    """PyramidInfer settings that compress a 160-token prompt of the tiny model in the prefill."""
+    return PyramidPolicy(min_context_length=8, recent_ratio=0.1, prefill_decay_ratio=0.5)
+
+
+def prompt(n=160, seed=1):
+    return torch.randint(3, 97, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+def test_placement_lists_each_layers_device():
+    lm = tiny_model("llama")
+    placement = placement_of(lm.model)
+    assert placement.layers == (CPU,) * LAYERS
+    assert (placement.embed, placement.norm, placement.head) == (CPU, CPU, CPU)
+    assert not placement.spans_devices and placement.devices == (CPU,)
+
+
+def test_placement_over_two_gpus_is_seen_as_spanning():
+    gpu0, gpu1 = torch.device("cuda", 0), torch.device("cuda", 1)
+    placement = Placement(embed=gpu0, layers=(gpu0, gpu0, gpu1, gpu1), norm=gpu1, head=gpu0)
+    assert placement.spans_devices and placement.devices == (gpu0, gpu1)
+
+
+def test_a_layer_split_over_devices_or_offloaded_is_refused():
+    lm = tiny_model("llama")
+    layer = lm.model.model.layers[1]
+    layer.mlp.to("meta")
+    with pytest.raises(ValueError, match="layer 1 must sit on one device"):
+        placement_of(lm.model)
+    layer.to("meta")
+    with pytest.raises(ValueError, match="offloaded"):
+        module_device(layer, "layer 1")
+
+
+def test_follow_is_free_on_the_same_device():
+    h, pos, rope = torch.zeros(1, 2, 4), torch.zeros(1, 2, dtype=torch.long), (torch.ones(1), torch.ones(1))
+    same = follow(CPU, h, pos, rope)
+    assert same[0] is h and same[1] is pos and same[2] is rope
+
+
+def test_a_model_over_several_devices_decodes_without_graphs():
+    parts = model_parts(tiny_model("llama"))
+    assert use_graphs(parts, True, CPU)
+    gpu0, gpu1 = torch.device("cuda", 0), torch.device("cuda", 1)
+    spread = dataclasses.replace(parts, placement=Placement(gpu0, (gpu0, gpu0, gpu1, gpu1), gpu1, gpu1))
+    assert not use_graphs(spread, True, gpu0) and not use_graphs(spread, None, gpu0)
+
+
+@pytest.mark.parametrize("policy", [FullPolicy, compressing_pyramid], ids=["baseline", "pyramid"])
+def test_explicit_device_map_loads_and_matches_the_plain_model(checkpoint, policy):
+    pytest.importorskip("accelerate")
+    plain = load_model(checkpoint, device="cpu")
+    mapped = load_model(checkpoint, device_map=split_map("cpu", "cpu"))
+    assert mapped.placement.layers == (CPU,) * LAYERS
+    ids = prompt()
+    tokens, records = greedy(mapped, ids, policy())
+    assert tokens == greedy(plain, ids, policy())[0]
+    if policy is FullPolicy:  # the engine's tokens are transformers' own
+        hf = plain.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
+        assert tokens == hf[0, ids.shape[1]:].tolist()
+    else:  # the policy did compress, so the comparison covers its scores and kept tokens
+        assert records[0].kept_tokens[-1] < ids.shape[1]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@pytest.mark.parametrize("policy", [FullPolicy, compressing_pyramid], ids=["baseline", "pyramid"])
+@pytest.mark.parametrize("graphs", [None, False])
+def test_split_over_two_gpus_matches_one_gpu(checkpoint, policy, graphs):
+    one = load_model(checkpoint, device="cuda:0", dtype="float32")
+    two = load_model(checkpoint, device_map=split_map(0, 1), dtype="float32")
+    placement = two.placement
+    assert placement.spans_devices and placement.layers[0] != placement.layers[-1]
+    ids = prompt(n=160).repeat(2, 1)  # two rows: the batch dimension crosses the boundary too
+    want = [r.token_ids for r in generate(one, ids, policy=policy(), max_new_tokens=12, cuda_graphs=graphs)]
+    got = [r.token_ids for r in generate(two, ids, policy=policy(), max_new_tokens=12, cuda_graphs=graphs)]
+    assert got == want
