@@ -80,7 +80,7 @@ def cli_model(model: str):
 
 
 def time_cli(lm, modes: list[str], new_tokens: int) -> Clock:
-    policies = build_policies(modes, 0.0, {})
+    policies = build_policies(modes, {})
     with Clock() as clock:
         for policy in policies.values():
             run_generation(lm, PROMPT, policy, new_tokens, Sampling())

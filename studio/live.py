@@ -42,8 +42,7 @@ class Live:
         self.runs: dict[str, list[StepRecord]] = {m: [] for m in modes}
         self.lock = threading.Lock()  # the engine adds on the torch thread; the page reads on its own
         self.added = self.shown = 0   # records added, and how many of them the last update showed
-        # the first figures wait PLOTS_EVERY_S (or the end): drawing them must not hold back the first text
-        self.text_at, self.plots_at = 0.0, time.monotonic()
+        self.text_at = self.plots_at = 0.0
         self.text_gap, self.plots_gap = TEXT_EVERY_S, PLOTS_EVERY_S
         self.plotted = False  # whether the last update carried figures
         self.update_s = None  # running mean of a pane update's cost
@@ -87,7 +86,8 @@ class Live:
 
     def outputs(self, final: bool = False) -> list:
         now = time.monotonic()
-        plots = final or now - self.plots_at >= self.plots_gap
+        # never in the first update: drawing the figures must not hold back the first text
+        plots = final or (self.text_at > 0 and now - self.plots_at >= self.plots_gap)
         with self.lock:  # what the engine has made so far; it goes on adding while this update is built
             runs = {m: list(run) for m, run in self.runs.items()}
             self.shown = self.added

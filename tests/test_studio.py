@@ -153,6 +153,8 @@ def test_live_view_records_detail_once_per_mode_per_figure_refresh(checkpoint):
     assert live.wants_detail("baseline", 2) and live.wants_detail("baseline", 2)
     assert not live.wants_detail("baseline", 3)
     assert live.wants_detail("pyramid", 2)
+    live.outputs()  # the first update: text only, so that drawing never holds back the first text
+    assert live.wants_detail("baseline", 2)  # still the figures' step
     live.outputs()  # draws the figures: the next refresh gets fresh detail
     live.plots_at -= 2 * live.plots_gap
     assert live.wants_detail("baseline", 5)
