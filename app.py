@@ -31,7 +31,7 @@ from studio.model_cache import get_model, model_config
 from studio.modes import DEFAULT_MODES, MODES
 from studio.panes import BLANK_PANE
 from studio.picker import picker_choices
-from studio.queue import bounded_queue, quiet_queue
+from studio.queue import bounded_queue, quiet_queue, stop_on_disconnect
 from studio.recency import recency_figure
 from studio.request import RunRequest, form_names, knob_name, with_form_signature
 from studio.stream import stream_run
@@ -268,7 +268,7 @@ def build_ui() -> gr.Blocks:
         figures_and_tabs(ui)
         ui.state = gr.State({})
         wire(ui, demo)
-    return bounded_queue(quiet_queue(demo))  # Blocks made its queue already; launch() keeps it
+    return stop_on_disconnect(bounded_queue(quiet_queue(demo)))  # Blocks made its queue already; launch() keeps it
 
 
 def _slug(mode: str) -> str:

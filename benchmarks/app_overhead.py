@@ -20,7 +20,7 @@ bootstrap 90% interval for that median. CPU seconds count every thread of the pr
 (for app and server, the Gradio server's threads included).
 
 Other tenants move a run of a few seconds by more than the effect measured, so the app and server paths
-also time, within each run, the generation itself (`stream.advance` on the torch thread, detail recording
+also time, within each run, the generation itself (`stream.generate_into` on the torch thread, detail recording
 included): `over_own_generation` is the run's wall time over that, i.e. what the app adds around the
 same generation, measured against the same machine load.
 
@@ -80,7 +80,7 @@ def cli_model(model: str):
 
 
 def time_cli(lm, modes: list[str], new_tokens: int) -> Clock:
-    policies = build_policies(modes, 0.0, {})
+    policies = build_policies(modes, {})
     with Clock() as clock:
         for policy in policies.values():
             run_generation(lm, PROMPT, policy, new_tokens, Sampling())
@@ -121,26 +121,26 @@ def handler_args(model: str, modes: list[str], new_tokens: int) -> list:
 
 
 class GenerationTimer:
-    """Wall seconds spent inside stream.advance (the generation, on the torch thread), summed."""
+    """Wall seconds spent inside stream.generate_into (the generation, on the torch thread), summed."""
 
     def __init__(self):
         self.seconds = 0.0
-        self.advance = stream.advance
-        stream.advance = self.timed  # generate_run looks the name up at each call
+        self.generate_into = stream.generate_into
+        stream.generate_into = self.timed  # generate_run looks the name up at each call
 
     def timed(self, records, live):
         start = time.perf_counter()
         try:
-            return self.advance(records, live)
+            return self.generate_into(records, live)
         finally:
             self.seconds += time.perf_counter() - start
 
     def restore(self) -> None:
-        stream.advance = self.advance
+        stream.generate_into = self.generate_into
 
 
 def generation_timed(run):
-    """run() -> Clock, with .generating: the seconds of it that stream.advance took."""
+    """run() -> Clock, with .generating: the seconds of it that stream.generate_into took."""
     timer = GenerationTimer()
     try:
         clock = run()

@@ -2,7 +2,7 @@
 app's server streams the same updates to a client from another process.
 
 A worker-process design would leave the server only building and sending the panes and figures from
-records the worker reports. This replays that: the app's handler runs as usual, but its `advance`
+records the worker reports. This replays that: the app's handler runs as usual, but its `generate_into`
 feeds Live a recorded run's records at the pace of a real run instead of generating, so the server
 builds and sends what it would (panes every TEXT_EVERY_S, figures every PLOTS_EVERY_S: studio/live.py) while the
 CLI generates in its own process beside it. The CLI's time with the replay over its time alone is the
@@ -46,24 +46,21 @@ def recorded_run(modes: list[str], new_tokens: int) -> list:
 
 
 class Replay:
-    """stream.advance replaced: each run's Live gets the recorded records, one every `pace` seconds."""
+    """stream.generate_into replaced: each run's Live gets the recorded records, one every `pace` seconds."""
 
     def __init__(self, recorded: list, pace: float):
         self.recorded, self.pace = recorded, pace
-        self.advance = stream.advance
-        stream.advance = self.replay
+        self.generate_into = stream.generate_into
+        stream.generate_into = self.replay
 
-    def replay(self, records, live) -> bool:
-        pending = live.__dict__.setdefault("replay", iter(self.recorded))
-        for mode, record in pending:
+    def replay(self, records, live) -> None:
+        records.close()
+        for mode, record in self.recorded:
             time.sleep(self.pace)
             live.add(mode, record)
-            if live.due():
-                return False
-        return True
 
     def restore(self) -> None:
-        stream.advance = self.advance
+        stream.generate_into = self.generate_into
 
 
 def cli_with_replay(cli: CliProcess, client: ClientProcess, modes: list[str], new_tokens: int) -> float:

@@ -1,13 +1,16 @@
 """The live state of one comparison: the growing runs, and when the panes and figures are refreshed.
 
-Through a server the generation waits while Gradio processes and sends each update, so updates come
-at most every TEXT_EVERY_S (panes) and PLOTS_EVERY_S (figures), and rarely enough that building and
-sending them stays a small share (TEXT_SHARE, PLOTS_SHARE) of the run.
+The engine appends records on the torch thread while the page's generator reads them (studio/stream.py),
+so both go through one lock. Text is due every TEXT_EVERY_S of wall time, figures every PLOTS_EVERY_S:
+never counted in steps, so a fast device streams as smoothly as a slow one. Building and sending an
+update shares the machine with the generation, so updates that cost more come less often (TEXT_SHARE,
+PLOTS_SHARE of the time), though text never less often than every TEXT_MAX_S.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 
 import gradio as gr
@@ -22,10 +25,12 @@ from .messages import note_html
 from .modes import BASELINE, MODES
 from .panes import BLANK_PANE, pane_html, pane_stats
 
-TEXT_EVERY_S = 0.2    # panes refresh at most this often (and at the end),
+TEXT_EVERY_S = 0.15   # panes refresh at most this often (and at the end),
 TEXT_SHARE = 0.03     # and rarely enough that their updates (building, Gradio's processing) take at most this
+TEXT_MAX_S = 0.5      # share of the time, but at least this often: the text is what the user watches
 PLOTS_EVERY_S = 1.5   # figures and the table refresh at most this often (and at the end),
 PLOTS_SHARE = 0.03    # and rarely enough that their updates take at most this share of the time
+POLL_S = 0.01         # how soon the page's generator looks again when an update is due but nothing is new
 
 
 class Live:
@@ -37,9 +42,11 @@ class Live:
         message box (e.g. max new tokens clamped); chat: the prompt goes through the chat template."""
         self.lm, self.modes, self.view, self.prompt, self.note, self.chat = lm, modes, view, prompt, note, chat
         # the exact text the model reads, sent with the first update and the last only
-        self.shown = model_text(lm.tokenizer, prompt, chat) if prompt is not None else ""
-        self.shown_sent = False
+        self.model_prompt = model_text(lm.tokenizer, prompt, chat) if prompt is not None else ""
+        self.model_prompt_sent = False
         self.runs: dict[str, list[StepRecord]] = {m: [] for m in modes}
+        self.lock = threading.Lock()  # the engine adds on the torch thread; the page reads on its own
+        self.added = self.shown = 0   # records added, and how many of them the last update showed
         self.text_at = self.plots_at = 0.0
         self.text_gap, self.plots_gap = TEXT_EVERY_S, PLOTS_EVERY_S
         self.plotted = False  # whether the last update carried figures
@@ -49,55 +56,66 @@ class Live:
         self.fit_view()
 
     def add(self, mode: str, record: StepRecord) -> None:
-        self.runs[mode].append(record)
-        slim(self.runs[mode])
+        with self.lock:
+            self.runs[mode].append(record)
+            slim(self.runs[mode])
+            self.added += 1
 
-    def due(self) -> bool:
-        return time.monotonic() - self.text_at >= self.text_gap
+    def wait_s(self) -> float:
+        """Seconds until the panes are due (POLL_S at least)."""
+        return max(POLL_S, self.text_at + self.text_gap - time.monotonic())
+
+    def changed(self) -> bool:
+        return self.added != self.shown
 
     def sent(self, seconds: float) -> None:
-        """An update took `seconds` from building it to the handler's next step: through a server, the
-        generation waits while Gradio processes and sends it (~6 ms a pane update on a 2-core CPU, more
-        with figures), so updates come rarely enough that they stay a small share of the run."""
+        """An update took `seconds` from building it to the handler's next step (Gradio's processing
+        included: ~6 ms a pane update on a 2-core CPU, more with figures). The generation goes on
+        meanwhile, but on a CPU it shares the cores, so updates come rarely enough to stay a small share."""
         if self.plotted:  # slow figures (long runs, many layers) are redrawn less often
             self.plots_gap = max(PLOTS_EVERY_S, seconds / PLOTS_SHARE)
             return
         self.update_s = seconds if self.update_s is None else (self.update_s + seconds) / 2
-        self.text_gap = max(TEXT_EVERY_S, self.update_s / TEXT_SHARE)
+        self.text_gap = min(TEXT_MAX_S, max(TEXT_EVERY_S, self.update_s / TEXT_SHARE))
 
     def wants_detail(self, mode: str, step: int) -> bool:
         """Record attention and kept positions at the prefill, and at one step of each mode once the
         figures are due (the engine asks twice per step, for attention and for positions)."""
-        if step == 0 or self.detail_steps.get(mode) == step:
+        with self.lock:
+            if step == 0 or self.detail_steps.get(mode) == step:
+                return True
+            if mode in self.detail_steps or time.monotonic() - self.plots_at < self.plots_gap:
+                return False
+            self.detail_steps[mode] = step
             return True
-        if mode in self.detail_steps or time.monotonic() - self.plots_at < self.plots_gap:
-            return False
-        self.detail_steps[mode] = step
-        return True
 
     def outputs(self, final: bool = False) -> list:
         now = time.monotonic()
-        plots = final or now - self.plots_at >= self.plots_gap
-        texts = {m: self.text(m) for m in self.modes}
+        # never in the first update: drawing the figures must not hold back the first text
+        plots = final or (self.text_at > 0 and now - self.plots_at >= self.plots_gap)
+        with self.lock:  # what the engine has made so far; it goes on adding while this update is built
+            runs = {m: list(run) for m, run in self.runs.items()}
+            self.shown = self.added
+            if plots:  # the steps recorded in detail from here on are for the next figures
+                self.detail_steps = {}
+        texts = {m: self.text(runs[m]) for m in self.modes}
         # panes of modes not in this run are blanked rather than skipped: Gradio 6 rebuilds a component
         # for every gr.skip() output of every update (~0.7 ms each, 2-core CPU), plain values cost ~0.15
         panes = [pane_html(texts[m], texts.get(BASELINE)) if m in texts else BLANK_PANE for m in MODES]
-        stats = [pane_stats(self.runs[m], texts[m], texts.get(BASELINE), final)
+        stats = [pane_stats(runs[m], texts[m], texts.get(BASELINE), final)
                  if m in texts else "" for m in MODES]
-        if plots:  # the steps recorded in detail from here on are for the next figures
-            self.figures = as_sent(run_figures(self.runs, self.view))
-            self.detail_steps = {}
+        if plots:
+            self.figures = as_sent(run_figures(runs, self.view))
         self.plotted = plots
         self.text_at = time.monotonic()
         self.plots_at = self.text_at if plots else self.plots_at
-        state = run_state(self.lm, self.runs, self.prompt, self.chat) if final else gr.skip()
-        shown = self.shown if final or not self.shown_sent else gr.skip()
-        self.shown_sent = True
-        return panes + stats + self.figures + [state, shown, note_html(self.note, "notice")]
+        state = run_state(self.lm, runs, self.prompt, self.chat) if final else gr.skip()
+        model_prompt = self.model_prompt if final or not self.model_prompt_sent else gr.skip()
+        self.model_prompt_sent = True
+        return panes + stats + self.figures + [state, model_prompt, note_html(self.note, "notice")]
 
-    def text(self, mode: str) -> str:
-        ids = first_sequence_tokens(self.runs[mode])
-        return self.lm.tokenizer.decode(ids, skip_special_tokens=True)
+    def text(self, run: list[StepRecord]) -> str:
+        return self.lm.tokenizer.decode(first_sequence_tokens(run), skip_special_tokens=True)
 
     def fit_view(self) -> None:
         """The attention view's layer, head and mode, within this model and run (the controls themselves

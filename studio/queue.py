@@ -7,6 +7,8 @@ import os
 
 import gradio as gr
 
+from . import sessions
+
 log = logging.getLogger(__name__)
 
 QUEUE_POLL_S = {"sleep_when_free": 0.02, "progress_update_sleep_when_free": 0.1}
@@ -43,4 +45,26 @@ def bounded_queue(demo: gr.Blocks, max_size: int = MAX_QUEUED) -> gr.Blocks:
         return accepted, BUSY if state == "queue_full" else detail, state
 
     queue.push = push_or_busy
+    return demo
+
+
+def stop_on_disconnect(demo: gr.Blocks) -> gr.Blocks:
+    """A client that leaves stops its session's generation before the next decode step.
+
+    Gradio learns of a closed connection in its stream loop and then calls Queue.clean_events, which
+    marks the session's jobs dead; but a job's generator is told only when it next yields, and the
+    generation runs on the torch thread without waiting for it. Wrapping clean_events sets the
+    session's stop event at that moment, as the Stop button does."""
+    queue = demo._queue
+    clean_events = queue.clean_events
+
+    async def clean_and_stop(*, session_hash: str | None = None, event_id: str | None = None):
+        leaving = session_hash
+        if leaving is None and event_id is not None:  # one event cancelled: its session's run stops
+            leaving = getattr(queue.event_ids_to_events.get(event_id), "session_hash", None)
+        if leaving is not None:
+            sessions.stop_session(leaving)
+        await clean_events(session_hash=session_hash, event_id=event_id)
+
+    queue.clean_events = clean_and_stop
     return demo

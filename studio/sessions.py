@@ -38,7 +38,11 @@ def stoppable(request):
 
 def stop(request) -> None:
     """Ask this session's running generation to finish after the current step."""
-    event = _stops.get(session_id(request))
+    stop_session(session_id(request))
+
+
+def stop_session(session_hash: str) -> None:
+    event = _stops.get(session_hash)
     if event is not None:
         event.set()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -33,6 +33,12 @@ def on_torch_thread(fn: Callable[..., T], *args, **kwargs) -> T:
     if threading.get_ident() == _thread_id and _owner_pid == os.getpid():
         return fn(*args, **kwargs)
     return _torch_executor().submit(fn, *args, **kwargs).result()
+
+
+def start_on_torch_thread(fn: Callable[..., T], *args, **kwargs) -> Future:
+    """fn(*args, **kwargs) started on this process's torch thread without waiting for it: a whole run
+    generates there while the caller streams what it has made so far."""
+    return _torch_executor().submit(fn, *args, **kwargs)
 
 
 def _torch_executor() -> ThreadPoolExecutor:

@@ -1,6 +1,7 @@
 """Faults: out of memory, stop, a client leaving mid-run, a model that fails to load. Each ends the
 work, frees the run's KV cache and trace, and leaves the loaded model serving the next request."""
 
+import asyncio
 import gc
 import json
 import shutil
@@ -18,6 +19,8 @@ import app
 from pyramid_core import engine
 from studio import model_cache, sessions, stream
 from studio.errors import OUT_OF_MEMORY
+from studio.modes import MODES
+from studio.queue import stop_on_disconnect
 from tests.test_app import STATS, gen_args, server  # noqa: F401 (server is a fixture)
 
 
@@ -122,3 +125,52 @@ def test_a_client_leaving_mid_run_ends_the_work_and_frees_it(server, checkpoint,
     assert ended < 999  # far from the 1000 tokens asked for
     time.sleep(0.5)
     assert tracked.steps == ended  # and nothing runs once it is freed
+
+
+def slowed(monkeypatch, seconds: float) -> None:
+    """Every decode step takes `seconds` longer: a long run from a tiny model."""
+    decode = engine.decode_step
+
+    def decode_step(*args, **kwargs):
+        time.sleep(seconds)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "decode_step", decode_step)
+
+
+def test_text_streams_while_the_page_is_slow_to_take_updates(checkpoint, tracked, monkeypatch):
+    """Issue 18 part 8: the generation used to wait while each update was processed and rationed the
+    updates by that cost, so with a page slow to take them (a server busy sending) the text stayed
+    blank until the end. Here the page takes 0.25 s per update and the run lasts ~1.5 s: the pane
+    must show several texts as they grow, before the final one."""
+    slowed(monkeypatch, 0.005)
+    pane = list(MODES).index("baseline")
+    texts = []
+    for outputs in app.generate_run(SimpleNamespace(session_hash="slow-page"),
+                                    *gen_args(checkpoint, max_new=300, modes=["baseline"])):
+        texts.append(outputs[pane])
+        time.sleep(0.25)
+    partial = set(texts[:-1]) - {texts[-1]}
+    assert len(partial) >= 3, texts
+
+
+def test_a_client_leaving_stops_the_generation_before_its_next_step(checkpoint, tracked, monkeypatch):
+    """Gradio calls Queue.clean_events when a client's connection closes; the generation, running on
+    the torch thread without waiting for the page, must stop at once, not when the page next asks."""
+    slowed(monkeypatch, 0.01)
+    cleaned = []
+
+    async def clean_events(*, session_hash=None, event_id=None):
+        cleaned.append(session_hash)
+
+    demo = SimpleNamespace(_queue=SimpleNamespace(clean_events=clean_events, event_ids_to_events={}))
+    stop_on_disconnect(demo)
+    run = app.generate_run(SimpleNamespace(session_hash="leaver"), *gen_args(checkpoint, max_new=1000,
+                                                                             modes=["baseline"]))
+    tracked.at[5] = lambda: asyncio.run(demo._queue.clean_events(session_hash="leaver"))  # during step 5
+    next(run)  # the first update; the page asks for no other
+    time.sleep(1.0)  # ~100 steps' time
+    assert tracked.steps == 6  # step 5 finishes, and one more (the last, recorded in detail)
+    assert cleaned == ["leaver"]  # and Gradio's own clean-up still runs
+    run.close()
+    assert freed(tracked)

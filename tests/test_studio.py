@@ -16,7 +16,7 @@ from pyramid_core.policies import ALL_POLICIES, FullPolicy
 from pyramid_core.policies.pyramid import PRESETS
 from studio.figures import MEAN_HEAD, STEP_CHOICES
 from studio.knobs import BUDGET_KNOB, KNOBS, NO_PRESET, build_policies, knob_component, preset_values
-from studio.live import PLOTS_EVERY_S, PLOTS_SHARE, TEXT_EVERY_S, TEXT_SHARE, Live, slim
+from studio.live import PLOTS_EVERY_S, PLOTS_SHARE, TEXT_EVERY_S, TEXT_MAX_S, TEXT_SHARE, Live, slim
 from studio.model_cache import get_model
 from studio.modes import MODES
 from studio.panes import first_difference, pane_html
@@ -124,14 +124,16 @@ def test_updates_slow_down_when_sending_them_is_costly(checkpoint):
                                                               "layer": 0, "head": MEAN_HEAD})
     live.sent(0.001)  # cheap: the floor
     assert live.text_gap == TEXT_EVERY_S
-    live.sent(0.099)  # running mean 0.05 s an update: refresh rarely enough that it is TEXT_SHARE of the time
-    assert live.text_gap == pytest.approx(0.05 / TEXT_SHARE)
+    live.sent(0.017)  # running mean 0.009 s an update: refresh rarely enough that it is TEXT_SHARE of the time
+    assert live.text_gap == pytest.approx(0.009 / TEXT_SHARE)
+    live.sent(0.5)  # costly: the text still comes every TEXT_MAX_S
+    assert live.text_gap == TEXT_MAX_S
     live.plotted = True  # an update with figures sets how often figures come, not panes
     live.sent(0.001)
     assert live.plots_gap == PLOTS_EVERY_S
     live.sent(1.0)
     assert live.plots_gap == pytest.approx(1.0 / PLOTS_SHARE)
-    assert live.text_gap == pytest.approx(0.05 / TEXT_SHARE)
+    assert live.text_gap == TEXT_MAX_S
 
 
 def test_pane_marks_the_departure_and_escapes():
@@ -152,6 +154,8 @@ def test_live_view_records_detail_once_per_mode_per_figure_refresh(checkpoint):
     assert live.wants_detail("baseline", 2) and live.wants_detail("baseline", 2)
     assert not live.wants_detail("baseline", 3)
     assert live.wants_detail("pyramid", 2)
+    live.outputs()  # the first update: text only, so that drawing never holds back the first text
+    assert live.wants_detail("baseline", 2)  # still the figures' step
     live.outputs()  # draws the figures: the next refresh gets fresh detail
     live.plots_at -= 2 * live.plots_gap
     assert live.wants_detail("baseline", 5)

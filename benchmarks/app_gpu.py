@@ -1,0 +1,218 @@
+"""The app streaming on a GPU (issue 18 part 8): through a local server driven by gradio_client, how soon
+the first token is made and the first text reaches the client, how many updates a second follow, each
+mode's decode tokens/s through the server against the library alone on the same card, the share of the
+run that figure updates take, and what the server adds around its own generation (target: <= 10%).
+
+Models: the embedded one, and a random-weight model of Llama-3.2-1B's shape (hidden 2048, 16 layers,
+32 heads, 8 KV heads, MLP 8192) with the embedded tokenizer, so its vocabulary is the tokenizer's size
+rather than 128256 (noted in the JSON). --tiny runs a tiny random model instead, to check the script on
+a CPU. Every mode, 128 new tokens, the long sample prompt; each figure is from the second of two runs
+(the first warms up: graph capture, kernels, allocations). Each part is wrapped, so a failure is written
+down and the rest still runs.
+
+    python benchmarks/app_gpu.py --out DIR [--tiny] [--new-tokens 128] [--models embedded,llama1b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.app_overhead import GenerationTimer, handler_args, serve_locally  # noqa: E402
+from pyramid_core import metrics  # noqa: E402
+from pyramid_core.engine import Sampling  # noqa: E402
+from pyramid_core.pipeline import run_generation  # noqa: E402
+from pyramid_core.resources import asset  # noqa: E402
+from studio import live as live_view  # noqa: E402
+from studio.knobs import build_policies  # noqa: E402
+from studio.model_cache import get_model  # noqa: E402
+from studio.modes import MODES  # noqa: E402
+from studio.torch_thread import on_torch_thread  # noqa: E402
+
+PROMPT = max(json.loads(asset("sample_prompts.json").read_text()), key=lambda p: len(p["prompt"]))["prompt"]
+EMBEDDED = str(ROOT / "pyramid_core" / "assets" / "embedded")
+LLAMA_1B = dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                intermediate_size=8192, max_position_embeddings=8192, rope_theta=500000.0)
+
+# The client's side, in a process of its own as a browser would be: when each update arrived (wall
+# clock, shared with the server on one host) and how many characters the panes held.
+CLIENT = """
+import json, sys, time
+from gradio_client import Client
+client = Client(sys.argv[1], verbose=False)
+print("ready", flush=True)
+for line in sys.stdin:
+    start = time.time()
+    updates = [[time.time(), sum(len(str(x)) for x in out[:int(sys.argv[2])])]
+               for out in client.submit(*json.loads(line), api_name="/generate")]
+    print(json.dumps({"start": start, "updates": updates, "end": time.time()}), flush=True)
+"""
+
+
+def random_model(kind: str) -> str:
+    """A random-weight checkpoint with the embedded tokenizer: Llama-3.2-1B's shape, or a tiny one."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED)
+    shape = LLAMA_1B if kind == "llama1b" else dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                     num_key_value_heads=2, intermediate_size=128,
+                                                     max_position_embeddings=8192)
+    config = LlamaConfig(vocab_size=len(tokenizer), tie_word_embeddings=True, **shape,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=None)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).to(torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    path = tempfile.mkdtemp(prefix=f"app_gpu_{kind}_")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+class ServerProbe:
+    """Server-side timings of one run: when the first record was made, the generation's wall time
+    (stream.generate_into), the seconds spent building updates with figures, and the finished runs."""
+
+    def __init__(self):
+        self.first_record = None
+        self.figure_s = 0.0
+        self.runs = {}
+        add, outputs = live_view.Live.add, live_view.Live.outputs
+        probe = self
+
+        def timed_add(live, mode, record):
+            if probe.first_record is None:
+                probe.first_record = time.time()
+            add(live, mode, record)
+
+        def timed_outputs(live, final=False):
+            start = time.perf_counter()
+            out = outputs(live, final)
+            if live.plotted:
+                probe.figure_s += time.perf_counter() - start
+            if final:
+                probe.runs = {m: list(r) for m, r in live.runs.items()}
+            return out
+
+        live_view.Live.add, live_view.Live.outputs = timed_add, timed_outputs
+        self.restore_live = lambda: setattr(live_view.Live, "add", add) or setattr(live_view.Live, "outputs", outputs)
+        self.timer = GenerationTimer()
+
+    def restore(self):
+        self.restore_live()
+        self.timer.restore()
+
+
+def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
+    probe = ServerProbe()
+    try:
+        client.stdin.write(json.dumps(handler_args(model, modes, new_tokens)) + "\n")
+        client.stdin.flush()
+        seen = json.loads(client.stdout.readline())
+    finally:
+        probe.restore()
+    start, wall = seen["start"], seen["end"] - seen["start"]
+    updates = seen["updates"]
+    # updates whose panes hold more text than the one before (the first holds the prefill's token)
+    grown = [t for (t, n), (_, before) in zip(updates, [[0, 0]] + updates) if n > before]
+    during = [t for t in grown if t < updates[-1][0] - 1e-3]
+    return {
+        "wall_s": round(wall, 3), "generating_s": round(probe.timer.seconds, 3),
+        "server_added": round(wall / probe.timer.seconds - 1, 3) if probe.timer.seconds else None,
+        "first_token_s": round(probe.first_record - start, 3) if probe.first_record else None,
+        "first_text_update_s": round(grown[0] - start, 3) if grown else None,
+        "first_text_after_first_token_s": round(grown[0] - probe.first_record, 3) if grown and probe.first_record else None,
+        "updates": len(updates), "text_updates_during_run": len(during),
+        "updates_per_s": round(len(updates) / wall, 2),
+        "figure_update_share": round(probe.figure_s / wall, 3),
+        "decode_tokens_per_s": {m: rounded(metrics.decode_tokens_per_s(r)) for m, r in probe.runs.items()},
+    }
+
+
+def library_tokens_per_s(model: str, modes: list[str], new_tokens: int) -> dict:
+    """Each mode alone through the library, on the app's torch thread, as the CLI would run it."""
+    lm = get_model(model)
+    out = {}
+    for mode, policy in build_policies(modes, {}).items():
+        summary = on_torch_thread(run_generation, lm, PROMPT, policy, new_tokens, Sampling())
+        out[mode] = rounded(summary["decode_tokens_per_s"])
+    return out
+
+
+def rounded(x):
+    return None if x is None else round(x, 1)
+
+
+def attempt(results: dict, key: str, fn) -> None:
+    try:
+        results[key] = fn()
+    except Exception:  # one part failing must not lose the others
+        results[key] = {"error": traceback.format_exc(limit=3)}
+        print(results[key]["error"], file=sys.stderr)
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# App streaming on {result['device']}", "", f"{result['new_tokens']} new tokens, modes "
+             f"{', '.join(result['modes'])}, prompt of {len(PROMPT)} characters; second run of each (warm).", ""]
+    for name, part in result["models"].items():
+        lines += [f"## {name}", "", "```json", json.dumps(part, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="a directory: app_gpu.json and app_gpu.md")
+    parser.add_argument("--tiny", action="store_true", help="a tiny random model (checks the script on a CPU)")
+    parser.add_argument("--models", default="embedded,llama1b")
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="the RecurFormer modes run on the embedded model only (their adapters are its)")
+    args = parser.parse_args()
+    import torch
+
+    modes = args.modes.split(",")
+    names = ["tiny"] if args.tiny else args.models.split(",")
+    result = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+              "new_tokens": args.new_tokens, "modes": modes, "models": {},
+              "notes": "llama1b: random weights, the embedded tokenizer's vocabulary (not 128256)"}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    demo, url = serve_locally()
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, url, str(len(MODES))], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    import benchmarks.app_overhead as overhead
+    overhead.PROMPT = PROMPT  # handler_args reads it: the long sample prompt, not app_overhead's own
+    try:
+        assert client.stdout.readline().strip() == "ready", "the client did not start"
+        for name in names:
+            part = result["models"][name] = {}
+            attempt(part, "model", lambda: EMBEDDED if name == "embedded" else random_model(
+                "llama1b" if name == "llama1b" else "tiny"))
+            model = part.get("model")
+            if not isinstance(model, str):
+                continue
+            run_modes = part["modes"] = modes if name == "embedded" else [m for m in modes if "recurformer" not in m]
+            attempt(part, "server_cold", lambda: server_run(client, model, run_modes, args.new_tokens))
+            attempt(part, "server", lambda: server_run(client, model, run_modes, args.new_tokens))
+            attempt(part, "library_decode_tokens_per_s",
+                    lambda: library_tokens_per_s(model, run_modes, args.new_tokens))
+            (out / "app_gpu.json").write_text(json.dumps(result, indent=2) + "\n")  # what we have so far
+    finally:
+        client.stdin.close()
+        client.wait(timeout=60)
+        demo.close()
+    (out / "app_gpu.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "app_gpu.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
