@@ -90,9 +90,16 @@ def step(req: Request, tokens: torch.Tensor):
 
 
 @sdpa_kernel(ATTENTION_BACKENDS)
+def embed(parts: Parts, ids: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The embeddings of ids, on the device of the positions (where the RoPE tables are computed): under
+    a device_map the embedding table may sit elsewhere, e.g. on lm_head's GPU when the two are tied."""
+    return parts.embed(ids.to(parts.placement.embed)).to(device)
+
+
 def prefill(req: Request, input_ids: torch.Tensor):
     """Run the prompt through every layer; a policy may pass fewer tokens on to the next layer."""
-    parts, h, pos = req.parts, req.parts.embed(input_ids), req.positions
+    parts, pos = req.parts, req.positions
+    h = embed(parts, input_ids, pos.device)
     rope = rope_tables(parts.rotary, h, pos)
     valid = (pos >= 0).sum(1).tolist()
     records = []
@@ -114,7 +121,8 @@ def prefill(req: Request, input_ids: torch.Tensor):
 @sdpa_kernel(ATTENTION_BACKENDS)
 def decode_step(req: Request, tokens: torch.Tensor):
     """One new token per row, tokens [B], through every layer."""
-    parts, h, pos = req.parts, req.parts.embed(tokens[:, None]), req.positions[:, None]
+    parts, pos = req.parts, req.positions[:, None]
+    h = embed(parts, tokens[:, None], pos.device)
     rope = rope_tables(parts.rotary, h, pos)
     ones = [1] * tokens.shape[0]
     records = []

@@ -99,10 +99,26 @@ def test_explicit_device_map_loads_and_matches_the_plain_model(checkpoint, polic
         assert records[0].kept_tokens[-1] < ids.shape[1]
 
 
+@pytest.fixture(scope="module")
+def tied_checkpoint(checkpoint, tmp_path_factory):
+    """The tiny checkpoint with lm_head tied to the embeddings (as Llama-3.2-1B's): accelerate then keeps
+    the one table on lm_head's device, though the map puts the embeddings on the first GPU."""
+    import json
+    import shutil
+
+    tied = tmp_path_factory.mktemp("tied") / "model"
+    shutil.copytree(checkpoint, tied)
+    config = json.loads((tied / "config.json").read_text())
+    (tied / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": True}))
+    return tied
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 @pytest.mark.parametrize("policy", [FullPolicy, compressing_pyramid], ids=["baseline", "pyramid"])
 @pytest.mark.parametrize("graphs", [None, False])
-def test_split_over_two_gpus_matches_one_gpu(checkpoint, policy, graphs):
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_split_over_two_gpus_matches_one_gpu(checkpoint, tied_checkpoint, policy, graphs, tied):
+    checkpoint = tied_checkpoint if tied else checkpoint
     one = load_model(checkpoint, device="cuda:0", dtype="float32")
     two = load_model(checkpoint, device_map=split_map(0, 1), dtype="float32")
     placement = two.placement
