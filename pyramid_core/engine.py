@@ -91,9 +91,13 @@ def step(req: Request, tokens: torch.Tensor):
 
 @sdpa_kernel(ATTENTION_BACKENDS)
 def embed(parts: Parts, ids: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The embeddings of ids, on the device of the positions (where the RoPE tables are computed): under
-    a device_map the embedding table may sit elsewhere, e.g. on lm_head's GPU when the two are tied."""
-    return parts.embed(ids.to(parts.placement.embed)).to(device)
+    """The embeddings of ids, on the device of the positions (where the RoPE tables are computed).
+
+    Under a device_map the table may sit on another device than the map names for it (a table tied to
+    lm_head stays on lm_head's GPU), and accelerate's hook would move ids to the named one: the
+    module's own forward, under the hook, runs where the table is."""
+    forward = getattr(parts.embed, "_old_forward", parts.embed.forward)
+    return forward(ids.to(parts.placement.embed)).to(device)
 
 
 def prefill(req: Request, input_ids: torch.Tensor):

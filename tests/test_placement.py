@@ -99,6 +99,24 @@ def test_explicit_device_map_loads_and_matches_the_plain_model(checkpoint, polic
         assert records[0].kept_tokens[-1] < ids.shape[1]
 
 
+def test_the_embeddings_run_under_accelerates_hook_not_through_it():
+    """A tied table stays on lm_head's GPU while the map names the first GPU for the embeddings, and
+    accelerate's hook would send the ids there (seen on two H200s): the engine runs the table's own
+    forward. Here a hook that refuses to run stands for the one that moves ids to the wrong device."""
+    from accelerate.hooks import ModelHook, add_hook_to_module
+
+    class Refuse(ModelHook):
+        def pre_forward(self, module, *args, **kwargs):
+            raise AssertionError("accelerate's hook ran on the embeddings")
+
+    lm = tiny_model("llama")
+    ids = prompt(n=24)
+    want, _ = greedy(lm, ids, FullPolicy(), new_tokens=4)
+    add_hook_to_module(lm.model.model.embed_tokens, Refuse())
+    got, _ = greedy(lm, ids, FullPolicy(), new_tokens=4)
+    assert got == want
+
+
 @pytest.fixture(scope="module")
 def tied_checkpoint(checkpoint, tmp_path_factory):
     """The tiny checkpoint with lm_head tied to the embeddings (as Llama-3.2-1B's): accelerate then keeps
@@ -110,7 +128,7 @@ def tied_checkpoint(checkpoint, tmp_path_factory):
     shutil.copytree(checkpoint, tied)
     config = json.loads((tied / "config.json").read_text())
     (tied / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": True}))
-    return tied
+    return str(tied)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
