@@ -330,12 +330,15 @@ def test_recency_figure_marks_exactly_the_heads_of_replaced_groups():
     assert [list(r) for r in heat.z] == scores and heat.zmin == 0 and heat.zmax == 1
     assert marks.name == REPLACED_NAME and marks.marker.symbol == "x"
     assert sorted(zip(marks.y, marks.x)) == [(1, 0), (1, 1), (3, 4), (3, 5)]
+    # the marks' key: Plotly hides a legend of one entry unless told (issue 18: the x marks had no key)
+    assert fig.layout.showlegend is True and marks.showlegend is not False
 
 
 def test_recency_figure_without_replaced_groups_has_no_marks_and_accepts_dicts():
     report = RecencyReport(window=4, sink_len=1, scores=[[0.2, 0.9]], sink_mass=[[0.1, 0.0]], heads_per_group=1)
     fig = recency_figure(report.to_dict())
     assert len(fig.data) == 1 and list(fig.data[0].customdata[0]) == [0.1, 0.0]
+    assert not fig.layout.showlegend  # nothing to key but the colour bar
 
 
 def test_recency_figure_empty_scores_gives_empty_figure():

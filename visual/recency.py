@@ -40,7 +40,9 @@ def recency_figure(report: RecencyReport) -> go.Figure:
         ))
     title = (f"Recency: attention mass on the last {report.window + 1} keys "
              f"({report.heads_per_group} query heads per KV group)")
-    return figure(traces, title, HEAD_TITLE, LAYER_TITLE)
+    # Plotly draws a legend only for two or more entries, and the heatmap has none: without showlegend
+    # the x marks had no key in the page (issue 18)
+    return figure(traces, title, HEAD_TITLE, LAYER_TITLE, showlegend=bool(marked))
 
 
 def replaced_heads(report: RecencyReport) -> list[tuple[int, int]]:
