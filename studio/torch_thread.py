@@ -7,16 +7,26 @@ so every later op pays for waking them. A web server runs its handlers on a pool
 few requests, generation would run that way. On a 2-core CPU with 2 torch threads the embedded model
 generated 21% slower once two other threads had each run a few ops (benchmarks/omp_teams.py).
 Routing every torch call of the app through `on_torch_thread` keeps one team for the process's life.
+
+On a GPU the torch thread runs Python almost without pause (kernels launch asynchronously, so it never
+waits for them), and a thread that gives up the GIL (the event loop at every poll, a socket write)
+gets it back only when the holder is made to yield, after `sys.getswitchinterval()`: 5 ms by default.
+A page update needs dozens of such hand-overs: on an H200 the first text reached the client 3.2 s after
+the first token, and a 1.3 s run of the embedded model sent no text at all until it ended
+(benchmarks/app_gpu.md). The torch thread therefore shortens the interval for the process
+(SWITCH_INTERVAL_S).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
+SWITCH_INTERVAL_S = 0.0005  # a tenth of Python's default; see the module's docstring
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
@@ -54,3 +64,4 @@ def _torch_executor() -> ThreadPoolExecutor:
 def _remember_thread() -> None:
     global _thread_id
     _thread_id = threading.get_ident()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
