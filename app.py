@@ -101,14 +101,18 @@ def fit_attention_controls(model_id, layer, head, kept_layer=ALL_LAYERS):
 
 
 @gpu
-@handler_boundary
 def recency_run(model_id, prompt, adapter=""):
     """Every head's recency score, with the heads the RecurFormer adapter knob's adapter replaces marked;
-    what a bad input needs is said in the figure's place."""
+    any failure (a bad input, out of memory, a bug) is said in the figure's place, not over the page."""
     try:
-        return recency_figure(get_model(model_id), prompt, adapter)
-    except ValueError as err:  # ModelLoadError included
-        return visual.empty_figure(str(err))
+        return _recency(model_id, prompt, adapter)
+    except gr.Error as err:
+        return visual.empty_figure(err.message)
+
+
+@handler_boundary
+def _recency(model_id, prompt, adapter):
+    return recency_figure(get_model(model_id), prompt, adapter)
 
 
 @gpu

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import gradio as gr
 
 import visual
 from pyramid_core.models import LoadedModel
@@ -36,17 +35,17 @@ def recency_figure(lm: LoadedModel, prompt: str, adapter: str | None):
     text = prompt if (prompt or "").strip() else asset("heldout.txt").read_text()
     window = recency_window(len(lm.tokenizer(text).input_ids))
     report = on_torch_thread(recency_scores, lm, text, window=window, sink_len=SINK_LEN, max_sequences=1)
-    report = dataclasses.replace(report, replaced=replaced_groups(lm, adapter))
-    return visual.recency_figure(report)
+    groups, note = replaced_groups(lm, adapter)
+    return visual.recency_figure(dataclasses.replace(report, replaced=groups), note=note)
 
 
-def replaced_groups(lm: LoadedModel, adapter: str | None) -> list[list[int]]:
-    """[layer, kv_group] pairs the adapter replaces (the shipped one when none is named); none, with a
-    warning, when that adapter was made for a model of another shape."""
+def replaced_groups(lm: LoadedModel, adapter: str | None) -> tuple[list[list[int]], str]:
+    """[layer, kv_group] pairs the adapter replaces (the shipped one when none is named), and a note for
+    the figure: none marked, and why, when that adapter was made for a model of another shape (said in
+    the figure the user is looking at, not in a corner pop-up)."""
     try:
         chosen = load_adapter(adapter or DEFAULT_ADAPTER)
         check_adapter(chosen, lm)
     except ValueError as err:
-        gr.Warning(f"Replaced heads not marked: {err}")
-        return []
-    return chosen.groups
+        return [], f"Replaced heads not marked: {err}"
+    return chosen.groups, ""

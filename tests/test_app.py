@@ -286,9 +286,22 @@ def test_recency_marks_the_heads_the_adapter_replaces(client, checkpoint, adapte
     # the shipped adapter was made for the embedded model: nothing is marked on the tiny one
     figure = json.loads(client.predict(checkpoint, PROMPT, "", api_name="/recency")["plot"])
     assert len(figure["data"]) == 1
+    assert "Replaced heads not marked" in figure["layout"]["title"]["text"]  # said in the figure itself
 
 
 # ----------------------------------------------------------------------------- handlers as functions
+
+
+def test_recency_says_an_unexpected_failure_in_the_figure(checkpoint, monkeypatch):
+    """No error pop-up or badge over the page: the figure's place says what went wrong."""
+    def broken(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app, "recency_figure", broken)
+    figure = app.recency_run(checkpoint, PROMPT, "")
+    assert "Something went wrong (RuntimeError)" in figure.layout.annotations[0].text
+
+
 
 
 def test_attention_controls_follow_the_model_box(checkpoint):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import plotly.graph_objects as go
 
 from pyramid_core.trace import RecencyReport
@@ -16,10 +18,11 @@ REPLACED_NAME = "replaced (linear RNN)"
 NO_SCORES = "No recency scores yet: run the recency calibration first."
 
 
-def recency_figure(report: RecencyReport) -> go.Figure:
+def recency_figure(report: RecencyReport, note: str = "") -> go.Figure:
     """Heatmap of scores[layer][head] in [0, 1]; an 'x' marks every head of each replaced [layer, group].
 
     Query head h belongs to KV group h // heads_per_group. Hovering a cell also shows its sink mass.
+    note: a line under the title (e.g. why no head is marked).
     """
     report = as_report(report)
     if not report.scores:
@@ -40,6 +43,8 @@ def recency_figure(report: RecencyReport) -> go.Figure:
         ))
     title = (f"Recency: attention mass on the last {report.window + 1} keys "
              f"({report.heads_per_group} query heads per KV group)")
+    if note:
+        title += f"<br><sup>{html.escape(note)}</sup>"
     # Plotly draws a legend only for two or more entries, and the heatmap has none: without showlegend
     # the x marks had no key in the page (issue 18)
     return figure(traces, title, HEAD_TITLE, LAYER_TITLE, showlegend=bool(marked))
