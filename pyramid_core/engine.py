@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 import torch
 from torch.nn.attention import sdpa_kernel
 
+from . import warmup
 from .attention import ATTENTION_BACKENDS
 from .cache import KVCache, right_aligned_index, top_k_mask
 from .graphs import DecodeGraphs, GraphStore, graph_key
@@ -257,7 +258,7 @@ def _generate_steps(req: Request, tokens, max_new_tokens, sampling, generator, e
                     record_positions, stop, detail_last):
     finished = [False] * tokens.shape[0]
     for i in range(max_new_tokens):
-        start = time.perf_counter()
+        one_time, start = warmup.count(), time.perf_counter()
         # a stop seen before a step makes it the last, so that the last record can carry the detail
         stopping = i > 0 and stop is not None and stop.is_set()
         asked = record_attention(i)
@@ -269,9 +270,13 @@ def _generate_steps(req: Request, tokens, max_new_tokens, sampling, generator, e
         finished = [True] * len(ids) if i == max_new_tokens - 1 else \
             [done or t in eos for t, done in zip(ids, finished)]
         last = stopping or all(finished)
-        yield step_record(i, ids, finished, req.cache, time.perf_counter() - start, req.seen[0],
+        elapsed = time.perf_counter() - start
+        # a step that captured a graph or compiled a kernel is warm-up as a whole: the one-time work
+        # cannot be timed apart from the step's launches, which run asynchronously around it
+        warm = elapsed if warmup.count() != one_time else 0.0
+        yield step_record(i, ids, finished, req.cache, elapsed, req.seen[0],
                           attn if asked or (detail_last and last) else None, req.describe_policy(),
-                          record_positions(i) or i == 0 or (detail_last and last))
+                          record_positions(i) or i == 0 or (detail_last and last), warm)
         if last:
             return
 

@@ -29,6 +29,8 @@ from typing import Callable
 
 import torch
 
+from . import warmup
+
 
 class Replay:
     """fn() over fixed buffers: captured as a CUDA graph on a GPU, called again on a CPU.
@@ -178,6 +180,7 @@ class GraphStore:
             while len(self.entries) >= self.capacity:
                 self.entries.popitem(last=False)
             self.entries[key] = graphs = build()
+            warmup.note()  # a capture is one-time work: the step that made it is warm-up (warmup.py)
             return graphs
 
 

@@ -38,17 +38,31 @@ def step_tokens(run: Sequence[StepRecord], step: int) -> int:
 
 
 def tokens_per_s(run: Sequence[StepRecord]) -> float | None:
-    """Generated tokens of all sequences / the engine's step times, prefill included (None if no time)."""
-    seconds = sum(r.step_time_s for r in run)
-    tokens = sum(step_tokens(run, i) for i in range(len(run)))
-    return tokens / seconds if tokens and seconds > 0 else None
+    """Generated tokens of all sequences / the engine's step times, prefill and warm-up included: what
+    the whole run took (None if no time)."""
+    return _rate(run, range(len(run)))
 
 
 def decode_tokens_per_s(run: Sequence[StepRecord]) -> float | None:
-    """Tokens generated in decode steps, all sequences / the decode steps' time (None without any)."""
-    seconds = sum(r.step_time_s for r in run[1:])
-    tokens = sum(step_tokens(run, i) for i in range(1, len(run)))
+    """Tokens generated in warm decode steps, all sequences / those steps' time (None without any).
+
+    A decode step that did one-time work (warmup_s > 0: a graph capture, a kernel compilation) is left
+    out whole, its tokens and its time, so the rate is tokens over time of the same steps and is what
+    decoding runs at once warm; warmup_s reports the time left out. On a GPU the first decode step of a
+    new batch shape captures graphs, so a run with a single decode step may have no rate (None)."""
+    return _rate(run, [i for i in range(1, len(run)) if not run[i].warmup_s])
+
+
+def _rate(run: Sequence[StepRecord], steps) -> float | None:
+    """Tokens generated at `steps`, all sequences / those steps' time: the one tokens/s formula."""
+    seconds = sum(run[i].step_time_s for i in steps)
+    tokens = sum(step_tokens(run, i) for i in steps)
     return tokens / seconds if tokens and seconds > 0 else None
+
+
+def warmup_s(run: Sequence[StepRecord]) -> float:
+    """Seconds of the run's steps that did one-time work (StepRecord.warmup_s), prefill included."""
+    return sum(r.warmup_s for r in run)
 
 
 def agreement(tokens: list[int], reference: list[int] | None) -> float | None:

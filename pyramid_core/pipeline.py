@@ -9,7 +9,8 @@ from typing import Iterator
 
 from .budget import Budget, solve
 from .engine import Sampling, generate
-from .metrics import decode_tokens_per_s, first_sequence_tokens, kv_share_asked, kv_share_reached, tokens_per_s
+from .metrics import (decode_tokens_per_s, first_sequence_tokens, kv_share_asked, kv_share_reached, tokens_per_s,
+                      warmup_s)
 from .models import LoadedModel
 from .policies.base import Policy
 from .prompting import prompt_ids
@@ -61,7 +62,8 @@ def summarize(lm: LoadedModel, records: list[StepRecord]) -> dict:
         "peak_kv_bytes": last.peak_kv_bytes,
         "prefill_s": first.step_time_s,
         "tokens_per_s": tokens_per_s(records),
-        "decode_tokens_per_s": decode_tokens_per_s(records),
+        "decode_tokens_per_s": decode_tokens_per_s(records),  # warm decode steps only (metrics.py)
+        "warmup_s": warmup_s(records),
         "policy": first.policy,
         "kv_share_asked": kv_share_asked(records),
         "kv_share_reached": kv_share_reached(records),

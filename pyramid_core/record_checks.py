@@ -74,6 +74,7 @@ def check_step_record(r, deep: bool = False) -> None:
     _check_int(f"{where}: kv_bytes", r.kv_bytes)
     _check_int(f"{where}: peak_kv_bytes", r.peak_kv_bytes, minimum=r.kv_bytes)
     _check_number(f"{where}: step_time_s", r.step_time_s)
+    _check_number(f"{where}: warmup_s", r.warmup_s, maximum=r.step_time_s)  # a part of the step's time
     _check_int(f"{where}: seen_tokens", r.seen_tokens)
     if not isinstance(r.policy, dict):
         raise ValueError(f"{where}: policy must be a dict, got {type(r.policy).__name__}")

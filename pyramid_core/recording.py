@@ -42,15 +42,16 @@ def attention_record(idx: int, q, q_pos, keys, k_pos, scale) -> PendingAttention
 
 
 def step_record(step: int, ids: list[int], finished: list[bool], cache: KVCache, elapsed: float,
-                seen: int, attention: list | None, policy: dict, with_positions: bool) -> StepRecord:
+                seen: int, attention: list | None, policy: dict, with_positions: bool,
+                warmup_s: float = 0.0) -> StepRecord:
     """The record of one step: the sampled tokens, what the cache holds, and what was asked to be
     recorded (attention: PendingAttention per layer, None for a layer whose every KV group is a
-    recurrence)."""
+    recurrence). warmup_s: the part of `elapsed` that was one-time work (trace.StepRecord)."""
     per_row = cache.counts_per_row()
     return StepRecord(
         step=step, phase="prefill" if step == 0 else "decode", token_ids=ids, finished=list(finished),
         kept_tokens=per_row[0], kept_tokens_per_row=per_row, kv_bytes=cache.nbytes(),
-        peak_kv_bytes=cache.update_peak(), step_time_s=elapsed, seen_tokens=seen,
+        peak_kv_bytes=cache.update_peak(), step_time_s=elapsed, warmup_s=warmup_s, seen_tokens=seen,
         kept_positions=cache.positions_of_row(0) if with_positions else None,
         attention=None if attention is None else [a.read() for a in attention if a is not None],
         policy=policy)

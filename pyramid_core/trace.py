@@ -71,6 +71,8 @@ class StepRecord:
     kv_bytes:          bytes of K and V (and any recurrent state) the cache holds now, all layers, all rows.
     peak_kv_bytes:     the largest kv_bytes seen so far in this request.
     step_time_s:       wall time of this step (the prefill's includes the whole prompt).
+    warmup_s:          the part of step_time_s that was warm-up: the whole step when it did one-time
+                       work (a CUDA graph capture, a kernel compilation; warmup.py), else 0.0.
     seen_tokens:       tokens the first sequence has seen (prompt + generated), i.e. the full length.
     kept_positions:    per layer, the original positions the first sequence's cache holds; filled at
                        the prefill always and at decode steps when the engine was asked to record them.
@@ -91,6 +93,7 @@ class StepRecord:
     kept_positions: list[list[int]] | None = None
     attention: list[LayerAttention] | None = None
     policy: dict = field(default_factory=dict)
+    warmup_s: float = 0.0
 
     def __post_init__(self):
         if self.attention is not None and not all(isinstance(a, LayerAttention) for a in self.attention):
@@ -123,7 +126,10 @@ class RunSummary:
 
     prompt_tokens: the prefill record's seen_tokens. tokens: the first sequence's generated tokens.
     final_kv_bytes, peak_kv_bytes: the cache's bytes at the end and at most. prefill_s: the prefill's
-    time. tokens_per_s, decode_tokens_per_s: all sequences, with and without the prefill.
+    time. tokens_per_s: all sequences over every step's time, prefill and warm-up included (what the
+    run took); decode_tokens_per_s: over the decode steps that did no one-time work (metrics.py says
+    why). warmup_s: the time of the steps that did one-time work, any phase (a prefill's is also in
+    prefill_s).
     kv_share_asked: the share of the full cache's tokens the KV budget asked for (None: no budget);
     kv_share_reached: the share held, averaged over the run's records (first sequence).
     """
@@ -137,6 +143,7 @@ class RunSummary:
     decode_tokens_per_s: float | None
     kv_share_asked: float | None = None
     kv_share_reached: float | None = None
+    warmup_s: float = 0.0
 
     @classmethod
     def of(cls, run: list[StepRecord]) -> "RunSummary":
@@ -144,7 +151,8 @@ class RunSummary:
                    final_kv_bytes=run[-1].kv_bytes, peak_kv_bytes=metrics.peak_kv_bytes(run),
                    prefill_s=run[0].step_time_s, tokens_per_s=metrics.tokens_per_s(run),
                    decode_tokens_per_s=metrics.decode_tokens_per_s(run),
-                   kv_share_asked=metrics.kv_share_asked(run), kv_share_reached=metrics.kv_share_reached(run))
+                   kv_share_asked=metrics.kv_share_asked(run), kv_share_reached=metrics.kv_share_reached(run),
+                   warmup_s=metrics.warmup_s(run))
 
     def agreement(self, reference: "RunSummary | None") -> float | None:
         return metrics.agreement(self.tokens, reference.tokens if reference else None)

@@ -42,15 +42,18 @@ def kv_shares(run: list[StepRecord]) -> tuple[float | None, float]:
 
 
 def pane_stats(run: list[StepRecord], text: str, baseline: str | None, final: bool = False) -> str:
-    """Speed (decode tokens/s, RunSummary's), KV bytes and share, tokens; then what the user should know:
-    where the text departs from the baseline, a stop, a budget the mode could not reach."""
+    """Speed (decode tokens/s, RunSummary's, and the warm-up it leaves out), KV bytes and share, tokens;
+    then what the user should know: where the text departs from the baseline, a stop, a budget the mode
+    could not reach."""
     if not run:
         return "waiting…"
     summary = RunSummary.of(run)
     speed = f"{summary.decode_tokens_per_s:.1f} tokens/s" if summary.decode_tokens_per_s else "–"
+    # one-time work (graph capture, kernel compilation) is not in the rate: its time is shown on its own
+    warm = f" (warm-up {summary.warmup_s:.2f} s apart)" if summary.warmup_s else ""
     asked, reached = kv_shares(run)
     share = f"KV share **{reached:.1%}** reached" + (f" ({asked:.1%} asked)" if asked is not None else "")
-    line = (f"**{speed}** · KV **{kv_mib(run[-1]):.2f} MiB** (peak {peak_kv_mib(run):.2f}) · {share} · "
+    line = (f"**{speed}**{warm} · KV **{kv_mib(run[-1]):.2f} MiB** (peak {peak_kv_mib(run):.2f}) · {share} · "
             f"{len(run)} tokens after a {summary.prompt_tokens}-token prompt")
     cut = first_difference(text, baseline) if baseline is not None else None
     notes = [f"departs from the baseline at character {cut}"] if cut is not None else []

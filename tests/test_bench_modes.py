@@ -15,6 +15,7 @@ def test_modes_grid_covers_every_mode_and_writes_both_files(tmp_path):
     assert {(c["mode"], c["batch"], c["prompt"]) for c in cells} == \
         {(m, b, p) for m in ALL_POLICIES for b in (1, 2) for p in (24, 40)}
     assert all(c["decode_tokens_per_s"] > 0 and c["vs_baseline"] > 0 for c in cells)
+    assert all(c["warmup_s"] == 0.0 for c in cells)  # eager on a CPU: no step did one-time work
     assert all(c["vs_baseline"] == 1.0 for c in cells if c["mode"] == "baseline")
     assert all(c["policy_ms_per_step"] >= 0 for c in cells if c["batch"] == 1)
     assert all(c["kv_tokens_held"] < 2 * (40 + 3) for c in cells if c["mode"] == "streaming" and c["prompt"] == 40)

@@ -412,8 +412,9 @@ def test_summary_table_markdown_has_a_row_per_mode_in_column_order():
     assert len(lines) == 4
     assert lines[0].startswith("| mode | prompt tokens |")
     cells = [c.strip() for c in lines[3].strip("|").split("|")]
-    assert cells[0] == "pyramid" and cells[3] == "1.00" and cells[5] == "50.0%" and cells[10] == "100.0%"
-    assert cells[6] == "–" and cells[11] == "–"  # no KV budget was asked; no divergence
+    assert cells[0] == "pyramid" and cells[3] == "1.00" and cells[5] == "50.0%" and cells[11] == "100.0%"
+    assert cells[6] == "–" and cells[12] == "–"  # no KV budget was asked; no divergence
+    assert cells[10] == "0.00"  # no step did one-time work
     with pytest.raises(ValueError):
         summary_table_markdown([{"mode": "x"}])
 

@@ -23,6 +23,7 @@ COLUMNS = (
     ("kv_share_reached", "KV share reached"),
     ("tokens_per_s", "decode tokens/s"),
     ("prefill_s", "prefill (s)"),
+    ("warmup_s", "warm-up (s)"),
     ("agreement", "agreement with baseline"),
     ("first_divergence", "first divergence"),
 )
@@ -33,10 +34,12 @@ def summary_rows(runs: dict[str, list[StepRecord]], baseline: str = BASELINE) ->
     """One dict per mode with the COLUMNS keys; baseline comparisons are None when `baseline` has no run.
 
     kv_pct_of_baseline compares final kv_bytes. kv_share_asked is the KV budget's share (None without
-    one) and kv_share_reached the share of the full cache's tokens held, averaged over the run. tokens_per_s = decode tokens of all sequences /
-    sum of decode step times (None without decode steps). agreement is the fraction of the first
-    sequence's generated positions, over the length both runs reached, whose token equals the
-    baseline's; first_divergence is the first such position that differs, or None.
+    one) and kv_share_reached the share of the full cache's tokens held, averaged over the run.
+    tokens_per_s = decode tokens of all sequences / sum of decode step times, over the steps that did no
+    one-time work (None without any); warmup_s is the time of the steps that did (graph capture, kernel
+    compilation: RunSummary). agreement is the fraction of the first sequence's generated positions,
+    over the length both runs reached, whose token equals the baseline's; first_divergence is the first
+    such position that differs, or None.
     """
     runs = as_runs(runs)
     base = runs.get(baseline)
@@ -68,6 +71,7 @@ def _row(mode: str, run: list[StepRecord], base: list[StepRecord] | None) -> dic
         "kv_share_reached": mine.kv_share_reached,
         "tokens_per_s": mine.decode_tokens_per_s,
         "prefill_s": mine.prefill_s,
+        "warmup_s": mine.warmup_s,
         "agreement": mine.agreement(theirs),
         "first_divergence": mine.first_divergence(theirs),
     }

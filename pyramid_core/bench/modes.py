@@ -4,10 +4,11 @@ The issue-19 grid: each mode x batch {1, 8} x prompt {1k, 8k} x shape {the embed
 and Llama-2-7B shapes with random weights}. Decode only: tokens/s over the decode steps' own times (the
 engine's step records, each ending on a host read of the sampled tokens, so they are real), never the
 prefill. Each (shape, batch, mode) first runs once at the shortest prompt (the warm-up: CUDA graph
-capture, Triton compilation, cuBLAS plans), timed and reported apart. At batch 1 a second run wraps the
-policy in TimedPolicy (overhead.py), whose synchronisations would slow the measured run: it gives the
-milliseconds per decode step the policy's scoring and selection take. Results are written after every
-shape, so a run cut off keeps what it has.
+capture, Triton compilation, cuBLAS plans); a cell's warm-up is the time of the steps its runs' records
+mark as one-time work (StepRecord.warmup_s), which the decode rate leaves out (metrics.py). At batch 1
+a second run wraps the policy in TimedPolicy (overhead.py), whose synchronisations would slow the
+measured run: it gives the milliseconds per decode step the policy's scoring and selection take.
+Results are written after every shape, so a run cut off keeps what it has.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..engine import generate
+from ..metrics import decode_tokens_per_s, warmup_s
 from ..policies import ALL_POLICIES
 from ..policies.registry import make_policy
 from . import harness
@@ -66,13 +68,15 @@ def prompts(lm, batch: int, length: int) -> torch.Tensor:
 
 
 def decode_run(lm, policy, batch: int, prompt: int, new_tokens: int) -> dict:
-    """One generation; decode tokens/s and step time from the decode steps' records."""
+    """One generation; decode tokens/s over its warm decode steps (metrics.py), the step time that
+    implies, and the warm-up its records report."""
     records = list(generate(lm, prompts(lm, batch, prompt), policy=policy, max_new_tokens=new_tokens))
     sync()
-    decode_s = sum(r.step_time_s for r in records[1:])
-    steps = len(records) - 1
-    return {"decode_tokens_per_s": steps * batch / decode_s, "step_ms": 1e3 * decode_s / steps,
-            "prefill_s": records[0].step_time_s, "kv_tokens_held": sum(records[-1].kept_tokens_per_row[0])}
+    rate = decode_tokens_per_s(records)
+    # no EOS is given, so every warm step generates one token per row
+    return {"decode_tokens_per_s": rate, "step_ms": 1e3 * batch / rate if rate else None,
+            "warmup_s": warmup_s(records), "prefill_s": records[0].step_time_s,
+            "kv_tokens_held": sum(records[-1].kept_tokens_per_row[0])}
 
 
 def policy_ms(lm, policy, prompt: int, new_tokens: int) -> float:
@@ -86,15 +90,13 @@ def cells(lm, shape: str, policies: dict, grid: Grid) -> list[dict]:
     """Every batch x prompt x mode of one model: warm-up apart, then the measured run."""
     out = []
     for batch in grid.batches:
-        warm = {}
-        for mode, policy in policies.items():
-            start = time.perf_counter()
-            decode_run(lm, policy, batch, min(grid.prompts), grid.warmup_tokens)
-            warm[mode] = time.perf_counter() - start
+        warm = {mode: decode_run(lm, policy, batch, min(grid.prompts), grid.warmup_tokens)["warmup_s"]
+                for mode, policy in policies.items()}
         for prompt in grid.prompts:
             for mode, policy in policies.items():
-                cell = {"shape": shape, "batch": batch, "prompt": prompt, "mode": mode, "warmup_s": warm[mode],
+                cell = {"shape": shape, "batch": batch, "prompt": prompt, "mode": mode,
                         **decode_run(lm, policy, batch, prompt, grid.new_tokens)}
+                cell["warmup_s"] += warm[mode]  # the warm-up run's and any the measured run still did
                 if batch == 1:
                     cell["policy_ms_per_step"] = policy_ms(lm, policy, prompt, grid.new_tokens)
                     cell["policy_share"] = cell["policy_ms_per_step"] / cell["step_ms"]

@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import warmup
+
 # slots per step of a program's loop, and warps: the best of a sweep of 32/64/128 x 2/4/8 at batch 32-116 in
 # a first run; a second (kernel_check_decode.json) put 128 x 2 and 32 x 2 ~20% ahead: still to settle
 BLOCK_T = 64
@@ -74,6 +76,10 @@ def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q
     assert k.stride(3) == 1 and v.stride(3) == 1 and q.stride(3) == 1, "decode attention: last dim must be contiguous"
     k_pos = k_pos if k_pos.stride(1) == 1 else k_pos.contiguous()
     out = torch.empty(B, H, D, dtype=q.dtype, device=q.device)
+    # Triton compiles per device, dtype and constexpr values: the first launch of each is warm-up. It
+    # also specialises on strides divisible by 16, which this key leaves out: a recompile for a new
+    # stride pattern is missed (counted as decoding), never invented.
+    warmup.first_time(("decode_attention", q.device, q.dtype, H, H // k.shape[1], D, window is not None))
     with launch_device(q):
         decode_attention_kernel[(B * H,)](
             q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, scale, window or 0, k.shape[2],

@@ -14,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import warmup
 from .decode_triton import launch_device
 
 
@@ -94,6 +95,8 @@ def recent_attention_scores_triton(queries: torch.Tensor, query_pos: torch.Tenso
     out = torch.empty(B, T, dtype=torch.float32, device=q.device)
     BW = min(64, max(16, triton.next_power_of_2(W)))
     BT = 64 if D <= 128 else 32
+    # the first launch of each compiled variant is warm-up (the key's limits: decode_triton.py)
+    warmup.first_time(("recent_scores", q.device, q.dtype, k.dtype, H // H_kv, D, BW, BT))
     with launch_device(q):
         recent_lse_fwd_kernel[(triton.cdiv(W, BW), H, B)](
             q, q_pos, k, k_pos, lse, scale, W, T, H, G=H // H_kv, D=D, BW=BW, BT=BT)
