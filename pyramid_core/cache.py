@@ -18,8 +18,10 @@ A window (sinks plus the newest tokens, `keep_window`) is kept as a ring: the ol
 freed and the next token is written into it, so a streaming step moves nothing and launches nothing
 beyond the write. Slots are then no longer in position order; attention does not care (keys carry their
 RoPE from the write, masks come from positions), and anything that needs order restores it first
-(`keep`) or sorts what it reads (`positions_of_row`). `nbytes()` is what the buffers hold, spare slots
-included: that is the memory the cache really takes.
+(`keep`) or sorts what it reads (`positions_of_row`). An `Evict` (H2O) works the same way with one slot per
+row: each row frees the slot of its lowest-scoring token and its next token is written there (`evict`),
+so a decode step that drops one token per row moves nothing either. `nbytes()` is what the buffers
+hold, spare slots included: that is the memory the cache really takes.
 
 Counts of valid tokens per row are tracked on the host, so reading them never waits for the GPU.
 """
@@ -31,7 +33,7 @@ from collections import deque
 import torch
 
 from .metrics import state_nbytes
-from .policies.base import Keep, Window
+from .policies.base import Evict, Keep, Window
 from .transfer import to_device
 
 
@@ -51,6 +53,7 @@ class LayerCache:
         self.free: list[int] = []  # slots dropped by keep_window that the next token overwrites
         self.ring: deque | None = None  # keep_window's non-sink slots, oldest first (None: not a ring)
         self.ring_sinks = 0
+        self.evicted: torch.Tensor | None = None  # [B] each row's slot freed by evict(), for its next token
 
     @property
     def capacity(self) -> int:
@@ -68,9 +71,13 @@ class LayerCache:
         B, H, t, D = keys.shape
         assert values.shape == keys.shape and positions.shape == (B, t), "append: shape mismatch"
         assert len(valid_counts) == B
-        if self.free and t == 1 and all(v == 1 for v in valid_counts):
-            self._write_free(keys, values, positions)
-            return
+        if t == 1 and all(v == 1 for v in valid_counts):
+            if self.free:
+                self._write_free(keys, values, positions)
+                return
+            if self.evicted is not None:
+                self._write_evicted(keys, values, positions)
+                return
         self._settle()
         if self.ring is not None:  # t new slots at the end, newest last (a ring tracks single tokens)
             self.ring.extend(range(self.length, self.length + t))
@@ -84,10 +91,12 @@ class LayerCache:
         self.counts = [c + v for c, v in zip(self.counts, valid_counts)]
         self.has_holes = self.has_holes or any(v != t for v in valid_counts)
 
-    def apply(self, answer: Keep | Window) -> None:
+    def apply(self, answer: Keep | Window | Evict) -> None:
         """Carry out a policy's answer (policies/base.py)."""
         if isinstance(answer, Window):
             self.keep_window(answer.sinks, answer.counts)
+        elif isinstance(answer, Evict):
+            self.evict(answer.scores)
         else:
             self.keep(answer.scores, answer.counts)
 
@@ -98,11 +107,14 @@ class LayerCache:
         Each row's kept slots move to the end (right-aligned); shorter rows get empty slots in front.
         When every row is full and keeps as many slots as the others, only the last n slots move, in
         place (PyramidInfer's decode chunks sit just before the recent window); otherwise the buffers
-        are reallocated to the new length.
+        are reallocated to the new length. On a layer out of position order (a ring, evictions), scores
+        of every slot follow the slots as the policy saw them; fewer are read as the newest tokens.
         """
         self._settle()
         if not self.ordered:
-            self._restore_order()
+            order = self._restore_order()
+            if scores.shape[1] == self.length:  # scores of every column, as the policy saw them: reorder too
+                scores = scores.gather(1, order)
         self.ring = None  # the slots move: a later window starts a new ring
         n = scores.shape[1]
         start = self.length - n
@@ -142,6 +154,27 @@ class LayerCache:
             return
         self.keep(self._window_scores(sinks, kept), list(kept))
 
+    def evict(self, scores: torch.Tensor) -> None:
+        """Free, in each row, the slot of its lowest-scoring token (scores [B, length] over the slots in
+        use; equal scores: the newer token goes, as keep() keeps the older); the row's next token is
+        written into that slot (append), so nothing moves and nothing waits for the GPU.
+
+        The choice stays on the device: a [B] slot index, one reduction per row, no sort and no copy of
+        the layer. Until the next token arrives the freed slot counts as empty (`_settle`).
+        """
+        self._settle()
+        positions = self.positions[:, :self.length]
+        assert scores.shape == positions.shape, "evict: one score per slot in use"
+        assert min(self.counts) >= 1, "evict: a row holds nothing"
+        ranked = scores.float()
+        if self.has_holes:  # an empty slot is never chosen
+            ranked = ranked.masked_fill(positions < 0, float("inf"))
+        lowest = ranked.amin(1, keepdim=True)
+        # among the lowest, the newest position; empty slots (-1) lose unless the row has nothing else
+        self.evicted = torch.where(ranked == lowest, positions, -1).argmax(1)
+        self.counts = [c - 1 for c in self.counts]
+        self.ring = None
+
     def _ring_ready(self, sinks: int, drops: list[int]) -> bool:
         """Whether keep_window can free ring slots: same drop in every row, no holes, enough non-sinks.
         Starts the ring over an ordered layer: its slots after the sinks, oldest first."""
@@ -177,16 +210,39 @@ class LayerCache:
         self.ring.append(slot)
         self.ordered = False
 
+    def _write_evicted(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
+        """One token per row into the slot evict() freed in that row: an indexed write per buffer."""
+        B, H, _, D = keys.shape
+        slot = self.evicted
+        self.keys.scatter_(2, slot.view(B, 1, 1, 1).expand(B, H, 1, D), keys)
+        self.values.scatter_(2, slot.view(B, 1, 1, 1).expand(B, H, 1, D), values)
+        self.positions.scatter_(1, slot[:, None], positions)
+        self.counts = [c + 1 for c in self.counts]
+        self.evicted, self.ordered = None, False
+
     def _settle(self) -> None:
         """Freed slots that no token overwrote become empty slots (holes); a no-op in the decode loop,
         where the next token fills the slot before anything reads the layer."""
-        if not self.free:
-            return
-        self.positions[:, self.free] = -1
-        self.free, self.has_holes = [], True
+        if self.free:
+            self.positions[:, self.free] = -1
+            self.free, self.has_holes = [], True
+        if self.evicted is not None:
+            self.positions.scatter_(1, self.evicted[:, None], -1)
+            self.evicted, self.has_holes = None, True
 
-    def _restore_order(self) -> None:
-        """Put each row's slots back in position order, empty slots first (undoes a ring)."""
+    def held_positions(self, row: int) -> list[int]:
+        """The original positions row `row` holds, in order; a read that leaves freed slots pending
+        (a record between two steps must not turn a ring or an eviction into holes)."""
+        pos = self.positions[row, :self.length].clone()
+        if self.free:
+            pos[self.free] = -1
+        if self.evicted is not None:
+            pos[self.evicted[row]] = -1
+        return sorted(pos[pos >= 0].tolist())
+
+    def _restore_order(self) -> torch.Tensor:
+        """Put each row's slots back in position order, empty slots first (undoes a ring or evictions).
+        Returns the [B, length] slot index each new slot came from."""
         keys, values, positions = self.keys[:, :, :self.length], self.values[:, :, :self.length], \
             self.positions[:, :self.length]
         index = torch.sort(positions, dim=1, stable=True).indices  # -1 (empty) sorts first
@@ -195,6 +251,7 @@ class LayerCache:
         self.values[:, :, :self.length] = values[rows, :, index].transpose(1, 2)
         self.positions[:, :self.length] = positions.gather(1, index)
         self.ordered, self.ring = True, None
+        return index
 
     def counts_after(self, n: int, kept: list[int]) -> list[int]:
         """Tokens each row holds once it keeps kept[b] of its newest n (host arithmetic: no GPU wait)."""
@@ -241,7 +298,8 @@ def top_k_mask(scores: torch.Tensor, candidates: torch.Tensor, k: list[int]) -> 
     order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(T, device=scores.device).expand(B, T))
-    limit = to_device(k, scores.device)[:, None]
+    # one count for every row (a decode cut): a number, not a host-to-device copy per call
+    limit = k[0] if len(set(k)) == 1 else to_device(k, scores.device)[:, None]
     return (rank < limit) & candidates
 
 
@@ -290,8 +348,4 @@ class KVCache:
 
     def positions_of_row(self, row: int = 0) -> list[list[int]]:
         """Per layer, the original positions row `row` holds, in order (a ring holds them out of order)."""
-        out = []
-        for layer in self.layers:
-            pos = layer.view()[2][row]
-            out.append(sorted(pos[pos >= 0].tolist()))
-        return out
+        return [layer.held_positions(row) for layer in self.layers]

@@ -29,7 +29,7 @@ from .graphs import DecodeGraphs, GraphStore, graph_key
 from .layers import EagerStages, Parts, attention_scale, final_logits, layer_forward, model_parts, rope_tables
 from .models import LoadedModel
 from .placement import follow
-from .policies.base import Keep, LayerContext, Policy, PolicyState, Window
+from .policies.base import Evict, Keep, LayerContext, Policy, PolicyState, Window
 from .policies.full import FullPolicy
 from .recording import attention_record, step_record
 from .recurrent_groups import layer_heads
@@ -130,6 +130,7 @@ def decode_step(req: Request, tokens: torch.Tensor):
     h = embed(parts, tokens[:, None], pos.device)
     rope = rope_tables(parts.rotary, h, pos)
     ones = [1] * tokens.shape[0]
+    asks = req.policy.compresses_at_decode  # the baseline and prefill-only policies are never asked
     records = []
     with decode_stages(req, tokens.shape[0]) as stages:
         for idx in range(parts.num_layers):
@@ -137,14 +138,14 @@ def decode_step(req: Request, tokens: torch.Tensor):
             h, q = layer_forward(stages, idx, h, pos, rope, req.cache[idx], req.cache.recurrent_state[idx],
                                  "decode", ones, req.decode_kernel)
             records.append(record_layer(req, idx, q, pos))
-            keep = ask_policy(req, idx, q, pos)
+            keep = ask_policy(req, idx, q, pos) if asks else None
             if keep is not None:
                 req.cache[idx].apply(keep)
         logits = final_logits(parts, h)[:, 0]
     return logits.float(), records
 
 
-def ask_policy(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor) -> Keep | Window | None:
+def ask_policy(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor) -> Keep | Window | Evict | None:
     """The policy's answer for layer idx; None for a layer that caches nothing (every KV group a
     recurrence) and so has nothing to keep."""
     layer = req.cache[idx]

@@ -246,3 +246,22 @@ def test_compacting_only_the_tail_equals_a_full_compaction():
     expected = [[p for p in range(T) if keep[row, p]] for row in range(B)]
     assert tail.view()[2].tolist() == expected
     assert (tail.capacity, full.capacity) == (64, 48)  # moved in place vs reallocated
+
+
+def test_recent_queries_write_decode_positions_when_read():
+    """Decode appends write their queries only; the positions (one after another per row, rows at
+    different positions as left padding leaves them) are written when the buffer is read or moved:
+    read rarely here, across several moves of the buffer."""
+    from pyramid_core.policies.recent_queries import RecentQueries
+
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(3, 2, 400, 4, generator=gen)
+    pos = torch.arange(400).repeat(3, 1) - torch.tensor([[0], [7], [150]])  # rows 1 and 2 start later
+    stored = RecentQueries(q[:, :, :9], pos[:, :9])
+    for t in range(9, 400):
+        width = 9 + t // 5
+        stored.append(q[:, :, t:t + 1], pos[:, t:t + 1], width)
+        if t % 37 == 0 or t == 399:
+            got_q, got_pos = stored.view(width)
+            assert torch.equal(got_q, q[:, :, t + 1 - width:t + 1]), t
+            assert torch.equal(got_pos, pos[:, t + 1 - width:t + 1]), t

@@ -2,8 +2,8 @@
 
 A policy is a small dataclass (docs/policies.md). After each layer runs, the engine hands it a
 `LayerContext`; the policy answers with a `Keep` (scores over the layer's newest tokens, and how many of
-them each row keeps), a `Window` (sinks and the newest tokens, by order alone) or None to keep
-everything. The cache does the keeping: the top-k, the
+them each row keeps), a `Window` (sinks and the newest tokens, by order alone), an `Evict` (one token
+per row, the lowest-scoring) or None to keep everything. The cache does the keeping: the top-k, the
 compaction and every slot index (cache.py). The policy never touches the cache or the engine.
 
 What a policy remembers within one request lives in the typed state it declares (`new_state`); the
@@ -60,6 +60,20 @@ class Window:
     stream: bool = False
 
 
+@dataclass(frozen=True)
+class Evict:
+    """Drop, in each row, its one lowest-scoring token; the row's next token takes its slot.
+
+    scores: [B, T] over the context's columns (ALWAYS for a token that must stay; each row holds at least
+            one that may go). Equal scores: the newer token goes (a Keep keeps the older one too).
+    A decode answer for a policy that drops one token per row per step (H2O once full): the cache frees
+    the slot and writes the next token into it (cache.py), with no top-k, no compaction and no host wait.
+    """
+
+    scores: torch.Tensor
+    stream: bool = False
+
+
 @dataclass
 class PolicyState:
     """A policy's per-request memory (none here). Policies that remember subclass it."""
@@ -73,8 +87,11 @@ class PolicyState:
 class LayerContext:
     """What a policy sees of one layer after it ran.
 
-    The [B, T] tensors list each row's held tokens in order, newest in the last column; a row that holds
-    fewer than T has empty columns (position -1) in front.
+    The [B, T] tensors list the layer's slots: each row's held tokens in order, newest in the last column,
+    a row that holds fewer than T with empty columns (position -1) in front; except after a `Window` or
+    an `Evict`, whose next tokens take freed slots, so that the columns are no longer in position order
+    (read positions, not column indices, where order matters; a Keep that scores every column follows
+    the columns as they are: the cache restores order and reorders the scores with it).
 
     layer, num_layers, phase: which layer of how many, "prefill" or "decode".
     positions:  [B, T] original position of each held token (-1 = empty).
@@ -135,6 +152,12 @@ class Policy:
 
     def decode(self, ctx: LayerContext) -> Keep | None:
         return None
+
+    @property
+    def compresses_at_decode(self) -> bool:
+        """Whether decode() may answer anything but None: the engine asks only a policy that does, so a
+        policy that acts at the prefill alone (the baseline, SnapKV) costs a decode step nothing."""
+        return type(self).decode is not Policy.decode
 
     def recurrent_modules(self, lm) -> dict:
         """{layer: {kv_group: module}} of KV groups this policy runs as recurrences (none here)."""

@@ -22,10 +22,22 @@ class RecentQueries:
         self.positions = positions.new_full((B, W + self.SLACK), -1)
         self.queries[:, :, :W], self.positions[:, :W] = queries, positions
         self.length = W
+        self.unwritten = 0    # single queries appended whose positions are not written yet
+        self.newest = None    # [B, 1] the position of the newest of them
 
     def append(self, queries: torch.Tensor, positions: torch.Tensor, width: int) -> None:
-        """Add t queries [B, H, t, D] (positions [B, t]); keep at least the last `width`."""
+        """Add t queries [B, H, t, D] (positions [B, t]); keep at least the last `width`.
+
+        One query at a time (decode) is one write: its position is only remembered, and written with
+        those of the queries before it when the buffer is read or moved. That relies on what decoding
+        does: each row's next query sits one position after its previous one.
+        """
         t = queries.shape[2]
+        if t == 1 and self.length < self.queries.shape[2]:
+            self.queries[:, :, self.length:self.length + 1] = queries
+            self.length, self.unwritten, self.newest = self.length + 1, self.unwritten + 1, positions
+            return
+        self._write_positions()
         if self.length + t > self.queries.shape[2]:
             keep = min(width, self.length)
             recent = (self.queries[:, :, self.length - keep:self.length].clone(),
@@ -40,8 +52,19 @@ class RecentQueries:
         self.positions[:, self.length:self.length + t] = positions
         self.length += t
 
+    def _write_positions(self) -> None:
+        """The positions of the single queries appended since the last write: one after another in each
+        row, up to the newest (two small kernels, where a write at every append cost one per step)."""
+        if not self.unwritten:
+            return
+        n = self.unwritten
+        back = torch.arange(n - 1, -1, -1, device=self.positions.device)  # how far before the newest
+        self.positions[:, self.length - n:self.length] = self.newest - back
+        self.unwritten, self.newest = 0, None
+
     def view(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The last `width` queries [B, H, width, D] and positions [B, width] (fewer if fewer are held)."""
+        self._write_positions()
         start = max(0, self.length - width)
         return self.queries[:, :, start:self.length], self.positions[:, start:self.length]
 
