@@ -4,8 +4,8 @@ A decode step on a big model is launch-bound: every layer launches ~25 small ker
 at batch 128 (Llama-2-13B shape) a step took ~35 ms where its weight and KV traffic need ~12. Most of
 those kernels sit in stretches whose shapes never change from step to step: before attention (norm,
 q/k/v projections, RoPE), after it (o_proj, residual, norm, MLP, residual) and, with RecurFormer, the
-replaced groups' recurrences (projections, decay, RoPE, state update, read-out: ~40 kernels a group,
-which left eager made a decode step ~10x slower than the baseline's). Those stretches of every layer
+replaced groups' recurrences (projections, decay, RoPE, state update, read-out: ~40 kernels, once per
+layer since a layer's groups run stacked; recurformer/stacked.py). Those stretches of every layer
 are captured once per batch size as CUDA graphs and replayed, one launch each. What changes shape every
 step stays eager between them: appending to the cache, attention over the slots a layer holds (a
 different count per layer with PyramidInfer) and the policy's bookkeeping. This is the "piecewise" use
@@ -67,9 +67,9 @@ class DecodeGraphs:
     graphs.
 
     `stages` (layers.EagerStages) has pre(idx, h, rope) -> (x, q, k, v), recurrent(idx, x, pos, states,
-    phase) -> {group: y} and post(idx, h, attn_out) -> h; this object offers the same three, and the
+    phase) -> {groups: y} and post(idx, h, attn_out) -> h; this object offers the same three, and the
     same `parts` and `heads`, so layers.layer_forward runs over either.
-    `states` is the first request's {group: state} per layer (a tensor, or a dataclass of tensors such as
+    `states` is the first request's {groups: state} per layer (recurrent_groups: one per unit) (a tensor, or a dataclass of tensors such as
     the window twin's): the graphs' state buffers take their shapes and dtypes. Layer idx reads its
     hidden state from h[idx] and writes the next one into h[idx + 1], so when the engine hands back what
     post returned, nothing is copied. One request uses it at a time (`lock`); a concurrent one runs
@@ -186,7 +186,8 @@ class GraphStore:
 
 def graph_key(batch: int, heads: list) -> tuple:
     """What one request's decode graphs fit: its batch size and, per layer, the KV heads it caches and
-    its replaced groups' modules (the graphs bind those modules: another adapter of the same shape
-    needs its own). heads: per layer, a recurrent_groups.LayerHeads or None."""
-    return (batch, tuple(None if lh is None else (lh.cached, tuple((g, id(m)) for g, m in lh.modules.items()))
+    the modules its replaced groups run as (the graphs bind those modules: another adapter of the same
+    shape, or a stack rebuilt from changed groups, needs its own). heads: per layer, a
+    recurrent_groups.LayerHeads or None."""
+    return (batch, tuple(None if lh is None else (lh.cached, tuple((g, id(m)) for g, m in lh.units.items()))
                          for lh in heads))

@@ -122,7 +122,8 @@ def project(parts: Parts, idx: int, x: torch.Tensor, rope, heads: LayerHeads | N
     applied to q and k; only the heads that attend when some KV groups are recurrences."""
     q, k, v = project_qkv(parts.layers[idx].self_attn, x, parts.head_dim)
     if heads is not None:  # projections of replaced heads are computed and dropped: simpler than slicing weights
-        q, k, v = q[:, heads.q], k[:, heads.kv], v[:, heads.kv]
+        # index_select, not q[:, heads.q]: see recurrent_groups.merge_recurrent
+        q, k, v = q.index_select(1, heads.q), k.index_select(1, heads.kv), v.index_select(1, heads.kv)
     return apply_rope(q, rope), apply_rope(k, rope), v
 
 

@@ -3,6 +3,7 @@
 - recency.py: per-head recency scores and the choice of KV groups (docs/recurformer.md, "Choosing groups");
 - rnn.py:     GroupRNN, the replacement for one KV group, with its chunked scan, one-step decode and
               the naive reference loop;
+- stacked.py: a layer's GroupRNNs run as one (the engine's prefill and decode);
 - convert.py: attention transfer, training each GroupRNN on the model's own attention outputs;
 - distill.py: end-to-end distillation of the model's next-token distribution (convert's stage B);
 - adapter.py: saving, loading and attaching the trained GroupRNNs (lm.recurrent).

@@ -49,7 +49,7 @@ def student_logits(lm, modules: dict, input_ids: torch.Tensor) -> torch.Tensor:
     """
     parts = model_parts(lm)
     heads = layer_heads(parts.num_layers, parts.num_heads, parts.num_kv_heads, _matching_dtype(modules, lm.dtype),
-                        input_ids.device)
+                        input_ids.device, stack=False)
     stages = EagerStages(parts, heads)
     pos = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
     h = parts.embed(input_ids)

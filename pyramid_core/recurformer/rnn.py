@@ -22,6 +22,9 @@ Departures from Mamba-2: no causal conv on q and k (RoPE gives position), no z g
 query head rather than per group, so the G heads keep G states; k and v are computed once per group.
 Optionally (`taps`), y also reads the last few values directly, a short causal convolution over v.
 
+RNNHeads holds what any set of such heads shares (RoPE, masking, scans, read-out, state layout);
+GroupRNN is one group's, with the parameters an adapter saves; stacked.py runs a layer's groups as one.
+
 Scans (all take q, k, v [B, H, T, D], log_a [B, H, T], state [B, H, D, D] and return (o, state)):
 `scan_chunked` (prefill and training), `scan_step` (decode, T = 1) and `scan_naive` (the reference
 step loop the tests compare both against). They compute in float32 (float64 if given float64) and
@@ -99,9 +102,14 @@ class HeadRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float() if x.dtype != torch.float64 else x
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        return head_rms_norm(x, self.weight, self.eps)
+
+
+def head_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """HeadRMSNorm's maths with a given weight (a layer's stacked groups pass one per group)."""
+    x32 = x.float() if x.dtype != torch.float64 else x
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -111,17 +119,143 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
-class GroupRNN(nn.Module):
-    """One replaced KV group: G query heads sharing one k/v projection, run as a linear RNN.
+class RNNHeads(nn.Module):
+    """What every run of the recurrence shares, for H query heads: RoPE, pad masking, the scans, the
+    read-out, taps and the state layout. GroupRNN (H = G, one group) and a layer's stacked groups
+    (stacked.py, H = n * G) differ only in how `project` computes q, k, v and the decay gate.
 
     Call with the layer's input_layernorm output x [B, T, C] and original positions [B, T]
-    (-1 marks a left pad, which leaves the state unchanged). Returns (y [B, T, G * D] in x's dtype,
-    state [B, G, D, D] float32): y goes into the group's slots of the layer's unchanged o_proj.
+    (-1 marks a left pad, which leaves the state unchanged). Returns (y [B, T, H * D] in x's dtype,
+    state [B, H, D + taps - 1, D] float32).
+    """
+
+    def __init__(self, cfg: RNNConfig, heads: int):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.head_dim
+        self.out_weight = nn.Parameter(torch.ones(heads, D))
+        self.skip = nn.Parameter(torch.zeros(heads, 1))
+        # weights of the values 1 .. taps - 1 tokens back, per head and channel; 0 at first (no change)
+        self.taps = nn.Parameter(torch.zeros(heads, cfg.taps - 1, D)) if cfg.taps > 1 else None
+        # RoPE frequencies, saved with the adapter so a GroupRNN needs nothing from the model to run
+        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, D, 2).float() / D))
+
+    def project(self, x: torch.Tensor, positions: torch.Tensor):
+        """q [B, H, T, D] (scaled), k and v [B, H, T, D], log_a [B, H, T]; pads zeroed."""
+        raise NotImplementedError
+
+    def heads_of(self, q, k, v, gate, positions: torch.Tensor):
+        """project's common tail. q [B, T, H, D] and k, v [B, T, n, D] (one k and v per group of H / n
+        heads, q/k norms applied), gate [B, T, H] -> project's outputs: RoPE on q and k, the decay,
+        pads masked, k and v repeated over their group's heads."""
+        B, T, H, D = q.shape
+        n = k.shape[2]
+        cos, sin = self.rope(positions, q.dtype)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        log_a = -F.softplus(gate.to(_compute_dtype(gate))).transpose(1, 2)  # [B, H, T], fp32 or fp64
+        real = (positions >= 0)
+        k = k * real[:, None, :, None].to(k.dtype)  # a pad adds nothing to the state...
+        log_a = log_a * real[:, None, :]              # ...and does not decay it
+
+        def repeat(t):  # [B, n, T, D] -> [B, H, T, D]; a view when n = 1
+            return t[:, :, None].expand(B, n, H // n, T, D).reshape(B, H, T, D)
+        return q * self.cfg.scale, repeat(k), repeat(v), log_a
+
+    # ------------------------------------------------------------------------- pieces
+
+    def rope(self, positions: torch.Tensor, dtype: torch.dtype):
+        """cos, sin [B, T, D] at the original positions (pads use position 0; their k is zeroed)."""
+        freqs = positions.clamp(min=0)[..., None].float() * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        s = self.cfg.rope_scaling
+        return (emb.cos() * s).to(dtype), (emb.sin() * s).to(dtype)
+
+    def readout(self, o: torch.Tensor, v: torch.Tensor, dtype: torch.dtype, tapped=None) -> torch.Tensor:
+        """o, v [B, H, T, D] -> y [B, T, H * D]: output RMS norm, per-channel scale, skip term, and the
+        previous values' term when the RNN has taps."""
+        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + self.cfg.out_eps)
+        y = o * self.out_weight[:, None] + self.skip[:, None] * v.to(o.dtype)
+        if tapped is not None:
+            y = y + tapped.to(y.dtype)
+        B, G, T, D = y.shape
+        return y.transpose(1, 2).reshape(B, T, G * D).to(dtype)
+
+    def tap_values(self, v: torch.Tensor, positions: torch.Tensor, past: torch.Tensor | None):
+        """The previous values' term [B, H, T, D] and the last taps - 1 values [B, H, taps - 1, D] that the
+        next call needs (pads count as zero values). (None, None) without taps."""
+        if self.taps is None:
+            return None, None
+        n = self.cfg.taps - 1
+        real = positions >= 0
+        v = v * real[:, None, :, None].to(v.dtype)
+        B, G, T, D = v.shape
+        if past is None:
+            past = v.new_zeros(B, G, n, D)
+        seen = torch.cat((past.to(v.dtype), v), dim=2)  # [B, G, n + T, D]: oldest first
+        tapped = sum(self.taps[:, j - 1, None] * seen[:, :, n - j:n - j + T] for j in range(1, n + 1))
+        # the next call's past: the last n values that are not pads (pads sit in front of a row's tokens)
+        kept = torch.cat((real.new_ones(B, n), real), dim=1)
+        last = torch.sort(kept.to(torch.int8), dim=1, stable=True).indices[:, -n:]
+        return tapped, seen.gather(2, last[:, None, :, None].expand(B, G, n, D))
+
+    def split_state(self, state: torch.Tensor | None):
+        """(S [B, H, D, D], past values [B, H, taps - 1, D] or None): with taps, the state tensor keeps the
+        past values as extra rows after the D x D state."""
+        if state is None or self.taps is None:
+            return state, None
+        D = self.cfg.head_dim
+        return state[:, :, :D].contiguous(), state[:, :, D:]
+
+    def join_state(self, S: torch.Tensor, past: torch.Tensor | None) -> torch.Tensor:
+        return S if past is None else torch.cat((S, past.to(S.dtype)), dim=2)
+
+    def to_model(self, device, dtype: torch.dtype) -> "RNNHeads":
+        """Move to a model's device and dtype, keeping the RoPE frequencies in float32."""
+        inv_freq = self.inv_freq.float().to(device)
+        self.to(device=device, dtype=dtype)
+        self.inv_freq = inv_freq
+        return self
+
+    def init_state(self, batch: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        D = self.cfg.head_dim
+        return torch.zeros(batch, self.skip.shape[0], D + self.cfg.taps - 1, D, device=device or self.inv_freq.device,
+                           dtype=dtype)
+
+    # ------------------------------------------------------------------------- entry points
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor,
+                state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefill / training: x [B, T, C], positions [B, T] -> (y [B, T, H*D], state [B, H, D + taps - 1, D])."""
+        return self._run(functools.partial(scan, chunk=self.cfg.chunk), x, positions, state)
+
+    def step(self, x: torch.Tensor, positions: torch.Tensor,
+             state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode one token per row: x [B, 1, C], positions [B, 1]; state as returned before."""
+        return self._run(scan_step, x, positions, state)
+
+    def naive_scan(self, x: torch.Tensor, positions: torch.Tensor,
+                   state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference: forward() with the plain step loop instead of the chunked scan."""
+        return self._run(scan_naive, x, positions, state)
+
+    def _run(self, scan_fn, x, positions, state):
+        q, k, v, log_a = self.project(x, positions)
+        S, past = self.split_state(state)
+        o, S = scan_fn(q, k, v, log_a, S)
+        tapped, past = self.tap_values(v, positions, past)
+        return self.readout(o, v, x.dtype, tapped), self.join_state(S, past)
+
+
+class GroupRNN(RNNHeads):
+    """One replaced KV group: G query heads sharing one k/v projection, run as a linear RNN.
+
+    Called as RNNHeads with H = G: y [B, T, G * D] goes into the group's slots of the layer's
+    unchanged o_proj. Its parameters are what an adapter saves, per group.
     """
 
     def __init__(self, cfg: RNNConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg, cfg.heads)
         C, D, G = cfg.hidden_size, cfg.head_dim, cfg.heads
         self.q_proj = nn.Linear(C, G * D, bias=cfg.qkv_bias)
         self.k_proj = nn.Linear(C, D, bias=cfg.qkv_bias)
@@ -129,12 +263,6 @@ class GroupRNN(nn.Module):
         self.q_norm = HeadRMSNorm(D, cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = HeadRMSNorm(D, cfg.norm_eps) if cfg.qk_norm else None
         self.decay = nn.Linear(C, G)
-        self.out_weight = nn.Parameter(torch.ones(G, D))
-        self.skip = nn.Parameter(torch.zeros(G, 1))
-        # weights of the values 1 .. taps - 1 tokens back, per head and channel; 0 at first (no change)
-        self.taps = nn.Parameter(torch.zeros(G, cfg.taps - 1, D)) if cfg.taps > 1 else None
-        # RoPE frequencies, saved with the adapter so a GroupRNN needs nothing from the model to run
-        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, D, 2).float() / D))
         with torch.no_grad():
             self.decay.weight.zero_()
             self.decay.bias.fill_(inverse_softplus(-torch.log(torch.tensor(cfg.init_decay))))
@@ -172,15 +300,6 @@ class GroupRNN(nn.Module):
         wider.inv_freq = self.inv_freq.clone()  # its precision as it was
         return wider
 
-    # ------------------------------------------------------------------------- pieces
-
-    def rope(self, positions: torch.Tensor, dtype: torch.dtype):
-        """cos, sin [B, T, D] at the original positions (pads use position 0; their k is zeroed)."""
-        freqs = positions.clamp(min=0)[..., None].float() * self.inv_freq
-        emb = torch.cat((freqs, freqs), dim=-1)
-        s = self.cfg.rope_scaling
-        return (emb.cos() * s).to(dtype), (emb.sin() * s).to(dtype)
-
     def project(self, x: torch.Tensor, positions: torch.Tensor):
         """q [B, G, T, D] (scaled), k and v [B, G, T, D] (expanded views), log_a [B, G, T]; pads zeroed."""
         B, T, _ = x.shape
@@ -190,90 +309,7 @@ class GroupRNN(nn.Module):
         v = self.v_proj(x).view(B, T, 1, D)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        cos, sin = self.rope(positions, q.dtype)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        gate = self.decay(x)
-        log_a = -F.softplus(gate.to(_compute_dtype(gate))).transpose(1, 2)  # [B, G, T], fp32 or fp64
-        real = (positions >= 0)
-        k = k * real[:, None, :, None].to(k.dtype)  # a pad adds nothing to the state...
-        log_a = log_a * real[:, None, :]              # ...and does not decay it
-        return q * self.cfg.scale, k.expand(B, G, T, D), v.expand(B, G, T, D), log_a
-
-    def readout(self, o: torch.Tensor, v: torch.Tensor, dtype: torch.dtype, tapped=None) -> torch.Tensor:
-        """o, v [B, G, T, D] -> y [B, T, G * D]: output RMS norm, per-channel scale, skip term, and the
-        previous values' term when the RNN has taps."""
-        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + self.cfg.out_eps)
-        y = o * self.out_weight[:, None] + self.skip[:, None] * v.to(o.dtype)
-        if tapped is not None:
-            y = y + tapped.to(y.dtype)
-        B, G, T, D = y.shape
-        return y.transpose(1, 2).reshape(B, T, G * D).to(dtype)
-
-    def tap_values(self, v: torch.Tensor, positions: torch.Tensor, past: torch.Tensor | None):
-        """The previous values' term [B, G, T, D] and the last taps - 1 values [B, G, taps - 1, D] that the
-        next call needs (pads count as zero values). (None, None) without taps."""
-        if self.taps is None:
-            return None, None
-        n = self.cfg.taps - 1
-        real = positions >= 0
-        v = v * real[:, None, :, None].to(v.dtype)
-        B, G, T, D = v.shape
-        if past is None:
-            past = v.new_zeros(B, G, n, D)
-        seen = torch.cat((past.to(v.dtype), v), dim=2)  # [B, G, n + T, D]: oldest first
-        tapped = sum(self.taps[:, j - 1, None] * seen[:, :, n - j:n - j + T] for j in range(1, n + 1))
-        # the next call's past: the last n values that are not pads (pads sit in front of a row's tokens)
-        kept = torch.cat((real.new_ones(B, n), real), dim=1)
-        last = torch.sort(kept.to(torch.int8), dim=1, stable=True).indices[:, -n:]
-        return tapped, seen.gather(2, last[:, None, :, None].expand(B, G, n, D))
-
-    def split_state(self, state: torch.Tensor | None):
-        """(S [B, G, D, D], past values [B, G, taps - 1, D] or None): with taps, the state tensor keeps the
-        past values as extra rows after the D x D state."""
-        if state is None or self.taps is None:
-            return state, None
-        D = self.cfg.head_dim
-        return state[:, :, :D].contiguous(), state[:, :, D:]
-
-    def join_state(self, S: torch.Tensor, past: torch.Tensor | None) -> torch.Tensor:
-        return S if past is None else torch.cat((S, past.to(S.dtype)), dim=2)
-
-    def to_model(self, device, dtype: torch.dtype) -> "GroupRNN":
-        """Move to a model's device and dtype, keeping the RoPE frequencies in float32."""
-        inv_freq = self.inv_freq.float().to(device)
-        self.to(device=device, dtype=dtype)
-        self.inv_freq = inv_freq
-        return self
-
-    def init_state(self, batch: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        D = self.cfg.head_dim
-        return torch.zeros(batch, self.cfg.heads, D + self.cfg.taps - 1, D, device=device or self.inv_freq.device,
-                           dtype=dtype)
-
-    # ------------------------------------------------------------------------- entry points
-
-    def forward(self, x: torch.Tensor, positions: torch.Tensor,
-                state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prefill / training: x [B, T, C], positions [B, T] -> (y [B, T, G*D], state [B, G, D + taps - 1, D])."""
-        return self._run(functools.partial(scan, chunk=self.cfg.chunk), x, positions, state)
-
-    def step(self, x: torch.Tensor, positions: torch.Tensor,
-             state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode one token per row: x [B, 1, C], positions [B, 1]; state as returned before."""
-        return self._run(scan_step, x, positions, state)
-
-    def naive_scan(self, x: torch.Tensor, positions: torch.Tensor,
-                   state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The reference: forward() with the plain step loop instead of the chunked scan."""
-        return self._run(scan_naive, x, positions, state)
-
-    def _run(self, scan_fn, x, positions, state):
-        q, k, v, log_a = self.project(x, positions)
-        S, past = self.split_state(state)
-        o, S = scan_fn(q, k, v, log_a, S)
-        tapped, past = self.tap_values(v, positions, past)
-        return self.readout(o, v, x.dtype, tapped), self.join_state(S, past)
+        return self.heads_of(q, k, v, self.decay(x), positions)
 
 
 def inverse_softplus(y: torch.Tensor) -> float:

@@ -1,0 +1,111 @@
+"""StackedRNN: the replaced groups of one layer run as one recurrence with a leading group dimension.
+
+A layer's n GroupRNNs (one per replaced KV group, one RNNConfig) each launch ~40 small kernels per
+decode step: projections, RoPE, decay, state update, read-out. On the Llama-2-7B shape with 25% of
+the groups replaced (8 a layer) that made a decode step ~4.7x slower than the baseline's on an H200,
+CUDA graphs or not (benchmarks/modes/modes_quick_2026-11-30_streaming_ring.md). Here their
+parameters are stacked once, so a step is one projection matmul (every group's q, k, v and decay
+rows in one weight), one RoPE, one state update and one read-out over n * G heads: the kernel count
+of a single group, whatever n. The prefill runs the same way (one chunked scan over n * G heads).
+
+The maths is GroupRNN's (RNNHeads runs both); the tests compare a stack with its groups run one by
+one. The stack holds copies of the groups' tensors: it is derived data, built once per set of
+modules (`stack`) and rebuilt if a module's tensors change.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rnn import GroupRNN, RNNHeads, head_rms_norm
+
+
+class StackedRNN(RNNHeads):
+    """n GroupRNNs of one layer as one module; heads in group order (group i's G heads, then i + 1's).
+
+    Called like a GroupRNN with H = n * G: y [B, T, n * G * D], state [B, n * G, D + taps - 1, D],
+    which is the groups' own states concatenated on dim 1.
+    """
+
+    def __init__(self, rnns: list[GroupRNN]):
+        cfg = rnns[0].cfg
+        check_stackable(rnns)
+        n, G, D = len(rnns), cfg.heads, cfg.head_dim
+        super().__init__(cfg, n * G)
+        self.groups = n
+        first = rnns[0].q_proj.weight
+        with torch.no_grad():
+            # rows: every group's q, then every k, every v, every decay gate: one matmul for all
+            linears = [[r.q_proj for r in rnns], [r.k_proj for r in rnns], [r.v_proj for r in rnns],
+                       [r.decay for r in rnns]]
+            weight = torch.cat([m.weight for part in linears for m in part])
+            bias = torch.cat([m.bias if m.bias is not None else first.new_zeros(m.out_features)
+                              for part in linears for m in part])
+            self.widths = [sum(m.out_features for m in part) for part in linears]
+            self.register_buffer("proj_weight", weight)
+            self.register_buffer("proj_bias", bias)
+            norms = cfg.qk_norm
+            # per group [n, 1, D]: broadcasts over a group's heads in [B, T, n, G, D]
+            self.register_buffer("q_norm", torch.stack([r.q_norm.weight[None] for r in rnns]) if norms else None)
+            self.register_buffer("k_norm", torch.stack([r.k_norm.weight[None] for r in rnns]) if norms else None)
+            # in the groups' dtype, as each GroupRNN multiplies by its own
+            self.out_weight = nn.Parameter(torch.cat([r.out_weight for r in rnns]))
+            self.skip = nn.Parameter(torch.cat([r.skip for r in rnns]))
+            if self.taps is not None:
+                self.taps = nn.Parameter(torch.cat([r.taps for r in rnns]))
+            self.inv_freq = rnns[0].inv_freq.clone()
+        self.requires_grad_(False)  # derived from the groups: train those, not this
+
+    def project(self, x: torch.Tensor, positions: torch.Tensor):
+        """As GroupRNN.project over n * G heads: q [B, nG, T, D] (scaled), k, v [B, nG, T, D], log_a [B, nG, T]."""
+        B, T, _ = x.shape
+        n, G, D = self.groups, self.cfg.heads, self.cfg.head_dim
+        q, k, v, gate = F.linear(x, self.proj_weight, self.proj_bias).split(self.widths, dim=-1)
+        q, k, v = q.view(B, T, n, G, D), k.view(B, T, n, 1, D), v.view(B, T, n, D)
+        if self.q_norm is not None:
+            q, k = head_rms_norm(q, self.q_norm, self.cfg.norm_eps), head_rms_norm(k, self.k_norm, self.cfg.norm_eps)
+        return self.heads_of(q.reshape(B, T, n * G, D), k.view(B, T, n, D), v, gate, positions)
+
+
+def check_stackable(rnns: list[GroupRNN]) -> None:
+    """Raise ValueError unless the GroupRNNs can run as one stack: one config, one RoPE, one device
+    and dtype (what an adapter gives every group of a layer)."""
+    if not rnns:
+        raise ValueError("no GroupRNNs to stack")
+    first = rnns[0]
+    for rnn in rnns[1:]:
+        if rnn.cfg != first.cfg:
+            raise ValueError(f"GroupRNNs of one layer differ in config: {rnn.cfg} vs {first.cfg}")
+        if not torch.equal(rnn.inv_freq, first.inv_freq):
+            raise ValueError("GroupRNNs of one layer differ in RoPE frequencies")
+        w, w0 = rnn.q_proj.weight, first.q_proj.weight
+        if (w.device, w.dtype) != (w0.device, w0.dtype):
+            raise ValueError(f"GroupRNNs of one layer sit on {w.device}/{w.dtype} and {w0.device}/{w0.dtype}")
+
+
+# the stack of each set of modules, kept while its first module lives: built once, not per request
+_STACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def stack(rnns: list[GroupRNN]) -> StackedRNN:
+    """The StackedRNN of these GroupRNNs (in this order), built on first use and reused while none of
+    their tensors has been replaced or changed in place (training, load_state_dict, to())."""
+    key = signature(rnns)
+    cached = _STACKS.get(rnns[0])
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    stacked = StackedRNN(rnns)
+    _STACKS[rnns[0]] = (key, stacked)
+    return stacked
+
+
+def signature(rnns: list[GroupRNN]) -> tuple:
+    """What a stack was built from: the modules, each tensor's identity and in-place version (an
+    inference tensor has no version; it can only change inside inference mode, which nothing does)."""
+    def version(t):
+        return -1 if t.is_inference() else t._version
+    return tuple((id(r), tuple((id(t), version(t)) for t in (*r.parameters(), *r.buffers()))) for r in rnns)
