@@ -15,6 +15,7 @@ from gradio_client import Client
 
 import app
 from studio import sessions
+from studio.live import Live
 from studio.queue import BUSY, bounded_queue
 from tests.test_app import free_port, gen_args
 
@@ -33,8 +34,12 @@ def small_queue():
     demo.close()
 
 
-def test_past_the_queue_a_request_is_told_busy_at_once(small_queue, checkpoint):
+def test_past_the_queue_a_request_is_told_busy_at_once(small_queue, checkpoint, monkeypatch):
     demo, url = small_queue
+    # the first run must hold the one generation slot until stopped: on an idle CPU the tiny model's
+    # clamped run would end before the third request comes, and nothing would be refused
+    add = Live.add
+    monkeypatch.setattr(Live, "add", lambda self, *args: (time.sleep(0.05), add(self, *args))[1])
     running, waiting, third = (Client(url, verbose=False) for _ in range(3))
     job = running.submit(*gen_args(checkpoint, max_new=1024, modes=["baseline"]), api_name="/generate")
     while not job.outputs():  # it holds the one generation slot

@@ -34,7 +34,7 @@ class StackedRNN(RNNHeads):
     def __init__(self, rnns: list[GroupRNN]):
         cfg = rnns[0].cfg
         check_stackable(rnns)
-        n, G, D = len(rnns), cfg.heads, cfg.head_dim
+        n, G = len(rnns), cfg.heads
         super().__init__(cfg, n * G)
         self.groups = n
         first = rnns[0].q_proj.weight
