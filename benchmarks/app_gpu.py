@@ -82,19 +82,22 @@ class ServerProbe:
     (stream.generate_into), the seconds spent building updates with figures, and the finished runs."""
 
     def __init__(self):
-        self.first_record = None
+        self.first_record = self.last_record = None
+        self.yields = []  # when the server built each update (wall clock, shared with the client)
         self.figure_s = 0.0
         self.runs = {}
         add, outputs = live_view.Live.add, live_view.Live.outputs
         probe = self
 
         def timed_add(live, mode, record):
+            probe.last_record = time.time()
             if probe.first_record is None:
-                probe.first_record = time.time()
+                probe.first_record = probe.last_record
             add(live, mode, record)
 
         def timed_outputs(live, final=False):
             start = time.perf_counter()
+            probe.yields.append(time.time())
             out = outputs(live, final)
             if live.plotted:
                 probe.figure_s += time.perf_counter() - start
@@ -124,6 +127,8 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
     # updates whose panes hold more text than the one before (the first holds the prefill's token)
     grown = [t for (t, n), (_, before) in zip(updates, [[0, 0]] + updates) if n > before]
     during = [t for t in grown if t < updates[-1][0] - 1e-3]
+    # the n-th update built on the server is the n-th the client receives: how long each took to arrive
+    lags = sorted(t - y for (t, _), y in zip(updates, probe.yields))
     return {
         "wall_s": round(wall, 3), "generating_s": round(probe.timer.seconds, 3),
         "server_added": round(wall / probe.timer.seconds - 1, 3) if probe.timer.seconds else None,
@@ -131,6 +136,9 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
         "first_text_update_s": round(grown[0] - start, 3) if grown else None,
         "first_text_after_first_token_s": round(grown[0] - probe.first_record, 3) if grown and probe.first_record else None,
         "updates": len(updates), "text_updates_during_run": len(during),
+        "server_updates": len(probe.yields),
+        "server_updates_before_last_record": sum(y < probe.last_record for y in probe.yields) if probe.last_record else None,
+        "arrival_lag_s": {"median": round(lags[len(lags) // 2], 3), "max": round(lags[-1], 3)} if lags else None,
         "updates_per_s": round(len(updates) / wall, 2),
         "figure_update_share": round(probe.figure_s / wall, 3),
         "decode_tokens_per_s": {m: rounded(metrics.decode_tokens_per_s(r)) for m, r in probe.runs.items()},

@@ -90,7 +90,6 @@ def step(req: Request, tokens: torch.Tensor):
     return out
 
 
-@sdpa_kernel(ATTENTION_BACKENDS)
 def embed(parts: Parts, ids: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The embeddings of ids, on the device of the positions (where the RoPE tables are computed).
 
@@ -101,6 +100,7 @@ def embed(parts: Parts, ids: torch.Tensor, device: torch.device) -> torch.Tensor
     return forward(ids.to(parts.placement.embed)).to(device)
 
 
+@sdpa_kernel(ATTENTION_BACKENDS)
 def prefill(req: Request, input_ids: torch.Tensor):
     """Run the prompt through every layer; a policy may pass fewer tokens on to the next layer."""
     parts, pos = req.parts, req.positions

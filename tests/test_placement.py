@@ -120,15 +120,26 @@ def test_the_embeddings_run_under_accelerates_hook_not_through_it():
 @pytest.fixture(scope="module")
 def tied_checkpoint(checkpoint, tmp_path_factory):
     """The tiny checkpoint with lm_head tied to the embeddings (as Llama-3.2-1B's): accelerate then keeps
-    the one table on lm_head's device, though the map puts the embeddings on the first GPU."""
-    import json
-    import shutil
+    the one table on lm_head's device, though the map puts the embeddings on the first GPU. Saved from a
+    tied model, so that the file holds one table (a config that only says "tied" over two different
+    tables is not tied by transformers)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tied = tmp_path_factory.mktemp("tied") / "model"
-    shutil.copytree(checkpoint, tied)
-    config = json.loads((tied / "config.json").read_text())
-    (tied / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": True}))
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    model.config.tie_word_embeddings = True
+    model.lm_head.weight = model.model.embed_tokens.weight
+    tied = tmp_path_factory.mktemp("tied")
+    model.save_pretrained(tied)
+    AutoTokenizer.from_pretrained(checkpoint).save_pretrained(tied)
     return str(tied)
+
+
+def test_the_tied_checkpoint_really_shares_one_table(tied_checkpoint):
+    lm = load_model(tied_checkpoint, device_map=split_map("cpu", "cpu"))
+    assert lm.model.lm_head.weight.data_ptr() == lm.model.model.embed_tokens.weight.data_ptr()
+    want, _ = greedy(load_model(tied_checkpoint, device="cpu"), prompt(n=24), FullPolicy(), new_tokens=4)
+    got, _ = greedy(lm, prompt(n=24), FullPolicy(), new_tokens=4)
+    assert got == want
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
