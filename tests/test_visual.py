@@ -205,8 +205,8 @@ def test_pyramid_heatmap_is_one_exactly_at_held_positions():
         assert list(trace.x) == list(range(width))
         assert width == 11  # step 1 has seen 11 tokens (positions 0..10), beyond the widest held position 9
         for layer, row in enumerate(trace.z):
-            assert [i for i, v in enumerate(row) if v == 1] == held[layer]
-            assert all(v in (0, 1) for v in row)
+            assert [i for i, v in enumerate(row) if v == 100] == held[layer]  # percent held
+            assert all(v in (0, 100) for v in row)
 
 
 def test_pyramid_heatmap_bins_long_contexts_to_fraction_held():
@@ -216,13 +216,23 @@ def test_pyramid_heatmap_bins_long_contexts_to_fraction_held():
     (trace,) = pyramid_figure({"pyramid": run}).data
     size = trace.x[1] - trace.x[0]
     assert len(trace.x) <= MAX_COLUMNS and size == 3
-    assert trace.z[0][5] == pytest.approx(1 / 3)  # positions 15, 16, 17: only 16 held
-    assert sum(trace.z[1]) * size == pytest.approx(1)  # layer 1 holds one position
+    assert trace.z[0][5] == 33  # positions 15, 16, 17: only 16 held, in whole percents
+    assert sum(trace.z[1]) * size == 99  # layer 1 holds one position: 33% of its bin
+
+
+def test_pyramid_panels_share_the_columns():
+    """Seven panels side by side get a seventh of a full-width figure's columns each: more is not seen."""
+    width = 3000
+    run = [make_record(0, [width], 10, seen=width, kept_positions=[list(range(width))])]
+    fig = pyramid_figure({f"mode{i}": run for i in range(7)})
+    assert len(fig.data) == 7
+    assert sum(len(t.x) for t in fig.data) <= MAX_COLUMNS
+    assert all(set(np.ravel(t.z)) == {100} for t in fig.data)  # every bin wholly held
 
 
 def test_heatmaps_go_out_as_compact_typed_arrays():
     """Plotly sends a numpy array as base64 of its dtype, and the live view resends these figures every
-    second or two: a byte a cell for held / not held, four for fractions and weights."""
+    second or two: a byte a cell for the percentage held, four for weights."""
     def z_dtype(fig):
         return json.loads(fig.to_json())["data"][0]["z"]["dtype"]
 
@@ -230,7 +240,7 @@ def test_heatmaps_go_out_as_compact_typed_arrays():
     binned = [make_record(0, [1, 1], 10, seen=3 * MAX_COLUMNS, kept_positions=[[0], [5]])]
     att = [LayerAttention(layer=0, positions=[0, 1], weights=[[0.5, 0.5]])]
     assert z_dtype(pyramid_figure({"pyramid": short})) == "u1"
-    assert z_dtype(pyramid_figure({"pyramid": binned})) == "f4"
+    assert z_dtype(pyramid_figure({"pyramid": binned})) == "u1"
     assert z_dtype(attention_grid_figure(make_record(1, [2], 10, attention=att))) == "f4"
 
 

@@ -34,7 +34,9 @@ def attention_figure(record: StepRecord, layer: int, head: int | None = None) ->
         return empty_figure(NO_ATTENTION.format(step=record.step))
     la = layer_attention(record, layer)
     x, y = _bars(la.positions, head_row(la, head))
-    bars = dict(type="bar", x=np.asarray(x), y=np.asarray(y), marker_color=ATTENTION_COLOR,
+    # typed arrays go out as base64 of their dtype: positions fit int32, weights are shown to 4 places
+    bars = dict(type="bar", x=np.asarray(x, dtype=np.int32), y=np.asarray(y, dtype=np.float32),
+                marker_color=ATTENTION_COLOR,
                 hovertemplate="position %{x}<br>weight %{y:.4f}<extra></extra>")
     title = f"{_who(record, la)} in layer {layer}, {_head_label(head)}"
     return figure([bars], title, POSITION_TITLE, WEIGHT_TITLE, bargap=0)

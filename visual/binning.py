@@ -11,12 +11,12 @@ import math
 
 import numpy as np  # arrays, not nested lists: Plotly validates a list's every element (~0.1 s a heatmap)
 
-MAX_COLUMNS = 1000
+MAX_COLUMNS = 1000  # about a column a pixel of a full-width figure: finer is not seen, only sent
 
 
-def bin_size(width: int) -> int:
-    """Positions per bin so that `width` positions fit in MAX_COLUMNS bins (1 means no binning)."""
-    return max(1, math.ceil(width / MAX_COLUMNS))
+def bin_size(width: int, columns: int = MAX_COLUMNS) -> int:
+    """Positions per bin so that `width` positions fit in `columns` bins (1 means no binning)."""
+    return max(1, math.ceil(width / max(1, columns)))
 
 
 def bin_starts(width: int, size: int) -> list[int]:

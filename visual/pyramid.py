@@ -8,7 +8,7 @@ from pyramid_core.trace import StepRecord
 
 import numpy as np
 
-from .binning import bin_size, bin_starts, binned_mean, dense_row
+from .binning import MAX_COLUMNS, bin_size, bin_starts, binned_mean, dense_row
 from .records import as_runs
 from .theme import EMPTY_COLOR, empty_figure, figure, mode_color
 
@@ -26,14 +26,16 @@ def pyramid_figure(runs: dict[str, list[StepRecord]]) -> go.Figure:
 
     Each panel uses the mode's latest record with kept_positions (the prefill always has them). All
     panels share x = 0 .. the largest position seen in any of them (max held position and
-    seen_tokens - 1). Above MAX_COLUMNS positions, columns are bins and z is the fraction held.
+    seen_tokens - 1). The panels share MAX_COLUMNS columns (a full-width figure's pixels, about): above
+    that many positions a panel's columns are bins. z is the percentage of the bin's positions held.
     """
     runs = as_runs(runs)
     if not runs:
         return empty_figure(NO_RUNS)
     latest = {mode: latest_with_positions(mode, run) for mode, run in runs.items()}
     width = max(_extent(r) for r in latest.values())
-    traces = [_held_heatmap(mode, record.kept_positions, width) for mode, record in latest.items()]
+    size = bin_size(width, MAX_COLUMNS // len(latest))
+    traces = [_held_heatmap(mode, record.kept_positions, width, size) for mode, record in latest.items()]
     # short lines a panel (a combined mode's name broken at its "+"): seven panels fit at 1280 px
     # without their titles running together
     titles = [f"{mode.replace('+', '+<br>')}<br>step {r.step}" for mode, r in latest.items()]
@@ -88,15 +90,14 @@ def _extent(record: StepRecord) -> int:
     return max([1, record.seen_tokens] + [p + 1 for p in held])
 
 
-def _held_heatmap(mode: str, kept_positions: list[list[int]], width: int) -> dict:
-    size = bin_size(width)
-    z = np.stack([binned_mean(dense_row(positions, 1.0, width), size) for positions in kept_positions])
-    # Plotly sends arrays as base64 of their dtype: a byte a cell for held/not held, 4 for the fractions
-    # of bins (float64 made the five panels ~160 KB each time the live view redraws them)
-    z = z.astype(np.uint8) if size == 1 else z.astype(np.float32)
+def _held_heatmap(mode: str, kept_positions: list[list[int]], width: int, size: int) -> dict:
+    z = np.stack([binned_mean(dense_row(positions, 100.0, width), size) for positions in kept_positions])
+    # Plotly sends arrays as base64 of their dtype: a byte a cell as whole percents, which the colour
+    # and the hover show no finer (float32 fractions made seven panels of a 3000-token prompt ~490 KB
+    # each time the live view redrew them, issue 18)
     return dict(
-        type="heatmap", z=z, x=bin_starts(width, size), y=list(range(len(kept_positions))),
-        zmin=0, zmax=1, showscale=False, name=mode,
+        type="heatmap", z=np.rint(z).astype(np.uint8), x=bin_starts(width, size), y=list(range(len(kept_positions))),
+        zmin=0, zmax=100, showscale=False, name=mode,
         colorscale=[[0.0, EMPTY_COLOR], [1.0, mode_color(mode)]],
-        hovertemplate=f"{mode}<br>layer %{{y}}, position %{{x}}<br>held %{{z}}<extra></extra>",
+        hovertemplate=f"{mode}<br>layer %{{y}}, position %{{x}}<br>held %{{z}}%<extra></extra>",
     )
