@@ -227,7 +227,7 @@ def open_attention(page) -> dict:
         expect(block).to_have_count(1)
         # the shown mode's last step: the tiny model runs every step; a real one stops at its answer
         step = str(NEW_TOKENS - 1) if ANSWER is None else r"\d+"
-        expect(block.locator(".gtitle")).to_contain_text(re.compile(rf"Attention of the token at step {step},"))
+        expect(block.locator(".gtitle")).to_contain_text(re.compile(rf"Attention of the token at step {step}\b"))
         figures[label] = block
     return figures
 
