@@ -1,24 +1,64 @@
-"""`bench modes` on a CPU with a tiny model: every mode runs, each cell has its ratio to the baseline,
-and JSON and Markdown are written."""
+"""`bench modes` on a CPU with a tiny model: every mode runs in interleaved rounds, each cell has its
+median rate, spread and paired ratio to the baseline, and JSON and Markdown are written."""
 
 import json
+import statistics
 
-from pyramid_core.bench.modes import Grid, run_grid
+from pyramid_core.bench.modes import Grid, round_order, run_grid, summary
 from pyramid_core.policies import ALL_POLICIES
 from tests.tiny_models import tiny_model
 
 
+def runs_of(rates):
+    return [{"decode_tokens_per_s": x, "warmup_s": 0.0, "prefill_s": 0.1, "kv_tokens_held": 9, "position": 0}
+            for x in rates]
+
+
+def test_a_round_where_everything_ran_slow_leaves_the_paired_ratio_unchanged():
+    """The noise the repeats are for: a slow round (another process, clocks) must not move the ratio,
+    as it would if the mode's median were divided by the baseline's median from other rounds."""
+    base, mode = [100.0, 104.0, 96.0], [80.0, 78.0, 84.0]
+    slow_base, slow_mode = [100.0, 52.0, 96.0], [80.0, 39.0, 84.0]  # round 1 at half speed for both
+    before, after = summary(runs_of(mode), base, 1), summary(runs_of(slow_mode), slow_base, 1)
+    assert before["vs_baseline"] == after["vs_baseline"] == 0.8  # the median of 0.8, 0.75, 0.875
+    unpaired = statistics.median(slow_mode) / statistics.median(slow_base)
+    assert unpaired != statistics.median(mode) / statistics.median(base)  # what pairing avoids
+    assert after["decode_tokens_per_s"] == 80.0 and after["step_ms"] == 12.5
+    assert after["spread"] == (84.0 - 39.0) / 80.0
+    assert after["vs_baseline_runs"] == [0.8, 0.75, 0.875]
+
+
+def test_rounds_put_every_mode_at_every_position_and_vary_who_follows_the_baseline():
+    """A fixed order would give one mode the cold first slot, or always the slot after the baseline."""
+    for n in (2, 5, 7, 8):
+        modes = ["baseline"] + [f"m{i}" for i in range(1, n)]
+        orders = [round_order(modes, r) for r in range(n)]
+        assert all(sorted(order) == sorted(modes) for order in orders)
+        for position in range(n):
+            assert sorted(order[position] for order in orders) == sorted(modes)
+        if n > 3:
+            after_base = {o[o.index("baseline") + 1] for o in orders if o[-1] != "baseline"}
+            assert len(after_base) > 1
+
+
 def test_modes_grid_covers_every_mode_and_writes_both_files(tmp_path):
-    grid = Grid(shapes=("tiny",), batches=(1, 2), prompts=(24, 40), new_tokens=4, warmup_tokens=2)
+    grid = Grid(shapes=("tiny",), batches=(1, 2), prompts=(24, 40), new_tokens=4, warmup_tokens=2, repeats=2)
     results = run_grid(grid, tmp_path, load=lambda shape, longest: tiny_model("llama", layers=2), name="m")
     cells = results["cells"]
     assert {(c["mode"], c["batch"], c["prompt"]) for c in cells} == \
         {(m, b, p) for m in ALL_POLICIES for b in (1, 2) for p in (24, 40)}
     assert all(c["decode_tokens_per_s"] > 0 and c["vs_baseline"] > 0 for c in cells)
+    assert all(c["repeats"] == 2 and len(c["decode_tokens_per_s_runs"]) == 2 for c in cells)
+    assert all(c["decode_tokens_per_s"] == statistics.median(c["decode_tokens_per_s_runs"]) for c in cells)
+    assert all(c["spread"] >= 0 for c in cells)
+    assert all(c["vs_baseline_runs"] == [1.0, 1.0] for c in cells if c["mode"] == "baseline")
+    # the rounds ran in different orders: the baseline went first, then somewhere else
+    assert all(c["order_positions"][0] == 0 and c["order_positions"][1] > 0 for c in cells if c["mode"] == "baseline")
     assert all(c["warmup_s"] == 0.0 for c in cells)  # eager on a CPU: no step did one-time work
     assert all(c["vs_baseline"] == 1.0 for c in cells if c["mode"] == "baseline")
     assert all(c["policy_ms_per_step"] >= 0 for c in cells if c["batch"] == 1)
     assert all(c["kv_tokens_held"] < 2 * (40 + 3) for c in cells if c["mode"] == "streaming" and c["prompt"] == 40)
     written = json.loads((tmp_path / "m.json").read_text())
-    assert len(written["cells"]) == len(cells)
-    assert (tmp_path / "m.md").read_text().count("| tiny |") == len(cells)
+    assert len(written["cells"]) == len(cells) and written["grid"]["repeats"] == 2
+    markdown = (tmp_path / "m.md").read_text()
+    assert markdown.count("| tiny |") == len(cells) and "| spread |" in markdown

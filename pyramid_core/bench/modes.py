@@ -5,14 +5,25 @@ and Llama-2-7B shapes with random weights}. Decode only: tokens/s over the decod
 engine's step records, each ending on a host read of the sampled tokens, so they are real), never the
 prefill. Each (shape, batch, mode) first runs once at the shortest prompt (the warm-up: CUDA graph
 capture, Triton compilation, cuBLAS plans); a cell's warm-up is the time of the steps its runs' records
-mark as one-time work (StepRecord.warmup_s), which the decode rate leaves out (metrics.py). At batch 1
-a second run wraps the policy in TimedPolicy (overhead.py), whose synchronisations would slow the
-measured run: it gives the milliseconds per decode step the policy's scoring and selection take.
+mark as one-time work (StepRecord.warmup_s), which the decode rate leaves out (metrics.py).
+
+Repeats, because one pass is noise: the same code's batch-1 baseline on the embedded model measured
+553-581 tokens/s in one process and 336-338 in another (benchmarks/modes/noise_embedded_b1.md). Each
+(shape, batch, prompt) runs `repeats` rounds, every mode once a round, in an order that changes per
+round (round_order), so a slow stretch of the machine lands on all modes rather than on one. A cell
+reports the median tokens/s, its spread ((max - min) / median) and the median of the paired ratios
+mode_r / baseline_r: the baseline of the same round, so a round where everything ran slow leaves the
+ratio where it was, and a slow baseline run cannot flatter every mode.
+
+At batch 1 one more run wraps the policy in TimedPolicy (overhead.py), whose synchronisations would slow
+the measured runs: it gives the milliseconds per decode step the policy's scoring and selection take;
+it runs once per cell, not per round, since it only sizes the policy's share of a step.
 Results are written after every shape, so a run cut off keeps what it has.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +42,8 @@ SHAPES = ("embedded", "llama3.2-1b", "llama2-7b")
 
 @dataclass
 class Grid:
-    """What `bench modes` runs. new_tokens 64 (--quick) keeps the full grid within a ~6-minute call."""
+    """What `bench modes` runs. new_tokens 64 (--quick) and 3 repeats keep the full grid within a
+    ~6-minute call (one pass took ~190 s on an H200, of which ~65 s were the measured runs)."""
 
     shapes: tuple[str, ...] = SHAPES
     modes: tuple[str, ...] = tuple(ALL_POLICIES)
@@ -39,6 +51,10 @@ class Grid:
     prompts: tuple[int, ...] = (1024, 8192)
     new_tokens: int = 256
     warmup_tokens: int = 8
+    repeats: int = 3
+
+    def __post_init__(self):
+        assert self.repeats >= 1, f"repeats must be at least 1, got {self.repeats}"
 
 
 def load_shape(shape: str, longest: int):
@@ -86,44 +102,87 @@ def policy_ms(lm, policy, prompt: int, new_tokens: int) -> float:
     return 1e3 * timed.seconds["decode"] / max(1, len(records) - 1)
 
 
+def round_order(modes: list, r: int) -> list:
+    """Round r's running order: the first row of a Williams design (0, 1, n-1, 2, n-2, ...) with every
+    index shifted by r. Over n rounds each mode runs once at every position, and because the gaps between
+    neighbours in that row vary (1, -2, 3, ...), the mode that follows another (the baseline included)
+    changes with the round: no mode always runs first or always right after the baseline."""
+    n = len(modes)
+    row = [0] + [(j + 1) // 2 if j % 2 else n - j // 2 for j in range(1, n)]
+    return [modes[(i + r) % n] for i in row]
+
+
+def median(values: list) -> float | None:
+    """The median of the values that exist (a run with no warm decode step has no rate)."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def paired_ratios(rates: list, base_rates: list) -> list:
+    """Each round's mode rate over the same round's baseline rate: a round that ran slow for every
+    mode (a busy CPU, lower clocks) moves both and so not the ratio."""
+    return [a / b if a and b else None for a, b in zip(rates, base_rates)]
+
+
+def summary(runs: list[dict], base_rates: list | None, batch: int) -> dict:
+    """One cell from its runs (one a round): the median rate, its spread, the median paired ratio."""
+    rates = [r["decode_tokens_per_s"] for r in runs]
+    rate, present = median(rates), [x for x in rates if x is not None]
+    ratios = paired_ratios(rates, base_rates) if base_rates else None
+    return {"decode_tokens_per_s": rate, "step_ms": 1e3 * batch / rate if rate else None,
+            "spread": (max(present) - min(present)) / rate if rate else None,
+            "vs_baseline": median(ratios) if ratios else None, "repeats": len(runs),
+            "decode_tokens_per_s_runs": rates, "vs_baseline_runs": ratios,
+            "order_positions": [r["position"] for r in runs],
+            "warmup_s": sum(r["warmup_s"] for r in runs), "prefill_s": median([r["prefill_s"] for r in runs]),
+            "kv_tokens_held": runs[-1]["kv_tokens_held"]}
+
+
+def rounds(lm, policies: dict, batch: int, prompt: int, grid: Grid) -> dict[str, list[dict]]:
+    """grid.repeats rounds, every mode once a round in round_order: each mode's runs, one a round."""
+    runs = {mode: [] for mode in policies}
+    for r in range(grid.repeats):
+        for position, mode in enumerate(round_order(list(policies), r)):
+            run = decode_run(lm, policies[mode], batch, prompt, grid.new_tokens)
+            runs[mode].append({**run, "position": position})
+    return runs
+
+
 def cells(lm, shape: str, policies: dict, grid: Grid) -> list[dict]:
-    """Every batch x prompt x mode of one model: warm-up apart, then the measured run."""
+    """Every batch x prompt x mode of one model: warm-up apart, then the interleaved rounds."""
     out = []
     for batch in grid.batches:
         warm = {mode: decode_run(lm, policy, batch, min(grid.prompts), grid.warmup_tokens)["warmup_s"]
                 for mode, policy in policies.items()}
         for prompt in grid.prompts:
+            runs = rounds(lm, policies, batch, prompt, grid)
+            base = [r["decode_tokens_per_s"] for r in runs["baseline"]] if "baseline" in runs else None
             for mode, policy in policies.items():
                 cell = {"shape": shape, "batch": batch, "prompt": prompt, "mode": mode,
-                        **decode_run(lm, policy, batch, prompt, grid.new_tokens)}
-                cell["warmup_s"] += warm[mode]  # the warm-up run's and any the measured run still did
-                if batch == 1:
+                        **summary(runs[mode], base, batch)}
+                cell["warmup_s"] += warm[mode]  # the warm-up run's and any the measured runs still did
+                if batch == 1 and cell["step_ms"]:
                     cell["policy_ms_per_step"] = policy_ms(lm, policy, prompt, grid.new_tokens)
                     cell["policy_share"] = cell["policy_ms_per_step"] / cell["step_ms"]
                 out.append(cell)
                 print(f"{time.strftime('%H:%M:%S')} {shape} b{batch} p{prompt} {mode}: "
-                      f"{cell['decode_tokens_per_s']:.1f} tok/s", flush=True)
-    return with_ratios(out)
-
-
-def with_ratios(cells_: list[dict]) -> list[dict]:
-    """Each cell's tokens/s as a share of the baseline's in the same shape, batch and prompt."""
-    base = {(c["shape"], c["batch"], c["prompt"]): c["decode_tokens_per_s"] for c in cells_ if c["mode"] == "baseline"}
-    for c in cells_:
-        ref = base.get((c["shape"], c["batch"], c["prompt"]))
-        c["vs_baseline"] = c["decode_tokens_per_s"] / ref if ref else None
-    return cells_
+                      f"{cell['decode_tokens_per_s']:.1f} tok/s (spread {cell['spread']:.0%})", flush=True)
+    return out
 
 
 def table(cells_: list[dict]) -> str:
-    rows = ["| shape | batch | prompt | mode | decode tok/s | x baseline | step ms | policy ms/step | policy share "
-            "| KV tokens held (row 0) | warm-up s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """Medians over the rounds; spread is (max - min) / median of the rounds' tokens/s, x baseline the
+    median of the paired ratios."""
+    rows = ["| shape | batch | prompt | mode | decode tok/s | spread | x baseline | step ms | policy ms/step "
+            "| policy share | KV tokens held (row 0) | warm-up s |", "|" + " --- |" * 12]
     for c in cells_:
         ratio = f"{c['vs_baseline']:.2f}" if c.get("vs_baseline") is not None else "-"
         pol = f"{c['policy_ms_per_step']:.3f}" if "policy_ms_per_step" in c else "-"
         share = f"{c['policy_share']:.1%}" if "policy_share" in c else "-"
+        spread = f"{c['spread']:.1%}" if c.get("spread") is not None else "-"
         rows.append(f"| {c['shape']} | {c['batch']} | {c['prompt']} | {c['mode']} | {c['decode_tokens_per_s']:.1f} | "
-                    f"{ratio} | {c['step_ms']:.2f} | {pol} | {share} | {c['kv_tokens_held']} | {c['warmup_s']:.1f} |")
+                    f"{spread} | {ratio} | {c['step_ms']:.2f} | {pol} | {share} | {c['kv_tokens_held']} | "
+                    f"{c['warmup_s']:.1f} |")
     return "\n".join(rows)
 
 

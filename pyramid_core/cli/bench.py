@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--new-tokens", type=int, default=256, help="modes: tokens generated per run")
     parser.add_argument("--shapes", default=None, help="modes: comma-separated shapes (embedded, llama3.2-1b, llama2-7b)")
     parser.add_argument("--modes", default=None, help="modes: comma-separated modes (default: every mode)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="modes: interleaved rounds per cell; the median and the paired ratio are reported")
 
 
 def run(args: argparse.Namespace) -> dict:
