@@ -65,6 +65,11 @@ class LayerCache:
         n = self.length
         return self.keys[:, :, :n], self.values[:, :, :n], self.positions[:, :n]
 
+    def held(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(keys [B, H_kv, T, D], positions [B, T]) of the slots in use: what a policy reads."""
+        keys, _, positions = self.view()
+        return keys, positions
+
     def append(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
                valid_counts: list[int]) -> None:
         """Write t new slots per row. keys, values: [B, H_kv, t, D]; positions: [B, t] (-1 = empty)."""
@@ -119,12 +124,12 @@ class LayerCache:
         n = scores.shape[1]
         start = self.length - n
         assert start >= 0, "keep: more scores than slots"
-        chosen = top_k_mask(scores, self.positions[:, start:self.length] >= 0, kept)
         counts = self.counts_after(n, kept)
         if start > 0 and not self.has_holes and len(set(counts)) == 1:
-            self._keep_tail(chosen, counts[0], start)
+            self._keep_tail(scores, counts[0], start)
             self.counts = counts
             return
+        chosen = top_k_mask(scores, self.positions[:, start:self.length] >= 0, kept)
         keep_mask = torch.cat((self.positions[:, :start] >= 0, chosen), dim=1)
         new_len = max(counts) if counts else 0
         index = right_aligned_index(keep_mask, new_len)
@@ -258,15 +263,22 @@ class LayerCache:
         assert all(k <= min(held, n) for held, k in zip(self.counts, kept)), "keep: more kept than held"
         return [held - min(held, n) + k for held, k in zip(self.counts, kept)]
 
-    def _keep_tail(self, chosen: torch.Tensor, new_len: int, start: int) -> None:
+    def _keep_tail(self, scores: torch.Tensor, new_len: int, start: int) -> None:
         """keep() for full rows that all keep new_len slots, every slot before `start` among them: the
-        chosen [B, length - start] slots from `start` on move down in place; nothing before is touched."""
-        index = right_aligned_index(chosen, new_len - start) + start
+        best new_len - start of the scored slots from `start` on (scores [B, length - start]) move down
+        in place; nothing before is touched.
+
+        Every scored slot is valid and every row keeps as many, so the first slots of a stable
+        descending sort are top_k_mask's choice, and sorting their indices puts them in order: two
+        sorts, where a kept mask and its right-aligned index took two sorts and a dozen more ops.
+        """
+        best = torch.sort(scores.float(), dim=1, descending=True, stable=True).indices[:, :new_len - start]
+        index = best.sort(dim=1).values + start
         keys, values, positions = self.view()
         rows = torch.arange(keys.shape[0], device=keys.device)[:, None]
         self.keys[:, :, start:new_len] = keys[rows, :, index].transpose(1, 2)  # the gathers copy first
         self.values[:, :, start:new_len] = values[rows, :, index].transpose(1, 2)
-        self.positions[:, start:new_len] = positions.gather(1, index).masked_fill(~chosen.gather(1, index - start), -1)
+        self.positions[:, start:new_len] = positions.gather(1, index)
         self.positions[:, new_len:self.length] = -1
         self.length = new_len
 

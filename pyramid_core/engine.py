@@ -149,11 +149,10 @@ def ask_policy(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor) -> Ke
     """The policy's answer for layer idx; None for a layer that caches nothing (every KV group a
     recurrence) and so has nothing to keep."""
     layer = req.cache[idx]
-    keys, _, k_pos = layer.view()
-    if keys.shape[1] == 0:
+    if layer.keys.shape[1] == 0:
         return None
-    ctx = LayerContext(idx, req.parts.num_layers, req.phase, k_pos, list(layer.counts), req.seen, req.state,
-                       q, pos, keys, attention_scale(req.parts, idx))
+    ctx = LayerContext(idx, req.parts.num_layers, req.phase, list(layer.counts), req.seen, req.state, q, pos,
+                       attention_scale(req.parts, idx), layer.held)
     return req.policy.prefill(ctx) if req.phase == "prefill" else req.policy.decode(ctx)
 
 

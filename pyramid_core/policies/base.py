@@ -18,7 +18,8 @@ keys or values for them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, is_dataclass
-from typing import ClassVar
+from functools import cached_property
+from typing import Callable, ClassVar
 
 import torch
 
@@ -94,25 +95,40 @@ class LayerContext:
     the columns as they are: the cache restores order and reorders the scores with it).
 
     layer, num_layers, phase: which layer of how many, "prefill" or "decode".
-    positions:  [B, T] original position of each held token (-1 = empty).
+    positions:  [B, T] original position of each held token (-1 = empty); read on first use.
     counts:     tokens each row holds in the layer.
     seen:       tokens each row has seen so far (its real prompt length plus generated tokens).
     state:      the policy's per-request state (what its `new_state` made).
     queries:    [B, H, t, D] this step's queries of the layer (after RoPE), query_positions [B, t].
-    keys, scale: the layer's held keys [B, H_kv, T, D] and its softmax scale, for `attention_scores`.
+    keys, scale: the layer's held keys [B, H_kv, T, D] (read on first use) and its softmax scale, for
+                `attention_scores`.
+    held:       how the engine reads (keys, positions) of the layer; policies read `keys`, `positions`.
     """
 
     layer: int
     num_layers: int
     phase: str
-    positions: torch.Tensor
     counts: list[int]
     seen: list[int]
     state: PolicyState
     queries: torch.Tensor
     query_positions: torch.Tensor
-    keys: torch.Tensor
     scale: float
+    held: Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (keys, positions), read on first use
+
+    # Read lazily: a decode step that answers None from host counts alone (most of PyramidInfer's)
+    # then costs no views of the layer, which at batch 1 on a GPU are launch-bound host work.
+    @cached_property
+    def keys(self) -> torch.Tensor:
+        return self._held[0]
+
+    @cached_property
+    def positions(self) -> torch.Tensor:
+        return self._held[1]
+
+    @cached_property
+    def _held(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.held()
 
     def attention_scores(self, queries: torch.Tensor, query_positions: torch.Tensor,
                          weights: torch.Tensor) -> torch.Tensor:

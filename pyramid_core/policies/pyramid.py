@@ -91,7 +91,7 @@ class PyramidState(PolicyState):
               compressed ("since the last compression" is per layer).
     voters:   per layer, its most recent queries, scored with at decode time.
     windows:  (seen tokens of row 0, each row's voter window) of the current decode step.
-    weights, chunk: the voter weights and chunk mask last copied to the device, reused by the layers
+    weights, chunk: the voter weights and outside-chunk mask last copied to the device, reused by the layers
               that compress at the same step with the same windows (a copy per layer cost a pinned
               transfer and several kernels each).
     """
@@ -101,7 +101,7 @@ class PyramidState(PolicyState):
     voters: list[RecentQueries | None] = field(default_factory=list)
     windows: tuple[int, list[int]] | None = None
     weights: tuple[tuple, torch.Tensor] | None = None  # (key, voter weights) of the current windows
-    chunk: tuple[tuple, torch.Tensor] | None = None    # (key, chunk mask) of the current cut
+    chunk: tuple[tuple, torch.Tensor] | None = None    # (key, outside-chunk mask) of the current cut
 
     def __post_init__(self):
         self.markers = self.markers or [None] * self.num_layers
@@ -266,23 +266,25 @@ class PyramidPolicy(Policy):
             return None
         sizes, kept = [c[0] if c else 0 for c in cuts], [c[1] if c else 0 for c in cuts]
         n = max(w + size for w, size in zip(windows, sizes))  # only the newest n tokens are scored
-        chunk = self.chunk_mask(n, windows, sizes, ctx.positions.device, state)
+        outside = self.outside_chunk(n, windows, sizes, ctx.queries.device, state)
         voters, voter_pos = state.voters[ctx.layer].view(width)
-        scores = self.scores(ctx, voters, voter_pos, windows)[:, -n:].masked_fill(~chunk, ALWAYS)
+        scores = self.scores(ctx, voters, voter_pos, windows)[:, -n:].masked_fill(outside, ALWAYS)
         for row, cut in enumerate(cuts):
             if cut is not None:  # "compressed up to here", per layer
                 markers[row] = ctx.counts[row] - sizes[row] + kept[row] - windows[row]
         return Keep(scores, [min(held, n) - size + k for held, size, k in zip(ctx.counts, sizes, kept)])
 
-    def chunk_mask(self, n: int, windows: list[int], sizes: list[int], device, state: PyramidState) -> torch.Tensor:
-        """[B, n] bool over the newest n slots: each row's chunk, the sizes[b] slots just older than its
-        window. Built on the host and copied once; the layers cutting at one step share it."""
+    def outside_chunk(self, n: int, windows: list[int], sizes: list[int], device,
+                      state: PyramidState) -> torch.Tensor:
+        """[B, n] bool over the newest n slots: True outside each row's chunk (the sizes[b] slots just
+        older than its window), the slots a cut keeps whatever their score. Built on the host and copied
+        once, already negated: the layers cutting at one step share it and launch nothing for it."""
         key = ("chunk", n, tuple(windows), tuple(sizes), device)
         if state.chunk is not None and state.chunk[0] == key:
             return state.chunk[1]
         age = torch.arange(n - 1, -1, -1)[None, :]  # 0: a row's newest token
         start, size = torch.tensor(windows)[:, None], torch.tensor(sizes)[:, None]
-        mask = to_device((age >= start) & (age < start + size), device)
+        mask = to_device((age < start) | (age >= start + size), device)
         state.chunk = (key, mask)
         return mask
 
