@@ -4,7 +4,7 @@ tokenizer's vocabulary): the model card's floor is 30 tokens/s at batch 1 on a 2
 
     PYTHONPATH=. python3 training/shape_speed.py training/shape_speed_cpu.json
 """
-import json, sys, time, tempfile, torch
+import json, sys, tempfile, torch
 from transformers import LlamaConfig, LlamaForCausalLM, AutoTokenizer
 from pyramid_core.models import load_model
 from pyramid_core.pipeline import run_generation
