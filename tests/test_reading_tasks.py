@@ -138,3 +138,161 @@ def test_loss_weights_answers_task_documents_and_natural_rows():
     assert kind_weights("single=0.5,story=0.5") == {"single": 0.5, "story": 0.5}
     with pytest.raises(Exception, match="unknown task kinds"):
         kind_weights("riddle=1")
+
+
+# ----------------------------------------------------------------------------- training-only phrasings
+
+NEW_RELATIONS = {r.name: (r.facts, r.questions) for r in rt.TRAIN_RELATIONS}
+SAMPLE = dict(s="Mira Holt", v="4821", a="dog", b="Ashford",  # _fill adds the capitalised {S} {V} {B}
+              s1="Ada", s2="Nils")
+
+
+def _new_templates() -> list[str]:
+    """Every fact and question template that only training uses (added after the evaluation set)."""
+    out = [t for facts, questions in rt.VARIED_PHRASINGS.values() for t in facts + questions]
+    out += [t for r in rt.TRAIN_RELATIONS for t in r.facts + r.questions + r.pair]
+    out += [t for c in rt.MORE_CHAINS for t in c[1:3]]
+    return out
+
+
+def _heldout_templates() -> list[str]:
+    import random
+
+    held = rt.Pools("heldout", random.Random(0))  # (CHAINS are shared by both splits, so not held-out text)
+    return [t for r in held.relations for t in r.facts + r.questions + r.pair]
+
+
+def test_new_relations_state_the_answer_and_the_subject():
+    """Each new fact template carries its value and its subject (so the question is answerable from
+    the document), each question names the subject; relation names do not clash with the shared ones."""
+    import random
+
+    train = rt.Pools("train", random.Random(0))
+    names = [r.name for r in train.relations]
+    assert len(names) == len(set(names)) == len(rt.RELATIONS) + len(rt.TRAIN_RELATIONS)
+    for r in train.relations:
+        for fact in r.facts:
+            text = rt._fill(fact, **SAMPLE)
+            assert "4821" in text and "Mira Holt" in text, (r.name, fact)
+        for q in r.questions:
+            assert "{s}" in q or "{S}" in q, (r.name, q)
+        for q in r.pair:
+            assert "{s1}" in q and "{s2}" in q, (r.name, q)
+
+
+def test_no_new_template_is_or_matches_a_heldout_one():
+    """Training-only templates are none of the held-out ones, and none produces (or is produced by) the
+    text of a held-out template with the same names filled in."""
+    held, new = _heldout_templates(), _new_templates()
+    assert held and len(new) > 150
+    assert not set(new) & set(held)
+    for t in new:
+        for h in held:
+            assert not _same_text(t, h) and not _same_text(h, t), (t, h)
+
+
+def _same_text(template: str, other: str) -> bool:
+    """Whether `template` can write the sentence `other` writes: its slots stand for a value of up to six
+    words (no clause: a comma ends a value), and `other` is filled with sample names."""
+    pattern = re.escape(template)
+    for slot in ("s", "S", "a", "v", "V", "s1", "s2"):
+        pattern = pattern.replace(re.escape("{" + slot + "}"), r"[\w'-]+(?: [\w'-]+){0,5}")
+    return re.fullmatch(pattern, rt._fill(other, **SAMPLE)) is not None
+
+
+def test_new_story_parts_are_training_only():
+    held_acts = {a[0] for a in rt.STORY_ACTS if rt.heldout(a[0])}
+    for past, *_ in rt.MORE_STORY_ACTS:
+        assert not rt.heldout(past) and past not in held_acts, past  # the split's own rule puts it in training
+    old = {a[0] for a in rt.STORY_ACTS}
+    assert not old & {a[0] for a in rt.MORE_STORY_ACTS}
+    import random
+
+    held = rt.Pools("heldout", random.Random(0))
+    assert (held.openers, held.shapes, held.story_questions, held.chains) == (
+        rt.STORY_OPENERS, rt.STORY_SHAPES, rt.STORY_QUESTIONS, rt.CHAINS)
+    assert held.acts == [a for a in rt.STORY_ACTS if rt.heldout(a[0])]
+
+
+@pytest.mark.parametrize("shape", rt.STORY_SHAPES + rt.MORE_STORY_SHAPES)
+def test_every_story_shape_keeps_the_answers_as_spans(shape):
+    for opener in rt.STORY_OPENERS + rt.MORE_STORY_OPENERS:
+        for count in ("forty-two", "42"):
+            s = rt.event_sentence(shape, opener=opener, agent="Mira Holt", past="carried", count=count,
+                                  noun="tins of oil", place="up the tower stairs", past_passive="carried")
+            for span in ("Mira Holt", count, "tins of oil", "up the tower stairs"):
+                assert span in s, (shape, opener, span)
+
+
+@pytest.mark.parametrize("kind", ("single", "multi", "two", "story"))
+def test_many_training_tasks_answer_from_their_document(maker, kind):
+    """More draws than the test above, so that every new template and relation is met."""
+    for _ in range(300):
+        task = maker.make(kind, 120)
+        parts = task.answer.split(" and ") if kind == "two" and task.answer not in task.document else [task.answer]
+        assert all(p and p in task.document for p in parts), (task.question, task.answer)
+        assert "\n" not in task.answer and "\n" not in task.question
+
+
+def test_heldout_draws_are_unchanged():
+    """The held-out tasks over fixed texts hash as they did before the training-only phrasings were added
+    (computed with the earlier reading_tasks.py): the evaluation set's draws have not moved."""
+    import hashlib
+
+    m = rt.TaskMaker(texts(400, 667), TOKENIZER, "heldout", seed=2026)
+    h = hashlib.sha256()
+    for kind in rt.TaskMaker.KINDS * 8:
+        t = m.make(kind, 300)
+        h.update(f"{t.prompt}\x00{t.answer}\x00".encode())
+    assert h.hexdigest() == "829a68a5e5b16dafd555aa724a014c83a9c8c097f5c00232e37052fd7249c0d9"
+
+
+DATA = ROOT / ".data"
+
+
+@pytest.mark.skipif(not (DATA / "corpus_val.txt").exists(), reason="needs the corpus in .data (git-ignored)")
+def test_the_shipped_evaluation_set_regenerates_identically():
+    """make_reading_eval.py's tasks from the validation corpus equal the shipped file's (about 15 s)."""
+    import gzip
+    import json
+
+    from make_reading_eval import build
+    from train_embedded import read_docs, read_sources, reading_texts
+
+    docs = read_docs(str(DATA / "corpus_val.txt"))
+    val = reading_texts(docs, read_sources(str(DATA / "corpus_val_sources.txt"), len(docs)))
+    rows = build(rt.TaskMaker(val, TOKENIZER, "heldout", 2026), 16)
+    with gzip.open(asset("reading_eval.jsonl.gz"), "rt") as f:
+        shipped = [json.loads(line) for line in f]
+    assert [(r["prompt"], r["answer"]) for r in rows] == [(r["prompt"], r["answer"]) for r in shipped]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], 22_029_696),  # the shipped model
+    (["--layers", "16"], None),
+    (["--hidden", "448", "--heads", "7", "--kv-heads", "1", "--mlp", "1216"], None),
+    (["--layers", "14", "--mlp", "1280"], None),
+])
+def test_shape_flags_build_a_model_of_that_size(flags, expected):
+    from train_embedded import build_config, model_shape, parse_args
+    from transformers import LlamaForCausalLM
+
+    args = parse_args(["--data", ".data"] + flags)
+    config = build_config(model_shape(args), 8192, 0, 1, 2, 512)
+    h, m, n, q, kv = args.hidden, args.mlp, args.layers, args.heads, args.kv_heads
+    head = h // q
+    per_layer = 2 * h * h + 2 * h * kv * head + 3 * h * m + 2 * h  # q, o; k, v; MLP; two norms
+    params = sum(p.numel() for p in LlamaForCausalLM(config).parameters())
+    assert params == 8192 * h + n * per_layer + h  # tied embeddings, final norm
+    assert expected is None or params == expected
+    assert (config.num_hidden_layers, config.hidden_size, config.num_key_value_heads) == (n, h, kv)
+    # the candidates of training/shape_speed_cpu.json are 28-29M parameters
+    assert flags == [] or 28.0e6 <= params <= 29.5e6
+
+
+def test_smoke_keeps_its_tiny_shape():
+    from train_embedded import SMOKE_SHAPE, model_shape, parse_args
+
+    assert model_shape(parse_args(["--smoke", "--layers", "16"])) == SMOKE_SHAPE
+    with pytest.raises(AssertionError, match="multiple"):
+        model_shape(parse_args(["--hidden", "400"]))

@@ -140,14 +140,23 @@ def natural_rows(stream_dev, B, seq, device):
 
 # ----------------------------------------------------------------------------- model
 
-def build_config(smoke, vocab_size, bos, eos, pad, seq):
+SMOKE_SHAPE = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2)
+
+
+def model_shape(args):
+    """The model's dimensions: the smoke test's tiny ones, else the shape flags (their defaults are the
+    shipped model's: 12 layers for a visible pyramid, head dim 64, 3 query heads per KV head)."""
+    if args.smoke:
+        return dict(SMOKE_SHAPE)
+    assert args.hidden % args.heads == 0, f"hidden {args.hidden} is not a multiple of {args.heads} heads"
+    assert args.heads % args.kv_heads == 0, f"{args.heads} query heads do not group over {args.kv_heads} KV heads"
+    return dict(hidden_size=args.hidden, intermediate_size=args.mlp, num_hidden_layers=args.layers,
+                num_attention_heads=args.heads, num_key_value_heads=args.kv_heads)
+
+
+def build_config(dims, vocab_size, bos, eos, pad, seq):
     from transformers import LlamaConfig
-    if smoke:
-        dims = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2)
-    else:  # 12 layers for a visible pyramid; head_dim 64; GQA: 3 query heads per KV head, 2 KV heads a layer
-        dims = dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=12, num_attention_heads=6,
-                    num_key_value_heads=2)
     return LlamaConfig(
         vocab_size=vocab_size, max_position_embeddings=seq, tie_word_embeddings=True,
         rope_parameters={"rope_type": "default", "rope_theta": 100000.0}, rms_norm_eps=1e-5,
@@ -219,6 +228,12 @@ def reading_accuracy(model, tok, texts, n, device, amp, bos, eos, seed=12345, le
 
 
 # ----------------------------------------------------------------------------- outputs
+
+def shape_text(config):
+    """'12 layers, hidden 384, MLP 1024, 6/2 heads': the run log's and the card's record of the shape."""
+    return (f"{config.num_hidden_layers} layers, hidden {config.hidden_size}, MLP {config.intermediate_size}, "
+            f"{config.num_attention_heads}/{config.num_key_value_heads} heads")
+
 
 def write_card(out, rep):
     src = "\n".join(f"- `{s['debian_package']}` {s['version']} ({s.get('licence', 'see the manifest')}): "
@@ -304,7 +319,7 @@ def kind_weights(text):
     return {k: float(v) for k, v in pairs.items()}
 
 
-def parse_args():
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=".data")
     ap.add_argument("--tokenizer", default=".data/tokenizer")
@@ -315,6 +330,11 @@ def parse_args():
     ap.add_argument("--stop-after", type=float, default=0, help="end this sitting after N minutes (0: run to the end)")
     ap.add_argument("--smoke", action="store_true", help="tiny model, short sequences, a few steps (CPU test)")
     ap.add_argument("--seq", type=int, default=4096)
+    ap.add_argument("--hidden", type=int, default=384, help="model width (not with --init or --smoke)")
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--heads", type=int, default=6, help="query heads")
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--mlp", type=int, default=1024, help="MLP width")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--task-frac", type=float, default=0.5, help="share of rows that are reading tasks")
     ap.add_argument("--answer-weight", type=float, default=4.0)
@@ -339,7 +359,7 @@ def parse_args():
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: time budget only)")
     ap.add_argument("--max-docs", type=int, default=0, help="use only the first N training documents")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.smoke:
         args.seq, args.batch, args.max_steps, args.warmup, args.log_every = 512, 4, 6, 2, 2
         args.max_docs, args.workers, args.reading_n, args.eval_every = args.max_docs or 200, 0, 4, 3
@@ -405,8 +425,10 @@ def main():
     if args.init:  # continue from a saved model with a fresh schedule (e.g. on changed data)
         model = LlamaForCausalLM.from_pretrained(args.init, dtype=torch.float32).to(device)
         config = model.config
+        if any(getattr(config, k) != v for k, v in model_shape(args).items()):
+            print(f"[model] --init keeps its own shape ({shape_text(config)}); the shape flags are ignored", flush=True)
     else:
-        config = build_config(args.smoke, len(hf_tok), bos, eos, pad, args.seq)
+        config = build_config(model_shape(args), len(hf_tok), bos, eos, pad, args.seq)
         model = LlamaForCausalLM(config).to(device)
     params = sum(p.numel() for p in model.parameters())
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -424,7 +446,7 @@ def main():
         step, tokens, done_s, log = state["step"], state["tokens"], state["train_seconds"], state["log"]
         torch.manual_seed(args.seed + step)  # other windows than the first sitting's
         print(f"[resume] step {step}, {done_s / 60:.1f} min trained", flush=True)
-    print(f"[model] {params:,} parameters, {config.num_hidden_layers} layers, device {dev_name}", flush=True)
+    print(f"[model] {params:,} parameters, {shape_text(config)}, device {dev_name}", flush=True)
 
     # ---- train
     budget = args.minutes * 60
@@ -497,7 +519,7 @@ def main():
     losses = [r["loss"] for r in log if "loss" in r][-4:] or [plain.item()]
     rep = dict(
         date=datetime.date.today().isoformat(), device_name=dev_name, torch=torch.__version__,
-        params=params, config=cfg, seq=args.seq, batch=args.batch, steps=step, tokens_seen=tokens,
+        params=params, shape=shape_text(config), config=cfg, seq=args.seq, batch=args.batch, steps=step, tokens_seen=tokens,
         train_seconds=train_seconds, final_train_loss=sum(losses) / len(losses),
         val_loss=val_loss, val_ppl=math.exp(val_loss), val_tokens=val.numel(),
         reading=reading, reading_n=args.reading_n, task_frac=args.task_frac, answer_weight=args.answer_weight,
