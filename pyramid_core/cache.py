@@ -133,11 +133,8 @@ class LayerCache:
         keep_mask = torch.cat((self.positions[:, :start] >= 0, chosen), dim=1)
         new_len = max(counts) if counts else 0
         index = right_aligned_index(keep_mask, new_len)
-        keys, values, positions = self.view()
-        rows = torch.arange(keys.shape[0], device=keys.device)[:, None]
-        new_keys = keys[rows, :, index].transpose(1, 2)  # [B, new_len, H, D] -> [B, H, new_len, D]
-        new_values = values[rows, :, index].transpose(1, 2)
-        new_positions = positions.gather(1, index).masked_fill(~keep_mask.gather(1, index), -1)
+        new_keys, new_values, new_positions = self._gathered(index)
+        new_positions = new_positions.masked_fill(~keep_mask.gather(1, index), -1)
         self._reallocate(new_len, fill=(new_keys, new_values, new_positions))
         self.counts = counts
         self.has_holes = len(set(counts)) > 1
@@ -248,15 +245,20 @@ class LayerCache:
     def _restore_order(self) -> torch.Tensor:
         """Put each row's slots back in position order, empty slots first (undoes a ring or evictions).
         Returns the [B, length] slot index each new slot came from."""
-        keys, values, positions = self.keys[:, :, :self.length], self.values[:, :, :self.length], \
-            self.positions[:, :self.length]
-        index = torch.sort(positions, dim=1, stable=True).indices  # -1 (empty) sorts first
-        rows = torch.arange(keys.shape[0], device=keys.device)[:, None]
-        self.keys[:, :, :self.length] = keys[rows, :, index].transpose(1, 2)  # the gathers copy first
-        self.values[:, :, :self.length] = values[rows, :, index].transpose(1, 2)
-        self.positions[:, :self.length] = positions.gather(1, index)
+        n = self.length
+        index = torch.sort(self.positions[:, :n], dim=1, stable=True).indices  # -1 (empty) sorts first
+        self.keys[:, :, :n], self.values[:, :, :n], self.positions[:, :n] = self._gathered(index)
         self.ordered, self.ring = True, None
         return index
+
+    def _gathered(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Copies of the slots in use that index [B, n] picks in each row: (keys [B, H, n, D], values,
+        positions [B, n]). Copies, so they can be written back over the slots they came from."""
+        n = self.length
+        rows = torch.arange(index.shape[0], device=index.device)[:, None]
+        keys = self.keys[:, :, :n][rows, :, index].transpose(1, 2)  # [B, n, H, D] -> [B, H, n, D]
+        values = self.values[:, :, :n][rows, :, index].transpose(1, 2)
+        return keys, values, self.positions[:, :n].gather(1, index)
 
     def counts_after(self, n: int, kept: list[int]) -> list[int]:
         """Tokens each row holds once it keeps kept[b] of its newest n (host arithmetic: no GPU wait)."""
@@ -274,11 +276,8 @@ class LayerCache:
         """
         best = torch.sort(scores.float(), dim=1, descending=True, stable=True).indices[:, :new_len - start]
         index = best.sort(dim=1).values + start
-        keys, values, positions = self.view()
-        rows = torch.arange(keys.shape[0], device=keys.device)[:, None]
-        self.keys[:, :, start:new_len] = keys[rows, :, index].transpose(1, 2)  # the gathers copy first
-        self.values[:, :, start:new_len] = values[rows, :, index].transpose(1, 2)
-        self.positions[:, start:new_len] = positions.gather(1, index)
+        self.keys[:, :, start:new_len], self.values[:, :, start:new_len], self.positions[:, start:new_len] = \
+            self._gathered(index)
         self.positions[:, new_len:self.length] = -1
         self.length = new_len
 

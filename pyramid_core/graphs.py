@@ -69,10 +69,10 @@ class DecodeGraphs:
     `stages` (layers.EagerStages) has pre(idx, h, rope) -> (x, q, k, v), recurrent(idx, x, pos, states,
     phase) -> {groups: y} and post(idx, h, attn_out) -> h; this object offers the same three, and the
     same `parts` and `heads`, so layers.layer_forward runs over either.
-    `states` is the first request's {groups: state} per layer (recurrent_groups: one per unit) (a tensor, or a dataclass of tensors such as
-    the window twin's): the graphs' state buffers take their shapes and dtypes. Layer idx reads its
-    hidden state from h[idx] and writes the next one into h[idx + 1], so when the engine hands back what
-    post returned, nothing is copied. One request uses it at a time (`lock`); a concurrent one runs
+    `states` is the first request's {groups: state} per layer, one per unit of recurrent_groups (a
+    tensor, or a dataclass of tensors such as the window twin's): the graphs' state buffers take their
+    shapes and dtypes. Layer idx reads its hidden state from h[idx] and writes the next one into
+    h[idx + 1], so when the engine hands back what post returned, nothing is copied. One request uses it at a time (`lock`); a concurrent one runs
     eagerly.
     """
 

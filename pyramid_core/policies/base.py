@@ -83,6 +83,15 @@ class PolicyState:
         """Settings solved for this request (e.g. a decay from a KV budget), shown in the trace."""
         return {}
 
+    def shared(self, name: str, key, build):
+        """build() once per key, kept in this state's field `name` as (key, value): what the layers of
+        one decode step share (a mask, weights copied to the device) is made once, not once a layer."""
+        held = getattr(self, name)
+        if held is None or held[0] != key:
+            held = (key, build())
+            setattr(self, name, held)
+        return held[1]
+
 
 @dataclass(frozen=True)
 class LayerContext:

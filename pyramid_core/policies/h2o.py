@@ -110,10 +110,8 @@ class H2OPolicy(Policy):
     def last_old(self, ctx: LayerContext) -> torch.Tensor:
         """[B, 1] each row's newest position outside the recent window at this decode step (the query
         is the newest token, seen - 1); one tensor per step and device, shared by the layers."""
-        key = (ctx.seen[0], ctx.positions.device)
-        if ctx.state.last_old is None or ctx.state.last_old[0] != key:
-            ctx.state.last_old = (key, ctx.query_positions - self.device_tensors(ctx)[1])
-        return ctx.state.last_old[1]
+        return ctx.state.shared("last_old", (ctx.seen[0], ctx.positions.device),
+                                lambda: ctx.query_positions - self.device_tensors(ctx)[1])
 
     def accumulate(self, ctx: LayerContext, attention: torch.Tensor, slots: torch.Tensor | None = None) -> None:
         """Add attention [B, T] (over the held tokens) to the layer's scores, by original position

@@ -222,18 +222,14 @@ class PyramidPolicy(Policy):
     def voter_weights(self, windows: list[int], device, state: PyramidState | None = None) -> torch.Tensor:
         """[B, max(windows)] linear weights of each row's voters, 0 before its window. Every layer that
         compresses at a decode step uses the same ones: built and copied to the device once per step."""
-        key = (tuple(windows), device)
-        if state is not None and state.weights is not None and state.weights[0] == key:
-            return state.weights[1]
-        width = max(windows)
-        weights = torch.zeros(len(windows), width)
-        for row, w in enumerate(windows):
-            if w > 0:
-                weights[row, width - w:] = torch.linspace(1.0, self.distance_weight, w)
-        weights = to_device(weights, device)
-        if state is not None:
-            state.weights = (key, weights)
-        return weights
+        def build():
+            width = max(windows)
+            weights = torch.zeros(len(windows), width)
+            for row, w in enumerate(windows):
+                if w > 0:
+                    weights[row, width - w:] = torch.linspace(1.0, self.distance_weight, w)
+            return to_device(weights, device)
+        return build() if state is None else state.shared("weights", (tuple(windows), device), build)
 
     # ------------------------------------------------------------------ the two answers
 
@@ -279,14 +275,11 @@ class PyramidPolicy(Policy):
         """[B, n] bool over the newest n slots: True outside each row's chunk (the sizes[b] slots just
         older than its window), the slots a cut keeps whatever their score. Built on the host and copied
         once, already negated: the layers cutting at one step share it and launch nothing for it."""
-        key = ("chunk", n, tuple(windows), tuple(sizes), device)
-        if state.chunk is not None and state.chunk[0] == key:
-            return state.chunk[1]
-        age = torch.arange(n - 1, -1, -1)[None, :]  # 0: a row's newest token
-        start, size = torch.tensor(windows)[:, None], torch.tensor(sizes)[:, None]
-        mask = to_device((age < start) | (age >= start + size), device)
-        state.chunk = (key, mask)
-        return mask
+        def build():
+            age = torch.arange(n - 1, -1, -1)[None, :]  # 0: a row's newest token
+            start, size = torch.tensor(windows)[:, None], torch.tensor(sizes)[:, None]
+            return to_device((age < start) | (age >= start + size), device)
+        return state.shared("chunk", (n, tuple(windows), tuple(sizes), device), build)
 
     def step_windows(self, ctx: LayerContext) -> list[int]:
         """Each row's voter window, computed once per decode step rather than once per layer."""
