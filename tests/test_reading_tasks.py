@@ -296,3 +296,23 @@ def test_smoke_keeps_its_tiny_shape():
     assert model_shape(parse_args(["--smoke", "--layers", "16"])) == SMOKE_SHAPE
     with pytest.raises(AssertionError, match="multiple"):
         model_shape(parse_args(["--hidden", "400"]))
+
+
+def test_dropout_acts_while_training_and_leaves_evaluation_and_the_saved_config_alone(tmp_path):
+    from train_embedded import SMOKE_SHAPE, add_dropout, build_config
+    from transformers import LlamaForCausalLM
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(build_config(dict(SMOKE_SHAPE), 64, 0, 1, 2, 32))
+    ids = torch.randint(3, 64, (1, 12))
+    model.eval()
+    clean = model(input_ids=ids).logits
+    add_dropout(model, 0.3)
+    assert torch.equal(model(input_ids=ids).logits, clean)  # eval: hooks do nothing
+    model.train()
+    a, b = model(input_ids=ids).logits, model(input_ids=ids).logits
+    assert not torch.allclose(a, clean) and not torch.allclose(a, b)
+    model.save_pretrained(tmp_path)
+    reloaded = LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    assert torch.allclose(reloaded(input_ids=ids).logits, clean, atol=1e-5)

@@ -3,12 +3,14 @@
 # 10 minutes: the training runs detached (setsid) and each call waits on it while the machine stays held.
 #   bash training/gpu_train.sh start MINUTES [ARGS...]  # start training (MINUTES; ARGS to train_embedded.py), then wait
 #   bash training/gpu_train.sh wait            # wait on the running training (within one call)
-#   bash training/gpu_train.sh finish STEP...  # wait for the end, run training/gpu_after.sh STEP for each, pack to $OUT
+#   bash training/gpu_train.sh watch           # while it trains, score each finished snapshot (rank_snapshots.py)
+#   bash training/gpu_train.sh finish STEP...  # wait for the end, score the rest, pick one (ceiling MAX_PPL),
+#                                              # run training/gpu_after.sh STEP on it for each STEP, pack to $OUT
 # Carry .data (corpus, validation text, tokenizer). WAIT_S bounds each call's wait (default 540).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}; RUN=/tmp/embedded; LOG=/tmp/train.log
-mkdir -p "$OUT" "$RUN"
+OUT=${OUT:-/tmp/out}; RUN=/tmp/embedded; LOG=/tmp/train.log; RESULTS=/tmp/results; RANK=/tmp/results/rank
+mkdir -p "$OUT" "$RUN" "$RANK"
 
 wait_on() {  # wait until the training exits or $1 seconds pass; show how far it got
   local until=$(( $(date +%s) + $1 ))
@@ -16,6 +18,13 @@ wait_on() {  # wait until the training exits or $1 seconds pass; show how far it
   grep -E "^\[(data|model|resume|val|eval|done|pause)\]|Error|error" "$LOG" | tail -20
   tail -3 "$LOG"
   cp "$LOG" "$OUT/train.log"
+}
+
+score_snapshots() {  # score every finished, unscored snapshot on the visible GPU (tokenizer.json is written last)
+  for d in "$RUN"/snapshots/step-*; do
+    [ -f "$d/tokenizer.json" ] && [ ! -f "$RANK/$(basename "$d").json" ] || continue
+    python3 training/rank_snapshots.py "$d" --out "$RANK/$(basename "$d")" | tail -1
+  done
 }
 
 case ${1:-} in
@@ -26,12 +35,23 @@ case ${1:-} in
       --minutes "$minutes" --resume "$@" >"$LOG" 2>&1 < /dev/null &
     sleep 2; wait_on "${WAIT_S:-540}" ;;
   wait) wait_on "${WAIT_S:-540}" ;;
+  watch)
+    until=$(( $(date +%s) + ${WAIT_S:-480} ))
+    while [ "$(date +%s)" -lt "$until" ] && pgrep -f train_embedded.py >/dev/null; do score_snapshots; sleep 10; done
+    tail -2 "$LOG" ;;
   finish)
     wait_on 600
     [ -f "$RUN/config.json" ] || { echo "no model yet"; exit 1; }
-    shift; for step in "$@"; do bash "training/gpu_after.sh" "$step" "$RUN" /tmp/results || true; done
-    # $OUT takes at most 8 files of 16 MiB: one tar of the model and results, in 15 MB parts
-    tar -cf - -C /tmp --exclude=checkpoint.pt embedded results 2>/dev/null | split -b 15M - "$OUT/run.tar.part-"
+    sleep 3; score_snapshots
+    [ -f "$RANK/final.json" ] || python3 training/rank_snapshots.py "$RUN" --out "$RANK/final" | tail -1
+    chosen=$(python3 training/rank_snapshots.py --pick "$RANK"/*.json --max-ppl "${MAX_PPL:-37.0}" --out "$RESULTS/rank")
+    echo "chosen: ${chosen:-none within perplexity ${MAX_PPL:-37.0}}"; cat "$RESULTS/rank.md"
+    model=${chosen:-$RUN}
+    shift; for step in "$@"; do bash "training/gpu_after.sh" "$step" "$model" "$RESULTS" || true; done
+    # $OUT takes at most 8 files of 16 MiB: one tar of the chosen model (else the final one) and the results
+    cp "$LOG" "$RUN"/training_log.json "$RUN"/README.md "$RESULTS"/ 2>/dev/null
+    tar -cf - -C "$(dirname "$model")" --exclude=checkpoint.pt --exclude=snapshots "$(basename "$model")" \
+      -C /tmp results 2>/dev/null | split -b 15M - "$OUT/run.tar.part-"
     ls -la "$OUT" ;;
   *) echo "usage: $0 start MINUTES | wait | finish"; exit 2 ;;
 esac

@@ -7,6 +7,9 @@ pyramid_core/assets/reading_eval.jsonl.gz, greedy) and the continuation perplexi
     python3 training/rank_snapshots.py /tmp/embedded/snapshots/step-* /tmp/embedded --out /tmp/results/rank
     python3 training/rank_snapshots.py --pick /tmp/results/rank.json --max-ppl 37.0   # prints the best one
 
+`--pick` takes several rank files (snapshots scored one at a time while the training ran, or on two GPUs)
+and, with `--out`, writes their rows together as one table.
+
 The pick: among models within the perplexity ceiling, the one with the most single-fact and story
 questions right (the two reading targets of the model card); none within the ceiling prints nothing
 and exits 1.
@@ -57,18 +60,27 @@ def pick(rows: list[dict], max_ppl: float) -> dict | None:
     return max(within, key=lambda r: r["accuracy"]["single"] + r["accuracy"]["story"], default=None)
 
 
+def write(rows: list[dict], out: str):
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out + ".json").write_text(json.dumps(rows, indent=1))
+    Path(out + ".md").write_text(markdown(rows))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*")
     ap.add_argument("--out", help="write <out>.json and <out>.md")
-    ap.add_argument("--pick", help="a rank .json: print the model to ship instead of scoring")
+    ap.add_argument("--pick", nargs="+", help="rank .json files: print the model to ship instead of scoring")
     ap.add_argument("--max-ppl", type=float, default=37.0, help="--pick: the perplexity ceiling")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N tasks (a quick look)")
     args = ap.parse_args()
     if args.pick:
-        best = pick(json.loads(Path(args.pick).read_text()), args.max_ppl)
+        rows = [r for f in args.pick for r in json.loads(Path(f).read_text())]
+        if args.out:
+            write(rows, args.out)
+        best = pick(rows, args.max_ppl)
         if best is None:
             sys.exit(1)
         print(best["model"])
@@ -78,9 +90,7 @@ def main():
     for m in args.models:
         rows.append(score(m, tasks, args.device, args.dtype))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(rows, indent=1))
-    Path(args.out + ".md").write_text(markdown(rows))
+    write(rows, args.out)
     print(markdown(rows))
 
 

@@ -163,6 +163,23 @@ def build_config(dims, vocab_size, bos, eos, pad, seq):
         bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, initializer_range=0.02, **dims)
 
 
+def add_dropout(model, p):
+    """Dropout on the embeddings and on each attention and MLP branch before its residual add (GPT-2's
+    places), as forward hooks, so the saved model is a plain Llama with no dropout in its config.
+
+    The corpus is small for a long run (run 1 of the README memorised it in 12 passes); dropout makes
+    each pass teach less by heart. Hooks follow `module.training`, so evaluation runs without it."""
+    def drop(module, inputs, output):
+        if isinstance(output, tuple):
+            return (F.dropout(output[0], p, module.training),) + output[1:]
+        return F.dropout(output, p, module.training)
+
+    model.model.embed_tokens.register_forward_hook(drop)
+    for layer in model.model.layers:
+        layer.self_attn.register_forward_hook(drop)
+        layer.mlp.register_forward_hook(drop)
+
+
 def lr_at(step, progress, args):
     """Linear warmup over --warmup steps, then cosine from --lr to --lr * --min-lr-frac over the time budget."""
     if step < args.warmup:
@@ -300,7 +317,7 @@ training and a held-out part; evaluation uses only the held-out part.
 
 ## Training
 
-Plain PyTorch, AdamW (lr {rep['lr']}, betas (0.9, 0.95), weight decay {rep['weight_decay']}), {rep['warmup']} warmup
+Plain PyTorch, AdamW (lr {rep['lr']}, betas (0.9, 0.95), weight decay {rep['weight_decay']}), dropout {rep['dropout']}, {rep['warmup']} warmup
 steps then cosine decay over the time budget, bf16 autocast, gradient clipping at {rep['clip']}, answer tokens
 weighted {rep['answer_weight']}x. Script: `training/train_embedded.py`; `training/README.md` gives the commands.
 """
@@ -351,6 +368,7 @@ def parse_args(argv=None):
     ap.add_argument("--min-lr-frac", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--dropout", type=float, default=0.0, help="residual and embedding dropout while training")
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--log-every", type=int, default=50)
@@ -430,6 +448,9 @@ def main():
     else:
         config = build_config(model_shape(args), len(hf_tok), bos, eos, pad, args.seq)
         model = LlamaForCausalLM(config).to(device)
+    model.train()  # from_pretrained (--init) returns a model in eval mode
+    if args.dropout:
+        add_dropout(model, args.dropout)
     params = sum(p.numel() for p in model.parameters())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -524,7 +545,7 @@ def main():
         val_loss=val_loss, val_ppl=math.exp(val_loss), val_tokens=val.numel(),
         reading=reading, reading_n=args.reading_n, task_frac=args.task_frac, answer_weight=args.answer_weight,
         doc_weight=args.doc_weight, kind_weights=args.kind_weights, full_rows=args.full_rows,
-        lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
+        lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout, warmup=args.warmup, clip=args.clip,
         train_tokens_in_corpus=train.numel(), args=vars(args), log=log,
         corpus={k: corpus[k] for k in ("sources", "train_bytes") if k in corpus},
     )
