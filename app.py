@@ -34,6 +34,7 @@ from studio.picker import picker_choices
 from studio.queue import bounded_queue, quiet_queue, stop_on_disconnect
 from studio.recency import recency_figure
 from studio.request import RunRequest, form_names, knob_name, with_form_signature
+from studio.sent import TABLE_HEADERS
 from studio.stream import stream_run
 
 try:  # ZeroGPU on Hugging Face Spaces; elsewhere the decorator is not needed
@@ -226,7 +227,7 @@ def figures_and_tabs(ui: SimpleNamespace) -> None:
             ui.recency_plot = gr.Plot(visual.empty_figure("Press the button to score every head."),
                                       label="Recency of every head", elem_id="recency-plot")
         with gr.Tab("Summary"):
-            ui.table = gr.Dataframe(headers=[h for _, h in visual.COLUMNS], label="Summary", interactive=False)
+            ui.table = gr.Dataframe(headers=TABLE_HEADERS, label="Summary", interactive=False)
         with gr.Tab("Export"):
             ui.export_btn = gr.Button("Export trace (JSON) and figures (HTML)")
             ui.files = gr.File(label="Downloads", file_count="multiple")
@@ -240,6 +241,7 @@ def wire(ui: SimpleNamespace, demo: gr.Blocks) -> None:
     kept = [ui.state, ui.kept_left, ui.kept_right, ui.kept_layer]
     gr.on([ui.generate_btn.click, ui.prompt.submit], generate_run, [form[n] for n in form_names()], outputs,
           concurrency_id="gpu", concurrency_limit=1, api_name="generate", show_progress="hidden",
+          postprocess=False,  # Live sends each value as postprocessed already (studio/sent.py)
           ).then(show_kept_words, kept, ui.kept_words, api_name=False)
     gr.on([ui.kept_left.input, ui.kept_right.input, ui.kept_layer.input], show_kept_words, kept, ui.kept_words,
           api_name="kept_words")

@@ -3,17 +3,15 @@ attention view's choices."""
 
 from __future__ import annotations
 
-import gradio as gr
-
 import visual
 from pyramid_core.models import LoadedModel
 from pyramid_core.trace import StepRecord
 
 from .kept_words import token_texts
+from .sent import as_sent  # noqa: F401 (the figures as Gradio sends them; tests read it here)
 
 MEAN_HEAD = "mean over heads"
 STEP_CHOICES = ("latest step", "prefill")
-SENT_PLOT = gr.Plot(render=False)  # its postprocess is what Gradio runs on a figure; a PlotData passes through
 
 
 def head_choices(config) -> list[str]:
@@ -25,15 +23,6 @@ def run_figures(runs, view: dict) -> list:
     runs = {m: r for m, r in runs.items() if r}
     grid, bars = attention_figures(runs, view)
     return [visual.kv_memory_figure(runs), visual.pyramid_figure(runs), grid, bars, summary_table(runs)]
-
-
-def as_sent(figures: list) -> list:
-    """run_figures' figures as Gradio sends them, and its table: the pane updates between two figure
-    refreshes send them again, which costs Gradio ~0.15 ms each and adds nothing to the stream (its diff
-    of an unchanged value is empty), where a gr.skip() costs ~0.7 ms (Gradio 6 rebuilds the component;
-    2-core CPU)."""
-    *plots, table = figures
-    return [SENT_PLOT.postprocess(f) for f in plots] + [table]
 
 
 def attention_figures(runs, view: dict):

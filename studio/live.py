@@ -20,10 +20,11 @@ from pyramid_core.metrics import first_sequence_tokens
 from pyramid_core.prompting import model_text
 from pyramid_core.trace import StepRecord
 
-from .figures import MEAN_HEAD, as_sent, head_choices, run_figures, run_state
+from .figures import MEAN_HEAD, head_choices, run_figures, run_state
 from .messages import note_html
 from .modes import BASELINE, MODES
 from .panes import BLANK_PANE, pane_html, pane_stats
+from .sent import SENT_CODE, SENT_STATS, as_sent, sent
 
 TEXT_EVERY_S = 0.15   # panes refresh at most this often (and at the end),
 TEXT_SHARE = 0.03     # and rarely enough that their updates (building, Gradio's processing) take at most this
@@ -90,6 +91,8 @@ class Live:
             return True
 
     def outputs(self, final: bool = False) -> list:
+        """Every output of the generate event, each as its component's postprocess makes it (the event
+        runs without Gradio's postprocess: studio/sent.py says why)."""
         now = time.monotonic()
         # never in the first update: drawing the figures must not hold back the first text
         plots = final or (self.text_at > 0 and now - self.plots_at >= self.plots_gap)
@@ -102,7 +105,7 @@ class Live:
         # panes of modes not in this run are blanked rather than skipped: Gradio 6 rebuilds a component
         # for every gr.skip() output of every update (~0.7 ms each, 2-core CPU), plain values cost ~0.15
         panes = [pane_html(texts[m], texts.get(BASELINE)) if m in texts else BLANK_PANE for m in MODES]
-        stats = [pane_stats(runs[m], texts[m], texts.get(BASELINE), final)
+        stats = [sent(SENT_STATS, pane_stats(runs[m], texts[m], texts.get(BASELINE), final))
                  if m in texts else "" for m in MODES]
         if plots:
             self.figures = as_sent(run_figures(runs, self.view))
@@ -110,7 +113,7 @@ class Live:
         self.text_at = time.monotonic()
         self.plots_at = self.text_at if plots else self.plots_at
         state = run_state(self.lm, runs, self.prompt, self.chat) if final else gr.skip()
-        model_prompt = self.model_prompt if final or not self.model_prompt_sent else gr.skip()
+        model_prompt = sent(SENT_CODE, self.model_prompt) if final or not self.model_prompt_sent else gr.skip()
         self.model_prompt_sent = True
         return panes + stats + self.figures + [state, model_prompt, note_html(self.note, "notice")]
 

@@ -24,6 +24,7 @@ from studio.kept_words import ALL_LAYERS
 from studio.knobs import KNOBS
 from studio.modes import MODES
 from studio.queue import QUEUE_POLL_S
+from studio.sent import is_update
 from visual.memory import PEAK_SUFFIX
 
 PROMPT = "the cat sat on the mat and a dog ran far away " * 3
@@ -334,6 +335,28 @@ def test_panes_and_attention_modes_follow_the_selection():
 def test_export_before_generating_is_refused():
     with pytest.raises(gr.Error, match="generate first"):
         app.export_run({})
+
+
+def test_generate_sends_what_gradios_postprocess_would(checkpoint):
+    """The generate event skips Gradio's postprocess, which ran each of its ~25 outputs on a worker thread
+    of its own (on a GPU every hand-off waited for the torch thread's GIL: updates arrived ~1 s late).
+    So every value the handler yields must already be what the page's own component would make of it."""
+    demo = app.build_ui()
+    event = next(fn for fn in demo.fns.values() if fn.api_name == "generate")
+    assert event.postprocess is False
+    outputs = list(app.generate_run(None, *gen_args(checkpoint, max_new=8, modes=["baseline", "pyramid"])))
+    checked = set()
+    for output in outputs:
+        for component, value in zip(event.outputs, output, strict=True):
+            if is_update(value) or component.stateful:
+                continue
+            if isinstance(component, gr.Dataframe):  # a table goes out as DataframeData, the page's headers
+                assert isinstance(value, gr.components.dataframe.DataframeData)
+                assert value == component.postprocess(value.data)
+            else:
+                assert component.postprocess(value) == value, type(component).__name__
+            checked.add(type(component).__name__)
+    assert checked == {"HTML", "Markdown", "Plot", "Dataframe", "Code"}
 
 
 def test_generation_runs_on_the_torch_thread_whichever_thread_asks(checkpoint, monkeypatch):
