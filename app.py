@@ -20,7 +20,7 @@ import visual
 from pyramid_core.models import EMBEDDED_NAME, ModelLoadError
 from pyramid_core.policies.pyramid import PRESETS
 from pyramid_core.resources import asset
-from studio import export, sessions
+from studio import export, heap, sessions
 from studio.api import compare_json
 from studio.errors import handler_boundary
 from studio.messages import note_html, shown_in_page
@@ -274,6 +274,7 @@ def build_ui() -> gr.Blocks:
         figures_and_tabs(ui)
         ui.state = gr.State({})
         wire(ui, demo)
+    heap.settle()  # the page's objects live as long as the server: out of the collector's full passes
     return stop_on_disconnect(bounded_queue(quiet_queue(demo)))  # Blocks made its queue already; launch() keeps it
 
 

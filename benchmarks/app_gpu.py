@@ -16,6 +16,7 @@ down and the rest still runs.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import subprocess
 import sys
@@ -86,6 +87,17 @@ class ServerProbe:
         self.yields = []  # when the server built each update (wall clock, shared with the client)
         self.figure_s = 0.0
         self.runs = {}
+        self.gc_pauses = []  # (generation, seconds) of each collection: every thread waits for one
+        started = []
+
+        def timed_gc(phase, info):
+            if phase == "start":
+                started[:] = [time.perf_counter()]
+            elif started:
+                self.gc_pauses.append((info["generation"], time.perf_counter() - started[0]))
+
+        gc.callbacks.append(timed_gc)
+        self.restore_gc = lambda: gc.callbacks.remove(timed_gc)
         add, outputs = live_view.Live.add, live_view.Live.outputs
         probe = self
 
@@ -110,6 +122,7 @@ class ServerProbe:
         self.timer = GenerationTimer()
 
     def restore(self):
+        self.restore_gc()
         self.restore_live()
         self.timer.restore()
 
@@ -141,6 +154,9 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
         "arrival_lag_s": {"median": round(lags[len(lags) // 2], 3), "max": round(lags[-1], 3)} if lags else None,
         "updates_per_s": round(len(updates) / wall, 2),
         "figure_update_share": round(probe.figure_s / wall, 3),
+        "gc_s": {"collections": len(probe.gc_pauses), "total": round(sum(s for _, s in probe.gc_pauses), 3),
+                 "longest": round(max((s for _, s in probe.gc_pauses), default=0.0), 3),
+                 "full": sum(g == 2 for g, _ in probe.gc_pauses)},
         "decode_tokens_per_s": {m: rounded(metrics.decode_tokens_per_s(r)) for m, r in probe.runs.items()},
     }
 
@@ -181,6 +197,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a tiny random model (checks the script on a CPU)")
     parser.add_argument("--models", default="embedded,llama1b")
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--warm-runs", type=int, default=1, help="warm requests per model (server, server_2, ...)")
     parser.add_argument("--modes", default=",".join(MODES),
                         help="the RecurFormer modes run on the embedded model only (their adapters are its)")
     args = parser.parse_args()
@@ -209,7 +226,9 @@ def main() -> None:
                 continue
             run_modes = part["modes"] = modes if name == "embedded" else [m for m in modes if "recurformer" not in m]
             attempt(part, "server_cold", lambda: server_run(client, model, run_modes, args.new_tokens))
-            attempt(part, "server", lambda: server_run(client, model, run_modes, args.new_tokens))
+            for i in range(args.warm_runs):
+                attempt(part, "server" if i == 0 else f"server_{i + 1}",
+                        lambda: server_run(client, model, run_modes, args.new_tokens))
             attempt(part, "library_decode_tokens_per_s",
                     lambda: library_tokens_per_s(model, run_modes, args.new_tokens))
             (out / "app_gpu.json").write_text(json.dumps(result, indent=2) + "\n")  # what we have so far

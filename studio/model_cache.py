@@ -8,7 +8,7 @@ from collections import OrderedDict
 
 from pyramid_core.models import EMBEDDED_NAME, LoadedModel, default_device, load_config, load_model
 
-from . import deployment
+from . import deployment, heap
 from .hub import probe_hub
 from .torch_thread import on_torch_thread
 
@@ -36,6 +36,7 @@ def get_model(name: str) -> LoadedModel:
             _models[key] = on_torch_thread(load_model, key[0], device=key[2], dtype=key[1])
             while len(_models) > MAX_MODELS:
                 _models.popitem(last=False)
+            heap.settle()
         _models.move_to_end(key)
         return _models[key]
 
