@@ -48,14 +48,29 @@ LLAMA_1B = dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, 
 # clock, shared with the server on one host) and how many characters the panes held.
 CLIENT = """
 import json, sys, time
+import gradio_client.client as gc_client, gradio_client.utils as gc_utils
 from gradio_client import Client
+
+spent = [0.0]  # the client's own work on each update: applying the diff to a deep copy, then processing
+
+def timed(fn):
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t
+    return wrapper
+
+gc_utils.apply_diff = timed(gc_utils.apply_diff)
+gc_client.Endpoint.process_predictions = timed(gc_client.Endpoint.process_predictions)
 client = Client(sys.argv[1], verbose=False)
 print("ready", flush=True)
 for line in sys.stdin:
-    start = time.time()
+    start, spent[0] = time.time(), 0.0
     updates = [[time.time(), sum(len(str(x)) for x in out[:int(sys.argv[2])])]
                for out in client.submit(*json.loads(line), api_name="/generate")]
-    print(json.dumps({"start": start, "updates": updates, "end": time.time()}), flush=True)
+    print(json.dumps({"start": start, "updates": updates, "end": time.time(), "client_s": spent[0]}), flush=True)
 """
 
 
@@ -153,6 +168,8 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
         "server_updates_before_last_record": sum(y < probe.last_record for y in probe.yields) if probe.last_record else None,
         "arrival_lag_s": {"median": round(lags[len(lags) // 2], 3), "max": round(lags[-1], 3)} if lags else None,
         "updates_per_s": round(len(updates) / wall, 2),
+        # gradio_client's own work (a browser's would differ): arrival times include it
+        "client_processing_s": round(seen.get("client_s", 0.0), 3),
         "figure_update_share": round(probe.figure_s / wall, 3),
         "gc_s": {"collections": len(probe.gc_pauses), "total": round(sum(s for _, s in probe.gc_pauses), 3),
                  "longest": round(max((s for _, s in probe.gc_pauses), default=0.0), 3),
