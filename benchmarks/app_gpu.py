@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gradio.queueing import Queue  # noqa: E402
+
 from benchmarks.app_overhead import GenerationTimer, handler_args, serve_locally  # noqa: E402
 from pyramid_core import metrics  # noqa: E402
 from pyramid_core.engine import Sampling  # noqa: E402
@@ -113,6 +115,16 @@ class ServerProbe:
 
         gc.callbacks.append(timed_gc)
         self.restore_gc = lambda: gc.callbacks.remove(timed_gc)
+        self.queued = []  # when Gradio's queue handed each update to the page's stream (wall clock)
+        send = Queue.send_message
+
+        def timed_send(queue, event, message):
+            if getattr(message, "msg", None) == "process_generating":
+                probe.queued.append(time.time())
+            send(queue, event, message)
+
+        Queue.send_message = timed_send
+        self.restore_queue = lambda: setattr(Queue, "send_message", send)
         add, outputs = live_view.Live.add, live_view.Live.outputs
         probe = self
 
@@ -137,6 +149,7 @@ class ServerProbe:
         self.timer = GenerationTimer()
 
     def restore(self):
+        self.restore_queue()
         self.restore_gc()
         self.restore_live()
         self.timer.restore()
@@ -157,6 +170,9 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
     during = [t for t in grown if t < updates[-1][0] - 1e-3]
     # the n-th update built on the server is the n-th the client receives: how long each took to arrive
     lags = sorted(t - y for (t, _), y in zip(updates, probe.yields))
+    # split each lag: built -> queued for the stream (the server) and queued -> received (the wire, the client)
+    in_server = sorted(q - y for q, y in zip(probe.queued, probe.yields))
+    on_wire = sorted(t - q for (t, _), q in zip(updates, probe.queued))
     return {
         "wall_s": round(wall, 3), "generating_s": round(probe.timer.seconds, 3),
         "server_added": round(wall / probe.timer.seconds - 1, 3) if probe.timer.seconds else None,
@@ -166,7 +182,8 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
         "updates": len(updates), "text_updates_during_run": len(during),
         "server_updates": len(probe.yields),
         "server_updates_before_last_record": sum(y < probe.last_record for y in probe.yields) if probe.last_record else None,
-        "arrival_lag_s": {"median": round(lags[len(lags) // 2], 3), "max": round(lags[-1], 3)} if lags else None,
+        "arrival_lag_s": median_max(lags),
+        "lag_in_server_s": median_max(in_server), "lag_on_wire_s": median_max(on_wire),
         "updates_per_s": round(len(updates) / wall, 2),
         # gradio_client's own work (a browser's would differ): arrival times include it
         "client_processing_s": round(seen.get("client_s", 0.0), 3),
@@ -176,6 +193,10 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
                  "full": sum(g == 2 for g, _ in probe.gc_pauses)},
         "decode_tokens_per_s": {m: rounded(metrics.decode_tokens_per_s(r)) for m, r in probe.runs.items()},
     }
+
+
+def median_max(values: list[float]) -> dict | None:
+    return {"median": round(values[len(values) // 2], 3), "max": round(values[-1], 3)} if values else None
 
 
 def library_tokens_per_s(model: str, modes: list[str], new_tokens: int) -> dict:
