@@ -212,6 +212,7 @@ def test_new_story_parts_are_training_only():
     assert (held.openers, held.shapes, held.story_questions, held.chains) == (
         rt.STORY_OPENERS, rt.STORY_SHAPES, rt.STORY_QUESTIONS, rt.CHAINS)
     assert held.acts == [a for a in rt.STORY_ACTS if rt.heldout(a[0])]
+    assert not hasattr(held, "verbs") and not hasattr(held, "nouns")  # the story lexicon is training's alone
 
 
 @pytest.mark.parametrize("shape", rt.STORY_SHAPES + rt.MORE_STORY_SHAPES)
@@ -232,6 +233,101 @@ def test_many_training_tasks_answer_from_their_document(maker, kind):
         parts = task.answer.split(" and ") if kind == "two" and task.answer not in task.document else [task.answer]
         assert all(p and p in task.document for p in parts), (task.question, task.answer)
         assert "\n" not in task.answer and "\n" not in task.question
+
+
+# ----------------------------------------------------------------------------- training stories from a lexicon
+
+def _story_plans(n_events: int, seed: int = 5) -> list[tuple[list, int, str, str]]:
+    maker = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=seed)
+    plans, total = [], 0
+    while total < n_events:
+        plans.append(maker.story_plan())
+        total += len(plans[-1][0])
+    return plans
+
+
+def _has_word_part(part: str, phrases) -> bool:
+    return any(re.search(rf"\b{re.escape(part)}\b", p) for p in phrases)
+
+
+def test_the_story_lexicon_is_large_and_holds_no_heldout_action():
+    """Training stories must not reach the held-out stories' verbs, nouns or places (nor their head words:
+    'goats' stays unseen inside 'mountain goats' too), or evaluation would stop asking about unseen actions."""
+    import random
+
+    train, held = rt.Pools("train", random.Random(0)), rt.Pools("heldout", random.Random(0))
+    forms = {f for v in train.verbs for f in (v.past, v.base, v.participle)}
+    nouns = [n for ns in train.nouns.values() for n in ns]
+    assert len({v.past for v in train.verbs}) >= 150 and len(set(nouns)) >= 150
+    assert len(rt.STORY_PLACES) >= 100 and set(train.story_places) == set(rt.STORY_PLACES + rt.STORY_TIMES)
+    assert held.acts
+    for past, base, noun, place, *participle in held.acts:
+        assert not {past, base, *participle} & forms, past
+        assert not _has_word_part(noun, nouns) and not _has_word_part(noun.split()[-1], nouns), noun
+        head = place.split()[-1]
+        assert not _has_word_part(place, train.story_places) and not _has_word_part(head, train.story_places), place
+
+
+def test_training_stories_are_combinatorial():
+    """Over 2,000 events nearly every (verb, noun, place) triple is new, and every part varies: a return to
+    fixed action frames (about 40 triples in all) fails this at once."""
+    events = [e for plan in _story_plans(2000) for e in plan[0]]
+    triples = {(e.verb.past, e.noun, e.place) for e in events}
+    assert len(triples) >= 0.95 * len(events), len(triples)
+    assert len({e.verb.past for e in events}) >= 150
+    assert len({e.noun for e in events}) >= 150
+    assert len({e.place for e in events}) >= 120
+    # the verb does not predict the noun: the commonest noun of a verb is a small share of that verb's events
+    by_verb = {}
+    for e in events:
+        by_verb.setdefault(e.verb.past, []).append(e.noun)
+    shares = [max(map(ns.count, ns)) / len(ns) for ns in by_verb.values() if len(ns) >= 10]
+    assert shares and max(shares) < 0.5, max(shares)
+
+
+def test_training_stories_share_parts_between_events():
+    """Some events share an agent, some the noun with another verb, some the verb with other things."""
+    shared = {"agent": 0, "noun": 0, "verb": 0}
+    for events, *_ in _story_plans(1500, seed=6):
+        for i, a in enumerate(events):
+            for b in events[i + 1:]:
+                shared["agent"] += a.agent == b.agent
+                shared["noun"] += a.noun == b.noun and a.verb != b.verb
+                shared["verb"] += a.verb == b.verb and a.noun != b.noun
+    assert all(n >= 50 for n in shared.values()), shared
+
+
+def test_an_asked_story_question_has_exactly_one_right_answer():
+    """No other event of the story, put through any question template, gives the same question with another
+    answer: the document answers the question one way only."""
+    import random
+
+    questions = rt.Pools("train", random.Random(0)).story_questions
+    slot_of = {"who": "agent", "count": "count", "where": "place", "when": "place", "what": "noun"}
+    assert set(questions) == set(slot_of)
+    for events, k, question, answer in _story_plans(3000, seed=7):
+        assert answer == events[k].slots()[slot_of[_kind_of(question, events[k], questions)]]
+        for e in events:
+            for kind, templates in questions.items():
+                for t in templates:
+                    if t.format(**e.slots()) == question:
+                        assert e.slots()[slot_of[kind]] == answer, (question, answer, e)
+
+
+def _kind_of(question: str, event, questions: dict) -> str:
+    return next(kind for kind, ts in questions.items() for t in ts if t.format(**event.slots()) == question)
+
+
+def test_training_story_tasks_are_the_lexicon_stories():
+    """TaskMaker.story (training) tells and asks the plan's events; their sentences are in the document."""
+    for seed in range(20):
+        plan = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=seed).story_plan()
+        task = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=seed).story(300)
+        events, k, question, answer = plan
+        assert (task.question, task.answer) == (question, answer)
+        for e in events:
+            assert e.agent in task.document and e.noun in task.document and e.place in task.document
+        assert 0 <= task.depths[0] <= 1
 
 
 def test_heldout_draws_are_unchanged():
