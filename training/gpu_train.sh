@@ -7,6 +7,8 @@
 #   bash training/gpu_train.sh finish STEP...  # wait for the end, score the rest, pick one (ceiling MAX_PPL),
 #                                              # run training/gpu_after.sh STEP on it for each STEP, pack to $OUT
 # Carry .data (corpus, validation text, tokenizer). WAIT_S bounds each call's wait (default 540).
+# `start` trains data-parallel (torchrun, one process a GPU) on every visible GPU when there are several;
+# TRAIN_GPUS=N uses the first N, CUDA_VISIBLE_DEVICES=0 keeps the others free for other calls.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; RUN=/tmp/embedded; LOG=/tmp/train.log; RESULTS=/tmp/results; RANK=/tmp/results/rank
@@ -15,9 +17,14 @@ mkdir -p "$OUT" "$RUN" "$RANK"
 wait_on() {  # wait until the training exits or $1 seconds pass; show how far it got
   local until=$(( $(date +%s) + $1 ))
   while [ "$(date +%s)" -lt "$until" ] && pgrep -f train_embedded.py >/dev/null; do sleep 5; done
-  grep -E "^\[(data|model|resume|val|eval|done|pause)\]|Error|error" "$LOG" | tail -20
+  grep -E "^\[(data|model|resume|ddp|val|eval|done|pause)\]|Error|error" "$LOG" | tail -20
   tail -3 "$LOG"
   cp "$LOG" "$OUT/train.log"
+}
+
+visible_gpus() {  # nvidia-smi lists every GPU, whatever CUDA_VISIBLE_DEVICES hides
+  if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .
+  else nvidia-smi -L | wc -l; fi
 }
 
 score_snapshots() {  # score every finished, unscored snapshot on the visible GPU (tokenizer.json is written last)
@@ -31,7 +38,11 @@ case ${1:-} in
   start)
     minutes=${2:-15}; shift 2
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-    setsid nohup python3 training/train_embedded.py --data .data --tokenizer .data/tokenizer --out "$RUN" \
+    gpus=${TRAIN_GPUS:-$(visible_gpus)}; launch=(python3)
+    # torchrun as a module (no PATH needed); its command line and its ranks' keep train_embedded.py for pgrep
+    [ "$gpus" -gt 1 ] && launch=(python3 -m torch.distributed.run --standalone --nproc_per_node "$gpus")
+    echo "training on $gpus GPU(s): ${launch[*]}"
+    setsid nohup "${launch[@]}" training/train_embedded.py --data .data --tokenizer .data/tokenizer --out "$RUN" \
       --minutes "$minutes" --resume "$@" >"$LOG" 2>&1 < /dev/null &
     sleep 2; wait_on "${WAIT_S:-540}" ;;
   wait) wait_on "${WAIT_S:-540}" ;;

@@ -2,6 +2,7 @@
 
     python3 training/train_embedded.py --data .data --tokenizer .data/tokenizer --out out/embedded --minutes 18
     python3 training/train_embedded.py --data .data --tokenizer .data/tokenizer --out /tmp/smoke --smoke   # CPU
+    torchrun --standalone --nproc_per_node 2 training/train_embedded.py --data .data ...        # 2 GPUs
 
 One script, plain PyTorch. Each batch holds two kinds of rows of --seq + 1 tokens:
 
@@ -20,6 +21,12 @@ time already spent, so a run can span several sittings with the same --minutes).
 loss, reading accuracy per task kind on held-out tasks (templates, names and texts training never saw;
 teacher-forced argmax of every answer token and its newline, i.e. the greedy answer), then
 save_pretrained (safetensors, bf16) with the tokenizer, a model card and training_log.json.
+
+Data-parallel under torchrun (WORLD_SIZE > 1): one process a GPU (cuda:LOCAL_RANK; the CPU with gloo
+without CUDA), each drawing its own windows and tasks (seed + rank), gradients averaged by
+DistributedDataParallel. --batch and --workers are per process: the global batch is batch x processes,
+and the schedule still follows the time budget. Ranks agree on the clock and so stop at the same step;
+rank 0 alone logs, evaluates and saves. A plain run has no process group and is unchanged.
 """
 
 import argparse
@@ -35,13 +42,19 @@ import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reading_tasks import TaskMaker  # noqa: E402  (a sibling script, not a package)
 
 DOC_SEP = "\x1e"  # must match prepare_corpus.py
 KIND_WEIGHTS = {"single": 0.3, "multi": 0.2, "two": 0.15, "story": 0.2, "quote": 0.15}
+# Rank 0 alone evaluates, snapshots and runs the final reading check (a minute or more) while the other
+# ranks wait in a collective; NCCL's default of 10 minutes would be close, a real hang still ends.
+RANK_TIMEOUT = datetime.timedelta(minutes=30)
+CLOCK_SYNC_STEPS = 10  # ranks share rank 0's clock every this many steps (each share is a host sync)
 
 
 # ----------------------------------------------------------------------------- data
@@ -244,6 +257,78 @@ def reading_accuracy(model, tok, texts, n, device, amp, bos, eos, seed=12345, le
     return out
 
 
+# ----------------------------------------------------------------------------- ranks
+
+def start_ranks():
+    """(rank, world size, device). Under torchrun with WORLD_SIZE > 1: a process group, NCCL on
+    cuda:LOCAL_RANK, or gloo on the CPU without CUDA. Otherwise rank 0 of 1 and no process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world == 1:
+        return 0, 1, torch.device("cuda" if cuda else "cpu")
+    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=RANK_TIMEOUT, device_id=device if cuda else None)
+    return dist.get_rank(), world, device
+
+
+def end_ranks(world):
+    """Wait until rank 0 has saved, then leave the process group (nothing to do for one process)."""
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def rank_seed(seed, rank):
+    """Rank r draws its windows, tasks and dropout with seed + r: rank 0 draws what a one-process run
+    does, and no two ranks train on the same rows (which would only copy one GPU's gradient)."""
+    return seed + rank
+
+
+class SittingClock:
+    """Seconds since the sitting began, the same number on every rank.
+
+    The learning rate and the stop follow the time; ranks reading their own clocks would set slightly
+    different learning rates (weights drift apart) and could stop at different steps (the one still
+    training hangs in its gradient all-reduce). So rank 0's clock is broadcast every CLOCK_SYNC_STEPS
+    steps and held in between: the schedule moves far too slowly for that to matter. One process reads
+    the wall clock at every step, as before."""
+
+    def __init__(self, world, device):
+        self.world, self.device, self.start, self.shared = world, device, time.time(), None
+
+    def seconds(self, step):
+        if self.world == 1:
+            return time.time() - self.start
+        if self.shared is None or step % CLOCK_SYNC_STEPS == 0:
+            t = torch.tensor([time.time() - self.start], dtype=torch.float64, device=self.device)
+            dist.broadcast(t, 0)
+            self.shared = t.item()
+        return self.shared
+
+
+def mean_over_ranks(t, world):
+    """The mean of `t` over the ranks (a collective: every rank calls it at the same step)."""
+    if world > 1:
+        dist.all_reduce(t)
+        t /= world
+    return t
+
+
+@torch.no_grad()
+def rank_weight_gap(model, world):
+    """Largest |weight - rank 0's weight| on any rank: 0.0 when DDP kept the copies equal (and for one process)."""
+    if world == 1:
+        return 0.0
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    ref = flat.clone()
+    dist.broadcast(ref, 0)
+    gap = (flat - ref).abs().max()
+    dist.all_reduce(gap, op=dist.ReduceOp.MAX)
+    return gap.item()
+
+
 # ----------------------------------------------------------------------------- outputs
 
 def shape_text(config):
@@ -352,7 +437,7 @@ def parse_args(argv=None):
     ap.add_argument("--heads", type=int, default=6, help="query heads")
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--mlp", type=int, default=1024, help="MLP width")
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=16, help="rows a step per process (global: batch x processes)")
     ap.add_argument("--task-frac", type=float, default=0.5, help="share of rows that are reading tasks")
     ap.add_argument("--answer-weight", type=float, default=4.0)
     ap.add_argument("--doc-weight", type=float, default=1.0, help="loss weight of task rows' other tokens")
@@ -363,7 +448,7 @@ def parse_args(argv=None):
                     help="share of single-fact tasks whose fact lies in the first tenth of the document")
     ap.add_argument("--snapshot-every", type=int, default=0,
                     help="also save the model (bf16) as <out>/snapshots/step-N every N steps (0: never)")
-    ap.add_argument("--workers", type=int, default=8, help="DataLoader workers building reading tasks")
+    ap.add_argument("--workers", type=int, default=8, help="DataLoader workers building reading tasks, per process")
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--min-lr-frac", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=200)
@@ -402,16 +487,23 @@ def save_snapshot(path, model, hf_tok):
 def main():
     t0 = time.time()
     args = parse_args()
-    torch.manual_seed(args.seed)
+    rank, world, device = start_ranks()
+    seed = rank_seed(args.seed, rank)
+    torch.manual_seed(seed)  # ranks build different random weights: DDP copies rank 0's onto the others
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev_name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
-    if device == "cuda":
+    cuda = device.type == "cuda"
+    dev_name = torch.cuda.get_device_name(device) if cuda else "CPU"
+    dev_name = f"{world} x {dev_name}" if world > 1 else dev_name
+    if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
 
+    def say(text):  # one log, rank 0's
+        if rank == 0:
+            print(text, flush=True)
+
     def amp():
-        if device == "cuda":
+        if cuda:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
@@ -426,16 +518,16 @@ def main():
     val_sources = read_sources(os.path.join(args.data, "corpus_val_sources.txt"), len(val_docs))
     train, val = tokenize(tok, train_docs, bos, eos), tokenize(tok, val_docs, bos, eos)
     tok_file = os.path.join(args.tokenizer, "tokenizer.json")
-    tasks = TaskRows(reading_texts(train_docs, sources), tok_file, args.seq, args.seed, bos, eos,
+    tasks = TaskRows(reading_texts(train_docs, sources), tok_file, args.seq, seed, bos, eos,
                      args.kind_weights, args.full_rows, lengths=(200, min(4000, args.seq - 100)),
                      early_single=args.early_single)
     heldout_texts = reading_texts(val_docs, val_sources)
     del train_docs
-    print(f"[data] train {train.numel():,} tokens, val {val.numel():,} tokens, "
-          f"tokenized in {time.time() - t0:.1f}s", flush=True)
+    say(f"[data] train {train.numel():,} tokens, val {val.numel():,} tokens, "
+        f"tokenized in {time.time() - t0:.1f}s")
     n_task = round(args.task_frac * args.batch)
     loader = iter(torch.utils.data.DataLoader(tasks, batch_size=n_task, num_workers=args.workers,
-                                              pin_memory=device == "cuda", prefetch_factor=4 if args.workers else None,
+                                              pin_memory=cuda, prefetch_factor=4 if args.workers else None,
                                               persistent_workers=bool(args.workers))) if n_task else None
     train_dev = train.to(device).to(torch.int32)  # uint16 indexing is not supported everywhere
 
@@ -444,7 +536,7 @@ def main():
         model = LlamaForCausalLM.from_pretrained(args.init, dtype=torch.float32).to(device)
         config = model.config
         if any(getattr(config, k) != v for k, v in model_shape(args).items()):
-            print(f"[model] --init keeps its own shape ({shape_text(config)}); the shape flags are ignored", flush=True)
+            say(f"[model] --init keeps its own shape ({shape_text(config)}); the shape flags are ignored")
     else:
         config = build_config(model_shape(args), len(hf_tok), bos, eos, pad, args.seq)
         model = LlamaForCausalLM(config).to(device)
@@ -456,29 +548,33 @@ def main():
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=device == "cuda")
+                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=cuda)
     os.makedirs(args.out, exist_ok=True)
     ckpt = os.path.join(args.out, "checkpoint.pt")
     step, tokens, done_s, log = 0, 0, 0.0, []
-    if args.resume and os.path.exists(ckpt):
+    if args.resume and os.path.exists(ckpt):  # every rank loads rank 0's checkpoint, before DDP wraps the model
         state = torch.load(ckpt, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, tokens, done_s, log = state["step"], state["tokens"], state["train_seconds"], state["log"]
-        torch.manual_seed(args.seed + step)  # other windows than the first sitting's
-        print(f"[resume] step {step}, {done_s / 60:.1f} min trained", flush=True)
-    print(f"[model] {params:,} parameters, {shape_text(config)}, device {dev_name}", flush=True)
+        torch.manual_seed(seed + step)  # other windows than the first sitting's
+        say(f"[resume] step {step}, {done_s / 60:.1f} min trained")
+    say(f"[model] {params:,} parameters, {shape_text(config)}, device {dev_name}")
+    # DDP copies rank 0's weights to the others here, then averages the gradients in backward
+    train_model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if world > 1 else model
 
     # ---- train
     budget = args.minutes * 60
-    t_sit, t_ckpt = time.time(), time.time()
+    clock = SittingClock(world, device)
+    t_sit, t_ckpt = clock.start, time.time()
     acc = torch.zeros(4, device=device)
     t_log, tok_log, n_acc = time.time(), 0, 0
     while True:
-        trained = done_s + time.time() - t_sit
+        sitting = clock.seconds(step)  # the same on every rank, so all ranks stop at the same step
+        trained = done_s + sitting
         if (args.max_steps and step >= args.max_steps) or (not args.max_steps and trained >= budget):
             break
-        if args.stop_after and time.time() - t_sit >= args.stop_after * 60:
+        if args.stop_after and sitting >= args.stop_after * 60:
             break
         lr = lr_at(step, step / args.max_steps if args.max_steps else trained / budget, args)
         for g in opt.param_groups:
@@ -490,7 +586,7 @@ def main():
             rows = torch.cat([t_rows.to(device, non_blocking=True), rows])
             mask = torch.cat([t_mask.to(device, non_blocking=True), mask])
         with amp():
-            logits = model(input_ids=rows[:, :-1]).logits
+            logits = train_model(input_ids=rows[:, :-1]).logits
         weights = token_weights(mask, n_task, args.answer_weight, args.doc_weight)
         loss, plain, ans_loss, ans_acc = weighted_loss(logits, rows, mask, weights)
         opt.zero_grad(set_to_none=True)
@@ -499,38 +595,47 @@ def main():
         opt.step()
         acc += torch.stack([plain.detach(), ans_loss.detach(), ans_acc.detach(), loss.detach()])
         step, n_acc = step + 1, n_acc + 1
-        tokens += args.batch * args.seq
-        tok_log += args.batch * args.seq
+        tokens += args.batch * world * args.seq
+        tok_log += args.batch * world * args.seq
         if step % args.log_every == 0:
-            m = (acc / n_acc).tolist()
+            m = (mean_over_ranks(acc, world) / n_acc).tolist()
             acc.zero_()
             rec = dict(step=step, loss=round(m[0], 4), answer_loss=round(m[1], 4), answer_acc=round(m[2], 4),
                        lr=round(lr, 6), tok_s=round(tok_log / (time.time() - t_log)),
                        trained_s=round(done_s + time.time() - t_sit, 1))
             log.append(rec)
-            print(f"[train] step {step:5d} loss {m[0]:.4f} answer loss {m[1]:.3f} acc {m[2]:.3f} lr {lr:.2e} "
-                  f"{rec['tok_s']:,} tok/s trained {rec['trained_s']:.0f}s", flush=True)
+            say(f"[train] step {step:5d} loss {m[0]:.4f} answer loss {m[1]:.3f} acc {m[2]:.3f} lr {lr:.2e} "
+                f"{rec['tok_s']:,} tok/s trained {rec['trained_s']:.0f}s")
             t_log, tok_log, n_acc = time.time(), 0, 0
+        if rank != 0:
+            continue  # the rest of the step is rank 0's: the others wait for it in the next all-reduce
         if step % args.eval_every == 0:
             v = evaluate(model, val, min(args.seq, 2048), 16, device, amp)
             log.append({"step": step, "val_loss": round(v, 4)})
-            print(f"[val] step {step:5d} val loss {v:.4f}", flush=True)
+            say(f"[val] step {step:5d} val loss {v:.4f}")
         if args.snapshot_every and step % args.snapshot_every == 0:
             save_snapshot(os.path.join(args.out, "snapshots", f"step-{step}"), model, hf_tok)
         if time.time() - t_ckpt >= args.ckpt_minutes * 60:
             save_checkpoint(ckpt, model, opt, step, tokens, done_s + time.time() - t_sit, log)
             t_ckpt = time.time()
     train_seconds = done_s + time.time() - t_sit
-    save_checkpoint(ckpt, model, opt, step, tokens, train_seconds, log)
-    if not args.max_steps and train_seconds < budget:
-        print(f"[pause] step {step}, {train_seconds / 60:.1f} of {args.minutes} min: resume with --resume", flush=True)
+    weight_gap = rank_weight_gap(model, world)
+    if world > 1:
+        say(f"[ddp] {world} ranks, largest weight difference from rank 0: {weight_gap:g}")
+    if rank == 0:
+        save_checkpoint(ckpt, model, opt, step, tokens, train_seconds, log)
+    paused = not args.max_steps and trained < budget  # the shared clock's verdict: the same on every rank
+    if paused:
+        say(f"[pause] step {step}, {train_seconds / 60:.1f} of {args.minutes} min: resume with --resume")
+    if paused or rank != 0:
+        end_ranks(world)  # the other ranks wait here while rank 0 evaluates and saves
         return
 
     # ---- evaluate and save
     val_loss = evaluate(model, val, min(args.seq, 2048), 16, device, amp)
     reading = reading_accuracy(model, tok, heldout_texts, args.reading_n, device, amp, bos, eos,
                                lengths=(200, min(4000, args.seq - 100)))
-    print(f"[eval] val loss {val_loss:.4f} ppl {math.exp(val_loss):.2f}, reading {reading}", flush=True)
+    say(f"[eval] val loss {val_loss:.4f} ppl {math.exp(val_loss):.2f}, reading {reading}")
     model.to(torch.bfloat16).save_pretrained(args.out, safe_serialization=True, max_shard_size="12MB")
     hf_tok.save_pretrained(args.out)
     manifest_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus_manifest.json")
@@ -540,7 +645,8 @@ def main():
     losses = [r["loss"] for r in log if "loss" in r][-4:] or [plain.item()]
     rep = dict(
         date=datetime.date.today().isoformat(), device_name=dev_name, torch=torch.__version__,
-        params=params, shape=shape_text(config), config=cfg, seq=args.seq, batch=args.batch, steps=step, tokens_seen=tokens,
+        params=params, shape=shape_text(config), config=cfg, seq=args.seq, batch=args.batch * world, steps=step, tokens_seen=tokens,
+        world_size=world, rank_weight_gap=weight_gap,
         train_seconds=train_seconds, final_train_loss=sum(losses) / len(losses),
         val_loss=val_loss, val_ppl=math.exp(val_loss), val_tokens=val.numel(),
         reading=reading, reading_n=args.reading_n, task_frac=args.task_frac, answer_weight=args.answer_weight,
@@ -553,7 +659,8 @@ def main():
     with open(os.path.join(args.out, "training_log.json"), "w") as f:
         json.dump(rep, f, indent=1)
     size = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out) if f != "checkpoint.pt")
-    print(f"[done] saved to {args.out} ({size / 1e6:.1f} MB) in {time.time() - t0:.0f}s total", flush=True)
+    say(f"[done] saved to {args.out} ({size / 1e6:.1f} MB) in {time.time() - t0:.0f}s total")
+    end_ranks(world)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""Data-parallel training (training/train_embedded.py under torchrun), on the CPU with gloo: two ranks train
+one model (identical weights at the end, changed from the start), draw different rows, share one clock
+(so they stop at the same step), and a one-process run has no process group."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / ".data"
+sys.path.insert(0, str(ROOT / "training"))
+import train_embedded as te  # noqa: E402
+
+needs_data = pytest.mark.skipif(not (DATA / "corpus_train.txt.xz").exists(), reason="needs the .data folder")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def save_initial_model(path):
+    """The smoke shape with random weights, for --init: the run's starting point, known to the test."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(DATA / "tokenizer")
+    config = te.build_config(te.SMOKE_SHAPE, len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, 512)
+    torch.manual_seed(7)
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def weights(path):
+    from safetensors.torch import load_file
+
+    return {k: v.float() for k, v in load_file(path / "model.safetensors").items()}
+
+
+@needs_data
+def test_two_ranks_train_one_model(tmp_path):
+    init, out = save_initial_model(tmp_path / "init"), tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "training/train_embedded.py"), "--data", str(DATA), "--tokenizer", str(DATA / "tokenizer"),
+           "--out", str(out), "--smoke", "--init", str(init), "--dropout", "0.1"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    # a rank that stopped alone would leave the other waiting in an all-reduce: the timeout turns that into a failure
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.count("[done]") == 1 and run.stdout.count("[model]") == 1  # rank 0 alone logs
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
+
+    rep = json.loads((out / "training_log.json").read_text())
+    assert rep["world_size"] == 2 and rep["steps"] == 6
+    assert rep["batch"] == 2 * 4 and rep["tokens_seen"] == 6 * 2 * 4 * 512  # the global batch
+    # each rank trained on its own rows (and dropout masks): without gradient averaging the copies would drift apart
+    assert rep["rank_weight_gap"] == 0.0
+    start, end = weights(init), weights(out)
+    assert start.keys() == end.keys()
+    changed = sum(not torch.equal(start[k].bfloat16().float(), end[k]) for k in start)
+    assert changed == len(start), f"only {changed} of {len(start)} tensors moved"
+
+
+def test_ranks_draw_different_windows():
+    stream = torch.arange(100_000, dtype=torch.int32)
+    rows = []
+    for rank in (0, 1):
+        torch.manual_seed(te.rank_seed(3, rank))
+        rows.append(te.natural_rows(stream, 4, 32, "cpu"))
+    assert te.rank_seed(3, 0) == 3  # rank 0 draws what a one-process run draws
+    assert not set(rows[0][:, 0].tolist()) & set(rows[1][:, 0].tolist())  # no shared window start
+
+
+@needs_data
+def test_ranks_build_different_reading_rows():
+    from tokenizers import Tokenizer
+
+    tok_file = str(DATA / "tokenizer/tokenizer.json")
+    bos, eos = (Tokenizer.from_file(tok_file).token_to_id(t) for t in ("<|bos|>", "<|eos|>"))
+    texts = te.reading_texts(te.read_docs(str(DATA / "corpus_val.txt"), 40), None)
+    rows = []
+    for rank in (0, 1):
+        tasks = te.TaskRows(texts, tok_file, 511, te.rank_seed(0, rank), bos, eos, te.KIND_WEIGHTS)
+        rows.append(next(iter(tasks))[0])
+    assert not torch.equal(rows[0], rows[1])
+
+
+def clock_and_gap(rank, port, out):
+    """One of two gloo ranks: rank 1's clock runs 100 s ahead and its weights differ by 0.5 in one place."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    clock = te.SittingClock(2, torch.device("cpu"))
+    clock.start -= 100 * rank
+    seen = [clock.seconds(step) for step in range(3, 3 + 2 * te.CLOCK_SYNC_STEPS)]
+    model = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.bias.fill_(0.0)
+        model.bias[2] += 0.5 * rank
+    torch.save({"seen": seen, "gap": te.rank_weight_gap(model, 2)}, out / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ranks_share_rank0_clock_and_the_weight_check_sees_a_drift(tmp_path):
+    mp.spawn(clock_and_gap, args=(free_port(), tmp_path), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert ranks[0]["seen"] == ranks[1]["seen"]  # same learning rate and stop decision on both
+    assert ranks[0]["seen"][0] < 50  # rank 0's clock, not rank 1's (100 s ahead)
+    assert ranks[0]["gap"] == ranks[1]["gap"] == 0.5
+
+
+def test_one_process_has_no_process_group(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    rank, world, device = te.start_ranks()
+    assert (rank, world) == (0, 1) and not dist.is_initialized()
+    assert te.SittingClock(world, device).seconds(0) >= 0  # the wall clock: a collective would raise here
