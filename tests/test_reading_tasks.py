@@ -412,3 +412,89 @@ def test_dropout_acts_while_training_and_leaves_evaluation_and_the_saved_config_
     model.save_pretrained(tmp_path)
     reloaded = LlamaForCausalLM.from_pretrained(tmp_path).eval()
     assert torch.allclose(reloaded(input_ids=ids).logits, clean, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- training facts composed from parts
+
+def _composed_draws(n: int, seed: int = 9) -> list[tuple[str, str, tuple, str]]:
+    """(relation, question, fact, question shape) for n training facts drawn as TaskMaker draws them."""
+    maker = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=seed)
+    out = []
+    for _ in range(n):
+        rel = maker.relation()
+        fact = maker.fact(rel)
+        question = maker.question(rel, fact[1], fact[3])
+        out.append((rel.name, question, fact, question.replace(fact[1], "{s}")))
+    return out
+
+
+def test_composed_phrasings_are_many_and_use_every_construction():
+    """Over 3,000 draws: hundreds of statement shapes and of question shapes, many in every relation, and
+    each construction occurs. A return to a few templates a relation (about 15 facts, 10 questions) fails."""
+    draws = _composed_draws(3000)
+    facts = {rt.shape_of(f) for _, _, f, _ in draws}
+    questions = {q for *_, q in draws}
+    assert len(facts) >= 800 and len(questions) >= 300, (len(facts), len(questions))
+    for name in rt.PHRASEBOOKS:
+        mine = [d for d in draws if d[0] == name]
+        assert len({rt.shape_of(f) for _, _, f, _ in mine}) >= 30, name
+        assert len({q for *_, q in mine}) >= 12, name
+    sentences = [f[0] for _, _, f, _ in draws]
+    for construction in (r"^It (is|was) .+ (who|that) ", r", (who|which) ", r"'s ", r"^(No one|Nobody|Only|The only) ",
+                         r" by [A-Z]", r"^(Everyone knows|Word has it) ", r", or so "):
+        assert sum(bool(re.search(construction, s)) for s in sentences) >= 10, construction
+    asked = [q for _, q, _, _ in draws]
+    for construction in (r"^Tell me ", r"^Which ", r"^Name ", r"'s .*\?$", r"^Who ", r"^(Can|Do) you "):
+        assert sum(bool(re.search(construction, q)) for q in asked) >= 10, construction
+
+
+def test_composed_answers_are_the_bare_value_in_the_document(maker):
+    """The answer is the value alone ('Clover', not 'the donkey Clover'), a span of the document."""
+    animals = set(rt.ANIMALS)
+    for kind in ("single", "multi"):
+        for _ in range(300):
+            task = maker.make(kind, 120)
+            assert task.answer in task.document, (task.question, task.answer)
+            assert not re.match(r"(the|a|an) ", task.answer) and not set(task.answer.split()) & animals, task.answer
+    for _, question, (sentence, s, v, _), _ in _composed_draws(2000, seed=4):
+        assert v in sentence and rt.capitalise(s)[1:] in sentence and v not in question, (sentence, question)
+
+
+def _heldout_wordings() -> list[tuple[str, re.Pattern]]:
+    """Each held-out template and a pattern that finds its wording anywhere in a text (slots: short values)."""
+    out = []
+    for t in set(_heldout_templates()):
+        pattern = re.escape(t.rstrip(".?"))
+        for slot in ("s", "S", "a", "v", "V", "s1", "s2"):
+            pattern = pattern.replace(re.escape("{" + slot + "}"), r"[\w'-]+(?: [\w'-]+){0,5}")
+        out.append((t, re.compile(pattern, re.IGNORECASE)))
+    return out
+
+
+def test_no_composed_sentence_or_question_says_a_heldout_wording():
+    """Over 4,000 training facts and questions, none equals a held-out template filled with the same names,
+    and none contains a held-out template's wording ('Nobody but X drives the Y', 'Where does X live')."""
+    wordings = _heldout_wordings()
+    held = _heldout_templates()
+    for _, question, (sentence, s, v, extra), _ in _composed_draws(4000, seed=11):
+        filled = {rt._fill(h, **{"a": "dog", **extra}, s=s, v=v, s1=s, s2=s) for h in held}
+        for text in (sentence, question):
+            assert text not in filled, text
+            assert not any(p.search(text) for _, p in wordings), (text, [t for t, p in wordings if p.search(text)])
+
+
+def test_multi_distractors_are_phrased_differently():
+    maker = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=12)
+    for _ in range(200):
+        facts = maker.distinct_facts(maker.relation(), 5)
+        assert len({rt.shape_of(f) for f in facts}) == 5, [f[0] for f in facts]
+
+
+def test_heldout_makers_compose_nothing():
+    """The held-out split keeps its fixed templates: no composer, and its facts come from its own templates."""
+    held = rt.TaskMaker(texts(400, 667), TOKENIZER, "heldout", seed=3)
+    assert held.composers == {}
+    for _ in range(100):
+        rel = held.relation()
+        sentence, s, v, extra = held.fact(rel)
+        assert sentence in {rt._fill(t, s=s, v=v, **extra) for t in rel.facts}
