@@ -15,12 +15,12 @@ case $step in
     python3 training/calibration_text.py --bytes 1500000 --out /tmp/calibration.txt
     gpus=$(nvidia-smi -L | wc -l); i=0
     for share in 25 50; do  # one GPU each where there are two
-      CUDA_VISIBLE_DEVICES=$(( i++ % gpus )) timeout "${ADAPTER_TIMEOUT:-300}" python3 -m pyramid_core convert --model "$model" --replace "0.$share" \
+      CUDA_VISIBLE_DEVICES=$(( i++ % gpus )) timeout "${ADAPTER_TIMEOUT:-420}" python3 -m pyramid_core convert --model "$model" --replace "0.$share" \
         --loss o_proj --steps "${ADAPTER_STEPS:-1500}" --lr 1e-3 --samples 384 --max-tokens 1024 \
         --distill-steps "${DISTILL_STEPS:-500}" --distill-lr 3e-4 --calibration-file /tmp/calibration.txt \
         --device cuda --dtype float32 --out "$results/recurformer-embedded-$share" > "$results/convert_$share.txt" 2>&1 &
     done
-    wait; tail -12 "$results"/convert_*.txt ;;
+    wait; tail -n 12 "$results"/convert_*.txt ;;
   rank)
     python3 training/rank_snapshots.py "$model"/snapshots/step-* "$model" ${SHIPPED:-} --out "$results/rank" 2>&1 | grep "^|"
     python3 training/rank_snapshots.py --pick "$results/rank.json" --max-ppl "${MAX_PPL:-37.0}" > "$results/chosen" \
