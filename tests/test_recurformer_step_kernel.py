@@ -23,7 +23,6 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pyramid_core.recurformer import stacked
 from pyramid_core.recurformer.rnn import GroupRNN, RNNConfig, RNNHeads
@@ -184,12 +183,10 @@ def test_stacked_step_routes_through_the_kernel(monkeypatch):
     mine, calls = state.clone(), []
     kernel = stacked_step_triton
     monkeypatch.setattr(step_triton, "stacked_step_triton", lambda *a: calls.append(1) or kernel(*a))
+    monkeypatch.setattr(stacked, "fused_step_fits", lambda *a: True)
     for t in range(PREFILL, PREFILL + STEPS):
         y, state = RNNHeads.step(stack, x[:, t:t + 1], pos[:, t:t + 1], state)
-        monkeypatch.setattr(stacked, "fused_step_fits", lambda *a: True)
         y_k, mine = stack.step(x[:, t:t + 1], pos[:, t:t + 1], mine)
-        monkeypatch.undo()
-        monkeypatch.setattr(step_triton, "stacked_step_triton", lambda *a: calls.append(1) or kernel(*a))
         assert_close(f"step {t} y", y, y_k, torch.float32)
         assert_close(f"step {t} state", state, mine, torch.float32)
     assert len(calls) == STEPS
