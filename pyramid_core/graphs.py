@@ -5,7 +5,8 @@ at batch 128 (Llama-2-13B shape) a step took ~35 ms where its weight and KV traf
 those kernels sit in stretches whose shapes never change from step to step: before attention (norm,
 q/k/v projections, RoPE), after it (o_proj, residual, norm, MLP, residual) and, with RecurFormer, the
 replaced groups' recurrences (projections, decay, RoPE, state update, read-out: ~40 kernels, once per
-layer since a layer's groups run stacked; recurformer/stacked.py). Those stretches of every layer
+layer since a layer's groups run stacked, recurformer/stacked.py; on CUDA a matmul and one fused
+kernel, recurformer/step_triton.py). Those stretches of every layer
 are captured once per batch size as CUDA graphs and replayed, one launch each. What changes shape every
 step stays eager between them: appending to the cache, attention over the slots a layer holds (a
 different count per layer with PyramidInfer) and the policy's bookkeeping. This is the "piecewise" use
@@ -147,9 +148,10 @@ def map_state(fn: Callable, state):
 
 
 def copy_state(static, value) -> None:
-    """Copy a recurrent state into a graph's state buffer of the same kind, in place."""
+    """Copy a recurrent state into a graph's state buffer of the same kind, in place (nothing to copy when
+    the step advanced the buffer itself: the fused RecurFormer step, recurformer/step_triton.py)."""
     if isinstance(static, torch.Tensor):
-        static.copy_(value)
+        load(static, value)
         return
     for f in dataclasses.fields(static):
         getattr(static, f.name).copy_(getattr(value, f.name))

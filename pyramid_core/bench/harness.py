@@ -68,8 +68,11 @@ def environment() -> dict:
     except ImportError:
         info["triton"] = None
     from ..recurformer.rnn import scan_backend
+    from ..recurformer.stacked import step_backend
 
-    info["recurformer_scan"] = scan_backend(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    info["recurformer_scan"] = scan_backend(device)
+    info["recurformer_step"] = step_backend(device)  # a stacked layer's decode step: fused kernel or twin
     return info
 
 

@@ -7,6 +7,8 @@ CUDA graphs or not (benchmarks/modes/modes_quick_2026-11-30_streaming_ring.md). 
 parameters are stacked once, so a step is one projection matmul (every group's q, k, v and decay
 rows in one weight), one RoPE, one state update and one read-out over n * G heads: the kernel count
 of a single group, whatever n. The prefill runs the same way (one chunked scan over n * G heads).
+On CUDA a decode step is one matmul and one Triton kernel (step_triton.py) for everything after it;
+RNNHeads.step is that kernel's twin, and what runs elsewhere or when FUSED_STEP is off.
 
 The maths is GroupRNN's (RNNHeads runs both); the tests compare a stack with its groups run one by
 one. The stack holds copies of the groups' tensors: it is derived data, built once per set of
@@ -21,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..optional import importable
 from .rnn import GroupRNN, RNNHeads, head_rms_norm
+
+# the decode step runs the fused Triton kernel where it fits (fused_step_fits); False keeps the PyTorch
+# twin everywhere (benchmarks and tests compare the two). Read at each step: a CUDA graph keeps the
+# path it was captured with.
+FUSED_STEP = True
 
 
 class StackedRNN(RNNHeads):
@@ -69,6 +77,34 @@ class StackedRNN(RNNHeads):
         if self.q_norm is not None:
             q, k = head_rms_norm(q, self.q_norm, self.cfg.norm_eps), head_rms_norm(k, self.k_norm, self.cfg.norm_eps)
         return self.heads_of(q.reshape(B, T, n * G, D), k.view(B, T, n, D), v, gate, positions)
+
+    def step(self, x: torch.Tensor, positions: torch.Tensor,
+             state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode one token per row: x [B, 1, C], positions [B, 1]; state [B, nG, D + taps - 1, D].
+
+        On CUDA: the projection matmul, then the fused kernel (step_triton.py), which advances the state
+        in place and returns it. Elsewhere RNNHeads.step, its twin, which returns a new state."""
+        if not fused_step_fits(x, state):
+            return super().step(x, positions, state)
+        from .step_triton import stacked_step_triton
+
+        proj = F.linear(x[:, 0], self.proj_weight, self.proj_bias)  # [B, W]
+        return stacked_step_triton(self, proj, positions.reshape(-1).contiguous(), state)
+
+
+def fused_step_fits(x: torch.Tensor, state: torch.Tensor | None) -> bool:
+    """Whether a stack's decode step runs the fused kernel: FUSED_STEP on, one token per row on CUDA in
+    fp16/bf16/fp32 (float64 stays on the twin, which computes in float64), a float32 state, Triton."""
+    return FUSED_STEP and x.is_cuda and x.shape[1] == 1 \
+        and x.dtype in (torch.float16, torch.bfloat16, torch.float32) \
+        and (state is None or state.dtype == torch.float32) \
+        and importable("triton", "the RecurFormer decode step uses the PyTorch twin on the GPU")
+
+
+def step_backend(device: torch.device) -> str:
+    """Which implementation runs a stack's decode step on this device (for benchmark metadata)."""
+    return "triton" if FUSED_STEP and device.type == "cuda" and importable(
+        "triton", "the RecurFormer decode step uses the PyTorch twin on the GPU") else "torch"
 
 
 def check_stackable(rnns: list[GroupRNN]) -> None:
