@@ -167,6 +167,8 @@ def test_no_state_is_a_zero_state():
 def test_the_twin_runs_on_a_cpu_and_when_switched_off(monkeypatch):
     stack = make_stack(2, 2, 32, 1, False, torch.float32, identity=False)
     x = torch.zeros(2, 1, C, device=DEVICE)
+    assert not stacked.FUSED_STEP  # off until its first GPU run (stacked.py says why)
+    monkeypatch.setattr(stacked, "FUSED_STEP", True)
     assert stacked.fused_step_fits(x, None) == (DEVICE == "cuda")
     assert not stacked.fused_step_fits(x.double(), None)
     monkeypatch.setattr(stacked, "FUSED_STEP", False)

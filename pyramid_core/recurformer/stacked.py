@@ -7,8 +7,8 @@ CUDA graphs or not (benchmarks/modes/modes_quick_2026-11-30_streaming_ring.md). 
 parameters are stacked once, so a step is one projection matmul (every group's q, k, v and decay
 rows in one weight), one RoPE, one state update and one read-out over n * G heads: the kernel count
 of a single group, whatever n. The prefill runs the same way (one chunked scan over n * G heads).
-On CUDA a decode step is one matmul and one Triton kernel (step_triton.py) for everything after it;
-RNNHeads.step is that kernel's twin, and what runs elsewhere or when FUSED_STEP is off.
+With FUSED_STEP on, a decode step on CUDA is one matmul and one Triton kernel (step_triton.py) for
+everything after it; RNNHeads.step is that kernel's twin, and what runs elsewhere or when it is off.
 
 The maths is GroupRNN's (RNNHeads runs both); the tests compare a stack with its groups run one by
 one. The stack holds copies of the groups' tensors: it is derived data, built once per set of
@@ -17,6 +17,7 @@ modules (`stack`) and rebuilt if a module's tensors change.
 
 from __future__ import annotations
 
+import os
 import weakref
 
 import torch
@@ -28,8 +29,10 @@ from .rnn import GroupRNN, RNNHeads, head_rms_norm
 
 # the decode step runs the fused Triton kernel where it fits (fused_step_fits); False keeps the PyTorch
 # twin everywhere (benchmarks and tests compare the two). Read at each step: a CUDA graph keeps the
-# path it was captured with.
-FUSED_STEP = True
+# path it was captured with. Off by default until the kernel's first GPU run (compiled by the GPU
+# machine's Triton, captured in graphs, timed: benchmarks/rnn_step_kernel.py); it has only run in
+# Triton's interpreter on a CPU. PYRAMID_FUSED_RNN_STEP=1 turns it on.
+FUSED_STEP = os.environ.get("PYRAMID_FUSED_RNN_STEP", "0") == "1"
 
 
 class StackedRNN(RNNHeads):
