@@ -3,7 +3,9 @@ one model (identical weights at the end, changed from the start), draw different
 (so they stop at the same step), and a one-process run has no process group."""
 
 import json
+import lzma
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,12 +16,32 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from pyramid_core.resources import asset
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
 sys.path.insert(0, str(ROOT / "training"))
 import train_embedded as te  # noqa: E402
 
-needs_data = pytest.mark.skipif(not (DATA / "corpus_train.txt.xz").exists(), reason="needs the .data folder")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """The corpus folder: .data where it was built (training/README.md), else a small one made of the
+    repository's own texts, so that these tests also run where .data is not (CI)."""
+    if (DATA / "corpus_train.txt.xz").exists():
+        return DATA
+    folder = tmp_path_factory.mktemp("data")
+    text = "\n\n".join(asset(name).read_text() for name in ("heldout.txt", "calibration.txt"))
+    paras = [p.strip() for p in text.split("\n\n") if p.strip()]
+    docs = ["\n\n".join(paras[i:i + 6]) for i in range(0, len(paras), 6)]
+    sep = f"\n{te.DOC_SEP}\n"
+    with lzma.open(folder / "corpus_train.txt.xz", "wt", encoding="utf-8") as f:
+        f.write(sep.join(docs[:-20]))
+    (folder / "corpus_val.txt").write_text(sep.join(docs[-20:]), encoding="utf-8")
+    shutil.copytree(asset("embedded"), folder / "tokenizer", ignore=lambda d, names: [
+        n for n in names if not n.startswith("tokenizer")])
+    return folder
 
 
 def free_port():
@@ -28,11 +50,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def save_initial_model(path):
+def save_initial_model(path, data):
     """The smoke shape with random weights, for --init: the run's starting point, known to the test."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(DATA / "tokenizer")
+    tok = AutoTokenizer.from_pretrained(data / "tokenizer")
     config = te.build_config(te.SMOKE_SHAPE, len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, 512)
     torch.manual_seed(7)
     LlamaForCausalLM(config).save_pretrained(path)
@@ -45,11 +67,10 @@ def weights(path):
     return {k: v.float() for k, v in load_file(path / "model.safetensors").items()}
 
 
-@needs_data
-def test_two_ranks_train_one_model(tmp_path):
-    init, out = save_initial_model(tmp_path / "init"), tmp_path / "out"
+def test_two_ranks_train_one_model(tmp_path, data):
+    init, out = save_initial_model(tmp_path / "init", data), tmp_path / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "training/train_embedded.py"), "--data", str(DATA), "--tokenizer", str(DATA / "tokenizer"),
+           str(ROOT / "training/train_embedded.py"), "--data", str(data), "--tokenizer", str(data / "tokenizer"),
            "--out", str(out), "--smoke", "--init", str(init), "--dropout", "0.1"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     # a rank that stopped alone would leave the other waiting in an all-reduce: the timeout turns that into a failure
@@ -79,13 +100,12 @@ def test_ranks_draw_different_windows():
     assert not set(rows[0][:, 0].tolist()) & set(rows[1][:, 0].tolist())  # no shared window start
 
 
-@needs_data
-def test_ranks_build_different_reading_rows():
+def test_ranks_build_different_reading_rows(data):
     from tokenizers import Tokenizer
 
-    tok_file = str(DATA / "tokenizer/tokenizer.json")
+    tok_file = str(data / "tokenizer/tokenizer.json")
     bos, eos = (Tokenizer.from_file(tok_file).token_to_id(t) for t in ("<|bos|>", "<|eos|>"))
-    texts = te.reading_texts(te.read_docs(str(DATA / "corpus_val.txt"), 40), None)
+    texts = te.reading_texts(te.read_docs(str(data / "corpus_val.txt"), 40), None)
     rows = []
     for rank in (0, 1):
         tasks = te.TaskRows(texts, tok_file, 511, te.rank_seed(0, rank), bos, eos, te.KIND_WEIGHTS)
