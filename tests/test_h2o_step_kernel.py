@@ -16,7 +16,8 @@ from pyramid_core import generate
 from pyramid_core.cache import LayerCache
 from pyramid_core.kernels import h2o_step as h2o_step_module
 from pyramid_core.kernels.h2o_step import h2o_step_torch
-from pyramid_core.policies import h2o
+from pyramid_core.kernels.scores import recent_attention_scores_torch
+from pyramid_core.policies import base, h2o
 from pyramid_core.policies.h2o import H2OPolicy
 from tests.test_streaming_ring import prompts, run
 from tests.tiny_models import tiny_model
@@ -31,7 +32,15 @@ CASES = [([37, 37], 0.3, 0.5, 2), ([61, 17], 0.37, 0.34, 2), ([40, 13], 0.5, 1.0
          ([1, 1], 0.5, 0.5, 2), ([150, 90], 0.07, 0.43, 1), ([33, 50], 0.25, 0.0, 4)]
 
 
+def plain_scoring(monkeypatch):
+    """Both paths score with the PyTorch scorer, on a GPU too (where the position path would run the
+    Triton scorer and the slot path its kernels): then they must agree bit for bit."""
+    monkeypatch.setattr(base, "recent_attention_scores", recent_attention_scores_torch)
+    monkeypatch.setattr(h2o, "h2o_step", h2o_step_torch)
+
+
 def run_path(by_slot, lm, policy, ids, mask, steps, monkeypatch):
+    plain_scoring(monkeypatch)
     monkeypatch.setattr(h2o, "FUSED_STEP", by_slot)
     logits, kept, cache = run(lm, policy, ids, mask, steps)
     return logits, kept
@@ -74,6 +83,7 @@ def test_back_to_positions_gives_the_position_path_scores(monkeypatch):
 
     lm = tiny_model("llama", layers=2)
     ids, mask = prompts([30, 21], lm.config.vocab_size)
+    plain_scoring(monkeypatch)
     reqs = []
     for on in (True, False):
         monkeypatch.setattr(h2o, "FUSED_STEP", on)
@@ -97,8 +107,9 @@ def test_back_to_positions_gives_the_position_path_scores(monkeypatch):
 # ----------------------------------------------------------------------------- engine, switch on and off
 
 def greedy(lm, ids, mask, monkeypatch, by_slot, kernel=False):
+    plain_scoring(monkeypatch)
     monkeypatch.setattr(h2o, "FUSED_STEP", by_slot)
-    if kernel:  # the Triton kernels on a CPU tensor: Triton's interpreter runs them
+    if kernel:  # the Triton kernels, on a CPU in Triton's interpreter
         monkeypatch.setattr(h2o, "h2o_step", kernel_step)
     records = list(generate(lm, ids, attention_mask=mask, policy=H2OPolicy(kv_budget=0.3, recent_share=0.4),
                             max_new_tokens=24, record_positions=True))
@@ -165,6 +176,8 @@ KERNEL_CASES = [  # B, H, H_kv, T, D
 
 @needs_triton
 @pytest.mark.parametrize("B, H, H_kv, T, D", KERNEL_CASES, ids=lambda v: str(v))
+# no bfloat16: the interpreter's tl.dot over bfloat16 is off by ~0.3 in these scores (the position path's
+# scorer too, scores_triton.py), so bfloat16 is checked on the GPU (benchmarks/h2o_step_kernel.py)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_kernel_equals_twin_over_steps(B, H, H_kv, T, D, dtype):
     gen = torch.Generator().manual_seed(B * 1000 + T)

@@ -12,7 +12,10 @@ A decode step answers with an `Evict` (base.py): each row's lowest-scoring slot 
 and the next token is written into it (cache.py), where a Keep sorted, gathered and reallocated the
 whole layer at every step (H2O at 0.15-0.42x the baseline's tokens/s, H200, 2026-11-30). The votes
 come from the new query alone (one pass of q.K over the held keys, kernels/scores.py); the attention
-step's own probabilities are not kept by its fused kernels.
+step's own probabilities are not kept by its fused kernels. With FUSED_STEP on, decode keeps the scores
+per cache slot instead (kernels/h2o_step.py): the scoring, the update and the Evict's scores are one
+call (two Triton kernels on CUDA); a slot whose position changed since the last step holds the token
+the cache wrote into the freed slot, and its score restarts there, on the device.
 
 Where we depart from the paper and its code (FMInference/H2O, h2o_hf/utils_real_drop), and why:
 - One set of tokens per layer, not one per head: the scores are summed over the layer's heads,
