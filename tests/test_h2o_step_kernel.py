@@ -7,6 +7,7 @@ a CPU (TRITON_INTERPRET=1, conftest.py): scores to tolerance, the evicted slots 
 steps of one evolving slot state.
 """
 
+import importlib.util
 import os
 
 import pytest
@@ -42,8 +43,7 @@ def plain_scoring(monkeypatch):
 def run_path(by_slot, lm, policy, ids, mask, steps, monkeypatch):
     plain_scoring(monkeypatch)
     monkeypatch.setattr(h2o, "FUSED_STEP", by_slot)
-    logits, kept, cache = run(lm, policy, ids, mask, steps)
-    return logits, kept
+    return run(lm, policy, ids, mask, steps)[:2]
 
 
 @pytest.mark.parametrize("lengths,share,recent,kv_heads", CASES, ids=lambda c: str(c).replace(" ", ""))
@@ -124,11 +124,7 @@ def test_engine_greedy_tokens_equal_with_the_switch_on_and_off(monkeypatch):
 
 # ----------------------------------------------------------------------------- kernels against the twin
 
-triton_missing = False
-try:
-    import triton  # noqa: F401
-except ImportError:
-    triton_missing = True
+triton_missing = importlib.util.find_spec("triton") is None
 interpreter_off = not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 needs_triton = pytest.mark.skipif(triton_missing or interpreter_off,
                                   reason="the kernels need Triton (on a CPU, its interpreter: conftest.py)")
