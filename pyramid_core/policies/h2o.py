@@ -12,7 +12,10 @@ A decode step answers with an `Evict` (base.py): each row's lowest-scoring slot 
 and the next token is written into it (cache.py), where a Keep sorted, gathered and reallocated the
 whole layer at every step (H2O at 0.15-0.42x the baseline's tokens/s, H200, 2026-11-30). The votes
 come from the new query alone (one pass of q.K over the held keys, kernels/scores.py); the attention
-step's own probabilities are not kept by its fused kernels.
+step's own probabilities are not kept by its fused kernels. With FUSED_STEP on, decode keeps the scores
+per cache slot instead (kernels/h2o_step.py): the scoring, the update and the Evict's scores are one
+call (two Triton kernels on CUDA); a slot whose position changed since the last step holds the token
+the cache wrote into the freed slot, and its score restarts there, on the device.
 
 Where we depart from the paper and its code (FMInference/H2O, h2o_hf/utils_real_drop), and why:
 - One set of tokens per layer, not one per head: the scores are summed over the layer's heads,
@@ -25,12 +28,21 @@ Where we depart from the paper and its code (FMInference/H2O, h2o_hf/utils_real_
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
 
+from ..kernels.h2o_step import h2o_step
 from ..transfer import to_device
 from .base import ALWAYS, Evict, Keep, LayerContext, Policy, PolicyState, check_share
+
+# Decode with scores kept per cache slot (issue 19): once full, a layer's step is h2o_step (on CUDA two
+# Triton kernels, kernels/h2o_step_triton.py; elsewhere its twin) plus the cache's Evict, where the
+# position-indexed path launched about ten kernels more. Read when a request starts (H2OState.by_slot).
+# Off by default until the kernels' first GPU run (compiled, timed: benchmarks/h2o_step_kernel.py); they
+# have only run in Triton's interpreter on a CPU. PYRAMID_FUSED_H2O_STEP=1 turns it on.
+FUSED_STEP = os.environ.get("PYRAMID_FUSED_H2O_STEP", "0") == "1"
 
 
 @dataclass
@@ -39,6 +51,9 @@ class H2OState(PolicyState):
 
     budgets: per row, the tokens its cache holds once full (fixed at the prefill, from its prompt).
     scores:  per layer, [B, P] accumulated attention indexed by original position (P grows as needed).
+    by_slot: decode with slot-indexed scores (FUSED_STEP when the request started).
+    slots:   per layer, (scores [B, T] float32, positions [B, T] long) of each cache slot at the last
+             step, by_slot only: made from `scores` at the first decode step, which then goes.
     on_device, last_old: decode's small tensors, made once per device (device_tensors) and per step
              (last_old).
     """
@@ -46,11 +61,14 @@ class H2OState(PolicyState):
     num_layers: int
     budgets: list[int] | None = None
     scores: list[torch.Tensor | None] = field(default_factory=list)
+    by_slot: bool = field(default_factory=lambda: FUSED_STEP)
+    slots: list[tuple[torch.Tensor, torch.Tensor] | None] = field(default_factory=list)
     on_device: dict = field(default_factory=dict)  # device -> (voter weights, recent windows)
     last_old: tuple[tuple, torch.Tensor] | None = None  # ((seen of row 0, device), last_old()) of this step
 
     def __post_init__(self):
         self.scores = self.scores or [None] * self.num_layers
+        self.slots = self.slots or [None] * self.num_layers
 
 
 @dataclass
@@ -90,13 +108,51 @@ class H2OPolicy(Policy):
 
     def decode(self, ctx: LayerContext) -> Evict | Keep | None:
         state = ctx.state
+        full = all(held == b + 1 for held, b in zip(ctx.counts, state.budgets))
+        if state.by_slot and full:
+            scores, last = self.slot_state(ctx)
+            return Evict(h2o_step(ctx.queries, ctx.query_positions, ctx.keys, ctx.positions, scores, last,
+                                  self.last_old(ctx), ctx.scale))
+        if state.slots[ctx.layer] is not None:
+            self.scores_by_position(ctx)
         slots = ctx.positions.clamp(min=0)
         self.accumulate(ctx, ctx.attention_scores(ctx.queries, ctx.query_positions,
                                                   self.device_tensors(ctx)[0]), slots)
-        if any(held != b + 1 for held, b in zip(ctx.counts, state.budgets)):
+        if not full:
             return self.evict(ctx)  # not every row one over its budget (never once the prefill cut)
         recent = ctx.positions > self.last_old(ctx)
         return Evict(state.scores[ctx.layer].gather(1, slots).masked_fill(recent, ALWAYS))
+
+    def slot_state(self, ctx: LayerContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's slot scores and the positions they were kept for, [B, T] views (by_slot).
+
+        Made at the first decode step from the position-indexed scores: the new token's slot gets its
+        position's score, 0, and restarts from its own attention in h2o_step like any new token. Slots the
+        cache added since (a block more) start with position -2, which no slot holds: they restart too.
+        """
+        state, T = ctx.state, ctx.positions.shape[1]
+        held = state.slots[ctx.layer]
+        if held is None:
+            by_position = state.scores[ctx.layer]
+            if by_position.shape[1] < max(ctx.seen):
+                by_position = torch.nn.functional.pad(by_position, (0, max(ctx.seen) - by_position.shape[1]))
+            scores = by_position.gather(1, ctx.positions.clamp(min=0)).masked_fill(ctx.positions < 0, 0.0)
+            held = (scores, ctx.positions.clone())
+            state.scores[ctx.layer] = None
+        elif held[0].shape[1] < T:
+            grow = T - held[0].shape[1]
+            held = (torch.nn.functional.pad(held[0], (0, grow)), torch.nn.functional.pad(held[1], (0, grow), value=-2))
+        state.slots[ctx.layer] = held
+        return held[0][:, :T], held[1][:, :T]
+
+    def scores_by_position(self, ctx: LayerContext) -> None:
+        """Back to position-indexed scores from the slot state (a step where some row is not one over its
+        budget, which the prefill's cut never leaves): the position path takes over from here."""
+        scores, last = self.slot_state(ctx)
+        mine = scores.masked_fill((ctx.positions != last) | (ctx.positions < 0), 0.0)  # changed: a new token
+        by_position = torch.zeros(scores.shape[0], max(ctx.seen) + 64, device=scores.device)
+        ctx.state.scores[ctx.layer] = by_position.scatter_add_(1, ctx.positions.clamp(min=0), mine)
+        ctx.state.slots[ctx.layer] = None
 
     def device_tensors(self, ctx: LayerContext) -> tuple[torch.Tensor, torch.Tensor]:
         """(voter weights [B, 1] of ones, each row's recent window [B, 1]) on the layer's device, made

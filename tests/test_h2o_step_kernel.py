@@ -1,0 +1,210 @@
+"""H2O's slot-indexed decode step (h2o.FUSED_STEP, kernels/h2o_step.py) against the position-indexed path
+it shadows, and its Triton kernels against their twin.
+
+The twin computes the attention as the position path does, so the two must keep the same positions in
+every layer and row at every step, and give the same logits. The kernels run in Triton's interpreter on
+a CPU (TRITON_INTERPRET=1, conftest.py): scores to tolerance, the evicted slots identical, over several
+steps of one evolving slot state.
+"""
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+from pyramid_core import generate
+from pyramid_core.cache import LayerCache
+from pyramid_core.kernels import h2o_step as h2o_step_module
+from pyramid_core.kernels.h2o_step import h2o_step_torch
+from pyramid_core.kernels.scores import recent_attention_scores_torch
+from pyramid_core.policies import base, h2o
+from pyramid_core.policies.h2o import H2OPolicy
+from tests.test_streaming_ring import prompts, run
+from tests.tiny_models import tiny_model
+
+
+# ----------------------------------------------------------------------------- slot path = position path
+
+# (prompt lengths, kv_budget, recent_share, kv heads of 4): batch 2 with pads and unequal budgets; odd
+# heavy and recent sizes; the whole prompt kept; no recent window (budget 1); all recent but one; GQA
+# groups of 1, 2 and 4
+CASES = [([37, 37], 0.3, 0.5, 2), ([61, 17], 0.37, 0.34, 2), ([40, 13], 0.5, 1.0, 1), ([9, 2], 1.0, 0.7, 4),
+         ([1, 1], 0.5, 0.5, 2), ([150, 90], 0.07, 0.43, 1), ([33, 50], 0.25, 0.0, 4)]
+
+
+def plain_scoring(monkeypatch):
+    """Both paths score with the PyTorch scorer, on a GPU too (where the position path would run the
+    Triton scorer and the slot path its kernels): then they must agree bit for bit."""
+    monkeypatch.setattr(base, "recent_attention_scores", recent_attention_scores_torch)
+    monkeypatch.setattr(h2o, "h2o_step", h2o_step_torch)
+
+
+def run_path(by_slot, lm, policy, ids, mask, steps, monkeypatch):
+    plain_scoring(monkeypatch)
+    monkeypatch.setattr(h2o, "FUSED_STEP", by_slot)
+    return run(lm, policy, ids, mask, steps)[:2]
+
+
+@pytest.mark.parametrize("lengths,share,recent,kv_heads", CASES, ids=lambda c: str(c).replace(" ", ""))
+def test_slot_path_keeps_what_the_position_path_kept(lengths, share, recent, kv_heads, monkeypatch):
+    lm = tiny_model("llama", layers=3, num_key_value_heads=kv_heads)
+    ids, mask = prompts(lengths, lm.config.vocab_size)
+    policy = H2OPolicy(kv_budget=share, recent_share=recent)
+    slot_logits, slot_kept = run_path(True, lm, policy, ids, mask, 40, monkeypatch)
+    ref_logits, ref_kept = run_path(False, lm, policy, ids, mask, 40, monkeypatch)
+    assert slot_kept == ref_kept
+    assert torch.equal(slot_logits, ref_logits)
+
+
+def test_the_switch_routes_a_request_to_slot_scores(monkeypatch):
+    """With FUSED_STEP on, every layer's scores move to the slots at the first decode step and stay there."""
+    from pyramid_core.engine import start_request, step
+
+    lm = tiny_model("llama", layers=2)
+    ids, mask = prompts([30, 21], lm.config.vocab_size)
+    for on in (True, False):
+        monkeypatch.setattr(h2o, "FUSED_STEP", on)
+        req = start_request(lm, ids, mask, H2OPolicy(kv_budget=0.4))
+        with torch.inference_mode():
+            step(req, ids)
+            for token in range(3, 8):
+                step(req, torch.full((2,), token))
+        assert req.state.by_slot == on
+        assert all((s is not None) == on for s in req.state.slots)
+        assert all((s is None) == on for s in req.state.scores)
+
+
+def test_back_to_positions_gives_the_position_path_scores(monkeypatch):
+    """scores_by_position (a step where some row is not one over its budget) rebuilds the scores the
+    position path holds for every held position."""
+    from pyramid_core.engine import start_request, step
+    from pyramid_core.policies.base import LayerContext
+
+    lm = tiny_model("llama", layers=2)
+    ids, mask = prompts([30, 21], lm.config.vocab_size)
+    plain_scoring(monkeypatch)
+    reqs = []
+    for on in (True, False):
+        monkeypatch.setattr(h2o, "FUSED_STEP", on)
+        req = start_request(lm, ids, mask, H2OPolicy(kv_budget=0.4, recent_share=0.3))
+        with torch.inference_mode():
+            step(req, ids)
+            for token in range(3, 12):
+                step(req, torch.full((2,), token))
+        reqs.append(req)
+    slot, ref = reqs
+    with torch.inference_mode():
+        for idx, layer in enumerate(slot.cache.layers):
+            ctx = LayerContext(idx, 2, "decode", list(layer.counts), slot.seen, slot.state, None, None, 1.0,
+                               layer.held)
+            slot.policy.scores_by_position(ctx)
+            for row in range(2):
+                held = ctx.positions[row][ctx.positions[row] >= 0]  # the freed slot is now empty: not held
+                assert torch.equal(slot.state.scores[idx][row, held], ref.state.scores[idx][row, held])
+
+
+# ----------------------------------------------------------------------------- engine, switch on and off
+
+def greedy(lm, ids, mask, monkeypatch, by_slot, kernel=False):
+    plain_scoring(monkeypatch)
+    monkeypatch.setattr(h2o, "FUSED_STEP", by_slot)
+    if kernel:  # the Triton kernels, on a CPU in Triton's interpreter
+        monkeypatch.setattr(h2o, "h2o_step", kernel_step)
+    records = list(generate(lm, ids, attention_mask=mask, policy=H2OPolicy(kv_budget=0.3, recent_share=0.4),
+                            max_new_tokens=24, record_positions=True))
+    return [r.token_ids for r in records], [r.kept_positions for r in records]
+
+
+def test_engine_greedy_tokens_equal_with_the_switch_on_and_off(monkeypatch):
+    lm = tiny_model("llama", layers=3)
+    ids, mask = prompts([45, 28], lm.config.vocab_size)
+    assert greedy(lm, ids, mask, monkeypatch, True) == greedy(lm, ids, mask, monkeypatch, False)
+
+
+# ----------------------------------------------------------------------------- kernels against the twin
+
+triton_missing = importlib.util.find_spec("triton") is None
+interpreter_off = not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+needs_triton = pytest.mark.skipif(triton_missing or interpreter_off,
+                                  reason="the kernels need Triton (on a CPU, its interpreter: conftest.py)")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def kernel_step(*args):
+    from pyramid_core.kernels.h2o_step_triton import h2o_step_triton
+
+    return h2o_step_triton(*args)
+
+
+def evicted_slot(scores, positions):
+    """The slot the cache frees for these Evict scores (cache.evict, its tie rule)."""
+    B, T = positions.shape
+    layer = LayerCache(B, 1, 16, torch.float32, positions.device, 16)
+    layer.positions, layer.length, layer.counts, layer.has_holes = positions.clone(), T, [T] * B, True
+    layer.evict(scores)
+    return layer.evicted
+
+
+def slot_layer(B, H_kv, T, D, dtype, gen):
+    """Keys as a view of a larger buffer; positions out of slot order with empty slots in front of
+    shorter rows and holes, one slot per row after the query (masked out)."""
+    keys = torch.randn(B, H_kv, T + 11, D, generator=gen).to(DEVICE, dtype)[:, :, :T]
+    positions = torch.stack([torch.randperm(T, generator=gen) * 3 + 5 for _ in range(B)])
+    for b in range(B):
+        positions[b, :b * (T // 5)] = -1
+        positions[b, torch.rand(T, generator=gen) < 0.1] = -1
+    q_pos = positions.max(1, keepdim=True).values + 1
+    positions[:, 1] = q_pos[:, 0] + 7  # a slot after the query
+    last = positions.clone()
+    last[torch.rand(B, T, generator=gen) < 0.05] = -2  # slots whose token changed: they restart
+    scores = (torch.rand(B, T, generator=gen) * 4).masked_fill(positions < 0, 0.0)
+    return keys, positions.to(DEVICE), q_pos.to(DEVICE), scores.to(DEVICE), last.to(DEVICE)
+
+
+KERNEL_CASES = [  # B, H, H_kv, T, D
+    (3, 4, 4, 100, 32),   # groups of 1
+    (3, 8, 2, 300, 64),   # groups of 4, two chunks of the first kernel
+    (1, 6, 2, 37, 64),    # the embedded model's heads (groups of 3)
+    (2, 4, 1, 513, 32),   # one KV head, a chunk of one slot
+]
+
+
+@needs_triton
+@pytest.mark.parametrize("B, H, H_kv, T, D", KERNEL_CASES, ids=lambda v: str(v))
+# no bfloat16: the interpreter's tl.dot over bfloat16 is off by ~0.3 in these scores (the position path's
+# scorer too, scores_triton.py), so bfloat16 is checked on the GPU (benchmarks/h2o_step_kernel.py)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_kernel_equals_twin_over_steps(B, H, H_kv, T, D, dtype):
+    gen = torch.Generator().manual_seed(B * 1000 + T)
+    keys, positions, q_pos, scores, last = slot_layer(B, H_kv, T, D, dtype, gen)
+    recent = torch.tensor([[3], [0], [T // 4]])[:B].to(DEVICE)
+    mine = (scores.clone(), last.clone())
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    for _ in range(4):  # each step writes the new token over the slot the last one freed
+        q = torch.randn(B, H, 1, D, generator=gen).to(DEVICE, dtype)
+        cut = q_pos - recent
+        want = h2o_step_torch(q, q_pos, keys, positions, scores, last, cut, D ** -0.5)
+        got = kernel_step(q, q_pos, keys, positions, mine[0], mine[1], cut, D ** -0.5)
+        torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+        torch.testing.assert_close(mine[0], scores, atol=tol * 4, rtol=tol)
+        assert torch.equal(mine[1], last)
+        slot = evicted_slot(want, positions)
+        assert torch.equal(evicted_slot(got, positions), slot)
+        rows = torch.arange(B, device=DEVICE)
+        positions[rows, slot] = q_pos[:, 0]
+        keys[rows, :, slot] = torch.randn(B, H_kv, D, generator=gen).to(DEVICE, dtype)
+        q_pos = q_pos + 1
+
+
+@needs_triton
+def test_engine_greedy_tokens_equal_with_the_kernels(monkeypatch):
+    """The kernels (in the interpreter) in the engine's decode steps keep what the position path kept."""
+    lm = tiny_model("llama", layers=2)
+    ids, mask = prompts([45, 28], lm.config.vocab_size)
+    assert greedy(lm, ids, mask, monkeypatch, True, kernel=True) == greedy(lm, ids, mask, monkeypatch, False)
+
+
+def test_the_kernels_take_cuda_layers_only():
+    q, k = torch.zeros(1, 4, 1, 32), torch.zeros(1, 2, 5, 32)
+    assert not h2o_step_module.kernel_fits(q, k)
