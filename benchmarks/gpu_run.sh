@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run on the GPU machine (the device tool): GPU tests, kernel checks and benchmark suites, results to $OUT.
 #   bash benchmarks/gpu_run.sh tests kernels engine overhead prefill8k recurformer table1
+#   bash benchmarks/gpu_run.sh fused_tests rnn_step h2o_step     # the opt-in fused decode steps (~3 minutes)
 # flash-linear-attention travels as wheels in .whl/ (pip download fla-core einops; see the README).
 # app_overhead runs benchmarks/app_overhead.py on this machine's CPU (a second CPU to check on), pinned to
 # APP_CORES (default 0,1: two cores, as on the development machines), with Gradio and Plotly from
@@ -15,6 +16,12 @@ for step in "$@"; do
   echo "=== $step $(date +%T)"
   case $step in
     tests) python -m pytest -q -rs tests/test_graphs.py tests/test_scores.py tests/test_decode_kernel.py tests/test_recurformer.py -k "cuda or gpu or triton or kernel" ;;
+    # the opt-in fused decode steps (off by default until these pass and are timed here): their kernels
+    # compiled for real, against their twins, in the engine and in CUDA graphs
+    fused_tests) PYRAMID_FUSED_RNN_STEP=1 PYRAMID_FUSED_H2O_STEP=1 python -m pytest -q -rs \
+        tests/test_recurformer_step_kernel.py tests/test_stacked_rnn.py tests/test_h2o_step_kernel.py tests/test_h2o*.py ;;
+    rnn_step) python benchmarks/rnn_step_kernel.py "$RES/rnn_step_kernel.json" ;;
+    h2o_step) PYTHONPATH=. python benchmarks/h2o_step_kernel.py "$RES/h2o_step_kernel.json" ;;
     kernels) python benchmarks/check_kernels.py "$RES/kernel_check.json" ;;
     app_overhead)
       mkdir -p /tmp/cpusite && tar -C /tmp/cpusite -xzf .cpusite/site.tgz || exit 1
