@@ -3,6 +3,7 @@
 #   bash training/gpu_after.sh reading  MODEL_DIR RESULTS   # held-out reading tasks, baseline + modes
 #   bash training/gpu_after.sh adapters MODEL_DIR RESULTS   # RecurFormer adapters 25% and 50%, in parallel
 #   bash training/gpu_after.sh rank     RUN_DIR RESULTS     # score RUN_DIR, its snapshots (and $SHIPPED); best to RESULTS/chosen
+#   bash training/gpu_after.sh gap      MODEL_DIR RESULTS   # training-pool vs held-out-pool accuracy (pool_gap.py)
 # ADAPTER_STEPS / DISTILL_STEPS / ADAPTER_TIMEOUT size the conversion (stage A, stage B, seconds each).
 set -uo pipefail
 step=$1 model=$2 results=$3
@@ -25,5 +26,7 @@ case $step in
     python3 training/rank_snapshots.py "$model"/snapshots/step-* "$model" ${SHIPPED:-} --out "$results/rank" 2>&1 | grep "^|"
     python3 training/rank_snapshots.py --pick "$results/rank.json" --max-ppl "${MAX_PPL:-37.0}" > "$results/chosen" \
       && echo "chosen: $(cat "$results/chosen")" ;;
+  gap)
+    python3 training/pool_gap.py "$model" --n 80 --out "$results/pool_gap.json" ;;
   *) echo "unknown step $step"; exit 2 ;;
 esac
