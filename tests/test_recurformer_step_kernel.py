@@ -28,6 +28,7 @@ from pyramid_core.recurformer import stacked
 from pyramid_core.recurformer.rnn import GroupRNN, RNNConfig, RNNHeads
 from pyramid_core.recurformer.stacked import StackedRNN
 from tests.test_recurformer import assert_close
+from tests.test_stacked_rnn import randomise_state_params
 
 triton = pytest.importorskip("triton", reason="Triton is not installed (requirements-dev.txt installs it)")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -52,12 +53,7 @@ def make_stack(n, G, D, taps, norms, dtype, seed=0, identity=True) -> StackedRNN
             for linear in (rnn.q_proj, rnn.k_proj, rnn.v_proj):
                 linear.weight.normal_(0, C ** -0.5, generator=gen)
                 linear.bias.normal_(0, 0.2, generator=gen)
-            rnn.decay.weight.normal_(0, 0.3, generator=gen)
-            rnn.decay.bias.normal_(2, 0.5, generator=gen)
-            rnn.out_weight.normal_(1, 0.3, generator=gen)
-            rnn.skip.normal_(0, 0.5, generator=gen)
-            if rnn.taps is not None:
-                rnn.taps.normal_(0, 0.5, generator=gen)
+            randomise_state_params(rnn, gen)
             if norms:
                 rnn.q_norm.weight.normal_(1, 0.2, generator=gen)
                 rnn.k_norm.weight.normal_(1, 0.2, generator=gen)

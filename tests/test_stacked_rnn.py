@@ -18,20 +18,25 @@ from tests.tiny_models import tiny_model
 WIDE = dict(num_attention_heads=8, num_key_value_heads=4)  # G = 2 query heads per group, 4 groups a layer
 
 
+@torch.no_grad()
+def randomise_state_params(rnn, gen):
+    """Decay, read-out scale, skip and taps away from their initial values, so that every term of a step
+    shows in a comparison (also used by test_recurformer_step_kernel.py)."""
+    rnn.decay.weight.normal_(0, 0.3, generator=gen)
+    rnn.decay.bias.normal_(2, 0.5, generator=gen)
+    rnn.out_weight.normal_(1, 0.3, generator=gen)
+    rnn.skip.normal_(0, 0.5, generator=gen)
+    if rnn.taps is not None:
+        rnn.taps.normal_(0, 0.5, generator=gen)
+
+
 def random_groups(lm, layer: int, groups: list[int], taps: int = 1, seed: int = 0) -> list[GroupRNN]:
     """GroupRNNs of the layer's groups with every parameter made to matter, each group's different."""
     base, cfg = lm.model.model, rnn_config(lm, taps=taps)
     rnns = []
     for i, group in enumerate(groups):
         rnn = GroupRNN.from_attention(base.layers[layer].self_attn, base.rotary_emb, group, cfg)
-        gen = torch.Generator().manual_seed(seed + i)
-        with torch.no_grad():
-            rnn.decay.weight.normal_(0, 0.3, generator=gen)
-            rnn.decay.bias.normal_(2, 0.5, generator=gen)
-            rnn.out_weight.normal_(1, 0.3, generator=gen)
-            rnn.skip.normal_(0, 0.5, generator=gen)
-            if rnn.taps is not None:
-                rnn.taps.normal_(0, 0.5, generator=gen)
+        randomise_state_params(rnn, torch.Generator().manual_seed(seed + i))
         rnns.append(rnn.eval().requires_grad_(False))
     return rnns
 
