@@ -120,3 +120,32 @@ def test_a_step_past_the_reserve_is_refused(lm):
             step(req, torch.tensor([5]))
         with pytest.raises(AssertionError, match="reserve"):
             step(req, torch.tensor([5]))
+
+
+def test_table1_reserve_kv_reaches_every_engine_row_and_no_hf_row(monkeypatch):
+    """`bench table1 --reserve-kv`: the flag parses, engine rows run with reserve_kv and a label of their
+    own, hf-generate rows run as always (transformers' generate has its own cache)."""
+    import argparse
+
+    from pyramid_core.bench import harness, suites
+    from pyramid_core.cli.bench import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["table1", "--reserve-kv"]).reserve_kv
+    assert not parser.parse_args(["table1"]).reserve_kv
+    calls = []
+    monkeypatch.setattr(harness, "run_engine", lambda lm, policy, label, *a, **k: calls.append((label, k)))
+    monkeypatch.setattr(harness, "run_hf", lambda *a, **k: calls.append(("hf-generate", k)))
+    for name in ["hf-generate", *suites.TABLE1_METHODS, "pyramid-45" + suites.EAGER]:
+        suites._method_runner(name, reserve_kv=True)(_FakeLM, 2)
+    assert calls[0] == ("hf-generate", {})
+    assert all(label.endswith(suites.RESERVE) and k["reserve_kv"] for label, k in calls[1:])
+    assert len(calls) == len(suites.TABLE1_METHODS) + 2
+
+
+class _FakeLM:
+    """What a TABLE1_METHODS factory reads from a model: its layer count."""
+
+    class config:
+        num_hidden_layers = 40
