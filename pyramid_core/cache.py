@@ -23,6 +23,14 @@ row: each row frees the slot of its lowest-scoring token and its next token is w
 so a decode step that drops one token per row moves nothing either. `nbytes()` is what the buffers
 hold, spare slots included: that is the memory the cache really takes.
 
+A reserve (`KVCache(reserve=n)`, the engine's `reserve_kv`) sizes each layer's buffers once, right
+after its prefill (`reserve()`): the slots the prefill left (after the policy's cut) plus n more, a
+request's new tokens. Growth and compaction then never allocate: `keep` writes the kept slots back into
+the front of the same buffers. The caching allocator holds one buffer pair per layer for the whole
+request and never sees blocks of many sizes freed and reallocated in between, so it cannot fragment
+the KV; the price is that `nbytes()` of a reserved request is flat by design (the reserve is taken at
+the prefill, before the tokens arrive).
+
 Counts of valid tokens per row are tracked on the host, so reading them never waits for the GPU.
 """
 
@@ -41,8 +49,10 @@ class LayerCache:
     """Keys, values and original positions of one layer, for every row of the batch."""
 
     def __init__(self, batch: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device, block: int):
+                 device: torch.device, block: int, reserve: int | None = None):
         self.block = block
+        self.reserve_new = reserve  # slots reserve() adds to what the prefill left; None: grow in blocks
+        self.reserved = False       # reserve() sized the buffers: they are never reallocated again
         self.keys = torch.empty(batch, kv_heads, 0, head_dim, dtype=dtype, device=device)
         self.values = torch.empty_like(self.keys)
         self.positions = torch.empty(batch, 0, dtype=torch.long, device=device)
@@ -112,7 +122,8 @@ class LayerCache:
         Each row's kept slots move to the end (right-aligned); shorter rows get empty slots in front.
         When every row is full and keeps as many slots as the others, only the last n slots move, in
         place (PyramidInfer's decode chunks sit just before the recent window); otherwise the buffers
-        are reallocated to the new length. On a layer out of position order (a ring, evictions), scores
+        are reallocated to the new length, or under a reserve the kept slots are written back into the
+        front of the same buffers. On a layer out of position order (a ring, evictions), scores
         of every slot follow the slots as the policy saw them; fewer are read as the newest tokens.
         """
         self._settle()
@@ -135,7 +146,10 @@ class LayerCache:
         index = right_aligned_index(keep_mask, new_len)
         new_keys, new_values, new_positions = self._gathered(index)
         new_positions = new_positions.masked_fill(~keep_mask.gather(1, index), -1)
-        self._reallocate(new_len, fill=(new_keys, new_values, new_positions))
+        if self.reserved:  # the gathered copies go back into the front of the same buffers
+            self._write_prefix(new_keys, new_values, new_positions)
+        else:
+            self._reallocate(new_len, fill=(new_keys, new_values, new_positions))
         self.counts = counts
         self.has_holes = len(set(counts)) > 1
 
@@ -282,9 +296,30 @@ class LayerCache:
         self.length = new_len
 
     def nbytes(self) -> int:
+        """Bytes of the K and V buffers, spare slots (and a reserve) included: the memory taken."""
         return self.keys.numel() * self.keys.element_size() * 2
 
+    def reserve(self) -> None:
+        """Size the buffers once for the rest of the request: the slots in use plus `reserve_new`,
+        rounded up to the block. Called after the layer's prefill (and its cut), so a layer a policy
+        cut reserves only what it kept; the prefill's buffers are freed here, and the allocator reuses
+        them for the next layer's. Slot indices are unchanged, so a ring or an eviction carries over.
+        A no-op without a reserve or once reserved."""
+        if self.reserve_new is None or self.reserved:
+            return
+        self._reallocate(self.length + self.reserve_new)
+        self.reserved = True
+
+    def _write_prefix(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
+        """Compaction under a reserve: n slots (keys, values [B, H, n, D], positions [B, n], copies)
+        into slots 0..n-1 of the same buffers; the slots that were in use after them become empty."""
+        n = keys.shape[2]
+        self.keys[:, :, :n], self.values[:, :, :n], self.positions[:, :n] = keys, values, positions
+        self.positions[:, n:self.length] = -1
+        self.length = n
+
     def _reallocate(self, needed: int, fill=None) -> None:
+        assert not self.reserved, f"the reserve of {self.capacity} slots is exceeded ({needed} needed)"
         capacity = -(-needed // self.block) * self.block
         B, H, _, D = self.keys.shape
         keys = self.keys.new_empty(B, H, capacity, D)
@@ -329,11 +364,14 @@ class KVCache:
     """All layers of one request, and the states of its recurrent KV groups (RecurFormer)."""
 
     def __init__(self, num_layers: int, batch: int, kv_heads: int | list[int], head_dim: int,
-                 dtype: torch.dtype, device: torch.device | list[torch.device], block: int = 16):
-        """device: one for every layer, or a list with each layer's device (a model spread over GPUs)."""
+                 dtype: torch.dtype, device: torch.device | list[torch.device], block: int = 16,
+                 reserve: int | None = None):
+        """device: one for every layer, or a list with each layer's device (a model spread over GPUs).
+        reserve: slots each layer's reserve() adds to what its prefill left (the request's new tokens);
+        None (default): buffers grow in blocks and compaction reallocates."""
         heads = kv_heads if isinstance(kv_heads, list) else [kv_heads] * num_layers
         devices = device if isinstance(device, (list, tuple)) else [device] * num_layers
-        self.layers = [LayerCache(batch, h, head_dim, dtype, d, block) for h, d in zip(heads, devices)]
+        self.layers = [LayerCache(batch, h, head_dim, dtype, d, block, reserve) for h, d in zip(heads, devices)]
         # RecurFormer: {kv_group: state} per layer for groups that run as recurrences
         self.recurrent_state: list[dict] = [{} for _ in range(num_layers)]
         self.peak_bytes = 0

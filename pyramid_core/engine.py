@@ -62,15 +62,18 @@ class Request:
         return {**self.policy_info, **self.state.resolved()}
 
 
-def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | None) -> Request:
-    """A fresh per-request state for left-padded prompts."""
+def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | None,
+                  reserve: int | None = None) -> Request:
+    """A fresh per-request state for left-padded prompts. reserve: slots each layer's cache reserves
+    after its prefill (cache.py); None: buffers grow in blocks."""
     parts = model_parts(lm)
     policy = policy or FullPolicy()
     devices = list(parts.placement.layers)  # each layer's cache and head indices live on its device
     heads = layer_heads(parts.num_layers, parts.num_heads, parts.num_kv_heads, policy.recurrent_modules(lm),
                         devices)
     kv_heads = [parts.num_kv_heads if lh is None else len(lh.kv) for lh in heads]
-    cache = KVCache(parts.num_layers, input_ids.shape[0], kv_heads, parts.head_dim, lm.dtype, devices)
+    cache = KVCache(parts.num_layers, input_ids.shape[0], kv_heads, parts.head_dim, lm.dtype, devices,
+                    reserve=reserve)
     return Request(parts, cache, policy, policy.new_state(parts.num_layers), EagerStages(parts, heads),
                    attention_mask.sum(1).tolist(), prompt_positions(attention_mask), policy.describe())
 
@@ -119,6 +122,7 @@ def prefill(req: Request, input_ids: torch.Tensor):
             rope = rope_tables(parts.rotary, h, pos)
         elif keep is not None:
             req.cache[idx].apply(keep)
+        req.cache[idx].reserve()  # a no-op unless the request reserves its KV
     logits = final_logits(parts, h[:, -1:])[:, 0]
     return logits.float(), records
 
@@ -202,7 +206,8 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
              record_attention: bool | Callable[[int], bool] = False,
              record_positions: bool | Callable[[int], bool] = False,
              stop: threading.Event | None = None, cuda_graphs: bool | None = None,
-             decode_kernel: bool = True, detail_last: bool = False) -> Iterator[StepRecord]:
+             decode_kernel: bool = True, detail_last: bool = False,
+             reserve_kv: bool = False) -> Iterator[StepRecord]:
     """Generate from left-padded prompts input_ids [B, T], yielding a StepRecord per step.
 
     Step 0 is the prefill (its token is the first generated one). Rows that produced EOS then emit
@@ -220,12 +225,15 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
     (default) uses them on a GPU; True also on a CPU, where they are plain calls (for tests); False never.
     A model spread over several devices (a device_map) always decodes eagerly; see `use_graphs`.
     decode_kernel: False keeps decode attention on SDPA where the Triton kernel would run (benchmarks).
+    reserve_kv: each layer's buffers are sized once, after its prefill, for what it kept plus
+    max_new_tokens, and never reallocated (cache.py): the allocator cannot fragment the KV, and the
+    records' kv_bytes are flat from the prefill on.
     """
     sampling = sampling or Sampling()
     input_ids, attention_mask = check_inputs(lm, input_ids, attention_mask, max_new_tokens)
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
     pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
-    req = start_request(lm, input_ids, attention_mask, policy)
+    req = start_request(lm, input_ids, attention_mask, policy, max_new_tokens if reserve_kv else None)
     req.decode_kernel = decode_kernel
     if use_graphs(req.parts, cuda_graphs, input_ids.device):
         req.graphs = lm.decode_graphs

@@ -151,12 +151,14 @@ def run_hf(lm, batch: int, prompt_len: int, new_tokens: int) -> Run:
 
 
 def run_engine(lm, policy: Policy, method: str, batch: int, prompt_len: int, new_tokens: int,
-               cuda_graphs: bool = True, decode_kernel: bool = True) -> Run:
+               cuda_graphs: bool = True, decode_kernel: bool = True, reserve_kv: bool = False) -> Run:
+    """The engine, greedy. reserve_kv: each layer's KV sized once after its prefill (cache.py), so
+    kv_gb is the reserve, taken from the prefill on."""
     ids = random_prompts(batch, prompt_len, lm.config.vocab_size)
     _reset()
     start = time.perf_counter()
     records = list(generate(lm, ids, policy=policy, max_new_tokens=new_tokens, cuda_graphs=cuda_graphs,
-                            decode_kernel=decode_kernel))
+                            decode_kernel=decode_kernel, reserve_kv=reserve_kv))
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     held_tokens = sum(sum(row) for row in records[-1].kept_tokens_per_row)
@@ -176,12 +178,12 @@ def guarded(fn, *args) -> Run | None:
         return None
 
 
-def warm_up(lm, policies: list[Policy] = ()):
+def warm_up(lm, policies: list[Policy] = (), reserve_kv: bool = False):
     """One short run of each method first: CUDA context, cuBLAS plans and Triton compilation are not
-    what the benchmark measures."""
+    what the benchmark measures. reserve_kv: the engine runs reserve their KV, as the measured ones will."""
     run_hf(lm, 1, 32, 4)
     for policy in [FullPolicy(), *policies]:
-        run_engine(lm, policy, "warmup", 2, 600, 40)
+        run_engine(lm, policy, "warmup", 2, 600, 40, reserve_kv=reserve_kv)
 
 
 def best_of(runs: int, fn, *args) -> Run:

@@ -39,18 +39,23 @@ EAGER = "-eager"  # a method name with this suffix decodes without CUDA graphs (
 SDPA = "-sdpa"    # ... or with SDPA's decode attention instead of the Triton kernel (kernels/decode_triton.py)
 
 
-def _method_runner(name):
+RESERVE = "+reserve"  # an engine row's label when its KV is reserved (--reserve-kv)
+
+
+def _method_runner(name, reserve_kv: bool = False):
+    """reserve_kv: engine rows reserve their KV (cache.py); hf-generate rows cannot (transformers' cache)."""
     if name == "hf-generate":
         return lambda lm, b: harness.run_hf(lm, b, 512, 256)
     policy = TABLE1_METHODS[name.removesuffix(EAGER).removesuffix(SDPA)]
-    return lambda lm, b: harness.run_engine(lm, policy(lm), name, b, 512, 256, cuda_graphs=not name.endswith(EAGER),
-                                          decode_kernel=not name.endswith(SDPA))
+    label = name + (RESERVE if reserve_kv else "")
+    return lambda lm, b: harness.run_engine(lm, policy(lm), label, b, 512, 256, cuda_graphs=not name.endswith(EAGER),
+                                          decode_kernel=not name.endswith(SDPA), reserve_kv=reserve_kv)
 
 
-def max_batch(lm, name: str, start: int, cap: int = 512) -> tuple[int, object]:
+def max_batch(lm, name: str, start: int, cap: int = 512, reserve_kv: bool = False) -> tuple[int, object]:
     """Largest batch that runs 512 + 256 under the memory cap: doubling, then bisection to within
     ~1.5% (2 sequences at batch 128)."""
-    runner = _method_runner(name)
+    runner = _method_runner(name, reserve_kv)
     best, best_run, low, high = 0, None, 0, None
     batch = start
     while batch <= cap:
@@ -71,15 +76,27 @@ def max_batch(lm, name: str, start: int, cap: int = 512) -> tuple[int, object]:
     return best, max((r for r in (best_run, again) if r), key=lambda r: r.tokens_per_s, default=None)
 
 
+RESERVE_NOTE = {
+    False: "KV grows in blocks and compaction reallocates (no --reserve-kv).",
+    True: f"Engine rows ({RESERVE}) reserve their KV: each layer sized once after its prefill for what it kept "
+          "plus the 256 new tokens, never reallocated, so KV GB held is the reserve. hf-generate rows cannot "
+          "reserve (transformers' generate grows its own cache): they run as without the flag.",
+}
+
+
 def suite_table1(args) -> dict:
     """The paper's Table 1 (Llama-2-13B shape, batch 32, 512 + 256), then the largest batch for each.
 
     Results are written after every measurement, so a run cut off by a time limit keeps what it has.
+    --reserve-kv: every engine row reserves its KV (each layer sized once after its prefill, never
+    reallocated: issue 19's allocator fragmentation); hf-generate rows run as always, since
+    transformers' generate grows its own cache. Written under a name of its own.
     """
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gb * 1e9 / total))
     lm = harness.random_model("llama2-13b")
-    harness.warm_up(lm, [factory(lm) for factory in TABLE1_METHODS.values()])
+    reserve = args.reserve_kv
+    harness.warm_up(lm, [factory(lm) for factory in TABLE1_METHODS.values()], reserve_kv=reserve)
     methods = ["hf-generate", *TABLE1_METHODS]
     # the engine without CUDA graphs too, so the table separates what graphs give from what compression gives
     at32_methods = args.batch32_methods.split(",") if args.batch32_methods else \
@@ -87,15 +104,15 @@ def suite_table1(args) -> dict:
     at32, maxed = [], {}
     searched = [] if args.skip_max_batch else (args.methods.split(",") if args.methods else methods)
     results = {"environment": harness.environment(), "shape": "llama2-13b", "dtype": "float16",
-               "memory_cap_gb": args.memory_cap_gb,
+               "memory_cap_gb": args.memory_cap_gb, "reserve_kv": reserve, "reserve_kv_note": RESERVE_NOTE[reserve],
                "full_kv_gb_batch32": harness.full_kv_gb(lm, 32, 767), "batch32": at32, "max_batch": maxed}
-    name = "table1_llama2_13b" + ("_batch32" if args.skip_max_batch else "")
+    name = "table1_llama2_13b" + ("_batch32" if args.skip_max_batch else "") + ("_reserve_kv" if reserve else "")
     for m in at32_methods:
-        at32.append(harness.guarded(harness.best_of, 2, _method_runner(m), lm, 32))
+        at32.append(harness.guarded(harness.best_of, 2, _method_runner(m, reserve), lm, 32))
         _write_table1(results, args, name, f"batch 32 {m}")
     for m in searched:
         t0 = time.perf_counter()
-        b, r = max_batch(lm, m, start=32)
+        b, r = max_batch(lm, m, start=32, reserve_kv=reserve)
         maxed[m] = {"max_batch": b, "run": r, "search_s": round(time.perf_counter() - t0, 1)}
         _write_table1(results, args, name, f"largest batch {m}: {b}")
     return results
@@ -103,7 +120,9 @@ def suite_table1(args) -> dict:
 
 def _write_table1(results: dict, args, name: str, done: str) -> None:
     at32, maxed = results["batch32"], results["max_batch"]
-    table = "## batch 32\n\n" + harness.runs_table([r for r in at32 if r]) + "\n\n## largest batch\n\n" + \
+    alloc = results["environment"].get("cuda_alloc_conf")
+    table = f"{results['reserve_kv_note']} PYTORCH_CUDA_ALLOC_CONF: {alloc or 'unset'}.\n\n" + \
+        "## batch 32\n\n" + harness.runs_table([r for r in at32 if r]) + "\n\n## largest batch\n\n" + \
         harness.runs_table([v["run"] for v in maxed.values() if v["run"]])
     harness.write(results, Path(args.out), name, table)
     print(f"{time.strftime('%H:%M:%S')} {done}", flush=True)
