@@ -8,7 +8,6 @@ from pyramid_core.models import LoadedModel
 from pyramid_core.trace import StepRecord
 
 from .kept_words import token_texts
-from .sent import as_sent  # noqa: F401 (the figures as Gradio sends them; tests read it here)
 
 MEAN_HEAD = "mean over heads"
 STEP_CHOICES = ("latest step", "prefill")

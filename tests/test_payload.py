@@ -9,7 +9,8 @@ import json
 from gradio import utils
 
 from pyramid_core.trace import LayerAttention, StepRecord
-from studio.figures import MEAN_HEAD, STEP_CHOICES, as_sent, run_figures
+from studio.figures import MEAN_HEAD, STEP_CHOICES, run_figures
+from studio.sent import as_sent
 from studio.live import Live
 from studio.model_cache import get_model
 from studio.modes import MODES
