@@ -90,6 +90,21 @@ def test_two_ranks_train_one_model(tmp_path, data):
     assert changed == len(start), f"only {changed} of {len(start)} tensors moved"
 
 
+def test_one_process_smoke_run(tmp_path, data):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "training/train_embedded.py"), "--data", str(data),
+           "--tokenizer", str(data / "tokenizer"), "--out", str(out), "--smoke"]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    run = subprocess.run(cmd, cwd=ROOT, env={**env, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True,
+                         timeout=240)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.count("[done]") == 1
+    for name in ("model.safetensors", "training_log.json", "README.md"):
+        assert (out / name).exists(), name
+    rep = json.loads((out / "training_log.json").read_text())
+    assert rep["world_size"] == 1 and rep["steps"] == 6 and rep["rank_weight_gap"] == 0.0
+
+
 def test_ranks_draw_different_windows():
     stream = torch.arange(100_000, dtype=torch.int32)
     rows = []

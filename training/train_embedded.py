@@ -39,6 +39,8 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -484,34 +486,59 @@ def save_snapshot(path, model, hf_tok):
     hf_tok.save_pretrained(path)
 
 
-def main():
-    t0 = time.time()
-    args = parse_args()
-    rank, world, device = start_ranks()
-    seed = rank_seed(args.seed, rank)
-    torch.manual_seed(seed)  # ranks build different random weights: DDP copies rank 0's onto the others
-    from transformers import AutoTokenizer, LlamaForCausalLM
+def checkpoint_path(out):
+    return os.path.join(out, "checkpoint.pt")
 
-    cuda = device.type == "cuda"
-    dev_name = torch.cuda.get_device_name(device) if cuda else "CPU"
-    dev_name = f"{world} x {dev_name}" if world > 1 else dev_name
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
 
-    def say(text):  # one log, rank 0's
-        if rank == 0:
+# ----------------------------------------------------------------------------- the run's steps
+
+@dataclass
+class Process:
+    """This process's place in the run: its rank, the number of ranks, its device."""
+    rank: int
+    world: int
+    device: torch.device
+
+    def __post_init__(self):
+        self.cuda = self.device.type == "cuda"
+        name = torch.cuda.get_device_name(self.device) if self.cuda else "CPU"
+        self.name = f"{self.world} x {name}" if self.world > 1 else name
+
+    def say(self, text):  # one log, rank 0's
+        if self.rank == 0:
             print(text, flush=True)
 
-    def amp():
-        if cuda:
+    def amp(self):
+        if self.cuda:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
-    # ---- data
+
+@dataclass
+class Progress:
+    """What a checkpoint carries over to the next sitting."""
+    step: int = 0
+    tokens: int = 0
+    earlier_s: float = 0.0  # training seconds of the earlier sittings
+    log: list = field(default_factory=list)
+
+
+@dataclass
+class Sitting:
+    """How this sitting's training ended."""
+    train_seconds: float  # of all sittings so far, by this rank's clock
+    trained: float  # the same by the shared clock: every rank sees the same number
+    last_loss: torch.Tensor  # the last step's plain loss: the card's when no step was logged
+    weight_gap: float = 0.0  # largest weight difference from rank 0 (rank_weight_gap)
+
+
+def load_data(args, proc, seed, t0):
+    """The tokenizer, the tokenized corpus, the reading-task loader of this rank and the held-out texts."""
+    from transformers import AutoTokenizer
     hf_tok = AutoTokenizer.from_pretrained(args.tokenizer)
     hf_tok.model_max_length = args.seq
     tok = hf_tok.backend_tokenizer
-    bos, eos, pad = hf_tok.bos_token_id, hf_tok.eos_token_id, hf_tok.pad_token_id
+    bos, eos = hf_tok.bos_token_id, hf_tok.eos_token_id
     train_docs = read_docs(os.path.join(args.data, "corpus_train.txt.xz"), args.max_docs or None)
     val_docs = read_docs(os.path.join(args.data, "corpus_val.txt"), 20 if args.smoke else None)
     sources = read_sources(os.path.join(args.data, "corpus_train_sources.txt"), len(train_docs))
@@ -523,144 +550,248 @@ def main():
                      early_single=args.early_single)
     heldout_texts = reading_texts(val_docs, val_sources)
     del train_docs
-    say(f"[data] train {train.numel():,} tokens, val {val.numel():,} tokens, "
-        f"tokenized in {time.time() - t0:.1f}s")
+    proc.say(f"[data] train {train.numel():,} tokens, val {val.numel():,} tokens, "
+             f"tokenized in {time.time() - t0:.1f}s")
     n_task = round(args.task_frac * args.batch)
-    loader = iter(torch.utils.data.DataLoader(tasks, batch_size=n_task, num_workers=args.workers,
-                                              pin_memory=cuda, prefetch_factor=4 if args.workers else None,
-                                              persistent_workers=bool(args.workers))) if n_task else None
-    train_dev = train.to(device).to(torch.int32)  # uint16 indexing is not supported everywhere
+    loader = task_loader(tasks, n_task, args.workers, proc.cuda)
+    train_dev = train.to(proc.device).to(torch.int32)  # uint16 indexing is not supported everywhere
+    return SimpleNamespace(hf_tok=hf_tok, tok=tok, bos=bos, eos=eos, train=train, val=val, train_dev=train_dev,
+                           heldout_texts=heldout_texts, n_task=n_task, loader=loader)
 
-    # ---- model
+
+def task_loader(tasks, n_task, workers, cuda):
+    """Batches of n_task reading-task rows, endless, built by DataLoader workers (None without task rows)."""
+    if not n_task:
+        return None
+    return iter(torch.utils.data.DataLoader(tasks, batch_size=n_task, num_workers=workers, pin_memory=cuda,
+                                            prefetch_factor=4 if workers else None,
+                                            persistent_workers=bool(workers)))
+
+
+def build_model(args, hf_tok, proc):
+    """(model, config): random weights of the shape flags, or --init's weights and shape; in training mode."""
+    from transformers import LlamaForCausalLM
     if args.init:  # continue from a saved model with a fresh schedule (e.g. on changed data)
-        model = LlamaForCausalLM.from_pretrained(args.init, dtype=torch.float32).to(device)
+        model = LlamaForCausalLM.from_pretrained(args.init, dtype=torch.float32).to(proc.device)
         config = model.config
         if any(getattr(config, k) != v for k, v in model_shape(args).items()):
-            say(f"[model] --init keeps its own shape ({shape_text(config)}); the shape flags are ignored")
+            proc.say(f"[model] --init keeps its own shape ({shape_text(config)}); the shape flags are ignored")
     else:
-        config = build_config(model_shape(args), len(hf_tok), bos, eos, pad, args.seq)
-        model = LlamaForCausalLM(config).to(device)
+        config = build_config(model_shape(args), len(hf_tok), hf_tok.bos_token_id, hf_tok.eos_token_id,
+                              hf_tok.pad_token_id, args.seq)
+        model = LlamaForCausalLM(config).to(proc.device)
     model.train()  # from_pretrained (--init) returns a model in eval mode
     if args.dropout:
         add_dropout(model, args.dropout)
-    params = sum(p.numel() for p in model.parameters())
+    return model, config
+
+
+def make_optimizer(model, args, cuda):
+    """AdamW; no weight decay on vectors (norm weights)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=cuda)
-    os.makedirs(args.out, exist_ok=True)
-    ckpt = os.path.join(args.out, "checkpoint.pt")
-    step, tokens, done_s, log = 0, 0, 0.0, []
-    if args.resume and os.path.exists(ckpt):  # every rank loads rank 0's checkpoint, before DDP wraps the model
-        state = torch.load(ckpt, map_location=device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, tokens, done_s, log = state["step"], state["tokens"], state["train_seconds"], state["log"]
-        torch.manual_seed(seed + step)  # other windows than the first sitting's
-        say(f"[resume] step {step}, {done_s / 60:.1f} min trained")
-    say(f"[model] {params:,} parameters, {shape_text(config)}, device {dev_name}")
-    # DDP copies rank 0's weights to the others here, then averages the gradients in backward
-    train_model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if world > 1 else model
+    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=cuda)
 
-    # ---- train
+
+def resume(args, model, opt, seed, proc):
+    """The progress of earlier sittings under --resume (model and optimizer loaded from <out>/checkpoint.pt),
+    else a fresh start. Every rank loads rank 0's checkpoint, before DDP wraps the model."""
+    os.makedirs(args.out, exist_ok=True)
+    ckpt = checkpoint_path(args.out)
+    if not (args.resume and os.path.exists(ckpt)):
+        return Progress()
+    state = torch.load(ckpt, map_location=proc.device)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    progress = Progress(state["step"], state["tokens"], state["train_seconds"], state["log"])
+    torch.manual_seed(seed + progress.step)  # other windows than the first sitting's
+    proc.say(f"[resume] step {progress.step}, {progress.earlier_s / 60:.1f} min trained")
+    return progress
+
+
+def wrap_ddp(model, proc):
+    """The model to train: under several ranks DDP copies rank 0's weights to the others here, then
+    averages the gradients in backward."""
+    if proc.world == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[proc.device.index] if proc.cuda else None)
+
+
+class LossMeter:
+    """Per-step losses and tokens summed since the last log line."""
+
+    def __init__(self, device):
+        self.sums, self.steps, self.tokens, self.since = torch.zeros(4, device=device), 0, 0, time.time()
+
+    def add(self, losses, tokens):
+        self.sums += losses
+        self.steps, self.tokens = self.steps + 1, self.tokens + tokens
+
+    def take(self, world):
+        """(the mean losses over the steps and ranks, tokens a second), then start over (a collective)."""
+        means = (mean_over_ranks(self.sums, world) / self.steps).tolist()
+        self.sums.zero_()
+        tok_s = self.tokens / (time.time() - self.since)
+        self.steps, self.tokens, self.since = 0, 0, time.time()
+        return means, tok_s
+
+
+def train(args, proc, model, train_model, opt, data, progress):
+    """Train until --max-steps, the time budget or --stop-after; rank 0 also evaluates, snapshots and
+    checkpoints along the way."""
     budget = args.minutes * 60
-    clock = SittingClock(world, device)
+    clock = SittingClock(proc.world, proc.device)
     t_sit, t_ckpt = clock.start, time.time()
-    acc = torch.zeros(4, device=device)
-    t_log, tok_log, n_acc = time.time(), 0, 0
+    meter, last_loss = LossMeter(proc.device), None
     while True:
-        sitting = clock.seconds(step)  # the same on every rank, so all ranks stop at the same step
-        trained = done_s + sitting
-        if (args.max_steps and step >= args.max_steps) or (not args.max_steps and trained >= budget):
+        sitting = clock.seconds(progress.step)  # the same on every rank, so all ranks stop at the same step
+        trained = progress.earlier_s + sitting
+        if (args.max_steps and progress.step >= args.max_steps) or (not args.max_steps and trained >= budget):
             break
         if args.stop_after and sitting >= args.stop_after * 60:
             break
-        lr = lr_at(step, step / args.max_steps if args.max_steps else trained / budget, args)
+        lr = lr_at(progress.step, progress.step / args.max_steps if args.max_steps else trained / budget, args)
         for g in opt.param_groups:
             g["lr"] = lr
-        rows = natural_rows(train_dev, args.batch - n_task, args.seq, device)
-        mask = torch.zeros_like(rows, dtype=torch.bool)
-        if n_task:
-            t_rows, t_mask = next(loader)
-            rows = torch.cat([t_rows.to(device, non_blocking=True), rows])
-            mask = torch.cat([t_mask.to(device, non_blocking=True), mask])
-        with amp():
-            logits = train_model(input_ids=rows[:, :-1]).logits
-        weights = token_weights(mask, n_task, args.answer_weight, args.doc_weight)
-        loss, plain, ans_loss, ans_acc = weighted_loss(logits, rows, mask, weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-        opt.step()
-        acc += torch.stack([plain.detach(), ans_loss.detach(), ans_acc.detach(), loss.detach()])
-        step, n_acc = step + 1, n_acc + 1
-        tokens += args.batch * world * args.seq
-        tok_log += args.batch * world * args.seq
-        if step % args.log_every == 0:
-            m = (mean_over_ranks(acc, world) / n_acc).tolist()
-            acc.zero_()
-            rec = dict(step=step, loss=round(m[0], 4), answer_loss=round(m[1], 4), answer_acc=round(m[2], 4),
-                       lr=round(lr, 6), tok_s=round(tok_log / (time.time() - t_log)),
-                       trained_s=round(done_s + time.time() - t_sit, 1))
-            log.append(rec)
-            say(f"[train] step {step:5d} loss {m[0]:.4f} answer loss {m[1]:.3f} acc {m[2]:.3f} lr {lr:.2e} "
-                f"{rec['tok_s']:,} tok/s trained {rec['trained_s']:.0f}s")
-            t_log, tok_log, n_acc = time.time(), 0, 0
-        if rank != 0:
+        losses = train_step(args, proc, model, train_model, opt, data)
+        last_loss = losses[0]
+        meter.add(losses, args.batch * proc.world * args.seq)
+        progress.step, progress.tokens = progress.step + 1, progress.tokens + args.batch * proc.world * args.seq
+        if progress.step % args.log_every == 0:
+            log_losses(meter, lr, progress, time.time() - t_sit, proc)
+        if proc.rank != 0:
             continue  # the rest of the step is rank 0's: the others wait for it in the next all-reduce
-        if step % args.eval_every == 0:
-            v = evaluate(model, val, min(args.seq, 2048), 16, device, amp)
-            log.append({"step": step, "val_loss": round(v, 4)})
-            say(f"[val] step {step:5d} val loss {v:.4f}")
-        if args.snapshot_every and step % args.snapshot_every == 0:
-            save_snapshot(os.path.join(args.out, "snapshots", f"step-{step}"), model, hf_tok)
-        if time.time() - t_ckpt >= args.ckpt_minutes * 60:
-            save_checkpoint(ckpt, model, opt, step, tokens, done_s + time.time() - t_sit, log)
-            t_ckpt = time.time()
-    train_seconds = done_s + time.time() - t_sit
-    weight_gap = rank_weight_gap(model, world)
-    if world > 1:
-        say(f"[ddp] {world} ranks, largest weight difference from rank 0: {weight_gap:g}")
-    if rank == 0:
-        save_checkpoint(ckpt, model, opt, step, tokens, train_seconds, log)
-    paused = not args.max_steps and trained < budget  # the shared clock's verdict: the same on every rank
-    if paused:
-        say(f"[pause] step {step}, {train_seconds / 60:.1f} of {args.minutes} min: resume with --resume")
-    if paused or rank != 0:
-        end_ranks(world)  # the other ranks wait here while rank 0 evaluates and saves
-        return
+        t_ckpt = rank0_chores(args, proc, model, opt, data, progress, t_ckpt, t_sit)
+    return Sitting(progress.earlier_s + time.time() - t_sit, trained, last_loss)
 
-    # ---- evaluate and save
-    val_loss = evaluate(model, val, min(args.seq, 2048), 16, device, amp)
-    reading = reading_accuracy(model, tok, heldout_texts, args.reading_n, device, amp, bos, eos,
-                               lengths=(200, min(4000, args.seq - 100)))
-    say(f"[eval] val loss {val_loss:.4f} ppl {math.exp(val_loss):.2f}, reading {reading}")
+
+def train_step(args, proc, model, train_model, opt, data):
+    """One optimizer step on task rows then natural rows: (plain loss, answer loss, answer accuracy,
+    weighted loss), detached."""
+    rows = natural_rows(data.train_dev, args.batch - data.n_task, args.seq, proc.device)
+    mask = torch.zeros_like(rows, dtype=torch.bool)
+    if data.n_task:
+        t_rows, t_mask = next(data.loader)
+        rows = torch.cat([t_rows.to(proc.device, non_blocking=True), rows])
+        mask = torch.cat([t_mask.to(proc.device, non_blocking=True), mask])
+    with proc.amp():
+        logits = train_model(input_ids=rows[:, :-1]).logits
+    weights = token_weights(mask, data.n_task, args.answer_weight, args.doc_weight)
+    loss, plain, ans_loss, ans_acc = weighted_loss(logits, rows, mask, weights)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+    opt.step()
+    return torch.stack([plain.detach(), ans_loss.detach(), ans_acc.detach(), loss.detach()])
+
+
+def log_losses(meter, lr, progress, sitting_s, proc):
+    """A log record and line of the losses since the last one (every rank: the means are a collective)."""
+    m, tok_s = meter.take(proc.world)
+    rec = dict(step=progress.step, loss=round(m[0], 4), answer_loss=round(m[1], 4), answer_acc=round(m[2], 4),
+               lr=round(lr, 6), tok_s=round(tok_s), trained_s=round(progress.earlier_s + sitting_s, 1))
+    progress.log.append(rec)
+    proc.say(f"[train] step {progress.step:5d} loss {m[0]:.4f} answer loss {m[1]:.3f} acc {m[2]:.3f} lr {lr:.2e} "
+             f"{rec['tok_s']:,} tok/s trained {rec['trained_s']:.0f}s")
+
+
+def rank0_chores(args, proc, model, opt, data, progress, t_ckpt, t_sit):
+    """Rank 0's part of a step: validation, snapshot and checkpoint when due; returns the last checkpoint's time."""
+    step = progress.step
+    if step % args.eval_every == 0:
+        v = evaluate(model, data.val, min(args.seq, 2048), 16, proc.device, proc.amp)
+        progress.log.append({"step": step, "val_loss": round(v, 4)})
+        proc.say(f"[val] step {step:5d} val loss {v:.4f}")
+    if args.snapshot_every and step % args.snapshot_every == 0:
+        save_snapshot(os.path.join(args.out, "snapshots", f"step-{step}"), model, data.hf_tok)
+    if time.time() - t_ckpt >= args.ckpt_minutes * 60:
+        save_checkpoint(checkpoint_path(args.out), model, opt, step, progress.tokens,
+                        progress.earlier_s + time.time() - t_sit, progress.log)
+        t_ckpt = time.time()
+    return t_ckpt
+
+
+def end_sitting(args, proc, model, opt, progress, sitting):
+    """Measure how far the ranks' weights drifted, checkpoint (rank 0), and say whether the run pauses here
+    (--stop-after before the end of the schedule): the shared clock's verdict, the same on every rank."""
+    sitting.weight_gap = rank_weight_gap(model, proc.world)
+    if proc.world > 1:
+        proc.say(f"[ddp] {proc.world} ranks, largest weight difference from rank 0: {sitting.weight_gap:g}")
+    if proc.rank == 0:
+        save_checkpoint(checkpoint_path(args.out), model, opt, progress.step, progress.tokens,
+                        sitting.train_seconds, progress.log)
+    paused = not args.max_steps and sitting.trained < args.minutes * 60
+    if paused:
+        proc.say(f"[pause] step {progress.step}, {sitting.train_seconds / 60:.1f} of {args.minutes} min: "
+                 f"resume with --resume")
+    return paused
+
+
+def evaluate_and_save(args, proc, model, config, data, progress, sitting, t0):
+    """Rank 0 at the end: validation loss and held-out reading accuracy, then the bf16 model with the
+    tokenizer, the model card and training_log.json."""
+    val_loss = evaluate(model, data.val, min(args.seq, 2048), 16, proc.device, proc.amp)
+    reading = reading_accuracy(model, data.tok, data.heldout_texts, args.reading_n, proc.device, proc.amp,
+                               data.bos, data.eos, lengths=(200, min(4000, args.seq - 100)))
+    proc.say(f"[eval] val loss {val_loss:.4f} ppl {math.exp(val_loss):.2f}, reading {reading}")
     model.to(torch.bfloat16).save_pretrained(args.out, safe_serialization=True, max_shard_size="12MB")
-    hf_tok.save_pretrained(args.out)
-    manifest_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus_manifest.json")
-    corpus = json.load(open(manifest_path)) if os.path.exists(manifest_path) else {}
-    cfg = config.to_dict()
-    cfg["head_dim"] = config.hidden_size // config.num_attention_heads
-    losses = [r["loss"] for r in log if "loss" in r][-4:] or [plain.item()]
-    rep = dict(
-        date=datetime.date.today().isoformat(), device_name=dev_name, torch=torch.__version__,
-        params=params, shape=shape_text(config), config=cfg, seq=args.seq, batch=args.batch * world, steps=step, tokens_seen=tokens,
-        world_size=world, rank_weight_gap=weight_gap,
-        train_seconds=train_seconds, final_train_loss=sum(losses) / len(losses),
-        val_loss=val_loss, val_ppl=math.exp(val_loss), val_tokens=val.numel(),
-        reading=reading, reading_n=args.reading_n, task_frac=args.task_frac, answer_weight=args.answer_weight,
-        doc_weight=args.doc_weight, kind_weights=args.kind_weights, full_rows=args.full_rows,
-        lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout, warmup=args.warmup, clip=args.clip,
-        train_tokens_in_corpus=train.numel(), args=vars(args), log=log,
-        corpus={k: corpus[k] for k in ("sources", "train_bytes") if k in corpus},
-    )
+    data.hf_tok.save_pretrained(args.out)
+    rep = run_report(args, proc, model, config, data, progress, sitting, val_loss, reading)
     write_card(args.out, rep)
     with open(os.path.join(args.out, "training_log.json"), "w") as f:
         json.dump(rep, f, indent=1)
     size = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out) if f != "checkpoint.pt")
-    say(f"[done] saved to {args.out} ({size / 1e6:.1f} MB) in {time.time() - t0:.0f}s total")
-    end_ranks(world)
+    proc.say(f"[done] saved to {args.out} ({size / 1e6:.1f} MB) in {time.time() - t0:.0f}s total")
+
+
+def run_report(args, proc, model, config, data, progress, sitting, val_loss, reading):
+    """training_log.json's record of the run, which the model card is written from."""
+    manifest_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus_manifest.json")
+    corpus = json.load(open(manifest_path)) if os.path.exists(manifest_path) else {}
+    cfg = config.to_dict()
+    cfg["head_dim"] = config.hidden_size // config.num_attention_heads
+    losses = [r["loss"] for r in progress.log if "loss" in r][-4:] or [sitting.last_loss.item()]
+    return dict(
+        date=datetime.date.today().isoformat(), device_name=proc.name, torch=torch.__version__,
+        params=count_params(model), shape=shape_text(config), config=cfg, seq=args.seq,
+        batch=args.batch * proc.world, steps=progress.step, tokens_seen=progress.tokens,
+        world_size=proc.world, rank_weight_gap=sitting.weight_gap,
+        train_seconds=sitting.train_seconds, final_train_loss=sum(losses) / len(losses),
+        val_loss=val_loss, val_ppl=math.exp(val_loss), val_tokens=data.val.numel(),
+        reading=reading, reading_n=args.reading_n, task_frac=args.task_frac, answer_weight=args.answer_weight,
+        doc_weight=args.doc_weight, kind_weights=args.kind_weights, full_rows=args.full_rows,
+        lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout, warmup=args.warmup, clip=args.clip,
+        train_tokens_in_corpus=data.train.numel(), args=vars(args), log=progress.log,
+        corpus={k: corpus[k] for k in ("sources", "train_bytes") if k in corpus},
+    )
+
+
+def count_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def main():
+    t0 = time.time()
+    args = parse_args()
+    proc = Process(*start_ranks())
+    if proc.cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    seed = rank_seed(args.seed, proc.rank)
+    torch.manual_seed(seed)  # ranks build different random weights: DDP copies rank 0's onto the others
+    data = load_data(args, proc, seed, t0)  # before the model: the loader's iterator draws from the seed
+    model, config = build_model(args, data.hf_tok, proc)
+    opt = make_optimizer(model, args, proc.cuda)
+    progress = resume(args, model, opt, seed, proc)
+    proc.say(f"[model] {count_params(model):,} parameters, {shape_text(config)}, device {proc.name}")
+    sitting = train(args, proc, model, wrap_ddp(model, proc), opt, data, progress)
+    paused = end_sitting(args, proc, model, opt, progress, sitting)
+    if paused or proc.rank != 0:
+        end_ranks(proc.world)  # the other ranks wait here while rank 0 evaluates and saves
+        return
+    evaluate_and_save(args, proc, model, config, data, progress, sitting, t0)
+    end_ranks(proc.world)
 
 
 if __name__ == "__main__":
