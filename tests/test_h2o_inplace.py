@@ -8,7 +8,7 @@ import torch
 from pyramid_core.engine import start_request, step
 from pyramid_core.policies.base import Evict
 from pyramid_core.policies.h2o import H2OPolicy
-from tests.test_streaming_ring import prompts, run
+from tests.test_streaming_ring import assert_decodes_as, one_layer_after_ten_steps, prompts
 from tests.tiny_models import tiny_model
 
 
@@ -31,12 +31,8 @@ CASES = [([37, 37, 37], 0.3, 0.5), ([3, 3, 3], 1.0, 0.5), ([1, 1, 1], 0.5, 0.5),
 
 @pytest.mark.parametrize("lengths,share,recent", CASES)
 def test_in_place_h2o_keeps_what_compaction_kept(lengths, share, recent):
-    lm = tiny_model("llama", layers=3)
-    ids, mask = prompts(lengths, lm.config.vocab_size)
-    new_logits, new_kept, _ = run(lm, H2OPolicy(kv_budget=share, recent_share=recent), ids, mask, 30)
-    ref_logits, ref_kept, _ = run(lm, CompactingH2O(kv_budget=share, recent_share=recent), ids, mask, 30)
-    assert new_kept == ref_kept
-    torch.testing.assert_close(new_logits, ref_logits, rtol=1e-4, atol=1e-4)
+    assert_decodes_as(H2OPolicy(kv_budget=share, recent_share=recent),
+                      CompactingH2O(kv_budget=share, recent_share=recent), lengths)
 
 
 def test_a_decode_step_evicts_in_place_without_sorting(monkeypatch):
@@ -68,14 +64,8 @@ def test_a_decode_step_evicts_in_place_without_sorting(monkeypatch):
 
 def test_a_keep_of_every_slot_after_evictions_follows_the_slots_the_policy_saw():
     """A Keep scored over the columns of a layer out of position order is reordered with the slots."""
-    lm = tiny_model("llama", layers=1)
-    ids, mask = prompts([30, 30], lm.config.vocab_size)
-    req = start_request(lm, ids, mask, H2OPolicy(kv_budget=0.4, recent_share=0.25))
+    layer = one_layer_after_ten_steps(H2OPolicy(kv_budget=0.4, recent_share=0.25))
     with torch.inference_mode():
-        step(req, ids)
-        for token in range(3, 13):
-            step(req, torch.full((2,), token))
-        layer = req.cache.layers[0]
         _, _, positions = layer.view()  # the freed slots now hold the last tokens: out of order
         assert not layer.ordered
         target = positions[:, [0, 5, 7]]  # keep these three positions of each row, whatever their slots

@@ -28,6 +28,18 @@ def run(lm, policy, ids, mask, steps):
     return torch.stack(logits, 1), kept, req.cache
 
 
+def one_layer_after_ten_steps(policy):
+    """The cache layer of a one-layer model after two 30-token prompts and ten decode steps under policy."""
+    lm = tiny_model("llama", layers=1)
+    ids, mask = prompts([30, 30], lm.config.vocab_size)
+    req = start_request(lm, ids, mask, policy)
+    with torch.inference_mode():
+        step(req, ids)
+        for token in range(3, 13):
+            step(req, torch.full((2,), token))
+    return req.cache.layers[0]
+
+
 def prompts(lengths, vocab):
     """Left-padded random prompts of the given lengths."""
     T = max(lengths)
@@ -44,14 +56,20 @@ CASES = [([3, 3, 3], 4, 0.37), ([5, 5, 5], 4, 0.37), ([61, 61, 61], 3, 0.37), ([
          ([61, 17, 4], 3, 0.37), ([23, 23, 9], 5, 0.61)]
 
 
-@pytest.mark.parametrize("lengths,sink,share", CASES)
-def test_ring_keeps_what_compaction_kept(lengths, sink, share):
+def assert_decodes_as(policy, reference, lengths, steps=30):
+    """policy keeps the same positions as reference at every step of every layer, with the same logits."""
     lm = tiny_model("llama", layers=3)
     ids, mask = prompts(lengths, lm.config.vocab_size)
-    ring_logits, ring_kept, _ = run(lm, StreamingPolicy(sink_len=sink, kv_budget=share), ids, mask, 30)
-    ref_logits, ref_kept, _ = run(lm, CompactingStreaming(sink_len=sink, kv_budget=share), ids, mask, 30)
-    assert ring_kept == ref_kept
-    torch.testing.assert_close(ring_logits, ref_logits, rtol=1e-4, atol=1e-4)
+    logits, kept, _ = run(lm, policy, ids, mask, steps)
+    ref_logits, ref_kept, _ = run(lm, reference, ids, mask, steps)
+    assert kept == ref_kept
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("lengths,sink,share", CASES)
+def test_ring_keeps_what_compaction_kept(lengths, sink, share):
+    assert_decodes_as(StreamingPolicy(sink_len=sink, kv_budget=share),
+                      CompactingStreaming(sink_len=sink, kv_budget=share), lengths)
 
 
 def test_equal_rows_decode_as_a_ring_without_compaction(monkeypatch):
@@ -73,14 +91,8 @@ def test_equal_rows_decode_as_a_ring_without_compaction(monkeypatch):
 
 def test_a_scored_keep_after_a_ring_restores_position_order():
     """keep() scores the newest slots, so a ring's out-of-order slots are sorted back first."""
-    lm = tiny_model("llama", layers=1)
-    ids, mask = prompts([30, 30], lm.config.vocab_size)
-    req = start_request(lm, ids, mask, StreamingPolicy(sink_len=2, kv_budget=0.3))
+    layer = one_layer_after_ten_steps(StreamingPolicy(sink_len=2, kv_budget=0.3))
     with torch.inference_mode():
-        step(req, ids)
-        for token in range(3, 13):
-            step(req, torch.full((2,), token))
-        layer = req.cache.layers[0]
         held = sorted(p for p in layer.view()[2][0].tolist() if p >= 0)
         layer.keep(torch.arange(3.0)[None].expand(2, 3), [1, 1])  # keep only the newest of the last three
         positions = layer.view()[2]

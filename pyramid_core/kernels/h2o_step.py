@@ -58,7 +58,7 @@ def h2o_step(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
 def kernel_fits(queries: torch.Tensor, keys: torch.Tensor) -> bool:
     """Whether the kernels take this layer: CUDA, Triton, one query per row, a power-of-two head_dim in
     [16, 256], queries and keys of one dtype. A CUDA layer they do not take is logged once."""
-    if not queries.is_cuda or not importable("triton", "H2O's decode step uses the PyTorch twin on the GPU"):
+    if not queries.is_cuda or not _triton():
         return False
     D = queries.shape[-1]
     if queries.shape[2] == 1 and D in _HEAD_DIMS and queries.dtype == keys.dtype:
@@ -73,5 +73,8 @@ def kernel_fits(queries: torch.Tensor, keys: torch.Tensor) -> bool:
 
 def step_backend(device: torch.device) -> str:
     """Which implementation runs H2O's slot-indexed decode step on this device (benchmark metadata)."""
-    return "triton" if device.type == "cuda" and importable(
-        "triton", "H2O's decode step uses the PyTorch twin on the GPU") else "torch"
+    return "triton" if device.type == "cuda" and _triton() else "torch"
+
+
+def _triton() -> bool:
+    return importable("triton", "H2O's decode step uses the PyTorch twin on the GPU")

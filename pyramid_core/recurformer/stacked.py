@@ -101,13 +101,16 @@ def fused_step_fits(x: torch.Tensor, state: torch.Tensor | None) -> bool:
     return FUSED_STEP and x.is_cuda and x.shape[1] == 1 \
         and x.dtype in (torch.float16, torch.bfloat16, torch.float32) \
         and (state is None or state.dtype == torch.float32) \
-        and importable("triton", "the RecurFormer decode step uses the PyTorch twin on the GPU")
+        and _triton()
 
 
 def step_backend(device: torch.device) -> str:
     """Which implementation runs a stack's decode step on this device (for benchmark metadata)."""
-    return "triton" if FUSED_STEP and device.type == "cuda" and importable(
-        "triton", "the RecurFormer decode step uses the PyTorch twin on the GPU") else "torch"
+    return "triton" if FUSED_STEP and device.type == "cuda" and _triton() else "torch"
+
+
+def _triton() -> bool:
+    return importable("triton", "the RecurFormer decode step uses the PyTorch twin on the GPU")
 
 
 def check_stackable(rnns: list[GroupRNN]) -> None:
