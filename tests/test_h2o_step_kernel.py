@@ -199,9 +199,11 @@ def test_kernel_equals_twin_over_steps(B, H, H_kv, T, D, dtype):
 
 @needs_triton
 def test_engine_greedy_tokens_equal_with_the_kernels(monkeypatch):
-    """The kernels (in the interpreter) in the engine's decode steps keep what the position path kept."""
+    """The kernels (compiled on a GPU, in the interpreter on a CPU) in the engine's decode steps keep what
+    the position path kept."""
     lm = tiny_model("llama", layers=2)
-    ids, mask = prompts([45, 28], lm.config.vocab_size)
+    lm.model.to(DEVICE)
+    ids, mask = (t.to(DEVICE) for t in prompts([45, 28], lm.config.vocab_size))
     assert greedy(lm, ids, mask, monkeypatch, True, kernel=True) == greedy(lm, ids, mask, monkeypatch, False)
 
 

@@ -20,6 +20,8 @@ from the same numbers. Tolerances (fixed per dtype):
 
 import copy
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -163,7 +165,6 @@ def test_no_state_is_a_zero_state():
 def test_the_twin_runs_on_a_cpu_and_when_switched_off(monkeypatch):
     stack = make_stack(2, 2, 32, 1, False, torch.float32, identity=False)
     x = torch.zeros(2, 1, C, device=DEVICE)
-    assert not stacked.FUSED_STEP  # off until its first GPU run (stacked.py says why)
     monkeypatch.setattr(stacked, "FUSED_STEP", True)
     assert stacked.fused_step_fits(x, None) == (DEVICE == "cuda")
     assert not stacked.fused_step_fits(x.double(), None)
@@ -227,3 +228,14 @@ def test_engine_decodes_alike_with_the_fused_step(graphs, monkeypatch, tmp_path)
     assert calls, "the kernel never ran"
     monkeypatch.setattr(stacked, "fused_step_fits", lambda *a: False)
     assert fused == tokens()
+
+
+@pytest.mark.parametrize("setting, on", [(None, True), ("0", False), ("1", True)])
+def test_the_switch_is_on_unless_turned_off(setting, on):
+    """A fresh process reads PYRAMID_FUSED_RNN_STEP: unset or 1 runs the kernel where it fits, 0 never."""
+    env = {k: v for k, v in os.environ.items() if k != "PYRAMID_FUSED_RNN_STEP"}
+    if setting is not None:
+        env["PYRAMID_FUSED_RNN_STEP"] = setting
+    code = "from pyramid_core.recurformer import stacked; print(stacked.FUSED_STEP)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(on)

@@ -9,7 +9,8 @@ the scatter into a per-position buffer, the gather back, the recent-window mask 
    log-sum-exp, recomputes the block's logits for every head, sums the probabilities over heads, then
    updates the block's slot scores in place (restarting a slot whose position changed), records the
    positions, and writes the Evict's scores (inf for empty and recent slots). Each slot is read and
-   written by exactly one program.
+   written by exactly one program, its loads before a barrier and its stores after it (a program may
+   hold a slot in several threads: recurformer/step_triton.py tells how that went wrong).
 Keys and positions are read through their strides: the cache hands over views of larger buffers, and
 a copy of the keys per step would cost more than the kernels.
 """
@@ -24,6 +25,9 @@ from .. import warmup
 from .decode_triton import launch_device
 
 CHUNK = 256  # slots per program of the first kernel
+# float32 keys are multiplied in float32, as the twin does (Triton's default rounds them to TF32, 1e-4
+# off); bfloat16 and float16 keys ignore it
+DOT_PRECISION = tl.constexpr("ieee")
 BT = 64      # slots per program of the second
 
 
@@ -49,7 +53,7 @@ def h2o_lse_fwd_kernel(q, q_pos, k, k_pos, m_out, s_out, scale, T, NS, s_kb, s_k
         b_k = tl.load(p_k, mask=m_t[:, None], other=0.0)
         b_kpos = tl.load(k_pos + i_b64 * s_pb + o_t, mask=m_t, other=-1)
         m_vis = (b_kpos >= 0) & ((b_kpos <= b_qpos) | (b_qpos < 0)) & m_t
-        b_logit = tl.dot(b_q, tl.trans(b_k)).to(tl.float32) * scale  # [BG, BT]
+        b_logit = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION).to(tl.float32) * scale  # [BG, BT]
         b_logit = tl.where(m_vis[None, :], b_logit, float("-inf"))
         b_new = tl.maximum(b_m, tl.max(b_logit, axis=1))
         b_safe = tl.where(b_new == float("-inf"), 0.0, b_new)
@@ -90,7 +94,7 @@ def h2o_step_fwd_kernel(q, q_pos, k, k_pos, m_in, s_in, scores, last_pos, last_o
         b_q = tl.load(q + (i_b64 * H + o_h[:, None]) * D + o_d[None, :], mask=m_g[:, None], other=0.0)
         p_k = k + i_b64 * s_kb + i_kv * s_kh + o_t[:, None].to(tl.int64) * s_kt + o_d[None, :]
         b_k = tl.load(p_k, mask=m_t[:, None], other=0.0)
-        b_logit = tl.dot(b_q, tl.trans(b_k)).to(tl.float32) * scale  # [BG, BT]
+        b_logit = tl.dot(b_q, tl.trans(b_k), input_precision=DOT_PRECISION).to(tl.float32) * scale  # [BG, BT]
         b_p = tl.where(m_g[:, None] & m_vis[None, :], tl.exp(b_logit - b_lse[:, None]), 0.0)
         b_acc += tl.sum(b_p, axis=0)
     # the slot state: a slot whose position changed holds a new token and restarts from its attention
@@ -99,6 +103,8 @@ def h2o_step_fwd_kernel(q, q_pos, k, k_pos, m_in, s_in, scores, last_pos, last_o
     b_last = tl.load(p_last, mask=m_t, other=-1)
     b_old = tl.load(p_score, mask=m_t, other=0.0)
     b_new = tl.where(b_kpos != b_last, 0.0, b_old) + b_acc / H
+    # several threads may hold a slot's copy (a [BT] vector is smaller than the program): all load first
+    tl.debug_barrier()
     tl.store(p_score, b_new, mask=m_t)
     tl.store(p_last, b_kpos, mask=m_t)
     b_cut = tl.load(last_old + i_b64)  # newest position outside the recent window

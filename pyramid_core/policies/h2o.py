@@ -40,8 +40,8 @@ from .base import ALWAYS, Evict, Keep, LayerContext, Policy, PolicyState, check_
 # Decode with scores kept per cache slot (issue 19): once full, a layer's step is h2o_step (on CUDA two
 # Triton kernels, kernels/h2o_step_triton.py; elsewhere its twin) plus the cache's Evict, where the
 # position-indexed path launched about ten kernels more. Read when a request starts (H2OState.by_slot).
-# Off by default until the kernels' first GPU run (compiled, timed: benchmarks/h2o_step_kernel.py); they
-# have only run in Triton's interpreter on a CPU. PYRAMID_FUSED_H2O_STEP=1 turns it on.
+# Off by default: on an H200 the kernels pass and are faster alone (benchmarks/h2o_step_kernel.json), but
+# the mode decoded slower with them (docs/policies.md). PYRAMID_FUSED_H2O_STEP=1 turns it on.
 FUSED_STEP = os.environ.get("PYRAMID_FUSED_H2O_STEP", "0") == "1"
 
 

@@ -14,9 +14,13 @@ programs by G (4 on the 1B shape) at batch 1, where there are only B x H of them
 The state is walked in blocks of BK key rows: for each block, the rows of q and k it needs are
 normalised and rotated (rotate-half pairs row i with i +- D/2, so both are loaded), S[rows] is decayed,
 given k v^T, stored back, and q[rows] S[rows] is added to o. o is the full [D] vector after the last
-block, so the output norm needs no second pass. Each state element is loaded and stored by the same
-thread (one layout per tile), so the in-place update has no race; the taps' past values are shifted
-one row vector at a time for the same reason.
+block, so the output norm needs no second pass.
+
+In-place updates wait at a barrier between their loads and their stores. Triton may hold a block in
+several threads at once (a [D] vector has fewer elements than the program has threads, and a small
+tile is replicated across warps), and one warp storing a state row before another has loaded it
+corrupted the step on an H200 (tests/test_recurformer_step_kernel.py, head_dim 48 with taps, 2026-11-30);
+the interpreter, which runs a program as one thread, cannot show it.
 
 Precision: everything in float32, as the twin's scan. The twin also rounds some intermediates to the
 model dtype (normed and rotated q and k, the taps term); with bfloat16 the two differ at that rounding.
@@ -64,7 +68,7 @@ def _rms_inv(p_x, o_d, m_d, eps, D: tl.constexpr):
 def rnn_step_fwd_kernel(proj, pos, state, y, q_norm, k_norm, inv_freq, out_weight, skip, taps,
                         scale, rope_scaling, norm_eps, out_eps, s_pb, s_yb,
                         H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr,
-                        NT: tl.constexpr, QK_NORM: tl.constexpr):
+                        NT: tl.constexpr, BNT: tl.constexpr, QK_NORM: tl.constexpr):
     i_bh = tl.program_id(0)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_g = i_b.to(tl.int64), i_h // G
@@ -98,6 +102,7 @@ def rnn_step_fwd_kernel(proj, pos, state, y, q_norm, k_norm, inv_freq, out_weigh
         p_blk = p_s + o_k[:, None] * D + o_d[None, :]
         m_blk = m_k[:, None] & m_d[None, :]
         b_s = tl.load(p_blk, mask=m_blk, other=0.0) * b_a + b_k[:, None] * b_v[None, :]  # [BK, BD]
+        tl.debug_barrier()  # every copy of the tile is loaded before any is stored (module docstring)
         tl.store(p_blk, b_s, mask=m_blk)
         b_o += tl.sum(b_q[:, None] * b_s, axis=0)
     b_y = b_o / tl.sqrt(tl.sum(b_o * b_o, axis=0) / D + out_eps)
@@ -105,16 +110,18 @@ def rnn_step_fwd_kernel(proj, pos, state, y, q_norm, k_norm, inv_freq, out_weigh
         + tl.load(skip + i_h).to(tl.float32) * b_v
     if NT > 0:
         # past values: rows D .. D + NT - 1 of the state, oldest first; taps[h, j - 1] weighs the value j
-        # tokens back. A real token shifts them up by one and appends v; a pad leaves them.
-        p_past = p_s + D * D
-        for r in tl.static_range(NT):
-            b_cur = tl.load(p_past + r * D + o_d, mask=m_d, other=0.0)
-            b_y += tl.load(taps + (i_h * NT + NT - 1 - r) * D + o_d, mask=m_d, other=0.0).to(tl.float32) * b_cur
-            if r + 1 < NT:
-                b_next = tl.load(p_past + (r + 1) * D + o_d, mask=m_d, other=0.0)
-            else:
-                b_next = b_v
-            tl.store(p_past + r * D + o_d, tl.where(real, b_next, b_cur), mask=m_d)
+        # tokens back. A real token shifts them up by one and appends v; a pad leaves them. All rows
+        # are read (as one [BNT, BD] tile, and again one row later for the shift) before any is written.
+        o_t = tl.arange(0, BNT)
+        m_t = (o_t < NT)[:, None] & m_d[None, :]
+        p_rows = p_s + (D + o_t[:, None]) * D + o_d[None, :]
+        b_past = tl.load(p_rows, mask=m_t, other=0.0)
+        b_later = tl.load(p_rows + D, mask=((o_t + 1) < NT)[:, None] & m_d[None, :], other=0.0)
+        b_later = tl.where((o_t == NT - 1)[:, None], b_v[None, :], b_later)
+        b_taps = tl.load(taps + (i_h * NT + NT - 1 - o_t[:, None]) * D + o_d[None, :], mask=m_t, other=0.0)
+        b_y += tl.sum(b_taps.to(tl.float32) * b_past, axis=0)
+        tl.debug_barrier()
+        tl.store(p_rows, tl.where(real, b_later, b_past), mask=m_t)
     tl.store(y + i_b64 * s_yb + i_h * D + o_d, b_y.to(y.dtype.element_ty), mask=m_d)
 
 
@@ -145,5 +152,5 @@ def stacked_step_triton(rnn, proj: torch.Tensor, positions: torch.Tensor,
             rnn.inv_freq, rnn.out_weight, rnn.skip, rnn.taps if NT else dummy,
             cfg.scale, cfg.rope_scaling, cfg.norm_eps, cfg.out_eps, proj.stride(0), y.stride(0),
             H=H, G=cfg.heads, D=D, BD=triton.next_power_of_2(D), BK=min(BLOCK_K, triton.next_power_of_2(D)),
-            NT=NT, QK_NORM=norms, num_warps=NUM_WARPS)
+            NT=NT, BNT=triton.next_power_of_2(max(NT, 1)), QK_NORM=norms, num_warps=NUM_WARPS)
     return y, state
