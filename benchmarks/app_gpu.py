@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gradio.queueing import Queue  # noqa: E402
+from starlette.responses import StreamingResponse  # noqa: E402
 
 from benchmarks.app_overhead import GenerationTimer, handler_args, serve_locally  # noqa: E402
 from pyramid_core import metrics  # noqa: E402
@@ -66,13 +67,29 @@ def timed(fn):
 
 gc_utils.apply_diff = timed(gc_utils.apply_diff)
 gc_client.Endpoint.process_predictions = timed(gc_client.Endpoint.process_predictions)
+parsed = []  # when the client's reader thread parsed each update's SSE message off the socket
+
+
+class TimedJson:
+    def __getattr__(self, name):
+        return getattr(json, name)
+
+    def loads(self, text, *args, **kwargs):
+        msg = json.loads(text, *args, **kwargs)
+        if isinstance(msg, dict) and msg.get("msg") == "process_generating":
+            parsed.append(time.time())
+        return msg
+
+
+gc_client.json = TimedJson()
 client = Client(sys.argv[1], verbose=False)
 print("ready", flush=True)
 for line in sys.stdin:
-    start, spent[0] = time.time(), 0.0
+    start, spent[0], parsed[:] = time.time(), 0.0, []
     updates = [[time.time(), sum(len(str(x)) for x in out[:int(sys.argv[2])])]
                for out in client.submit(*json.loads(line), api_name="/generate")]
-    print(json.dumps({"start": start, "updates": updates, "end": time.time(), "client_s": spent[0]}), flush=True)
+    print(json.dumps({"start": start, "updates": updates, "end": time.time(), "client_s": spent[0],
+                      "parsed": parsed}), flush=True)
 """
 
 
@@ -125,6 +142,20 @@ class ServerProbe:
 
         Queue.send_message = timed_send
         self.restore_queue = lambda: setattr(Queue, "send_message", send)
+        self.streamed = []  # (chunk made by the event stream, chunk taken by uvicorn) per update (wall clock)
+        stream_response = StreamingResponse.stream_response
+
+        async def timed_stream(response, send_body):
+            async def timed_body(message):
+                made = time.time()
+                await send_body(message)
+                if b'"process_generating"' in bytes(message.get("body", b"")):
+                    probe.streamed.append((made, time.time()))
+
+            await stream_response(response, timed_body)
+
+        StreamingResponse.stream_response = timed_stream
+        self.restore_stream = lambda: setattr(StreamingResponse, "stream_response", stream_response)
         add, outputs = live_view.Live.add, live_view.Live.outputs
         probe = self
 
@@ -150,6 +181,7 @@ class ServerProbe:
 
     def restore(self):
         self.restore_queue()
+        self.restore_stream()
         self.restore_gc()
         self.restore_live()
         self.timer.restore()
@@ -173,6 +205,14 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
     # split each lag: built -> queued for the stream (the server) and queued -> received (the wire, the client)
     in_server = sorted(q - y for q, y in zip(probe.queued, probe.yields))
     on_wire = sorted(t - q for (t, _), q in zip(updates, probe.queued))
+    # the wire's part, in four: queued -> chunk made by the page's event stream (the event loop's turn),
+    # made -> taken by uvicorn (a socket write; long when the client does not read), taken -> parsed by
+    # the client's reader thread (the socket and the client), parsed -> yielded to the caller (its poll)
+    made, taken = [m for m, _ in probe.streamed], [t for _, t in probe.streamed]
+    wire = {"to_event_stream_s": sorted(m - q for m, q in zip(made, probe.queued)),
+            "uvicorn_write_s": sorted(t - m for m, t in probe.streamed),
+            "to_client_reader_s": sorted(r - t for r, t in zip(seen.get("parsed", []), taken)),
+            "client_poll_s": sorted(u - r for (u, _), r in zip(updates, seen.get("parsed", [])))}
     return {
         "wall_s": round(wall, 3), "generating_s": round(probe.timer.seconds, 3),
         "server_added": round(wall / probe.timer.seconds - 1, 3) if probe.timer.seconds else None,
@@ -184,6 +224,7 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
         "server_updates_before_last_record": sum(y < probe.last_record for y in probe.yields) if probe.last_record else None,
         "arrival_lag_s": median_max(lags),
         "lag_in_server_s": median_max(in_server), "lag_on_wire_s": median_max(on_wire),
+        "wire_parts": {k: median_max(v) for k, v in wire.items()},
         "updates_per_s": round(len(updates) / wall, 2),
         # gradio_client's own work (a browser's would differ): arrival times include it
         "client_processing_s": round(seen.get("client_s", 0.0), 3),
