@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
-from rank_snapshots import pick  # noqa: E402
+from rank_snapshots import pick, sample_misses  # noqa: E402
 
 
 def row(name, ppl, single, story):
@@ -32,3 +32,24 @@ def test_pick_merges_rank_files_scored_apart(tmp_path):
     assert all(name in table for name in ("early", "late", "over"))
     none = subprocess.run(cmd[:-2] + ["--max-ppl", "30"], capture_output=True, text=True)
     assert none.returncode == 1 and none.stdout == ""
+
+
+def test_pick_passes_over_a_model_that_misses_a_sample_prompt():
+    rows = [row("reads more", 30.0, 0.95, 0.50), row("answers the samples", 31.0, 0.85, 0.40)]
+    rows[0]["samples_missed"], rows[1]["samples_missed"] = ["story + question"], []
+    assert pick(rows, 37.0)["model"] == "answers the samples"
+    rows[1]["samples_missed"] = ["several facts"]
+    assert pick(rows, 37.0) is None
+
+
+def test_the_shipped_model_misses_no_sample_prompt_and_a_random_one_misses_all():
+    """The rank's own check of the samples (through the reading evaluation's batch path) agrees with the
+    studio path's test (tests/test_sample_prompts.py) on the shipped model, and is not trivially satisfied."""
+    from pyramid_core.models import load_model
+    from tests.tiny_models import tiny_model, tiny_tokenizer
+
+    assert sample_misses(load_model("embedded", device="cpu")) == []
+    names = [s["name"] for s in json.loads((ROOT / "pyramid_core/assets/sample_prompts.json").read_text())]
+    random_lm = tiny_model("llama", max_position_embeddings=16384)  # the needle prompt is ~12k tiny tokens
+    random_lm.tokenizer = tiny_tokenizer()
+    assert sample_misses(random_lm) == names

@@ -10,9 +10,13 @@ pyramid_core/assets/reading_eval.jsonl.gz, greedy) and the continuation perplexi
 `--pick` takes several rank files (snapshots scored one at a time while the training ran, or on two GPUs)
 and, with `--out`, writes their rows together as one table.
 
-The pick: among models within the perplexity ceiling, the one with the most single-fact and story
-questions right (the two reading targets of the model card); none within the ceiling prints nothing
-and exits 1.
+Each model also answers the studio's sample prompts (pyramid_core/assets/sample_prompts.json; full cache,
+greedy, one at a time), as tests/test_sample_prompts.py asks of the shipped model: the studio's first click
+shows the first of them.
+
+The pick: among models within the perplexity ceiling that answer every sample prompt, the one with the most
+single-fact and story questions right (the two reading targets of the model card); none prints nothing and
+exits 1. Rows scored before the samples were (no "samples" key) are not held to them.
 """
 import argparse
 import json
@@ -37,26 +41,42 @@ def heldout_ppl(lm, windows: int = 6) -> float:
     return evaluate.perplexity(sum(nlls) / len(nlls))
 
 
+def sample_misses(lm) -> list[str]:
+    """Names of the sample prompts the model gets wrong: a question's answer line, a continuation's first word."""
+    stops, missed = reading.newline_ids(lm.tokenizer), []
+    for sample in json.loads(asset("sample_prompts.json").read_text()):
+        (text,), _ = reading.answer_batch(lm, [sample["prompt"]], None, stops)
+        if sample["kind"] == "question":
+            right = reading.answer_matches(text, sample["answer"])
+        else:
+            words = text.split()
+            right = bool(words) and words[0].strip(",.;:") == sample["answer"]
+        if not right:
+            missed.append(sample["name"])
+    return missed
+
+
 def score(model_dir: str, tasks: list[dict], device: str, dtype: str) -> dict:
     lm = load_model(model_dir, device=device, dtype=dtype)
     summary = reading.summary(reading.score(lm, tasks, batch=16))
     worst = min(v for row in summary["grid"].values() for v in row.values())
     return {"model": model_dir, "ppl": heldout_ppl(lm), "accuracy": summary["accuracy"],
-            "worst_single_cell": worst, "grid": summary["grid"]}
+            "worst_single_cell": worst, "grid": summary["grid"], "samples_missed": sample_misses(lm)}
 
 
 def markdown(rows: list[dict]) -> str:
     kinds = sorted(rows[0]["accuracy"])
-    lines = ["| model | heldout ppl | " + " | ".join(kinds) + " | worst single cell |",
-             "| --- | --- | " + " | ".join("---" for _ in kinds) + " | --- |"]
+    lines = ["| model | heldout ppl | " + " | ".join(kinds) + " | worst single cell | sample prompts missed |",
+             "| --- | --- | " + " | ".join("---" for _ in kinds) + " | --- | --- |"]
     for r in rows:
         acc = " | ".join(f"{r['accuracy'][k]:.1%}" for k in kinds)
-        lines.append(f"| {r['model']} | {r['ppl']:.2f} | {acc} | {r['worst_single_cell']:.0%} |")
+        missed = ", ".join(r["samples_missed"]) or "none" if "samples_missed" in r else "-"
+        lines.append(f"| {r['model']} | {r['ppl']:.2f} | {acc} | {r['worst_single_cell']:.0%} | {missed} |")
     return "\n".join(lines) + "\n"
 
 
 def pick(rows: list[dict], max_ppl: float) -> dict | None:
-    within = [r for r in rows if r["ppl"] <= max_ppl]
+    within = [r for r in rows if r["ppl"] <= max_ppl and not r.get("samples_missed")]
     return max(within, key=lambda r: r["accuracy"]["single"] + r["accuracy"]["story"], default=None)
 
 
