@@ -13,8 +13,9 @@ placed at depths in [0, 1] of its length. The kinds of task:
               (X lives in T; the mayor of T is Y; who is the mayor of the town where X lives?)
     story     a short narrative of who did what and how many, spread through the text; asked who, how
               many or where; the answer is a span of the story's own sentences. Training stories combine
-              verbs, nouns and places freely (STORY_VERBS, STORY_NOUNS, STORY_PLACES, STORY_TIMES), so
-              only reading answers them; held-out stories keep the fixed actions of STORY_ACTS
+              verbs, nouns and places freely (STORY_VERBS, STORY_NOUNS, STORY_PLACES and places composed
+              from them, STORY_TIMES), so only reading answers them; held-out stories keep the fixed actions
+              of STORY_ACTS
     quote     a passage of the natural text itself, asked what follows it (a span of that text)
 
 Phrasing varies: every relation has several fact and question templates (and, for training
