@@ -13,8 +13,9 @@ placed at depths in [0, 1] of its length. The kinds of task:
               (X lives in T; the mayor of T is Y; who is the mayor of the town where X lives?)
     story     a short narrative of who did what and how many, spread through the text; asked who, how
               many or where; the answer is a span of the story's own sentences. Training stories combine
-              verbs, nouns and places freely (STORY_VERBS, STORY_NOUNS, STORY_PLACES, STORY_TIMES), so
-              only reading answers them; held-out stories keep the fixed actions of STORY_ACTS
+              verbs, nouns and places freely (STORY_VERBS, STORY_NOUNS, STORY_PLACES and places composed
+              from them, STORY_TIMES), so only reading answers them; held-out stories keep the fixed actions
+              of STORY_ACTS
     quote     a passage of the natural text itself, asked what follows it (a span of that text)
 
 Phrasing varies: every relation has several fact and question templates (and, for training
@@ -124,6 +125,13 @@ def coin(rng: random.Random, split: str, syllables: tuple[int, int] = (2, 3), ta
         name = name.capitalize() + tail
         if heldout(name) == (split == "heldout"):
             return name
+
+
+# training multi tasks and stories told in one shared phrasing (all facts, or all events, alike), as held-out ones are
+PARALLEL_SHARE = 0.5
+
+# pools of quantities that prose also writes in words ('forty-two years old'); training facts sometimes do
+SPELLED_POOLS = ("age", "metres", "price")
 
 
 def number_words(n: int) -> str:
@@ -626,6 +634,25 @@ STORY_TIMES = _phrases("""last Tuesday | on Midsummer Eve | before breakfast | a
 | just before closing time""")
 
 
+# ... and places composed from parts of those: run 6 answered 11 of the 25 held-out "where" questions with a place of
+# the list above that was not in the document ("on the hillside" for "on the hill farm"): it had memorised the 108
+# places instead of copying them. A preposition, a place noun of the list and sometimes a second place ('in the attic
+# above the tea room', as held-out "in the loft above the chandlery") make about a million phrases, which can only
+# be copied. The prepositions include ones the list lacks ('from', 'around'); no held-out place's head word is added.
+PLACE_PREPS = ("in", "at", "by", "on", "behind", "near", "beside", "outside", "from", "around", "beyond", "past",
+               "across", "under")
+PLACE_LINKS = ("above", "behind", "beside", "near", "opposite", "next to", "beyond", "below", "across from")
+PLACE_NOUNS = tuple(sorted({p.split(" the ", 1)[1] for p in STORY_PLACES if " the " in p}))
+
+
+def composed_place(rng: random.Random) -> str:
+    """'{prep} the {noun}', or that followed by '{link} the {noun}' (a place by another place)."""
+    place = f"{rng.choice(PLACE_PREPS)} the {rng.choice(PLACE_NOUNS)}"
+    if rng.random() < 0.5:
+        place += f" {rng.choice(PLACE_LINKS)} the {rng.choice(PLACE_NOUNS)}"
+    return place
+
+
 def _nouns_to_verbs() -> dict[str, tuple[Verb, ...]]:
     """noun -> the verbs that take it (for events that share a noun but not a verb)."""
     return {noun: tuple(v for v in STORY_VERBS if cat in v.takes)
@@ -1098,6 +1125,13 @@ def shape_of(fact: tuple[str, str, str, dict]) -> str:
     return sentence.replace(v, "{v}").replace(s, "{s}").replace(capitalise(s), "{s}")
 
 
+def told_apart(fact: tuple[str, str, str, dict], facts: list[tuple[str, str, str, dict]]) -> bool:
+    """Whether `fact` can join `facts` with one answer to each question: a new value, and no subject that begins
+    another ("Mira" and "Mira Holt" would make the question ambiguous)."""
+    _, s, v, _ = fact
+    return all(v != x[2] and not (s.startswith(x[1]) or x[1].startswith(s)) for x in facts)
+
+
 def _contains(a: str, b: str) -> bool:
     return re.search(rf"\b{re.escape(a)}\b", b) is not None
 
@@ -1237,16 +1271,30 @@ class TaskMaker:
 
     def distinct_facts(self, rel: Relation, n: int) -> list[tuple[str, str, str, dict]]:
         """n facts of `rel` with different subjects and values (training: and different phrasings)."""
-        facts, subjects, values = [], set(), set()
+        facts = []
         while len(facts) < n:
             f = self.fact(rel)
-            # "Mira" and "Mira Holt" would make the question ambiguous: no subject begins another
-            if f[2] not in values and not any(f[1].startswith(x) or x.startswith(f[1]) for x in subjects) \
+            if told_apart(f, facts) \
                     and (self.pools.split != "train" or shape_of(f) not in {shape_of(x) for x in facts}):
                 facts.append(f)
-                subjects.add(f[1])
-                values.add(f[2])
         return facts
+
+    def parallel_facts(self, rel: Relation, n: int) -> list[tuple[str, str, str, dict]]:
+        """Training: n facts of `rel` in one shared phrasing, told apart only by subject and value. Held-out multi
+        tasks state their facts alike (one or two held-out templates a relation: 87% repeat a phrasing), and so does
+        the studio's "several facts" sample ("Lena lives in Ashford. Tobias Crane lives in Kelmouth. ..."); run 6,
+        trained on differently phrased distractors only, answered its first fact to every question."""
+        compose = self.composers[rel.name].statement
+        for _ in range(200):
+            shape, facts = self.training_shape(compose, rel.facts), []
+            for _ in range(20 * n):
+                s, v, extra = self.fact_slots(rel, None, None)
+                text = self.filled(shape, s, v, extra)
+                if text and told_apart((text, s, v, extra), facts):
+                    facts.append((text, s, v, extra))
+                if len(facts) == n:
+                    return facts
+        raise AssertionError(f"no shared phrasing of {rel.name!r} for {n} facts")
 
     def question(self, rel: Relation, subject: str, extra: dict) -> str:
         if self.pools.split != "train":
@@ -1256,24 +1304,45 @@ class TaskMaker:
     # ---- training facts and questions composed from parts (Composer), never in a held-out wording
 
     def composed_fact(self, rel: Relation, subject: str | None, value: str | None) -> tuple[str, str, str, dict]:
+        subject, value, extra = self.fact_slots(rel, subject, value)
+        sentence = self.composed(self.composers[rel.name].statement, rel.facts, subject, value, extra)
+        return sentence, subject, value, extra
+
+    def fact_slots(self, rel: Relation, subject: str | None, value: str | None) -> tuple[str, str, dict]:
+        """(subject, value, extra slots) of one training fact; a small number is sometimes written in words."""
         p, extra = self.pools, {}
         if rel.subject == "person_animal":
             subject, extra["a"] = subject or p.person(), self.rng.choice(ANIMALS)
         else:
             subject = subject or p.draw(rel.subject)
-        value = value or p.draw(rel.value)
-        sentence = self.composed(self.composers[rel.name].statement, rel.facts, subject, value, extra)
-        return sentence, subject, value, extra
+        return subject, value or self.in_words_sometimes(rel.value, p.draw(rel.value)), extra
+
+    def in_words_sometimes(self, pool: str, value: str) -> str:
+        """`value`, or (half the time, for a quantity under 100) its English words. On 2026-11-30 run 6 answered
+        no story count written in words (0 of 8 held-out, 0 of 8 training-pool), giving another event's digits
+        or "1" instead: every other numeric answer of training was digits, 7 to 1, so 'how many' meant digits."""
+        if pool in SPELLED_POOLS and int(value) < 100 and self.rng.random() < 0.5:
+            return number_words(int(value))
+        return value
 
     def composed(self, compose, templates: tuple[str, ...], s: str, v: str, extra: dict) -> str:
         """A composed shape (now and then one of the relation's training templates, which hold wordings the
         parts do not) filled in; drawn again while it loses the value's case or says a held-out wording."""
         for _ in range(200):
-            shape = compose() if self.rng.random() < 0.8 else self.rng.choice(templates)
-            text = capitalise(_fill(shape, s=s, v=v, **extra))
-            if v in text and not writes_heldout(text):
+            text = self.filled(self.training_shape(compose, templates), s, v, extra)
+            if text:
                 return text
         raise AssertionError(f"no training phrasing of {templates[0]!r} for {s!r}, {v!r}")
+
+    def training_shape(self, compose, templates: tuple[str, ...]) -> str:
+        """A composed shape, or (a fifth of the time) one of the relation's training templates."""
+        return compose() if self.rng.random() < 0.8 else self.rng.choice(templates)
+
+    @staticmethod
+    def filled(shape: str, s: str, v: str, extra: dict) -> str | None:
+        """`shape` filled in, or None where the value lost its case (its span) or the text says a held-out wording."""
+        text = capitalise(_fill(shape, s=s, v=v, **extra))
+        return text if v in text and not writes_heldout(text) else None
 
     def single(self, tokens: int, depth: float | None = None) -> Task:
         rel = self.relation()
@@ -1284,8 +1353,10 @@ class TaskMaker:
         return Task("single", doc, q, v, tuple(depths))
 
     def multi(self, tokens: int) -> Task:
-        rel = self.relation()
-        facts = self.distinct_facts(rel, self.rng.randint(2, 5))
+        rel, n = self.relation(), self.rng.randint(2, 5)
+        # the held-out split draws nothing more here: the evaluation set's draws stay as they were
+        parallel = self.pools.split == "train" and self.rng.random() < PARALLEL_SHARE
+        facts = self.parallel_facts(rel, n) if parallel else self.distinct_facts(rel, n)
         asked = self.rng.randrange(len(facts))
         _, s, v, extra = facts[asked]
         q = self.question(rel, s, extra)
@@ -1387,7 +1458,15 @@ class TaskMaker:
         noun = noun or r.choice(p.nouns[r.choice(verb.takes)])
         n = r.randint(2, 60)
         count = number_words(n) if r.random() < 0.5 else str(n)
-        return Event(agent or p.person(), verb, noun, r.choice(p.story_places), count)
+        return Event(agent or p.person(), verb, noun, self.story_place(), count)
+
+    def story_place(self) -> str:
+        """Where or when an event happened: a time phrase as often as before, else a listed place (a third of the
+        time) or a composed one."""
+        r, places = self.rng, self.pools.story_places
+        if r.random() < len(STORY_TIMES) / len(places):
+            return r.choice(STORY_TIMES)
+        return r.choice(STORY_PLACES) if r.random() < 1 / 3 else composed_place(r)
 
     def story_question(self, events: list[Event]) -> tuple[int, str, str]:
         """(asked event, question kind, template): a template whose words match the asked event only.
@@ -1405,6 +1484,7 @@ class TaskMaker:
         """(depth, text) inserts and the asked event's text. Layouts: each event anywhere, all in one
         paragraph, in adjacent pairs, or the asked event at one end and the others at the other."""
         r = self.rng
+        shapes = self.story_shapes()
         order = r.sample(range(len(events)), len(events))
         layout = r.choice(("spread", "block", "pairs", "far"))
         if layout == "block":
@@ -1419,12 +1499,21 @@ class TaskMaker:
             groups = [(r.random(), [i]) for i in order]
         inserts, asked = [], ""
         for depth, group in groups:
-            sentences = self.group_sentences([events[i] for i in group], events)
+            sentences = self.group_sentences([events[i] for i in group], events, shapes)
             inserts.append((depth, " ".join(s for s, _ in sentences)))
             asked = next((s for s, idx in sentences if k in [group[j] for j in idx]), asked)
         return inserts, asked
 
-    def group_sentences(self, group: list[Event], events: list[Event]) -> list[tuple[str, list[int]]]:
+    def story_shapes(self) -> tuple[str, ...]:
+        """The sentence shapes of one story's events: all of them, or (PARALLEL_SHARE) one for every event. Held-out
+        stories tell every event in one shape, so only the verb and noun tell the events apart; run 6, trained on
+        stories whose events were mostly shaped differently, answered another event's agent or count in 38 of its
+        58 misses."""
+        shapes = self.pools.shapes
+        return (self.rng.choice(shapes),) if self.rng.random() < PARALLEL_SHARE else shapes
+
+    def group_sentences(self, group: list[Event], events: list[Event],
+                        shapes: tuple[str, ...]) -> list[tuple[str, list[int]]]:
         """Sentences of adjacent events (with the positions in `group` each tells); two in a row by the
         same agent are sometimes told in one sentence."""
         out, i = [], 0
@@ -1433,15 +1522,15 @@ class TaskMaker:
                 out.append((self.joined_sentence(group[i], group[i + 1]), [i, i + 1]))
                 i += 2
             else:
-                out.append((self.event_text(group[i], events), [i]))
+                out.append((self.event_text(group[i], events, shapes), [i]))
                 i += 1
         return out
 
-    def event_text(self, e: Event, events: list[Event]) -> str:
+    def event_text(self, e: Event, events: list[Event], shapes: tuple[str, ...]) -> str:
         r, p = self.rng, self.pools
-        shapes = p.shapes
         if sum(x.verb == e.verb and x.noun == e.noun for x in events) > 1:
-            shapes = [s for s in shapes if not s.startswith("Only")]  # another event did the same
+            # another event did the same: 'Only X ...' would be false (the plain shape if nothing else is left)
+            shapes = [s for s in shapes if not s.startswith("Only")] or STORY_SHAPES
         opener = "" if e.when else r.choice(p.openers)  # "That winter, ... last Tuesday" would clash
         return event_sentence(r.choice(shapes), opener=opener, **e.slots())
 
