@@ -9,9 +9,13 @@ steps of one evolving slot state.
 
 import importlib.util
 import os
+import sys
+from collections import Counter
+from contextlib import contextmanager
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyramid_core import generate
 from pyramid_core.cache import LayerCache
@@ -210,3 +214,122 @@ def test_engine_greedy_tokens_equal_with_the_kernels(monkeypatch):
 def test_the_kernels_take_cuda_layers_only():
     q, k = torch.zeros(1, 4, 1, 32), torch.zeros(1, 2, 5, 32)
     assert not h2o_step_module.kernel_fits(q, k)
+
+
+# ----------------------------------------------------------------------------- the slot step in the engine
+
+# A decode step on a GPU must not wait for it: the host runs ahead and launches while the GPU works.
+# These ops read a device value on the host (aten's names; Tensor.tolist & co. dispatch nothing on a CPU
+# tensor, so the host reads are watched as Python calls instead); the copies would copy the layer's keys.
+SYNC_OPS = {"aten::_local_scalar_dense", "aten::item", "aten::nonzero", "aten::is_nonzero", "aten::equal",
+            "aten::_assert_async"}
+HOST_READS = {"Tensor.tolist", "Tensor.item", "Tensor.cpu", "Tensor.numpy"}
+COPIES = {"aten::clone", "aten::contiguous", "aten::copy_", "aten::_to_copy"}
+
+
+class FakeLaunch:
+    """kernel[grid](*args) of a Triton kernel on a CPU: the host code around it runs as on CUDA, `compute`
+    stands in for the launch (one launch on the GPU), its ops out of the log (region "kernel")."""
+
+    def __init__(self, log, compute=None):
+        self.log, self.compute = log, compute
+
+    def __getitem__(self, grid):
+        def launch(*args, **meta):
+            if self.compute is not None:
+                with self.log.region("kernel"):
+                    self.compute(*args)
+        return launch
+
+
+def slot_second_kernel(q, q_pos, keys, positions, m, s, scores, last, cut, out, scale, *_):
+    out.copy_(h2o_step_torch(q[:, :, None], q_pos[:, None], keys, positions, scores, last, cut[:, None], scale))
+
+
+class StepLog(TorchDispatchMode):
+    """The aten ops and host reads of policy.decode and LayerCache.apply, by region."""
+
+    def __init__(self):
+        super().__init__()
+        self.where, self.ops, self.reads = ["engine"], Counter(), Counter()
+
+    @contextmanager
+    def region(self, name):
+        self.where.append(name)
+        try:
+            yield
+        finally:
+            self.where.pop()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.where[-1] != "kernel":
+            self.ops[(self.where[-1], func._schema.name)] += 1
+        return func(*args, **(kwargs or {}))
+
+    def watch(self, frame, event, fn):  # sys.setprofile
+        if event == "c_call" and getattr(fn, "__qualname__", "") in HOST_READS and self.where[-1] != "kernel":
+            self.reads[(self.where[-1], fn.__qualname__)] += 1
+
+
+def warm_decode_steps(by_slot, monkeypatch, layers=3, steps=6):
+    """(StepLog, graph replays) over `steps` warm decode steps of the engine with CUDA graphs (plain calls
+    on a CPU), the kernels chosen as on CUDA: h2o_step_triton's host code, the launches faked."""
+    from pyramid_core.cache import LayerCache
+    from pyramid_core.graphs import Replay
+    from pyramid_core.kernels import h2o_step_triton
+
+    log, replays = StepLog(), Counter()
+    monkeypatch.setattr(h2o, "FUSED_STEP", by_slot)
+    monkeypatch.setattr(base, "recent_attention_scores", recent_attention_scores_torch)
+    monkeypatch.setattr(h2o_step_module, "kernel_fits", lambda q, k: True)
+    monkeypatch.setattr(h2o_step_triton, "h2o_lse_fwd_kernel", FakeLaunch(log))
+    monkeypatch.setattr(h2o_step_triton, "h2o_step_fwd_kernel", FakeLaunch(log, slot_second_kernel))
+    policy = H2OPolicy(kv_budget=0.5, recent_share=0.5)
+    decode, apply, replay = policy.decode, LayerCache.apply, Replay.__call__
+
+    def logged_decode(ctx):
+        with log.region("policy.decode"):
+            return decode(ctx)
+
+    def logged_apply(layer, answer):
+        with log.region("cache.apply"):
+            return apply(layer, answer)
+
+    def counted_replay(graph):
+        replays["replays"] += 1
+        return replay(graph)
+
+    monkeypatch.setattr(policy, "decode", logged_decode)
+    monkeypatch.setattr(LayerCache, "apply", logged_apply)
+    monkeypatch.setattr(Replay, "__call__", counted_replay)
+    lm = tiny_model("llama", layers=layers)
+    ids, mask = prompts([40], lm.config.vocab_size)
+    records = generate(lm, ids, attention_mask=mask, policy=policy, max_new_tokens=3 + steps, cuda_graphs=True)
+    for _ in range(3):  # the prefill; the graphs' capture and the slot state at the first decode step
+        next(records)
+    replays.clear()
+    with log:
+        sys.setprofile(log.watch)
+        try:
+            warm = list(records)
+        finally:
+            sys.setprofile(None)
+    assert len(warm) == steps
+    return log, replays["replays"]
+
+
+@needs_triton
+def test_slot_step_in_the_engine_never_waits_for_the_device(monkeypatch):
+    """Regression guard (the slot step decoded slower in the engine than its kernels promised,
+    benchmarks/h2o_slot_step_cpu.md): with the kernels chosen as on CUDA, a warm decode step's policy
+    answers and their Evicts read nothing back to the host, copy no keys, and the step replays the
+    layers' graphs as the position path does."""
+    slot, slot_replays = warm_decode_steps(True, monkeypatch)
+    position, position_replays = warm_decode_steps(False, monkeypatch)
+    for log in (slot, position):
+        assert not {key: n for key, n in log.ops.items() if key[1] in SYNC_OPS and key[0] != "engine"}
+        assert not {key: n for key, n in log.reads.items() if key[0] != "engine"}
+    assert not {key: n for key, n in slot.ops.items() if key[1] in COPIES and key[0] != "engine"}
+    assert slot_replays == position_replays == 6 * 3 * 2  # pre and post of every layer at every step
+    # the engine's own host read per step (the sampled tokens) is all there is outside the policy
+    assert slot.reads == position.reads == Counter({("engine", "Tensor.tolist"): 6})
