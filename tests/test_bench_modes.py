@@ -4,7 +4,8 @@ median rate, spread and paired ratio to the baseline, and JSON and Markdown are 
 import json
 import statistics
 
-from pyramid_core.bench.modes import Grid, round_order, run_grid, summary
+from pyramid_core.bench.modes import Grid, mode_policies, round_order, run_grid, summary
+from pyramid_core.policies import h2o
 from pyramid_core.policies import ALL_POLICIES
 from tests.tiny_models import tiny_model
 
@@ -62,3 +63,19 @@ def test_modes_grid_covers_every_mode_and_writes_both_files(tmp_path):
     assert len(written["cells"]) == len(cells) and written["grid"]["repeats"] == 2
     markdown = (tmp_path / "m.md").read_text()
     assert markdown.count("| tiny |") == len(cells) and "| spread |" in markdown
+
+
+def test_the_h2o_variants_fix_their_decode_path_whatever_the_switch(monkeypatch):
+    for switch in (False, True):
+        monkeypatch.setattr(h2o, "FUSED_STEP", switch)
+        policies = mode_policies(None, ["h2o", "h2o-slot", "h2o-position"], "tiny", None)
+        assert [p.new_state(2).by_slot for p in policies.values()] == [switch, True, False]
+
+
+def test_a_grid_can_run_the_h2o_variants_side_by_side(tmp_path):
+    grid = Grid(shapes=("tiny",), modes=("baseline", "h2o-slot", "h2o-position"), batches=(1,), prompts=(40,),
+                new_tokens=6, warmup_tokens=2, repeats=1)
+    cells = run_grid(grid, tmp_path, load=lambda shape, longest: tiny_model("llama", layers=2), name="v")["cells"]
+    held = {c["mode"]: c["kv_tokens_held"] for c in cells}
+    assert set(held) == {"baseline", "h2o-slot", "h2o-position"}
+    assert held["h2o-slot"] == held["h2o-position"] < held["baseline"]  # the same budget on both paths

@@ -33,6 +33,7 @@ import torch
 from ..engine import generate
 from ..metrics import decode_tokens_per_s, warmup_s
 from ..policies import ALL_POLICIES
+from ..policies.h2o import H2OPolicy, H2OState
 from ..policies.registry import make_policy
 from . import harness
 from .overhead import TimedPolicy, sync
@@ -69,13 +70,30 @@ def load_shape(shape: str, longest: int):
     return lm
 
 
+@dataclass
+class H2OOnOnePath(H2OPolicy):
+    """H2O with its decode path fixed whatever h2o.FUSED_STEP says: the variants h2o-slot and h2o-position
+    run in the same rounds, so the two paths' speeds are paired (the fifth session compared runs made in
+    different sessions and could not tell a slower path from a slower machine)."""
+
+    by_slot: bool = False
+
+    def new_state(self, num_layers: int) -> H2OState:
+        return H2OState(num_layers, by_slot=self.by_slot)
+
+
+VARIANTS = {"h2o-slot": lambda: H2OOnOnePath(by_slot=True), "h2o-position": lambda: H2OOnOnePath(by_slot=False)}
+
+
 def mode_policies(lm, modes, shape: str, scratch: Path) -> dict:
-    """A policy per mode, defaults throughout; RecurFormer gets the embedded model's trained adapter,
-    or an untrained one over 25% of the KV groups for a random shape (speed does not depend on training)."""
+    """A policy per mode (or VARIANTS name), defaults throughout; RecurFormer gets the embedded model's
+    trained adapter, or an untrained one over 25% of the KV groups for a random shape (speed does not
+    depend on training)."""
     recurrent = {}
     if shape != "embedded" and any("recurformer" in m for m in modes):
         recurrent = {"adapter": harness.random_adapter(lm, 0.25, scratch / f"{shape}-25")}
-    return {m: make_policy(m, recurrent if "recurformer" in m else {}) for m in modes}
+    return {m: VARIANTS[m]() if m in VARIANTS else make_policy(m, recurrent if "recurformer" in m else {})
+            for m in modes}
 
 
 def prompts(lm, batch: int, length: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="modes: 64 new tokens instead of --new-tokens")
     parser.add_argument("--new-tokens", type=int, default=256, help="modes: tokens generated per run")
     parser.add_argument("--shapes", default=None, help="modes: comma-separated shapes (embedded, llama3.2-1b, llama2-7b)")
-    parser.add_argument("--modes", default=None, help="modes: comma-separated modes (default: every mode)")
+    parser.add_argument("--modes", default=None, help="modes: comma-separated modes (default: every mode); also h2o-slot and h2o-position, H2O on one decode path each")
     parser.add_argument("--repeats", type=int, default=3,
                         help="modes: interleaved rounds per cell; the median and the paired ratio are reported")
 
