@@ -67,8 +67,16 @@ class FakeKernel:
         return launch
 
 
-def h2o_second_kernel(q, q_pos, keys, positions, m, s, scores, last, cut, out, scale, *_):
-    out.copy_(h2o_step_torch(q[:, :, None], q_pos[:, None], keys, positions, scores, last, cut[:, None], scale))
+H2O_FIRST = {}  # the first H2O launch's inputs, for the second to compute the step from
+
+
+def h2o_first_kernel(q, q_pos, keys, positions, logits, m, s, scale, *_):
+    H2O_FIRST.update(q=q, q_pos=q_pos, keys=keys, scale=scale)
+
+
+def h2o_second_kernel(logits, m, s, positions, scores, last, cut, out, *_):
+    q, q_pos = H2O_FIRST["q"][:, :, None], H2O_FIRST["q_pos"][:, None]
+    out.copy_(h2o_step_torch(q, q_pos, H2O_FIRST["keys"], positions, scores, last, cut[:, None], H2O_FIRST["scale"]))
 
 
 def scores_second_kernel(q, q_pos, k, k_pos, lse, wts, out, scale, *_):
@@ -79,12 +87,12 @@ def scores_second_kernel(q, q_pos, k, k_pos, lse, wts, out, scale, *_):
 def cuda_kernel_choice():
     """The kernels' host code as on CUDA: h2o_step_triton and scores_triton, launches emulated."""
     saved = [(h2o_step_module, "kernel_fits"), (base, "recent_attention_scores"),
-             (h2o_step_triton, "h2o_lse_fwd_kernel"), (h2o_step_triton, "h2o_step_fwd_kernel"),
+             (h2o_step_triton, "h2o_logits_fwd_kernel"), (h2o_step_triton, "h2o_step_fwd_kernel"),
              (scores_triton, "recent_lse_fwd_kernel"), (scores_triton, "recent_scores_fwd_kernel")]
     saved = [(m, name, getattr(m, name)) for m, name in saved]
     h2o_step_module.kernel_fits = lambda q, k: True
     base.recent_attention_scores = scores_triton.recent_attention_scores_triton
-    h2o_step_triton.h2o_lse_fwd_kernel = FakeKernel()
+    h2o_step_triton.h2o_logits_fwd_kernel = FakeKernel(h2o_first_kernel)
     h2o_step_triton.h2o_step_fwd_kernel = FakeKernel(h2o_second_kernel)
     scores_triton.recent_lse_fwd_kernel = FakeKernel()
     scores_triton.recent_scores_fwd_kernel = FakeKernel(scores_second_kernel)

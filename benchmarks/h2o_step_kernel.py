@@ -6,11 +6,16 @@ cache's Evict), eagerly, host work included.
     PYTHONPATH=. python3 benchmarks/h2o_step_kernel.py benchmarks/h2o_step_kernel.json
 
 Shapes: Llama-2-7B (32 heads of 128, one per KV head) and the embedded model (6 heads of 64, 2 KV heads),
-bfloat16, batch 1 and 8, a layer holding 1k and 8k tokens once full (the step sees one more). The slots
-are out of position order, as after evictions. Times: median of 5 runs of 200 steps (torch.cuda.Event),
-microseconds per layer and step; also the two kernels alone and the position path's scorer alone.
-Errors: the kernels against the twin on one state (Evict scores, slot scores) and whether both evict
-the same slots.
+bfloat16, batch 1 and 8, a layer holding 205, 1024, 1639 and 8192 tokens once full (the step sees one
+more): 205 and 1639 are what the engine's layer holds with H2O's default kv_budget (20% of 1k and 8k
+prompts), 1024 and 8192 the first run's sizes. The slots are out of position order, as after evictions.
+Times: median of 5 runs of 200 steps (torch.cuda.Event), microseconds per layer and step; also the two
+kernels alone and the position path's scorer alone. Each case records the kernels' launch grids
+(`grids`: the first kernel's (chunks, rows, KV heads), the second's (blocks, rows)), their program
+counts and the first kernel's chunk size: at batch 1 the first version's second kernel had only
+cdiv(T, 64) programs, each looping over every KV head, which is why its time stayed ~180 us from 1k to 8k
+slots (h2o_step_triton.py, module docstring). Errors: the kernels against the twin on one state (Evict
+scores, slot scores) and whether both evict the same slots.
 """
 
 import json
@@ -23,12 +28,13 @@ sys.path.insert(0, ".")
 from pyramid_core.bench.harness import environment  # noqa: E402
 from pyramid_core.cache import LayerCache  # noqa: E402
 from pyramid_core.kernels.h2o_step import h2o_step_torch, step_backend  # noqa: E402
-from pyramid_core.kernels.h2o_step_triton import h2o_step_triton  # noqa: E402
+from pyramid_core.kernels.h2o_step_triton import chunk_size, h2o_step_triton, launch_grids  # noqa: E402
 from pyramid_core.kernels.scores import recent_attention_scores  # noqa: E402
 from pyramid_core.policies.base import LayerContext  # noqa: E402
 from pyramid_core.policies.h2o import H2OPolicy  # noqa: E402
 
 SHAPES = {"llama2-7b": dict(H=32, H_kv=32, D=128), "embedded": dict(H=6, H_kv=2, D=64)}
+HELD = (205, 1024, 1639, 8192)  # H2O's 20% of 1k, 1k, 20% of 8k, 8k
 RUNS, STEPS = 5, 200
 DTYPE = torch.bfloat16
 
@@ -110,10 +116,18 @@ def errors(B, shape, held, gen):
             "same_argmin": bool(torch.equal(got.argmin(1), want.argmin(1)))}
 
 
+def grid_info(B, shape, held):
+    """The kernels' launch grids for the step (held + 1 slots) and their program counts."""
+    T = held + 1
+    grids = launch_grids(B, shape["H_kv"], T)
+    programs = {f"programs_{name}": int(torch.tensor(grid).prod()) for name, grid in grids.items()}
+    return {"slots": T, "chunk": chunk_size(T), "grids": {k: list(v) for k, v in grids.items()}, **programs}
+
+
 def case(name, B, held):
     shape = SHAPES[name]
     gen = torch.Generator(device="cuda").manual_seed(B * 7 + held)
-    row = {"case": f"{name}-B{B}-held{held}", **errors(B, shape, held, gen)}
+    row = {"case": f"{name}-B{B}-held{held}", **grid_info(B, shape, held), **errors(B, shape, held, gen)}
     row["position_path_us"] = time_us(stepper(False, B, shape, held, gen))
     row["slot_path_us"] = time_us(stepper(True, B, shape, held, gen))
     H, H_kv, D = shape["H"], shape["H_kv"], shape["D"]
@@ -134,6 +148,6 @@ def case(name, B, held):
 
 if __name__ == "__main__":
     with torch.inference_mode():
-        rows = [case(name, B, held) for name in SHAPES for B in (1, 8) for held in (1024, 8192)]
+        rows = [case(name, B, held) for name in SHAPES for B in (1, 8) for held in HELD]
     info = {**environment(), "h2o_step": step_backend(torch.device("cuda"))}
     json.dump({"environment": info, "cases": rows}, open(sys.argv[1], "w"), indent=1)

@@ -167,10 +167,15 @@ def slot_layer(B, H_kv, T, D, dtype, gen):
 
 
 KERNEL_CASES = [  # B, H, H_kv, T, D
-    (3, 4, 4, 100, 32),   # groups of 1
-    (3, 8, 2, 300, 64),   # groups of 4, two chunks of the first kernel
-    (1, 6, 2, 37, 64),    # the embedded model's heads (groups of 3)
-    (2, 4, 1, 513, 32),   # one KV head, a chunk of one slot
+    (3, 4, 4, 100, 32),    # groups of 1
+    (3, 8, 2, 300, 64),    # groups of 4, five chunks of the first kernel
+    (1, 6, 2, 37, 64),     # the embedded model's heads (groups of 3)
+    (2, 4, 1, 513, 32),    # one KV head, a block of one slot
+    (1, 32, 32, 205, 16),  # Llama-2-7B's 32 groups of 1, the engine's batch-1 slots at 20% of 1k: 4 chunks,
+                           # 13 slots in the last
+    (2, 4, 4, 1639, 16),   # groups of 1 at the engine's 20% of 8k, batch 2: 26 chunks
+    (1, 2, 2, 4200, 16),   # chunks of 128 slots (chunk_size), the last one short
+    (2, 64, 16, 70, 16),   # more heads than one tile of the second kernel (two passes of 32)
 ]
 
 
@@ -242,8 +247,18 @@ class FakeLaunch:
         return launch
 
 
-def slot_second_kernel(q, q_pos, keys, positions, m, s, scores, last, cut, out, scale, *_):
-    out.copy_(h2o_step_torch(q[:, :, None], q_pos[:, None], keys, positions, scores, last, cut[:, None], scale))
+def slot_kernels():
+    """Stand-ins for h2o_step_triton's two launches: the first keeps its inputs, the second computes the
+    step with the twin from them and its own."""
+    seen = {}
+
+    def first(q, q_pos, keys, positions, logits, m, s, scale, *_):
+        seen.update(q=q, q_pos=q_pos, keys=keys, scale=scale)
+
+    def second(logits, m, s, positions, scores, last, cut, out, *_):
+        q, q_pos = seen["q"][:, :, None], seen["q_pos"][:, None]
+        out.copy_(h2o_step_torch(q, q_pos, seen["keys"], positions, scores, last, cut[:, None], seen["scale"]))
+    return first, second
 
 
 class StepLog(TorchDispatchMode):
@@ -282,8 +297,9 @@ def warm_decode_steps(by_slot, monkeypatch, layers=3, steps=6):
     monkeypatch.setattr(h2o, "FUSED_STEP", by_slot)
     monkeypatch.setattr(base, "recent_attention_scores", recent_attention_scores_torch)
     monkeypatch.setattr(h2o_step_module, "kernel_fits", lambda q, k: True)
-    monkeypatch.setattr(h2o_step_triton, "h2o_lse_fwd_kernel", FakeLaunch(log))
-    monkeypatch.setattr(h2o_step_triton, "h2o_step_fwd_kernel", FakeLaunch(log, slot_second_kernel))
+    first, second = slot_kernels()
+    monkeypatch.setattr(h2o_step_triton, "h2o_logits_fwd_kernel", FakeLaunch(log, first))
+    monkeypatch.setattr(h2o_step_triton, "h2o_step_fwd_kernel", FakeLaunch(log, second))
     policy = H2OPolicy(kv_budget=0.5, recent_share=0.5)
     decode, apply, replay = policy.decode, LayerCache.apply, Replay.__call__
 
@@ -333,3 +349,16 @@ def test_slot_step_in_the_engine_never_waits_for_the_device(monkeypatch):
     assert slot_replays == position_replays == 6 * 3 * 2  # pre and post of every layer at every step
     # the engine's own host read per step (the sampled tokens) is all there is outside the policy
     assert slot.reads == position.reads == Counter({("engine", "Tensor.tolist"): 6})
+
+
+def test_chunks_bound_the_grid():
+    """The first kernel's chunks: one block up to 4096 slots (a short layer still spreads over the GPU),
+    at most 64 per row beyond; every KV head gets its own programs."""
+    pytest.importorskip("triton")
+    from pyramid_core.kernels.h2o_step_triton import chunk_size, launch_grids
+
+    assert launch_grids(1, 32, 205) == {"logits": (4, 1, 32), "step": (4, 1)}
+    assert launch_grids(1, 32, 1639) == {"logits": (26, 1, 32), "step": (26, 1)}
+    assert launch_grids(8, 32, 8192) == {"logits": (64, 8, 32), "step": (128, 8)}
+    assert [chunk_size(T) for T in (1, 64, 4096, 4097, 8192, 8193, 100_000)] == [64, 64, 64, 128, 128, 256, 2048]
+    assert all(launch_grids(1, 1, T)["logits"][0] <= 64 for T in range(1, 20_000, 97))
