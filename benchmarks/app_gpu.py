@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import subprocess
 import sys
@@ -277,6 +278,9 @@ def main() -> None:
     parser.add_argument("--models", default="embedded,llama1b")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--warm-runs", type=int, default=1, help="warm requests per model (server, server_2, ...)")
+    parser.add_argument("--no-uvloop", action="store_true",
+                        help="serve on asyncio's loop: uvicorn takes uvloop where it is installed (the GPU "
+                             "machine's image has it, the development machines do not)")
     parser.add_argument("--modes", default=",".join(MODES),
                         help="the RecurFormer modes run on the embedded model only (their adapters are its)")
     args = parser.parse_args()
@@ -285,10 +289,13 @@ def main() -> None:
     modes = args.modes.split(",")
     names = ["tiny"] if args.tiny else args.models.split(",")
     result = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+              "event_loop": "asyncio" if args.no_uvloop or importlib.util.find_spec("uvloop") is None else "uvloop",
               "new_tokens": args.new_tokens, "modes": modes, "models": {},
               "notes": "llama1b: random weights, the embedded tokenizer's vocabulary (not 128256)"}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.no_uvloop:
+        sys.modules["uvloop"] = None  # uvicorn's "auto" loop then falls back to asyncio's
     demo, url = serve_locally()
     client = subprocess.Popen([sys.executable, "-c", CLIENT, url, str(len(MODES))], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
