@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Run on the GPU machine (the device tool): GPU tests, kernel checks and benchmark suites, results to $OUT.
 #   bash benchmarks/gpu_run.sh tests kernels engine overhead prefill8k recurformer table1
-#   bash benchmarks/gpu_run.sh fused_tests rnn_step h2o_step     # the opt-in fused decode steps (~3 minutes)
+#   bash benchmarks/gpu_run.sh fused_tests rnn_step h2o_step     # the fused decode steps (~3 minutes)
+#   bash benchmarks/gpu_run.sh modes_paired studio               # H2O's two paths and RecurFormer against the
+#       baseline on the 7B shape in the same rounds (~3 min); the studio benchmark on uvloop and on asyncio
+#       (~3 min, needs .cpusite and the embedded model)
 # flash-linear-attention travels as wheels in .whl/ (pip download fla-core einops; see the README).
 # app_overhead runs benchmarks/app_overhead.py on this machine's CPU (a second CPU to check on), pinned to
 # APP_CORES (default 0,1: two cores, as on the development machines), with Gradio and Plotly from
@@ -23,6 +26,13 @@ for step in "$@"; do
     rnn_step) python benchmarks/rnn_step_kernel.py "$RES/rnn_step_kernel.json" ;;
     h2o_step) PYTHONPATH=. python benchmarks/h2o_step_kernel.py "$RES/h2o_step_kernel.json" ;;
     kernels) python benchmarks/check_kernels.py "$RES/kernel_check.json" ;;
+    modes_paired) python -m pyramid_core bench modes --quick --repeats 3 --shapes llama2-7b \
+        --modes baseline,h2o-slot,h2o-position,recurformer --out "$RES" ;;
+    studio)
+      for loop in uvloop asyncio; do
+        OUT="$RES/studio_$loop" bash benchmarks/app_gpu.sh --warm-runs 3 --models embedded \
+          $([ "$loop" = asyncio ] && echo --no-uvloop) | tail -5
+      done ;;
     app_overhead)
       mkdir -p /tmp/cpusite && tar -C /tmp/cpusite -xzf .cpusite/site.tgz || exit 1
       lscpu | grep -E "Model name|^CPU\(s\)|Thread|NUMA node0" ; nproc
