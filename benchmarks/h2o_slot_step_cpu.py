@@ -31,10 +31,10 @@ from pyramid_core.cache import LayerCache  # noqa: E402
 from pyramid_core.graphs import Replay  # noqa: E402
 from pyramid_core.kernels import h2o_step as h2o_step_module  # noqa: E402
 from pyramid_core.kernels import h2o_step_triton, scores_triton  # noqa: E402
-from pyramid_core.kernels.h2o_step import h2o_step_torch  # noqa: E402
 from pyramid_core.kernels.scores import recent_attention_scores_torch  # noqa: E402
 from pyramid_core.policies import base, h2o  # noqa: E402
 from pyramid_core.policies.h2o import H2OPolicy  # noqa: E402
+from tests.h2o_kernel_standins import slot_kernels  # noqa: E402
 from tests.tiny_models import tiny_model  # noqa: E402
 
 # what waits for the device on CUDA (a scalar read, a data-dependent shape, a copy to the host)
@@ -67,18 +67,6 @@ class FakeKernel:
         return launch
 
 
-H2O_FIRST = {}  # the first H2O launch's inputs, for the second to compute the step from
-
-
-def h2o_first_kernel(q, q_pos, keys, positions, logits, m, s, scale, *_):
-    H2O_FIRST.update(q=q, q_pos=q_pos, keys=keys, scale=scale)
-
-
-def h2o_second_kernel(logits, m, s, positions, scores, last, cut, out, *_):
-    q, q_pos = H2O_FIRST["q"][:, :, None], H2O_FIRST["q_pos"][:, None]
-    out.copy_(h2o_step_torch(q, q_pos, H2O_FIRST["keys"], positions, scores, last, cut[:, None], H2O_FIRST["scale"]))
-
-
 def scores_second_kernel(q, q_pos, k, k_pos, lse, wts, out, scale, *_):
     out.copy_(recent_attention_scores_torch(q, q_pos, k, k_pos, wts, scale))
 
@@ -92,8 +80,9 @@ def cuda_kernel_choice():
     saved = [(m, name, getattr(m, name)) for m, name in saved]
     h2o_step_module.kernel_fits = lambda q, k: True
     base.recent_attention_scores = scores_triton.recent_attention_scores_triton
-    h2o_step_triton.h2o_logits_fwd_kernel = FakeKernel(h2o_first_kernel)
-    h2o_step_triton.h2o_step_fwd_kernel = FakeKernel(h2o_second_kernel)
+    first, second = slot_kernels()
+    h2o_step_triton.h2o_logits_fwd_kernel = FakeKernel(first)
+    h2o_step_triton.h2o_step_fwd_kernel = FakeKernel(second)
     scores_triton.recent_lse_fwd_kernel = FakeKernel()
     scores_triton.recent_scores_fwd_kernel = FakeKernel(scores_second_kernel)
     try:

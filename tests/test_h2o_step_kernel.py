@@ -24,6 +24,7 @@ from pyramid_core.kernels.h2o_step import h2o_step_torch
 from pyramid_core.kernels.scores import recent_attention_scores_torch
 from pyramid_core.policies import base, h2o
 from pyramid_core.policies.h2o import H2OPolicy
+from tests.h2o_kernel_standins import slot_kernels
 from tests.test_streaming_ring import prompts, run
 from tests.tiny_models import tiny_model
 
@@ -245,20 +246,6 @@ class FakeLaunch:
                 with self.log.region("kernel"):
                     self.compute(*args)
         return launch
-
-
-def slot_kernels():
-    """Stand-ins for h2o_step_triton's two launches: the first keeps its inputs, the second computes the
-    step with the twin from them and its own."""
-    seen = {}
-
-    def first(q, q_pos, keys, positions, logits, m, s, scale, *_):
-        seen.update(q=q, q_pos=q_pos, keys=keys, scale=scale)
-
-    def second(logits, m, s, positions, scores, last, cut, out, *_):
-        q, q_pos = seen["q"][:, :, None], seen["q_pos"][:, None]
-        out.copy_(h2o_step_torch(q, q_pos, seen["keys"], positions, scores, last, cut[:, None], seen["scale"]))
-    return first, second
 
 
 class StepLog(TorchDispatchMode):
