@@ -5,7 +5,8 @@
 #   bash training/gpu_train.sh wait            # wait on the running training (within one call)
 #   bash training/gpu_train.sh watch           # while it trains, score each finished snapshot (rank_snapshots.py)
 #   bash training/gpu_train.sh finish STEP...  # wait for the end, score the rest, pick one (ceiling MAX_PPL),
-#                                              # run training/gpu_after.sh STEP on it for each STEP, pack to $OUT
+#                                              # run training/gpu_after.sh STEP on it for each STEP (adapters in
+#                                              # the background, only for a pick), pack to $OUT
 # Carry .data (corpus, validation text, tokenizer). WAIT_S bounds each call's wait (default 540).
 # `start` trains data-parallel (torchrun, one process a GPU) on every visible GPU when there are several;
 # TRAIN_GPUS=N uses the first N, CUDA_VISIBLE_DEVICES=0 keeps the others free for other calls.
@@ -58,7 +59,13 @@ case ${1:-} in
     chosen=$(python3 training/rank_snapshots.py --pick "$RANK"/*.json --max-ppl "${MAX_PPL:-37.0}" --out "$RESULTS/rank")
     echo "chosen: ${chosen:-none within perplexity ${MAX_PPL:-37.0}}"; cat "$RESULTS/rank.md"
     model=${chosen:-$RUN}
-    shift; for step in "$@"; do bash "training/gpu_after.sh" "$step" "$model" "$RESULTS" || true; done
+    shift
+    for step in "$@"; do
+      if [ "$step" != adapters ]; then bash "training/gpu_after.sh" "$step" "$model" "$RESULTS" || true
+      # the adapters take minutes on both GPUs: only for a model that can ship, beside the other steps
+      elif [ -n "$chosen" ]; then bash "training/gpu_after.sh" adapters "$model" "$RESULTS" &
+      else echo "adapters skipped: no model passes the sample prompts within the ceiling"; fi
+    done; wait
     # $OUT takes at most 8 files of 16 MiB: one tar of the chosen model (else the final one) and the results
     cp "$LOG" "$RUN"/training_log.json "$RUN"/README.md "$RESULTS"/ 2>/dev/null
     tar -cf - -C "$(dirname "$model")" --exclude=checkpoint.pt --exclude=snapshots "$(basename "$model")" \
