@@ -190,8 +190,10 @@ def decode_stages(req: Request, batch: int):
         req.stages, parts.num_layers, batch, weight.shape[1], parts.num_heads, parts.head_dim, weight.dtype,
         weight.device, req.cache.recurrent_state))
     if not graphs.lock.acquire(blocking=False):
-        yield req.stages  # another request is replaying them: this one runs eagerly
-        return
+        if not graphs.holds(req.cache.recurrent_state):
+            yield req.stages  # another request is replaying them: this one runs eagerly
+            return
+        graphs.lock.acquire()  # this one's recurrent states are in the graphs' buffers: wait for them
     try:
         yield graphs
     finally:

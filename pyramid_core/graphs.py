@@ -3,19 +3,20 @@
 A decode step on a big model is launch-bound: every layer launches ~25 small kernels, and on an H200
 at batch 128 (Llama-2-13B shape) a step took ~35 ms where its weight and KV traffic need ~12. Most of
 those kernels sit in stretches whose shapes never change from step to step: before attention (norm,
-q/k/v projections, RoPE), after it (o_proj, residual, norm, MLP, residual) and, with RecurFormer, the
-replaced groups' recurrences (projections, decay, RoPE, state update, read-out: ~40 kernels, once per
-layer since a layer's groups run stacked, recurformer/stacked.py; on CUDA a matmul and one fused
-kernel, recurformer/step_triton.py). Those stretches of every layer
-are captured once per batch size as CUDA graphs and replayed, one launch each. What changes shape every
+q/k/v projections, RoPE) and after it (with RecurFormer, the replaced groups' recurrences: projections,
+decay, RoPE, state update, read-out, ~40 kernels once per layer since a layer's groups run stacked,
+recurformer/stacked.py, on CUDA a matmul and one fused kernel, recurformer/step_triton.py; their merge
+with the attention heads' output; then o_proj, residual, norm, MLP, residual). Those two stretches of
+every layer are captured once per batch size as CUDA graphs and replayed, one launch each. What changes shape every
 step stays eager between them: appending to the cache, attention over the slots a layer holds (a
 different count per layer with PyramidInfer) and the policy's bookkeeping. This is the "piecewise" use
 of CUDA graphs that vLLM makes, without a compiler.
 
 A graph reads and writes fixed buffers, so inputs are copied into `DecodeGraphs`'s static tensors and
 its outputs are overwritten by the next replay: they are valid until the same layer runs again. A
-recurrent state belongs to its request, so it is copied into the graph's state buffer before a replay
-and the advanced state copied back after it.
+recurrent state belongs to its request; it moves into the graph's state buffer at the request's first
+replay and stays there, the request's state dict pointing at the buffer, until another request needs
+the buffer (DecodeGraphs._take_states).
 
 On a CPU `Replay` runs the function itself on the same buffers: the plumbing is the same everywhere,
 so the tests check it without a GPU (the GPU test checks the captured graphs against eager steps).
@@ -42,7 +43,9 @@ class Replay:
     def __init__(self, fn: Callable[[], tuple], device: torch.device, pool=None, stream=None):
         self.fn, self.graph = fn, None
         if device.type != "cuda":
-            self.outputs = tuple(t.clone() for t in fn())
+            # the first call's tensors, as a capture keeps them: an output that is a static buffer (the
+            # next layer's h) stays that buffer, so a CPU copies what a GPU copies, no more
+            self.outputs = tuple(fn())
             return
         with torch.cuda.stream(stream):
             fn()  # warm-up outside the capture: cuBLAS picks its kernels and workspace here
@@ -59,22 +62,31 @@ class Replay:
             self.graph.replay()
         else:
             for mine, new in zip(self.outputs, self.fn()):
-                mine.copy_(new)
+                load(mine, new)
         return self.outputs
 
 
 class DecodeGraphs:
-    """The pre-attention, recurrent and post-attention stretches of every layer, for one batch size, as
-    graphs.
+    """The pre-attention and post-attention stretches of every layer, for one batch size, as graphs.
 
-    `stages` (layers.EagerStages) has pre(idx, h, rope) -> (x, q, k, v), recurrent(idx, x, pos, states,
-    phase) -> {groups: y} and post(idx, h, attn_out) -> h; this object offers the same three, and the
-    same `parts` and `heads`, so layers.layer_forward runs over either.
+    `stages` (layers.EagerStages) has pre(idx, h, rope) -> (x, q, k, v) and after_attention(idx, h, out,
+    x, pos, states, phase) -> h; this object offers the same two, and the same `parts` and `heads`, so
+    layers.layer_forward runs over either. Layer idx reads its hidden state from h[idx] and writes the
+    next one into h[idx + 1], so when the engine hands back what a post graph returned, nothing is copied.
+
+    A layer's replaced groups step inside its post graph, with the merge of their output and the
+    attention heads': the step needs only x, the positions and the state, none of the attention. So a
+    layer with replaced groups replays two graphs, like any layer, and launches no eager kernel more
+    (benchmarks/recurformer_step_cpu_ops.md); a separate recurrent graph, the merge's index copies and
+    a state copy in and out were ~5 eager launches a layer.
+
     `states` is the first request's {groups: state} per layer, one per unit of recurrent_groups (a
     tensor, or a dataclass of tensors such as the window twin's): the graphs' state buffers take their
-    shapes and dtypes. Layer idx reads its hidden state from h[idx] and writes the next one into
-    h[idx + 1], so when the engine hands back what post returned, nothing is copied. One request uses it at a time (`lock`); a concurrent one runs
-    eagerly.
+    shapes and dtypes. Between its steps a request's states stay in those buffers (its state dict holds
+    the buffers themselves, `_take_states`), so a step copies no state; another request taking the
+    buffers first moves them out into copies of the request's own. One request uses the graphs at a
+    time (`lock`); a concurrent one runs eagerly, unless its states are in the buffers (`holds`): it
+    waits for them (engine.decode_stages).
     """
 
     def __init__(self, stages, num_layers: int, batch: int, hidden: int, heads: int, head_dim: int,
@@ -84,9 +96,15 @@ class DecodeGraphs:
 
         self.h = [zeros(batch, 1, hidden) for _ in range(num_layers + 1)]
         self.rope = (zeros(batch, 1, 1, head_dim), zeros(batch, 1, 1, head_dim))
-        self.attn_out = zeros(batch, heads, 1, head_dim)
+        # the attention heads' output, one buffer per head count (a layer with replaced groups has fewer;
+        # None: every group replaced, nothing attends)
+        by_count = {}
+        self.attn_out = [None if n == 0 else by_count.setdefault(n, zeros(batch, n, 1, head_dim))
+                         for n in (heads if lh is None else len(lh.q) for lh in stages.heads)]
         self.pos = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.states = [{group: map_state(torch.zeros_like, s) for group, s in layer.items()} for layer in states]
+        self.owners: list[dict | None] = [None] * num_layers  # whose state dict holds each layer's buffers
+        self.keep_states = True  # False once the store has let these graphs go (`retire`)
         self.lock = threading.Lock()
         self.parts, self.heads = stages.parts, stages.heads
         self._rope_source = self._pos_source = None
@@ -94,13 +112,10 @@ class DecodeGraphs:
         stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         if stream is not None:
             stream.wait_stream(torch.cuda.current_stream(device))
-        self.pre_graphs, self.recurrent_graphs, self.post_graphs = [], [], []
+        self.pre_graphs, self.post_graphs = [], []
         for idx in range(num_layers):  # captured in the order they replay, so they can share one pool
             self.pre_graphs.append(Replay(lambda i=idx: stages.pre(i, self.h[i], self.rope), device, pool, stream))
-            self.recurrent_graphs.append(Replay(lambda i=idx: self._step_groups(stages, i), device, pool, stream)
-                                         if self.states[idx] else None)
-            self.post_graphs.append(Replay(lambda i=idx: (self.h[i + 1].copy_(stages.post(i, self.h[i], self.attn_out)),),
-                                           device, pool, stream))
+            self.post_graphs.append(Replay(lambda i=idx: self._after_attention(stages, i), device, pool, stream))
         if stream is not None:
             torch.cuda.current_stream(device).wait_stream(stream)
 
@@ -112,32 +127,63 @@ class DecodeGraphs:
             self._rope_source = rope
         return self.pre_graphs[idx]()
 
-    def _step_groups(self, stages, idx: int) -> tuple:
-        """The captured work: every replaced group's step on the layer's static x, its state advanced
-        in place in the static state buffer. Returns the groups' outputs."""
+    def _after_attention(self, stages, idx: int) -> tuple:
+        """The captured work after attention, on the layer's static buffers: the replaced groups' step
+        (their states advanced in the static state buffers), the merge, o_proj and the MLP."""
         states = dict(self.states[idx])
-        ys = stages.recurrent(idx, self.pre_graphs[idx].outputs[0], self.pos, states, "decode")
+        x = self.pre_graphs[idx].outputs[0]
+        h = stages.after_attention(idx, self.h[idx], self.attn_out[idx], x, self.pos, states, "decode")
         for group, buffer in self.states[idx].items():
-            copy_state(buffer, states[group])
-        return tuple(ys[group] for group in self.states[idx])
+            copy_state(buffer, states[group])  # nothing to copy when the step advanced the buffer itself
+        return (self.h[idx + 1].copy_(h),)
 
-    def recurrent(self, idx: int, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str) -> dict:
+    def after_attention(self, idx: int, h: torch.Tensor, out: torch.Tensor | None, x: torch.Tensor,
+                        pos: torch.Tensor, states: dict, phase: str) -> torch.Tensor:
         assert phase == "decode", "graphs run decode steps only"
+        load(self.h[idx], h)
+        if out is not None:
+            self.attn_out[idx].copy_(out)
         load(self.pre_graphs[idx].outputs[0], x)
-        if pos is not self._pos_source:  # one step's positions serve every layer
-            load(self.pos, pos)
-            self._pos_source = pos
+        if self.states[idx]:
+            if pos is not self._pos_source:  # one step's positions serve every layer
+                load(self.pos, pos)
+                self._pos_source = pos
+            self._take_states(idx, states)
+        h = self.post_graphs[idx]()[0]
+        if self.states[idx] and not self.keep_states:
+            self._give_back(idx)
+        return h
+
+    def _take_states(self, idx: int, states: dict) -> None:
+        """Make layer idx's state buffers hold this request's states, and its state dict the buffers.
+        Nothing to copy when they are this request's already (its previous step); a previous holder's
+        states first move out into copies of its own."""
+        if self.owners[idx] is states:
+            return
+        self._give_back(idx)
         for group, buffer in self.states[idx].items():
             copy_state(buffer, states[group])
-        ys = self.recurrent_graphs[idx]()
-        for group, buffer in self.states[idx].items():
-            states[group] = map_state(torch.clone, buffer)  # the request's own: the buffer serves the next too
-        return dict(zip(self.states[idx], ys))
+            states[group] = buffer
+        self.owners[idx] = states
 
-    def post(self, idx: int, h: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
-        load(self.h[idx], h)
-        self.attn_out.copy_(attn_out)
-        return self.post_graphs[idx]()[0]
+    def _give_back(self, idx: int) -> None:
+        """Layer idx's holder, if any, gets copies of its states instead of the buffers."""
+        owner, self.owners[idx] = self.owners[idx], None
+        for group, buffer in self.states[idx].items() if owner is not None else ():
+            if owner.get(group) is buffer:
+                owner[group] = map_state(torch.clone, buffer)
+
+    def holds(self, states: list[dict]) -> bool:
+        """Whether some layer's state buffers are these request states' (engine.recurrent_state)."""
+        return any(owner is mine for owner, mine in zip(self.owners, states))
+
+    def retire(self) -> None:
+        """The store lets these graphs go: every holder gets its states back, and a request that still
+        steps here (it found them just before) copies its states out after each layer."""
+        with self.lock:
+            self.keep_states = False
+            for idx in range(len(self.owners)):
+                self._give_back(idx)
 
 
 def map_state(fn: Callable, state):
@@ -150,8 +196,10 @@ def map_state(fn: Callable, state):
 def copy_state(static, value) -> None:
     """Copy a recurrent state into a graph's state buffer of the same kind, in place (nothing to copy when
     the step advanced the buffer itself: the fused RecurFormer step, recurformer/step_triton.py)."""
+    if value is static:
+        return
     if isinstance(static, torch.Tensor):
-        load(static, value)
+        static.copy_(value)
         return
     for f in dataclasses.fields(static):
         getattr(static, f.name).copy_(getattr(value, f.name))
@@ -180,7 +228,7 @@ class GraphStore:
                 self.entries.move_to_end(key)
                 return self.entries[key]
             while len(self.entries) >= self.capacity:
-                self.entries.popitem(last=False)
+                self.entries.popitem(last=False)[1].retire()  # waits for a step running on it
             self.entries[key] = graphs = build()
             warmup.note()  # a capture is one-time work: the step that made it is warm-up (warmup.py)
             return graphs

@@ -142,9 +142,9 @@ def post_attention(parts: Parts, idx: int, h: torch.Tensor, out: torch.Tensor) -
 
 
 class EagerStages:
-    """A layer's fixed-shape parts for one request's model, run as they are called: pre_attention,
-    the replaced groups' recurrences and post_attention. A decode step may use a DecodeGraphs (graphs.py)
-    instead, which replays the same three functions as CUDA graphs."""
+    """A layer's fixed-shape parts for one request's model, run as they are called: pre_attention, and
+    after attention the replaced groups' recurrences, their merge and post_attention. A decode step may
+    use a DecodeGraphs (graphs.py) instead, which replays the same two as CUDA graphs."""
 
     def __init__(self, parts: Parts, heads: list):
         self.parts, self.heads = parts, heads
@@ -155,7 +155,16 @@ class EagerStages:
     def recurrent(self, idx: int, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str) -> dict:
         return run_groups(self.heads[idx], x, pos, states, phase)
 
-    def post(self, idx: int, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def after_attention(self, idx: int, h: torch.Tensor, out: torch.Tensor | None, x: torch.Tensor,
+                        pos: torch.Tensor, states: dict, phase: str) -> torch.Tensor:
+        """The next hidden state from the attention heads' output `out` (None: every group replaced):
+        the replaced groups' recurrences over x (their `states` move on in place), their output merged
+        with out into the o_proj layout, then post_attention. One stage, so that a decode step's graph
+        holds all of it: the recurrences need x, pos and their states, nothing from attention."""
+        heads = self.heads[idx]
+        if heads is not None:
+            ys = self.recurrent(idx, x, pos, states, phase)
+            out = merge_recurrent(out, heads, ys, self.parts.num_heads)
         return post_attention(self.parts, idx, h, out)
 
 
@@ -170,7 +179,7 @@ def layer_forward(stages, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, ca
     over the call's own keys, causally. `states` {group: state} of the recurrences moves on in place.
     decode_kernel: whether a decode step on CUDA may use the Triton kernel (attention.py).
     """
-    parts, heads = stages.parts, stages.heads[idx]
+    parts = stages.parts
     x, q, k, v = stages.pre(idx, h, rope)
     keys, values, k_pos, holes = k, v, pos, False
     if cache is not None:
@@ -180,7 +189,5 @@ def layer_forward(stages, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, ca
     if keys.shape[1] > 0:
         out = attention(q, keys, values, pos, k_pos, scale=attention_scale(parts, idx), holes=holes,
                         window=parts.windows[idx], causal_square=phase == "prefill", decode_kernel=decode_kernel)
-    if heads is not None:
-        ys = stages.recurrent(idx, x, pos, {} if states is None else states, phase)
-        out = merge_recurrent(out, heads, ys, parts.num_heads)
-    return stages.post(idx, h, out), q
+    h = stages.after_attention(idx, h, out, x, pos, {} if states is None else states, phase)
+    return h, q

@@ -53,7 +53,7 @@ def test_decode_through_graphs_equals_eager(device, mode, lengths, adapter):
     (key, graphs), = lm.decode_graphs.entries.items()  # the graphs were made and used
     assert key[0] == len(lengths) and len(graphs.pre_graphs) == lm.config.num_hidden_layers
     replaced = {layer for layer, _ in REPLACED} if "recurformer" in mode else set()
-    assert [g is not None for g in graphs.recurrent_graphs] == [i in replaced for i in range(len(graphs.pre_graphs))]
+    assert [bool(s) for s in graphs.states] == [i in replaced for i in range(len(graphs.pre_graphs))]
 
 
 def run(lm, ids, mask, mode, knobs, graphs=False):
@@ -78,11 +78,18 @@ def test_graphs_of_one_adapter_never_serve_another(device, adapter, tapped_adapt
 def test_store_keeps_the_most_recent_few():
     store, built = GraphStore(capacity=2), []
 
+    class Graphs:
+        retired = 0
+
+        def retire(self):  # what the store asks of the graphs it lets go
+            self.retired += 1
+
     def build(key):
-        built.append(key)
-        return key
+        built.append((key, Graphs()))
+        return built[-1][1]
 
     for key in ("a", "b", "a", "c", "b"):
         store.get(key, lambda k=key: build(k))
-    assert built == ["a", "b", "c", "b"]  # "a" was reused; "b" had been evicted by "c"
+    assert [key for key, _ in built] == ["a", "b", "c", "b"]  # "a" was reused; "b" had been evicted by "c"
     assert list(store.entries) == ["c", "b"]
+    assert [g.retired for _, g in built] == [1, 1, 0, 0]
