@@ -17,7 +17,7 @@ from pyramid_core.kernels import scores_triton
 from pyramid_core.kernels.scores import recent_attention_scores_torch
 from pyramid_core.policies import base
 from pyramid_core.policies.pyramid import PyramidPolicy
-from tests.test_h2o_step_kernel import SYNC_OPS, FakeLaunch, StepLog, needs_triton
+from tests.test_h2o_step_kernel import DEVICE, SYNC_OPS, FakeLaunch, StepLog, needs_triton
 from tests.test_streaming_ring import prompts
 from tests.tiny_models import tiny_model
 
@@ -108,11 +108,11 @@ def test_a_cutting_layer_launches_no_more_than_it_needs(monkeypatch):
 @needs_triton
 def test_the_scorer_reads_strided_views_as_their_copies():
     """The scorer on the cache's view of its keys (keys[:, :, :T] of a longer buffer) and a window of the
-    voters' buffer gives exactly what it gives on contiguous copies of them (Triton's interpreter on a CPU)."""
+    voters' buffer gives exactly what it gives on contiguous copies of them (the GPU, or Triton's interpreter on a CPU)."""
     from tests.test_scores import make_inputs
 
     for B, H, H_kv, W, T, D in [(1, 4, 4, 5, 70, 16), (2, 6, 2, 9, 63, 16), (3, 8, 1, 17, 130, 32)]:
-        q, q_pos, k, k_pos, weights = make_inputs(B, H, H_kv, W + 3, T + 20, D)
+        q, q_pos, k, k_pos, weights = make_inputs(B, H, H_kv, W + 3, T + 20, D, device=DEVICE)
         q, k = q[:, :, 2:W + 2], k[:, :, :T]
         q_pos, k_pos, weights = q_pos[:, 2:W + 2].contiguous(), k_pos[:, :T].contiguous(), weights[:, :W].contiguous()
         assert not q.is_contiguous() and not k.is_contiguous()
