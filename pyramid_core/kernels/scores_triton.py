@@ -20,14 +20,14 @@ from .decode_triton import launch_device
 
 # W and T change with every prompt and layer: specialising on them would recompile the kernels constantly
 @triton.jit(do_not_specialize=["W", "T"])
-def recent_lse_fwd_kernel(q, q_pos, k, k_pos, lse, scale, W, T, H, G: tl.constexpr,
-                          D: tl.constexpr, BW: tl.constexpr, BT: tl.constexpr):
+def recent_lse_fwd_kernel(q, q_pos, k, k_pos, lse, scale, W, T, H, s_qb, s_qh, s_qw, s_kb, s_kh, s_kt,
+                          G: tl.constexpr, D: tl.constexpr, BW: tl.constexpr, BT: tl.constexpr):
     i_w, i_h, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b64 = i_b.to(tl.int64)
     o_w = i_w * BW + tl.arange(0, BW)
     o_d = tl.arange(0, D)
     m_w = o_w < W
-    p_q = q + ((i_b64 * H + i_h) * W + o_w[:, None]) * D + o_d[None, :]
+    p_q = q + i_b64 * s_qb + i_h.to(tl.int64) * s_qh + o_w[:, None] * s_qw + o_d[None, :]
     b_q = tl.load(p_q, mask=m_w[:, None], other=0.0)
     b_qpos = tl.load(q_pos + i_b64 * W + o_w, mask=m_w, other=-1)
     b_m = tl.full([BW], float("-inf"), tl.float32)
@@ -36,7 +36,7 @@ def recent_lse_fwd_kernel(q, q_pos, k, k_pos, lse, scale, W, T, H, G: tl.constex
     for t0 in range(0, T, BT):
         o_t = t0 + tl.arange(0, BT)
         m_t = o_t < T
-        p_k = k + ((i_b64 * (H // G) + i_kv) * T + o_t[:, None]) * D + o_d[None, :]
+        p_k = k + i_b64 * s_kb + i_kv.to(tl.int64) * s_kh + o_t[:, None] * s_kt + o_d[None, :]
         b_k = tl.load(p_k, mask=m_t[:, None], other=0.0)
         b_kpos = tl.load(k_pos + i_b64 * T + o_t, mask=m_t, other=-1)
         b_logit = tl.dot(b_q, tl.trans(b_k)).to(tl.float32) * scale
@@ -52,8 +52,9 @@ def recent_lse_fwd_kernel(q, q_pos, k, k_pos, lse, scale, W, T, H, G: tl.constex
 
 
 @triton.jit(do_not_specialize=["W", "T"])
-def recent_scores_fwd_kernel(q, q_pos, k, k_pos, lse, weights, out, scale, W, T, H,
-                             G: tl.constexpr, D: tl.constexpr, BW: tl.constexpr, BT: tl.constexpr):
+def recent_scores_fwd_kernel(q, q_pos, k, k_pos, lse, weights, out, scale, W, T, H, s_qb, s_qh, s_qw,
+                             s_kb, s_kh, s_kt, G: tl.constexpr, D: tl.constexpr, BW: tl.constexpr,
+                             BT: tl.constexpr):
     i_t, i_b = tl.program_id(0), tl.program_id(1)
     i_b64 = i_b.to(tl.int64)
     o_t = i_t * BT + tl.arange(0, BT)
@@ -62,13 +63,13 @@ def recent_scores_fwd_kernel(q, q_pos, k, k_pos, lse, weights, out, scale, W, T,
     b_kpos = tl.load(k_pos + i_b64 * T + o_t, mask=m_t, other=-1)
     b_acc = tl.zeros([BT], tl.float32)
     for i_h in range(0, H):
-        i_kv = i_h // G
-        p_k = k + ((i_b64 * (H // G) + i_kv) * T + o_t[:, None]) * D + o_d[None, :]
+        i_h64 = i_b64 * 0 + i_h  # int64, as i_b64: a head's offset in a long cache may pass 2**31
+        p_k = k + i_b64 * s_kb + (i_h64 // G) * s_kh + o_t[:, None] * s_kt + o_d[None, :]
         b_k = tl.load(p_k, mask=m_t[:, None], other=0.0)
         for w0 in range(0, W, BW):
             o_w = w0 + tl.arange(0, BW)
             m_w = o_w < W
-            p_q = q + ((i_b64 * H + i_h) * W + o_w[:, None]) * D + o_d[None, :]
+            p_q = q + i_b64 * s_qb + i_h64 * s_qh + o_w[:, None] * s_qw + o_d[None, :]
             b_q = tl.load(p_q, mask=m_w[:, None], other=0.0)
             b_qpos = tl.load(q_pos + i_b64 * W + o_w, mask=m_w, other=-1)
             b_lse = tl.load(lse + (i_b64 * H + i_h) * W + o_w, mask=m_w, other=float("inf"))
@@ -88,18 +89,26 @@ def recent_attention_scores_triton(queries: torch.Tensor, query_pos: torch.Tenso
     H_kv, T = keys.shape[1], keys.shape[2]
     if D not in (16, 32, 64, 128, 256):
         raise ValueError(f"the Triton scorer needs a power-of-two head_dim in [16, 256], got {D}")
-    q, k = queries.contiguous(), keys.contiguous()
+    # read through the strides: the cache hands over keys[:, :, :T] of a longer buffer and the voters
+    # are a window of theirs, so contiguous() copied both (the whole layer's keys) at every cut
+    q, k = last_dim_contiguous(queries), last_dim_contiguous(keys)
     q_pos, k_pos = query_pos.contiguous(), key_pos.contiguous()
     wts = weights.float().contiguous()
     lse = torch.empty(B, H, W, dtype=torch.float32, device=q.device)
     out = torch.empty(B, T, dtype=torch.float32, device=q.device)
     BW = min(64, max(16, triton.next_power_of_2(W)))
     BT = 64 if D <= 128 else 32
+    strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2))
     # the first launch of each compiled variant is warm-up (the key's limits: decode_triton.py)
     warmup.first_time(("recent_scores", q.device, q.dtype, k.dtype, H // H_kv, D, BW, BT))
     with launch_device(q):
         recent_lse_fwd_kernel[(triton.cdiv(W, BW), H, B)](
-            q, q_pos, k, k_pos, lse, scale, W, T, H, G=H // H_kv, D=D, BW=BW, BT=BT)
+            q, q_pos, k, k_pos, lse, scale, W, T, H, *strides, G=H // H_kv, D=D, BW=BW, BT=BT)
         recent_scores_fwd_kernel[(triton.cdiv(T, BT), B)](
-            q, q_pos, k, k_pos, lse, wts, out, scale, W, T, H, G=H // H_kv, D=D, BW=BW, BT=BT)
+            q, q_pos, k, k_pos, lse, wts, out, scale, W, T, H, *strides, G=H // H_kv, D=D, BW=BW, BT=BT)
     return out
+
+
+def last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
+    """x itself when its last dim is contiguous (the kernels take the other strides), else a copy."""
+    return x if x.stride(-1) == 1 else x.contiguous()

@@ -1,0 +1,122 @@
+"""Regression guard for what PyramidInfer's decode launches per layer (benchmarks/pyramid_decode_ops_cpu.md).
+
+On a GPU a batch-1 step is bound by host launches: the policy's eager kernels between a layer's CUDA graphs
+are its cost. With the scorer chosen as on CUDA (scores_triton's host code, its launches faked), this
+counts the aten ops a warm decode step's policy.decode and Keep dispatch per layer, so a change that adds
+kernels, copies, syncs or host reads fails here.
+"""
+
+import sys
+from collections import Counter
+
+import torch
+
+from pyramid_core import generate
+from pyramid_core.cache import LayerCache
+from pyramid_core.kernels import scores_triton
+from pyramid_core.kernels.scores import recent_attention_scores_torch
+from pyramid_core.policies import base
+from pyramid_core.policies.pyramid import PyramidPolicy
+from tests.test_h2o_step_kernel import DEVICE, SYNC_OPS, FakeLaunch, StepLog, needs_triton
+from tests.test_streaming_ring import prompts
+from tests.tiny_models import tiny_model
+
+# metadata only on a GPU (no launch); empty* allocate without a launch
+VIEWS = {"aten::slice", "aten::select", "aten::view", "aten::_unsafe_view", "aten::as_strided", "aten::expand",
+         "aten::transpose", "aten::t", "aten::unsqueeze", "aten::squeeze", "aten::alias", "aten::detach"}
+NOT_LAUNCHES = VIEWS | {"aten::empty", "aten::empty_strided", "aten::new_empty", "aten::empty_like"}
+LAYERS = 3
+
+
+def scores_second(q, q_pos, k, k_pos, lse, wts, out, scale, *_):
+    out.copy_(recent_attention_scores_torch(q, q_pos, k, k_pos, wts, scale))
+
+
+def logged_cut_steps(monkeypatch):
+    """(ops by (region, op) summed over the cutting layers, cutting layers, steps) of a generation whose
+    decode cuts every layer several times; the scorer as on CUDA, its two launches faked."""
+    log, cuts = StepLog(), Counter()
+    monkeypatch.setattr(base, "recent_attention_scores", scores_triton.recent_attention_scores_triton)
+    monkeypatch.setattr(scores_triton, "recent_lse_fwd_kernel", FakeLaunch(log))
+    monkeypatch.setattr(scores_triton, "recent_scores_fwd_kernel", FakeLaunch(log, scores_second))
+    policy = PyramidPolicy(chunk_length=4, min_context_length=16)
+    decode, apply, shared = policy.decode, LayerCache.apply, base.PolicyState.shared
+
+    def logged_decode(ctx):  # a cutting layer's ops under "cut", a plain one's under "plain"
+        before = Counter(log.ops)
+        with log.region("policy.decode"):
+            answer = decode(ctx)
+        mine = log.ops - before
+        log.ops -= mine
+        log.ops.update({("cut" if answer is not None else "plain", op) if where == "policy.decode" else (where, op): n
+                        for (where, op), n in mine.items()})
+        cuts["layers"] += answer is not None
+        return answer
+
+    def on_host(state, name, key, build):  # what a state builds once per step: CPU tensors, then one copy
+        def built():
+            with log.region("host build"):
+                return build()
+        return shared(state, name, key, built)
+
+    def logged_apply(layer, answer):
+        with log.region("cache.apply"):
+            return apply(layer, answer)
+
+    monkeypatch.setattr(policy, "decode", logged_decode)
+    monkeypatch.setattr(LayerCache, "apply", logged_apply)
+    monkeypatch.setattr(base.PolicyState, "shared", on_host)
+    # 7B-like where it matters: one query head per KV group; head_dim 16 fits the Triton scorer
+    lm = tiny_model("llama", layers=LAYERS, num_key_value_heads=4)
+    ids, mask = prompts([70], lm.config.vocab_size)
+    records = generate(lm, ids, attention_mask=mask, policy=policy, max_new_tokens=3 + 40, cuda_graphs=True)
+    for _ in range(3):  # the prefill; the graphs' capture
+        next(records)
+    cuts.clear()
+    with log:
+        sys.setprofile(log.watch)
+        try:
+            steps = len(list(records))
+        finally:
+            sys.setprofile(None)
+    return log, cuts["layers"], steps
+
+
+@needs_triton
+def test_a_cutting_layer_launches_no_more_than_it_needs(monkeypatch):
+    """Per cutting layer: the voter write and its positions (arange, sub, copy_), the masked_fill of the
+    outside-chunk slots and the two scorer launches; the Keep's in-place tail move (two sorts, an add, the
+    row index, two index gathers, a position gather, three copies, a fill). No key or query copy: the
+    scorer reads the cache's and the voters' views through their strides (it made both contiguous
+    before, 2 kernels and 2 allocations more per cutting layer, one of them a copy of the layer's keys)."""
+    log, layers, steps = logged_cut_steps(monkeypatch)
+    assert steps == 40 and layers >= 3 * LAYERS  # several cutting steps, every layer cutting
+    per_layer = lambda region: {op: n / layers for (where, op), n in log.ops.items()
+                                if where == region and op not in NOT_LAUNCHES}
+    policy, keep, plain = per_layer("cut"), per_layer("cache.apply"), per_layer("plain")
+    assert "aten::contiguous" not in policy
+    # arange, sub, 2 copy_, masked_fill, a no-op .float() (aten::to), and 2 of the 12 cutting layers move
+    # their voter buffer (clone, copy_): 7.25; the two key and query copies made it 9.25
+    assert sum(policy.values()) <= 7.25, policy
+    # a plain step: the voter write alone, and every ~32 steps the voter buffer's move (at most 10 kernels)
+    assert sum(plain.values()) * layers / (steps * LAYERS - layers) <= 1 + 10 / 32, plain
+    assert sum(keep.values()) <= 13, keep  # 12 launches and scores.float() of float scores (aten::to, none)
+    assert not {key: n for key, n in log.ops.items() if key[1] in SYNC_OPS and key[0] != "engine"}
+    assert not {key: n for key, n in log.reads.items() if key[0] != "engine"}
+
+
+@needs_triton
+def test_the_scorer_reads_strided_views_as_their_copies():
+    """The scorer on the cache's view of its keys (keys[:, :, :T] of a longer buffer) and a window of the
+    voters' buffer gives exactly what it gives on contiguous copies of them (the GPU, or Triton's interpreter on a CPU)."""
+    from tests.test_scores import make_inputs
+
+    for B, H, H_kv, W, T, D in [(1, 4, 4, 5, 70, 16), (2, 6, 2, 9, 63, 16), (3, 8, 1, 17, 130, 32)]:
+        q, q_pos, k, k_pos, weights = make_inputs(B, H, H_kv, W + 3, T + 20, D, device=DEVICE)
+        q, k = q[:, :, 2:W + 2], k[:, :, :T]
+        q_pos, k_pos, weights = q_pos[:, 2:W + 2].contiguous(), k_pos[:, :T].contiguous(), weights[:, :W].contiguous()
+        assert not q.is_contiguous() and not k.is_contiguous()
+        strided = scores_triton.recent_attention_scores_triton(q, q_pos, k, k_pos, weights, D ** -0.5)
+        copied = scores_triton.recent_attention_scores_triton(q.contiguous(), q_pos, k.contiguous(), k_pos,
+                                                              weights, D ** -0.5)
+        assert torch.equal(strided, copied)
