@@ -20,8 +20,6 @@ from the same numbers. Tolerances (fixed per dtype):
 
 import copy
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -228,14 +226,3 @@ def test_engine_decodes_alike_with_the_fused_step(graphs, monkeypatch, tmp_path)
     assert calls, "the kernel never ran"
     monkeypatch.setattr(stacked, "fused_step_fits", lambda *a: False)
     assert fused == tokens()
-
-
-@pytest.mark.parametrize("setting, on", [(None, True), ("0", False), ("1", True)])
-def test_the_switch_is_on_unless_turned_off(setting, on):
-    """A fresh process reads PYRAMID_FUSED_RNN_STEP: unset or 1 runs the kernel where it fits, 0 never."""
-    env = {k: v for k, v in os.environ.items() if k != "PYRAMID_FUSED_RNN_STEP"}
-    if setting is not None:
-        env["PYRAMID_FUSED_RNN_STEP"] = setting
-    code = "from pyramid_core.recurformer import stacked; print(stacked.FUSED_STEP)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == str(on)

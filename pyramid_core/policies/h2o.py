@@ -40,10 +40,10 @@ from .base import ALWAYS, Evict, Keep, LayerContext, Policy, PolicyState, check_
 # Decode with scores kept per cache slot (issue 19): once full, a layer's step is h2o_step (on CUDA two
 # Triton kernels, kernels/h2o_step_triton.py; elsewhere its twin) plus the cache's Evict, where the
 # position-indexed path launched about ten kernels more. Read when a request starts (H2OState.by_slot).
-# Off by default: on an H200 the first kernels passed and were faster alone (benchmarks/h2o_step_kernel.json),
-# but the mode decoded slower with them (docs/policies.md); the kernels spread over KV heads that replace
-# them are untimed yet (benchmarks/gpu_run.sh fused_tests h2o_step). PYRAMID_FUSED_H2O_STEP=1 turns it on.
-FUSED_STEP = os.environ.get("PYRAMID_FUSED_H2O_STEP", "0") == "1"
+# On by default since its kernels were spread over KV heads: in the same rounds on an H200 the mode decodes
+# 1.08-1.24x faster with it than on the position path (benchmarks/modes/README.md, sixth session).
+# PYRAMID_FUSED_H2O_STEP=0 turns it off.
+FUSED_STEP = os.environ.get("PYRAMID_FUSED_H2O_STEP", "1") != "0"
 
 
 @dataclass

@@ -1,0 +1,23 @@
+"""The fused decode steps' switches: each is read once, when its module is imported, from the environment.
+Both are on unless the variable says 0 (RecurFormer's since its first GPU run, H2O's since its kernels were
+spread over KV heads); a fresh process shows what a user who sets the variable gets."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+SWITCHES = [("PYRAMID_FUSED_RNN_STEP", "pyramid_core.recurformer.stacked"),
+            ("PYRAMID_FUSED_H2O_STEP", "pyramid_core.policies.h2o")]
+
+
+@pytest.mark.parametrize("variable, module", SWITCHES)
+@pytest.mark.parametrize("setting, on", [(None, True), ("0", False), ("1", True)])
+def test_a_switch_is_on_unless_turned_off(variable, module, setting, on):
+    env = {k: v for k, v in os.environ.items() if k != variable}
+    if setting is not None:
+        env[variable] = setting
+    code = f"import {module} as m; print(m.FUSED_STEP)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(on)
