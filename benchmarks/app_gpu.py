@@ -83,12 +83,31 @@ class TimedJson:
 
 
 gc_client.json = TimedJson()
+
+
+# The job's outputs as they arrive. gradio_client's own iterator (Job.__next__) sleeps 1 ms while it holds
+# the job's lock, and its reader thread needs that lock to append an output: with the iterator spinning,
+# the reader waits its turn, for seconds on the H200 machine (benchmarks/app_gpu.md). Here the sleep is
+# outside the lock.
+def polled(job):
+    seen = 0
+    while True:
+        done = job.future.done()  # read before the outputs: none that came before the end is missed
+        outputs = job.outputs()
+        yield from outputs[seen:]
+        seen = len(outputs)
+        if done:
+            return
+        time.sleep(0.002)
+
+
 client = Client(sys.argv[1], verbose=False)
+iterate = polled if sys.argv[3] == "poll" else iter
 print("ready", flush=True)
 for line in sys.stdin:
     start, spent[0], parsed[:] = time.time(), 0.0, []
     updates = [[time.time(), sum(len(str(x)) for x in out[:int(sys.argv[2])])]
-               for out in client.submit(*json.loads(line), api_name="/generate")]
+               for out in iterate(client.submit(*json.loads(line), api_name="/generate"))]
     print(json.dumps({"start": start, "updates": updates, "end": time.time(), "client_s": spent[0],
                       "parsed": parsed}), flush=True)
 """
@@ -217,6 +236,9 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
     return {
         "wall_s": round(wall, 3), "generating_s": round(probe.timer.seconds, 3),
         "server_added": round(wall / probe.timer.seconds - 1, 3) if probe.timer.seconds else None,
+        # the same up to the last update written to the socket: the server's cost without the client's reading
+        "server_added_at_socket": round((taken[-1] - start) / probe.timer.seconds - 1, 3)
+        if taken and probe.timer.seconds else None,
         "first_token_s": round(probe.first_record - start, 3) if probe.first_record else None,
         "first_text_update_s": round(grown[0] - start, 3) if grown else None,
         "first_text_after_first_token_s": round(grown[0] - probe.first_record, 3) if grown and probe.first_record else None,
@@ -281,6 +303,9 @@ def main() -> None:
     parser.add_argument("--no-uvloop", action="store_true",
                         help="serve on asyncio's loop: uvicorn takes uvloop where it is installed (the GPU "
                              "machine's image has it, the development machines do not)")
+    parser.add_argument("--client-iterator", action="store_true",
+                        help="read updates with gradio_client's own iterator (it starves its reader thread: "
+                             "the lag measured before this flag existed)")
     parser.add_argument("--modes", default=",".join(MODES),
                         help="the RecurFormer modes run on the embedded model only (their adapters are its)")
     args = parser.parse_args()
@@ -289,6 +314,7 @@ def main() -> None:
     modes = args.modes.split(",")
     names = ["tiny"] if args.tiny else args.models.split(",")
     result = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+              "client": "gradio_client's iterator" if args.client_iterator else "polled outputs",
               "event_loop": "asyncio" if args.no_uvloop or importlib.util.find_spec("uvloop") is None else "uvloop",
               "new_tokens": args.new_tokens, "modes": modes, "models": {},
               "notes": "llama1b: random weights, the embedded tokenizer's vocabulary (not 128256)"}
@@ -297,7 +323,8 @@ def main() -> None:
     if args.no_uvloop:
         sys.modules["uvloop"] = None  # uvicorn's "auto" loop then falls back to asyncio's
     demo, url = serve_locally()
-    client = subprocess.Popen([sys.executable, "-c", CLIENT, url, str(len(MODES))], stdin=subprocess.PIPE,
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, url, str(len(MODES)),
+                               "iterate" if args.client_iterator else "poll"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     import benchmarks.app_overhead as overhead
     overhead.PROMPT = PROMPT  # handler_args reads it: the long sample prompt, not app_overhead's own
