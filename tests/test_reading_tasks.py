@@ -601,3 +601,24 @@ def test_composed_places_reach_no_heldout_place():
         head = place.split()[-1]
         assert not _has_word_part(head, parts), place
         assert not any(place in c or _has_word_part(head, [c]) for c in composed), place
+
+
+def test_some_training_multi_tasks_state_their_facts_together():
+    """About TOGETHER_SHARE of training multi tasks state every fact in one run of sentences; the others scatter
+    them. Either way the asked value is in the document and the task's depth is where its fact stands."""
+    maker = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=25)
+    made = []
+    for name in ("parallel_facts", "distinct_facts"):
+        def kept(*a, _f=getattr(maker, name)):
+            made.append(_f(*a))
+            return made[-1]
+        setattr(maker, name, kept)
+    together = 0
+    for _ in range(200):
+        task = maker.multi(300)
+        facts = [f[0] for f in made[-1]]
+        assert task.answer in task.document and all(f in task.document for f in facts)
+        together += " ".join(facts) in task.document
+        asked = next(f for f in made[-1] if f[2] == task.answer)[0]
+        assert task.depths[0] == task.document.find(asked) / len(task.document)
+    assert 35 <= together <= 85, together  # 60 expected

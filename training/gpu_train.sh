@@ -5,8 +5,9 @@
 #   bash training/gpu_train.sh wait            # wait on the running training (within one call)
 #   bash training/gpu_train.sh watch           # while it trains, score each finished snapshot (rank_snapshots.py)
 #   bash training/gpu_train.sh finish STEP...  # wait for the end, score the rest, pick one (ceiling MAX_PPL),
-#                                              # run training/gpu_after.sh STEP on it for each STEP (adapters in
-#                                              # the background, only for a pick), pack to $OUT
+#                                              # run training/gpu_after.sh STEP on it for each STEP (adapters
+#                                              # detached, only for a pick), pack to $OUT
+#   bash training/gpu_train.sh adapters        # wait for those adapters, pack them to $OUT
 # Carry .data (corpus, validation text, tokenizer). WAIT_S bounds each call's wait (default 540).
 # `start` trains data-parallel (torchrun, one process a GPU) on every visible GPU when there are several;
 # TRAIN_GPUS=N uses the first N, CUDA_VISIBLE_DEVICES=0 keeps the others free for other calls.
@@ -62,14 +63,20 @@ case ${1:-} in
     shift
     for step in "$@"; do
       if [ "$step" != adapters ]; then bash "training/gpu_after.sh" "$step" "$model" "$RESULTS" || true
-      # the adapters take minutes on both GPUs: only for a model that can ship, beside the other steps
-      elif [ -n "$chosen" ]; then bash "training/gpu_after.sh" adapters "$model" "$RESULTS" &
+      # the adapters take minutes on both GPUs: only for a model that can ship, detached (`adapters` collects them)
+      elif [ -n "$chosen" ]; then
+        setsid nohup bash training/gpu_after.sh adapters "$model" "$RESULTS" >/tmp/adapters.log 2>&1 </dev/null &
       else echo "adapters skipped: no model passes the sample prompts within the ceiling"; fi
-    done; wait
+    done
     # $OUT takes at most 8 files of 16 MiB: one tar of the chosen model (else the final one) and the results
     cp "$LOG" "$RUN"/training_log.json "$RUN"/README.md "$RESULTS"/ 2>/dev/null
     tar -cf - -C "$(dirname "$model")" --exclude=checkpoint.pt --exclude=snapshots "$(basename "$model")" \
       -C /tmp results 2>/dev/null | split -b 15M - "$OUT/run.tar.part-"
     ls -la "$OUT" ;;
-  *) echo "usage: $0 start MINUTES | wait | finish"; exit 2 ;;
+  adapters)  # wait (WAIT_S at most) for the adapters that finish started, then pack them to $OUT
+    until=$(( $(date +%s) + ${WAIT_S:-540} ))
+    while [ "$(date +%s)" -lt "$until" ] && pgrep -f "gpu_after.sh adapters" >/dev/null; do sleep 5; done
+    tail -n 3 "$RESULTS"/convert_*.txt
+    (cd "$RESULTS" && tar -cf "$OUT/adapters.tar" $(ls -d recurformer-embedded-* convert_*.txt 2>/dev/null)) ;;
+  *) echo "usage: $0 start MINUTES | wait | watch | finish STEP... | adapters"; exit 2 ;;
 esac

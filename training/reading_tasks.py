@@ -130,6 +130,11 @@ def coin(rng: random.Random, split: str, syllables: tuple[int, int] = (2, 3), ta
 # training multi tasks and stories told in one shared phrasing (all facts, or all events, alike), as held-out ones are
 PARALLEL_SHARE = 0.5
 
+# training multi tasks whose facts stand together, one after another, as prose lists them ("Lena lives in Ashford.
+# Tobias Crane lives in Kelmouth. ..."): the studio's "several facts" sample does, and run 7, trained on facts
+# scattered over the document only, answered that sample's first fact to every question about it
+TOGETHER_SHARE = 0.3
+
 # pools of quantities that prose also writes in words ('forty-two years old'); training facts sometimes do
 SPELLED_POOLS = ("age", "metres", "price")
 
@@ -1361,8 +1366,10 @@ class TaskMaker:
         _, s, v, extra = facts[asked]
         q = self.question(rel, s, extra)
         inserts = [(self.rng.random(), f[0]) for f in facts]
-        doc, depths = self.place(self.filler(tokens - sum(self.ntokens(f[0]) for f in facts)), inserts)
-        return Task("multi", doc, q, v, (depths[asked],))
+        if self.pools.split == "train" and self.rng.random() < TOGETHER_SHARE:
+            inserts = [(inserts[asked][0], " ".join(f[0] for f in facts))]
+        doc, _ = self.place(self.filler(tokens - sum(self.ntokens(f[0]) for f in facts)), inserts)
+        return Task("multi", doc, q, v, (doc.find(facts[asked][0]) / max(1, len(doc)),))
 
     def two(self, tokens: int) -> Task:
         r = self.rng
