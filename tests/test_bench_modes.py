@@ -65,6 +65,16 @@ def test_modes_grid_covers_every_mode_and_writes_both_files(tmp_path):
     assert markdown.count("| tiny |") == len(cells) and "| spread |" in markdown
 
 
+def test_the_policy_is_timed_over_its_own_run_length(tmp_path):
+    """policy_tokens sets the length of the batch-1 run that times the policy; its share is of that run's
+    own decode time, so it lies in [0, 1), and a policy that acts at every decode step (H2O) takes time."""
+    grid = Grid(shapes=("tiny",), modes=("baseline", "h2o", "streaming"), batches=(1,), prompts=(24,),
+                new_tokens=3, warmup_tokens=2, repeats=1, policy_tokens=9)
+    cells = run_grid(grid, tmp_path, load=lambda shape, longest: tiny_model("llama", layers=2), name="m")["cells"]
+    assert all(c["policy_run_tokens"] == 9 and 0 <= c["policy_share"] < 1 for c in cells)
+    assert next(c for c in cells if c["mode"] == "h2o")["policy_ms_per_step"] > 0
+
+
 def test_the_h2o_variants_fix_their_decode_path_whatever_the_switch(monkeypatch):
     for switch in (False, True):
         monkeypatch.setattr(h2o, "FUSED_STEP", switch)
@@ -79,3 +89,23 @@ def test_a_grid_can_run_the_h2o_variants_side_by_side(tmp_path):
     held = {c["mode"]: c["kv_tokens_held"] for c in cells}
     assert set(held) == {"baseline", "h2o-slot", "h2o-position"}
     assert held["h2o-slot"] == held["h2o-position"] < held["baseline"]  # the same budget on both paths
+
+
+def test_the_command_line_reaches_the_grid(monkeypatch, tmp_path):
+    """`bench modes --prompts ... --policy-tokens ...`: each flag lands in the Grid that runs."""
+    import argparse
+
+    from pyramid_core.bench import modes, suites
+    from pyramid_core.cli.bench import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    grids = []
+    monkeypatch.setattr(modes, "run_grid", lambda grid, out, name: grids.append((grid, name)))
+    suites.suite_modes(parser.parse_args(["modes", "--quick", "--shapes", "llama2-7b", "--prompts", "1024",
+                                          "--policy-tokens", "400", "--out", str(tmp_path)]))
+    (grid, name), = grids
+    assert grid.prompts == (1024,) and grid.policy_tokens == 400 and grid.new_tokens == 64
+    assert grid.shapes == ("llama2-7b",) and name == "modes_quick_llama2-7b"
+    suites.suite_modes(parser.parse_args(["modes", "--out", str(tmp_path)]))
+    assert grids[-1][0].prompts == (1024, 8192) and grids[-1][0].policy_tokens is None

@@ -15,9 +15,11 @@ reports the median tokens/s, its spread ((max - min) / median) and the median of
 mode_r / baseline_r: the baseline of the same round, so a round where everything ran slow leaves the
 ratio where it was, and a slow baseline run cannot flatter every mode.
 
-At batch 1 one more run wraps the policy in TimedPolicy (overhead.py), whose synchronisations would slow
-the measured runs: it gives the milliseconds per decode step the policy's scoring and selection take;
-it runs once per cell, not per round, since it only sizes the policy's share of a step.
+At batch 1 one more run wraps the policy in TimedPolicy (overhead.py): the milliseconds per decode step
+the policy's scoring and selection add to the GPU's timeline (CUDA events, no synchronisation), and
+their share of that run's own decode time. It runs once per cell, not per round, and can run longer than
+the measured runs (`policy_tokens`): PyramidInfer scores and cuts at decode only every 20 steps once a
+layer holds enough (after a 1k prompt, first at step 277), so a 64-step run times only its plain steps.
 Results are written after every shape, so a run cut off keeps what it has.
 """
 
@@ -53,6 +55,7 @@ class Grid:
     new_tokens: int = 256
     warmup_tokens: int = 8
     repeats: int = 3
+    policy_tokens: int | None = None  # the policy-timing run's tokens (None: new_tokens)
 
     def __post_init__(self):
         assert self.repeats >= 1, f"repeats must be at least 1, got {self.repeats}"
@@ -113,11 +116,15 @@ def decode_run(lm, policy, batch: int, prompt: int, new_tokens: int) -> dict:
             "kv_tokens_held": sum(records[-1].kept_tokens_per_row[0])}
 
 
-def policy_ms(lm, policy, prompt: int, new_tokens: int) -> float:
-    """Milliseconds per decode step the policy's answers take at batch 1 (device time included)."""
+def policy_time(lm, policy, prompt: int, new_tokens: int) -> dict:
+    """At batch 1: the policy's milliseconds per decode step (its calls' spans on the GPU's timeline, or
+    the host clock on a CPU) and their share of the run's decode time."""
     timed = TimedPolicy(policy)
     records = list(generate(lm, prompts(lm, 1, prompt), policy=timed, max_new_tokens=new_tokens))
-    return 1e3 * timed.seconds["decode"] / max(1, len(records) - 1)
+    steps, decode_s = max(1, len(records) - 1), sum(r.step_time_s for r in records[1:])
+    seconds = timed.seconds["decode"]
+    return {"policy_ms_per_step": 1e3 * seconds / steps, "policy_share": seconds / decode_s if decode_s else None,
+            "policy_run_tokens": new_tokens}
 
 
 def round_order(modes: list, r: int) -> list:
@@ -180,8 +187,7 @@ def cells(lm, shape: str, policies: dict, grid: Grid) -> list[dict]:
                         **summary(runs[mode], base, batch)}
                 cell["warmup_s"] += warm[mode]  # the warm-up run's and any the measured runs still did
                 if batch == 1 and cell["step_ms"]:
-                    cell["policy_ms_per_step"] = policy_ms(lm, policy, prompt, grid.new_tokens)
-                    cell["policy_share"] = cell["policy_ms_per_step"] / cell["step_ms"]
+                    cell.update(policy_time(lm, policy, prompt, grid.policy_tokens or grid.new_tokens))
                 out.append(cell)
                 print(f"{time.strftime('%H:%M:%S')} {shape} b{batch} p{prompt} {mode}: "
                       f"{cell['decode_tokens_per_s']:.1f} tok/s (spread {cell['spread']:.0%})", flush=True)
@@ -196,7 +202,7 @@ def table(cells_: list[dict]) -> str:
     for c in cells_:
         ratio = f"{c['vs_baseline']:.2f}" if c.get("vs_baseline") is not None else "-"
         pol = f"{c['policy_ms_per_step']:.3f}" if "policy_ms_per_step" in c else "-"
-        share = f"{c['policy_share']:.1%}" if "policy_share" in c else "-"
+        share = f"{c['policy_share']:.1%}" if c.get("policy_share") is not None else "-"
         spread = f"{c['spread']:.1%}" if c.get("spread") is not None else "-"
         rows.append(f"| {c['shape']} | {c['batch']} | {c['prompt']} | {c['mode']} | {c['decode_tokens_per_s']:.1f} | "
                     f"{spread} | {ratio} | {c['step_ms']:.2f} | {pol} | {share} | {c['kv_tokens_held']} | "

@@ -1,8 +1,11 @@
 """How much of a step the policy's scoring and selection take (PyramidInfer paper, appendix A.1).
 
-A proxy policy times each call of the wrapped policy between two device synchronisations; the
-engine's records give the step times. The synchronisations slow the run a little, so this measures
-shares, not throughput.
+A proxy policy times each call of the wrapped policy; the engine's records give the step times. On a
+GPU it records a CUDA event before and after each call and waits for none of them: the time between a
+pair is what the call added to the stream's timeline (its kernels where the GPU is the bound, its
+launches where the host is), and the run is not slowed. Until 2026-11-30 it synchronised before and
+after every call instead, 2 x layers waits a step, which made the measure mostly its own waits
+(benchmarks/modes/README.md). On a CPU the calls are timed by the host clock.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class TimedPolicy:
 
     def __init__(self, inner: Policy):
         self.inner = inner
-        self.seconds = {"prefill": 0.0, "decode": 0.0}
+        self.spans = {"prefill": [], "decode": []}  # per call: (start, end) CUDA events, or seconds
 
     def __getattr__(self, name):  # called only for what this class does not define itself
         if name == "inner":  # not set yet (copy, unpickling): no recursion
@@ -40,12 +43,24 @@ class TimedPolicy:
     def decode(self, ctx):
         return self._timed("decode", self.inner.decode, ctx)
 
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds per phase so far; on a GPU this waits once for the recorded events."""
+        sync()
+        return {phase: sum(s if isinstance(s, float) else s[0].elapsed_time(s[1]) / 1e3 for s in spans)
+                for phase, spans in self.spans.items()}
+
     def _timed(self, phase, answer, ctx):
-        sync()
-        start = time.perf_counter()
+        if ctx.queries.device.type != "cuda":
+            start = time.perf_counter()
+            keep = answer(ctx)
+            self.spans[phase].append(time.perf_counter() - start)
+            return keep
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         keep = answer(ctx)
-        sync()
-        self.seconds[phase] += time.perf_counter() - start
+        end.record()
+        self.spans[phase].append((start, end))
         return keep
 
 
@@ -62,8 +77,8 @@ def measure_overhead(lm, policy: Policy, batch: int, prompt_len: int, new_tokens
         records = list(generate(lm, ids, policy=timed, max_new_tokens=new_tokens))
     prefill_s = records[0].step_time_s
     decode_s = sum(r.step_time_s for r in records[1:])
-    steps = len(records) - 1
-    return {"batch": batch, "prefill_s": prefill_s, "prefill_policy_s": timed.seconds["prefill"],
-            "prefill_share": timed.seconds["prefill"] / prefill_s,
-            "decode_step_ms": 1e3 * decode_s / steps, "decode_policy_ms": 1e3 * timed.seconds["decode"] / steps,
-            "decode_share": timed.seconds["decode"] / decode_s}
+    steps, seconds = len(records) - 1, timed.seconds
+    return {"batch": batch, "prefill_s": prefill_s, "prefill_policy_s": seconds["prefill"],
+            "prefill_share": seconds["prefill"] / prefill_s,
+            "decode_step_ms": 1e3 * decode_s / steps, "decode_policy_ms": 1e3 * seconds["decode"] / steps,
+            "decode_share": seconds["decode"] / decode_s}

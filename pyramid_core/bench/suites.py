@@ -203,13 +203,16 @@ def suite_modes(args) -> dict:
     the median of --repeats interleaved rounds (modes.py)."""
     from .modes import Grid, run_grid
 
-    grid = Grid(new_tokens=64 if args.quick else args.new_tokens, repeats=args.repeats)
+    grid = Grid(new_tokens=64 if args.quick else args.new_tokens, repeats=args.repeats,
+                policy_tokens=args.policy_tokens)
     if args.shapes:
         grid.shapes = tuple(args.shapes.split(","))
     if args.modes:
         grid.modes = tuple(args.modes.split(","))
     if args.batches:
         grid.batches = tuple(int(b) for b in args.batches.split(","))
+    if args.prompts:
+        grid.prompts = tuple(int(p) for p in args.prompts.split(","))
     # a split run (--shapes) writes its own files, so two calls never overwrite each other
     name = "modes" + ("_quick" if args.quick else "") + ("_" + "_".join(grid.shapes) if args.shapes else "")
     return run_grid(grid, Path(args.out), name=name.replace(".", ""))

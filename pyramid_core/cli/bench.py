@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--new-tokens", type=int, default=256, help="modes: tokens generated per run")
     parser.add_argument("--shapes", default=None, help="modes: comma-separated shapes (embedded, llama3.2-1b, llama2-7b)")
     parser.add_argument("--modes", default=None, help="modes: comma-separated modes (default: every mode); also h2o-slot and h2o-position, H2O on one decode path each")
+    parser.add_argument("--prompts", default=None, help="modes: comma-separated prompt lengths (default 1024,8192)")
+    parser.add_argument("--policy-tokens", type=int, default=None,
+                        help="modes: tokens of the batch-1 run that times the policy (default: as the measured runs); "
+                             "400 reaches PyramidInfer's decode-time cuts after a 1k prompt (the first at step 277)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="modes: interleaved rounds per cell; the median and the paired ratio are reported")
 
