@@ -56,10 +56,12 @@ class TimedPolicy:
             keep = answer(ctx)
             self.spans[phase].append(time.perf_counter() - start)
             return keep
+        # the layer's own GPU (under a device_map it need not be the current device)
+        stream = torch.cuda.current_stream(ctx.queries.device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        start.record(stream)
         keep = answer(ctx)
-        end.record()
+        end.record(stream)
         self.spans[phase].append((start, end))
         return keep
 
