@@ -45,10 +45,8 @@ class TimedPolicy:
 
     @property
     def seconds(self) -> dict[str, float]:
-        """Seconds per phase so far; on a GPU this waits once for the recorded events."""
-        sync()
-        return {phase: sum(s if isinstance(s, float) else s[0].elapsed_time(s[1]) / 1e3 for s in spans)
-                for phase, spans in self.spans.items()}
+        """Seconds per phase so far; on a GPU this waits for the recorded events."""
+        return {phase: sum(map(span_seconds, spans)) for phase, spans in self.spans.items()}
 
     def _timed(self, phase, answer, ctx):
         if ctx.queries.device.type != "cuda":
@@ -64,6 +62,15 @@ class TimedPolicy:
         end.record(stream)
         self.spans[phase].append((start, end))
         return keep
+
+
+def span_seconds(span: float | tuple) -> float:
+    """A call's seconds: the host clock's, or the time between its two CUDA events once the second is done."""
+    if isinstance(span, float):
+        return span
+    start, end = span
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
 
 
 def sync() -> None:
