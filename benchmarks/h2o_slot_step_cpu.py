@@ -23,7 +23,7 @@ from contextlib import contextmanager
 os.environ.setdefault("TRITON_INTERPRET", "1")  # triton imports without a GPU; no kernel is run by it
 
 import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
+from torch.profiler import record_function  # noqa: E402
 
 sys.path.insert(0, ".")
 from pyramid_core import generate  # noqa: E402
@@ -35,6 +35,7 @@ from pyramid_core.kernels.scores import recent_attention_scores_torch  # noqa: E
 from pyramid_core.policies import base, h2o  # noqa: E402
 from pyramid_core.policies.h2o import H2OPolicy  # noqa: E402
 from tests.h2o_kernel_standins import slot_kernels  # noqa: E402
+from benchmarks.profiler_events import inside, profiled_steps, under_aten  # noqa: E402
 from tests.tiny_models import tiny_model  # noqa: E402
 
 # what waits for the device on CUDA (a scalar read, a data-dependent shape, a copy to the host)
@@ -116,25 +117,6 @@ def labelled(policy):
         LayerCache.apply = apply
 
 
-def inside(event, names) -> str | None:
-    """The first of `names` among event's ancestors (itself included), else None."""
-    while event is not None:
-        if event.name in names:
-            return event.name
-        event = event.cpu_parent
-    return None
-
-
-def under_aten(event) -> bool:
-    """Whether an aten op runs inside another (aten::to in aten::copy_): not a launch of its own."""
-    event = event.cpu_parent
-    while event is not None:
-        if event.name.startswith("aten::"):
-            return True
-        event = event.cpu_parent
-    return False
-
-
 def decoding(by_slot: bool, layers: int, batch: int = 1):
     """(policy, the rest of a generation's steps) after the prefill and WARM - 1 decode steps: the graphs
     are captured and every layer's slot state made by then."""
@@ -162,12 +144,7 @@ def profiled(by_slot: bool, layers: int) -> dict:
             replays[0] += 1
 
     with cuda_kernel_choice(), labelled(policy):
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            sys.setprofile(watch)
-            try:
-                records = list(steps)
-            finally:
-                sys.setprofile(None)
+        records, prof = profiled_steps(steps, watch)
     n = len(records)
     ops, syncs, names = Counter(), Counter(), Counter()
     for e in prof.events():

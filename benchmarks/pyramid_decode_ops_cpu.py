@@ -23,7 +23,6 @@ from contextlib import contextmanager
 os.environ.setdefault("TRITON_INTERPRET", "1")  # triton imports without a GPU; no kernel is run by it
 
 import torch  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 sys.path.insert(0, ".")
 from pyramid_core import generate  # noqa: E402
@@ -34,6 +33,7 @@ from pyramid_core.kernels import scores_triton  # noqa: E402
 from pyramid_core.kernels.scores import recent_attention_scores_torch  # noqa: E402
 from pyramid_core.policies import base, pyramid  # noqa: E402
 from pyramid_core.policies.pyramid import PyramidPolicy  # noqa: E402
+from tests.op_log import RegionLog  # noqa: E402
 from tests.tiny_models import tiny_model  # noqa: E402
 
 SYNC_OPS = {"aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal",
@@ -59,23 +59,15 @@ def allocates(op: str) -> bool:
     return op not in VIEWS and not op.endswith("_") and op != "aten::copy_"
 
 
-class StepLog(TorchDispatchMode):
+class StepLog(RegionLog):
     """Aten ops, to_device calls and host reads by (step, region); "kernel" (a twin) is left out."""
 
     def __init__(self):
-        super().__init__()
-        self.where, self.step = ["rest"], 0
+        super().__init__("rest")
+        self.step = 0
         self.ops = defaultdict(Counter)     # step -> (region, op) -> count
         self.extra = defaultdict(Counter)   # step -> (region, what) -> count
         self.acted = defaultdict(int)       # step -> layers that answered a Keep
-
-    @contextmanager
-    def region(self, name):
-        self.where.append(name)
-        try:
-            yield
-        finally:
-            self.where.pop()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))

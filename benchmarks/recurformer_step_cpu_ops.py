@@ -29,15 +29,17 @@ from pathlib import Path
 os.environ.setdefault("TRITON_INTERPRET", "1")  # triton imports without a GPU; no kernel is run by it
 
 import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
+from torch.profiler import record_function  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 sys.path.insert(0, ".")
 from pyramid_core import engine, generate, graphs, layers  # noqa: E402
+from pyramid_core.bench.harness import spread_groups, untrained_adapter  # noqa: E402
 from pyramid_core.cache import LayerCache  # noqa: E402
 from pyramid_core.policies.registry import make_policy  # noqa: E402
 from pyramid_core.recurformer import stacked, step_triton  # noqa: E402
 from pyramid_core.recurformer.rnn import RNNHeads  # noqa: E402
+from benchmarks.profiler_events import inside, profiled_steps, under_aten  # noqa: E402
 from tests.tiny_models import tiny_model  # noqa: E402
 
 SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero",
@@ -57,29 +59,6 @@ STACK = ["rest"]  # the region the host is in now
 
 def model(layers_: int):
     return tiny_model("llama", layers=layers_, **SHAPE)
-
-
-def adapter_of(lm, groups: list[list[int]], directory: Path) -> str:
-    """An untrained adapter over these [layer, group]s (as bench.harness.random_adapter makes one)."""
-    from pyramid_core.recurformer.adapter import Adapter, rnn_config, save_adapter
-    from pyramid_core.recurformer.rnn import GroupRNN, RNNConfig
-
-    cfg, base, state = rnn_config(lm).to_dict(), lm.model.model, {}
-    for layer, group in groups:
-        rnn = GroupRNN.from_attention(base.layers[layer].self_attn, base.rotary_emb, group, RNNConfig(**cfg))
-        state.update({f"{layer}.{group}.{k}": v.float() for k, v in rnn.state_dict().items()})
-    save_adapter(Adapter(lm.name, groups, cfg, state), directory)
-    return str(directory)
-
-
-def random_groups(layers_: int, kv_heads: int, share: float) -> list[list[int]]:
-    """The [layer, group]s bench.harness.random_adapter replaces (its spreading rule, without a model)."""
-    wanted, groups = round(share * layers_ * kv_heads), []
-    for shift in range(kv_heads):
-        take = min(layers_, wanted - len(groups))
-        layers_hit = sorted({i * layers_ // take for i in range(take)}) if take else []
-        groups += [[layer, (layer + shift) % kv_heads] for layer in layers_hit]
-    return sorted(groups)
 
 
 # ----------------------------------------------------------------------------- the CUDA path, emulated
@@ -160,23 +139,6 @@ def labels(replaced_layers: set):
         yield
 
 
-def ancestor(event, names) -> str | None:
-    while event is not None:
-        if event.name in names:
-            return event.name
-        event = event.cpu_parent
-    return None
-
-
-def under_aten(event) -> bool:
-    event = event.cpu_parent
-    while event is not None:
-        if event.name.startswith("aten::"):
-            return True
-        event = event.cpu_parent
-    return False
-
-
 # ----------------------------------------------------------------------------- counting
 
 class Launches(TorchDispatchMode):
@@ -217,7 +179,7 @@ def counted(mode: str, layers_: int, groups: list, batch: int = 1, directory: Pa
     """Per warm decode step: aten ops outside the graphs by (layer kind, region), allocations, syncs,
     host reads and graph replays by kind."""
     lm = model(layers_)
-    knobs = {"adapter": adapter_of(lm, groups, directory)} if mode == "recurformer" else {}
+    knobs = {"adapter": untrained_adapter(lm, groups, directory)} if mode == "recurformer" else {}
     replaced = {layer for layer, _ in groups} if mode == "recurformer" else set()
     with cuda_step_choice():  # the graphs are made on the CUDA path too
         steps = decoding(lm, make_policy(mode, knobs), batch)
@@ -237,22 +199,18 @@ def counted(mode: str, layers_: int, groups: list, batch: int = 1, directory: Pa
         (_, dg), = lm.decode_graphs.entries.items()
         for kind in ("pre", "recurrent", "post"):
             kinds.update({id(r): kind for r in getattr(dg, f"{kind}_graphs", ()) if r is not None})
-        with profile(activities=[ProfilerActivity.CPU]) as prof, Launches() as launches:
-            sys.setprofile(watch)
-            try:
-                records = list(steps)
-            finally:
-                sys.setprofile(None)
+        with Launches() as launches:
+            records, prof = profiled_steps(steps, watch)
     n = len(records)
     layer_kinds = ("layer:replaced", "layer:kept")
     n_layers = {"layer:replaced": len(replaced), "layer:kept": layers_ - len(replaced)}
     ops, names, syncs = Counter(), Counter(), Counter()
     kernels, allocs = launches.kernels, launches.allocations
     for e in prof.events():
-        if ancestor(e, {TWIN, REPLAY}):
+        if inside(e, {TWIN, REPLAY}):
             continue
-        kind = ancestor(e, layer_kinds) or "outside layers"
-        region = ancestor(e, REGIONS) or "rest"
+        kind = inside(e, layer_kinds) or "outside layers"
+        region = inside(e, REGIONS) or "rest"
         if not e.name.startswith("aten::") or under_aten(e):
             continue
         ops[(kind, region)] += 1
@@ -297,7 +255,7 @@ def host_us(mode: str, layers_: int, groups: list, directory: Path | None = None
     """Host microseconds per warm decode step outside the graphs' work (what a GPU's host still runs,
     but for the replays' launches), without the profiler; the best of 3 runs: two cores are noisy."""
     lm = model(layers_)
-    knobs = {"adapter": adapter_of(lm, groups, directory)} if mode == "recurformer" else {}
+    knobs = {"adapter": untrained_adapter(lm, groups, directory)} if mode == "recurformer" else {}
     best = float("inf")
     for _ in range(3):
         with cuda_step_choice():
@@ -312,10 +270,10 @@ def host_us(mode: str, layers_: int, groups: list, directory: Path | None = None
 def main():
     torch.set_num_threads(1)
     L, H = 4, SHAPE["num_key_value_heads"]
-    per_layer = Counter(layer for layer, _ in random_groups(32, 32, 0.25))
+    per_layer = Counter(layer for layer, _ in spread_groups(32, 32, 0.25))
     print("7B shape (32 layers x 32 KV heads), 25% random adapter:", len(per_layer), "layers with replaced groups,",
           sorted(set(per_layer.values())), "groups each")
-    cases = {"all layers replaced (25% random)": random_groups(L, H, 0.25),
+    cases = {"all layers replaced (25% random)": spread_groups(L, H, 0.25),
              "layers 0 and 2 replaced (2 groups each), 1 and 3 kept": [[0, 0], [0, 4], [2, 1], [2, 5]]}
     with torch.inference_mode(), tempfile.TemporaryDirectory() as tmp:
         print(json.dumps(counted("baseline", L, [])), flush=True)

@@ -11,11 +11,9 @@ import importlib.util
 import os
 import sys
 from collections import Counter
-from contextlib import contextmanager
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyramid_core import generate
 from pyramid_core.cache import LayerCache
@@ -25,6 +23,7 @@ from pyramid_core.kernels.scores import recent_attention_scores_torch
 from pyramid_core.policies import base, h2o
 from pyramid_core.policies.h2o import H2OPolicy
 from tests.h2o_kernel_standins import slot_kernels
+from tests.op_log import RegionLog
 from tests.test_streaming_ring import prompts, run
 from tests.tiny_models import tiny_model
 
@@ -248,20 +247,12 @@ class FakeLaunch:
         return launch
 
 
-class StepLog(TorchDispatchMode):
+class StepLog(RegionLog):
     """The aten ops and host reads of policy.decode and LayerCache.apply, by region."""
 
     def __init__(self):
-        super().__init__()
-        self.where, self.ops, self.reads = ["engine"], Counter(), Counter()
-
-    @contextmanager
-    def region(self, name):
-        self.where.append(name)
-        try:
-            yield
-        finally:
-            self.where.pop()
+        super().__init__("engine")
+        self.ops, self.reads = Counter(), Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if self.where[-1] != "kernel":

@@ -8,10 +8,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyramid_core import generate
+from pyramid_core.bench.harness import untrained_adapter
 from pyramid_core.graphs import GraphStore, Replay
 from pyramid_core.policies.registry import make_policy
-from pyramid_core.recurformer.adapter import Adapter, rnn_config, save_adapter
-from pyramid_core.recurformer.rnn import GroupRNN, RNNConfig
 from tests.tiny_models import tiny_model
 
 LAYERS, STEPS = 3, 6
@@ -22,16 +21,6 @@ GROUPS = [[layer, group] for layer in range(LAYERS) for group in (layer, layer +
 
 def model():
     return tiny_model("llama", layers=LAYERS, **SHAPE)
-
-
-def untrained_adapter(lm, directory, groups=GROUPS) -> str:
-    """As bench.harness.random_adapter: the groups' RNNs at their initialisation (no training needed)."""
-    cfg, base, state = rnn_config(lm).to_dict(), lm.model.model, {}
-    for layer, group in groups:
-        rnn = GroupRNN.from_attention(base.layers[layer].self_attn, base.rotary_emb, group, RNNConfig(**cfg))
-        state.update({f"{layer}.{group}.{k}": v.float() for k, v in rnn.state_dict().items()})
-    save_adapter(Adapter(lm.name, groups, cfg, state), directory)
-    return str(directory)
 
 
 def prompt(batch=1, n=24, seed=0):
@@ -81,7 +70,7 @@ def test_replaced_layers_run_nothing_eager_that_plain_layers_do_not(monkeypatch,
     merge's index_copy_ x2 and new_empty, or a state copied in and cloned out would all show here."""
     lm = model()
     base = warm_steps(lm, make_policy("baseline", {}), monkeypatch)
-    adapter = untrained_adapter(lm, tmp_path)
+    adapter = untrained_adapter(lm, GROUPS, tmp_path)
     recur = warm_steps(lm, make_policy("recurformer", {"adapter": adapter}), monkeypatch)
     assert base.replays == recur.replays == STEPS * LAYERS * 2
     assert recur.ops - base.ops == Counter({"copy_.default": STEPS})
@@ -93,7 +82,7 @@ def test_requests_taking_turns_on_the_graphs_keep_their_states(tmp_path):
     (the other's states move out into copies of its own) and decodes as it does eagerly; so does one
     whose graphs the store lets go (retire) while its states are in their buffers."""
     lm = model()
-    policy = make_policy("recurformer", {"adapter": untrained_adapter(lm, tmp_path)})
+    policy = make_policy("recurformer", {"adapter": untrained_adapter(lm, GROUPS, tmp_path)})
 
     def tokens(ids, graphs):
         return generate(lm, ids, policy=policy, max_new_tokens=12, cuda_graphs=graphs)

@@ -95,16 +95,26 @@ class Run:
 def random_adapter(lm, share: float, directory: Path) -> str:
     """An untrained RecurFormer adapter replacing `share` of the KV groups, spread over the layers
     (memory and speed do not depend on which groups or on training)."""
+    groups = spread_groups(lm.config.num_hidden_layers, lm.config.num_key_value_heads, share)
+    return untrained_adapter(lm, groups, directory)
+
+
+def spread_groups(layers: int, kv_heads: int, share: float) -> list[list[int]]:
+    """`share` of the [layer, group]s: one group per layer, evenly over the layers, before any layer
+    loses a second."""
+    wanted, groups = round(share * layers * kv_heads), []
+    for shift in range(kv_heads):
+        take = min(layers, wanted - len(groups))
+        hit = sorted({i * layers // take for i in range(take)}) if take else []
+        groups += [[layer, (layer + shift) % kv_heads] for layer in hit]
+    return sorted(groups)
+
+
+def untrained_adapter(lm, groups: list[list[int]], directory: Path) -> str:
+    """An adapter whose [layer, group]s are recurrences at their initialisation (no training)."""
     from ..recurformer.adapter import Adapter, rnn_config, save_adapter
     from ..recurformer.rnn import GroupRNN, RNNConfig
 
-    L, G = lm.config.num_hidden_layers, lm.config.num_key_value_heads
-    wanted = round(share * L * G)
-    groups = []
-    for shift in range(G):  # one group per layer, evenly over the layers, before any layer loses a second
-        take = min(L, wanted - len(groups))
-        groups += [[layer, (layer + shift) % G] for layer in sorted({i * L // take for i in range(take)})] if take else []
-    groups = sorted(groups)
     rnn_cfg = rnn_config(lm).to_dict()
     base, state = lm.model.model, {}
     for layer, group in groups:
