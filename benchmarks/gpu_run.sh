@@ -6,6 +6,7 @@
 #       baseline on the 7B shape in the same rounds (~3 min); the studio benchmark on uvloop and on asyncio
 #       (~3 min, needs .cpusite and the embedded model)
 #   bash benchmarks/gpu_run.sh policy_share       # the policies' share of a batch-1 step, cuts included (~2 min)
+#   bash benchmarks/gpu_run.sh profile7b          # a batch-1 7B step's GPU-busy share and profile tables (~2 min)
 # flash-linear-attention travels as wheels in .whl/ (pip download fla-core einops; see the README).
 # app_overhead runs benchmarks/app_overhead.py on this machine's CPU (a second CPU to check on), pinned to
 # APP_CORES (default 0,1: two cores, as on the development machines), with Gradio and Plotly from
@@ -29,6 +30,8 @@ for step in "$@"; do
     kernels) python benchmarks/check_kernels.py "$RES/kernel_check.json" ;;
     modes_paired) python -m pyramid_core bench modes --quick --repeats 3 --shapes llama2-7b \
         --modes baseline,h2o-slot,h2o-position,recurformer --out "$RES" ;;
+    # where a batch-1 7B step goes: the GPU's busy share, host and device tables, baseline against the modes
+    profile7b) python benchmarks/profile_decode.py llama2-7b 1 1024 baseline recurformer pyramid h2o ;;
     # PyramidInfer's policy share with its decode-time cuts in the timed run (400 tokens after a 1k prompt)
     policy_share) python -m pyramid_core bench modes --quick --repeats 3 --shapes llama2-7b --prompts 1024 \
         --modes baseline,pyramid,h2o,streaming --policy-tokens 400 --out "$RES" ;;

@@ -38,6 +38,13 @@ for mode in modes:
         start = time.perf_counter()
         decoded = len(list(steps))
         torch.cuda.synchronize()
-    print(mode, decoded, "decode steps profiled in", round(time.perf_counter() - start, 3), "s", flush=True)
+    wall = time.perf_counter() - start
+    print(mode, decoded, "decode steps profiled in", round(wall, 3), "s", flush=True)
+    # the GPU's busy share of the steps: kernels (and memcpys) summed, over the wall time; well under 1 means
+    # the host (launches, Python) bounds the step, near 1 that the GPU does (the profiler slows the host a little)
+    busy = sum(getattr(e, "self_device_time_total", 0) for e in prof.key_averages()
+               if str(e.device_type).endswith("CUDA"))  # the kernels' own rows (not their launching ops')
+    print(f"{mode}: GPU busy {busy / 1e3 / decoded:.2f} ms of {wall * 1e3 / decoded:.2f} ms a step "
+          f"({busy / 1e6 / wall:.0%})", flush=True)
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25), flush=True)
     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30), flush=True)
