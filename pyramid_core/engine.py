@@ -17,6 +17,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterator
 
 import torch
@@ -40,6 +41,10 @@ __all__ = ["ATTENTION_BACKENDS", "Sampling", "generate", "teacher_forced_logits"
 
 log = logging.getLogger(__name__)
 
+# A step's attention detail wanted only if it is the last (generate's detail_last): whether it is, EOS or a
+# stop tells only after it ran, so its layers leave their records to be made then (see decode_step).
+IF_LAST = "if last"
+
 
 @dataclass
 class Request:
@@ -54,7 +59,7 @@ class Request:
     positions: torch.Tensor  # the prompt's [B, T] until the prefill, then the next token's [B]
     policy_info: dict        # the policy's describe(), taken once per request
     phase: str = "prefill"
-    record_attention: bool = False
+    record_attention: bool | str = False  # True, False, or IF_LAST: only if this step turns out the last
     graphs: GraphStore | None = None  # where decode steps find their CUDA graphs; None: eager decoding
     decode_kernel: bool = True        # decode attention may use the Triton kernel (attention.py)
 
@@ -141,8 +146,11 @@ def decode_step(req: Request, tokens: torch.Tensor):
             h, pos, rope = follow(parts.placement.layers[idx], h, pos, rope)
             h, q = layer_forward(stages, idx, h, pos, rope, req.cache[idx], req.cache.recurrent_state[idx],
                                  "decode", ones, req.decode_kernel)
-            records.append(record_layer(req, idx, q, pos))
             keep = ask_policy(req, idx, q, pos) if asks else None
+            # a record wanted only if the step is the last is made after it (nothing changes the layer's
+            # cache or q until the next step), unless the policy's answer is about to change what it reads
+            later = req.record_attention == IF_LAST and keep is None
+            records.append(partial(record_layer, req, idx, q, pos) if later else record_layer(req, idx, q, pos))
             if keep is not None:
                 req.cache[idx].apply(keep)
         logits = final_logits(parts, h)[:, 0]
@@ -221,7 +229,8 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
     it will draw. The prefill record always carries kept positions.
     detail_last: the last step's record carries attention and kept positions too, whatever was asked
     (a view of the final state); whether a step is the last (EOS, `stop`) is known only after it, so
-    every step then computes its attention on the device and reads it to the host only if it is.
+    each step keeps what its layers' attention needs and computes it only if it was (a layer whose
+    policy changes its cache in the step computes it before the change, every step).
 
     cuda_graphs: decode steps replay CUDA graphs of each layer's fixed-shape parts (graphs.py). None
     (default) uses them on a GPU; True also on a CPU, where they are plain calls (for tests); False never.
@@ -272,7 +281,7 @@ def _generate_steps(req: Request, tokens, max_new_tokens, sampling, generator, e
         # a stop seen before a step makes it the last, so that the last record can carry the detail
         stopping = i > 0 and stop is not None and stop.is_set()
         asked = record_attention(i)
-        req.record_attention = asked or detail_last
+        req.record_attention = True if asked else IF_LAST if detail_last else False
         logits, attn = step(req, tokens)
         ids = sample(logits, sampling, generator).tolist()  # waits for the GPU: the step time below is real
         ids = [pad if done else t for t, done in zip(ids, finished)]
@@ -284,6 +293,8 @@ def _generate_steps(req: Request, tokens, max_new_tokens, sampling, generator, e
         # a step that captured a graph or compiled a kernel is warm-up as a whole: the one-time work
         # cannot be timed apart from the step's launches, which run asynchronously around it
         warm = elapsed if warmup.count() != one_time else 0.0
+        if detail_last and last and not asked:  # the detail of a last step no one asked for: view work, untimed
+            attn = [a() if callable(a) else a for a in attn]
         yield step_record(i, ids, finished, req.cache, elapsed, req.seen[0],
                           attn if asked or (detail_last and last) else None, req.describe_policy(),
                           record_positions(i) or i == 0 or (detail_last and last), warm)

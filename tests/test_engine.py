@@ -165,6 +165,35 @@ def test_the_last_step_carries_its_detail_whatever_was_asked():
         assert run[-1].kept_positions[0] == list(range(run[-1].seen_tokens))
 
 
+@pytest.mark.parametrize("graphs", [False, True])
+@pytest.mark.parametrize("mode, knobs", [("baseline", {}), ("pyramid", {"min_context_length": 8, "prefill_decay_ratio": 0.5}),
+                                         ("streaming", {"kv_budget": 0.5}), ("h2o", {"kv_budget": 0.5})])
+def test_a_last_step_made_in_detail_afterwards_matches_one_asked_for(mode, knobs, graphs, monkeypatch):
+    """detail_last makes the last step's attention after the step, once it is known to be the last; it is
+    the attention an asked-for record of that step has, for a policy that changes the cache in the step
+    too. The steps before it compute none: the layers' records are made at the prefill and the last step."""
+    from pyramid_core import engine
+    from pyramid_core.policies.registry import make_policy
+
+    lm, prompt = tiny_model("llama"), torch.randint(3, 97, (1, 40), generator=torch.Generator().manual_seed(3))
+    made = []
+    monkeypatch.setattr(engine, "attention_record", lambda *a, _f=engine.attention_record: made.append(a[0]) or _f(*a))
+    for n in (2, 9, 23):
+        def run(**kw):
+            return list(generate(lm, prompt, policy=make_policy(mode, knobs), max_new_tokens=n,
+                                 cuda_graphs=graphs, **kw))
+        asked = run(record_attention=True)
+        made.clear()
+        deferred = run(record_attention=False, detail_last=True)
+        assert deferred[-1].attention == asked[-1].attention and deferred[-1].attention
+        assert [r.token_ids for r in deferred] == [r.token_ids for r in asked]
+        layers = lm.config.num_hidden_layers
+        if mode == "baseline":
+            assert len(made) == layers * 2  # the prefill's and the last step's
+        elif mode == "pyramid" and n > 2:  # and the layers it cuts in a step, which are few: not all n steps'
+            assert len(made) < layers * n
+
+
 def test_attention_is_recorded_on_the_steps_asked_for():
     lm = tiny_model("llama")
     records = list(generate(lm, torch.tensor([[5, 6, 7, 8]]), max_new_tokens=6,
