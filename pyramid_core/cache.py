@@ -75,6 +75,22 @@ class LayerCache:
         n = self.length
         return self.keys[:, :, :n], self.values[:, :, :n], self.positions[:, :n]
 
+    def attended(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(keys, positions) of the slots in use as the layer's last attention read them: slots freed since
+        (a ring window's, an eviction's) keep their tokens until the next one is written, and stay pending."""
+        n = self.length
+        return self.keys[:, :, :n], self.positions[:, :n]
+
+    def moves(self, answer: Keep | Window | Evict) -> bool:
+        """Whether apply(answer) rewrites the buffers (a Keep, a window over a layer that cannot ring)
+        rather than only marking slots for the next tokens to take (an eviction, a ring window)."""
+        if isinstance(answer, Evict):
+            return False
+        if isinstance(answer, Window):
+            drops = [held - k for held, k in zip(self.counts, answer.counts)]
+            return any(drops) and not self._ring_ready(answer.sinks, drops)
+        return True
+
     def held(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(keys [B, H_kv, T, D], positions [B, T]) of the slots in use: what a policy reads."""
         keys, _, positions = self.view()

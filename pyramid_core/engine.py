@@ -148,8 +148,8 @@ def decode_step(req: Request, tokens: torch.Tensor):
                                  "decode", ones, req.decode_kernel)
             keep = ask_policy(req, idx, q, pos) if asks else None
             # a record wanted only if the step is the last is made after it (nothing changes the layer's
-            # cache or q until the next step), unless the policy's answer is about to change what it reads
-            later = req.record_attention == IF_LAST and keep is None
+            # cache or q until the next step), unless the policy's answer is about to move the cache's slots
+            later = req.record_attention == IF_LAST and (keep is None or not req.cache[idx].moves(keep))
             records.append(partial(record_layer, req, idx, q, pos) if later else record_layer(req, idx, q, pos))
             if keep is not None:
                 req.cache[idx].apply(keep)
@@ -179,10 +179,12 @@ def keep_stream(h: torch.Tensor, pos: torch.Tensor, keep: Keep):
 
 
 def record_layer(req: Request, idx: int, q: torch.Tensor, pos: torch.Tensor):
-    """The first row's attention record of layer idx, when this step records attention."""
-    keys, _, k_pos = req.cache[idx].view()
-    if not req.record_attention or keys.shape[1] == 0:
+    """The first row's attention record of layer idx, when this step records attention: over the slots as
+    the layer attended them, also after a policy's answer that only marked some free (cache.attended)."""
+    layer = req.cache[idx]
+    if not req.record_attention or layer.keys.shape[1] == 0:
         return None
+    keys, k_pos = layer.attended()
     return attention_record(idx, q, pos, keys, k_pos, attention_scale(req.parts, idx))
 
 
@@ -230,7 +232,7 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
     detail_last: the last step's record carries attention and kept positions too, whatever was asked
     (a view of the final state); whether a step is the last (EOS, `stop`) is known only after it, so
     each step keeps what its layers' attention needs and computes it only if it was (a layer whose
-    policy changes its cache in the step computes it before the change, every step).
+    slots the policy's answer moves computes it before they move).
 
     cuda_graphs: decode steps replay CUDA graphs of each layer's fixed-shape parts (graphs.py). None
     (default) uses them on a GPU; True also on a CPU, where they are plain calls (for tests); False never.
