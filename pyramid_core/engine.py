@@ -148,9 +148,12 @@ def decode_step(req: Request, tokens: torch.Tensor):
                                  "decode", ones, req.decode_kernel)
             keep = ask_policy(req, idx, q, pos) if asks else None
             # a record wanted only if the step is the last is made after it (nothing changes the layer's
-            # cache or q until the next step), unless the policy's answer is about to move the cache's slots
-            later = req.record_attention == IF_LAST and (keep is None or not req.cache[idx].moves(keep))
-            records.append(partial(record_layer, req, idx, q, pos) if later else record_layer(req, idx, q, pos))
+            # cache until the next step), unless the policy's answer is about to move the cache's slots. A
+            # graph's q is its buffer, which another request may replay over once this step lets the graphs go
+            if req.record_attention == IF_LAST and (keep is None or not req.cache[idx].moves(keep)):
+                records.append(partial(record_layer, req, idx, q if stages is req.stages else q.clone(), pos))
+            else:
+                records.append(record_layer(req, idx, q, pos))
             if keep is not None:
                 req.cache[idx].apply(keep)
         logits = final_logits(parts, h)[:, 0]

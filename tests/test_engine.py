@@ -194,6 +194,32 @@ def test_a_last_step_made_in_detail_afterwards_matches_one_asked_for(mode, knobs
             assert len(made) == layers * 2
 
 
+def test_a_last_step_made_in_detail_afterwards_keeps_its_own_queries(monkeypatch):
+    """On graphs, a layer's q is the graph's buffer: between a step and the record made after it (once the step
+    is known to be the last), another request may take the graphs and replay them. Forced here: while request A
+    samples its last step, request B (another prompt, same batch size) runs a decode step on the same graphs."""
+    from pyramid_core import engine
+
+    lm = tiny_model("llama")
+    a_ids, b_ids = (torch.randint(3, 97, (1, 30), generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+    alone = list(generate(lm, a_ids, max_new_tokens=6, record_attention=True, cuda_graphs=True))
+    other = generate(lm, b_ids, max_new_tokens=20, cuda_graphs=True)
+    next(other), next(other)  # B's prefill and a first decode step: it holds graphs of batch 1 too
+    sample, in_b = engine.sample, []
+
+    def sample_then_let_b_step(*args):
+        out = sample(*args)
+        if not in_b:  # A's step is over and the graphs are free: B replays every layer's graphs
+            in_b.append(True)
+            next(other)
+            in_b.clear()
+        return out
+
+    monkeypatch.setattr(engine, "sample", sample_then_let_b_step)
+    deferred = list(generate(lm, a_ids, max_new_tokens=6, detail_last=True, cuda_graphs=True))
+    assert deferred[-1].attention == alone[-1].attention
+
+
 def test_attention_is_recorded_on_the_steps_asked_for():
     lm = tiny_model("llama")
     records = list(generate(lm, torch.tensor([[5, 6, 7, 8]]), max_new_tokens=6,
