@@ -167,15 +167,20 @@ def test_the_last_step_carries_its_detail_whatever_was_asked():
 
 @pytest.mark.parametrize("graphs", [False, True])
 @pytest.mark.parametrize("mode, knobs", [("baseline", {}), ("pyramid", {"min_context_length": 8, "prefill_decay_ratio": 0.5}),
-                                         ("streaming", {"kv_budget": 0.5}), ("h2o", {"kv_budget": 0.5})])
-def test_a_last_step_made_in_detail_afterwards_matches_one_asked_for(mode, knobs, graphs, monkeypatch):
+                                         ("streaming", {"kv_budget": 0.5}), ("h2o", {"kv_budget": 0.5}),
+                                         ("recurformer", {})])
+def test_a_last_step_made_in_detail_afterwards_matches_one_asked_for(mode, knobs, graphs, monkeypatch, tmp_path):
     """detail_last makes the last step's attention after the step, once it is known to be the last; it is
-    the attention an asked-for record of that step has, also for policies that evict or window in the step.
-    The steps before it compute none (but PyramidInfer's cutting layers, whose slots move)."""
+    the attention an asked-for record of that step has, also for policies that evict or window in the step
+    and for layers whose groups are partly recurrences. The steps before it compute none (but PyramidInfer's
+    cutting layers, whose slots move)."""
     from pyramid_core import engine
     from pyramid_core.policies.registry import make_policy
+    from tests.test_recurformer_engine import make_adapter
 
     lm, prompt = tiny_model("llama"), torch.randint(3, 97, (1, 40), generator=torch.Generator().manual_seed(3))
+    if mode == "recurformer":
+        knobs = {"adapter": make_adapter(lm, tmp_path, [[1, 0], [3, 1]])}
     made = []
     monkeypatch.setattr(engine, "attention_record", lambda *a, _f=engine.attention_record: made.append(a[0]) or _f(*a))
     for n in (2, 9, 23):
