@@ -46,6 +46,23 @@ def test_twin_equals_brute_force(B, H, H_kv, W, T, D):
     assert (out[k_pos < 0] == 0).all()
 
 
+def test_a_whole_prompt_voting_is_scored_in_blocks_reading_only_the_slots_seen(monkeypatch):
+    """Every token of a left-padded prompt votes (H2O's prefill): the queries span several blocks, each block
+    reads the slots up to the last one its queries see, and the scores still equal the brute force's."""
+    from pyramid_core.kernels import scores
+
+    B, H, H_kv, T, D = 2, 4, 2, 600, 8
+    q, _, k, k_pos, _ = make_inputs(B, H, H_kv, T, T, D, seed=4)
+    q_pos = k_pos.clone()  # each slot's token is a query at its own position; row 0's padding does not vote
+    weights = (q_pos >= 0).float()
+    read = []
+    probs = scores.attention_probs
+    monkeypatch.setattr(scores, "attention_probs", lambda q_, qp, k_, kp, sc: read.append(k_.shape[2]) or probs(q_, qp, k_, kp, sc))
+    out = recent_attention_scores_torch(q, q_pos, k, k_pos, weights, D ** -0.5)
+    torch.testing.assert_close(out, brute_force(q, q_pos, k, k_pos, weights, D ** -0.5), atol=1e-5, rtol=1e-4)
+    assert read[0] == scores._QUERY_CHUNK and read[-1] == T and len(set(read)) > 1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a CUDA GPU (run on the GPU machine)")
 @pytest.mark.parametrize("B,H,H_kv,W,T,D,dtype", [
     (1, 4, 4, 3, 20, 64, torch.float16), (2, 32, 8, 103, 500, 128, torch.bfloat16),

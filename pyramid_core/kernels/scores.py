@@ -17,7 +17,8 @@ import torch
 
 from ..optional import importable
 
-_HEAD_CHUNK = 8  # heads per step of the twin, bounding its [B, h, W, T] temporary
+_HEAD_CHUNK = 8     # heads per step of the twin, bounding its [B, h, W, T] temporary
+_QUERY_CHUNK = 256  # queries per step: H2O's prefill votes with every prompt token (W = T)
 
 
 def attention_probs(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
@@ -41,17 +42,32 @@ def recent_attention_scores_torch(queries: torch.Tensor, query_pos: torch.Tensor
                                   scale: float) -> torch.Tensor:
     """Plain PyTorch twin: shapes as in attention_probs, weights [B, W] (0 for slots that do not vote).
 
-    Returns float32 [B, T]; empty slots score 0. Heads are taken a few at a time to bound memory.
+    Returns float32 [B, T]; empty slots score 0. Heads and queries are taken a few at a time to bound
+    memory. When the queries span several blocks (a whole prompt voting, as in H2O's prefill), on a CPU each
+    block reads only the slots up to the last one any of its queries sees: the early queries see few, and
+    half the work goes. One block (a decode step, a recent window) reads every slot and waits for nothing.
     """
     H, group = queries.shape[1], queries.shape[1] // keys.shape[1]
     total = torch.zeros(keys.shape[0], keys.shape[2], dtype=torch.float32, device=queries.device)
     step = max(group, _HEAD_CHUNK // group * group)  # whole KV groups per chunk
-    for h0 in range(0, H, step):
-        kv = keys[:, h0 // group:(h0 + step) // group]
-        probs = attention_probs(queries[:, h0:h0 + step], query_pos, kv, key_pos, scale)
-        total += torch.einsum("bhwt,bw->bt", probs, weights.float())
+    for w0 in range(0, queries.shape[2], _QUERY_CHUNK):
+        q_pos, votes = query_pos[:, w0:w0 + _QUERY_CHUNK], weights[:, w0:w0 + _QUERY_CHUNK].float()
+        blocks = queries.shape[2] > _QUERY_CHUNK
+        end = seen_slots(key_pos, q_pos) if blocks and not queries.is_cuda else keys.shape[2]  # a host read
+        for h0 in range(0, H, step):
+            kv = keys[:, h0 // group:(h0 + step) // group, :end]
+            probs = attention_probs(queries[:, h0:h0 + step, w0:w0 + _QUERY_CHUNK], q_pos, kv, key_pos[:, :end], scale)
+            total[:, :end] += torch.einsum("bhwt,bw->bt", probs, votes)
     total /= H
     return total.masked_fill(key_pos < 0, 0.0)
+
+
+def seen_slots(key_pos: torch.Tensor, query_pos: torch.Tensor) -> int:
+    """How many leading slots hold every slot that some query of query_pos [B, W] sees: the slots after that
+    are masked for all of them. A non-query (-1) sees every slot, but votes with no weight: left out."""
+    seen = (key_pos >= 0) & (key_pos <= query_pos.amax(1, keepdim=True))
+    columns = seen.any(0).nonzero()
+    return int(columns[-1]) + 1 if len(columns) else 0
 
 
 def recent_attention_scores(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
