@@ -50,10 +50,10 @@ def recent_attention_scores_torch(queries: torch.Tensor, query_pos: torch.Tensor
     H, group = queries.shape[1], queries.shape[1] // keys.shape[1]
     total = torch.zeros(keys.shape[0], keys.shape[2], dtype=torch.float32, device=queries.device)
     step = max(group, _HEAD_CHUNK // group * group)  # whole KV groups per chunk
+    bound = queries.shape[2] > _QUERY_CHUNK and not queries.is_cuda  # bound each block's slots (a host read)
     for w0 in range(0, queries.shape[2], _QUERY_CHUNK):
         q_pos, votes = query_pos[:, w0:w0 + _QUERY_CHUNK], weights[:, w0:w0 + _QUERY_CHUNK].float()
-        blocks = queries.shape[2] > _QUERY_CHUNK
-        end = seen_slots(key_pos, q_pos) if blocks and not queries.is_cuda else keys.shape[2]  # a host read
+        end = seen_slots(key_pos, q_pos) if bound else keys.shape[2]
         for h0 in range(0, H, step):
             kv = keys[:, h0 // group:(h0 + step) // group, :end]
             probs = attention_probs(queries[:, h0:h0 + step, w0:w0 + _QUERY_CHUNK], q_pos, kv, key_pos[:, :end], scale)
