@@ -88,7 +88,7 @@ class LayerCache:
             return False
         if isinstance(answer, Window):
             drops = [held - k for held, k in zip(self.counts, answer.counts)]
-            return any(drops) and not self._ring_ready(answer.sinks, drops)
+            return any(drops) and not self._can_ring(answer.sinks, drops)
         return True
 
     def held(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +180,9 @@ class LayerCache:
         assert all(d >= 0 for d in drops), "keep_window: more kept than held"
         if not any(drops):
             return
-        if self._ring_ready(sinks, drops):
+        if self._can_ring(sinks, drops):
+            if self.ring is None or self.ring_sinks != sinks:  # a ring over the ordered slots after the sinks
+                self.ring, self.ring_sinks = deque(range(sinks, self.length)), sinks
             self.free += [self.ring.popleft() for _ in range(drops[0])]
             self.counts = list(kept)
             return
@@ -207,16 +209,12 @@ class LayerCache:
         self.counts = [c - 1 for c in self.counts]
         self.ring = None
 
-    def _ring_ready(self, sinks: int, drops: list[int]) -> bool:
-        """Whether keep_window can free ring slots: same drop in every row, no holes, enough non-sinks.
-        Starts the ring over an ordered layer: its slots after the sinks, oldest first."""
+    def _can_ring(self, sinks: int, drops: list[int]) -> bool:
+        """Whether keep_window can free ring slots: the same drop in every row, no holes, enough non-sinks,
+        and a ring with these sinks already, or ordered slots to start one over."""
         if self.has_holes or self.free or len(set(drops)) != 1 or self.length - sinks < drops[0]:
             return False
-        if self.ring is None or self.ring_sinks != sinks:
-            if not self.ordered:
-                return False
-            self.ring, self.ring_sinks = deque(range(sinks, self.length)), sinks
-        return True
+        return (self.ring is not None and self.ring_sinks == sinks) or self.ordered
 
     def _window_scores(self, sinks: int, kept: list[int]) -> torch.Tensor:
         """[B, length] scores of an ordered layer: 1 for each row's first `sinks` tokens and its newest
