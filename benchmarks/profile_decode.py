@@ -10,7 +10,9 @@ step slower than the baseline's shows where its time goes. PROFILE_DTYPE=float16
 import os
 
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -18,15 +20,18 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, ".")
 from pyramid_core import generate  # noqa: E402
 from pyramid_core.bench import harness as bench  # noqa: E402
-from pyramid_core.policies.registry import make_policy, preset_policy  # noqa: E402
+from pyramid_core.bench.modes import mode_policies  # noqa: E402
+from pyramid_core.policies.registry import preset_policy  # noqa: E402
 
 shape, batch, context = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 modes = sys.argv[4:] or ["baseline", "pyramid"]
 lm = bench.random_model(shape, dtype=getattr(torch, os.environ.get("PROFILE_DTYPE", "bfloat16")))
 ids = bench.random_prompts(batch, context, lm.config.vocab_size)
+# a random shape's RecurFormer gets an untrained adapter, as in `bench modes`
+plain = mode_policies(lm, [m for m in modes if "@" not in m], shape, Path(tempfile.mkdtemp()))
 for mode in modes:
     name, _, preset = mode.partition("@")
-    policy = preset_policy(name, preset, context, 48, lm.config.num_hidden_layers) if preset else make_policy(name)
+    policy = preset_policy(name, preset, context, 48, lm.config.num_hidden_layers) if preset else plain[mode]
     for _ in range(2):  # the first run compiles kernels
         records = list(generate(lm, ids, policy=policy, max_new_tokens=48))
     steps = [round(r.step_time_s * 1e3, 1) for r in records]
