@@ -156,3 +156,22 @@ def test_one_process_has_no_process_group(monkeypatch):
     rank, world, device = te.start_ranks()
     assert (rank, world) == (0, 1) and not dist.is_initialized()
     assert te.SittingClock(world, device).seconds(0) >= 0  # the wall clock: a collective would raise here
+
+
+def test_task_tokens_bound_the_documents(data):
+    """--task-tokens 150,200 packs several short tasks a row; the default packs fewer, longer ones."""
+    from tokenizers import Tokenizer
+
+    tok_file = str(data / "tokenizer/tokenizer.json")
+    bos, eos = (Tokenizer.from_file(tok_file).token_to_id(t) for t in ("<|bos|>", "<|eos|>"))
+    texts = te.reading_texts(te.read_docs(str(data / "corpus_val.txt"), 40), None)
+    assert te.parse_args(["--task-tokens", "150,200"]).task_tokens == (150, 200)
+    with pytest.raises(SystemExit):
+        te.parse_args(["--task-tokens", "300,200"])
+
+    def documents_in_a_row(lengths):
+        rows = te.TaskRows(texts, tok_file, 2047, 0, bos, eos, {"multi": 1.0}, lengths=lengths)
+        return int((next(iter(rows))[0] == bos).sum())
+
+    assert documents_in_a_row((150, 200)) >= 8  # ~2048 tokens of documents of at most ~260 tokens with the question
+    assert documents_in_a_row((1500, 1900)) <= 2

@@ -423,6 +423,14 @@ def kind_weights(text):
     return {k: float(v) for k, v in pairs.items()}
 
 
+def token_range(text):
+    """'200,600' -> (200, 600)."""
+    low, high = (int(x) for x in text.split(","))
+    if not 120 <= low <= high:
+        raise argparse.ArgumentTypeError(f"want MIN,MAX with 120 <= MIN <= MAX, got {text!r}")
+    return low, high
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=".data")
@@ -446,6 +454,9 @@ def parse_args(argv=None):
     ap.add_argument("--kind-weights", type=kind_weights, default=dict(KIND_WEIGHTS),
                     help="shares of the task kinds, e.g. single=0.3,multi=0.2,two=0.15,story=0.2,quote=0.15")
     ap.add_argument("--full-rows", type=float, default=0.0, help="share of task rows that are one long task")
+    ap.add_argument("--task-tokens", type=token_range, default=(200, 4000),
+                    help="MIN,MAX: the tasks' document lengths in tokens (MAX at most seq - 100), e.g. 200,600 for "
+                         "a curriculum of short documents")
     ap.add_argument("--early-single", type=float, default=0.0,
                     help="share of single-fact tasks whose fact lies in the first tenth of the document")
     ap.add_argument("--snapshot-every", type=int, default=0,
@@ -546,7 +557,8 @@ def load_data(args, proc, seed, t0):
     train, val = tokenize(tok, train_docs, bos, eos), tokenize(tok, val_docs, bos, eos)
     tok_file = os.path.join(args.tokenizer, "tokenizer.json")
     tasks = TaskRows(reading_texts(train_docs, sources), tok_file, args.seq, seed, bos, eos,
-                     args.kind_weights, args.full_rows, lengths=(200, min(4000, args.seq - 100)),
+                     args.kind_weights, args.full_rows,
+                     lengths=(args.task_tokens[0], min(args.task_tokens[1], args.seq - 100)),
                      early_single=args.early_single)
     heldout_texts = reading_texts(val_docs, val_sources)
     del train_docs
