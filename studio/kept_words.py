@@ -20,9 +20,13 @@ def token_texts(lm: LoadedModel, prompt: str, runs, chat: bool = False) -> dict[
     """{mode: the text of every position}: the prompt's tokens (in the chat template with `chat`), then
     the mode's generated ones (each decoded alone, so the view's tokens are the model's own cuts of the text)."""
     prompt_ids = encode_prompt(lm, prompt, chat)[0].tolist()
-    decode = lm.tokenizer.decode
-    prompt_text = [decode([i]) for i in prompt_ids]
-    return {m: prompt_text + [decode([r.token_ids[0]]) for r in run] for m, run in runs.items()}
+    generated = {m: [r.token_ids[0] for r in run] for m, run in runs.items()}
+    # each distinct token decoded once, all in one batch: one decode call per position took ~40 ms for a
+    # 3000-token prompt on a 2-core CPU, most of the final update's added time on a GPU
+    distinct = list(dict.fromkeys(prompt_ids + [i for ids in generated.values() for i in ids]))
+    text = dict(zip(distinct, lm.tokenizer.batch_decode([[i] for i in distinct])))
+    prompt_text = [text[i] for i in prompt_ids]
+    return {m: prompt_text + [text[i] for i in ids] for m, ids in generated.items()}
 
 
 def kept_words_view(state: dict | None, left: str, right: str, layer: str) -> str:

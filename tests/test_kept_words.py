@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -76,3 +77,22 @@ def test_text_is_escaped_and_a_missing_run_says_so():
     page = kept_words_html("pyramid", run_of([[0, 1], [0]]), ["<b>", "&", "x", "y", "z", "a", "b"])
     assert "&lt;b&gt;" in page and "&amp;" in page and "<b><" not in page
     assert "streaming was not run" in kept_words_pair({}, {}, ["streaming"])
+
+
+def test_token_texts_are_each_tokens_own_decoding():
+    """The view's texts: every prompt position and every mode's generated token, each decoded alone (the
+    batch of distinct ids must give what one decode per position gives, repeats and shared ids included)."""
+    from pyramid_core import load_model
+    from pyramid_core.pipeline import encode_prompt
+    from studio.kept_words import token_texts
+
+    lm = load_model("embedded")
+    prompt = "Mara Voss, aged 97, wrote 4821 letters. Mara Voss — é — 4821 again."
+    ids = encode_prompt(lm, prompt, False)[0].tolist()
+    generated = {"baseline": ids[:3] + [ids[0]], "streaming": [ids[-1], 7, 7]}
+    runs = {m: [dataclasses.replace(record([[0]]), token_ids=[t]) for t in tokens] for m, tokens in generated.items()}
+    texts = token_texts(lm, prompt, runs)
+    decode = lm.tokenizer.decode
+    for mode, tokens in generated.items():
+        assert texts[mode] == [decode([i]) for i in ids + tokens]
+    assert len(set(ids)) < len(ids) and texts["baseline"][-1] == texts["baseline"][0]  # repeats were decoded

@@ -71,13 +71,13 @@ def layer_attention(record: StepRecord, layer: int) -> LayerAttention:
     raise ValueError(f"step {record.step} has no attention for layer {layer!r}; recorded layers: {recorded}")
 
 
-def head_row(la: LayerAttention, head: int | None) -> list[float]:
+def head_row(la: LayerAttention, head: int | None) -> np.ndarray:
     """weights[head], or the mean over heads when head is None; ValueError for a head out of range."""
-    if head is None:
-        return [sum(col) / len(col) for col in zip(*la.weights)] if la.positions else []
+    if head is None:  # numpy's mean: a Python one over every column took ~20 ms of a final update (3k tokens)
+        return np.asarray(la.weights, dtype=np.float64).mean(axis=0) if la.positions else np.zeros(0)
     if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < len(la.weights):
         raise ValueError(f"head must be None or an int in [0, {len(la.weights)}), got {head!r}")
-    return list(la.weights[head])
+    return np.asarray(la.weights[head], dtype=np.float64)
 
 
 def _bars(positions: list[int], weights: list[float]) -> tuple[list[int], list[float]]:

@@ -86,8 +86,9 @@ def latest_with_positions(mode: str, run: list[StepRecord]) -> StepRecord:
 
 
 def _extent(record: StepRecord) -> int:
-    held = [p for positions in record.kept_positions for p in positions]
-    return max([1, record.seen_tokens] + [p + 1 for p in held])
+    """1 + the largest position seen or held (max per layer: a list of every held position took ~3 ms a
+    mode for a 3000-token prompt)."""
+    return max(1, record.seen_tokens, *(max(positions, default=-1) + 1 for positions in record.kept_positions))
 
 
 def _held_heatmap(mode: str, kept_positions: list[list[int]], width: int, size: int) -> dict:
