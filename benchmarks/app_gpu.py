@@ -239,6 +239,10 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
         # the same up to the last update written to the socket: the server's cost without the client's reading
         "server_added_at_socket": round((taken[-1] - start) / probe.timer.seconds - 1, 3)
         if taken and probe.timer.seconds else None,
+        # the server's added time in two: before the generation starts (queue, form, model, handler) and
+        # after it ends up to the last update at the socket (the final update, Gradio, the event stream)
+        "before_generation_s": round(probe.timer.began - start, 3) if probe.timer.began else None,
+        "after_generation_s": round(taken[-1] - probe.timer.ended, 3) if taken and probe.timer.ended else None,
         "first_token_s": round(probe.first_record - start, 3) if probe.first_record else None,
         "first_text_update_s": round(grown[0] - start, 3) if grown else None,
         "first_text_after_first_token_s": round(grown[0] - probe.first_record, 3) if grown and probe.first_record else None,

@@ -125,15 +125,18 @@ class GenerationTimer:
 
     def __init__(self):
         self.seconds = 0.0
+        self.began = self.ended = None  # wall clock of the first generation's start and the last one's end
         self.generate_into = stream.generate_into
         stream.generate_into = self.timed  # generate_run looks the name up at each call
 
     def timed(self, records, live):
         start = time.perf_counter()
+        self.began = self.began or time.time()  # wall clock, as the probe's other stamps
         try:
             return self.generate_into(records, live)
         finally:
             self.seconds += time.perf_counter() - start
+            self.ended = time.time()
 
     def restore(self) -> None:
         stream.generate_into = self.generate_into
