@@ -158,20 +158,36 @@ def test_one_process_has_no_process_group(monkeypatch):
     assert te.SittingClock(world, device).seconds(0) >= 0  # the wall clock: a collective would raise here
 
 
-def test_task_tokens_bound_the_documents(data):
-    """--task-tokens 150,200 packs several short tasks a row; the default packs fewer, longer ones."""
+def first_task_tokens(data, lengths, kind_lengths, kind, rows=4):
+    """The first task's tokens in each of `rows` rows of 2048 (a row's first task is never cut to fit)."""
     from tokenizers import Tokenizer
 
     tok_file = str(data / "tokenizer/tokenizer.json")
     bos, eos = (Tokenizer.from_file(tok_file).token_to_id(t) for t in ("<|bos|>", "<|eos|>"))
     texts = te.reading_texts(te.read_docs(str(data / "corpus_val.txt"), 40), None)
+    stream = iter(te.TaskRows(texts, tok_file, 2047, 0, bos, eos, {kind: 1.0}, lengths=lengths,
+                              kind_lengths=kind_lengths))
+    out = []
+    for _ in range(rows):
+        ids = next(stream)[0].tolist()
+        out.append(ids.index(bos, 1) if bos in ids[1:] else len(ids))
+    return out
+
+
+def test_task_tokens_bound_the_documents(data):
+    """--task-tokens sets the tasks' document lengths (the question and answer add a few dozen tokens)."""
     assert te.parse_args(["--task-tokens", "150,200"]).task_tokens == (150, 200)
     with pytest.raises(SystemExit):
         te.parse_args(["--task-tokens", "300,200"])
+    assert all(150 <= n <= 300 for n in first_task_tokens(data, (150, 200), None, "multi"))
+    assert all(1000 <= n for n in first_task_tokens(data, (1000, 1200), None, "multi"))
 
-    def documents_in_a_row(lengths):
-        rows = te.TaskRows(texts, tok_file, 2047, 0, bos, eos, {"multi": 1.0}, lengths=lengths)
-        return int((next(iter(rows))[0] == bos).sum())
 
-    assert documents_in_a_row((150, 200)) >= 8  # ~2048 tokens of documents of at most ~260 tokens with the question
-    assert documents_in_a_row((1500, 1900)) <= 2
+def test_kind_tokens_give_some_kinds_their_own_lengths(data):
+    """--kind-tokens multi=150:200 keeps several-facts tasks short while single facts stay long."""
+    args = te.parse_args(["--kind-tokens", "multi=150:200", "--task-tokens", "1000,1200"])
+    assert args.kind_tokens == {"multi": (150, 200)}
+    with pytest.raises(SystemExit):
+        te.parse_args(["--kind-tokens", "riddle=150:200"])
+    assert all(150 <= n <= 300 for n in first_task_tokens(data, args.task_tokens, args.kind_tokens, "multi"))
+    assert all(1000 <= n for n in first_task_tokens(data, args.task_tokens, args.kind_tokens, "single"))

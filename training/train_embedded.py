@@ -106,9 +106,12 @@ class TaskRows(torch.utils.data.IterableDataset):
     """Endless rows of seq + 1 tokens packed with reading tasks; yields (ids int64, answer mask bool)."""
 
     def __init__(self, texts, tokenizer_file, seq, seed, bos, eos, kind_weights, full_rows=0.0,
-                 split="train", lengths=(200, 4000), early_single=0.0):
+                 split="train", lengths=(200, 4000), early_single=0.0, kind_lengths=None):
+        """lengths: (min, max) document tokens of a task; kind_lengths: {kind: (min, max)} for kinds whose
+        documents differ (a curriculum: short several-facts tasks beside long single facts)."""
         self.texts, self.tokenizer_file, self.seq, self.seed = texts, tokenizer_file, seq, seed
         self.bos, self.eos, self.split, self.lengths = bos, eos, split, lengths
+        self.kind_lengths = kind_lengths or {}
         self.kind_weights, self.full_rows, self.early_single = kind_weights, full_rows, early_single
 
     def __iter__(self):
@@ -130,8 +133,9 @@ class TaskRows(torch.utils.data.IterableDataset):
                     break
                 # a share of rows is one task as long as the row: facts thousands of tokens back
                 whole = not ids and rng.random() < self.full_rows
-                length = min(self.lengths[1] if whole else rng.randint(*self.lengths), room - 60)
                 kind = rng.choices(kinds, weights)[0]
+                low, high = self.kind_lengths.get(kind, self.lengths)
+                length = min(high if whole else rng.randint(low, high), room - 60)
                 # facts at the very start of long documents are the ones the shipped model misses most
                 depth = rng.uniform(0, 0.1) if kind == "single" and rng.random() < self.early_single else None
                 try:
@@ -423,12 +427,26 @@ def kind_weights(text):
     return {k: float(v) for k, v in pairs.items()}
 
 
-def token_range(text):
+def token_range(text, sep=","):
     """'200,600' -> (200, 600)."""
-    low, high = (int(x) for x in text.split(","))
+    low, high = (int(x) for x in text.split(sep))
     if not 120 <= low <= high:
-        raise argparse.ArgumentTypeError(f"want MIN,MAX with 120 <= MIN <= MAX, got {text!r}")
+        raise argparse.ArgumentTypeError(f"want MIN{sep}MAX with 120 <= MIN <= MAX, got {text!r}")
     return low, high
+
+
+def fit_lengths(span, seq):
+    """(min, max) document tokens, max within a row of seq tokens (room for the question and answer)."""
+    return span[0], min(span[1], seq - 100)
+
+
+def kind_tokens(text):
+    """'multi=150:600,story=150:1200' -> {'multi': (150, 600), 'story': (150, 1200)}."""
+    pairs = dict(kv.split("=") for kv in text.split(","))
+    unknown = set(pairs) - set(TaskMaker.KINDS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown task kinds {sorted(unknown)}; known: {TaskMaker.KINDS}")
+    return {kind: token_range(span, ":") for kind, span in pairs.items()}
 
 
 def parse_args(argv=None):
@@ -457,6 +475,9 @@ def parse_args(argv=None):
     ap.add_argument("--task-tokens", type=token_range, default=(200, 4000),
                     help="MIN,MAX: the tasks' document lengths in tokens (MAX at most seq - 100), e.g. 200,600 for "
                          "a curriculum of short documents")
+    ap.add_argument("--kind-tokens", type=kind_tokens, default={},
+                    help="KIND=MIN:MAX,...: document lengths for some kinds in place of --task-tokens, e.g. "
+                         "multi=150:600 keeps several-facts tasks short beside long single facts")
     ap.add_argument("--early-single", type=float, default=0.0,
                     help="share of single-fact tasks whose fact lies in the first tenth of the document")
     ap.add_argument("--snapshot-every", type=int, default=0,
@@ -558,8 +579,8 @@ def load_data(args, proc, seed, t0):
     tok_file = os.path.join(args.tokenizer, "tokenizer.json")
     tasks = TaskRows(reading_texts(train_docs, sources), tok_file, args.seq, seed, bos, eos,
                      args.kind_weights, args.full_rows,
-                     lengths=(args.task_tokens[0], min(args.task_tokens[1], args.seq - 100)),
-                     early_single=args.early_single)
+                     lengths=fit_lengths(args.task_tokens, args.seq), early_single=args.early_single,
+                     kind_lengths={kind: fit_lengths(span, args.seq) for kind, span in args.kind_tokens.items()})
     heldout_texts = reading_texts(val_docs, val_sources)
     del train_docs
     proc.say(f"[data] train {train.numel():,} tokens, val {val.numel():,} tokens, "
