@@ -197,17 +197,22 @@ class LayerCache:
         the layer. Until the next token arrives the freed slot counts as empty (`_settle`).
         """
         self._settle()
-        positions = self.positions[:, :self.length]
-        assert scores.shape == positions.shape, "evict: one score per slot in use"
+        assert scores.shape == (len(self.counts), self.length), "evict: one score per slot in use"
         assert min(self.counts) >= 1, "evict: a row holds nothing"
+        self.evicted = self.lowest_slot(scores)
+        self.counts = [c - 1 for c in self.counts]
+        self.ring = None
+
+    def lowest_slot(self, scores: torch.Tensor) -> torch.Tensor:
+        """[B] each row's slot of lowest score, evict()'s choice; device work only, so that a captured
+        graph can repeat it (evict_graphs.py)."""
+        positions = self.positions[:, :self.length]
         ranked = scores.float()
         if self.has_holes:  # an empty slot is never chosen
             ranked = ranked.masked_fill(positions < 0, float("inf"))
         lowest = ranked.amin(1, keepdim=True)
         # among the lowest, the newest position; empty slots (-1) lose unless the row has nothing else
-        self.evicted = torch.where(ranked == lowest, positions, -1).argmax(1)
-        self.counts = [c - 1 for c in self.counts]
-        self.ring = None
+        return torch.where(ranked == lowest, positions, -1).argmax(1)
 
     def _can_ring(self, sinks: int, drops: list[int]) -> bool:
         """Whether keep_window can free ring slots: the same drop in every row, no holes, enough non-sinks,
@@ -242,13 +247,19 @@ class LayerCache:
 
     def _write_evicted(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
         """One token per row into the slot evict() freed in that row: an indexed write per buffer."""
-        B, H, _, D = keys.shape
-        slot = self.evicted
-        self.keys.scatter_(2, slot.view(B, 1, 1, 1).expand(B, H, 1, D), keys)
-        self.values.scatter_(2, slot.view(B, 1, 1, 1).expand(B, H, 1, D), values)
-        self.positions.scatter_(1, slot[:, None], positions)
+        self.write_slots(self.evicted, keys, values, positions)
         self.counts = [c + 1 for c in self.counts]
         self.evicted, self.ordered = None, False
+
+    def write_slots(self, slot: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                    positions: torch.Tensor) -> None:
+        """One token per row into slot[b] of row b; device work only, so that a captured graph can repeat
+        it (evict_graphs.py)."""
+        B, H, _, D = keys.shape
+        index = slot.view(B, 1, 1, 1).expand(B, H, 1, D)
+        self.keys.scatter_(2, index, keys)
+        self.values.scatter_(2, index, values)
+        self.positions.scatter_(1, slot[:, None], positions)
 
     def _settle(self) -> None:
         """Freed slots that no token overwrote become empty slots (holes); a no-op in the decode loop,

@@ -16,14 +16,14 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Iterator
 
 import torch
 from torch.nn.attention import sdpa_kernel
 
-from . import warmup
+from . import evict_graphs, warmup
 from .attention import ATTENTION_BACKENDS
 from .cache import KVCache, right_aligned_index, top_k_mask
 from .graphs import DecodeGraphs, GraphStore, graph_key
@@ -62,6 +62,8 @@ class Request:
     record_attention: bool | str = False  # True, False, or IF_LAST: only if this step turns out the last
     graphs: GraphStore | None = None  # where decode steps find their CUDA graphs; None: eager decoding
     decode_kernel: bool = True        # decode attention may use the Triton kernel (attention.py)
+    evict_graphs: dict = field(default_factory=dict)  # layer -> its whole steady step (evict_graphs.py)
+    evict_pool: object = None         # their CUDA memory pool
 
     def describe_policy(self) -> dict:
         return {**self.policy_info, **self.state.resolved()}
@@ -144,9 +146,14 @@ def decode_step(req: Request, tokens: torch.Tensor):
     with decode_stages(req, tokens.shape[0]) as stages:
         for idx in range(parts.num_layers):
             h, pos, rope = follow(parts.placement.layers[idx], h, pos, rope)
-            h, q = layer_forward(stages, idx, h, pos, rope, req.cache[idx], req.cache.recurrent_state[idx],
-                                 "decode", ones, req.decode_kernel)
-            keep = ask_policy(req, idx, q, pos) if asks else None
+            states = req.cache.recurrent_state[idx]
+            if asks and evict_graphs.steady(req, stages, idx):  # the whole step, the policy's part included
+                h, q = evict_graphs.steady_layer(req, stages, idx, h, pos, rope, states)
+                keep = None
+            else:
+                h, q = layer_forward(stages, idx, h, pos, rope, req.cache[idx], states, "decode", ones,
+                                     req.decode_kernel)
+                keep = ask_policy(req, idx, q, pos) if asks else None
             # a record wanted only if the step is the last is made after it (nothing changes the layer's
             # cache until the next step), unless the policy's answer is about to move the cache's slots. A
             # graph's q is its buffer, which another request may replay over once this step lets the graphs go

@@ -142,17 +142,22 @@ class DecodeGraphs:
         assert phase == "decode", "graphs run decode steps only"
         load(self.h[idx], h)
         if out is not None:
-            self.attn_out[idx].copy_(out)
+            load(self.attn_out[idx], out)
         load(self.pre_graphs[idx].outputs[0], x)
         if self.states[idx]:
-            if pos is not self._pos_source:  # one step's positions serve every layer
-                load(self.pos, pos)
-                self._pos_source = pos
+            self.load_pos(pos)
             self._take_states(idx, states)
         h = self.post_graphs[idx]()[0]
         if self.states[idx] and not self.keep_states:
             self._give_back(idx)
         return h
+
+    def load_pos(self, pos: torch.Tensor) -> None:
+        """The step's positions [B, 1] into the static buffer the graphs read (once a step: one step's
+        positions serve every layer)."""
+        if pos is not self._pos_source:
+            load(self.pos, pos)
+            self._pos_source = pos
 
     def _take_states(self, idx: int, states: dict) -> None:
         """Make layer idx's state buffers hold this request's states, and its state dict the buffers.

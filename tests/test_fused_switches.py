@@ -1,6 +1,7 @@
 """The fused decode steps' switches: each is read once, when its module is imported, from the environment.
-Both are on unless the variable says 0 (RecurFormer's since its first GPU run, H2O's since its kernels were
-spread over KV heads); a fresh process shows what a user who sets the variable gets."""
+Each is on unless the variable says 0 (RecurFormer's since its first GPU run, H2O's since its kernels were
+spread over KV heads, H2O's whole steady step as a graph since it was made); a fresh process shows what a
+user who sets the variable gets."""
 
 import os
 import subprocess
@@ -9,7 +10,8 @@ import sys
 import pytest
 
 SWITCHES = [("PYRAMID_FUSED_RNN_STEP", "pyramid_core.recurformer.stacked"),
-            ("PYRAMID_FUSED_H2O_STEP", "pyramid_core.policies.h2o")]
+            ("PYRAMID_FUSED_H2O_STEP", "pyramid_core.policies.h2o"),
+            ("PYRAMID_EVICT_GRAPHS", "pyramid_core.evict_graphs")]
 
 
 @pytest.mark.parametrize("variable, module", SWITCHES)

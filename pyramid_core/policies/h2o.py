@@ -156,13 +156,29 @@ class H2OPolicy(Policy):
         ctx.state.slots[ctx.layer] = None
 
     def device_tensors(self, ctx: LayerContext) -> tuple[torch.Tensor, torch.Tensor]:
-        """(voter weights [B, 1] of ones, each row's recent window [B, 1]) on the layer's device, made
+        return self.on_device(ctx.state, ctx.positions.device)
+
+    def on_device(self, state: H2OState, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(voter weights [B, 1] of ones, each row's recent window [B, 1]) on a layer's device, made
         once per request and device: a copy per layer and step queued a pinned transfer each."""
-        device = ctx.positions.device
-        if device not in ctx.state.on_device:
-            recent = to_device([self.recent(b) for b in ctx.state.budgets], device)[:, None]
-            ctx.state.on_device[device] = (torch.ones(len(ctx.counts), 1, device=device), recent)
-        return ctx.state.on_device[device]
+        if device not in state.on_device:
+            recent = to_device([self.recent(b) for b in state.budgets], device)[:, None]
+            state.on_device[device] = (torch.ones(len(state.budgets), 1, device=device), recent)
+        return state.on_device[device]
+
+    def steady(self, state: H2OState, layer: int, counts: list[int]) -> bool:
+        """Whether the layer's next decode step repeats its last one's work on the same buffers, so that
+        a CUDA graph can (evict_graphs.py): scores kept per slot, every row at its budget before the new
+        token joins (the cache then writes it into the slot evicted last, and evicts one again)."""
+        return state.by_slot and state.slots[layer] is not None and list(counts) == state.budgets
+
+    def steady_scores(self, state: H2OState, layer: int, queries: torch.Tensor, query_pos: torch.Tensor,
+                      keys: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
+        """A steady step's Evict scores (decode's by_slot branch as device work only, for a graph):
+        queries [B, H, 1, D], query_pos [B, 1], keys [B, H_kv, T, D] and positions [B, T] after the write."""
+        scores, last = state.slots[layer]
+        T, recent = positions.shape[1], self.on_device(state, positions.device)[1]
+        return h2o_step(queries, query_pos, keys, positions, scores[:, :T], last[:, :T], query_pos - recent, scale)
 
     def last_old(self, ctx: LayerContext) -> torch.Tensor:
         """[B, 1] each row's newest position outside the recent window at this decode step (the query

@@ -1,0 +1,99 @@
+"""H2O's steady decode steps as one graph a layer (evict_graphs.py) are the eager steps, token for token.
+
+On a CPU the graphs are plain calls on the same buffers, which checks the plumbing (the slot buffer read
+first and overwritten last, the cache's bookkeeping, recapture when a buffer changes); on a GPU the same
+tests check the captured CUDA graphs.
+"""
+
+import pytest
+import torch
+
+from pyramid_core import evict_graphs, generate
+from pyramid_core.policies.h2o import H2OPolicy
+from tests.test_graphs import left_padded
+from tests.tiny_models import tiny_model
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture
+def spied(monkeypatch):
+    """Counts of captures and of layer steps run as evict graphs."""
+    calls = {"capture": 0, "steady": 0}
+    capture, steady_layer = evict_graphs.capture, evict_graphs.steady_layer
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(evict_graphs, "capture", counted("capture", capture))
+    monkeypatch.setattr(evict_graphs, "steady_layer", counted("steady", steady_layer))
+    return calls
+
+
+def run(lm, ids, mask, policy, graphs, **kwargs):
+    """Per step: tokens, kept positions of row 0 per layer, attention records of row 0 (rounded)."""
+    out = []
+    for r in generate(lm, ids, mask, policy=policy, max_new_tokens=24, cuda_graphs=graphs, record_positions=True,
+                      record_attention=True, **kwargs):
+        attention = [(a.layer, a.positions, [[round(w, 4) for w in head] for head in a.weights])
+                     for a in r.attention or []]
+        out.append((r.token_ids, r.kept_positions, attention))
+    return out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("lengths,share,recent", [((50, 50), 0.3, 0.5), ((64, 64, 64), 0.2, 0.25),
+                                                  ((40, 40), 1.0, 0.5)])
+def test_steady_steps_through_evict_graphs_equal_eager_ones(device, lengths, share, recent, spied):
+    lm = tiny_model("llama")
+    lm.model.to(device)
+    ids, mask = (t.to(device) for t in left_padded(lengths))
+    policy = H2OPolicy(kv_budget=share, recent_share=recent)
+    eager = run(lm, ids, mask, policy, graphs=False)
+    assert spied == {"capture": 0, "steady": 0}
+    assert run(lm, ids, mask, policy, graphs=True) == eager
+    layers = lm.config.num_hidden_layers
+    # the first decode step makes the slot scores on the eager path; every later one is a graph's
+    assert spied["capture"] == layers and spied["steady"] == layers * (24 - 2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rows_with_holes_stay_eager_and_match(device, spied):
+    """Left-padded rows of unequal lengths hold empty slots: the cache is not steady, so the eager path runs."""
+    lm = tiny_model("llama")
+    lm.model.to(device)
+    ids, mask = (t.to(device) for t in left_padded((45, 90, 70)))
+    policy = H2OPolicy(kv_budget=0.3)
+    assert run(lm, ids, mask, policy, graphs=True) == run(lm, ids, mask, policy, graphs=False)
+    assert spied["steady"] == 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_last_step_detail_through_evict_graphs(device):
+    """detail_last: the final record's attention, made after the graphed step, is the eager one's."""
+    lm = tiny_model("llama")
+    lm.model.to(device)
+    ids, mask = (t.to(device) for t in left_padded((50, 50)))
+    policy = H2OPolicy(kv_budget=0.3)
+
+    def last(graphs):
+        *_, final = generate(lm, ids, mask, policy=policy, max_new_tokens=12, cuda_graphs=graphs, detail_last=True)
+        return final.kept_positions, [(a.layer, a.positions, a.weights) for a in final.attention]
+
+    eager, graphed = last(False), last(True)
+    assert graphed[0] == eager[0]
+    for (layer, positions, weights), (layer_e, positions_e, weights_e) in zip(graphed[1], eager[1]):
+        assert (layer, positions) == (layer_e, positions_e)
+        assert torch.allclose(torch.tensor(weights), torch.tensor(weights_e), atol=1e-5)
+
+
+def test_a_changed_buffer_is_captured_again():
+    """The binding compares buffers by identity and sizes by value: another tensor in any place recaptures."""
+    keys, scores = torch.zeros(2), torch.zeros(2)
+    old = (("graphs", keys, scores), (10, True))
+    assert evict_graphs.same(old, (("graphs", keys, scores), (10, True)))
+    assert not evict_graphs.same(old, (("graphs", keys.clone(), scores), (10, True)))
+    assert not evict_graphs.same(old, (("graphs", keys, scores), (11, True)))
