@@ -418,13 +418,18 @@ weighted {rep['answer_weight']}x. Script: `training/train_embedded.py`; `trainin
 
 # ----------------------------------------------------------------------------- main
 
-def kind_weights(text):
-    """'single=0.3,story=0.2' -> {'single': 0.3, 'story': 0.2}; kinds must be TaskMaker's."""
+def kind_pairs(text) -> dict[str, str]:
+    """'single=0.3,story=0.2' -> {'single': '0.3', 'story': '0.2'}; kinds must be TaskMaker's."""
     pairs = dict(kv.split("=") for kv in text.split(","))
     unknown = set(pairs) - set(TaskMaker.KINDS)
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown task kinds {sorted(unknown)}; known: {TaskMaker.KINDS}")
-    return {k: float(v) for k, v in pairs.items()}
+    return pairs
+
+
+def kind_weights(text):
+    """'single=0.3,story=0.2' -> {'single': 0.3, 'story': 0.2}."""
+    return {k: float(v) for k, v in kind_pairs(text).items()}
 
 
 def token_range(text, sep=","):
@@ -442,11 +447,7 @@ def fit_lengths(span, seq):
 
 def kind_tokens(text):
     """'multi=150:600,story=150:1200' -> {'multi': (150, 600), 'story': (150, 1200)}."""
-    pairs = dict(kv.split("=") for kv in text.split(","))
-    unknown = set(pairs) - set(TaskMaker.KINDS)
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown task kinds {sorted(unknown)}; known: {TaskMaker.KINDS}")
-    return {kind: token_range(span, ":") for kind, span in pairs.items()}
+    return {kind: token_range(span, ":") for kind, span in kind_pairs(text).items()}
 
 
 def parse_args(argv=None):
