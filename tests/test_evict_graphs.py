@@ -45,8 +45,10 @@ def run(lm, ids, mask, policy, graphs, **kwargs):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+# batch 2 and 3; the whole prompt kept (the first eviction at the first decode step); every held token
+# recent (the recent window decides: ties at ALWAYS) and none recent (the scores decide alone)
 @pytest.mark.parametrize("lengths,share,recent", [((50, 50), 0.3, 0.5), ((64, 64, 64), 0.2, 0.25),
-                                                  ((40, 40), 1.0, 0.5)])
+                                                  ((40, 40), 1.0, 0.5), ((30, 30), 0.5, 1.0), ((30, 30), 0.5, 0.0)])
 def test_steady_steps_through_evict_graphs_equal_eager_ones(device, lengths, share, recent, spied):
     lm = tiny_model("llama")
     lm.model.to(device)
@@ -97,3 +99,15 @@ def test_a_changed_buffer_is_captured_again():
     assert evict_graphs.same(old, (("graphs", keys, scores), (10, True)))
     assert not evict_graphs.same(old, (("graphs", keys.clone(), scores), (10, True)))
     assert not evict_graphs.same(old, (("graphs", keys, scores), (11, True)))
+
+
+def test_a_row_that_ends_early_keeps_the_graphs_and_the_tokens(spied):
+    """A row that produced EOS goes on with pads while the other decodes: the same tokens either way."""
+    lm = tiny_model("llama")
+    ids, mask = left_padded((50, 50))
+    policy = H2OPolicy(kv_budget=0.3)
+    eos = run(lm, ids, mask, policy, graphs=False)[6][0][1]  # row 1's token at step 6: it ends there
+    eager = run(lm, ids, mask, policy, graphs=False, eos_token_id=eos, pad_token_id=0)
+    assert [tokens[1] for tokens, _, _ in eager[7:]] == [0] * (len(eager) - 7)  # row 1 padded from then on
+    assert run(lm, ids, mask, policy, graphs=True, eos_token_id=eos, pad_token_id=0) == eager
+    assert spied["steady"] > 0
