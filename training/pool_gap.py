@@ -6,7 +6,7 @@ pools (what evaluation uses). A model that reads answers both alike; one that le
 phrasings answers the first far better. Run 5 (2026-11-30): stories 70% from training pools, 30% from
 held-out ones; single facts 92.5% and 95% (benchmarks/reading_run5_gpu.md).
 
-    python3 training/pool_gap.py MODEL [MODEL ...] [--n 40] [--kinds story,single,two] [--device cuda]
+    python3 training/pool_gap.py MODEL [MODEL ...] [--n 40] [--kinds story,single,two,multi] [--device cuda]
 
 The answer is right when every answer token and its newline are the model's argmax (teacher-forced, as
 train_embedded.py's check): the greedy answer.
@@ -42,7 +42,7 @@ def main():
     ap.add_argument("models", nargs="+")
     ap.add_argument("--data", default=".data")
     ap.add_argument("--n", type=int, default=40, help="tasks per model, pool and kind")
-    ap.add_argument("--kinds", default="story,single,two")
+    ap.add_argument("--kinds", default="story,single,two,multi")
     ap.add_argument("--lengths", default="300,900", help="document tokens, min,max")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=7)
