@@ -15,7 +15,9 @@ come from the new query alone (one pass of q.K over the held keys, kernels/score
 step's own probabilities are not kept by its fused kernels. With FUSED_STEP on, decode keeps the scores
 per cache slot instead (kernels/h2o_step.py): the scoring, the update and the Evict's scores are one
 call (two Triton kernels on CUDA); a slot whose position changed since the last step holds the token
-the cache wrote into the freed slot, and its score restarts there, on the device.
+the cache wrote into the freed slot, and its score restarts there, on the device. Once a layer is full
+(`steady`) the engine runs its whole step, this policy's part included (`steady_scores`), as one CUDA
+graph (evict_graphs.py): the host had bound the step.
 
 Where we depart from the paper and its code (FMInference/H2O, h2o_hf/utils_real_drop), and why:
 - One set of tokens per layer, not one per head: the scores are summed over the layer's heads,
