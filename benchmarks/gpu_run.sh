@@ -7,8 +7,8 @@
 #       (~3 min, needs .cpusite and the embedded model)
 #   bash benchmarks/gpu_run.sh policy_share       # the policies' share of a batch-1 step, cuts included (~2 min)
 #   bash benchmarks/gpu_run.sh profile7b          # a batch-1 7B step's GPU-busy share and profile tables (~2 min)
-#   bash benchmarks/gpu_run.sh evict_graphs       # H2O with and without its steady-step graphs, two processes
-#       one after the other, and their tests on CUDA (~2 min)
+#   bash benchmarks/gpu_run.sh evict_graphs       # H2O with and without its steady-step graphs in the same
+#       rounds (the h2o-eager variant), and their tests on CUDA (~3 min)
 #   bash benchmarks/gpu_run.sh h2o_host           # where an eager H2O layer step spends the host's time (~30 s)
 # flash-linear-attention travels as wheels in .whl/ (pip download fla-core einops; see the README).
 # app_overhead runs benchmarks/app_overhead.py on this machine's CPU (a second CPU to check on), pinned to
@@ -40,10 +40,8 @@ for step in "$@"; do
         --modes baseline,pyramid,h2o,streaming --policy-tokens 400 --out "$RES" ;;
     evict_graphs)
       python -m pytest -q tests/test_evict_graphs.py tests/test_h2o_step_kernel.py | tail -3
-      for on in 0 1; do
-        PYRAMID_EVICT_GRAPHS=$on python -m pyramid_core bench modes --quick --repeats 2 \
-          --shapes embedded,llama3.2-1b,llama2-7b --prompts 1024 --modes baseline,h2o --out "$RES/evict_graphs_$on"
-      done ;;
+      python -m pyramid_core bench modes --quick --repeats 3 --shapes embedded,llama3.2-1b,llama2-7b \
+        --prompts 1024 --modes baseline,h2o,h2o-eager --out "$RES" ;;
     h2o_host) PYTHONPATH=. python benchmarks/h2o_host_cost.py "$RES/h2o_host_cost.json" ;;
     studio)
       for loop in uvloop asyncio; do

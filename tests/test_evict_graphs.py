@@ -111,3 +111,17 @@ def test_a_row_that_ends_early_keeps_the_graphs_and_the_tokens(spied):
     assert [tokens[1] for tokens, _, _ in eager[7:]] == [0] * (len(eager) - 7)  # row 1 padded from then on
     assert run(lm, ids, mask, policy, graphs=True, eos_token_id=eos, pad_token_id=0) == eager
     assert spied["steady"] > 0
+
+
+def test_the_bench_variant_h2o_eager_never_takes_the_graphs(spied):
+    """`bench modes --modes h2o,h2o-eager` pairs the two in the same rounds: the variant keeps every step eager
+    and decodes the same tokens."""
+    from pyramid_core.bench.modes import mode_policies
+
+    lm = tiny_model("llama")
+    ids, mask = left_padded((50, 50))
+    policies = mode_policies(lm, ["h2o", "h2o-eager"], "tiny", None)
+    eager = run(lm, ids, mask, policies["h2o-eager"], graphs=True)
+    assert spied["steady"] == 0
+    assert run(lm, ids, mask, policies["h2o"], graphs=True) == eager
+    assert spied["steady"] > 0

@@ -85,7 +85,17 @@ class H2OOnOnePath(H2OPolicy):
         return H2OState(num_layers, by_slot=self.by_slot)
 
 
-VARIANTS = {"h2o-slot": lambda: H2OOnOnePath(by_slot=True), "h2o-position": lambda: H2OOnOnePath(by_slot=False)}
+class H2OWithoutGraphs(H2OPolicy):
+    """H2O on the slot path with every decode step eager (never `steady`, so evict_graphs.py never runs):
+    the variant h2o-eager runs in the same rounds as h2o, so the graphs' gain is paired (the seventh
+    session's two processes saw the embedded baseline itself move by 1.8x)."""
+
+    def steady(self, state: H2OState, layer: int, counts: list[int]) -> bool:
+        return False
+
+
+VARIANTS = {"h2o-slot": lambda: H2OOnOnePath(by_slot=True), "h2o-position": lambda: H2OOnOnePath(by_slot=False),
+            "h2o-eager": H2OWithoutGraphs}
 
 
 def mode_policies(lm, modes, shape: str, scratch: Path) -> dict:
