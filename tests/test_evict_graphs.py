@@ -125,3 +125,24 @@ def test_the_bench_variant_h2o_eager_never_takes_the_graphs(spied):
     assert spied["steady"] == 0
     assert run(lm, ids, mask, policies["h2o"], graphs=True) == eager
     assert spied["steady"] > 0
+
+
+def test_two_requests_taking_turns_share_the_decode_graphs_and_keep_their_own(spied):
+    """Two users' H2O requests stepping in turn on one model: the same decode graphs (q, k, v, positions), each
+    request its own evict graphs; each decodes what it decodes alone."""
+    lm = tiny_model("llama")
+    policy = H2OPolicy(kv_budget=0.3)
+    prompts = [left_padded((50, 50), seed=seed) for seed in (1, 2)]
+
+    def alone(ids, mask):
+        return [r.token_ids for r in generate(lm, ids, mask, policy=policy, max_new_tokens=16, cuda_graphs=True)]
+
+    want = [alone(*p) for p in prompts]
+    spied["steady"] = 0
+    runs = [generate(lm, ids, mask, policy=policy, max_new_tokens=16, cuda_graphs=True) for ids, mask in prompts]
+    got = [[], []]
+    for _ in range(16):
+        for i, run_ in enumerate(runs):
+            got[i].append(next(run_).token_ids)
+    assert got == want
+    assert len(lm.decode_graphs.entries) == 1 and spied["steady"] == 2 * lm.config.num_hidden_layers * (16 - 2)
