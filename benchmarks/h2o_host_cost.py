@@ -64,26 +64,10 @@ def pieces(name: str, B: int = 1, held: int = 205) -> dict:
     q_pos = torch.full((B, 1), p0, device="cuda")
     scores, last = torch.zeros(positions.shape, device="cuda"), positions.clone()
     cut, scale = q_pos - held // 2, D ** -0.5
-    # the wrapper's own tensors and the two launches with everything prepared, as h2o_step_triton makes them
-    qf, qp, ct = q.reshape(B, H, D).contiguous(), q_pos.reshape(B).contiguous(), cut.reshape(B).contiguous()
-    grids = kt.launch_grids(B, H_kv, T)
-    CHUNK, NS = kt.chunk_size(T), grids["logits"][0]
-    G = H // H_kv
-    BG = 1 if G == 1 else max(16, kt.triton.next_power_of_2(G))
-    BNS = max(2, kt.triton.next_power_of_2(NS))
-    logits = torch.empty(B, H, T, dtype=torch.float32, device="cuda")
-    m_part, s_part = torch.empty(B, H, NS, device="cuda"), torch.empty(B, H, NS, device="cuda")
-    out = torch.empty(B, T, device="cuda")
-
-    def launches():
-        kt.h2o_logits_fwd_kernel[grids["logits"]](
-            qf, qp, keys, positions, logits, m_part, s_part, scale, T, NS,
-            keys.stride(0), keys.stride(1), keys.stride(2), positions.stride(0),
-            H=H, G=G, D=D, BG=BG, BT=kt.BT, CHUNK=CHUNK, USE_DOT=G > 1, num_warps=4 if D <= 64 else 8)
-        kt.h2o_step_fwd_kernel[grids["step"]](
-            logits, m_part, s_part, positions, scores, last, ct, out, T, NS,
-            positions.stride(0), scores.stride(0), last.stride(0),
-            H=H, BH=min(kt.BH, kt.triton.next_power_of_2(H)), BT=kt.BT, BNS=BNS, num_warps=4)
+    # the two launches with everything prepared, as h2o_step_triton prepares them
+    launches = kt.step_launches(q.reshape(B, H, D).contiguous(), q_pos.reshape(B).contiguous(), keys, positions,
+                                scores, last, cut.reshape(B).contiguous(), scale)
+    out = launches()
 
     def evict():
         layer.evict(out)

@@ -31,7 +31,7 @@ import torch
 
 from . import warmup
 from .attention import attention
-from .graphs import DecodeGraphs, Replay
+from .graphs import DecodeGraphs, Replay, load
 from .layers import attention_scale
 
 
@@ -64,7 +64,7 @@ def steady_layer(req, stages: DecodeGraphs, idx: int, h: torch.Tensor, pos: torc
     stages.load_pos(pos)
     layer, graph, binding = req.cache[idx], req.evict_graphs.get(idx), bound(req, stages, idx)
     if graph is not None and same(graph.binding, binding):
-        load_slot(graph.slot, layer.evicted)
+        load(graph.slot, layer.evicted)
         graph.replay()
     else:
         req.evict_graphs[idx] = graph = capture(req, stages, idx, q, k, v, binding)  # its warm-up ran this step
@@ -109,8 +109,3 @@ def capture(req, stages: DecodeGraphs, idx: int, q, k, v, binding: tuple) -> Evi
         replay = Replay(step, device)
     warmup.note()  # a capture is one-time work: this step is warm-up (warmup.py)
     return EvictGraph(replay, slot, binding)
-
-
-def load_slot(static: torch.Tensor, value: torch.Tensor) -> None:
-    if value is not static:
-        static.copy_(value)

@@ -115,12 +115,17 @@ def test_ranks_draw_different_windows():
     assert not set(rows[0][:, 0].tolist()) & set(rows[1][:, 0].tolist())  # no shared window start
 
 
-def test_ranks_build_different_reading_rows(data):
+def reading_rows_inputs(data):
+    """(held-out texts, tokenizer file, bos, eos): what TaskRows needs, from the test data."""
     from tokenizers import Tokenizer
 
     tok_file = str(data / "tokenizer/tokenizer.json")
     bos, eos = (Tokenizer.from_file(tok_file).token_to_id(t) for t in ("<|bos|>", "<|eos|>"))
-    texts = te.reading_texts(te.read_docs(str(data / "corpus_val.txt"), 40), None)
+    return te.reading_texts(te.read_docs(str(data / "corpus_val.txt"), 40), None), tok_file, bos, eos
+
+
+def test_ranks_build_different_reading_rows(data):
+    texts, tok_file, bos, eos = reading_rows_inputs(data)
     rows = []
     for rank in (0, 1):
         tasks = te.TaskRows(texts, tok_file, 511, te.rank_seed(0, rank), bos, eos, te.KIND_WEIGHTS)
@@ -160,11 +165,7 @@ def test_one_process_has_no_process_group(monkeypatch):
 
 def first_task_tokens(data, lengths, kind_lengths, kind, rows=4):
     """The first task's tokens in each of `rows` rows of 2048 (a row's first task is never cut to fit)."""
-    from tokenizers import Tokenizer
-
-    tok_file = str(data / "tokenizer/tokenizer.json")
-    bos, eos = (Tokenizer.from_file(tok_file).token_to_id(t) for t in ("<|bos|>", "<|eos|>"))
-    texts = te.reading_texts(te.read_docs(str(data / "corpus_val.txt"), 40), None)
+    texts, tok_file, bos, eos = reading_rows_inputs(data)
     stream = iter(te.TaskRows(texts, tok_file, 2047, 0, bos, eos, {kind: 1.0}, lengths=lengths,
                               kind_lengths=kind_lengths))
     out = []

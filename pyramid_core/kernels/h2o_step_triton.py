@@ -32,6 +32,8 @@ a copy of the keys per step would cost more than the kernels.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -174,8 +176,18 @@ def h2o_step_triton(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.
     if positions.stride(1) != 1:
         positions = positions.contiguous()
     q = queries.reshape(B, H, D).contiguous()
-    q_pos = query_pos.reshape(B).contiguous()
-    cut = last_old.reshape(B).contiguous()
+    return step_launches(q, query_pos.reshape(B).contiguous(), keys, positions, scores, last_positions,
+                         last_old.reshape(B).contiguous(), scale)()
+
+
+def step_launches(q: torch.Tensor, q_pos: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor,
+                  scores: torch.Tensor, last_positions: torch.Tensor, cut: torch.Tensor,
+                  scale: float) -> Callable[[], torch.Tensor]:
+    """The two kernels' launches over the buffers made here, as a call returning the Evict's scores (so
+    benchmarks/h2o_host_cost.py can time the launches alone): q [B, H, D], q_pos and cut [B], the rest as
+    h2o_step_triton takes them once checked."""
+    B, H, D = q.shape
+    H_kv, T = keys.shape[1], keys.shape[2]
     G = H // H_kv
     grids = launch_grids(B, H_kv, T)
     CHUNK, NS = chunk_size(T), grids["logits"][0]
@@ -185,16 +197,20 @@ def h2o_step_triton(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.
     m_part = torch.empty(B, H, NS, dtype=torch.float32, device=q.device)
     s_part = torch.empty_like(m_part)
     out = torch.empty(B, T, dtype=torch.float32, device=q.device)
-    warmup.first_time(("h2o_step", q.device, q.dtype, H, G, D, CHUNK, BNS))
-    with launch_device(q):
-        # a [64, D] key tile per step, 32 elements a thread at 8 warps for D = 128 (compiled for sm_90 on a
-        # CPU, cuobjdump: 48 registers, against 156 at 4 warps), 4 warps below
-        h2o_logits_fwd_kernel[grids["logits"]](
-            q, q_pos, keys, positions, logits, m_part, s_part, scale, T, NS,
-            keys.stride(0), keys.stride(1), keys.stride(2), positions.stride(0),
-            H=H, G=G, D=D, BG=BG, BT=BT, CHUNK=CHUNK, USE_DOT=G > 1, num_warps=4 if D <= 64 else 8)
-        h2o_step_fwd_kernel[grids["step"]](
-            logits, m_part, s_part, positions, scores, last_positions, cut, out, T, NS,
-            positions.stride(0), scores.stride(0), last_positions.stride(0),
-            H=H, BH=min(BH, triton.next_power_of_2(H)), BT=BT, BNS=BNS, num_warps=4)  # [32, 64] tiles: 16 a thread
-    return out
+
+    def launch() -> torch.Tensor:
+        warmup.first_time(("h2o_step", q.device, q.dtype, H, G, D, CHUNK, BNS))
+        with launch_device(q):
+            # a [64, D] key tile per step, 32 elements a thread at 8 warps for D = 128 (compiled for sm_90 on
+            # a CPU, cuobjdump: 48 registers, against 156 at 4 warps), 4 warps below
+            h2o_logits_fwd_kernel[grids["logits"]](
+                q, q_pos, keys, positions, logits, m_part, s_part, scale, T, NS,
+                keys.stride(0), keys.stride(1), keys.stride(2), positions.stride(0),
+                H=H, G=G, D=D, BG=BG, BT=BT, CHUNK=CHUNK, USE_DOT=G > 1, num_warps=4 if D <= 64 else 8)
+            h2o_step_fwd_kernel[grids["step"]](
+                logits, m_part, s_part, positions, scores, last_positions, cut, out, T, NS,
+                positions.stride(0), scores.stride(0), last_positions.stride(0),
+                H=H, BH=min(BH, triton.next_power_of_2(H)), BT=BT, BNS=BNS, num_warps=4)  # [32, 64] tiles
+        return out
+
+    return launch

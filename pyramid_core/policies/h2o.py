@@ -172,7 +172,7 @@ class H2OPolicy(Policy):
         """Whether the layer's next decode step repeats its last one's work on the same buffers, so that
         a CUDA graph can (evict_graphs.py): scores kept per slot, every row at its budget before the new
         token joins (the cache then writes it into the slot evicted last, and evicts one again)."""
-        return state.by_slot and state.slots[layer] is not None and list(counts) == state.budgets
+        return state.by_slot and state.slots[layer] is not None and counts == state.budgets
 
     def steady_scores(self, state: H2OState, layer: int, queries: torch.Tensor, query_pos: torch.Tensor,
                       keys: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
