@@ -11,17 +11,23 @@
 # Carry .data (corpus, validation text, tokenizer). WAIT_S bounds each call's wait (default 540).
 # `start` trains data-parallel (torchrun, one process a GPU) on every visible GPU when there are several;
 # TRAIN_GPUS=N uses the first N, CUDA_VISIBLE_DEVICES=0 keeps the others free for other calls.
+# RUN_TAG=B keeps a second run apart (/tmp/embeddedB, /tmp/trainB.log, /tmp/resultsB): two variants, one a GPU.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}; RUN=/tmp/embedded; LOG=/tmp/train.log; RESULTS=/tmp/results; RANK=/tmp/results/rank
+TAG=${RUN_TAG:-}
+OUT=${OUT:-/tmp/out}; RUN=/tmp/embedded$TAG; LOG=/tmp/train$TAG.log; RESULTS=/tmp/results$TAG; RANK=$RESULTS/rank
 mkdir -p "$OUT" "$RUN" "$RANK"
+
+training() {  # whether this run's training (its --out, not another tag's) still runs
+  pgrep -f -- "train_embedded.py .*--out $RUN --minutes" >/dev/null
+}
 
 wait_on() {  # wait until the training exits or $1 seconds pass; show how far it got
   local until=$(( $(date +%s) + $1 ))
-  while [ "$(date +%s)" -lt "$until" ] && pgrep -f train_embedded.py >/dev/null; do sleep 5; done
+  while [ "$(date +%s)" -lt "$until" ] && training; do sleep 5; done
   grep -E "^\[(data|model|resume|ddp|val|eval|done|pause)\]|Error|error" "$LOG" | tail -20
   tail -3 "$LOG"
-  cp "$LOG" "$OUT/train.log"
+  cp "$LOG" "$OUT/train$TAG.log"
 }
 
 visible_gpus() {  # nvidia-smi lists every GPU, whatever CUDA_VISIBLE_DEVICES hides
@@ -50,7 +56,7 @@ case ${1:-} in
   wait) wait_on "${WAIT_S:-540}" ;;
   watch)
     until=$(( $(date +%s) + ${WAIT_S:-480} ))
-    while [ "$(date +%s)" -lt "$until" ] && pgrep -f train_embedded.py >/dev/null; do score_snapshots; sleep 10; done
+    while [ "$(date +%s)" -lt "$until" ] && training; do score_snapshots; sleep 10; done
     tail -2 "$LOG" ;;
   finish)
     wait_on 600
@@ -65,13 +71,13 @@ case ${1:-} in
       if [ "$step" != adapters ]; then bash "training/gpu_after.sh" "$step" "$model" "$RESULTS" || true
       # the adapters take minutes on both GPUs: only for a model that can ship, detached (`adapters` collects them)
       elif [ -n "$chosen" ]; then
-        setsid nohup bash training/gpu_after.sh adapters "$model" "$RESULTS" >/tmp/adapters.log 2>&1 </dev/null &
+        setsid nohup bash training/gpu_after.sh adapters "$model" "$RESULTS" >/tmp/adapters$TAG.log 2>&1 </dev/null &
       else echo "adapters skipped: no model passes the sample prompts within the ceiling"; fi
     done
     # $OUT takes at most 8 files of 16 MiB: one tar of the chosen model (else the final one) and the results
     cp "$LOG" "$RUN"/training_log.json "$RUN"/README.md "$RESULTS"/ 2>/dev/null
     tar -cf - -C "$(dirname "$model")" --exclude=checkpoint.pt --exclude=snapshots "$(basename "$model")" \
-      -C /tmp results 2>/dev/null | split -b 15M - "$OUT/run.tar.part-"
+      -C /tmp "results$TAG" 2>/dev/null | split -b 15M - "$OUT/run$TAG.tar.part-"
     ls -la "$OUT" ;;
   adapters)  # wait (WAIT_S at most) for the adapters that finish started, then pack them to $OUT
     until=$(( $(date +%s) + ${WAIT_S:-540} ))
