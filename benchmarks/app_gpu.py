@@ -132,6 +132,20 @@ def random_model(kind: str) -> str:
     return path
 
 
+PUSHES = []  # wall clock of each request the server's queue took in (Queue.push)
+
+
+def stamp_pushes() -> None:
+    """Stamp Queue.push for good, before the app is built: its bounded queue keeps the push it finds."""
+    push = Queue.push
+
+    async def timed_push(queue, *args, **kwargs):
+        PUSHES.append(time.time())
+        return await push(queue, *args, **kwargs)
+
+    Queue.push = timed_push
+
+
 class ServerProbe:
     """Server-side timings of one run: when the first record was made, the generation's wall time
     (stream.generate_into), the seconds spent building updates with figures, and the finished runs."""
@@ -161,7 +175,19 @@ class ServerProbe:
             send(queue, event, message)
 
         Queue.send_message = timed_send
-        self.restore_queue = lambda: setattr(Queue, "send_message", send)
+        self.processing = None  # when the queue started the request's job
+        process = Queue.process_events
+
+        async def timed_process(queue, *args, **kwargs):
+            probe.processing = probe.processing or time.time()
+            return await process(queue, *args, **kwargs)
+
+        Queue.process_events = timed_process
+
+        def restore_queue():
+            Queue.send_message, Queue.process_events = send, process
+
+        self.restore_queue = restore_queue
         self.streamed = []  # (chunk made by the event stream, chunk taken by uvicorn) per update (wall clock)
         stream_response = StreamingResponse.stream_response
 
@@ -207,6 +233,10 @@ class ServerProbe:
         self.timer.restore()
 
 
+def since(a: float | None, b: float | None) -> float | None:
+    return round(b - a, 3) if a is not None and b is not None else None
+
+
 def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
     probe = ServerProbe()
     try:
@@ -216,6 +246,7 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
     finally:
         probe.restore()
     start, wall = seen["start"], seen["end"] - seen["start"]
+    pushed = next((t for t in PUSHES if t >= start), None)
     updates = seen["updates"]
     # updates whose panes hold more text than the one before (the first holds the prefill's token)
     grown = [t for (t, n), (_, before) in zip(updates, [[0, 0]] + updates) if n > before]
@@ -243,6 +274,13 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
         # after it ends up to the last update at the socket (the final update, Gradio, the event stream)
         "before_generation_s": round(probe.timer.began - start, 3) if probe.timer.began else None,
         "after_generation_s": round(taken[-1] - probe.timer.ended, 3) if taken and probe.timer.ended else None,
+        # the part before in three: the client's submit to the server's queue, the queue's wait for its
+        # next poll, the job's start to the first generation (form, model lookup, policies, handler)
+        "before_parts_s": {"to_queue": since(start, pushed), "queue_wait": since(pushed, probe.processing),
+                           "to_generation": since(probe.processing, probe.timer.began)},
+        # the part after in two: the last token to the final update handed to the stream, then to the socket
+        "after_parts_s": {"final_update": since(probe.timer.ended, probe.queued[-1] if probe.queued else None),
+                          "to_socket": since(probe.queued[-1] if probe.queued else None, taken[-1] if taken else None)},
         "first_token_s": round(probe.first_record - start, 3) if probe.first_record else None,
         "first_text_update_s": round(grown[0] - start, 3) if grown else None,
         "first_text_after_first_token_s": round(grown[0] - probe.first_record, 3) if grown and probe.first_record else None,
@@ -258,7 +296,9 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
         "figure_update_share": round(probe.figure_s / wall, 3),
         "gc_s": {"collections": len(probe.gc_pauses), "total": round(sum(s for _, s in probe.gc_pauses), 3),
                  "longest": round(max((s for _, s in probe.gc_pauses), default=0.0), 3),
-                 "full": sum(g == 2 for g, _ in probe.gc_pauses)},
+                 "full": sum(g == 2 for g, _ in probe.gc_pauses),
+                 "by_generation": {g: [sum(x == g for x, _ in probe.gc_pauses),
+                                       round(sum(s for x, s in probe.gc_pauses if x == g), 3)] for g in (0, 1, 2)}},
         "decode_tokens_per_s": {m: rounded(metrics.decode_tokens_per_s(r)) for m, r in probe.runs.items()},
     }
 
@@ -326,6 +366,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.no_uvloop:
         sys.modules["uvloop"] = None  # uvicorn's "auto" loop then falls back to asyncio's
+    stamp_pushes()
     demo, url = serve_locally()
     client = subprocess.Popen([sys.executable, "-c", CLIENT, url, str(len(MODES)),
                                "iterate" if args.client_iterator else "poll"], stdin=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""Gradio's queue, bounded and polled slowly: workarounds on Gradio internals, checked by tests."""
+"""Gradio's queue, bounded and polled slowly while a run goes on: workarounds on Gradio internals, checked by tests."""
 
 from __future__ import annotations
 
@@ -6,30 +6,55 @@ import logging
 import os
 
 import gradio as gr
+from gradio import queueing
 
 from . import sessions
 
 log = logging.getLogger(__name__)
 
 QUEUE_POLL_S = {"sleep_when_free": 0.02, "progress_update_sleep_when_free": 0.1}
+IDLE_POLL_S = 0.002  # the queue's poll while no job runs: a request starts within ~2 ms, not up to 20
 # Requests waiting past those running; one more is answered BUSY at once instead of waiting minutes.
 MAX_QUEUED = int(os.environ.get("PYRAMID_MAX_QUEUE", "8"))
 BUSY = "The studio is busy: try again in a moment."
 
 
+class QuietQueue(queueing.Queue):
+    """Gradio's queue, polling for new requests every IDLE_POLL_S while it runs no job and every
+    busy_poll_s while one runs (the poll's name is Gradio's, read by its loop at every turn)."""
+
+    busy_poll_s = QUEUE_POLL_S["sleep_when_free"]
+
+    @property
+    def sleep_when_free(self) -> float:
+        running = any(job is not None for job in self.active_jobs)
+        return self.busy_poll_s if running else IDLE_POLL_S
+
+    @sleep_when_free.setter
+    def sleep_when_free(self, seconds: float) -> None:
+        self.busy_poll_s = seconds
+
+
 def quiet_queue(demo: gr.Blocks) -> gr.Blocks:
-    """Slow the polling of Gradio's queue from every 1 ms (and 10 ms for progress) to QUEUE_POLL_S.
+    """Slow the polling of Gradio's queue from every 1 ms (and 10 ms for progress) to QUEUE_POLL_S
+    while a job runs, and to IDLE_POLL_S while none does.
 
     Each wake of the server's event loop takes the GIL from the thread that generates: in a 7 s run of
     the embedded model on a 2-core CPU the event loop's thread spent ~0.7 CPU-s, ~0.3 with these
-    settings (benchmarks/app_overhead.md). 20 ms more before a queued event starts is not noticeable.
-    These are attributes of gradio.queueing.Queue, not public settings: tests/test_studio_app.py checks
-    that Gradio still reads them."""
+    settings (benchmarks/app_overhead.md). With nothing generating the wakes cost nothing that matters,
+    and a slow poll there made every request wait ~20 ms to start (benchmarks/app_gpu.md, eighth
+    section), a fifth of what the server added to a sub-second GPU run. These are attributes of
+    gradio.queueing.Queue, not public settings: tests/test_app.py checks that Gradio still reads them."""
+    queue = demo._queue
     for name, seconds in QUEUE_POLL_S.items():
-        if not hasattr(demo._queue, name):
+        if not hasattr(queue, name):
             log.warning("Gradio's queue has no %s any more: its polling is left as it is", name)
             continue
-        setattr(demo._queue, name, seconds)
+        setattr(queue, name, seconds)
+    if type(queue) is queueing.Queue:  # Blocks made a plain Queue: it becomes a QuietQueue, state untouched
+        busy = vars(queue).pop("sleep_when_free", QUEUE_POLL_S["sleep_when_free"])
+        queue.__class__ = QuietQueue
+        queue.sleep_when_free = busy
     return demo
 
 

@@ -23,7 +23,7 @@ from studio.figures import MEAN_HEAD, STEP_CHOICES
 from studio.kept_words import ALL_LAYERS
 from studio.knobs import KNOBS
 from studio.modes import MODES
-from studio.queue import QUEUE_POLL_S
+from studio.queue import IDLE_POLL_S, QUEUE_POLL_S
 from studio.sent import is_update
 from visual.memory import PEAK_SUFFIX
 
@@ -385,14 +385,18 @@ def test_generation_runs_on_the_torch_thread_whichever_thread_asks(checkpoint, m
     assert len(callers) == 2 and len(steppers) == 1 and not steppers & callers
 
 
-def test_the_queue_polls_slowly_and_gradio_still_reads_those_settings():
+def test_the_queue_polls_slowly_while_a_job_runs_and_gradio_still_reads_those_settings():
     """quiet_queue sets attributes of Gradio's queue, not public settings: if Gradio renames them, the
-    polling goes back to every millisecond (~10% of a CPU run) without an error. This catches it."""
+    polling goes back to every millisecond (~10% of a CPU run) without an error. This catches it. While
+    no job runs the queue polls every IDLE_POLL_S, so a new request starts at once."""
     import inspect
 
     from gradio import queueing
 
     queue = app.build_ui()._queue
+    queue.active_jobs = [None, None]
+    assert queue.sleep_when_free == IDLE_POLL_S < QUEUE_POLL_S["sleep_when_free"]
+    queue.active_jobs = [None, ["a running job's events"]]
     for name, seconds in QUEUE_POLL_S.items():
         assert getattr(queue, name) == seconds
         assert f"asyncio.sleep(self.{name})" in inspect.getsource(queueing.Queue), f"Gradio no longer reads {name}"
