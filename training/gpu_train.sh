@@ -74,10 +74,11 @@ case ${1:-} in
         setsid nohup bash training/gpu_after.sh adapters "$model" "$RESULTS" >/tmp/adapters$TAG.log 2>&1 </dev/null &
       else echo "adapters skipped: no model passes the sample prompts within the ceiling"; fi
     done
-    # $OUT takes at most 8 files of 16 MiB: one tar of the chosen model (else the final one) and the results
+    # $OUT takes at most 8 files of 16 MiB: one tar of the results and the chosen model (else the final
+    # one), results first, so that the first part holds them when later parts do not come back
     cp "$LOG" "$RUN"/training_log.json "$RUN"/README.md "$RESULTS"/ 2>/dev/null
-    tar -cf - -C "$(dirname "$model")" --exclude=checkpoint.pt --exclude=snapshots "$(basename "$model")" \
-      -C /tmp "results$TAG" 2>/dev/null | split -b 15M - "$OUT/run$TAG.tar.part-"
+    tar -cf - -C /tmp "results$TAG" -C "$(dirname "$model")" --exclude=checkpoint.pt --exclude=snapshots \
+      "$(basename "$model")" 2>/dev/null | split -b 15M - "$OUT/run$TAG.tar.part-"
     ls -la "$OUT" ;;
   adapters)  # wait (WAIT_S at most) for the adapters that finish started, then pack them to $OUT
     until=$(( $(date +%s) + ${WAIT_S:-540} ))
