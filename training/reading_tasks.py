@@ -693,7 +693,9 @@ class Event:
 # relation teach their own wording; so training facts and questions are composed from independent parts (clause
 # order, voice, relative clause, apposition, cleft, possessive, exclusivity, synonyms, adverbials), always answered
 # by the bare value. A composed sentence that contains a held-out template's wording is drawn again
-# (`writes_heldout`), so evaluation keeps asking in phrasings that training never wrote.
+# (`writes_heldout`), so evaluation keeps asking in phrasings that training never wrote. Run 10 still answered the
+# held-out "named the ferret Maple" with "the ferret" (11 of its 47 single-fact misses): its training had one verb
+# of that shape ("called the ferret Maple"), so pets are now also "dubbed" and "christened", and asked so.
 
 def expand(pattern: str) -> tuple[str, ...]:
     """Every reading of a pattern with alternatives: '[lives|resides] in {v}' -> ('lives in {v}', 'resides in {v}');
@@ -796,11 +798,12 @@ PHRASEBOOKS = {
         appositions="the {s}, [owned by|the property of] {v},"),
     "pet": Phrasebook(
         "{s}", "person", "pet",
-        vps="[has|keeps|owns|looks after] a {a} [called|named] {v}; [calls|called] the {a} {v}; "
+        vps="[has|keeps|owns|looks after] a {a} [called|named] {v}; [calls|called|dubbed|christened] the {a} {v}; "
             "gave the {a} the name {v}; has a {a} by the name of {v}",
         nouns="{s}'s {a}; the {a} of {s}; the {a} that {s} [keeps|owns]; the name of {s}'s {a}",
         asks="What [is|was] {s}'s {a} [called|named]; What is the {a} [of|owned by|belonging to] {s} called; "
-             "What [does|did] {s} call the {a}; What name did {s} give the {a}; What name does {s}'s {a} answer to",
+             "What [does|did] {s} call the {a}; What did {s} [dub|christen] the {a}; What name did {s} give the {a}; "
+             "What name does {s}'s {a} answer to",
         embedded="what {s}'s {a} is called; what {s} calls the {a}; the name of {s}'s {a}",
         value_vps="is what {s} calls the {a}; is the name of {s}'s {a}",
         copulas="is; is called; is named; answers to the name"),
