@@ -695,7 +695,8 @@ class Event:
 # by the bare value. A composed sentence that contains a held-out template's wording is drawn again
 # (`writes_heldout`), so evaluation keeps asking in phrasings that training never wrote. Run 10 still answered the
 # held-out "named the ferret Maple" with "the ferret" (11 of its 47 single-fact misses): its training had one verb
-# of that shape ("called the ferret Maple"), so pets are now also "dubbed" and "christened", and asked so.
+# of that shape ("called the ferret Maple"), so pets are now also "dubbed" and "christened", and asked so; and it
+# answered "in the town of Thenton" for "Thenton" (3 misses), so composed places are also "in the town of {v}".
 
 def expand(pattern: str) -> tuple[str, ...]:
     """Every reading of a pattern with alternatives: '[lives|resides] in {v}' -> ('lives in {v}', 'resides in {v}');
@@ -745,8 +746,8 @@ PHRASEBOOKS = {
         appositions="the {s}, [code|combination] {v},"),
     "born": Phrasebook(
         "{s}", "person", "place",
-        vps="is a native of {v}; [comes|hails] from {v}; [first drew breath|entered the world] in {v}; "
-            "was born [and raised|and bred] in {v}",
+        vps="is a native of {v}; [comes|hails] from {v}; [first drew breath|entered the world] in [the town of |]{v}; "
+            "was born [and raised|and bred] in [the village of |]{v}",
         nouns="the [birthplace|place of birth|native town] of {s}; {s}'s [birthplace|place of birth|native town]; "
               "the town where {s} was born",
         asks="[Where|In what town|In which place] [was {s} born|did {s} first draw breath]; [Which|What] town "
@@ -756,7 +757,8 @@ PHRASEBOOKS = {
         appositions="{s}, [a native of|born in|from] {v},"),
     "lives": Phrasebook(
         "{s}", "person", "place",
-        vps="[lives|resides|keeps a house|rents rooms|makes a home|is living] in {v}; [settled|ended up] in {v}; "
+        vps="[lives|resides|keeps a house|rents rooms|makes a home|is living] in [the town of |]{v}; "
+            "[settled|ended up] in [the village of |]{v}; "
             "calls {v} home; has an address in {v}",
         nouns="the [home|town of residence|present home] of {s}; {s}'s [home town|place of residence]; "
               "the town where {s} lives",
