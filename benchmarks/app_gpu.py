@@ -151,7 +151,7 @@ class ServerProbe:
     (stream.generate_into), the seconds spent building updates with figures, and the finished runs."""
 
     def __init__(self):
-        self.first_record = self.last_record = None
+        self.first_record = self.last_record = self.final_built = self.final_cpu = None
         self.yields = []  # when the server built each update (wall clock, shared with the client)
         self.figure_s = 0.0
         self.runs = {}
@@ -212,13 +212,14 @@ class ServerProbe:
             add(live, mode, record)
 
         def timed_outputs(live, final=False):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             probe.yields.append(time.time())
             out = outputs(live, final)
             if live.plotted:
                 probe.figure_s += time.perf_counter() - start
             if final:
                 probe.runs = {m: list(r) for m, r in live.runs.items()}
+                probe.final_built, probe.final_cpu = time.time(), time.thread_time() - cpu
             return out
 
         live_view.Live.add, live_view.Live.outputs = timed_add, timed_outputs
@@ -279,8 +280,14 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
         "before_parts_s": {"to_queue": since(start, pushed), "queue_wait": since(pushed, probe.processing),
                            "to_generation": since(probe.processing, probe.timer.began)},
         # the part after in two: the last token to the final update handed to the stream, then to the socket
+        # (the final update's three parts: the handler waking, building it, Gradio taking it to the stream)
         "after_parts_s": {"final_update": since(probe.timer.ended, probe.queued[-1] if probe.queued else None),
-                          "to_socket": since(probe.queued[-1] if probe.queued else None, taken[-1] if taken else None)},
+                          "to_socket": since(probe.queued[-1] if probe.queued else None, taken[-1] if taken else None),
+                          "final_wake": since(probe.timer.ended, probe.yields[-1] if probe.yields else None),
+                          "final_build": since(probe.yields[-1] if probe.yields else None, probe.final_built),
+                          "final_to_stream": since(probe.final_built, probe.queued[-1] if probe.queued else None),
+                          # the building thread's own CPU time: what the build costs without waiting for the GIL
+                          "final_build_cpu": round(probe.final_cpu, 3) if probe.final_cpu is not None else None},
         "first_token_s": round(probe.first_record - start, 3) if probe.first_record else None,
         "first_text_update_s": round(grown[0] - start, 3) if grown else None,
         "first_text_after_first_token_s": round(grown[0] - probe.first_record, 3) if grown and probe.first_record else None,

@@ -51,7 +51,7 @@ def pane_stats(run: list[StepRecord], text: str, baseline: str | None, final: bo
     speed = f"{summary.decode_tokens_per_s:.1f} tokens/s" if summary.decode_tokens_per_s else "–"
     # one-time work (graph capture, kernel compilation) is not in the rate: its time is shown on its own
     warm = f" (warm-up {summary.warmup_s:.2f} s apart)" if summary.warmup_s else ""
-    asked, reached = kv_shares(run)
+    asked, reached = summary.kv_share_asked, summary.kv_share_reached
     share = f"KV share **{reached:.1%}** reached" + (f" ({asked:.1%} asked)" if asked is not None else "")
     line = (f"**{speed}**{warm} · KV **{kv_mib(run[-1]):.2f} MiB** (peak {peak_kv_mib(run):.2f}) · {share} · "
             f"{len(run)} tokens after a {summary.prompt_tokens}-token prompt")

@@ -42,8 +42,8 @@ def summary_rows(runs: dict[str, list[StepRecord]], baseline: str = BASELINE) ->
     such position that differs, or None.
     """
     runs = as_runs(runs)
-    base = runs.get(baseline)
-    return [_row(mode, run, base) for mode, run in runs.items()]
+    base = RunSummary.of(runs[baseline]) if baseline in runs else None
+    return [_row(mode, RunSummary.of(run), base) for mode, run in runs.items()]
 
 
 def summary_table_markdown(rows: list[dict]) -> str:
@@ -57,8 +57,7 @@ def summary_table_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _row(mode: str, run: list[StepRecord], base: list[StepRecord] | None) -> dict:
-    mine, theirs = RunSummary.of(run), RunSummary.of(base) if base else None
+def _row(mode: str, mine: RunSummary, theirs: RunSummary | None) -> dict:
     base_kv = theirs.final_kv_bytes if theirs else 0
     return {
         "mode": mode,
