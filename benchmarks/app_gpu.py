@@ -41,6 +41,7 @@ from studio import live as live_view  # noqa: E402
 from studio.knobs import build_policies  # noqa: E402
 from studio.model_cache import get_model  # noqa: E402
 from studio.modes import MODES  # noqa: E402
+from studio.request import RunRequest  # noqa: E402
 from studio.torch_thread import on_torch_thread  # noqa: E402
 
 PROMPT = max(json.loads(asset("sample_prompts.json").read_text()), key=lambda p: len(p["prompt"]))["prompt"]
@@ -183,9 +184,18 @@ class ServerProbe:
             return await process(queue, *args, **kwargs)
 
         Queue.process_events = timed_process
+        self.handler = None  # when the app's handler began (it reads its form first)
+        from_form = RunRequest.__dict__["from_form"]
+
+        def timed_from_form(cls, form):
+            probe.handler = probe.handler or time.time()
+            return from_form.__func__(cls, form)
+
+        RunRequest.from_form = classmethod(timed_from_form)
 
         def restore_queue():
             Queue.send_message, Queue.process_events = send, process
+            RunRequest.from_form = from_form
 
         self.restore_queue = restore_queue
         self.streamed = []  # (chunk made by the event stream, chunk taken by uvicorn) per update (wall clock)
@@ -278,7 +288,8 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
         # the part before in three: the client's submit to the server's queue, the queue's wait for its
         # next poll, the job's start to the first generation (form, model lookup, policies, handler)
         "before_parts_s": {"to_queue": since(start, pushed), "queue_wait": since(pushed, probe.processing),
-                           "to_generation": since(probe.processing, probe.timer.began)},
+                           "to_generation": since(probe.processing, probe.timer.began),
+                           "to_handler": since(probe.processing, probe.handler)},
         # the part after in two: the last token to the final update handed to the stream, then to the socket
         # (the final update's three parts: the handler waking, building it, Gradio taking it to the stream)
         "after_parts_s": {"final_update": since(probe.timer.ended, probe.queued[-1] if probe.queued else None),

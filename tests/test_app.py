@@ -202,7 +202,7 @@ def test_export_writes_trace_and_figures(client, checkpoint):
 @pytest.mark.parametrize("overrides, message", [
     (dict(prompt="   "), "prompt is empty"),
     (dict(knobs={("pyramid", "recent_ratio"): 2.0}), "recent_ratio must be in [0, 1]"),
-    (dict(temperature=-1.0), "less than minimum value 0"),  # Gradio checks slider bounds itself
+    (dict(temperature=-1.0), "temperature must be from 0 to 10, got -1.0"),  # RunRequest's check, not Gradio's
     (dict(model_id="/no/such/model"), "Could not load the model: no model at /no/such/model"),
     (dict(prompt="the cat " * 600), "more than the model's context of 512"),
     (dict(budget=0.1, modes=["baseline", "snapkv"]), "out of reach for snapkv"),
