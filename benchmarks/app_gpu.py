@@ -281,6 +281,10 @@ def server_run(client, model: str, modes: list[str], new_tokens: int) -> dict:
         # the same up to the last update written to the socket: the server's cost without the client's reading
         "server_added_at_socket": round((taken[-1] - start) / probe.timer.seconds - 1, 3)
         if taken and probe.timer.seconds else None,
+        # the same from the server's receipt of the request (Queue.push) rather than gradio_client's submit:
+        # a browser's POST reaches the queue ~2 ms after it starts, gradio_client's submit ~20 ms
+        "server_added_from_request": round((taken[-1] - pushed) / probe.timer.seconds - 1, 3)
+        if taken and pushed and probe.timer.seconds else None,
         # the server's added time in two: before the generation starts (queue, form, model, handler) and
         # after it ends up to the last update at the socket (the final update, Gradio, the event stream)
         "before_generation_s": round(probe.timer.began - start, 3) if probe.timer.began else None,
