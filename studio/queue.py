@@ -1,4 +1,4 @@
-"""Gradio's queue, bounded and polled slowly while a run goes on: workarounds on Gradio internals, checked by tests."""
+"""Gradio's queue: bounded, polled slowly during a run; workarounds on Gradio internals, checked by tests."""
 
 from __future__ import annotations
 
