@@ -13,7 +13,6 @@ import json
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -23,19 +22,16 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import app_gpu, app_overhead  # noqa: E402
 from benchmarks.app_overhead import handler_args, serve_locally  # noqa: E402
+from benchmarks.update_payload import join, messages  # noqa: E402
 
 
 def one_request(http: httpx.Client, url: str, fn_index: int, data: list) -> tuple[float, float]:
     """(seconds to the push, seconds to the POST's answer) of one short run, read to its end."""
-    session = uuid.uuid4().hex
     start = time.time()
-    http.post(f"{url}gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session,
-                                                   "event_data": None, "trigger_id": None}).raise_for_status()
+    session = join(http, url, fn_index, data)
     answered = time.time()
-    with http.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("data:") and json.loads(line[5:]).get("msg") == "process_completed":
-                break
+    for _ in messages(http, url, session):
+        pass
     return app_gpu.PUSHES[-1] - start, answered - start
 
 

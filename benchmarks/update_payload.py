@@ -33,20 +33,30 @@ def output_names(demo, fn) -> list[str]:
     return names
 
 
+def join(http: httpx.Client, url: str, fn_index: int, data: list) -> str:
+    """Queue one run as a page does (POST /queue/join); its session hash."""
+    session = uuid.uuid4().hex
+    http.post(f"{url}gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session,
+                                                   "event_data": None, "trigger_id": None}).raise_for_status()
+    return session
+
+
+def messages(http: httpx.Client, url: str, session: str):
+    """The session's queue messages up to its run's end, as (raw bytes, parsed message)."""
+    with http.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            message = json.loads(line[5:])
+            yield len(line.encode()), message
+            if message.get("msg") == "process_completed":
+                return
+
+
 def events(url: str, fn_index: int, data: list):
     """The queue's messages for one run, as (raw bytes, parsed message)."""
-    session = uuid.uuid4().hex
     with httpx.Client(timeout=600) as http:
-        http.post(f"{url}gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session,
-                                                       "event_data": None, "trigger_id": None}).raise_for_status()
-        with http.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}) as stream:
-            for line in stream.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                message = json.loads(line[5:])
-                yield len(line.encode()), message
-                if message.get("msg") == "process_completed":
-                    return
+        yield from messages(http, url, join(http, url, fn_index, data))
 
 
 def measure(model: str, new_tokens: int) -> dict:

@@ -41,9 +41,9 @@ def summary_rows(runs: dict[str, list[StepRecord]], baseline: str = BASELINE) ->
     over the length both runs reached, whose token equals the baseline's; first_divergence is the first
     such position that differs, or None.
     """
-    runs = as_runs(runs)
-    base = RunSummary.of(runs[baseline]) if baseline in runs else None
-    return [_row(mode, RunSummary.of(run), base) for mode, run in runs.items()]
+    summaries = {mode: RunSummary.of(run) for mode, run in as_runs(runs).items()}  # each run once
+    base = summaries.get(baseline)
+    return [_row(mode, summary, base) for mode, summary in summaries.items()]
 
 
 def summary_table_markdown(rows: list[dict]) -> str:
