@@ -34,7 +34,7 @@ from studio.picker import picker_choices
 from studio.queue import bounded_queue, quiet_queue, stop_on_disconnect
 from studio.recency import recency_figure
 from studio.request import RunRequest, form_names, knob_name, with_form_signature
-from studio.sent import TABLE_HEADERS
+from studio.sent import TABLE_HEADERS, plot
 from studio.stream import stream_run
 
 try:  # ZeroGPU on Hugging Face Spaces; elsewhere the decorator is not needed
@@ -71,7 +71,8 @@ def stop_run(request: gr.Request) -> None:
 def redraw_attention(state, mode, step, layer, head):
     """The attention figures from the stored records: no regeneration."""
     runs = {m: [visual.as_record(r) for r in run] for m, run in (state or {}).get("runs", {}).items()}
-    return attention_figures(runs, {"mode": mode, "step": step, "layer": layer, "head": head})
+    grid, bars = attention_figures(runs, {"mode": mode, "step": step, "layer": layer, "head": head})
+    return plot(grid), plot(bars)
 
 
 def show_panes(modes, attn_mode=None):
@@ -108,12 +109,12 @@ def recency_run(model_id, prompt, adapter=""):
     try:
         return _recency(model_id, prompt, adapter)
     except gr.Error as err:
-        return visual.empty_figure(err.message)
+        return plot(visual.empty_figure(err.message))
 
 
 @handler_boundary
 def _recency(model_id, prompt, adapter):
-    return recency_figure(get_model(model_id), prompt, adapter)
+    return plot(recency_figure(get_model(model_id), prompt, adapter))
 
 
 @gpu
@@ -203,8 +204,8 @@ def prompt_and_panes(ui: SimpleNamespace) -> None:
 
 def figures_and_tabs(ui: SimpleNamespace) -> None:
     with gr.Row():
-        ui.kv_plot = gr.Plot(visual.kv_memory_figure({}), label="KV memory", elem_id="kv-plot")
-        ui.pyramid_plot = gr.Plot(visual.pyramid_figure({}), label="Pyramid", elem_id="pyramid-plot")
+        ui.kv_plot = gr.Plot(plot(visual.kv_memory_figure({})), label="KV memory", elem_id="kv-plot")
+        ui.pyramid_plot = gr.Plot(plot(visual.pyramid_figure({})), label="Pyramid", elem_id="pyramid-plot")
     config = model_config(DEFAULT_MODEL)
     with gr.Tabs():
         with gr.Tab("Kept words"):  # the studio's signature view: the text itself, as each mode holds it
@@ -224,7 +225,7 @@ def figures_and_tabs(ui: SimpleNamespace) -> None:
                 ui.attn_bars = gr.Plot(label="Attention, one layer")
         with gr.Tab("Recency (RecurFormer)"):
             ui.recency_btn = gr.Button("Compute recency scores on the prompt (empty: the held-out text)")
-            ui.recency_plot = gr.Plot(visual.empty_figure("Press the button to score every head."),
+            ui.recency_plot = gr.Plot(plot(visual.empty_figure("Press the button to score every head.")),
                                       label="Recency of every head", elem_id="recency-plot")
         with gr.Tab("Summary"):
             ui.table = gr.Dataframe(headers=TABLE_HEADERS, label="Summary", interactive=False)

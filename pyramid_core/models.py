@@ -53,6 +53,9 @@ class LoadedModel:
     decode_graphs: GraphStore = field(default_factory=GraphStore, repr=False, compare=False)
     # RecurFormer's recurrences built for this model, per settings (policies/recurformer.py)
     recurrence_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    # the last prompt's token ids, {(prompt, chat): ids}: the studio asks for them once a mode and again
+    # for its checks and its final view (~3 ms each for a 3,000-token prompt; pipeline.encode_prompt)
+    prompt_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def config(self):

@@ -19,12 +19,18 @@ from .trace import StepRecord
 
 def encode_prompt(lm: LoadedModel, prompt: str, chat: bool = False):
     """Token ids [1, T] of a prompt: raw text with the tokenizer's special tokens, or with `chat`, in the
-    tokenizer's chat template when it has one (prompting.py)."""
+    tokenizer's chat template when it has one (prompting.py). The last prompt's are kept on the model."""
     if lm.tokenizer is None:
         raise ValueError(f"model {lm.name!r} has no tokenizer")
     if not prompt or not prompt.strip():
         raise ValueError("the prompt is empty")
-    return prompt_ids(lm.tokenizer, prompt, chat)
+    key = (prompt, bool(chat))
+    ids = lm.prompt_cache.get(key)
+    if ids is None:
+        ids = prompt_ids(lm.tokenizer, prompt, chat)
+        lm.prompt_cache.clear()  # one prompt; a thread that replaces it meanwhile costs one tokenization
+        lm.prompt_cache[key] = ids
+    return ids.clone()  # the caller's own: the cached ids never change
 
 
 def eos_ids(lm: LoadedModel) -> set[int]:

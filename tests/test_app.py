@@ -299,8 +299,8 @@ def test_recency_says_an_unexpected_failure_in_the_figure(checkpoint, monkeypatc
         raise RuntimeError("boom")
 
     monkeypatch.setattr(app, "recency_figure", broken)
-    figure = app.recency_run(checkpoint, PROMPT, "")
-    assert "Something went wrong (RuntimeError)" in figure.layout.annotations[0].text
+    figure = json.loads(app.recency_run(checkpoint, PROMPT, "").plot)  # as gr.Plot sends it
+    assert "Something went wrong (RuntimeError)" in figure["layout"]["annotations"][0]["text"]
 
 
 

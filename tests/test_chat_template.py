@@ -94,3 +94,17 @@ def test_the_form_takes_chat_as_a_bool_and_none_as_on():
     assert RunRequest.from_form(form(chat=None)).chat is True
     with pytest.raises(ValueError, match="chat must be true or false"):
         RunRequest.from_form(form(chat="yes"))
+
+
+def test_a_prompt_is_tokenized_once_and_every_caller_gets_its_own_ids(chat_checkpoint, chat_tokenizer, monkeypatch):
+    """The studio asks for the same prompt's ids once a mode and again for its checks and its final view."""
+    calls = []
+    monkeypatch.setattr(pipeline, "prompt_ids", lambda *args: calls.append(args) or prompt_ids(*args))
+    lm = load_model(chat_checkpoint, device="cpu")
+    first = pipeline.encode_prompt(lm, PROMPT, chat=True)
+    first[0, 0] = -1  # a caller's change stays its own
+    assert pipeline.encode_prompt(lm, PROMPT, chat=True)[0].tolist() == templated_ids(chat_tokenizer)
+    assert len(calls) == 1
+    assert pipeline.encode_prompt(lm, PROMPT, chat=False)[0].tolist() == chat_tokenizer(PROMPT).input_ids
+    assert pipeline.encode_prompt(lm, PROMPT, chat=True)[0].tolist() == templated_ids(chat_tokenizer)
+    assert len(calls) == 3  # the last prompt is kept, not every one

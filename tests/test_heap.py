@@ -40,3 +40,27 @@ def test_settle_thaws_what_it_froze_before_it_collects():
     del holder
     heap.settle()
     assert watch() is None
+
+
+def test_a_requests_worth_of_new_containers_sets_off_no_young_collection():
+    """Python's default collects the young generation every 700 net new containers, and each pass walks a
+    run's records again; after settle() a request's worth (thousands of records' lists) sets off none."""
+    threshold = gc.get_threshold()
+    collections = []
+    callback = lambda phase, info: phase == "start" and collections.append(info["generation"])  # noqa: E731
+    try:
+        heap.settle()
+        gc.callbacks.append(callback)
+        kept = [[i] for i in range(5_000)]  # alive, so each stays a young container
+        assert len(kept) == 5_000 and collections == []
+    finally:
+        gc.callbacks.remove(callback)
+        gc.set_threshold(*threshold)
+    gc.set_threshold(700, *threshold[1:])
+    try:
+        gc.callbacks.append(callback)
+        kept = [[i] for i in range(5_000)]
+        assert collections  # the default would have collected: the test can tell the two apart
+    finally:
+        gc.callbacks.remove(callback)
+        gc.set_threshold(*threshold)

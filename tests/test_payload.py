@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import plotly.graph_objects as go
+import pytest
 from gradio import utils
 
 from pyramid_core.trace import LayerAttention, StepRecord
 from studio.figures import MEAN_HEAD, STEP_CHOICES, run_figures
-from studio.sent import as_sent
+from studio.sent import as_sent, plot
+from visual.theme import figure
 from studio.live import Live
 from studio.model_cache import get_model
 from studio.modes import MODES
@@ -47,6 +51,30 @@ def test_the_figures_of_a_long_prompt_over_seven_modes_stay_small():
     assert pyramid < 40_000  # was ~490 kB: seven panels of 1000 float32 columns, for ~170 px each
     assert grid < 80_000 and bars < 20_000 and kv < 20_000 and table < 5_000
     assert kv + pyramid + grid + bars + table < 150_000
+
+
+def plotly_json(fig: dict):
+    """What Plotly itself sends of a figure dict (its go.Figure, unchecked like the studio's, and to_json)."""
+    return json.loads(go.Figure(data=fig["data"], layout=fig["layout"], _validate=False).to_json())
+
+
+ODD_ARRAYS = {"small ints": np.array([0, 5, -3]), "wide ints": np.array([-1, 70_000]), "huge ints": np.array([2**40]),
+              "unsigned": np.array([3, 300], dtype=np.uint64), "grid": np.arange(6, dtype=np.float64).reshape(2, 3),
+              "bools": np.array([True, False]), "empty": np.zeros(0), "nested list": [[1, 2], [3, 4]]}
+
+
+@pytest.mark.parametrize("name", ["kv", "pyramid", "grid", "bars"])
+def test_a_figure_goes_out_as_plotly_sends_it(name):
+    runs = {mode: [record(0), record(128)] for mode in MODES}
+    fig = dict(zip(["kv", "pyramid", "grid", "bars"], run_figures(runs, VIEW)))[name]
+    assert json.loads(plot(fig).plot) == plotly_json(fig)
+
+
+@pytest.mark.parametrize("name", ODD_ARRAYS)
+def test_any_array_goes_out_as_plotly_sends_it(name):
+    fig = figure([{"type": "scatter", "x": ODD_ARRAYS[name], "marker": {"size": ODD_ARRAYS[name]}}], name)
+    assert json.loads(plot(fig).plot) == plotly_json(fig)
+    assert fig["data"][0]["x"] is ODD_ARRAYS[name]  # the figure itself is left as it was
 
 
 def test_a_text_update_carries_no_figure(checkpoint):

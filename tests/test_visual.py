@@ -21,15 +21,8 @@ from pyramid_core.trace import LayerAttention, RecencyReport, StepRecord
 from visual import (
     MAX_COLUMNS,
     TEMPLATE,
-    attention_figure,
-    attention_grid_figure,
-    empty_figure,
     figures_to_files,
-    kept_tokens_figure,
-    kv_memory_figure,
     mode_color,
-    pyramid_figure,
-    recency_figure,
     records_from_json,
     records_to_json,
     summary_rows,
@@ -40,6 +33,18 @@ from visual.memory import PEAK_SUFFIX, PREFILL_LABEL, X_TITLE, Y_TITLE
 from visual.recency import REPLACED_NAME
 
 VISUAL_DIR = Path(visual.__file__).parent  # the visual/ under test, in a checkout or installed
+
+
+def checked(build):
+    """A figure function whose figure dicts come back as go.Figure, built with Plotly's property checks
+    on: a misspelt or misplaced property raises, and the tests read each figure as Plotly reads it."""
+    return lambda *args, **kwargs: go.Figure(build(*args, **kwargs))
+
+
+attention_figure, attention_grid_figure, empty_figure, kept_tokens_figure, kv_memory_figure, pyramid_figure, \
+    recency_figure = map(checked, (visual.attention_figure, visual.attention_grid_figure, visual.empty_figure,
+                                   visual.kept_tokens_figure, visual.kv_memory_figure, visual.pyramid_figure,
+                                   visual.recency_figure))
 
 
 # ---------------------------------------------------------------------------- record builders
@@ -100,27 +105,33 @@ def test_visual_imports_only_plotly_trace_and_stdlib(path):
             assert name in ALLOWED_IMPORTS or name.split(".")[0] == "plotly", f"{path.name} imports {name}"
 
 
-def every_figure() -> dict[str, go.Figure]:
-    """One output of every figure function, each with all its traces and layout features."""
+def every_figure() -> dict[str, dict]:
+    """One output of every figure function, each with all its traces and layout features, as it made it."""
     run = make_run([100, 200])
     run[0] = replace(run[0], kept_positions=[[0, 1, 2], [0, 2]])
     att = attention_record([0, 1, 4], [[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]])
     report = RecencyReport(window=4, sink_len=1, scores=[[0.2, 0.9], [0.5, 0.1]], sink_mass=[[0.1, 0.0]] * 2,
                            heads_per_group=1, replaced=[[1, 0]])
-    return {"memory": kv_memory_figure({"pyramid": run}), "pyramid": pyramid_figure({"pyramid": run, "baseline": run}),
-            "kept": kept_tokens_figure({"pyramid": run}), "attention": attention_figure(att, 1, 0),
-            "grid": attention_grid_figure(att), "recency": recency_figure(report), "empty": empty_figure("nothing")}
+    return {"memory": visual.kv_memory_figure({"pyramid": run}),
+            "pyramid": visual.pyramid_figure({"pyramid": run, "baseline": run}),
+            "kept": visual.kept_tokens_figure({"pyramid": run}), "attention": visual.attention_figure(att, 1, 0),
+            "grid": visual.attention_grid_figure(att), "recency": visual.recency_figure(report),
+            "empty": visual.empty_figure("nothing")}
 
 
 @pytest.mark.parametrize("name", ["memory", "pyramid", "kept", "attention", "grid", "recency", "empty"])
 def test_every_figure_is_valid_plotly_in_the_one_template(name):
-    # figures are built without Plotly's property checks (theme.figure); rebuilt with them on, a
+    # figure dicts are made without Plotly's property checks (theme.figure); built with them on, a
     # misspelt property raises, and one Plotly would have moved or coerced (a nested "title_text")
     # comes out different (named colour scales, which the checks expand into lists, aside)
     fig = every_figure()[name]
-    assert fig.layout.template == TEMPLATE
-    checked = go.Figure(fig.to_dict())
-    assert without_colorscales(json.loads(checked.to_json())) == without_colorscales(json.loads(fig.to_json()))
+    assert fig["layout"]["template"] is TEMPLATE
+    assert without_colorscales(json.loads(go.Figure(fig).to_json())) == without_colorscales(as_sent_unchecked(fig))
+
+
+def as_sent_unchecked(fig: dict):
+    """The JSON Plotly makes of a figure dict when nothing is checked."""
+    return json.loads(go.Figure(data=fig["data"], layout=fig["layout"], _validate=False).to_json())
 
 
 def without_colorscales(tree):
@@ -136,8 +147,7 @@ def without_colorscales(tree):
 def test_the_plotly_check_catches_what_unchecked_figures_let_through(trace, layout):
     fig = figure([trace], "t", **layout)  # accepted as is
     with contextlib.suppress(ValueError):
-        checked = go.Figure(fig.to_dict())
-        assert json.loads(checked.to_json()) != json.loads(fig.to_json())
+        assert json.loads(go.Figure(fig).to_json()) != as_sent_unchecked(fig)
 
 
 def test_mode_colors_are_fixed_for_known_modes_and_stable_for_others():

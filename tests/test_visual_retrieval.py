@@ -21,9 +21,9 @@ GRID = {"512": {"0": 0.25, "1": 1.0}, "1024": {"0": 0.0, "0.5": 0.5}}
 RESULT = {"points": POINTS, "grids": {"pyramid+recurformer": {"budget": None, "kv_share": 0.6, "grid": GRID}}}
 
 
-def checked(fig: go.Figure) -> go.Figure:
-    """Rebuilt with plotly's property checks on: a misspelt property fails here."""
-    return go.Figure(fig.to_dict())
+def checked(fig: dict) -> go.Figure:
+    """The figure dict built with Plotly's property checks on: a misspelt property fails here."""
+    return go.Figure(fig)
 
 
 def test_curve_has_a_line_per_mode_sorted_by_share():
@@ -48,8 +48,8 @@ def test_needle_heatmap_places_each_cell():
 
 
 def test_nothing_to_draw_gives_an_annotated_empty_figure():
-    assert visual.curve_figure([POINTS[3]]).layout.annotations[0].text == "no answered points"
-    assert "no single-fact task" in visual.needle_figure("m", {}, None).layout.annotations[0].text
+    assert checked(visual.curve_figure([POINTS[3]])).layout.annotations[0].text == "no answered points"
+    assert "no single-fact task" in checked(visual.needle_figure("m", {}, None)).layout.annotations[0].text
 
 
 def test_malformed_data_raises():

@@ -1,4 +1,4 @@
-"""Pure functions from trace records (pyramid_core.trace) to plotly figures and table rows.
+"""Pure functions from trace records (pyramid_core.trace) to Plotly figure dicts (theme.py) and table rows.
 
 Every function accepts the dataclasses or their dict/JSON form, raises ValueError on records that
 break the contract, and returns an annotated empty figure when there is nothing to show.

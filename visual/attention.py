@@ -8,7 +8,6 @@ are more than MAX_COLUMNS columns, consecutive positions are binned by summing t
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 
 from pyramid_core.trace import LayerAttention, StepRecord
 
@@ -23,7 +22,7 @@ HEAD_MEAN_LABEL = "mean over heads"
 NO_ATTENTION = "Step {step} recorded no attention: turn on attention recording to see it."
 
 
-def attention_figure(record: StepRecord, layer: int, head: int | None = None) -> go.Figure:
+def attention_figure(record: StepRecord, layer: int, head: int | None = None) -> dict:
     """Bars of one layer's attention (one head, or the mean over heads when head is None) at x = held positions.
 
     Binned to at most MAX_COLUMNS bars (sum per bin, x = the bin's first position) when the
@@ -36,13 +35,13 @@ def attention_figure(record: StepRecord, layer: int, head: int | None = None) ->
     x, y = _bars(la.positions, head_row(la, head))
     # typed arrays go out as base64 of their dtype: positions fit int32, weights are shown to 4 places
     bars = dict(type="bar", x=np.asarray(x, dtype=np.int32), y=np.asarray(y, dtype=np.float32),
-                marker_color=ATTENTION_COLOR,
+                marker=dict(color=ATTENTION_COLOR),
                 hovertemplate="position %{x}<br>weight %{y:.4f}<extra></extra>")
     title = f"{_who(record, la)} in layer {layer}, {_head_label(head)}"
     return figure([bars], title, POSITION_TITLE, WEIGHT_TITLE, bargap=0)
 
 
-def attention_grid_figure(record: StepRecord, head: int | None = None) -> go.Figure:
+def attention_grid_figure(record: StepRecord, head: int | None = None) -> dict:
     """Every recorded layer (y) x original position (x): each row is that layer's attention, 0 where it holds nothing.
 
     Columns are bins of consecutive positions (weights summed) when positions exceed MAX_COLUMNS.

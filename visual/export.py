@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from pyramid_core.trace import StepRecord
 
@@ -15,7 +16,7 @@ from .records import as_runs
 FIGURE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-def figures_to_files(figs: dict[str, go.Figure], out_dir, plotlyjs: bool | str = True) -> list[Path]:
+def figures_to_files(figs: dict[str, dict | go.Figure], out_dir, plotlyjs: bool | str = True) -> list[Path]:
     """Write each figure to out_dir/<name>.html; returns the paths. plotlyjs: True embeds plotly.js
     (works offline, ~4.6 MB a file); "cdn" loads it from the web (a few KB a file, for committed figures).
 
@@ -25,12 +26,12 @@ def figures_to_files(figs: dict[str, go.Figure], out_dir, plotlyjs: bool | str =
     paths = []
     for name, fig in figs.items():
         path = out / f"{name}.html"
-        fig.write_html(path, include_plotlyjs=plotlyjs, full_html=True)
+        pio.write_html(fig, path, include_plotlyjs=plotlyjs, full_html=True)  # checks every property
         paths.append(path)
     return paths
 
 
-def figures_to_png(figs: dict[str, go.Figure], out_dir, width: int = 760, height: int = 480) -> list[Path]:
+def figures_to_png(figs: dict[str, dict | go.Figure], out_dir, width: int = 760, height: int = 480) -> list[Path]:
     """Write each figure to out_dir/<name>.png through plotly's image export, which needs kaleido 1.x and
     a Chromium (Debian: apt install chromium). Without kaleido: ModuleNotFoundError saying so."""
     try:
@@ -38,8 +39,6 @@ def figures_to_png(figs: dict[str, go.Figure], out_dir, width: int = 760, height
     except ImportError as err:
         raise ModuleNotFoundError("PNG export needs kaleido: pip install 'kaleido>=1,<2' (it drives a "
                                   "Chromium, e.g. Debian's chromium package)") from err
-    import plotly.io as pio
-
     out = _checked(figs, out_dir)
     paths = [out / f"{name}.png" for name in figs]
     # one browser session for all of them: starting Chromium takes seconds
@@ -47,12 +46,12 @@ def figures_to_png(figs: dict[str, go.Figure], out_dir, width: int = 760, height
     return paths
 
 
-def _checked(figs: dict[str, go.Figure], out_dir) -> Path:
+def _checked(figs: dict[str, dict | go.Figure], out_dir) -> Path:
     for name, fig in figs.items():
         if not isinstance(name, str) or not FIGURE_NAME.fullmatch(name) or name.startswith("."):
             raise ValueError(f"figure name {name!r} must match {FIGURE_NAME.pattern} and not start with '.'")
-        if not isinstance(fig, go.Figure):
-            raise ValueError(f"figure {name!r} is a {type(fig).__name__}, not a plotly Figure")
+        if not isinstance(fig, (dict, go.Figure)):
+            raise ValueError(f"figure {name!r} is a {type(fig).__name__}, not a Plotly figure (a dict or go.Figure)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return out

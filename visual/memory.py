@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 
 from pyramid_core.trace import MIB, StepRecord
 
@@ -19,7 +18,7 @@ NO_RUNS = "No runs yet: generate to see KV memory."
 PREFILL_MARKER_SIZE = 11
 
 
-def kv_memory_figure(runs: dict[str, list[StepRecord]]) -> go.Figure:
+def kv_memory_figure(runs: dict[str, list[StepRecord]]) -> dict:
     """KV MiB (kv_bytes / 2**20) at each step, x = step, with the prefill point marked at x = 0.
 
     Each mode has a solid line of the current KV size and a dashed line, in the same colour and

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
+import numpy as np
 
 from pyramid_core.trace import StepRecord
-
-import numpy as np
 
 from .binning import MAX_COLUMNS, bin_size, bin_starts, binned_mean, dense_row
 from .records import as_runs
@@ -21,7 +19,7 @@ NO_RUNS = "No runs yet: generate to see what each layer keeps."
 HELD_KEY = "coloured = held, grey = dropped"
 
 
-def pyramid_figure(runs: dict[str, list[StepRecord]]) -> go.Figure:
+def pyramid_figure(runs: dict[str, list[StepRecord]]) -> dict:
     """One heatmap panel per mode: z[layer][pos] = 1 if the layer holds original position pos, else 0.
 
     Each panel uses the mode's latest record with kept_positions (the prefill always has them). All
@@ -65,13 +63,13 @@ def side_by_side(n: int, titles: list[str], x_title: str, x_range: list[float], 
     return dict(layout, yaxis=dict(anchor="x"), annotations=annotations)
 
 
-def kept_tokens_figure(runs: dict[str, list[StepRecord]]) -> go.Figure:
+def kept_tokens_figure(runs: dict[str, list[StepRecord]]) -> dict:
     """Horizontal bars of kept_tokens per layer at each mode's last record, layer 0 at the bottom."""
     runs = as_runs(runs)
     if not runs:
         return empty_figure(NO_RUNS)
     bars = [dict(type="bar", x=list(run[-1].kept_tokens), y=list(range(len(run[-1].kept_tokens))),
-                 orientation="h", name=mode, marker_color=mode_color(mode),
+                 orientation="h", name=mode, marker=dict(color=mode_color(mode)),
                  hovertemplate=f"{mode}, step {run[-1].step}<br>layer %{{y}}: %{{x}} tokens<extra></extra>")
             for mode, run in runs.items()]
     return figure(bars, KEPT_TITLE, KEPT_TITLE_X, LAYER_TITLE, barmode="group")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import html
 
-import plotly.graph_objects as go
-
 from pyramid_core.trace import RecencyReport
 
 from .records import as_report
@@ -18,7 +16,7 @@ REPLACED_NAME = "replaced (linear RNN)"
 NO_SCORES = "No recency scores yet: run the recency calibration first."
 
 
-def recency_figure(report: RecencyReport, note: str = "") -> go.Figure:
+def recency_figure(report: RecencyReport, note: str = "") -> dict:
     """Heatmap of scores[layer][head] in [0, 1]; an 'x' marks every head of each replaced [layer, group].
 
     Query head h belongs to KV group h // heads_per_group. Hovering a cell also shows its sink mass.

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 
-import plotly.graph_objects as go
-
 from .theme import HEATMAP_COLORSCALE, empty_figure, figure, mode_color
 
 BASELINE = "baseline"
@@ -20,7 +18,7 @@ LENGTH_TITLE = "prompt length (tokens, at most)"
 PERCENT = dict(tickformat=".0%", range=[-0.02, 1.02])
 
 
-def curve_figure(points: list[dict]) -> go.Figure:
+def curve_figure(points: list[dict]) -> dict:
     """points: [{"mode", "budget" (None: the mode's own share), "kv_share" (None: refused), "accuracy":
     {"single": a}}]. A mode with several points is a line over its shares; one run once is a marker;
     the baseline is also a dashed line across, the level every mode is measured against."""
@@ -48,7 +46,7 @@ def curve_figure(points: list[dict]) -> go.Figure:
                   legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02))
 
 
-def needle_figure(mode: str, grid: dict, kv_share: float | None) -> go.Figure:
+def needle_figure(mode: str, grid: dict, kv_share: float | None) -> dict:
     """grid: {length: {depth: accuracy}} (keys as strings or numbers) -> a heatmap, lengths up the y axis,
     depths along x, each cell labelled with its accuracy."""
     if not isinstance(grid, dict) or not all(isinstance(row, dict) for row in grid.values()):
@@ -67,7 +65,7 @@ def needle_figure(mode: str, grid: dict, kv_share: float | None) -> go.Figure:
                   xaxis=dict(type="category"), yaxis=dict(type="category"))
 
 
-def retrieval_figures(result: dict) -> dict[str, go.Figure]:
+def retrieval_figures(result: dict) -> dict[str, dict]:
     """{"retrieval_curve": ..., "needle_<mode>": ...} from a suite result ("points", "grids"); mode names
     become file-safe ('+' -> '_')."""
     if "points" not in result or "grids" not in result:

@@ -1,11 +1,14 @@
 """The one look shared by every figure: a template, a colour per mode, the figure builder and the
-empty figure."""
+empty figure.
+
+A figure is Plotly's figure dict, {"data": [trace dicts], "layout": {...}}, which every Plotly entry point
+takes (go.Figure(fig), plotly.io.to_json, write_html) and plotly.js draws as is. Not a go.Figure: building
+one cost 2-3 ms a figure even without its property checks, and serialising it again as much (a deep copy,
+then base64), about half of the studio's final update (issue 18)."""
 
 from __future__ import annotations
 
 import zlib
-
-import plotly.graph_objects as go
 
 from pyramid_core.trace import MODES as KNOWN_MODES
 
@@ -21,7 +24,7 @@ EMPTY_COLOR = "#f2f2f2"  # 0 cells of the held-positions heatmaps
 # A white look written out as layout settings alone: copying plotly's full "plotly_white" template
 # into every figure cost ~20 ms a figure, which a live view redrawing five figures pays each time.
 _AXIS = dict(gridcolor="#ebf0f8", linecolor="#ebf0f8", zerolinecolor="#ebf0f8", ticks="", automargin=True)
-TEMPLATE = go.layout.Template(layout=dict(
+TEMPLATE = dict(layout=dict(
     paper_bgcolor="white", plot_bgcolor="white",
     font=dict(size=13, color="#2a3f5f"),
     title=dict(x=0.01, xanchor="left"),
@@ -40,21 +43,22 @@ def mode_color(mode: str) -> str:
 
 
 def figure(traces: list[dict], title: str, x_title: str | None = None, y_title: str | None = None,
-           **layout) -> go.Figure:
-    """A figure in the one look from plain trace dicts (each names its "type") and layout settings;
-    uirevision keeps the user's zoom across live updates.
+           **layout) -> dict:
+    """A figure dict in the one look from trace dicts (each names its "type") and layout settings, both
+    written out as plotly.js reads them (nested dicts: marker=dict(color=...), not marker_color); uirevision
+    keeps the user's zoom across live updates.
 
-    Built without Plotly's property checks, which cost ~10 ms a figure and the live view redraws five
-    at a time; tests/test_visual.py rebuilds every figure function's output with the checks on, so a
-    misspelt property still fails there.
+    Nothing checks the properties here; tests/test_visual.py builds every figure function's output as a
+    go.Figure with Plotly's checks on, so a misspelt property fails there.
     """
-    titles = {"xaxis_title_text": x_title, "yaxis_title_text": y_title}
-    layout.update({k: v for k, v in titles.items() if v is not None})
-    layout.update(template=TEMPLATE, title_text=title, uirevision=title)
-    return go.Figure(data=traces, layout=layout, _validate=False)
+    for axis, text in (("xaxis", x_title), ("yaxis", y_title)):
+        if text is not None:
+            layout[axis] = {**layout.get(axis, {}), "title": {"text": text}}
+    layout.update(template=TEMPLATE, title={"text": title}, uirevision=title)
+    return {"data": traces, "layout": layout}
 
 
-def empty_figure(message: str) -> go.Figure:
+def empty_figure(message: str) -> dict:
     """A figure with no data and `message` in its middle, for 'nothing to show yet'."""
     note = dict(text=message, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font=dict(size=16))
     return figure([], "", annotations=[note], xaxis=dict(visible=False), yaxis=dict(visible=False))
