@@ -149,3 +149,26 @@ class _FakeLM:
 
     class config:
         num_hidden_layers = 40
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_each_layer_is_allocated_at_most_twice(lm, mode, monkeypatch):
+    """Under a reserve the prefill's first write takes the whole reserve, and a prefill cut that moves
+    slots takes it again for what it kept: a layer the policy does not cut (every baseline layer) is
+    allocated once for the request, any other at most twice. Without the reserve the baseline's layers
+    grow by blocks, more than once each (the reallocations that left Table 1's allocator fragmented)."""
+    from pyramid_core.cache import LayerCache
+
+    allocations = []
+    real = LayerCache._reallocate
+    monkeypatch.setattr(LayerCache, "_reallocate",
+                        lambda self, needed, fill=None: (allocations.append(id(self)), real(self, needed, fill)))
+    ids, mask = prompts(LENGTHS, lm.config.vocab_size)
+    _, _, _, req = greedy(lm, MODES[mode](), ids, mask, reserve=True)
+    per_layer = [allocations.count(id(layer)) for layer in req.cache.layers]
+    assert all(1 <= n <= 2 for n in per_layer), per_layer
+    if mode == "baseline":
+        assert per_layer == [1] * len(per_layer)
+        allocations.clear()
+        _, _, _, plain = greedy(lm, MODES[mode](), ids, mask, reserve=False)
+        assert all(allocations.count(id(layer)) > 1 for layer in plain.cache.layers)
