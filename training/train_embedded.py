@@ -152,6 +152,15 @@ class TaskRows(torch.utils.data.IterableDataset):
             yield torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.bool)
 
 
+def document_mask(ids, bos):
+    """[B, T] token ids -> [B, 1, T, T] bool attention mask: each token attends to itself and the earlier
+    tokens of its own document (a document begins at a <bos>), so the tasks packed into one row do not
+    see each other's facts, as a task is read alone at evaluation. transformers takes a 4D mask as is."""
+    doc = torch.cumsum(ids == bos, dim=1)
+    causal = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool, device=ids.device).tril()
+    return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
+
+
 def natural_rows(stream_dev, B, seq, device):
     starts = torch.randint(0, stream_dev.numel() - seq - 1, (B,), device=device)
     return stream_dev[starts[:, None] + torch.arange(seq + 1, device=device)].long()
@@ -481,6 +490,9 @@ def parse_args(argv=None):
                          "multi=150:600 keeps several-facts tasks short beside long single facts")
     ap.add_argument("--early-single", type=float, default=0.0,
                     help="share of single-fact tasks whose fact lies in the first tenth of the document")
+    ap.add_argument("--doc-mask", action="store_true",
+                    help="tokens attend only within their own document or task of the row (a block-diagonal "
+                         "causal mask; SDPA then leaves its flash kernel)")
     ap.add_argument("--snapshot-every", type=int, default=0,
                     help="also save the model (bf16) as <out>/snapshots/step-N every N steps (0: never)")
     ap.add_argument("--workers", type=int, default=8, help="DataLoader workers building reading tasks, per process")
@@ -710,8 +722,10 @@ def train_step(args, proc, model, train_model, opt, data):
         t_rows, t_mask = next(data.loader)
         rows = torch.cat([t_rows.to(proc.device, non_blocking=True), rows])
         mask = torch.cat([t_mask.to(proc.device, non_blocking=True), mask])
+    inputs = rows[:, :-1]
+    attention_mask = document_mask(inputs, data.bos) if args.doc_mask else None
     with proc.amp():
-        logits = train_model(input_ids=rows[:, :-1]).logits
+        logits = train_model(input_ids=inputs, attention_mask=attention_mask).logits
     weights = token_weights(mask, data.n_task, args.answer_weight, args.doc_weight)
     loss, plain, ans_loss, ans_acc = weighted_loss(logits, rows, mask, weights)
     opt.zero_grad(set_to_none=True)
