@@ -1,0 +1,30 @@
+"""training/sort_misses.py: the classes a reading miss falls into, from what was asked and what was answered."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
+import sort_misses as sm  # noqa: E402
+
+DOC = "Nobody but Hugo Varga drives the red carriage. Julia lives in the town where Thenton stands."
+
+
+def test_each_class():
+    assert sm.miss_class("Hugo Varga", "Nobody", DOC) == sm.EXCLUSIVE
+    assert sm.miss_class("Thenton", "the town where Thenton", DOC).startswith("the answer with words around it")
+    assert sm.miss_class("in the loft above the chandlery", "in the loft above", DOC) == "part of the answer"
+    assert sm.miss_class("Womwen Rook", "Womwen Rark", DOC).startswith("a near copy")
+    assert sm.miss_class("Hugo Varga", "Julia", DOC).startswith("another span of the document")
+    assert sm.miss_class("Pepper", "Torto", DOC) == "words not in the document"
+
+
+def test_only_wrong_results_of_the_asked_kinds_are_sorted():
+    results = [{"kind": "single", "answer": "Hugo Varga", "given": " Nobody\n", "right": False},
+               {"kind": "single", "answer": "Thenton", "given": "Thenton", "right": True},
+               {"kind": "multi", "answer": "Gus", "given": "Julia", "right": False}]
+    tasks = [{"prompt": DOC + "\n\nQuestion: Who owns the red carriage?\nAnswer:"}] * 3
+    misses = sm.sorted_misses(results, tasks, ("single",))
+    assert list(misses) == ["single"]
+    assert dict(misses["single"]) == {sm.EXCLUSIVE: [("Hugo Varga", "Nobody")]}
+    table = sm.markdown(misses)
+    assert "## single: 1 misses" in table and "'Hugo Varga' -> 'Nobody'" in table
