@@ -6,8 +6,9 @@ thread while the user waits for the last of the page.
 tokens) through app.generate_run (no server): the final update as each run built it (`in_run_ms`: what a
 user waits for, a run's first figures of its last step), then the last run's built again `--repeats` times
 on the same stored records (`rebuilt_ms`: the median and the fastest). Run it on two versions of the code,
-same machine, to compare them. The heap is settled first, as the server settles it (studio/heap.py). Until 2026-12-01 this used app_overhead's short prompt (~100 tokens): its
-~15 ms were a third of what the server's long prompt costs, hence "38-71 ms in the server against ~21 bare".
+same machine, to compare them. The heap is settled first, as the server settles it (studio/heap.py).
+Until 2026-12-01 this used app_overhead's short prompt (~100 tokens): its ~15 ms were a third of what the
+server's long prompt costs, hence "38-71 ms in the server against ~21 bare".
 
     PYTHONPATH=. python3 benchmarks/final_update.py [--new-tokens 128] [--runs 3] [--repeats 20] [--out F]
 """
