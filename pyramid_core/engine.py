@@ -71,18 +71,23 @@ class Request:
 
 def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | None,
                   reserve: int | None = None) -> Request:
-    """A fresh per-request state for left-padded prompts. reserve: slots each layer's cache reserves
-    after its prefill (cache.py); None: buffers grow in blocks."""
+    """A fresh per-request state for left-padded prompts. reserve: the request's new tokens, for which
+    each layer's cache reserves slots after its prefill as the policy plans them (cache.py; before it when
+    the policy keeps the whole prompt); None: buffers grow in blocks."""
     parts = model_parts(lm)
     policy = policy or FullPolicy()
     devices = list(parts.placement.layers)  # each layer's cache and head indices live on its device
     heads = layer_heads(parts.num_layers, parts.num_heads, parts.num_kv_heads, policy.recurrent_modules(lm),
                         devices)
     kv_heads = [parts.num_kv_heads if lh is None else len(lh.kv) for lh in heads]
+    seen = attention_mask.sum(1).tolist()
+    growth = None if reserve is None else policy.planned_growth(seen, reserve, parts.num_layers)
     cache = KVCache(parts.num_layers, input_ids.shape[0], kv_heads, parts.head_dim, lm.dtype, devices,
-                    reserve=reserve)
+                    reserve=growth)
+    if reserve is not None and policy.keeps_the_prompt:
+        cache.presize(input_ids.shape[1])
     return Request(parts, cache, policy, policy.new_state(parts.num_layers), EagerStages(parts, heads),
-                   attention_mask.sum(1).tolist(), prompt_positions(attention_mask), policy.describe())
+                   seen, prompt_positions(attention_mask), policy.describe())
 
 
 # ----------------------------------------------------------------------------- one step
@@ -248,8 +253,9 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
     (default) uses them on a GPU; True also on a CPU, where they are plain calls (for tests); False never.
     A model spread over several devices (a device_map) always decodes eagerly; see `use_graphs`.
     decode_kernel: False keeps decode attention on SDPA where the Triton kernel would run (benchmarks).
-    reserve_kv: each layer's buffers are sized once, after its prefill, for what it kept plus
-    max_new_tokens, and never reallocated (cache.py): the allocator cannot fragment the KV, and the
+    reserve_kv: each layer's buffers are sized once for what its prefill left plus the most the policy
+    will add over max_new_tokens (`Policy.planned_growth`), before the prefill when the policy keeps the
+    whole prompt, and never reallocated (cache.py): the allocator cannot fragment the KV, and the
     records' kv_bytes are flat from the prefill on.
     """
     sampling = sampling or Sampling()

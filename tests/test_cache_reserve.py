@@ -85,7 +85,8 @@ def test_reserve_changes_neither_tokens_nor_held_positions(lm, mode):
 @pytest.mark.parametrize("mode", list(MODES))
 def test_capacity_is_the_prefill_slots_plus_the_new_tokens(lm, mode):
     """Each layer reserves the slots its prefill left (after the policy's cut, read from a request
-    without the reserve) plus NEW, rounded up to the block; a deep PyramidInfer layer reserves less."""
+    without the reserve) plus NEW, rounded up to the block; PyramidInfer plans fewer slots for the new
+    tokens (its decode-time cuts keep every layer below its prefill's tokens plus NEW)."""
     ids, mask = prompts(LENGTHS, lm.config.vocab_size)
     plain = start_request(lm, ids, mask, MODES[mode]())
     reserved = start_request(lm, ids, mask, MODES[mode](), NEW)
@@ -93,10 +94,27 @@ def test_capacity_is_the_prefill_slots_plus_the_new_tokens(lm, mode):
         step(plain, ids)
         step(reserved, ids)
     block = reserved.cache[0].block
-    expected = [-(-(layer.length + NEW) // block) * block for layer in plain.cache.layers]
+    growth = [NEW] * 4 if mode != "pyramid" else MODES[mode]().planned_growth(LENGTHS, NEW, 4)
+    expected = [-(-(layer.length + g) // block) * block for layer, g in zip(plain.cache.layers, growth)]
     assert [layer.capacity for layer in reserved.cache.layers] == expected
     if mode == "pyramid":
-        assert reserved.cache[3].capacity < reserved.cache[0].capacity
+        assert max(growth) < NEW - 1
+
+
+@pytest.mark.parametrize("lengths", [LENGTHS, [120, 120], [40, 120, 77]])
+def test_pyramid_reserve_is_its_planned_peak(lm, lengths):
+    """PyramidInfer's reserve is what its layers really reach: no layer outgrows it (the reserve would
+    refuse), and each comes within a block of it (a plan that overestimates fails here)."""
+    ids, mask = prompts(lengths, lm.config.vocab_size)
+    req = start_request(lm, ids, mask, MODES["pyramid"](), NEW)
+    peak = [0] * len(req.cache)
+    with torch.inference_mode():
+        t = ids
+        for _ in range(NEW):
+            t = step(req, t)[0].argmax(-1)
+            peak = [max(p, layer.length) for p, layer in zip(peak, req.cache.layers)]
+    block = req.cache[0].block
+    assert all(cap - block < p <= cap for p, cap in zip(peak, (layer.capacity for layer in req.cache.layers)))
 
 
 def test_generate_reserve_kv_same_tokens_flat_kv_bytes(lm):
@@ -172,3 +190,17 @@ def test_each_layer_is_allocated_at_most_twice(lm, mode, monkeypatch):
         allocations.clear()
         _, _, _, plain = greedy(lm, MODES[mode](), ids, mask, reserve=False)
         assert all(allocations.count(id(layer)) > 1 for layer in plain.cache.layers)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_policy_that_keeps_the_prompt_is_sized_before_the_prefill(lm, mode):
+    """Under a reserve the baseline's layers hold their whole reserve (prompt slots + NEW, rounded to the
+    block) before the prefill runs, so none is allocated between the prefill's activations; a policy
+    that cuts at the prefill cannot know its sizes yet and starts empty. Without a reserve nothing is
+    allocated up front."""
+    ids, mask = prompts(LENGTHS, lm.config.vocab_size)
+    req = start_request(lm, ids, mask, MODES[mode](), NEW)
+    block = req.cache[0].block
+    up_front = -(-(ids.shape[1] + NEW) // block) * block if mode == "baseline" else 0
+    assert [layer.capacity for layer in req.cache.layers] == [up_front] * len(req.cache.layers)
+    assert all(layer.capacity == 0 for layer in start_request(lm, ids, mask, MODES[mode]()).cache.layers)

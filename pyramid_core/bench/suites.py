@@ -78,9 +78,11 @@ def max_batch(lm, name: str, start: int, cap: int = 512, reserve_kv: bool = Fals
 
 RESERVE_NOTE = {
     False: "KV grows in blocks and compaction reallocates (no --reserve-kv).",
-    True: f"Engine rows ({RESERVE}) reserve their KV: each layer sized once after its prefill for what it kept "
-          "plus the 256 new tokens, never reallocated, so KV GB held is the reserve. hf-generate rows cannot "
-          "reserve (transformers' generate grows its own cache): they run as without the flag.",
+    True: f"Engine rows ({RESERVE}) reserve their KV: each layer sized once for what its prefill left plus "
+          "the most the policy will add over the 256 new tokens (all of them for the baseline, whose layers are "
+          "sized before the prefill; PyramidInfer's plan counts its decode-time cuts), never reallocated, so KV "
+          "GB held is the reserve. hf-generate rows cannot reserve (transformers' generate grows its own "
+          "cache): they run as without the flag.",
 }
 
 

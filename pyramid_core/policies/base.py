@@ -184,6 +184,18 @@ class Policy:
         policy that acts at the prefill alone (the baseline, SnapKV) costs a decode step nothing."""
         return type(self).decode is not Policy.decode
 
+    @property
+    def keeps_the_prompt(self) -> bool:
+        """Whether every layer holds every prompt token after the prefill (prefill() never answers): the
+        cache can then size its layers before the prefill runs (a KV reserve, cache.py `presize`)."""
+        return type(self).prefill is Policy.prefill
+
+    def planned_growth(self, prompt_tokens: list[int], new_tokens: int, num_layers: int) -> list[int]:
+        """Per layer, the most tokens a row of these prompt lengths gains after the prefill over
+        new_tokens steps, what a KV reserve adds (cache.py): every new token, unless the policy knows
+        that its decode-time cuts keep the layer below that."""
+        return [new_tokens] * num_layers
+
     def recurrent_modules(self, lm) -> dict:
         """{layer: {kv_group: module}} of KV groups this policy runs as recurrences (none here)."""
         return {}

@@ -195,8 +195,22 @@ class PyramidPolicy(Policy):
     def planned_kv_tokens(self, prompt_tokens: int, new_tokens: int, num_layers: int) -> list[int]:
         """Tokens held over all layers after the prefill and after each decode step: prefill() and
         decode()'s counting alone, run on one prompt's lengths (budget.py)."""
+        return [sum(held) for held in self.planned_layer_tokens(prompt_tokens, new_tokens, num_layers)]
+
+    def planned_growth(self, prompt_tokens: list[int], new_tokens: int, num_layers: int) -> list[int]:
+        """Per layer, the most tokens a row gains over what its prefill left: the decode-time cuts keep a
+        layer far below its prefill's tokens plus every new one (Table 1's reserve, cache.py)."""
+        growth = [0] * num_layers
+        for seen in set(prompt_tokens):
+            plan = self.planned_layer_tokens(seen, new_tokens, num_layers)
+            for layer in range(num_layers):
+                growth[layer] = max(growth[layer], max(held[layer] for held in plan) - plan[0][layer])
+        return growth
+
+    def planned_layer_tokens(self, prompt_tokens: int, new_tokens: int, num_layers: int) -> list[list[int]]:
+        """Each layer's tokens after the prefill and after each of the new_tokens - 1 decode steps."""
         held = self.prefill_counts(prompt_tokens, num_layers, self.prefill_decay_ratio)
-        markers, totals = list(held), [sum(held)]
+        markers, plan = list(held), [list(held)]
         for step in range(1, new_tokens):
             window = self.window(prompt_tokens + step)
             for layer in range(num_layers):
@@ -205,8 +219,8 @@ class PyramidPolicy(Policy):
                 if cut is not None:
                     held[layer] += cut[1] - cut[0]
                     markers[layer] = held[layer] - window
-            totals.append(sum(held))
-        return totals
+            plan.append(list(held))
+        return plan
 
     def new_state(self, num_layers: int) -> PyramidState:
         return PyramidState(num_layers)
