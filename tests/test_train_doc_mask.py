@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +73,8 @@ def test_train_step_passes_the_mask_only_when_asked():
     data = SimpleNamespace(train_dev=stream, n_task=0, loader=None, bos=BOS)
     proc = te.Process(rank=0, world=1, device=torch.device("cpu"))
     for doc_mask in (True, False):
-        args = SimpleNamespace(batch=2, seq=16, doc_mask=doc_mask, answer_weight=4.0, doc_weight=1.0, clip=1.0)
+        args = SimpleNamespace(batch=2, seq=16, doc_mask=doc_mask, answer_weight=4.0, doc_weight=1.0, clip=1.0,
+                               attention="sdpa")
         model = SpyModel(8)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         torch.manual_seed(0)
@@ -90,3 +92,41 @@ def test_train_step_passes_the_mask_only_when_asked():
 def test_the_flag_parses():
     args = te.parse_args(["--data", "d", "--tokenizer", "t", "--out", "o", "--doc-mask"])
     assert args.doc_mask and not te.parse_args(["--data", "d", "--tokenizer", "t", "--out", "o"]).doc_mask
+
+
+def test_flex_attention_with_the_block_mask_reads_a_packed_task_as_if_alone():
+    """--attention flex: FlexAttention's block mask gives a packed task the logits it has alone, like the
+    dense mask under SDPA (the forward runs on the CPU; training with flex needs a GPU)."""
+    model = tiny_llama()
+    model.set_attn_implementation("flex_attention")
+    torch.manual_seed(1)
+    first, second = torch.randint(3, 64, (20,)), torch.randint(3, 64, (15,))
+    row = torch.cat([torch.tensor([BOS]), first, torch.tensor([BOS]), second])[None]
+    alone = torch.cat([torch.tensor([BOS]), second])[None]
+    with torch.no_grad():
+        masked = model(input_ids=row, attention_mask=te.document_block_mask(row, BOS)).logits[0, 21:]
+        plain = model(input_ids=row).logits[0, 21:]
+        reference = model(input_ids=alone).logits[0]
+    assert torch.allclose(masked, reference, atol=1e-5)
+    assert not torch.allclose(plain, reference, atol=1e-2)
+
+
+def test_train_step_passes_a_block_mask_under_flex():
+    from torch.nn.attention.flex_attention import BlockMask
+
+    stream = torch.tensor([BOS, 5, 6, 7, 2] * 40, dtype=torch.int32)
+    data = SimpleNamespace(train_dev=stream, n_task=0, loader=None, bos=BOS)
+    proc = te.Process(rank=0, world=1, device=torch.device("cpu"))
+    args = SimpleNamespace(batch=2, seq=16, doc_mask=True, answer_weight=4.0, doc_weight=1.0, clip=1.0,
+                           attention="flex")
+    model = SpyModel(8)
+    te.train_step(args, proc, model, model, torch.optim.SGD(model.parameters(), lr=0.1), data)
+    (mask,) = model.masks
+    assert isinstance(mask, BlockMask) and mask.shape[0] == 2 and mask.shape[-1] == 16
+
+
+def test_flex_is_refused_without_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: flex is allowed")
+    with pytest.raises(SystemExit):
+        te.parse_args(["--data", "d", "--tokenizer", "t", "--out", "o", "--attention", "flex"])
