@@ -7,6 +7,8 @@
 #       (~3 min, needs .cpusite and the embedded model)
 #   bash benchmarks/gpu_run.sh policy_share       # the policies' share of a batch-1 step, cuts included (~2 min)
 #   bash benchmarks/gpu_run.sh profile7b          # a batch-1 7B step's GPU-busy share and profile tables (~2 min)
+#   bash benchmarks/gpu_run.sh roofline           # the baseline's batch-1 7B step against the card's bandwidth:
+#       achieved GB/s, its share of the datasheet's and of a measured copy's, the GPU-busy share (~2 min)
 #   bash benchmarks/gpu_run.sh evict_graphs       # H2O with and without its steady-step graphs in the same
 #       rounds (the h2o-eager variant), and their tests on CUDA (~3 min)
 #   bash benchmarks/gpu_run.sh h2o_host           # where an eager H2O layer step spends the host's time (~30 s)

@@ -12,6 +12,7 @@ from ..policies.full import FullPolicy
 from ..policies.registry import make_policy, preset_policy
 from . import harness
 from .overhead import measure_overhead
+from .roofline import suite_roofline
 
 
 def suite_engine(args) -> dict:
@@ -221,4 +222,5 @@ def suite_modes(args) -> dict:
 
 
 SUITES = {"engine": suite_engine, "table1": suite_table1, "prefill8k": suite_prefill8k,
-                   "overhead": suite_overhead, "recurformer": suite_recurformer, "modes": suite_modes}
+          "overhead": suite_overhead, "recurformer": suite_recurformer, "modes": suite_modes,
+          "roofline": suite_roofline}
