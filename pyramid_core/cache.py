@@ -269,6 +269,11 @@ class LayerCache:
         self.values.scatter_(2, index, values)
         self.positions.scatter_(1, slot[:, None], positions)
 
+    def advance(self) -> None:
+        """The host's bookkeeping after a graph wrote one token per row into slot `length` (step_graphs.py)."""
+        self.length += 1
+        self.counts = [c + 1 for c in self.counts]
+
     def _settle(self) -> None:
         """Freed slots that no token overwrote become empty slots (holes); a no-op in the decode loop,
         where the next token fills the slot before anything reads the layer."""
@@ -365,8 +370,10 @@ class LayerCache:
         assert not self.reserved, f"the reserve of {self.capacity} slots is exceeded ({needed} needed)"
         capacity = self._rounded(needed)
         B, H, _, D = self.keys.shape
-        keys = self.keys.new_empty(B, H, capacity, D)
-        values = self.values.new_empty(B, H, capacity, D)
+        # a reserve's slots are zeroed: attention over the whole reservation (step_graphs.py) weighs the
+        # unwritten ones by 0, and 0 x a NaN of uninitialised memory would still be NaN
+        new = self.keys.new_zeros if self.reserve_new is not None else self.keys.new_empty
+        keys, values = new(B, H, capacity, D), new(B, H, capacity, D)
         positions = self.positions.new_full((B, capacity), -1)
         if fill is None:
             fill = (self.keys[:, :, : self.length], self.values[:, :, : self.length],

@@ -23,11 +23,12 @@ from typing import Callable, Iterator
 import torch
 from torch.nn.attention import sdpa_kernel
 
-from . import evict_graphs, warmup
+from . import evict_graphs, step_graphs, warmup
 from .attention import ATTENTION_BACKENDS
 from .cache import KVCache, right_aligned_index, top_k_mask
 from .graphs import DecodeGraphs, GraphStore, graph_key
-from .layers import EagerStages, Parts, attention_scale, final_logits, layer_forward, model_parts, rope_tables
+from .layers import (EagerStages, Parts, attention_scale, embed_tokens, final_logits, layer_forward, model_parts,
+                     rope_tables)
 from .models import LoadedModel
 from .placement import follow
 from .policies.base import Evict, Keep, LayerContext, Policy, PolicyState, Window
@@ -63,7 +64,8 @@ class Request:
     graphs: GraphStore | None = None  # where decode steps find their CUDA graphs; None: eager decoding
     decode_kernel: bool = True        # decode attention may use the Triton kernel (attention.py)
     evict_graphs: dict = field(default_factory=dict)  # layer -> its whole steady step (evict_graphs.py)
-    evict_pool: object = None         # their CUDA memory pool
+    evict_pool: object = None         # their CUDA memory pool (and the step graph's)
+    step_graph: object = None         # the whole decode step as one graph (step_graphs.py)
 
     def describe_policy(self) -> dict:
         return {**self.policy_info, **self.state.resolved()}
@@ -105,21 +107,11 @@ def step(req: Request, tokens: torch.Tensor):
     return out
 
 
-def embed(parts: Parts, ids: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The embeddings of ids, on the device of the positions (where the RoPE tables are computed).
-
-    Under a device_map the table may sit on another device than the map names for it (a table tied to
-    lm_head stays on lm_head's GPU), and accelerate's hook would move ids to the named one: the
-    module's own forward, under the hook, runs where the table is."""
-    forward = getattr(parts.embed, "_old_forward", parts.embed.forward)
-    return forward(ids.to(parts.placement.embed)).to(device)
-
-
 @sdpa_kernel(ATTENTION_BACKENDS)
 def prefill(req: Request, input_ids: torch.Tensor):
     """Run the prompt through every layer; a policy may pass fewer tokens on to the next layer."""
     parts, pos = req.parts, req.positions
-    h = embed(parts, input_ids, pos.device)
+    h = embed_tokens(parts, input_ids, pos.device)
     rope = rope_tables(parts.rotary, h, pos)
     valid = (pos >= 0).sum(1).tolist()
     records = []
@@ -142,8 +134,10 @@ def prefill(req: Request, input_ids: torch.Tensor):
 @sdpa_kernel(ATTENTION_BACKENDS)
 def decode_step(req: Request, tokens: torch.Tensor):
     """One new token per row, tokens [B], through every layer."""
+    if step_graphs.eligible(req):
+        return step_graphs.run(req, tokens), [None] * req.parts.num_layers
     parts, pos = req.parts, req.positions[:, None]
-    h = embed(parts, tokens[:, None], pos.device)
+    h = embed_tokens(parts, tokens[:, None], pos.device)
     rope = rope_tables(parts.rotary, h, pos)
     ones = [1] * tokens.shape[0]
     asks = req.policy.compresses_at_decode  # the baseline and prefill-only policies are never asked

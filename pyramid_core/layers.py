@@ -62,6 +62,16 @@ def layer_windows(cfg) -> list[int | None]:
     return [window] * cfg.num_hidden_layers
 
 
+def embed_tokens(parts: Parts, ids: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The embeddings of ids, on the device of the positions (where the RoPE tables are computed).
+
+    Under a device_map the table may sit on another device than the map names for it (a table tied to
+    lm_head stays on lm_head's GPU), and accelerate's hook would move ids to the named one: the
+    module's own forward, under the hook, runs where the table is."""
+    forward = getattr(parts.embed, "_old_forward", parts.embed.forward)
+    return forward(ids.to(parts.placement.embed)).to(device)
+
+
 def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's RMSNorm as one fused kernel (its module spends six), with its own weight and eps."""
     eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)

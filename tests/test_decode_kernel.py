@@ -107,3 +107,23 @@ def test_engine_decodes_alike_with_the_kernel(mode, monkeypatch):
     assert runs[True] == runs[False]
     decode_steps = len(runs[True]) - 1
     assert decode_steps > 0 and len(calls) == decode_steps * lm.config.num_hidden_layers  # kernel on only
+
+
+def test_unwritten_reserved_slots_are_never_read():
+    """The step graph (step_graphs.py) attends over a whole reservation: slots past the written ones have
+    position -1, and whatever their memory holds (here NaN) must not reach the output, as the kernel's
+    masked loads promise; the result equals attention over the written slots alone."""
+    gen = torch.Generator().manual_seed(3)
+    B, H, H_kv, D, written, capacity = 2, 4, 2, 32, 37, 96
+    k = torch.randn(B, H_kv, capacity, D, generator=gen).to(DEVICE)
+    v = torch.randn(B, H_kv, capacity, D, generator=gen).to(DEVICE)
+    k[:, :, written:], v[:, :, written:] = float("nan"), float("nan")
+    pos = torch.full((B, capacity), -1, dtype=torch.long, device=DEVICE)
+    pos[:, :written] = torch.arange(written, device=DEVICE)
+    q = torch.randn(B, H, 1, D, generator=gen).to(DEVICE)
+    q_pos = torch.full((B, 1), written - 1, dtype=torch.long, device=DEVICE)
+    out = decode_attention_triton(q, k, v, q_pos, pos, 0.2, None)
+    reference = attention(q, k[:, :, :written], v[:, :, :written], q_pos, pos[:, :written], scale=0.2, holes=False,
+                          window=None, causal_square=False, decode_kernel=False)
+    assert not out.isnan().any()
+    assert torch.allclose(out, reference, atol=1e-5)

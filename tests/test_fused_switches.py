@@ -1,6 +1,6 @@
 """The fused decode steps' switches: each is read once, when its module is imported, from the environment.
 Each is on unless the variable says 0 (RecurFormer's since its first GPU run, H2O's since its kernels were
-spread over KV heads, H2O's whole steady step as a graph since it was made); a fresh process shows what a
+spread over KV heads, H2O's whole steady step as a graph and the reserved whole step since they were made); a fresh process shows what a
 user who sets the variable gets."""
 
 import os
@@ -11,7 +11,8 @@ import pytest
 
 SWITCHES = [("PYRAMID_FUSED_RNN_STEP", "pyramid_core.recurformer.stacked"),
             ("PYRAMID_FUSED_H2O_STEP", "pyramid_core.policies.h2o"),
-            ("PYRAMID_EVICT_GRAPHS", "pyramid_core.evict_graphs")]
+            ("PYRAMID_EVICT_GRAPHS", "pyramid_core.evict_graphs"),
+            ("PYRAMID_STEP_GRAPHS", "pyramid_core.step_graphs")]
 
 
 @pytest.mark.parametrize("variable, module", SWITCHES)

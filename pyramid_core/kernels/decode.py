@@ -18,12 +18,15 @@ MIN_PROGRAMS_PER_SM = 8
 
 
 def kernel_fits(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """One query per row on CUDA for enough rows x heads to fill the GPU, a power-of-two head size,
-    fp16/bf16/fp32, and a cache to attend to."""
+    """The kernel handles the shapes (kernel_supports) and there are enough rows x heads to fill the GPU."""
+    return kernel_supports(q, k) and q.shape[0] * q.shape[1] >= MIN_PROGRAMS_PER_SM * _sm_count(q.device)
+
+
+def kernel_supports(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """One query per row on CUDA, a power-of-two head size, fp16/bf16/fp32, and a cache to attend to."""
     D = q.shape[-1]
     return q.is_cuda and q.shape[2] == 1 and k.shape[2] > 0 and D >= 16 and D & (D - 1) == 0 \
         and q.dtype in (torch.float16, torch.bfloat16, torch.float32) \
-        and q.shape[0] * q.shape[1] >= MIN_PROGRAMS_PER_SM * _sm_count(q.device) \
         and importable("triton", "decode attention uses SDPA on the GPU")
 
 

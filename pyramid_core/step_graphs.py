@@ -1,0 +1,126 @@
+"""A whole decode step as one CUDA graph, for a request whose KV is reserved and whose policy never acts
+at decode (the baseline, SnapKV after its prefill).
+
+graphs.py captures each layer's fixed-shape stretches and leaves the middle eager: the cache's append
+and attention over the slots the layer holds, whose count grows every step. That middle, with the Python
+around it, is most of a batch-1 step: a layer of the Llama-2-7B shape spent ~160-230 us of the host's
+time on two graph replays, the append and the attention, about what the whole step took a layer on an
+H200 (benchmarks/modes/README.md), while its weights need ~70 us of memory traffic. Under a reserve
+(cache.py) nothing about a layer's buffers changes from step to step: the new token goes into slot
+`length` of the same buffers, and attention can read every reserved slot, the ones not yet written
+masked by their empty positions (-1). Then the step has no shape that changes, and all of it is captured
+once per request and replayed:
+
+    embed -> per layer: norm, q/k/v, RoPE, write slot `length`, attention over all slots, o_proj, MLP
+          -> norm, lm_head
+
+What stays on the host is each layer's bookkeeping (one more slot in use, one more token a row) and the
+inputs copied into the graph's buffers (the tokens, their positions, the slot to write). Attention runs
+over the whole reservation; on CUDA the Triton decode kernel's masked loads skip the slots still empty,
+whatever the batch (the per-layer path keeps SDPA's flash kernel below ~8 rows x heads per SM, where it
+splits long caches over more programs: for long prompts at batch 1 the one-program-a-head kernel may
+cost more than the host time it saves, which `bench roofline` measures).
+
+On a CPU, Replay calls the step function itself on the same buffers, so the tests run this path without
+a GPU and compare it with the per-layer path (tests/test_step_graphs.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from . import warmup
+from .attention import attention
+from .graphs import Replay, load
+from .kernels.decode import kernel_supports
+from .layers import attention_scale, embed_tokens, final_logits, post_attention, pre_attention, rope_tables
+
+# On unless PYRAMID_STEP_GRAPHS=0 in the environment of a new process (benchmarks pair the two paths)
+FUSED_STEP = os.environ.get("PYRAMID_STEP_GRAPHS", "1") != "0"
+
+
+@dataclass
+class StepGraph:
+    replay: Replay
+    tokens: torch.Tensor     # [B] the step's input tokens
+    positions: torch.Tensor  # [B, 1] their RoPE positions
+    slot: torch.Tensor       # [B] the slot every layer writes (the same in every row and layer)
+    logits: torch.Tensor     # [B, V] float32, overwritten by the next replay
+    binding: tuple           # the cache buffers the graph writes; another tensor in any place: recapture
+
+
+def eligible(req) -> bool:
+    """Whether this decode step can run as the request's step graph: CUDA graphs in use, every layer
+    reserved with a free slot left and the same slots in use, no recurrent groups, a policy that is never
+    asked at decode, and no attention to record."""
+    cache = req.cache
+    return (FUSED_STEP and req.graphs is not None and not req.policy.compresses_at_decode
+            and not req.record_attention and all(heads is None for heads in req.stages.heads)
+            and all(layer.reserved and not layer.free and layer.evicted is None and layer.ring is None
+                    and layer.keys.shape[1] > 0 and layer.length == cache[0].length < layer.capacity
+                    for layer in cache.layers))
+
+
+def run(req, tokens: torch.Tensor) -> torch.Tensor:
+    """The decode step of tokens [B] as the request's graph (eligible(req) is true): logits [B, V]."""
+    graph, binding = req.step_graph, bound(req)
+    if graph is not None and all(a is b for a, b in zip(graph.binding, binding)):
+        load(graph.tokens, tokens)
+        load(graph.positions, req.positions[:, None])
+        graph.slot.fill_(req.cache[0].length)
+        graph.replay()
+    else:
+        req.step_graph = graph = capture(req, tokens, binding)  # its warm-up ran this step
+    for layer in req.cache.layers:
+        layer.advance()
+    return graph.logits.clone()
+
+
+def bound(req) -> tuple:
+    return tuple(t for layer in req.cache.layers for t in (layer.keys, layer.values, layer.positions))
+
+
+def reservation_attention(q, layer, positions, scale: float, window: int | None, decode_kernel: bool):
+    """Attention of one query a row over every reserved slot, the unwritten ones (position -1) masked.
+    On CUDA the Triton decode kernel at any batch: its masked loads skip the unwritten slots' keys and
+    values, where SDPA with a mask reads them all (and, for grouped KV heads, copies them per query head)."""
+    if decode_kernel and kernel_supports(q, layer.keys):
+        from .kernels.decode_triton import decode_attention_triton  # Triton: only where a GPU is
+
+        return decode_attention_triton(q, layer.keys, layer.values, positions, layer.positions, scale, window)
+    return attention(q, layer.keys, layer.values, positions, layer.positions, scale=scale, holes=True,
+                     window=window, causal_square=False, decode_kernel=False)
+
+
+def capture(req, tokens: torch.Tensor, binding: tuple) -> StepGraph:
+    parts, device = req.parts, tokens.device
+    static_tokens, positions = tokens.clone(), req.positions[:, None].clone()
+    slot = torch.full_like(tokens, req.cache[0].length)
+    logits = torch.empty(tokens.shape[0], parts.lm_head.weight.shape[0], dtype=torch.float32, device=device)
+
+    def step():
+        h = embed_tokens(parts, static_tokens[:, None], device)
+        rope = rope_tables(parts.rotary, h, positions)
+        for idx, layer in enumerate(req.cache.layers):
+            x, q, k, v = pre_attention(parts, idx, h, rope, None)
+            layer.write_slots(slot, k, v, positions)
+            out = reservation_attention(q, layer, positions, attention_scale(parts, idx), parts.windows[idx],
+                                        req.decode_kernel)
+            h = post_attention(parts, idx, h, out)
+        logits.copy_(final_logits(parts, h)[:, 0])
+        return ()
+
+    if device.type == "cuda":
+        if req.evict_pool is None:  # the request's pool for its graphs, freed with it
+            req.evict_pool = torch.cuda.graph_pool_handle()
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        replay = Replay(step, device, req.evict_pool, stream)
+        torch.cuda.current_stream(device).wait_stream(stream)
+    else:
+        replay = Replay(step, device)
+    warmup.note()  # a capture is one-time work: this step is warm-up (warmup.py)
+    return StepGraph(replay, static_tokens, positions, slot, logits, binding)

@@ -1,0 +1,107 @@
+"""The whole decode step as one graph (step_graphs.py) is the per-layer path, token for token.
+
+On a CPU the step graph is a plain call on the same buffers, so this checks the plumbing: the inputs
+copied in, the slot every layer writes, attention over the whole reservation with the unwritten slots
+masked, the cache's bookkeeping after the step, and which requests take the path; on a GPU the same
+tests check the captured CUDA graph.
+"""
+
+import pytest
+import torch
+
+from pyramid_core import generate, step_graphs
+from pyramid_core.policies.full import FullPolicy
+from pyramid_core.policies.registry import make_policy
+from tests.test_graphs import left_padded
+from tests.tiny_models import tiny_model
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+NEW = 20
+
+
+@pytest.fixture
+def spied(monkeypatch):
+    """How many decode steps ran as the step graph, and how many captured it."""
+    calls = {"run": 0, "capture": 0}
+    run, capture = step_graphs.run, step_graphs.capture
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(step_graphs, "run", counted("run", run))
+    monkeypatch.setattr(step_graphs, "capture", counted("capture", capture))
+    return calls
+
+
+def forced(lm, ids, mask, policy, fused: bool, monkeypatch, reserve: int | None = NEW + 5):
+    """Logits of the prefill and NEW decode steps fed the same random tokens (teacher-forced: two paths
+    that differ in the last bits cannot drift apart on a near tie of a random model), and the request."""
+    from pyramid_core.engine import start_request, step
+
+    monkeypatch.setattr(step_graphs, "FUSED_STEP", fused)
+    req = start_request(lm, ids, mask, policy, reserve)
+    req.graphs = lm.decode_graphs
+    feed = torch.randint(3, 97, (NEW, ids.shape[0]), generator=torch.Generator().manual_seed(1)).to(ids.device)
+    with torch.inference_mode():
+        logits = [step(req, ids)[0]] + [step(req, t)[0] for t in feed]
+    return torch.stack(logits), req
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("lengths", [(30,), (45, 20, 33)])  # one row; left-padded rows
+def test_the_step_graph_computes_what_the_per_layer_path_does(device, family, lengths, spied, monkeypatch):
+    lm = tiny_model(family)
+    lm.model.to(device)
+    ids, mask = (t.to(device) for t in left_padded(lengths))
+    on, req = forced(lm, ids, mask, FullPolicy(), True, monkeypatch)
+    assert spied == {"run": NEW, "capture": 1}  # every decode step, captured once
+    off, _ = forced(lm, ids, mask, FullPolicy(), False, monkeypatch)
+    growing, _ = forced(lm, ids, mask, FullPolicy(), True, monkeypatch, reserve=None)
+    assert spied["run"] == NEW
+    # attention over the whole reservation (empty slots masked) sums in another order: the last bits differ
+    assert (on - off).abs().max() < 1e-4 and (on - growing).abs().max() < 1e-4
+    assert not torch.equal(on[1], on[2])  # the steps really differ
+
+
+def test_the_cache_after_the_step_graph_is_the_per_layer_paths(monkeypatch):
+    """Slots, counts and positions of every layer agree after the run; the reservation's unwritten tail
+    stays empty."""
+    lm = tiny_model("llama")
+    ids, mask = left_padded((30, 18))
+    _, fused = forced(lm, ids, mask, FullPolicy(), True, monkeypatch)
+    _, plain = forced(lm, ids, mask, FullPolicy(), False, monkeypatch)
+    assert fused.step_graph is not None and plain.step_graph is None
+    for a, b in zip(fused.cache.layers, plain.cache.layers):
+        n = a.length
+        assert n == b.length and a.counts == b.counts and torch.equal(a.positions, b.positions)
+        assert (a.keys[:, :, :n] - b.keys[:, :, :n]).abs().max() < 1e-4
+        assert (a.positions[:, n:] == -1).all() and a.positions.shape[1] > n
+
+
+@pytest.mark.parametrize("mode, knobs", [("snapkv", {"kv_budget": 0.5, "window_size": 4}),
+                                         ("streaming", {"kv_budget": 0.5, "sink_len": 2})])
+def test_only_a_policy_silent_at_decode_takes_it(mode, knobs, spied, monkeypatch):
+    """SnapKV compresses once, after the prefill: its decode steps are the baseline's and take the graph.
+    Streaming answers at every decode step, so it keeps the per-layer path."""
+    lm = tiny_model("llama")
+    ids, mask = left_padded((40, 40))
+    on, _ = forced(lm, ids, mask, make_policy(mode, knobs), True, monkeypatch)
+    assert spied["run"] == (NEW if mode == "snapkv" else 0)
+    off, _ = forced(lm, ids, mask, make_policy(mode, knobs), False, monkeypatch)
+    assert (on - off).abs().max() < 1e-4
+
+
+def test_it_needs_a_reserve_graphs_and_no_recording(spied):
+    lm = tiny_model("llama")
+    ids, mask = left_padded((25, 25))
+    list(generate(lm, ids, mask, max_new_tokens=NEW, cuda_graphs=True))  # no reserve: slots grow
+    list(generate(lm, ids, mask, max_new_tokens=NEW, cuda_graphs=False, reserve_kv=True))  # eager decoding
+    list(generate(lm, ids, mask, max_new_tokens=NEW, cuda_graphs=True, reserve_kv=True, record_attention=True))
+    assert spied["run"] == 0
+    list(generate(lm, ids, mask, max_new_tokens=NEW, cuda_graphs=True, reserve_kv=True,
+                  record_attention=lambda step: step < 5))  # records the first steps, then the graph
+    assert spied["run"] == NEW - 5
