@@ -54,7 +54,7 @@ def test_the_suite_is_a_bench_command_and_its_table_has_every_row():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert parser.parse_args(["roofline"]).suite == "roofline" and "roofline" in SUITES
-    rows = [{"batch": 1, "prompt": p, "new_tokens": 256, "tokens_per_s": 150.0, "gpu_busy_share": 0.8,
+    rows = [{"path": "whole-step graph", "batch": 1, "prompt": p, "new_tokens": 256, "tokens_per_s": 150.0, "gpu_busy_share": 0.8,
              **roofline.roofline_row(13_000_000_000, 5e8, 0.0066, 4800, 4300)} for p in (1024, 8192)]
     lines = roofline.table(rows).splitlines()
-    assert len(lines) == 4 and "| 1 | 8192 | 150.0 |" in lines[3] and "42.6%" in lines[3]
+    assert len(lines) == 4 and "| whole-step graph | 1 | 8192 | 150.0 |" in lines[3] and "42.6%" in lines[3]

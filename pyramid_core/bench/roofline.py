@@ -1,5 +1,8 @@
 """`bench roofline`: how near the memory's speed the baseline's batch-1 decode step runs (issue 19).
 
+Each row runs twice over a reserved KV: with the per-layer graphs (graphs.py) and with the whole step as
+one graph (step_graphs.py), in the same process.
+
 At batch 1 a decode step has to read every weight it multiplies by once and every cached key and value
 once; nothing else it touches is large. Its floor is therefore (weight bytes + KV bytes) / the card's
 memory bandwidth, and bytes / the measured step time is the bandwidth it achieves (gpt-fast reports
@@ -18,10 +21,13 @@ from pathlib import Path
 
 import torch
 
+from .. import step_graphs
 from ..engine import generate
 from ..metrics import decode_tokens_per_s
 from ..policies.full import FullPolicy
 from . import harness
+
+FUSED_DEFAULT = step_graphs.FUSED_STEP
 
 # datasheet memory bandwidth, GB/s, by the name torch reports (first match wins)
 CARD_BANDWIDTH_GBS = (("H200", 4800), ("H100 NVL", 3900), ("H100 PCIe", 2000), ("H100", 3350),
@@ -70,11 +76,12 @@ def copy_bandwidth_gbs(gigabytes: float = 2.0, repeats: int = 10) -> float:
 
 
 def gpu_busy_share(lm, ids: torch.Tensor, steps: int = 32) -> float:
-    """Kernel time over wall time of `steps` warm decode steps (the prefill runs before the profiler)."""
+    """Kernel time over wall time of `steps` warm decode steps (the prefill and the first decode step,
+    which may capture the step graph, run before the profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
-    run = generate(lm, ids, policy=FullPolicy(), max_new_tokens=steps + 1)
-    next(run)
+    run = generate(lm, ids, policy=FullPolicy(), max_new_tokens=steps + 2, reserve_kv=True)
+    next(run), next(run)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         start = time.perf_counter()
         for _ in run:
@@ -85,16 +92,20 @@ def gpu_busy_share(lm, ids: torch.Tensor, steps: int = 32) -> float:
     return kernels_us / 1e6 / wall
 
 
-def measure(lm, batch: int, prompt: int, new_tokens: int, card_gbs: float | None, copy_gbs: float) -> dict:
-    """The baseline's warm decode steps (graphs captured by a first run): median step time, the
-    bandwidth it achieves reading the weights and the mean KV held over the steps."""
+def measure(lm, batch: int, prompt: int, new_tokens: int, card_gbs: float | None, copy_gbs: float,
+            step_graph: bool) -> dict:
+    """The baseline's warm decode steps over a reserved KV (graphs captured by a first run): median step
+    time, the bandwidth it achieves reading the weights and the mean KV held over the steps. step_graph:
+    the whole step as one graph (step_graphs.py), else the per-layer graphs (graphs.py)."""
+    step_graphs.FUSED_STEP = step_graph
     ids = harness.random_prompts(batch, prompt, lm.config.vocab_size)
-    list(generate(lm, ids, policy=FullPolicy(), max_new_tokens=new_tokens))  # capture, compile, plan
-    records = list(generate(lm, ids, policy=FullPolicy(), max_new_tokens=new_tokens))
+    list(generate(lm, ids, policy=FullPolicy(), max_new_tokens=new_tokens, reserve_kv=True))  # capture, compile
+    records = list(generate(lm, ids, policy=FullPolicy(), max_new_tokens=new_tokens, reserve_kv=True))
     warm = [i for i in range(1, len(records)) if not records[i].warmup_s]
     step_s = statistics.median(records[i].step_time_s for i in warm)
     tokens = prompt + statistics.mean(warm)  # a decode step i reads the prompt and i earlier new tokens
-    row = {"batch": batch, "prompt": prompt, "new_tokens": new_tokens,
+    row = {"path": "whole-step graph" if step_graph else "per-layer graphs", "batch": batch, "prompt": prompt,
+           "new_tokens": new_tokens,
            "tokens_per_s": round(decode_tokens_per_s(records), 1),
            **roofline_row(weight_bytes_read(lm.model), kv_bytes_read(lm.config, batch, tokens, lm.dtype.itemsize),
                           step_s, card_gbs, copy_gbs)}
@@ -111,19 +122,21 @@ def suite_roofline(args) -> dict:
     lm = harness.random_model(shape, dtype=torch.bfloat16)
     card = torch.cuda.get_device_name()
     copy_gbs = copy_bandwidth_gbs()
-    rows = [measure(lm, b, p, args.new_tokens, card_bandwidth_gbs(card), copy_gbs) for b in batches for p in prompts]
+    rows = [measure(lm, b, p, args.new_tokens, card_bandwidth_gbs(card), copy_gbs, graph)
+            for b in batches for p in prompts for graph in (False, True)]
+    step_graphs.FUSED_STEP = FUSED_DEFAULT
     results = {"environment": harness.environment(), "shape": shape, "dtype": "bfloat16", "rows": rows}
     harness.write(results, Path(args.out), f"roofline_{shape.replace('.', '')}", table(rows))
     return results
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| batch | prompt | tokens/s | step ms | floor ms | weights GB | KV GB a step | achieved GB/s "
+    head = ("| path | batch | prompt | tokens/s | step ms | floor ms | weights GB | KV GB a step | achieved GB/s "
             "| of the card | of a copy | GPU busy |")
-    lines = [head, "| --- " * 11 + "|"]
+    lines = [head, "| --- " * 12 + "|"]
     for r in rows:
         share = f"{r['roofline_share']:.1%}" if r["roofline_share"] else "-"
-        lines.append(f"| {r['batch']} | {r['prompt']} | {r['tokens_per_s']} | {r['decode_step_ms']} | "
-                     f"{r['floor_ms'] or '-'} | {r['weight_gb']} | {r['kv_gb_per_step']} | {r['achieved_gbs']} | "
+        lines.append(f"| {r['path']} | {r['batch']} | {r['prompt']} | {r['tokens_per_s']} | {r['decode_step_ms']} | "
+                     f"{'-' if r['floor_ms'] is None else r['floor_ms']} | {r['weight_gb']} | {r['kv_gb_per_step']} | {r['achieved_gbs']} | "
                      f"{share} | {r['share_of_copy']:.1%} | {r['gpu_busy_share']:.1%} |")
     return "\n".join(lines)
