@@ -11,6 +11,7 @@ import torch
 from pyramid_core import evict_graphs, generate
 from pyramid_core.policies.h2o import H2OPolicy
 from tests.test_graphs import left_padded
+from tests.spies import count_calls
 from tests.tiny_models import tiny_model
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -19,18 +20,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.fixture
 def spied(monkeypatch):
     """Counts of captures and of layer steps run as evict graphs."""
-    calls = {"capture": 0, "steady": 0}
-    capture, steady_layer = evict_graphs.capture, evict_graphs.steady_layer
-
-    def counted(name, fn):
-        def wrapper(*args, **kwargs):
-            calls[name] += 1
-            return fn(*args, **kwargs)
-        return wrapper
-
-    monkeypatch.setattr(evict_graphs, "capture", counted("capture", capture))
-    monkeypatch.setattr(evict_graphs, "steady_layer", counted("steady", steady_layer))
-    return calls
+    return count_calls(monkeypatch, evict_graphs, "capture", "steady_layer")
 
 
 def run(lm, ids, mask, policy, graphs, **kwargs):
@@ -55,11 +45,11 @@ def test_steady_steps_through_evict_graphs_equal_eager_ones(device, lengths, sha
     ids, mask = (t.to(device) for t in left_padded(lengths))
     policy = H2OPolicy(kv_budget=share, recent_share=recent)
     eager = run(lm, ids, mask, policy, graphs=False)
-    assert spied == {"capture": 0, "steady": 0}
+    assert spied == {"capture": 0, "steady_layer": 0}
     assert run(lm, ids, mask, policy, graphs=True) == eager
     layers = lm.config.num_hidden_layers
     # the first decode step makes the slot scores on the eager path; every later one is a graph's
-    assert spied["capture"] == layers and spied["steady"] == layers * (24 - 2)
+    assert spied["capture"] == layers and spied["steady_layer"] == layers * (24 - 2)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -70,7 +60,7 @@ def test_rows_with_holes_stay_eager_and_match(device, spied):
     ids, mask = (t.to(device) for t in left_padded((45, 90, 70)))
     policy = H2OPolicy(kv_budget=0.3)
     assert run(lm, ids, mask, policy, graphs=True) == run(lm, ids, mask, policy, graphs=False)
-    assert spied["steady"] == 0
+    assert spied["steady_layer"] == 0
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -110,7 +100,7 @@ def test_a_row_that_ends_early_keeps_the_graphs_and_the_tokens(spied):
     eager = run(lm, ids, mask, policy, graphs=False, eos_token_id=eos, pad_token_id=0)
     assert [tokens[1] for tokens, _, _ in eager[7:]] == [0] * (len(eager) - 7)  # row 1 padded from then on
     assert run(lm, ids, mask, policy, graphs=True, eos_token_id=eos, pad_token_id=0) == eager
-    assert spied["steady"] > 0
+    assert spied["steady_layer"] > 0
 
 
 def test_the_bench_variant_h2o_eager_never_takes_the_graphs(spied):
@@ -122,9 +112,9 @@ def test_the_bench_variant_h2o_eager_never_takes_the_graphs(spied):
     ids, mask = left_padded((50, 50))
     policies = mode_policies(lm, ["h2o", "h2o-eager"], "tiny", None)
     eager = run(lm, ids, mask, policies["h2o-eager"], graphs=True)
-    assert spied["steady"] == 0
+    assert spied["steady_layer"] == 0
     assert run(lm, ids, mask, policies["h2o"], graphs=True) == eager
-    assert spied["steady"] > 0
+    assert spied["steady_layer"] > 0
 
 
 def test_two_requests_taking_turns_share_the_decode_graphs_and_keep_their_own(spied):
@@ -138,11 +128,11 @@ def test_two_requests_taking_turns_share_the_decode_graphs_and_keep_their_own(sp
         return [r.token_ids for r in generate(lm, ids, mask, policy=policy, max_new_tokens=16, cuda_graphs=True)]
 
     want = [alone(*p) for p in prompts]
-    spied["steady"] = 0
+    spied["steady_layer"] = 0
     runs = [generate(lm, ids, mask, policy=policy, max_new_tokens=16, cuda_graphs=True) for ids, mask in prompts]
     got = [[], []]
     for _ in range(16):
         for i, run_ in enumerate(runs):
             got[i].append(next(run_).token_ids)
     assert got == want
-    assert len(lm.decode_graphs.entries) == 1 and spied["steady"] == 2 * lm.config.num_hidden_layers * (16 - 2)
+    assert len(lm.decode_graphs.entries) == 1 and spied["steady_layer"] == 2 * lm.config.num_hidden_layers * (16 - 2)

@@ -13,6 +13,7 @@ from pyramid_core import generate, step_graphs
 from pyramid_core.policies.full import FullPolicy
 from pyramid_core.policies.registry import make_policy
 from tests.test_graphs import left_padded
+from tests.spies import count_calls
 from tests.tiny_models import tiny_model
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -22,18 +23,7 @@ NEW = 20
 @pytest.fixture
 def spied(monkeypatch):
     """How many decode steps ran as the step graph, and how many captured it."""
-    calls = {"run": 0, "capture": 0}
-    run, capture = step_graphs.run, step_graphs.capture
-
-    def counted(name, fn):
-        def wrapper(*args, **kwargs):
-            calls[name] += 1
-            return fn(*args, **kwargs)
-        return wrapper
-
-    monkeypatch.setattr(step_graphs, "run", counted("run", run))
-    monkeypatch.setattr(step_graphs, "capture", counted("capture", capture))
-    return calls
+    return count_calls(monkeypatch, step_graphs, "run", "capture")
 
 
 def forced(lm, ids, mask, policy, fused: bool, monkeypatch, reserve: int | None = NEW + 5):
