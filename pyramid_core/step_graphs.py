@@ -1,5 +1,5 @@
 """A whole decode step as one CUDA graph, for a request whose KV is reserved and whose policy never acts
-at decode (the baseline, SnapKV after its prefill).
+at decode (the baseline, SnapKV after its prefill, RecurFormer).
 
 graphs.py captures each layer's fixed-shape stretches and leaves the middle eager: the cache's append
 and attention over the slots the layer holds, whose count grows every step. That middle, with the Python
@@ -11,7 +11,8 @@ H200 (benchmarks/modes/README.md), while its weights need ~70 us of memory traff
 masked by their empty positions (-1). Then the step has no shape that changes, and all of it is captured
 once per request and replayed:
 
-    embed -> per layer: norm, q/k/v, RoPE, write slot `length`, attention over all slots, o_proj, MLP
+    embed -> per layer: norm, q/k/v, RoPE, write slot `length`, attention over all slots, the replaced
+             groups' recurrences (RecurFormer: their states advanced in place), o_proj, MLP
           -> norm, lm_head
 
 What stays on the host is each layer's bookkeeping (one more slot in use, one more token a row) and the
@@ -28,15 +29,15 @@ a GPU and compare it with the per-layer path (tests/test_step_graphs.py).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
 from . import warmup
 from .attention import attention
-from .graphs import Replay, load
+from .graphs import Replay, copy_state, load
 from .kernels.decode import kernel_supports
-from .layers import attention_scale, embed_tokens, final_logits, post_attention, pre_attention, rope_tables
+from .layers import attention_scale, embed_tokens, final_logits, rope_tables
 
 # On unless PYRAMID_STEP_GRAPHS=0 in the environment of a new process (benchmarks pair the two paths)
 FUSED_STEP = os.environ.get("PYRAMID_STEP_GRAPHS", "1") != "0"
@@ -54,14 +55,13 @@ class StepGraph:
 
 def eligible(req) -> bool:
     """Whether this decode step can run as the request's step graph: CUDA graphs in use, every layer
-    reserved with a free slot left and the same slots in use, no recurrent groups, a policy that is never
-    asked at decode, and no attention to record."""
+    reserved with a free slot left and the same slots in use, a policy that is never asked at decode
+    (RecurFormer's groups are part of the layers, not of the policy's answers), no attention to record."""
     cache = req.cache
     return (FUSED_STEP and req.graphs is not None and not req.policy.compresses_at_decode
-            and not req.record_attention and all(heads is None for heads in req.stages.heads)
+            and not req.record_attention
             and all(layer.reserved and not layer.free and layer.evicted is None and layer.ring is None
-                    and layer.keys.shape[1] > 0 and layer.length == cache[0].length < layer.capacity
-                    for layer in cache.layers))
+                    and layer.length == cache[0].length < layer.capacity for layer in cache.layers))
 
 
 def run(req, tokens: torch.Tensor) -> torch.Tensor:
@@ -80,7 +80,12 @@ def run(req, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def bound(req) -> tuple:
-    return tuple(t for layer in req.cache.layers for t in (layer.keys, layer.values, layer.positions))
+    """The tensors the graph writes: every layer's cache buffers and recurrent states."""
+    buffers = [t for layer in req.cache.layers for t in (layer.keys, layer.values, layer.positions)]
+    for states in req.cache.recurrent_state:
+        for state in states.values():
+            buffers += [state] if isinstance(state, torch.Tensor) else [getattr(state, f.name) for f in fields(state)]
+    return tuple(buffers)
 
 
 def reservation_attention(q, layer, positions, scale: float, window: int | None, decode_kernel: bool):
@@ -105,11 +110,17 @@ def capture(req, tokens: torch.Tensor, binding: tuple) -> StepGraph:
         h = embed_tokens(parts, static_tokens[:, None], device)
         rope = rope_tables(parts.rotary, h, positions)
         for idx, layer in enumerate(req.cache.layers):
-            x, q, k, v = pre_attention(parts, idx, h, rope, None)
-            layer.write_slots(slot, k, v, positions)
-            out = reservation_attention(q, layer, positions, attention_scale(parts, idx), parts.windows[idx],
-                                        req.decode_kernel)
-            h = post_attention(parts, idx, h, out)
+            x, q, k, v = req.stages.pre(idx, h, rope)
+            out = None  # a layer whose every KV group is a recurrence attends to nothing
+            if layer.keys.shape[1] > 0:
+                layer.write_slots(slot, k, v, positions)
+                out = reservation_attention(q, layer, positions, attention_scale(parts, idx),
+                                            parts.windows[idx], req.decode_kernel)
+            states = req.cache.recurrent_state[idx]
+            moved = dict(states)  # RecurFormer's groups: their states move on into the same buffers
+            h = req.stages.after_attention(idx, h, out, x, positions, moved, "decode")
+            for group, state in states.items():
+                copy_state(state, moved[group])
         logits.copy_(final_logits(parts, h)[:, 0])
         return ()
 

@@ -109,3 +109,24 @@ def test_the_command_line_reaches_the_grid(monkeypatch, tmp_path):
     assert grid.shapes == ("llama2-7b",) and name == "modes_quick_llama2-7b"
     suites.suite_modes(parser.parse_args(["modes", "--out", str(tmp_path)]))
     assert grids[-1][0].prompts == (1024, 8192) and grids[-1][0].policy_tokens is None
+
+
+def test_reserve_kv_reaches_every_run_of_the_grid(tmp_path, monkeypatch):
+    """`bench modes --reserve-kv`: every generation of the grid (measured, warm-up and policy-timing runs)
+    reserves its KV, and the flag parses; without it none does."""
+    import argparse
+
+    from pyramid_core.bench import modes
+    from pyramid_core.cli.bench import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["modes", "--reserve-kv"]).reserve_kv
+    seen, real = [], modes.generate
+    monkeypatch.setattr(modes, "generate", lambda *a, **k: (seen.append(k["reserve_kv"]), real(*a, **k))[1])
+    for reserve in (True, False):
+        seen.clear()
+        grid = Grid(shapes=("tiny",), modes=("baseline", "pyramid"), batches=(1,), prompts=(24,), new_tokens=4,
+                    warmup_tokens=2, repeats=1, reserve_kv=reserve)
+        run_grid(grid, tmp_path, load=lambda shape, longest: tiny_model("llama", layers=2), name="r")
+        assert len(seen) >= 5 and set(seen) == {reserve}

@@ -14,6 +14,7 @@ from pyramid_core.policies.full import FullPolicy
 from pyramid_core.policies.registry import make_policy
 from tests.test_graphs import left_padded
 from tests.spies import count_calls
+from tests.test_graphs import REPLACED, adapter  # noqa: F401  (a fixture)
 from tests.tiny_models import tiny_model
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -95,3 +96,23 @@ def test_it_needs_a_reserve_graphs_and_no_recording(spied):
     list(generate(lm, ids, mask, max_new_tokens=NEW, cuda_graphs=True, reserve_kv=True,
                   record_attention=lambda step: step < 5))  # records the first steps, then the graph
     assert spied["run"] == NEW - 5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("knobs", [{}, {"variant": "window", "twin_window": 8, "twin_sinks": 2}])
+def test_recurformer_runs_its_groups_inside_the_step_graph(device, knobs, adapter, spied, monkeypatch):
+    """RecurFormer (trained RNNs, or the sink + window twin) is silent at decode: its replaced groups run
+    inside the step graph, their states advanced in the request's own buffers, as the per-layer path does."""
+    lm = tiny_model("llama")
+    lm.model.to(device)
+    ids, mask = (t.to(device) for t in left_padded((30, 24)))
+    on, fused = forced(lm, ids, mask, make_policy("recurformer", {"adapter": adapter, **knobs}), True, monkeypatch)
+    assert spied["run"] == NEW
+    off, plain = forced(lm, ids, mask, make_policy("recurformer", {"adapter": adapter, **knobs}), False, monkeypatch)
+    assert (on - off).abs().max() < 1e-4
+    for layer, _ in REPLACED:
+        for group, state in fused.cache.recurrent_state[layer].items():
+            other = plain.cache.recurrent_state[layer][group]
+            pairs = [(state, other)] if isinstance(state, torch.Tensor) else \
+                [(getattr(state, f), getattr(other, f)) for f in state.__dataclass_fields__]
+            assert all((a.float() - b.float()).abs().max() < 1e-4 for a, b in pairs)

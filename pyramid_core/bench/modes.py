@@ -56,6 +56,7 @@ class Grid:
     warmup_tokens: int = 8
     repeats: int = 3
     policy_tokens: int | None = None  # the policy-timing run's tokens (None: new_tokens)
+    reserve_kv: bool = False  # every run reserves its KV (cache.py): silent policies decode as one graph a step
 
     def __post_init__(self):
         assert self.repeats >= 1, f"repeats must be at least 1, got {self.repeats}"
@@ -114,10 +115,11 @@ def prompts(lm, batch: int, length: int) -> torch.Tensor:
     return torch.randint(3, lm.config.vocab_size, (batch, length), generator=gen).to(lm.device)
 
 
-def decode_run(lm, policy, batch: int, prompt: int, new_tokens: int) -> dict:
+def decode_run(lm, policy, batch: int, prompt: int, new_tokens: int, reserve_kv: bool = False) -> dict:
     """One generation; decode tokens/s over its warm decode steps (metrics.py), the step time that
     implies, and the warm-up its records report."""
-    records = list(generate(lm, prompts(lm, batch, prompt), policy=policy, max_new_tokens=new_tokens))
+    records = list(generate(lm, prompts(lm, batch, prompt), policy=policy, max_new_tokens=new_tokens,
+                            reserve_kv=reserve_kv))
     sync()
     rate = decode_tokens_per_s(records)
     # no EOS is given, so every warm step generates one token per row
@@ -126,11 +128,12 @@ def decode_run(lm, policy, batch: int, prompt: int, new_tokens: int) -> dict:
             "kv_tokens_held": sum(records[-1].kept_tokens_per_row[0])}
 
 
-def policy_time(lm, policy, prompt: int, new_tokens: int) -> dict:
+def policy_time(lm, policy, prompt: int, new_tokens: int, reserve_kv: bool = False) -> dict:
     """At batch 1: the policy's milliseconds per decode step (its calls' spans on the GPU's timeline, or
     the host clock on a CPU) and their share of the run's decode time."""
     timed = TimedPolicy(policy)
-    records = list(generate(lm, prompts(lm, 1, prompt), policy=timed, max_new_tokens=new_tokens))
+    records = list(generate(lm, prompts(lm, 1, prompt), policy=timed, max_new_tokens=new_tokens,
+                            reserve_kv=reserve_kv))
     steps, decode_s = max(1, len(records) - 1), sum(r.step_time_s for r in records[1:])
     seconds = timed.seconds["decode"]
     return {"policy_ms_per_step": 1e3 * seconds / steps, "policy_share": seconds / decode_s if decode_s else None,
@@ -178,7 +181,7 @@ def rounds(lm, policies: dict, batch: int, prompt: int, grid: Grid) -> dict[str,
     runs = {mode: [] for mode in policies}
     for r in range(grid.repeats):
         for position, mode in enumerate(round_order(list(policies), r)):
-            run = decode_run(lm, policies[mode], batch, prompt, grid.new_tokens)
+            run = decode_run(lm, policies[mode], batch, prompt, grid.new_tokens, grid.reserve_kv)
             runs[mode].append({**run, "position": position})
     return runs
 
@@ -187,7 +190,7 @@ def cells(lm, shape: str, policies: dict, grid: Grid) -> list[dict]:
     """Every batch x prompt x mode of one model: warm-up apart, then the interleaved rounds."""
     out = []
     for batch in grid.batches:
-        warm = {mode: decode_run(lm, policy, batch, min(grid.prompts), grid.warmup_tokens)["warmup_s"]
+        warm = {mode: decode_run(lm, policy, batch, min(grid.prompts), grid.warmup_tokens, grid.reserve_kv)["warmup_s"]
                 for mode, policy in policies.items()}
         for prompt in grid.prompts:
             runs = rounds(lm, policies, batch, prompt, grid)
@@ -197,7 +200,7 @@ def cells(lm, shape: str, policies: dict, grid: Grid) -> list[dict]:
                         **summary(runs[mode], base, batch)}
                 cell["warmup_s"] += warm[mode]  # the warm-up run's and any the measured runs still did
                 if batch == 1 and cell["step_ms"]:
-                    cell.update(policy_time(lm, policy, prompt, grid.policy_tokens or grid.new_tokens))
+                    cell.update(policy_time(lm, policy, prompt, grid.policy_tokens or grid.new_tokens, grid.reserve_kv))
                 out.append(cell)
                 print(f"{time.strftime('%H:%M:%S')} {shape} b{batch} p{prompt} {mode}: "
                       f"{cell['decode_tokens_per_s']:.1f} tok/s (spread {cell['spread']:.0%})", flush=True)

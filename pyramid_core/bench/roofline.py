@@ -136,7 +136,8 @@ def table(rows: list[dict]) -> str:
     lines = [head, "| --- " * 12 + "|"]
     for r in rows:
         share = f"{r['roofline_share']:.1%}" if r["roofline_share"] else "-"
+        floor = "-" if r["floor_ms"] is None else r["floor_ms"]
         lines.append(f"| {r['path']} | {r['batch']} | {r['prompt']} | {r['tokens_per_s']} | {r['decode_step_ms']} | "
-                     f"{'-' if r['floor_ms'] is None else r['floor_ms']} | {r['weight_gb']} | {r['kv_gb_per_step']} | {r['achieved_gbs']} | "
+                     f"{floor} | {r['weight_gb']} | {r['kv_gb_per_step']} | {r['achieved_gbs']} | "
                      f"{share} | {r['share_of_copy']:.1%} | {r['gpu_busy_share']:.1%} |")
     return "\n".join(lines)

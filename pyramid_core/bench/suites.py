@@ -207,7 +207,7 @@ def suite_modes(args) -> dict:
     from .modes import Grid, run_grid
 
     grid = Grid(new_tokens=64 if args.quick else args.new_tokens, repeats=args.repeats,
-                policy_tokens=args.policy_tokens)
+                policy_tokens=args.policy_tokens, reserve_kv=args.reserve_kv)
     if args.shapes:
         grid.shapes = tuple(args.shapes.split(","))
     if args.modes:
@@ -217,7 +217,8 @@ def suite_modes(args) -> dict:
     if args.prompts:
         grid.prompts = tuple(int(p) for p in args.prompts.split(","))
     # a split run (--shapes) writes its own files, so two calls never overwrite each other
-    name = "modes" + ("_quick" if args.quick else "") + ("_" + "_".join(grid.shapes) if args.shapes else "")
+    name = "modes" + ("_quick" if args.quick else "") + ("_" + "_".join(grid.shapes) if args.shapes else "") \
+        + ("_reserve_kv" if args.reserve_kv else "")
     return run_grid(grid, Path(args.out), name=name.replace(".", ""))
 
 

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch32-methods", default=None, help="table1: comma-separated methods at batch 32")
     parser.add_argument("--skip-max-batch", action="store_true", help="table1: batch 32 only")
     parser.add_argument("--reserve-kv", action="store_true",
-                        help="table1: engine rows size each layer's KV once for the request (never reallocated); "
+                        help="table1, modes: engine runs size each layer's KV once for the request (never "
+                             "reallocated; policies silent at decode then run a step as one CUDA graph); "
                              "hf-generate rows cannot")
     parser.add_argument("--quick", action="store_true", help="modes: 64 new tokens instead of --new-tokens")
     parser.add_argument("--new-tokens", type=int, default=256, help="modes: tokens generated per run")
