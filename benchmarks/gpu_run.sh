@@ -9,6 +9,7 @@
 #   bash benchmarks/gpu_run.sh profile7b          # a batch-1 7B step's GPU-busy share and profile tables (~2 min)
 #   bash benchmarks/gpu_run.sh roofline           # the baseline's batch-1 7B step against the card's bandwidth:
 #       achieved GB/s, its share of the datasheet's and of a measured copy's, the GPU-busy share (~2 min)
+#   bash benchmarks/gpu_run.sh modes_reserve      # every mode over a reserved KV (silent policies: one graph a step)
 #   bash benchmarks/gpu_run.sh evict_graphs       # H2O with and without its steady-step graphs in the same
 #       rounds (the h2o-eager variant), and their tests on CUDA (~3 min)
 #   bash benchmarks/gpu_run.sh h2o_host           # where an eager H2O layer step spends the host's time (~30 s)
@@ -25,7 +26,8 @@ fi
 for step in "$@"; do
   echo "=== $step $(date +%T)"
   case $step in
-    tests) python -m pytest -q -rs tests/test_graphs.py tests/test_scores.py tests/test_decode_kernel.py tests/test_recurformer.py -k "cuda or gpu or triton or kernel" ;;
+    tests) python -m pytest -q -rs tests/test_graphs.py tests/test_scores.py tests/test_decode_kernel.py tests/test_recurformer.py -k "cuda or gpu or triton or kernel"
+      python -m pytest -q -rs tests/test_step_graphs.py -k cuda ;;  # the whole-step graph captured for real
     # the opt-in fused decode steps (off by default until these pass and are timed here): their kernels
     # compiled for real, against their twins, in the engine and in CUDA graphs
     fused_tests) PYRAMID_FUSED_RNN_STEP=1 PYRAMID_FUSED_H2O_STEP=1 python -m pytest -q -rs \
@@ -38,6 +40,7 @@ for step in "$@"; do
     # where a batch-1 7B step goes: the GPU's busy share, host and device tables, baseline against the modes
     profile7b) python benchmarks/profile_decode.py llama2-7b 1 1024 baseline recurformer pyramid h2o ;;
     # PyramidInfer's policy share with its decode-time cuts in the timed run (400 tokens after a 1k prompt)
+    modes_reserve) python -m pyramid_core bench modes --quick --repeats 3 --reserve-kv --out "$RES" ;;
     policy_share) python -m pyramid_core bench modes --quick --repeats 3 --shapes llama2-7b --prompts 1024 \
         --modes baseline,pyramid,h2o,streaming --policy-tokens 400 --out "$RES" ;;
     evict_graphs)
