@@ -134,8 +134,9 @@ def prefill(req: Request, input_ids: torch.Tensor):
 @sdpa_kernel(ATTENTION_BACKENDS)
 def decode_step(req: Request, tokens: torch.Tensor):
     """One new token per row, tokens [B], through every layer."""
-    if step_graphs.eligible(req):
-        return step_graphs.run(req, tokens), [None] * req.parts.num_layers
+    quiet = step_graphs.quiet_step(req)
+    if quiet is not None:  # the whole step as one graph (step_graphs.py)
+        return step_graphs.run(req, tokens, quiet), [None] * req.parts.num_layers
     parts, pos = req.parts, req.positions[:, None]
     h = embed_tokens(parts, tokens[:, None], pos.device)
     rope = rope_tables(parts.rotary, h, pos)

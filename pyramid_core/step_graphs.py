@@ -1,5 +1,6 @@
-"""A whole decode step as one CUDA graph, for a request whose KV is reserved and whose policy never acts
-at decode (the baseline, SnapKV after its prefill, RecurFormer).
+"""A whole decode step as one CUDA graph, for a request whose KV is reserved, at a step where its policy
+answers no layer: every step of the baseline, SnapKV (after its prefill) and RecurFormer, and PyramidInfer's
+steps between its cuts.
 
 graphs.py captures each layer's fixed-shape stretches and leaves the middle eager: the cache's append
 and attention over the slots the layer holds, whose count grows every step. That middle, with the Python
@@ -7,17 +8,20 @@ around it, is most of a batch-1 step: a layer of the Llama-2-7B shape spent ~160
 time on two graph replays, the append and the attention, about what the whole step took a layer on an
 H200 (benchmarks/modes/README.md), while its weights need ~70 us of memory traffic. Under a reserve
 (cache.py) nothing about a layer's buffers changes from step to step: the new token goes into slot
-`length` of the same buffers, and attention can read every reserved slot, the ones not yet written
-masked by their empty positions (-1). Then the step has no shape that changes, and all of it is captured
-once per request and replayed:
+`length` of the same buffers (an index the host loads into the graph each step), and attention can read
+every reserved slot, the ones not yet written masked by their empty positions (-1). Then the step has no
+shape that changes, and all of it is captured once per request and replayed:
 
-    embed -> per layer: norm, q/k/v, RoPE, write slot `length`, attention over all slots, the replaced
-             groups' recurrences (RecurFormer: their states advanced in place), o_proj, MLP
+    embed -> per layer: norm, q/k/v, RoPE, write slot `length`, attention over all slots, the policy's
+             quiet work (PyramidInfer: the query joins the voters), the replaced groups' recurrences
+             (RecurFormer: their states advanced in place), o_proj, MLP
           -> norm, lm_head
 
-What stays on the host is each layer's bookkeeping (one more slot in use, one more token a row) and the
-inputs copied into the graph's buffers (the tokens, their positions, the slot to write). Attention runs
-over the whole reservation; on CUDA the Triton decode kernel's masked loads skip the slots still empty,
+The policy says which steps are quiet and what its part of one is (policies/base.py `QuietStep`); a step
+where it answers some layer (a PyramidInfer cut) runs layer by layer, on the same reserved buffers. What
+stays on the host is bookkeeping (one more slot in use, one more token a row, the policy's `done`) and
+the inputs copied into the graph's buffers (tokens, positions, each layer's slot). Attention runs over
+the whole reservation; on CUDA the Triton decode kernel's masked loads skip the slots still empty,
 whatever the batch (the per-layer path keeps SDPA's flash kernel below ~8 rows x heads per SM, where it
 splits long caches over more programs: for long prompts at batch 1 the one-program-a-head kernel may
 cost more than the host time it saves, which `bench roofline` measures).
@@ -38,6 +42,7 @@ from .attention import attention
 from .graphs import Replay, copy_state, load
 from .kernels.decode import kernel_supports
 from .layers import attention_scale, embed_tokens, final_logits, rope_tables
+from .policies.base import QuietStep
 
 # On unless PYRAMID_STEP_GRAPHS=0 in the environment of a new process (benchmarks pair the two paths)
 FUSED_STEP = os.environ.get("PYRAMID_STEP_GRAPHS", "1") != "0"
@@ -48,40 +53,50 @@ class StepGraph:
     replay: Replay
     tokens: torch.Tensor     # [B] the step's input tokens
     positions: torch.Tensor  # [B, 1] their RoPE positions
-    slot: torch.Tensor       # [B] the slot every layer writes (the same in every row and layer)
+    slots: torch.Tensor      # [L] the slot each layer writes (every row the same: rows are right-aligned)
     logits: torch.Tensor     # [B, V] float32, overwritten by the next replay
-    binding: tuple           # the cache buffers the graph writes; another tensor in any place: recapture
+    binding: tuple           # the tensors the graph writes; another tensor in any place: recapture
 
 
-def eligible(req) -> bool:
-    """Whether this decode step can run as the request's step graph: CUDA graphs in use, every layer
-    reserved with a free slot left and the same slots in use, a policy that is never asked at decode
-    (RecurFormer's groups are part of the layers, not of the policy's answers), no attention to record."""
-    cache = req.cache
-    return (FUSED_STEP and req.graphs is not None and not req.policy.compresses_at_decode
-            and not req.record_attention
+def quiet_step(req) -> QuietStep | None:
+    """This decode step as the policy's QuietStep when it can run as the request's step graph: CUDA graphs
+    in use, every layer reserved with a slot left and no ring or eviction pending, no attention to
+    record, and a policy that answers no layer this step (policies/base.py: the baseline, SnapKV and
+    RecurFormer at every step, PyramidInfer between its cuts); else None."""
+    layers = req.cache.layers
+    if not (FUSED_STEP and req.graphs is not None and not req.record_attention
             and all(layer.reserved and not layer.free and layer.evicted is None and layer.ring is None
-                    and layer.length == cache[0].length < layer.capacity for layer in cache.layers))
+                    and layer.length < layer.capacity for layer in layers)):
+        return None
+    counts = [[c + 1 for c in layer.counts] for layer in layers]  # as decode() would see them
+    return req.policy.quiet_step(req.state, counts, req.seen)
 
 
-def run(req, tokens: torch.Tensor) -> torch.Tensor:
-    """The decode step of tokens [B] as the request's graph (eligible(req) is true): logits [B, V]."""
-    graph, binding = req.step_graph, bound(req)
+def run(req, tokens: torch.Tensor, quiet: QuietStep) -> torch.Tensor:
+    """The decode step of tokens [B] as the request's graph (quiet_step(req) gave `quiet`): logits [B, V]."""
+    graph, binding = req.step_graph, bound(req, quiet)
+    quiet.prepare()
     if graph is not None and all(a is b for a, b in zip(graph.binding, binding)):
         load(graph.tokens, tokens)
         load(graph.positions, req.positions[:, None])
-        graph.slot.fill_(req.cache[0].length)
+        graph.slots.copy_(slot_indices(req))
         graph.replay()
     else:
-        req.step_graph = graph = capture(req, tokens, binding)  # its warm-up ran this step
+        req.step_graph = graph = capture(req, tokens, binding, quiet)  # its warm-up ran this step
     for layer in req.cache.layers:
         layer.advance()
+    quiet.done(graph.positions)
     return graph.logits.clone()
 
 
-def bound(req) -> tuple:
-    """The tensors the graph writes: every layer's cache buffers and recurrent states."""
+def slot_indices(req) -> torch.Tensor:
+    return torch.tensor([layer.length for layer in req.cache.layers])
+
+
+def bound(req, quiet: QuietStep) -> tuple:
+    """The tensors the graph writes: every layer's cache buffers and recurrent states, the policy's."""
     buffers = [t for layer in req.cache.layers for t in (layer.keys, layer.values, layer.positions)]
+    buffers += quiet.binding
     for states in req.cache.recurrent_state:
         for state in states.values():
             buffers += [state] if isinstance(state, torch.Tensor) else [getattr(state, f.name) for f in fields(state)]
@@ -100,10 +115,10 @@ def reservation_attention(q, layer, positions, scale: float, window: int | None,
                      window=window, causal_square=False, decode_kernel=False)
 
 
-def capture(req, tokens: torch.Tensor, binding: tuple) -> StepGraph:
-    parts, device = req.parts, tokens.device
+def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> StepGraph:
+    parts, device, B = req.parts, tokens.device, tokens.shape[0]
     static_tokens, positions = tokens.clone(), req.positions[:, None].clone()
-    slot = torch.full_like(tokens, req.cache[0].length)
+    slots = slot_indices(req).to(device)
     logits = torch.empty(tokens.shape[0], parts.lm_head.weight.shape[0], dtype=torch.float32, device=device)
 
     def step():
@@ -113,9 +128,10 @@ def capture(req, tokens: torch.Tensor, binding: tuple) -> StepGraph:
             x, q, k, v = req.stages.pre(idx, h, rope)
             out = None  # a layer whose every KV group is a recurrence attends to nothing
             if layer.keys.shape[1] > 0:
-                layer.write_slots(slot, k, v, positions)
+                layer.write_slots(slots[idx].expand(B), k, v, positions)
                 out = reservation_attention(q, layer, positions, attention_scale(parts, idx),
                                             parts.windows[idx], req.decode_kernel)
+                quiet.record(idx, q)
             states = req.cache.recurrent_state[idx]
             moved = dict(states)  # RecurFormer's groups: their states move on into the same buffers
             h = req.stages.after_attention(idx, h, out, x, positions, moved, "decode")
@@ -134,4 +150,4 @@ def capture(req, tokens: torch.Tensor, binding: tuple) -> StepGraph:
     else:
         replay = Replay(step, device)
     warmup.note()  # a capture is one-time work: this step is warm-up (warmup.py)
-    return StepGraph(replay, static_tokens, positions, slot, logits, binding)
+    return StepGraph(replay, static_tokens, positions, slots, logits, binding)

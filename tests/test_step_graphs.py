@@ -116,3 +116,27 @@ def test_recurformer_runs_its_groups_inside_the_step_graph(device, knobs, adapte
             pairs = [(state, other)] if isinstance(state, torch.Tensor) else \
                 [(getattr(state, f), getattr(other, f)) for f in state.__dataclass_fields__]
             assert all((a.float() - b.float()).abs().max() < 1e-4 for a, b in pairs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("lengths", [(40,), (52, 30)])
+def test_pyramidinfer_runs_its_quiet_steps_as_graphs(device, lengths, spied, monkeypatch):
+    """PyramidInfer between its decode-time cuts answers no layer: each layer's query only joins its
+    voters, which the step graph writes (VoterStep); a step where some layer cuts runs layer by layer.
+    The two paths compute the same logits, keep the same tokens and leave the same voters and markers."""
+    lm = tiny_model("llama")
+    lm.model.to(device)
+    ids, mask = (t.to(device) for t in left_padded(lengths))
+    knobs = {"min_context_length": 8, "prefill_decay_ratio": 0.5, "chunk_length": 4}
+    on, fused = forced(lm, ids, mask, make_policy("pyramid", knobs), True, monkeypatch)
+    graphed = spied["run"]
+    off, plain = forced(lm, ids, mask, make_policy("pyramid", knobs), False, monkeypatch)
+    assert 0 < graphed < NEW  # quiet steps as graphs, the cuts' steps layer by layer
+    assert (on - off).abs().max() < 1e-4
+    assert fused.state.markers == plain.state.markers and fused.state.markers != [None] * 4
+    for a, b in zip(fused.cache.layers, plain.cache.layers):
+        assert a.length == b.length and a.counts == b.counts and torch.equal(a.positions, b.positions)
+    with torch.inference_mode():  # reading writes the voters' pending positions
+        for a, b in zip(fused.state.voters, plain.state.voters):
+            (qa, pa), (qb, pb) = a.view(a.length), b.view(b.length)
+            assert torch.equal(pa, pb) and (qa - qb).abs().max() < 1e-4

@@ -147,6 +147,23 @@ class LayerContext:
                                        self.scale)
 
 
+class QuietStep:
+    """A decode step at which a policy answers no layer, split into what the host does around it and
+    what the device does inside it, so that the whole step can run as one CUDA graph (step_graphs.py).
+    This one does nothing: the step of a policy that is never asked at decode."""
+
+    binding: tuple = ()  # the tensors record() writes: another tensor in any place means a new graph
+
+    def prepare(self) -> None:
+        """Host, before the step: load the inputs record() reads."""
+
+    def record(self, layer: int, queries: torch.Tensor) -> None:
+        """Device work inside the step, per layer, given its queries [B, H, 1, D] after RoPE."""
+
+    def done(self, positions: torch.Tensor) -> None:
+        """Host, after the step: the bookkeeping of what record() did; positions [B, 1] of the step."""
+
+
 def check_share(knob: str, value: float) -> None:
     """A share of the full cache must lie in (0, 1]; a token count has its own knob."""
     if not 0 < value <= 1:
@@ -195,6 +212,12 @@ class Policy:
         new_tokens steps, what a KV reserve adds (cache.py): every new token, unless the policy knows
         that its decode-time cuts keep the layer below that."""
         return [new_tokens] * num_layers
+
+    def quiet_step(self, state: PolicyState, counts: list[list[int]], seen: list[int]) -> QuietStep | None:
+        """The coming decode step as a QuietStep when decode() will answer None at every layer, else None
+        (the step runs layer by layer). counts [L][B]: each layer's tokens per row as decode() will see
+        them (the new token included); seen: tokens seen per row, the new one included."""
+        return None if self.compresses_at_decode else QuietStep()
 
     def recurrent_modules(self, lm) -> dict:
         """{layer: {kv_group: module}} of KV groups this policy runs as recurrences (none here)."""

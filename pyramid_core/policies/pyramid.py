@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..transfer import to_device
-from .base import ALWAYS, Keep, LayerContext, Policy, PolicyState
+from .base import ALWAYS, Keep, LayerContext, Policy, PolicyState, QuietStep
 from .recent_queries import RecentQueries
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -102,6 +102,7 @@ class PyramidState(PolicyState):
     windows: tuple[int, list[int]] | None = None
     weights: tuple[tuple, torch.Tensor] | None = None  # (key, voter weights) of the current windows
     chunk: tuple[tuple, torch.Tensor] | None = None    # (key, outside-chunk mask) of the current cut
+    voter_slot: torch.Tensor | None = None  # [1] where a quiet step's graph writes every layer's query
 
     def __post_init__(self):
         self.markers = self.markers or [None] * self.num_layers
@@ -222,6 +223,19 @@ class PyramidPolicy(Policy):
             plan.append(list(held))
         return plan
 
+    def quiet_step(self, state: PyramidState, counts: list[list[int]], seen: list[int]) -> QuietStep | None:
+        """A step at which no layer cuts (decode()'s chunk_cut on the counts it will see) and every layer's
+        voters take the new query in place, at one index: only that write is left (VoterStep)."""
+        voters = [v for v in state.voters if v is not None]
+        if not voters or not all(v.has_room() for v in voters) or len({v.length for v in voters}) > 1:
+            return None
+        windows = [self.window(n) for n in seen]
+        for layer, (held, markers) in enumerate(zip(counts, state.markers)):
+            if markers is not None and any(self.chunk_cut(layer, len(counts), h, w, m) is not None
+                                           for h, w, m in zip(held, windows, markers)):
+                return None
+        return VoterStep(state)
+
     def new_state(self, num_layers: int) -> PyramidState:
         return PyramidState(num_layers)
 
@@ -301,3 +315,27 @@ class PyramidPolicy(Policy):
         if state.windows is None or state.windows[0] != ctx.seen[0]:
             state.windows = (ctx.seen[0], [self.window(n) for n in ctx.seen])
         return state.windows[1]
+
+
+class VoterStep(QuietStep):
+    """PyramidInfer's decode step where nothing is cut: each layer's query joins its voters, as decode()
+    appends it, written inside the step's graph at the index the host loads before it."""
+
+    def __init__(self, state: PyramidState):
+        self.state = state
+        self.voters = [v for v in state.voters if v is not None]
+        if state.voter_slot is None:
+            state.voter_slot = torch.zeros(1, dtype=torch.long, device=self.voters[0].queries.device)
+        self.binding = (*(v.queries for v in self.voters), state.voter_slot)
+
+    def prepare(self) -> None:
+        self.state.voter_slot.fill_(self.voters[0].length)
+
+    def record(self, layer: int, queries: torch.Tensor) -> None:
+        if self.state.voters[layer] is not None:
+            self.state.voters[layer].write(queries, self.state.voter_slot)
+
+    def done(self, positions: torch.Tensor) -> None:
+        newest = positions.clone()  # the graph's buffer holds the next step's positions soon
+        for voters in self.voters:
+            voters.advance(newest)

@@ -33,9 +33,9 @@ class RecentQueries:
         does: each row's next query sits one position after its previous one.
         """
         t = queries.shape[2]
-        if t == 1 and self.length < self.queries.shape[2]:
+        if t == 1 and self.has_room():
             self.queries[:, :, self.length:self.length + 1] = queries
-            self.length, self.unwritten, self.newest = self.length + 1, self.unwritten + 1, positions
+            self.advance(positions)
             return
         self._write_positions()
         if self.length + t > self.queries.shape[2]:
@@ -51,6 +51,19 @@ class RecentQueries:
         self.queries[:, :, self.length:self.length + t] = queries
         self.positions[:, self.length:self.length + t] = positions
         self.length += t
+
+    def has_room(self) -> bool:
+        """Whether one more query fits without moving the buffer."""
+        return self.length < self.queries.shape[2]
+
+    def write(self, queries: torch.Tensor, slot: torch.Tensor) -> None:
+        """One query a row [B, H, 1, D] into the slot a device tensor [1] names: device work alone, so that
+        a captured decode step can repeat it (step_graphs.py); advance() is the host's part."""
+        self.queries.index_copy_(2, slot, queries)
+
+    def advance(self, positions: torch.Tensor) -> None:
+        """One more query held, its positions [B, 1] remembered (written with the others when read)."""
+        self.length, self.unwritten, self.newest = self.length + 1, self.unwritten + 1, positions
 
     def _write_positions(self) -> None:
         """The positions of the single queries appended since the last write: one after another in each
