@@ -269,9 +269,20 @@ class LayerCache:
         self.values.scatter_(2, index, values)
         self.positions.scatter_(1, slot[:, None], positions)
 
-    def advance(self) -> None:
-        """The host's bookkeeping after a graph wrote one token per row into slot `length` (step_graphs.py)."""
-        self.length += 1
+    def next_slot(self) -> int:
+        """The slot the next token of every row goes into: the oldest one a ring freed, else the first unused."""
+        return self.free[0] if self.free else self.length
+
+    def took_next(self) -> None:
+        """The host's part of append() after a graph wrote one token per row into next_slot()
+        (step_graphs.py): the same bookkeeping as _write_free or as a single token's append."""
+        if self.free:
+            self.ring.append(self.free.pop(0))
+            self.ordered = False
+        else:
+            if self.ring is not None:
+                self.ring.append(self.length)
+            self.length += 1
         self.counts = [c + 1 for c in self.counts]
 
     def _settle(self) -> None:

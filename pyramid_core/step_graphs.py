@@ -1,6 +1,7 @@
-"""A whole decode step as one CUDA graph, for a request whose KV is reserved, at a step where its policy
-answers no layer: every step of the baseline, SnapKV (after its prefill) and RecurFormer, and PyramidInfer's
-steps between its cuts.
+"""A whole decode step as one CUDA graph, for a request whose KV is reserved, at a step where its policy's
+answers need none of the step's tensors: every step of the baseline, SnapKV (after its prefill), RecurFormer
+and streaming (a window the cache carries out on the host after the step), and PyramidInfer's steps between
+its cuts.
 
 graphs.py captures each layer's fixed-shape stretches and leaves the middle eager: the cache's append
 and attention over the slots the layer holds, whose count grows every step. That middle, with the Python
@@ -18,7 +19,9 @@ shape that changes, and all of it is captured once per request and replayed:
           -> norm, lm_head
 
 The policy says which steps are quiet and what its part of one is (policies/base.py `QuietStep`); a step
-where it answers some layer (a PyramidInfer cut) runs layer by layer, on the same reserved buffers. What
+where its answer needs the step's tensors (a PyramidInfer cut scores the voters) runs layer by layer, on the
+same reserved buffers. A layer writes the new token into `LayerCache.next_slot()`: slot `length`, or the
+slot a streaming ring freed at the step before. What
 stays on the host is bookkeeping (one more slot in use, one more token a row, the policy's `done`) and
 the inputs copied into the graph's buffers (tokens, positions, each layer's slot). Attention runs over
 the whole reservation; on CUDA the Triton decode kernel's masked loads skip the slots still empty,
@@ -53,7 +56,7 @@ class StepGraph:
     replay: Replay
     tokens: torch.Tensor     # [B] the step's input tokens
     positions: torch.Tensor  # [B, 1] their RoPE positions
-    slots: torch.Tensor      # [L] the slot each layer writes (every row the same: rows are right-aligned)
+    slots: torch.Tensor      # [L] the slot each layer writes (every row the same: LayerCache.next_slot)
     logits: torch.Tensor     # [B, V] float32, overwritten by the next replay
     binding: tuple           # the tensors the graph writes; another tensor in any place: recapture
 
@@ -61,12 +64,13 @@ class StepGraph:
 def quiet_step(req) -> QuietStep | None:
     """This decode step as the policy's QuietStep when it can run as the request's step graph: CUDA graphs
     in use, every layer reserved with a slot left and no ring or eviction pending, no attention to
-    record, and a policy that answers no layer this step (policies/base.py: the baseline, SnapKV and
-    RecurFormer at every step, PyramidInfer between its cuts); else None."""
+    record, and a policy whose answers this step need none of its tensors (policies/base.py: the baseline,
+    SnapKV, RecurFormer and streaming at every step, PyramidInfer between its cuts); else None."""
     layers = req.cache.layers
+    # at most one freed slot a layer: the token fills it; more would be holes, masked only once settled
     if not (FUSED_STEP and req.graphs is not None and not req.record_attention
-            and all(layer.reserved and not layer.free and layer.evicted is None and layer.ring is None
-                    and layer.length < layer.capacity for layer in layers)):
+            and all(layer.reserved and len(layer.free) <= 1 and layer.evicted is None
+                    and layer.next_slot() < layer.capacity for layer in layers)):
         return None
     counts = [[c + 1 for c in layer.counts] for layer in layers]  # as decode() would see them
     return req.policy.quiet_step(req.state, counts, req.seen)
@@ -84,13 +88,16 @@ def run(req, tokens: torch.Tensor, quiet: QuietStep) -> torch.Tensor:
     else:
         req.step_graph = graph = capture(req, tokens, binding, quiet)  # its warm-up ran this step
     for layer in req.cache.layers:
-        layer.advance()
+        layer.took_next()
     quiet.done(graph.positions)
+    for layer, answer in quiet.answers:  # host-only answers (a ring window frees a slot for the next token)
+        if req.cache[layer].keys.shape[1] > 0:  # as ask_policy: a layer that caches nothing is not asked
+            req.cache[layer].apply(answer)
     return graph.logits.clone()
 
 
 def slot_indices(req) -> torch.Tensor:
-    return torch.tensor([layer.length for layer in req.cache.layers])
+    return torch.tensor([layer.next_slot() for layer in req.cache.layers])
 
 
 def bound(req, quiet: QuietStep) -> tuple:

@@ -73,17 +73,25 @@ def test_the_cache_after_the_step_graph_is_the_per_layer_paths(monkeypatch):
         assert (a.positions[:, n:] == -1).all() and a.positions.shape[1] > n
 
 
-@pytest.mark.parametrize("mode, knobs", [("snapkv", {"kv_budget": 0.5, "window_size": 4}),
-                                         ("streaming", {"kv_budget": 0.5, "sink_len": 2})])
-def test_only_a_policy_silent_at_decode_takes_it(mode, knobs, spied, monkeypatch):
-    """SnapKV compresses once, after the prefill: its decode steps are the baseline's and take the graph.
-    Streaming answers at every decode step, so it keeps the per-layer path."""
+@pytest.mark.parametrize("mode, knobs, lengths", [
+    ("snapkv", {"kv_budget": 0.5, "window_size": 4}, (40, 40)),
+    ("streaming", {"kv_budget": 0.5, "sink_len": 2}, (40, 40)),   # a ring: each step frees the oldest slot
+    ("streaming", {"kv_budget": 0.5, "sink_len": 2}, (40, 27))])  # holes: each step compacts, on the host
+def test_policies_whose_answers_need_no_tensor_of_the_step_take_it(mode, knobs, lengths, spied, monkeypatch):
+    """SnapKV compresses once, after the prefill: its decode steps are the baseline's. Streaming answers
+    every step with a window, which the cache carries out after the step's graph (a ring's bookkeeping, or
+    a compaction). Both take the graph at every step, with the per-layer path's logits and cache."""
     lm = tiny_model("llama")
-    ids, mask = left_padded((40, 40))
-    on, _ = forced(lm, ids, mask, make_policy(mode, knobs), True, monkeypatch)
-    assert spied["run"] == (NEW if mode == "snapkv" else 0)
-    off, _ = forced(lm, ids, mask, make_policy(mode, knobs), False, monkeypatch)
+    ids, mask = left_padded(lengths)
+    on, fused = forced(lm, ids, mask, make_policy(mode, knobs), True, monkeypatch)
+    assert spied["run"] == NEW
+    off, plain = forced(lm, ids, mask, make_policy(mode, knobs), False, monkeypatch)
     assert (on - off).abs().max() < 1e-4
+    for a, b in zip(fused.cache.layers, plain.cache.layers):
+        assert (a.length, a.counts, a.free, a.ring) == (b.length, b.counts, b.free, b.ring)
+        assert torch.equal(a.positions, b.positions)
+    if mode == "streaming" and lengths[0] == lengths[1]:
+        assert fused.cache[0].ring is not None  # the ring really ran
 
 
 def test_it_needs_a_reserve_graphs_and_no_recording(spied):

@@ -148,11 +148,12 @@ class LayerContext:
 
 
 class QuietStep:
-    """A decode step at which a policy answers no layer, split into what the host does around it and
-    what the device does inside it, so that the whole step can run as one CUDA graph (step_graphs.py).
-    This one does nothing: the step of a policy that is never asked at decode."""
+    """A decode step at which a policy's answers need none of the step's tensors, split into what the host
+    does around it and what the device does inside it, so that the whole step can run as one CUDA graph
+    (step_graphs.py). This one does nothing: the step of a policy that is never asked at decode."""
 
     binding: tuple = ()  # the tensors record() writes: another tensor in any place means a new graph
+    answers: tuple = ()  # (layer, answer) the engine applies after the step: answers the host carries out
 
     def prepare(self) -> None:
         """Host, before the step: load the inputs record() reads."""
@@ -214,9 +215,10 @@ class Policy:
         return [new_tokens] * num_layers
 
     def quiet_step(self, state: PolicyState, counts: list[list[int]], seen: list[int]) -> QuietStep | None:
-        """The coming decode step as a QuietStep when decode() will answer None at every layer, else None
-        (the step runs layer by layer). counts [L][B]: each layer's tokens per row as decode() will see
-        them (the new token included); seen: tokens seen per row, the new one included."""
+        """The coming decode step as a QuietStep when decode() will answer nothing that needs the step's
+        tensors at any layer, else None (the step runs layer by layer). counts [L][B]: each layer's tokens
+        per row as decode() will see them (the new token included); seen: tokens seen per row, the new one
+        included."""
         return None if self.compresses_at_decode else QuietStep()
 
     def recurrent_modules(self, lm) -> dict:

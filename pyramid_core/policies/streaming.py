@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..transfer import to_device
-from .base import Keep, LayerContext, Policy, Window, check_share
+from .base import Keep, LayerContext, Policy, PolicyState, QuietStep, Window, check_share
 
 
 @dataclass
@@ -55,7 +55,19 @@ class StreamingPolicy(Policy):
         return self.keep(ctx)
 
     def decode(self, ctx: LayerContext) -> Window | None:
-        budgets = [self.budget(n) for n in ctx.seen]
-        if all(held <= b for held, b in zip(ctx.counts, budgets)):
+        return self.window_answer(ctx.counts, ctx.seen)
+
+    def window_answer(self, counts: list[int], seen: list[int]) -> Window | None:
+        """Keep the sinks and the newest tokens within each row's budget; None while every row fits."""
+        budgets = [self.budget(n) for n in seen]
+        if all(held <= b for held, b in zip(counts, budgets)):
             return None
-        return Window(self.sink_len, [min(held, b) for held, b in zip(ctx.counts, budgets)])
+        return Window(self.sink_len, [min(held, b) for held, b in zip(counts, budgets)])
+
+    def quiet_step(self, state: PolicyState, counts: list[list[int]], seen: list[int]) -> QuietStep:
+        """Every decode step: its answers are windows, which the cache carries out on the host (a ring frees
+        the oldest non-sink slot for the next token) after the step's graph."""
+        quiet = QuietStep()
+        quiet.answers = tuple((layer, answer) for layer, held in enumerate(counts)
+                              if (answer := self.window_answer(held, seen)) is not None)
+        return quiet
