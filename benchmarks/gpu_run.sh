@@ -9,7 +9,10 @@
 #   bash benchmarks/gpu_run.sh profile7b          # a batch-1 7B step's GPU-busy share and profile tables (~2 min)
 #   bash benchmarks/gpu_run.sh roofline           # the baseline's batch-1 7B step against the card's bandwidth:
 #       achieved GB/s, its share of the datasheet's and of a measured copy's, the GPU-busy share (~2 min)
-#   bash benchmarks/gpu_run.sh modes_reserve      # every mode over a reserved KV (silent policies: one graph a step)
+#   bash benchmarks/gpu_run.sh modes_reserve      # every mode over a reserved KV (quiet steps: one graph a step, ~6 min)
+#   bash benchmarks/gpu_run.sh table1_reserve     # Table 1 whole with --reserve-kv: HF, baseline, PyramidInfer 45% (~5 min)
+# Longer than a call: setsid nohup bash benchmarks/gpu_run.sh tests roofline table1_reserve modes_reserve >/tmp/b.log 2>&1 &
+# then wait on its pid in later calls and copy /tmp/bench/* to $OUT.
 #   bash benchmarks/gpu_run.sh evict_graphs       # H2O with and without its steady-step graphs in the same
 #       rounds (the h2o-eager variant), and their tests on CUDA (~3 min)
 #   bash benchmarks/gpu_run.sh h2o_host           # where an eager H2O layer step spends the host's time (~30 s)
@@ -41,6 +44,9 @@ for step in "$@"; do
     profile7b) python benchmarks/profile_decode.py llama2-7b 1 1024 baseline recurformer pyramid h2o ;;
     # PyramidInfer's policy share with its decode-time cuts in the timed run (400 tokens after a 1k prompt)
     modes_reserve) python -m pyramid_core bench modes --quick --repeats 3 --reserve-kv --out "$RES" ;;
+    table1_reserve) python -m pyramid_core bench table1 --reserve-kv --memory-cap-gb 80 \
+        --batch32-methods hf-generate,engine-baseline,pyramid-45 --methods hf-generate,engine-baseline,pyramid-45 \
+        --out "$RES" ;;
     policy_share) python -m pyramid_core bench modes --quick --repeats 3 --shapes llama2-7b --prompts 1024 \
         --modes baseline,pyramid,h2o,streaming --policy-tokens 400 --out "$RES" ;;
     evict_graphs)
