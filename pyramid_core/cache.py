@@ -26,8 +26,8 @@ hold, spare slots included: that is the memory the cache really takes.
 A reserve (`KVCache(reserve=n)`, the engine's `reserve_kv`) sizes each layer's buffers for the whole
 request: the prefill's first write takes its slots plus n more (a request's new tokens, or what the policy
 plans to add to that layer: `Policy.planned_growth`), and after the prefill (`reserve()`) a layer that the
-policy cut is sized once more, to the slots it kept plus n; a
-layer that kept everything keeps its first buffers. Growth and compaction then never allocate: `keep`
+policy cut is sized once more, to the slots it kept plus n; a layer that kept everything keeps its first
+buffers. Growth and compaction then never allocate: `keep`
 writes the kept slots back into the front of the same buffers, and the caching allocator holds one
 buffer pair per layer for the whole request. When the policy keeps the whole prompt (the baseline), the
 sizes are known before the prefill and every layer is allocated then (`presize`), before any
@@ -117,9 +117,8 @@ class LayerCache:
         if self.ring is not None:  # t new slots at the end, newest last (a ring tracks single tokens)
             self.ring.extend(range(self.length, self.length + t))
         if self.length + t > self.capacity:
-            # under a reserve the first write (the prefill's) takes the whole reserve at once, so a layer
-            # that keeps everything is allocated once (Table 1's baseline reached 44 sequences with a
-            # reserve, 56 without, when each of its layers was allocated twice)
+            # under a reserve the first write (the prefill's) takes the whole reserve at once, so a layer its
+            # policy does not cut is allocated once (a policy that keeps the whole prompt is presized instead)
             first = self.reserve_new is not None and self.capacity == 0
             self._reallocate(self.length + t + (self.reserve_new if first else 0))
         end = self.length + t
@@ -245,13 +244,11 @@ class LayerCache:
 
     def _write_free(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
         """One token per row into the oldest freed slot (the same slot in every row)."""
-        slot = self.free.pop(0)
+        slot = self.next_slot()
         self.keys[:, :, slot:slot + 1] = keys
         self.values[:, :, slot:slot + 1] = values
         self.positions[:, slot:slot + 1] = positions
-        self.counts = [c + 1 for c in self.counts]
-        self.ring.append(slot)
-        self.ordered = False
+        self.took_next()
 
     def _write_evicted(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
         """One token per row into the slot evict() freed in that row: an indexed write per buffer."""

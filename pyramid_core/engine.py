@@ -64,7 +64,7 @@ class Request:
     graphs: GraphStore | None = None  # where decode steps find their CUDA graphs; None: eager decoding
     decode_kernel: bool = True        # decode attention may use the Triton kernel (attention.py)
     evict_graphs: dict = field(default_factory=dict)  # layer -> its whole steady step (evict_graphs.py)
-    evict_pool: object = None         # their CUDA memory pool (and the step graph's)
+    graph_pool: object = None         # the CUDA memory pool of its own graphs (evict and step graphs)
     step_graph: object = None         # the whole decode step as one graph (step_graphs.py)
 
     def describe_policy(self) -> dict:

@@ -29,9 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import warmup
 from .attention import attention
-from .graphs import DecodeGraphs, Replay, load
+from .graphs import DecodeGraphs, Replay, load, request_replay, same_objects
 from .layers import attention_scale
 
 
@@ -80,7 +79,7 @@ def bound(req, stages: DecodeGraphs, idx: int) -> tuple[tuple, tuple]:
 
 
 def same(old: tuple[tuple, tuple], new: tuple[tuple, tuple]) -> bool:
-    return all(a is b for a, b in zip(old[0], new[0])) and old[1] == new[1]
+    return same_objects(old[0], new[0]) and old[1] == new[1]
 
 
 def capture(req, stages: DecodeGraphs, idx: int, q, k, v, binding: tuple) -> EvictGraph:
@@ -98,14 +97,4 @@ def capture(req, stages: DecodeGraphs, idx: int, q, k, v, binding: tuple) -> Evi
         slot.copy_(layer.lowest_slot(scores))
         return ()
 
-    if device.type == "cuda":
-        if req.evict_pool is None:  # one memory pool for the request's graphs, freed with it
-            req.evict_pool = torch.cuda.graph_pool_handle()
-        pool, stream = req.evict_pool, torch.cuda.Stream(device)
-        stream.wait_stream(torch.cuda.current_stream(device))
-        replay = Replay(step, device, pool, stream)
-        torch.cuda.current_stream(device).wait_stream(stream)
-    else:
-        replay = Replay(step, device)
-    warmup.note()  # a capture is one-time work: this step is warm-up (warmup.py)
-    return EvictGraph(replay, slot, binding)
+    return EvictGraph(request_replay(req, step, device), slot, binding)

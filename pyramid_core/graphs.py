@@ -210,6 +210,28 @@ def copy_state(static, value) -> None:
         getattr(static, f.name).copy_(getattr(value, f.name))
 
 
+def request_replay(req, fn: Callable[[], tuple], device: torch.device) -> Replay:
+    """fn captured for one request (evict_graphs.py, step_graphs.py): on a GPU in the request's own memory
+    pool, freed with it, on a side stream ordered after the current one. A capture is one-time work: the
+    step that makes it is warm-up (warmup.py)."""
+    if device.type != "cuda":
+        replay = Replay(fn, device)
+    else:
+        if req.graph_pool is None:
+            req.graph_pool = torch.cuda.graph_pool_handle()
+        stream, current = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+        stream.wait_stream(current)
+        replay = Replay(fn, device, req.graph_pool, stream)
+        current.wait_stream(stream)
+    warmup.note()
+    return replay
+
+
+def same_objects(old: tuple, new: tuple) -> bool:
+    """Whether a graph's binding still holds: the very same objects, in the same places."""
+    return len(old) == len(new) and all(a is b for a, b in zip(old, new))
+
+
 def load(static: torch.Tensor, value: torch.Tensor) -> None:
     """Copy value into a graph's input buffer unless it already is that buffer."""
     if value is not static:

@@ -40,9 +40,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from . import warmup
 from .attention import attention
-from .graphs import Replay, copy_state, load
+from .graphs import Replay, copy_state, load, request_replay, same_objects
 from .kernels.decode import kernel_supports
 from .layers import attention_scale, embed_tokens, final_logits, rope_tables
 from .policies.base import QuietStep
@@ -80,7 +79,7 @@ def run(req, tokens: torch.Tensor, quiet: QuietStep) -> torch.Tensor:
     """The decode step of tokens [B] as the request's graph (quiet_step(req) gave `quiet`): logits [B, V]."""
     graph, binding = req.step_graph, bound(req, quiet)
     quiet.prepare()
-    if graph is not None and all(a is b for a, b in zip(graph.binding, binding)):
+    if graph is not None and same_objects(graph.binding, binding):
         load(graph.tokens, tokens)
         load(graph.positions, req.positions[:, None])
         graph.slots.copy_(slot_indices(req))
@@ -147,14 +146,4 @@ def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> Step
         logits.copy_(final_logits(parts, h)[:, 0])
         return ()
 
-    if device.type == "cuda":
-        if req.evict_pool is None:  # the request's pool for its graphs, freed with it
-            req.evict_pool = torch.cuda.graph_pool_handle()
-        stream = torch.cuda.Stream(device)
-        stream.wait_stream(torch.cuda.current_stream(device))
-        replay = Replay(step, device, req.evict_pool, stream)
-        torch.cuda.current_stream(device).wait_stream(stream)
-    else:
-        replay = Replay(step, device)
-    warmup.note()  # a capture is one-time work: this step is warm-up (warmup.py)
-    return StepGraph(replay, static_tokens, positions, slots, logits, binding)
+    return StepGraph(request_replay(req, step, device), static_tokens, positions, slots, logits, binding)
