@@ -11,6 +11,9 @@
 #       achieved GB/s, its share of the datasheet's and of a measured copy's, the GPU-busy share (~2 min)
 #   bash benchmarks/gpu_run.sh modes_reserve      # every mode over a reserved KV (quiet steps: one graph a step, ~6 min)
 #   bash benchmarks/gpu_run.sh table1_reserve     # Table 1 whole with --reserve-kv: HF, baseline, PyramidInfer 45% (~5 min)
+#   bash benchmarks/gpu_run.sh split_sweep step_time  # the split decode kernel's settings at batch 1 (~1 min); where
+#       a batch-1 7B step of the whole-step graph spends its time, kernels by name (~1 min)
+#   bash benchmarks/gpu_run.sh modes_reserve_7b h2o_reserve_7b  # the 7B rows of modes_reserve, H2O apart (~4 min)
 # Longer than a call: setsid nohup bash benchmarks/gpu_run.sh tests roofline table1_reserve modes_reserve >/tmp/b.log 2>&1 &
 # then wait on its pid in later calls and copy /tmp/bench/* to $OUT.
 #   bash benchmarks/gpu_run.sh evict_graphs       # H2O with and without its steady-step graphs in the same
@@ -30,7 +33,8 @@ for step in "$@"; do
   echo "=== $step $(date +%T)"
   case $step in
     tests) python -m pytest -q -rs tests/test_graphs.py tests/test_scores.py tests/test_decode_kernel.py tests/test_recurformer.py -k "cuda or gpu or triton or kernel"
-      python -m pytest -q -rs tests/test_step_graphs.py -k cuda ;;  # the whole-step graph captured for real
+      python -m pytest -q -rs tests/test_step_graphs.py -k cuda  # the whole-step graph captured for real
+      python -m pytest -q -rs tests/test_decode_kernel.py tests/test_rope_write.py tests/test_rms_norm_kernel.py ;;
     # the opt-in fused decode steps (off by default until these pass and are timed here): their kernels
     # compiled for real, against their twins, in the engine and in CUDA graphs
     fused_tests) PYRAMID_FUSED_RNN_STEP=1 PYRAMID_FUSED_H2O_STEP=1 python -m pytest -q -rs \
@@ -44,6 +48,12 @@ for step in "$@"; do
     profile7b) python benchmarks/profile_decode.py llama2-7b 1 1024 baseline recurformer pyramid h2o ;;
     # PyramidInfer's policy share with its decode-time cuts in the timed run (400 tokens after a 1k prompt)
     modes_reserve) python -m pyramid_core bench modes --quick --repeats 3 --reserve-kv --out "$RES" ;;
+    modes_reserve_7b) python -m pyramid_core bench modes --quick --repeats 3 --reserve-kv --shapes llama2-7b \
+        --modes baseline,pyramid,streaming,snapkv,recurformer,pyramid+recurformer --out "$RES" ;;
+    h2o_reserve_7b) python -m pyramid_core bench modes --quick --repeats 3 --reserve-kv --shapes llama2-7b \
+        --modes baseline,h2o --out "$RES/h2o" ;;
+    split_sweep) PYTHONPATH=. python benchmarks/decode_split_sweep.py "$RES/decode_split_sweep.json" | tail -60 ;;
+    step_time) PYTHONPATH=. python benchmarks/step_graph_time.py llama2-7b 1024 "$RES/step_graph_time_7b_1k.json" ;;
     table1_reserve) python -m pyramid_core bench table1 --reserve-kv --memory-cap-gb 80 \
         --batch32-methods hf-generate,engine-baseline,pyramid-45 --methods hf-generate,engine-baseline,pyramid-45 \
         --out "$RES" ;;

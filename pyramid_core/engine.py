@@ -288,6 +288,22 @@ def _per_step(flag) -> Callable[[int], bool]:
 @torch.inference_mode()  # on a generator, torch enters and leaves the mode around each step
 def _generate_steps(req: Request, tokens, max_new_tokens, sampling, generator, eos, pad, record_attention,
                     record_positions, stop, detail_last):
+    try:
+        yield from _steps(req, tokens, max_new_tokens, sampling, generator, eos, pad, record_attention,
+                          record_positions, stop, detail_last)
+    finally:
+        release_graphs(req)
+
+
+def release_graphs(req: Request) -> None:
+    """Drop the request's own graphs (step and evict graphs) once it ends or is closed: each graph's
+    function refers back to the request, and through that cycle its KV and the graphs' memory pool
+    would wait for Python's cycle collector instead of going when the last reference does."""
+    req.step_graph, req.evict_graphs = None, {}
+
+
+def _steps(req: Request, tokens, max_new_tokens, sampling, generator, eos, pad, record_attention,
+           record_positions, stop, detail_last):
     finished = [False] * tokens.shape[0]
     for i in range(max_new_tokens):
         one_time, start = warmup.count(), time.perf_counter()

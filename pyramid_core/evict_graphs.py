@@ -88,13 +88,23 @@ def capture(req, stages: DecodeGraphs, idx: int, q, k, v, binding: tuple) -> Evi
     out, T = stages.attn_out[idx], layer.length
     scale, window = attention_scale(req.parts, idx), req.parts.windows[idx]
 
+    def scores(queries, query_pos, keys, positions):
+        return req.policy.steady_scores(req.state, idx, queries, query_pos, keys, positions, scale)
+
     def step():
         layer.write_slots(slot, k, v, pos)
-        keys, values, k_pos = layer.keys[:, :, :T], layer.values[:, :, :T], layer.positions[:, :T]
-        out.copy_(attention(q, keys, values, pos, k_pos, scale=scale, holes=False, window=window,
-                            causal_square=False, decode_kernel=req.decode_kernel))
-        scores = req.policy.steady_scores(req.state, idx, q, pos, keys, k_pos, scale)
-        slot.copy_(layer.lowest_slot(scores))
+        out.copy_(attend_and_pick(layer, slot, q, pos, T, scale, window, req.decode_kernel, scores))
         return ()
 
     return EvictGraph(request_replay(req, step, device), slot, binding)
+
+
+def attend_and_pick(layer, slot: torch.Tensor, q: torch.Tensor, pos: torch.Tensor, T: int, scale: float,
+                    window: int | None, decode_kernel: bool, scores) -> torch.Tensor:
+    """A full layer's steady step after the token's write: attention over its T slots, then the next slot
+    each row evicts, into `slot` (device work only). scores(q, pos, keys, positions) -> [B, T]."""
+    keys, values, k_pos = layer.keys[:, :, :T], layer.values[:, :, :T], layer.positions[:, :T]
+    out = attention(q, keys, values, pos, k_pos, scale=scale, holes=False, window=window, causal_square=False,
+                    decode_kernel=decode_kernel)
+    slot.copy_(layer.lowest_slot(scores(q, pos, keys, k_pos)))
+    return out

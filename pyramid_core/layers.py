@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
 from .attention import attention
+from .kernels import rms_norm as fused_norm
 from .placement import Placement, placement_of
 from .recurrent_groups import LayerHeads, merge_recurrent, run_groups
 
@@ -75,7 +75,7 @@ def embed_tokens(parts: Parts, ids: torch.Tensor, device: torch.device) -> torch
 def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's RMSNorm as one fused kernel (its module spends six), with its own weight and eps."""
     eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
-    return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)
+    return fused_norm.rms_norm(x, norm.weight, eps)
 
 
 def final_logits(parts: Parts, h: torch.Tensor) -> torch.Tensor:
@@ -129,11 +129,14 @@ def attention_scale(parts: Parts, idx: int) -> float:
 
 def project(parts: Parts, idx: int, x: torch.Tensor, rope, heads: LayerHeads | None = None):
     """(q [B, H_attn, T, D], k, v [B, H_kv_cached, T, D]) of a layer's normed input x [B, T, C], RoPE
-    applied to q and k; only the heads that attend when some KV groups are recurrences."""
+    applied to q and k (rope None: not yet, kernels/rope_write.py does it with the cache write); only the
+    heads that attend when some KV groups are recurrences."""
     q, k, v = project_qkv(parts.layers[idx].self_attn, x, parts.head_dim)
     if heads is not None:  # projections of replaced heads are computed and dropped: simpler than slicing weights
         # index_select, not q[:, heads.q]: see recurrent_groups.merge_recurrent
         q, k, v = q.index_select(1, heads.q), k.index_select(1, heads.kv), v.index_select(1, heads.kv)
+    if rope is None:
+        return q, k, v
     return apply_rope(q, rope), apply_rope(k, rope), v
 
 

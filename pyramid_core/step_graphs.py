@@ -1,7 +1,8 @@
 """A whole decode step as one CUDA graph, for a request whose KV is reserved, at a step where its policy's
-answers need none of the step's tensors: every step of the baseline, SnapKV (after its prefill), RecurFormer
-and streaming (a window the cache carries out on the host after the step), and PyramidInfer's steps between
-its cuts.
+answers need none of the step's tensors on the host: every step of the baseline, SnapKV (after its prefill),
+RecurFormer and streaming (a window the cache carries out on the host after the step), PyramidInfer's steps
+between its cuts, and H2O's once every layer is full (each row's token goes into the slot it evicted at the
+step before, and the next eviction is picked inside the graph, as evict_graphs.py does a layer at a time).
 
 graphs.py captures each layer's fixed-shape stretches and leaves the middle eager: the cache's append
 and attention over the slots the layer holds, whose count grows every step. That middle, with the Python
@@ -35,14 +36,17 @@ a GPU and compare it with the per-layer path (tests/test_step_graphs.py).
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, fields
 
 import torch
 
 from .attention import attention
+from .evict_graphs import attend_and_pick
 from .graphs import Replay, copy_state, load, request_replay, same_objects
 from .kernels.decode import kernel_supports
+from .kernels.rope_write import rope_write
 from .layers import attention_scale, embed_tokens, final_logits, rope_tables
 from .policies.base import QuietStep
 
@@ -58,6 +62,8 @@ class StepGraph:
     slots: torch.Tensor      # [L] the slot each layer writes (every row the same: LayerCache.next_slot)
     logits: torch.Tensor     # [B, V] float32, overwritten by the next replay
     binding: tuple           # the tensors the graph writes; another tensor in any place: recapture
+    evicted: list | None = None  # an evicting step's: per layer, [B] the slot each row writes, then evicts
+    lengths: tuple = ()          # an evicting step's slots in use per layer, which its attention reads
 
 
 def quiet_step(req) -> QuietStep | None:
@@ -68,26 +74,44 @@ def quiet_step(req) -> QuietStep | None:
     layers = req.cache.layers
     # at most one freed slot a layer: the token fills it; more would be holes, masked only once settled
     if not (FUSED_STEP and req.graphs is not None and not req.record_attention
-            and all(layer.reserved and len(layer.free) <= 1 and layer.evicted is None
-                    and layer.next_slot() < layer.capacity for layer in layers)):
+            and all(layer.reserved and len(layer.free) <= 1 and layer.next_slot() < layer.capacity
+                    for layer in layers)):
         return None
     counts = [[c + 1 for c in layer.counts] for layer in layers]  # as decode() would see them
-    return req.policy.quiet_step(req.state, counts, req.seen)
+    quiet = req.policy.quiet_step(req.state, counts, req.seen)
+    if quiet is None:
+        return None
+    if quiet.evicts:  # every layer full, one slot a row freed at the last step, none elsewhere
+        fits = all(layer.evicted is not None and not layer.free and not layer.has_holes
+                   and layer.keys.shape[1] > 0 for layer in layers)
+    else:
+        fits = all(layer.evicted is None for layer in layers)
+    return quiet if fits else None
 
 
 def run(req, tokens: torch.Tensor, quiet: QuietStep) -> torch.Tensor:
     """The decode step of tokens [B] as the request's graph (quiet_step(req) gave `quiet`): logits [B, V]."""
-    graph, binding = req.step_graph, bound(req, quiet)
+    graph, binding, layers = req.step_graph, bound(req, quiet), req.cache.layers
+    lengths = tuple(layer.length for layer in layers) if quiet.evicts else ()
     quiet.prepare()
-    if graph is not None and same_objects(graph.binding, binding):
+    if graph is not None and same_objects(graph.binding, binding) and graph.lengths == lengths \
+            and (graph.evicted is not None) == quiet.evicts:
         load(graph.tokens, tokens)
         load(graph.positions, req.positions[:, None])
-        graph.slots.copy_(slot_indices(req))
+        if quiet.evicts:  # the graph's own slot buffers, unless a step outside it evicted last
+            for slot, layer in zip(graph.evicted, layers):
+                if layer.evicted is not slot:
+                    slot.copy_(layer.evicted)
+        else:
+            graph.slots.copy_(slot_indices(req))
         graph.replay()
     else:
         req.step_graph = graph = capture(req, tokens, binding, quiet)  # its warm-up ran this step
-    for layer in req.cache.layers:
-        layer.took_next()
+    for idx, layer in enumerate(layers):
+        if quiet.evicts:  # one token in, one out: the counts stay; the next slot is the graph's pick
+            layer.evicted, layer.ordered, layer.ring = graph.evicted[idx], False, None
+        else:
+            layer.took_next()
     quiet.done(graph.positions)
     for layer, answer in quiet.answers:  # host-only answers (a ring window frees a slot for the next token)
         if req.cache[layer].keys.shape[1] > 0:  # as ask_policy: a layer that caches nothing is not asked
@@ -125,18 +149,24 @@ def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> Step
     parts, device, B = req.parts, tokens.device, tokens.shape[0]
     static_tokens, positions = tokens.clone(), req.positions[:, None].clone()
     slots = slot_indices(req).to(device)
+    evicted = [layer.evicted.clone() for layer in req.cache.layers] if quiet.evicts else None
+    lengths = tuple(layer.length for layer in req.cache.layers) if quiet.evicts else ()
     logits = torch.empty(tokens.shape[0], parts.lm_head.weight.shape[0], dtype=torch.float32, device=device)
 
     def step():
         h = embed_tokens(parts, static_tokens[:, None], device)
         rope = rope_tables(parts.rotary, h, positions)
         for idx, layer in enumerate(req.cache.layers):
-            x, q, k, v = req.stages.pre(idx, h, rope)
+            x, q, k, v = req.stages.pre(idx, h, None)  # RoPE comes with the slot write, in one kernel
             out = None  # a layer whose every KV group is a recurrence attends to nothing
-            if layer.keys.shape[1] > 0:
-                layer.write_slots(slots[idx].expand(B), k, v, positions)
-                out = reservation_attention(q, layer, positions, attention_scale(parts, idx),
-                                            parts.windows[idx], req.decode_kernel)
+            scale, window = attention_scale(parts, idx), parts.windows[idx]
+            if quiet.evicts:
+                q = rope_write(q, k, v, rope, layer, evicted[idx], positions)
+                out = attend_and_pick(layer, evicted[idx], q, positions, lengths[idx], scale, window,
+                                      req.decode_kernel, functools.partial(quiet.scores, idx, scale=scale))
+            elif layer.keys.shape[1] > 0:
+                q = rope_write(q, k, v, rope, layer, slots[idx].expand(B), positions)
+                out = reservation_attention(q, layer, positions, scale, window, req.decode_kernel)
                 quiet.record(idx, q)
             states = req.cache.recurrent_state[idx]
             moved = dict(states)  # RecurFormer's groups: their states move on into the same buffers
@@ -146,4 +176,5 @@ def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> Step
         logits.copy_(final_logits(parts, h)[:, 0])
         return ()
 
-    return StepGraph(request_replay(req, step, device), static_tokens, positions, slots, logits, binding)
+    return StepGraph(request_replay(req, step, device), static_tokens, positions, slots, logits, binding,
+                     evicted, lengths)

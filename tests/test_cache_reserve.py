@@ -7,6 +7,7 @@ Issue 19: at Table 1's setup the largest batch was bounded by the caching alloca
 import pytest
 import torch
 
+from pyramid_core.cache import LayerCache
 from pyramid_core.engine import generate, start_request, step
 from pyramid_core.policies.full import FullPolicy
 from pyramid_core.policies.h2o import H2OPolicy
@@ -102,19 +103,29 @@ def test_capacity_is_the_prefill_slots_plus_the_new_tokens(lm, mode):
 
 
 @pytest.mark.parametrize("lengths", [LENGTHS, [120, 120], [40, 120, 77]])
-def test_pyramid_reserve_is_its_planned_peak(lm, lengths):
-    """PyramidInfer's reserve is what its layers really reach: no layer outgrows it (the reserve would
-    refuse), and each comes within a block of it (a plan that overestimates fails here)."""
+def test_pyramid_reserve_is_its_planned_peak(lm, lengths, monkeypatch):
+    """PyramidInfer's reserve is what its layers really reach: each layer's growth after the prefill, at
+    its highest, is the plan's, so no layer outgrows its reserve (which would refuse) and none holds a
+    block it never uses. The highest is right after a step's append: the layer's cut in the same step
+    lowers it again, so lengths read between steps would miss it (Table 1 hit that by one slot)."""
+    top = {}
+    append = LayerCache.append
+
+    def spy(layer, *args):
+        append(layer, *args)
+        top[id(layer)] = max(top.get(id(layer), 0), layer.length)
+
+    monkeypatch.setattr(LayerCache, "append", spy)
     ids, mask = prompts(lengths, lm.config.vocab_size)
-    req = start_request(lm, ids, mask, MODES["pyramid"](), NEW)
-    peak = [0] * len(req.cache)
+    policy = MODES["pyramid"]()
+    req = start_request(lm, ids, mask, policy, NEW)
     with torch.inference_mode():
-        t = ids
-        for _ in range(NEW):
+        t = step(req, ids)[0].argmax(-1)
+        after_prefill = [layer.length for layer in req.cache.layers]
+        for _ in range(NEW - 1):
             t = step(req, t)[0].argmax(-1)
-            peak = [max(p, layer.length) for p, layer in zip(peak, req.cache.layers)]
-    block = req.cache[0].block
-    assert all(cap - block < p <= cap for p, cap in zip(peak, (layer.capacity for layer in req.cache.layers)))
+    grown = [top[id(layer)] - n for layer, n in zip(req.cache.layers, after_prefill)]
+    assert grown == policy.planned_growth(lengths, NEW, len(req.cache))
 
 
 def test_generate_reserve_kv_same_tokens_flat_kv_bytes(lm):

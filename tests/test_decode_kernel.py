@@ -54,13 +54,17 @@ CASES = [  # B, H, H_kv, T, D, window
 
 @pytest.mark.parametrize("B, H, H_kv, T, D, window", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_kernel_equals_sdpa_path(B, H, H_kv, T, D, window, dtype):
+@pytest.mark.parametrize("splits", [1, 3, 8])
+def test_kernel_equals_sdpa_path(B, H, H_kv, T, D, window, dtype, splits):
+    """Whole rows, and rows split among programs and merged (flash decoding): with T = 100-257 and
+    blocks of 64 slots, 3 or 8 splits leave splits whose slots are all empty (the holes in front, or
+    outside the window), which the merge must weigh by nothing."""
     gen = torch.Generator().manual_seed(B * 1000 + T)
     k, v = cache_view(B, H_kv, T, D, T + 13, dtype, gen)
     k_pos = positions_with_holes(B, T, gen)
     q = torch.randn(B, H, 1, D, generator=gen).to(DEVICE, dtype)
     q_pos = k_pos[:, -1:].clone()
-    out = decode_attention_triton(q, k, v, q_pos, k_pos, D ** -0.5, window)
+    out = decode_attention_triton(q, k, v, q_pos, k_pos, D ** -0.5, window, splits)
     assert out.shape == q.shape and out.dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 2e-3
     torch.testing.assert_close(out.float(), reference(q, k, v, q_pos, k_pos, window), atol=tol, rtol=tol)
@@ -109,12 +113,13 @@ def test_engine_decodes_alike_with_the_kernel(mode, monkeypatch):
     assert decode_steps > 0 and len(calls) == decode_steps * lm.config.num_hidden_layers  # kernel on only
 
 
-def test_unwritten_reserved_slots_are_never_read():
+@pytest.mark.parametrize("splits", [1, 2])
+def test_unwritten_reserved_slots_are_never_read(splits):
     """The step graph (step_graphs.py) attends over a whole reservation: slots past the written ones have
     position -1, and whatever their memory holds (here NaN) must not reach the output, as the kernel's
     masked loads promise; the result equals attention over the written slots alone."""
     gen = torch.Generator().manual_seed(3)
-    B, H, H_kv, D, written, capacity = 2, 4, 2, 32, 37, 96
+    B, H, H_kv, D, written, capacity = 2, 4, 2, 32, 37, 192  # 2 splits: the second all unwritten
     k = torch.randn(B, H_kv, capacity, D, generator=gen).to(DEVICE)
     v = torch.randn(B, H_kv, capacity, D, generator=gen).to(DEVICE)
     k[:, :, written:], v[:, :, written:] = float("nan"), float("nan")
@@ -122,7 +127,7 @@ def test_unwritten_reserved_slots_are_never_read():
     pos[:, :written] = torch.arange(written, device=DEVICE)
     q = torch.randn(B, H, 1, D, generator=gen).to(DEVICE)
     q_pos = torch.full((B, 1), written - 1, dtype=torch.long, device=DEVICE)
-    out = decode_attention_triton(q, k, v, q_pos, pos, 0.2, None)
+    out = decode_attention_triton(q, k, v, q_pos, pos, 0.2, None, splits)
     reference = attention(q, k[:, :, :written], v[:, :, :written], q_pos, pos[:, :written], scale=0.2, holes=False,
                           window=None, causal_square=False, decode_kernel=False)
     assert not out.isnan().any()

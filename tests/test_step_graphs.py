@@ -6,11 +6,15 @@ masked, the cache's bookkeeping after the step, and which requests take the path
 tests check the captured CUDA graph.
 """
 
+import gc
+import weakref
+
 import pytest
 import torch
 
-from pyramid_core import generate, step_graphs
+from pyramid_core import evict_graphs, generate, step_graphs
 from pyramid_core.policies.full import FullPolicy
+from pyramid_core.policies.h2o import H2OPolicy
 from pyramid_core.policies.registry import make_policy
 from tests.test_graphs import left_padded
 from tests.spies import count_calls
@@ -27,17 +31,22 @@ def spied(monkeypatch):
     return count_calls(monkeypatch, step_graphs, "run", "capture")
 
 
-def forced(lm, ids, mask, policy, fused: bool, monkeypatch, reserve: int | None = NEW + 5):
+def forced(lm, ids, mask, policy, fused: bool, monkeypatch, reserve: int | None = NEW + 5, recorded: int = -1):
     """Logits of the prefill and NEW decode steps fed the same random tokens (teacher-forced: two paths
-    that differ in the last bits cannot drift apart on a near tie of a random model), and the request."""
+    that differ in the last bits cannot drift apart on a near tie of a random model), and the request.
+    recorded: the decode step (from 0) that records attention, which takes the per-layer path."""
     from pyramid_core.engine import start_request, step
 
     monkeypatch.setattr(step_graphs, "FUSED_STEP", fused)
     req = start_request(lm, ids, mask, policy, reserve)
     req.graphs = lm.decode_graphs
     feed = torch.randint(3, 97, (NEW, ids.shape[0]), generator=torch.Generator().manual_seed(1)).to(ids.device)
+    logits = []
     with torch.inference_mode():
-        logits = [step(req, ids)[0]] + [step(req, t)[0] for t in feed]
+        logits.append(step(req, ids)[0])
+        for i, t in enumerate(feed):
+            req.record_attention = i == recorded
+            logits.append(step(req, t)[0])
     return torch.stack(logits), req
 
 
@@ -94,6 +103,26 @@ def test_policies_whose_answers_need_no_tensor_of_the_step_take_it(mode, knobs, 
         assert fused.cache[0].ring is not None  # the ring really ran
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_h2o_steady_steps_run_as_the_step_graph(device, spied, monkeypatch):
+    """Once every layer is full, H2O writes each token into the slot it evicted at the step before and
+    evicts again, on the device (EvictStep): those steps take the step graph, with the per-layer path's
+    (its evict graphs') logits, held positions and next evictions. The first decode step, which makes the
+    slot scores, and one that records attention run layer by layer."""
+    lm = tiny_model("llama")
+    lm.model.to(device)
+    ids, mask = (t.to(device) for t in left_padded((40, 40)))  # no holes: steady steps from the second on
+    # a step that records attention runs layer by layer in between: the graph then loads that step's evictions
+    on, fused = forced(lm, ids, mask, H2OPolicy(kv_budget=0.3), True, monkeypatch, recorded=9)
+    graphed = spied["run"]
+    off, plain = forced(lm, ids, mask, H2OPolicy(kv_budget=0.3), False, monkeypatch, recorded=9)
+    assert graphed == NEW - 2
+    assert (on - off).abs().max() < 1e-4
+    for a, b in zip(fused.cache.layers, plain.cache.layers):
+        assert (a.length, a.counts) == (b.length, b.counts)
+        assert torch.equal(a.positions, b.positions) and torch.equal(a.evicted, b.evicted)
+
+
 def test_it_needs_a_reserve_graphs_and_no_recording(spied):
     lm = tiny_model("llama")
     ids, mask = left_padded((25, 25))
@@ -148,3 +177,52 @@ def test_pyramidinfer_runs_its_quiet_steps_as_graphs(device, lengths, spied, mon
         for a, b in zip(fused.state.voters, plain.state.voters):
             (qa, pa), (qb, pb) = a.view(a.length), b.view(b.length)
             assert torch.equal(pa, pb) and (qa - qb).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("mode", ["baseline", "h2o"])
+def test_a_finished_request_goes_without_the_cycle_collector(mode, monkeypatch):
+    """A request's step graph (and H2O's evict graphs) refer back to the request; once the generation
+    ends they are dropped, so its KV goes with the last reference. Before, three 7B requests of 35 GB of
+    reserved KV each waited for the collector and ran an H200 out of memory (benchmarks/modes/README.md)."""
+    from pyramid_core import engine
+
+    requests = []
+    start = engine.start_request
+
+    def kept(*args, **kwargs):
+        req = start(*args, **kwargs)
+        requests.append(weakref.ref(req))
+        return req
+
+    monkeypatch.setattr(engine, "start_request", kept)
+    lm = tiny_model("llama")
+    ids, mask = left_padded((30, 30))  # rows without holes: H2O's steady steps take its evict graphs
+    policy = H2OPolicy(kv_budget=0.3) if mode == "h2o" else FullPolicy()
+    graphs = count_calls(monkeypatch, evict_graphs if mode == "h2o" else step_graphs, "capture")
+    gc.disable()
+    try:
+        # H2O without a reserve: its per-layer evict graphs (with one, its steps take the step graph)
+        list(generate(lm, ids, mask, policy=policy, max_new_tokens=8, cuda_graphs=True, reserve_kv=mode != "h2o"))
+        assert requests[0]() is None
+    finally:
+        gc.enable()
+    assert graphs["capture"] > 0, "no graph was captured: the test would prove nothing"
+
+
+def test_pyramidinfer_keeps_the_graph_when_its_voters_fill_their_buffer(spied, monkeypatch):
+    """The voters' buffer holds SLACK (32) queries past the window; when it is full the last window moves to
+    its front in the same buffer, before the step (RecentQueries.make_room), so the step stays a graph: with
+    no cut in 45 new tokens every decode step runs as the graph, with the per-layer path's tokens."""
+    from pyramid_core.policies.recent_queries import RecentQueries
+
+    lm = tiny_model("llama")
+    ids, mask = left_padded((40, 40))
+    knobs = {"min_context_length": 8, "chunk_length": 64}  # no decode-time cut in 45 tokens
+    runs = {}
+    for fused in (True, False):
+        monkeypatch.setattr(step_graphs, "FUSED_STEP", fused)
+        runs[fused] = [r.token_ids for r in generate(lm, ids, mask, policy=make_policy("pyramid", knobs),
+                                                     max_new_tokens=45, cuda_graphs=True, reserve_kv=True)]
+    assert spied["run"] == 44 and 44 > RecentQueries.SLACK
+    assert spied["capture"] == 1  # the buffers moved in place: the graph was never captured again
+    assert runs[True] == runs[False]

@@ -7,7 +7,11 @@ half of every decode step; this kernel moves it at ~3 TB/s (benchmarks/kernel_ch
 Decoding is a matrix-vector product: each program streams one (row, head)'s keys and values once with
 an online softmax, and masks come from the slots' original positions, so compressed rows of different
 lengths (holes) and sliding windows need no mask tensor. It needs rows x heads enough to fill the GPU:
-small batches keep SDPA, whose flash kernel splits the keys among programs.
+small batches keep SDPA, whose flash kernel splits the keys among programs. Where a caller has no SDPA
+to fall back on (the whole decode step as one CUDA graph, step_graphs.py, at batch 1), the kernel splits
+the keys itself: each (row, head) runs as several programs over consecutive stretches of slots, which
+write their partial softmax (running max, sum and weighted values), and a second kernel merges them, as
+flash decoding does.
 """
 
 from __future__ import annotations
@@ -24,15 +28,21 @@ from .. import warmup
 # a first run; a second (kernel_check_decode.json) put 128 x 2 and 32 x 2 ~20% ahead: still to settle
 BLOCK_T = 64
 NUM_WARPS = 4
+# a split covers at least this many blocks of slots, and splits are added until there are about this
+# many programs per SM: at batch 1 the 7B shape's 32 heads alone fill a quarter of an H200's 132 SMs
+MIN_BLOCKS_PER_SPLIT = 2
+PROGRAMS_PER_SM = 4
 
 
 # T changes with every step: specialising on it would recompile constantly
-@triton.jit(do_not_specialize=["T", "window"])
-def decode_attention_kernel(q, k, v, k_pos, q_pos, out, scale, window, T,
+@triton.jit(do_not_specialize=["T", "window", "chunk"])
+def decode_attention_kernel(q, k, v, k_pos, q_pos, out, part_m, part_l, part_acc, scale, window, T, chunk,
                             s_qb, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_pb,
                             H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
-                            WINDOWED: tl.constexpr):
-    i_bh = tl.program_id(0)
+                            WINDOWED: tl.constexpr, SPLIT: tl.constexpr):
+    """Program (row x head, split): the slots [split * chunk, (split + 1) * chunk) of T. SPLIT: write the
+    partial softmax for merge_kernel; else chunk >= T and the program writes the output itself."""
+    i_bh, i_s = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_kv = i_b.to(tl.int64), i_h // G
     o_d = tl.arange(0, D)
@@ -43,10 +53,11 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, scale, window, T,
     b_m = tl.full([1], float("-inf"), tl.float32)
     b_l = tl.zeros([1], tl.float32)
     b_acc = tl.zeros([D], tl.float32)
-    t0 = 0  # a while loop: Triton's CPU interpreter (the tests' CPU path) cannot range() over an argument
-    while t0 < T:
+    t0 = i_s * chunk  # a while loop: Triton's CPU interpreter (the tests' CPU path) cannot range() over an argument
+    t_end = tl.minimum(t0 + chunk, T)
+    while t0 < t_end:
         o_t = t0 + tl.arange(0, BT)
-        b_pos = tl.load(k_pos + i_b64 * s_pb + o_t, mask=o_t < T, other=-1)
+        b_pos = tl.load(k_pos + i_b64 * s_pb + o_t, mask=o_t < t_end, other=-1)
         m_t = (b_pos >= 0) & (b_pos <= b_qpos)
         if WINDOWED:
             m_t = m_t & (b_pos > b_qpos - window)
@@ -61,32 +72,71 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, scale, window, T,
         b_l = b_l * b_alpha + tl.sum(b_p, axis=0)
         b_m = b_new
         t0 += BT
-    tl.store(out + i_bh.to(tl.int64) * D + o_d, (b_acc / b_l).to(out.dtype.element_ty))
+    if SPLIT:  # a split without a valid slot leaves max -inf, sum 0: merge_kernel weighs it by 0
+        i_part = i_bh.to(tl.int64) * tl.num_programs(1) + i_s
+        tl.store(part_m + i_part + tl.arange(0, 1), b_m)
+        tl.store(part_l + i_part + tl.arange(0, 1), b_l)
+        tl.store(part_acc + i_part * D + o_d, b_acc)
+    else:
+        tl.store(out + i_bh.to(tl.int64) * D + o_d, (b_acc / b_l).to(out.dtype.element_ty))
+
+
+@triton.jit
+def merge_kernel(part_m, part_l, part_acc, out, S, D: tl.constexpr, SP: tl.constexpr):
+    """One program per (row, head): the S partial softmaxes of its splits rescaled to their common max
+    and summed. Every decode query sees at least its own slot, so that max is finite."""
+    i_bh = tl.program_id(0).to(tl.int64)
+    o_s, o_d = tl.arange(0, SP), tl.arange(0, D)
+    b_m = tl.load(part_m + i_bh * S + o_s, mask=o_s < S, other=float("-inf"))
+    b_l = tl.load(part_l + i_bh * S + o_s, mask=o_s < S, other=0.0)
+    b_acc = tl.load(part_acc + (i_bh * S + o_s[:, None]) * D + o_d[None, :], mask=o_s[:, None] < S, other=0.0)
+    b_w = tl.exp(b_m - tl.max(b_m, axis=0))
+    b_sum = tl.sum(b_acc * b_w[:, None], axis=0) / tl.sum(b_l * b_w, axis=0)
+    tl.store(out + i_bh * D + o_d, b_sum.to(out.dtype.element_ty))
 
 
 def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
-                            k_pos: torch.Tensor, scale: float, window: int | None) -> torch.Tensor:
+                            k_pos: torch.Tensor, scale: float, window: int | None,
+                            splits: int | None = None) -> torch.Tensor:
     """q [B, H, 1, D]; k, v [B, H_kv, T, D] (any strides with a contiguous last dim: cache views);
     q_pos [B, 1]; k_pos [B, T], -1 for an empty slot. Returns [B, H, 1, D] in q's dtype.
 
     A query attends to the valid slots at or before its position (and within `window` of it). Every
     decode query has a position and sees at least its own slot (the engine appends it first); SDPA's
-    path also lets an empty query row (position -1) attend anywhere, which decoding never produces."""
+    path also lets an empty query row (position -1) attend anywhere, which decoding never produces.
+    splits: how many programs share a (row, head)'s slots; None: as many as fill the GPU (split_count)."""
     B, H, _, D = q.shape
+    T = k.shape[2]
     assert k.stride(3) == 1 and v.stride(3) == 1 and q.stride(3) == 1, "decode attention: last dim must be contiguous"
     k_pos = k_pos if k_pos.stride(1) == 1 else k_pos.contiguous()
     out = torch.empty(B, H, D, dtype=q.dtype, device=q.device)
+    S = split_count(B * H, T, q.device) if splits is None else splits
+    chunk = triton.cdiv(triton.cdiv(T, S), BLOCK_T) * BLOCK_T
+    S = triton.cdiv(T, chunk)  # no split left without slots
+    parts = [torch.empty(B * H, S, *shape, dtype=torch.float32, device=q.device) for shape in ((), (), (D,))] \
+        if S > 1 else [out] * 3  # unused without splits
     # Triton compiles per device, dtype and constexpr values: the first launch of each is warm-up. It
     # also specialises on strides divisible by 16, which this key leaves out: a recompile for a new
     # stride pattern is missed (counted as decoding), never invented.
-    warmup.first_time(("decode_attention", q.device, q.dtype, H, H // k.shape[1], D, window is not None))
+    warmup.first_time(("decode_attention", q.device, q.dtype, H, H // k.shape[1], D, window is not None, S > 1))
     with launch_device(q):
-        decode_attention_kernel[(B * H,)](
-            q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, scale, window or 0, k.shape[2],
+        decode_attention_kernel[(B * H, S)](
+            q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, *parts, scale, window or 0, T, chunk,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
             v.stride(2), k_pos.stride(0), H=H, G=H // k.shape[1], D=D, BT=BLOCK_T, WINDOWED=window is not None,
-            num_warps=NUM_WARPS)
+            SPLIT=S > 1, num_warps=NUM_WARPS)
+        if S > 1:
+            merge_kernel[(B * H,)](*parts, out, S, D=D, SP=triton.next_power_of_2(S))
     return out[:, :, None]
+
+
+def split_count(programs: int, T: int, device: torch.device) -> int:
+    """Splits per (row, head) so that about PROGRAMS_PER_SM programs run per SM, each over at least
+    MIN_BLOCKS_PER_SPLIT blocks of slots; 1 where rows x heads fill the GPU already (or on a CPU)."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(triton.cdiv(PROGRAMS_PER_SM * sms, programs), triton.cdiv(T, MIN_BLOCKS_PER_SPLIT * BLOCK_T)))
 
 
 def launch_device(x: torch.Tensor):

@@ -154,6 +154,9 @@ class QuietStep:
 
     binding: tuple = ()  # the tensors record() writes: another tensor in any place means a new graph
     answers: tuple = ()  # (layer, answer) the engine applies after the step: answers the host carries out
+    # every layer writes its token into the slot it evicted at the step before and, inside the step, picks
+    # the next one by scores() (H2O's steady step); False: the token goes into the layer's next free slot
+    evicts: bool = False
 
     def prepare(self) -> None:
         """Host, before the step: load the inputs record() reads."""
@@ -163,6 +166,12 @@ class QuietStep:
 
     def done(self, positions: torch.Tensor) -> None:
         """Host, after the step: the bookkeeping of what record() did; positions [B, 1] of the step."""
+
+    def scores(self, layer: int, queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
+               positions: torch.Tensor, scale: float) -> torch.Tensor:
+        """Device work inside an evicting step: [B, T] scores of the layer's slots after the write, the
+        lowest of which goes next (evicts only)."""
+        raise NotImplementedError
 
 
 def check_share(knob: str, value: float) -> None:

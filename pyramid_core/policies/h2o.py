@@ -37,7 +37,7 @@ import torch
 
 from ..kernels.h2o_step import h2o_step
 from ..transfer import to_device
-from .base import ALWAYS, Evict, Keep, LayerContext, Policy, PolicyState, check_share
+from .base import ALWAYS, Evict, Keep, LayerContext, Policy, PolicyState, QuietStep, check_share
 
 # Decode with scores kept per cache slot (issue 19): once full, a layer's step is h2o_step (on CUDA two
 # Triton kernels, kernels/h2o_step_triton.py; elsewhere its twin) plus the cache's Evict, where the
@@ -174,6 +174,13 @@ class H2OPolicy(Policy):
         token joins (the cache then writes it into the slot evicted last, and evicts one again)."""
         return state.by_slot and state.slots[layer] is not None and counts == state.budgets
 
+    def quiet_step(self, state: H2OState, counts: list[list[int]], seen: list[int]) -> QuietStep | None:
+        """The step as one graph once every layer is steady (steady(): each row one over its budget once the
+        new token joins): an EvictStep."""
+        if all(self.steady(state, layer, [c - 1 for c in held]) for layer, held in enumerate(counts)):
+            return EvictStep(self, state)
+        return None
+
     def steady_scores(self, state: H2OState, layer: int, queries: torch.Tensor, query_pos: torch.Tensor,
                       keys: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
         """A steady step's Evict scores (decode's by_slot branch as device work only, for a graph):
@@ -209,3 +216,18 @@ class H2OPolicy(Policy):
         recent = ctx.positions >= first_recent[:, None]
         scores = ctx.state.scores[ctx.layer].gather(1, ctx.positions.clamp(min=0))
         return Keep(scores.masked_fill(recent, ALWAYS), [min(held, b) for held, b in zip(ctx.counts, budgets)])
+
+
+class EvictStep(QuietStep):
+    """H2O's steady decode step as part of the whole-step graph (step_graphs.py): each layer's token goes into
+    the slot it evicted at the step before, and its slot scores pick the next one (steady_scores)."""
+
+    evicts = True
+
+    def __init__(self, policy: H2OPolicy, state: H2OState):
+        self.policy, self.state = policy, state
+        self.binding = tuple(t for held in state.slots for t in held)
+
+    def scores(self, layer: int, queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
+               positions: torch.Tensor, scale: float) -> torch.Tensor:
+        return self.policy.steady_scores(self.state, layer, queries, query_pos, keys, positions, scale)

@@ -103,6 +103,7 @@ class PyramidState(PolicyState):
     weights: tuple[tuple, torch.Tensor] | None = None  # (key, voter weights) of the current windows
     chunk: tuple[tuple, torch.Tensor] | None = None    # (key, outside-chunk mask) of the current cut
     voter_slot: torch.Tensor | None = None  # [1] where a quiet step's graph writes every layer's query
+    no_cut_before: int = 0  # row 0's seen tokens below which no layer can cut (quiet_step's bound)
 
     def __post_init__(self):
         self.markers = self.markers or [None] * self.num_layers
@@ -200,12 +201,14 @@ class PyramidPolicy(Policy):
 
     def planned_growth(self, prompt_tokens: list[int], new_tokens: int, num_layers: int) -> list[int]:
         """Per layer, the most tokens a row gains over what its prefill left: the decode-time cuts keep a
-        layer far below its prefill's tokens plus every new one (Table 1's reserve, cache.py)."""
+        layer far below its prefill's tokens plus every new one (Table 1's reserve, cache.py). A step
+        appends its token before the layer's cut, so the peak is one above what a step ended with."""
         growth = [0] * num_layers
         for seen in set(prompt_tokens):
             plan = self.planned_layer_tokens(seen, new_tokens, num_layers)
-            for layer in range(num_layers):
-                growth[layer] = max(growth[layer], max(held[layer] for held in plan) - plan[0][layer])
+            for layer in range(num_layers):  # plan[:-1]: every entry but the last is followed by an append
+                peak = max(held[layer] + 1 for held in plan[:-1]) if len(plan) > 1 else plan[0][layer]
+                growth[layer] = max(growth[layer], peak - plan[0][layer])
         return growth
 
     def planned_layer_tokens(self, prompt_tokens: int, new_tokens: int, num_layers: int) -> list[list[int]]:
@@ -227,13 +230,19 @@ class PyramidPolicy(Policy):
         """A step at which no layer cuts (decode()'s chunk_cut on the counts it will see) and every layer's
         voters take the new query in place, at one index: only that write is left (VoterStep)."""
         voters = [v for v in state.voters if v is not None]
-        if not voters or not all(v.has_room() for v in voters) or len({v.length for v in voters}) > 1:
+        width = self.window(max(seen))  # what decode() would keep when it moves a full buffer
+        if not voters or not all(v.make_room(width) for v in voters) or len({v.length for v in voters}) > 1:
             return None
+        if seen[0] < state.no_cut_before:
+            return VoterStep(state)
         windows = [self.window(n) for n in seen]
-        for layer, (held, markers) in enumerate(zip(counts, state.markers)):
-            if markers is not None and any(self.chunk_cut(layer, len(counts), h, w, m) is not None
-                                           for h, w, m in zip(held, windows, markers)):
-                return None
+        # chunk_cut's trigger, held - window - marker >= chunk_length, gains at most 1 a step (held + 1,
+        # the window + 0 or 1): the smallest distance to it is a number of steps no layer can cut in
+        distance = min((self.chunk_length - (h - w - m) for held, markers in zip(counts, state.markers)
+                        if markers is not None for h, w, m in zip(held, windows, markers)), default=1)
+        if distance <= 0:
+            return None
+        state.no_cut_before = seen[0] + distance
         return VoterStep(state)
 
     def new_state(self, num_layers: int) -> PyramidState:

@@ -40,14 +40,7 @@ class RecentQueries:
         self._write_positions()
         if self.length + t > self.queries.shape[2]:
             keep = min(width, self.length)
-            recent = (self.queries[:, :, self.length - keep:self.length].clone(),
-                      self.positions[:, self.length - keep:self.length].clone())
-            if keep + t + self.SLACK // 2 > self.queries.shape[2]:  # the window has grown: a bigger buffer
-                B, H, _, D = self.queries.shape
-                self.queries = self.queries.new_empty(B, H, keep + t + self.SLACK, D)
-                self.positions = self.positions.new_full((B, keep + t + self.SLACK), -1)
-            self.queries[:, :, :keep], self.positions[:, :keep] = recent
-            self.length = keep
+            self._move_to_front(keep, keep + t + self.SLACK if self._outgrown(width, t) else None)
         self.queries[:, :, self.length:self.length + t] = queries
         self.positions[:, self.length:self.length + t] = positions
         self.length += t
@@ -55,6 +48,32 @@ class RecentQueries:
     def has_room(self) -> bool:
         """Whether one more query fits without moving the buffer."""
         return self.length < self.queries.shape[2]
+
+    def make_room(self, width: int) -> bool:
+        """Room for one more query in the same buffers, moving the last `width` to the front if it is
+        full, as append() would: the step graph keeps writing into them (step_graphs.py). False when the
+        window has outgrown the buffer, which only append() can replace."""
+        if self.has_room():
+            return True
+        if self._outgrown(width, 1):
+            return False
+        self._write_positions()
+        self._move_to_front(min(width, self.length), None)
+        return True
+
+    def _outgrown(self, width: int, t: int) -> bool:
+        return min(width, self.length) + t + self.SLACK // 2 > self.queries.shape[2]
+
+    def _move_to_front(self, keep: int, new_size: int | None) -> None:
+        """The last `keep` queries to the front: of new buffers of new_size slots, or (None) of the same."""
+        recent = (self.queries[:, :, self.length - keep:self.length].clone(),
+                  self.positions[:, self.length - keep:self.length].clone())
+        if new_size is not None:  # the window has grown
+            B, H, _, D = self.queries.shape
+            self.queries = self.queries.new_empty(B, H, new_size, D)
+            self.positions = self.positions.new_full((B, new_size), -1)
+        self.queries[:, :, :keep], self.positions[:, :keep] = recent
+        self.length = keep
 
     def write(self, queries: torch.Tensor, slot: torch.Tensor) -> None:
         """One query a row [B, H, 1, D] into the slot a device tensor [1] names: device work alone, so that

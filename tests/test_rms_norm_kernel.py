@@ -1,0 +1,29 @@
+"""The decode step's RMSNorm kernel (kernels/rms_norm_triton.py) against torch's F.rms_norm, its twin: rows
+of widths that are and are not powers of two, rows that are views with a wider stride, fp32 and fp16.
+
+On a CPU the Triton kernel runs in its interpreter (TRITON_INTERPRET=1, conftest.py)."""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+triton = pytest.importorskip("triton", reason="Triton is not installed (requirements-dev.txt installs it)")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("Triton on a CPU needs its interpreter (TRITON_INTERPRET=1, see conftest.py)", allow_module_level=True)
+
+from pyramid_core.kernels.rms_norm_triton import rms_norm_triton  # noqa: E402
+
+
+@pytest.mark.parametrize("rows, width, wider", [(1, 64, 64), (3, 100, 100), (2, 96, 160), (4, 4096, 4096)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_kernel_equals_torch(rows, width, wider, dtype):
+    gen = torch.Generator().manual_seed(rows * width)
+    x = (torch.randn(rows, 1, wider, generator=gen) * 3).to(DEVICE, dtype)[..., :width]
+    weight = torch.randn(width, generator=gen).to(DEVICE, dtype)
+    out = rms_norm_triton(x, weight, 1e-5)
+    assert out.shape == x.shape and out.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(out, F.rms_norm(x, (width,), weight, 1e-5), atol=tol, rtol=tol)
