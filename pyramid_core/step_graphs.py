@@ -68,9 +68,10 @@ class StepGraph:
 
 def quiet_step(req) -> QuietStep | None:
     """This decode step as the policy's QuietStep when it can run as the request's step graph: CUDA graphs
-    in use, every layer reserved with a slot left and no ring or eviction pending, no attention to
-    record, and a policy whose answers this step need none of its tensors (policies/base.py: the baseline,
-    SnapKV, RecurFormer and streaming at every step, PyramidInfer between its cuts); else None."""
+    in use, every layer reserved with a slot left, no attention to record, and a policy whose answers this
+    step need none of its tensors on the host (policies/base.py: the baseline, SnapKV, RecurFormer and
+    streaming at every step, PyramidInfer between its cuts, H2O once every layer is full); no layer with an
+    eviction pending, unless the step is one that evicts (H2O's: then every layer has one); else None."""
     layers = req.cache.layers
     # at most one freed slot a layer: the token fills it; more would be holes, masked only once settled
     if not (FUSED_STEP and req.graphs is not None and not req.record_attention
@@ -91,23 +92,15 @@ def quiet_step(req) -> QuietStep | None:
 
 def run(req, tokens: torch.Tensor, quiet: QuietStep) -> torch.Tensor:
     """The decode step of tokens [B] as the request's graph (quiet_step(req) gave `quiet`): logits [B, V]."""
-    graph, binding, layers = req.step_graph, bound(req, quiet), req.cache.layers
-    lengths = tuple(layer.length for layer in layers) if quiet.evicts else ()
+    graph, binding, lengths = req.step_graph, bound(req, quiet), evicting_lengths(req, quiet)
     quiet.prepare()
     if graph is not None and same_objects(graph.binding, binding) and graph.lengths == lengths \
             and (graph.evicted is not None) == quiet.evicts:
-        load(graph.tokens, tokens)
-        load(graph.positions, req.positions[:, None])
-        if quiet.evicts:  # the graph's own slot buffers, unless a step outside it evicted last
-            for slot, layer in zip(graph.evicted, layers):
-                if layer.evicted is not slot:
-                    slot.copy_(layer.evicted)
-        else:
-            graph.slots.copy_(slot_indices(req))
+        load_inputs(graph, req, tokens)
         graph.replay()
     else:
         req.step_graph = graph = capture(req, tokens, binding, quiet)  # its warm-up ran this step
-    for idx, layer in enumerate(layers):
+    for idx, layer in enumerate(req.cache.layers):
         if quiet.evicts:  # one token in, one out: the counts stay; the next slot is the graph's pick
             layer.evicted, layer.ordered, layer.ring = graph.evicted[idx], False, None
         else:
@@ -117,6 +110,23 @@ def run(req, tokens: torch.Tensor, quiet: QuietStep) -> torch.Tensor:
         if req.cache[layer].keys.shape[1] > 0:  # as ask_policy: a layer that caches nothing is not asked
             req.cache[layer].apply(answer)
     return graph.logits.clone()
+
+
+def load_inputs(graph: StepGraph, req, tokens: torch.Tensor) -> None:
+    """The step's tokens, positions and the slot each layer writes, into the graph's buffers."""
+    load(graph.tokens, tokens)
+    load(graph.positions, req.positions[:, None])
+    if graph.evicted is None:
+        graph.slots.copy_(slot_indices(req))
+        return
+    for slot, layer in zip(graph.evicted, req.cache.layers):  # the graph's own picks, unless a step
+        if layer.evicted is not slot:                          # outside it evicted last
+            slot.copy_(layer.evicted)
+
+
+def evicting_lengths(req, quiet: QuietStep) -> tuple:
+    """An evicting step's slots in use per layer (its attention reads that many); () otherwise."""
+    return tuple(layer.length for layer in req.cache.layers) if quiet.evicts else ()
 
 
 def slot_indices(req) -> torch.Tensor:
@@ -150,7 +160,7 @@ def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> Step
     static_tokens, positions = tokens.clone(), req.positions[:, None].clone()
     slots = slot_indices(req).to(device)
     evicted = [layer.evicted.clone() for layer in req.cache.layers] if quiet.evicts else None
-    lengths = tuple(layer.length for layer in req.cache.layers) if quiet.evicts else ()
+    lengths = evicting_lengths(req, quiet)
     logits = torch.empty(tokens.shape[0], parts.lm_head.weight.shape[0], dtype=torch.float32, device=device)
 
     def step():
