@@ -14,8 +14,9 @@
 #   bash benchmarks/gpu_run.sh split_sweep step_time  # the split decode kernel's settings at batch 1 (~1 min); where
 #       a batch-1 7B step of the whole-step graph spends its time, kernels by name (~1 min)
 #   bash benchmarks/gpu_run.sh modes_reserve_7b h2o_reserve_7b  # the 7B rows of modes_reserve, H2O apart (~4 min)
-# Longer than a call: setsid nohup bash benchmarks/gpu_run.sh tests roofline table1_reserve modes_reserve >/tmp/b.log 2>&1 &
-# then wait on its pid in later calls and copy /tmp/bench/* to $OUT.
+# Longer than a call: `bash benchmarks/gpu_run.sh start STEPS...` runs the steps detached (setsid) and waits on them
+# for WAIT_S seconds (default 540), copying the log and the results so far to $OUT; `bash benchmarks/gpu_run.sh wait`
+# in each later call (the machine is given back after ~30 s without a call: make the next call at once).
 #   bash benchmarks/gpu_run.sh evict_graphs       # H2O with and without its steady-step graphs in the same
 #       rounds (the h2o-eager variant), and their tests on CUDA (~3 min)
 #   bash benchmarks/gpu_run.sh h2o_host           # where an eager H2O layer step spends the host's time (~30 s)
@@ -26,6 +27,20 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; RES=/tmp/bench; mkdir -p "$OUT" "$RES"
+
+wait_on() {  # wait until the detached run ends or WAIT_S seconds pass; its log and results so far to $OUT
+  local until=$(( $(date +%s) + ${WAIT_S:-540} ))
+  while [ "$(date +%s)" -lt "$until" ] && kill -0 "$(cat /tmp/bench.pid)" 2>/dev/null; do sleep 5; done
+  grep -E "^=== |passed|failed|tok/s|Error" /tmp/bench.log | tail -40
+  cp /tmp/bench.log "$OUT/log.txt"; tar -C "$RES" -cf "$OUT/results.tar" .
+}
+
+case ${1:-} in
+  start) shift
+    OUT=/tmp/bench_out setsid nohup bash "$0" "$@" >/tmp/bench.log 2>&1 < /dev/null & echo $! > /tmp/bench.pid
+    sleep 2; wait_on; exit ;;
+  wait) wait_on; exit ;;
+esac
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi

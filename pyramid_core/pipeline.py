@@ -77,6 +77,6 @@ def summarize(lm: LoadedModel, records: list[StepRecord]) -> dict:
 
 
 def run_generation(lm: LoadedModel, prompt: str, policy: Policy, max_new_tokens: int,
-                   sampling: Sampling, budget: Budget | None = None, chat: bool = False) -> dict:
-    records = list(stream_generation(lm, prompt, policy, max_new_tokens, sampling, budget, chat))
+                   sampling: Sampling, budget: Budget | None = None, chat: bool = False, **engine_options) -> dict:
+    records = list(stream_generation(lm, prompt, policy, max_new_tokens, sampling, budget, chat, **engine_options))
     return summarize(lm, records)

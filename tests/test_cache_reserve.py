@@ -219,3 +219,27 @@ def test_a_policy_that_keeps_the_prompt_is_sized_before_the_prefill(lm, mode):
     # zeroed, not uninitialised: the step graph's attention reads the unwritten slots with weight 0
     assert all((layer.keys == 0).all() and (layer.values == 0).all() for layer in req.cache.layers)
     assert all(layer.capacity == 0 for layer in start_request(lm, ids, mask, MODES[mode]()).cache.layers)
+
+
+def test_the_cli_reserves_the_kv_when_asked(checkpoint, monkeypatch, capsys):
+    """`generate --reserve-kv` reaches the engine (each layer sized at the prefill for the whole request) and
+    changes no token; without the flag the engine grows its buffers."""
+    import json
+
+    from pyramid_core import pipeline
+    from pyramid_core.cli import main
+
+    asked, engine_generate = [], pipeline.generate
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("reserve_kv", False))
+        return engine_generate(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "generate", spy)
+    outs = []
+    for flags in ([], ["--reserve-kv"]):
+        assert main(["generate", "--model", str(checkpoint), "--prompt", "the cat sat on the mat", "--json",
+                     "--max-new-tokens", "12", *flags]) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    assert asked == [False, True]
+    assert outs[0]["token_ids"] == outs[1]["token_ids"]

@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True,
                         help="wrap the prompt in the tokenizer's chat template when it has one (instruct models; "
                              "the default); --no-chat sends the raw text")
+    parser.add_argument("--reserve-kv", action="store_true",
+                        help="size each layer's KV once for the whole request (never reallocated); on a GPU the "
+                             "decode steps whose policy needs no tensor of the step then run as one CUDA graph. "
+                             "kv_bytes is then the reserve, taken at the prefill")
     add_policy_arguments(parser)
 
 
@@ -31,7 +35,8 @@ def run(args: argparse.Namespace) -> dict:
     policy, budget = policy_from_args(args)  # knobs and the budget are checked before any weights are read
     sampling = Sampling(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    result = run_generation(lm, args.prompt, policy, args.max_new_tokens, sampling, budget, args.chat)
+    result = run_generation(lm, args.prompt, policy, args.max_new_tokens, sampling, budget, args.chat,
+                            reserve_kv=args.reserve_kv)
     if not args.json:
         print(result["text"])
     return result
