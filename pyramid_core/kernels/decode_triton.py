@@ -32,6 +32,10 @@ NUM_WARPS = 4
 # many programs per SM: at batch 1 the 7B shape's 32 heads alone fill a quarter of an H200's 132 SMs
 MIN_BLOCKS_PER_SPLIT = 2
 PROGRAMS_PER_SM = 4
+# software pipelining of the slot loop when split (few programs a SM, each waiting on its loads); 1, no
+# pipelining, where rows x heads fill the GPU and staging buffers in shared memory would cut the programs
+# an SM runs (Table 1's path, measured without it). Neither was measured yet: decode_split_sweep.py
+SPLIT_STAGES = 3
 
 
 # T changes with every step: specialising on it would recompile constantly
@@ -53,9 +57,11 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, part_m, part_l, part_acc
     b_m = tl.full([1], float("-inf"), tl.float32)
     b_l = tl.zeros([1], tl.float32)
     b_acc = tl.zeros([D], tl.float32)
-    t0 = i_s * chunk  # a while loop: Triton's CPU interpreter (the tests' CPU path) cannot range() over an argument
-    t_end = tl.minimum(t0 + chunk, T)
-    while t0 < t_end:
+    t_start = i_s * chunk
+    t_end = tl.minimum(t_start + chunk, T)
+    # tl.range: Triton's compiler can pipeline it (the next block's loads issued while this one computes;
+    # num_stages at launch), where it cannot a while loop
+    for t0 in tl.range(t_start, t_end, BT):
         o_t = t0 + tl.arange(0, BT)
         b_pos = tl.load(k_pos + i_b64 * s_pb + o_t, mask=o_t < t_end, other=-1)
         m_t = (b_pos >= 0) & (b_pos <= b_qpos)
@@ -71,7 +77,6 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, part_m, part_l, part_acc
         b_acc = b_acc * b_alpha + tl.sum(b_p[:, None] * b_v.to(tl.float32), axis=0)
         b_l = b_l * b_alpha + tl.sum(b_p, axis=0)
         b_m = b_new
-        t0 += BT
     if SPLIT:  # a split without a valid slot leaves max -inf, sum 0: merge_kernel weighs it by 0
         i_part = i_bh.to(tl.int64) * tl.num_programs(1) + i_s
         tl.store(part_m + i_part + tl.arange(0, 1), b_m)
@@ -124,7 +129,7 @@ def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q
             q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, *parts, scale, window or 0, T, chunk,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
             v.stride(2), k_pos.stride(0), H=H, G=H // k.shape[1], D=D, BT=BLOCK_T, WINDOWED=window is not None,
-            SPLIT=S > 1, num_warps=NUM_WARPS)
+            SPLIT=S > 1, num_warps=NUM_WARPS, num_stages=SPLIT_STAGES if S > 1 else 1)
         if S > 1:
             merge_kernel[(B * H,)](*parts, out, S, D=D, SP=triton.next_power_of_2(S))
     return out[:, :, None]
