@@ -21,14 +21,13 @@ shape that changes, and all of it is captured once per request and replayed:
 
 The policy says which steps are quiet and what its part of one is (policies/base.py `QuietStep`); a step
 where its answer needs the step's tensors (a PyramidInfer cut scores the voters) runs layer by layer, on the
-same reserved buffers. A layer writes the new token into `LayerCache.next_slot()`: slot `length`, or the
-slot a streaming ring freed at the step before. What
-stays on the host is bookkeeping (one more slot in use, one more token a row, the policy's `done`) and
-the inputs copied into the graph's buffers (tokens, positions, each layer's slot). Attention runs over
+same reserved buffers. A layer writes the new token into `LayerCache.next_slot()`: slot `length`, the
+slot a streaming ring freed at the step before, or (H2O) the slot each row evicted at the step before.
+What stays on the host is bookkeeping (one more slot in use, one more token a row, the policy's `done`)
+and the inputs copied into the graph's buffers (tokens, positions, each layer's slot). Attention runs over
 the whole reservation; on CUDA the Triton decode kernel's masked loads skip the slots still empty,
-whatever the batch (the per-layer path keeps SDPA's flash kernel below ~8 rows x heads per SM, where it
-splits long caches over more programs: for long prompts at batch 1 the one-program-a-head kernel may
-cost more than the host time it saves, which `bench roofline` measures).
+whatever the batch, and with few rows x heads it splits each one's slots over several programs, as SDPA's
+flash kernel does on the per-layer path (`bench roofline` compares the two paths).
 
 On a CPU, Replay calls the step function itself on the same buffers, so the tests run this path without
 a GPU and compare it with the per-layer path (tests/test_step_graphs.py).

@@ -4,20 +4,14 @@ On a GPU the kernel runs compiled; on a CPU it runs in Triton's interpreter (TRI
 conftest.py before Triton is imported), so CI checks the same kernel source. Without Triton these skip.
 """
 
-import os
-
 import pytest
 import torch
 
 from pyramid_core.attention import attention
 
-triton = pytest.importorskip("triton", reason="Triton is not installed (requirements-dev.txt installs it)")
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("Triton on a CPU needs its interpreter (TRITON_INTERPRET=1, see conftest.py)", allow_module_level=True)
-
-from pyramid_core.kernels import decode_triton  # noqa: E402
-from pyramid_core.kernels.decode_triton import decode_attention_triton  # noqa: E402
+from tests.triton_device import DEVICE  # before the Triton imports: skips this module where Triton cannot run
+from pyramid_core.kernels import decode_triton
+from pyramid_core.kernels.decode_triton import decode_attention_triton
 
 
 def cache_view(B, H_kv, T, D, capacity, dtype, gen):

@@ -19,7 +19,6 @@ from the same numbers. Tolerances (fixed per dtype):
 """
 
 import copy
-import os
 
 import pytest
 import torch
@@ -30,13 +29,9 @@ from pyramid_core.recurformer.stacked import StackedRNN
 from tests.test_recurformer import assert_close
 from tests.test_stacked_rnn import randomise_state_params
 
-triton = pytest.importorskip("triton", reason="Triton is not installed (requirements-dev.txt installs it)")
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("Triton on a CPU needs its interpreter (TRITON_INTERPRET=1, see conftest.py)", allow_module_level=True)
-
-from pyramid_core.recurformer import step_triton  # noqa: E402
-from pyramid_core.recurformer.step_triton import stacked_step_triton  # noqa: E402
+from tests.triton_device import DEVICE  # before the Triton imports: skips this module where Triton cannot run
+from pyramid_core.recurformer import step_triton
+from pyramid_core.recurformer.step_triton import stacked_step_triton
 
 C = 48           # hidden size of the non-identity stacks
 PREFILL, STEPS = 5, 4

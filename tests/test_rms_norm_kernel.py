@@ -3,18 +3,12 @@ of widths that are and are not powers of two, rows that are views with a wider s
 
 On a CPU the Triton kernel runs in its interpreter (TRITON_INTERPRET=1, conftest.py)."""
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-triton = pytest.importorskip("triton", reason="Triton is not installed (requirements-dev.txt installs it)")
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("Triton on a CPU needs its interpreter (TRITON_INTERPRET=1, see conftest.py)", allow_module_level=True)
-
-from pyramid_core.kernels.rms_norm_triton import rms_norm_triton  # noqa: E402
+from tests.triton_device import DEVICE  # before the Triton imports: skips this module where Triton cannot run
+from pyramid_core.kernels.rms_norm_triton import rms_norm_triton
 
 
 @pytest.mark.parametrize("rows, width, wider", [(1, 64, 64), (3, 100, 100), (2, 96, 160), (4, 4096, 4096)])

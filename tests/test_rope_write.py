@@ -4,20 +4,14 @@ position in each row's own slot, nothing else in the cache touched.
 
 On a CPU the Triton kernel runs in its interpreter (TRITON_INTERPRET=1, conftest.py)."""
 
-import os
-
 import pytest
 import torch
 
 from pyramid_core.cache import LayerCache
 from pyramid_core.kernels.rope_write import rope_write_torch
 
-triton = pytest.importorskip("triton", reason="Triton is not installed (requirements-dev.txt installs it)")
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("Triton on a CPU needs its interpreter (TRITON_INTERPRET=1, see conftest.py)", allow_module_level=True)
-
-from pyramid_core.kernels.rope_write_triton import rope_write_triton  # noqa: E402
+from tests.triton_device import DEVICE  # before the Triton imports: skips this module where Triton cannot run
+from pyramid_core.kernels.rope_write_triton import rope_write_triton
 
 
 def inputs(B, H, H_kv, D, dtype, gen):

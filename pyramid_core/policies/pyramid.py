@@ -228,7 +228,8 @@ class PyramidPolicy(Policy):
 
     def quiet_step(self, state: PyramidState, counts: list[list[int]], seen: list[int]) -> QuietStep | None:
         """A step at which no layer cuts (decode()'s chunk_cut on the counts it will see) and every layer's
-        voters take the new query in place, at one index: only that write is left (VoterStep)."""
+        voters take the new query in place, at one index: only that write is left (VoterStep). A full voter
+        buffer moves its window to its front here, as decode()'s append would (RecentQueries.make_room)."""
         voters = [v for v in state.voters if v is not None]
         width = self.window(max(seen))  # what decode() would keep when it moves a full buffer
         if not voters or not all(v.make_room(width) for v in voters) or len({v.length for v in voters}) > 1:
