@@ -74,11 +74,11 @@ for B, H, H_kv, T, D, dtype in DECODE_CASES if "decode" in SECTIONS else []:
                                            window=None, causal_square=False, decode_kernel=False))
         t_sdpa_holes = time_ms(lambda: attention(q, k, v, q_pos, k_pos, scale=D ** -0.5, holes=True, window=None,
                                                  causal_square=False, decode_kernel=False))
-    sweep = {}
+    sweep, chosen = {}, (decode_triton.BLOCK_T, decode_triton.NUM_WARPS)
     for block_t, warps in itertools.product((32, 64, 128), (2, 4, 8)):
         decode_triton.BLOCK_T, decode_triton.NUM_WARPS = block_t, warps
         sweep[f"{block_t}x{warps}"] = round(time_ms(kernel), 4)
-    decode_triton.BLOCK_T, decode_triton.NUM_WARPS = 64, 4
+    decode_triton.BLOCK_T, decode_triton.NUM_WARPS = chosen
     engine_uses_kernel = decode.kernel_fits(q, k)
     gb = 2 * k.numel() * k.element_size() / 1e9
     decode_rows.append({"case": f"B{B}-H{H}-Hkv{H_kv}-T{T}-D{D}-{str(dtype)[6:]}",

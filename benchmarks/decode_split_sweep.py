@@ -1,6 +1,6 @@
 """The split decode-attention kernel's settings at batch 1 (kernels/decode_triton.py), on the GPU machine:
 one query a head over a reservation of T slots of which `written` hold tokens, the 7B shape's 32 heads of
-128, bf16, for each block size x warps x programs per SM x pipeline stages; SDPA's flash kernel over the written slots
+128, bf16, for each block size x warps x programs per SM; SDPA's flash kernel over the written slots
 alone (what the per-layer path runs) beside them. Microseconds a call: 200 calls captured in one CUDA
 graph, the median of 3 replays.
 
@@ -49,12 +49,12 @@ def case(T: int, written: int, H: int = 32, D: int = 128) -> list[dict]:
     q_pos = torch.tensor([[written - 1]], device=dev)
     rows = [{"T": T, "written": written, "kernel": "sdpa flash, written slots",
              "us": timed_us(lambda: F.scaled_dot_product_attention(q, k[:, :, :written], v[:, :, :written]))}]
-    for bt, warps, per_sm, stages in itertools.product((32, 64, 128), (2, 4, 8), (4, 8, 16), (1, 3)):
+    for bt, warps, per_sm in itertools.product((32, 64, 128), (2, 4, 8), (4, 8, 16)):
         decode_triton.BLOCK_T, decode_triton.NUM_WARPS, decode_triton.PROGRAMS_PER_SM = bt, warps, per_sm
-        decode_triton.MIN_BLOCKS_PER_SPLIT, decode_triton.SPLIT_STAGES = 1, stages
+        decode_triton.MIN_BLOCKS_PER_SPLIT = 1
         us = timed_us(lambda: decode_triton.decode_attention_triton(q, k, v, q_pos, pos, D ** -0.5, None))
         rows.append({"T": T, "written": written, "us": us, "GB/s": round(2 * written * H * D * 2 / us / 1e3, 1),
-                     "kernel": f"triton BT {bt} warps {warps} programs/SM {per_sm} stages {stages}"})
+                     "kernel": f"triton BT {bt} warps {warps} programs/SM {per_sm}"})
     return rows
 
 

@@ -24,18 +24,17 @@ import triton.language as tl
 
 from .. import warmup
 
-# slots per step of a program's loop, and warps: the best of a sweep of 32/64/128 x 2/4/8 at batch 32-116 in
-# a first run; a second (kernel_check_decode.json) put 128 x 2 and 32 x 2 ~20% ahead: still to settle
-BLOCK_T = 64
-NUM_WARPS = 4
+# slots per step of a program's loop, warps, and programs per SM when split: the best of 32/64/128 x 2/4/8 x
+# 4/8/16 timed inside a CUDA graph at batch 1 (benchmarks/decode_split_sweep_2026-12-01.json: 8.3 us at 1k
+# slots, 42.3 at 8k, against 11.3 and 58.2 for 64 x 4 x 4); 128 x 2 is also the fastest at Table 1's batch
+# (kernel_check_decode.json: 0.228 ms against 0.280 for 64 x 4). Software pipelining of the slot loop
+# (num_stages 3 against 1) changed no setting by more than 0.6%: the kernel launches with one stage.
+BLOCK_T = 128
+NUM_WARPS = 2
 # a split covers at least this many blocks of slots, and splits are added until there are about this
 # many programs per SM: at batch 1 the 7B shape's 32 heads alone fill a quarter of an H200's 132 SMs
-MIN_BLOCKS_PER_SPLIT = 2
-PROGRAMS_PER_SM = 4
-# software pipelining of the slot loop when split (few programs a SM, each waiting on its loads); 1, no
-# pipelining, where rows x heads fill the GPU and staging buffers in shared memory would cut the programs
-# an SM runs (Table 1's path, measured without it). Neither was measured yet: decode_split_sweep.py
-SPLIT_STAGES = 3
+MIN_BLOCKS_PER_SPLIT = 1
+PROGRAMS_PER_SM = 16
 
 
 # T changes with every step: specialising on it would recompile constantly
@@ -59,8 +58,6 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, part_m, part_l, part_acc
     b_acc = tl.zeros([D], tl.float32)
     t_start = i_s * chunk
     t_end = tl.minimum(t_start + chunk, T)
-    # tl.range: Triton's compiler can pipeline it (the next block's loads issued while this one computes;
-    # num_stages at launch), where it cannot a while loop
     for t0 in tl.range(t_start, t_end, BT):
         o_t = t0 + tl.arange(0, BT)
         b_pos = tl.load(k_pos + i_b64 * s_pb + o_t, mask=o_t < t_end, other=-1)
@@ -129,7 +126,7 @@ def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q
             q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, *parts, scale, window or 0, T, chunk,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
             v.stride(2), k_pos.stride(0), H=H, G=H // k.shape[1], D=D, BT=BLOCK_T, WINDOWED=window is not None,
-            SPLIT=S > 1, num_warps=NUM_WARPS, num_stages=SPLIT_STAGES if S > 1 else 1)
+            SPLIT=S > 1, num_warps=NUM_WARPS, num_stages=1)
         if S > 1:
             merge_kernel[(B * H,)](*parts, out, S, D=D, SP=triton.next_power_of_2(S))
     return out[:, :, None]

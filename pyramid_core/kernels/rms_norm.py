@@ -2,7 +2,7 @@
 F.rms_norm, which is also its twin in the tests.
 
 At batch 1 torch's kernel spends ~6 us on one row of 4096 (its layer-norm kernel gives a row one block),
-65 times a step of the 7B shape: ~0.39 ms of a ~6 ms step (benchmarks/step_graph_time_7b_1k.json). The
+65 times a step of the 7B shape: ~0.39 ms of a ~6 ms step (benchmarks/step_graph_time_7b_1k_before_fusions.json). The
 kernel reads a row in one go with more warps. Rows of a prefill keep torch's kernel, which fills the GPU.
 """
 

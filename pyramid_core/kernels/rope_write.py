@@ -4,7 +4,7 @@ as one kernel (rope_write_triton.py) inside the whole-step graph (step_graphs.py
 At batch 1 a decode step's matmuls take ~3.8 ms of the 7B shape's ~6 ms on an H200; most of the rest are
 kernels of a few microseconds each, ~24 a layer, and the ~11 of them that rotate q and k (a multiply, a
 cat, a multiply and an add each) and scatter k, v and the position into the slot took ~0.7 ms a step
-(benchmarks/step_graph_time_7b_1k.json). `rope_write` runs the Triton kernel on CUDA and `rope_write_torch`,
+(benchmarks/step_graph_time_7b_1k_before_fusions.json). `rope_write` runs the Triton kernel on CUDA and `rope_write_torch`,
 the engine's own apply_rope and LayerCache.write_slots, elsewhere; the tests compare the two.
 """
 
