@@ -622,3 +622,46 @@ def test_some_training_multi_tasks_state_their_facts_together():
         asked = next(f for f in made[-1] if f[2] == task.answer)[0]
         assert task.depths[0] == task.document.find(asked) / len(task.document)
     assert 35 <= together <= 85, together  # 60 expected
+
+
+def test_some_training_stories_give_a_person_a_number_that_answers_nothing():
+    """About ASIDE_SHARE of training stories carry an aside (the story sample's "For forty-one years ... the Marrow
+    family"): mostly about the asked event's person, with a number no event has; the asked answer stays in the
+    document and the question's kind is unchanged."""
+    maker = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=27)
+    with_asides = about_asked = 0
+    for _ in range(400):
+        events, k, _, _ = maker.story_plan()
+        asides = maker.story_asides(events, k)
+        with_asides += bool(asides)
+        counts = {e.count for e in events}
+        for depth, text in asides:
+            assert 0 <= depth <= 1
+            number = re.search(r"\b(\d+|[a-z]+(?:-[a-z]+)?) (?:years|cousins)\b|turned (\S+) ", text)
+            assert number and (number.group(1) or number.group(2)) not in counts, (text, counts)
+            about_asked += events[k].agent in text or events[k].agent.split()[-1] in text
+    assert 0.3 * 400 <= with_asides <= 0.5 * 400, with_asides
+    assert about_asked >= 0.6 * with_asides, about_asked
+
+
+def test_story_asides_use_no_story_verb_or_noun():
+    """An aside cannot answer a story question: its frame names no verb or noun that an event can have."""
+    verbs = {form for v in rt.STORY_VERBS for form in (v.past, v.base, v.participle)}
+    nouns = [n for ns in rt.STORY_NOUNS.values() for n in ns]
+    for frame in rt.STORY_ASIDES + rt.FAMILY_ASIDES:
+        words = set(re.findall(r"[a-z]+", re.sub(r"\{\w+\}", "", frame)))
+        assert not words & verbs, frame
+        assert not [n for n in nouns if re.search(rf"\b{re.escape(n)}\b", frame)], frame
+
+
+def test_training_story_documents_hold_their_asides():
+    """TaskMaker.story puts the asides into the document: over 200 training stories, some hold an aside frame's
+    words, and every one still holds its answer."""
+    maker = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=28)
+    fixed = [max(re.split(r"\{\w+\}", f), key=len) for f in rt.STORY_ASIDES + rt.FAMILY_ASIDES]
+    holding = 0
+    for _ in range(200):
+        task = maker.story(500)
+        assert task.answer in task.document
+        holding += any(part in task.document for part in fixed)
+    assert holding >= 40, holding

@@ -138,6 +138,26 @@ TOGETHER_SHARE = 0.3
 # pools of quantities that prose also writes in words ('forty-two years old'); training facts sometimes do
 SPELLED_POOLS = ("age", "metres", "price")
 
+# training stories that also give one of their people, or that person's family, a number that answers nothing
+# asked (STORY_ASIDES, FAMILY_ASIDES). The studio's story sample opens "For forty-one years the lighthouse ... was
+# kept by the Marrow family" and asks how many tins Thomas Marrow carried ("forty-two"); runs 13 and 14, whose
+# story accuracy rose, both answered "forty-one": a count has to be bound to its event, not to a name near it.
+# The frames use no story verb or noun, so no story question can be answered by them.
+ASIDE_SHARE = 0.4
+STORY_ASIDES = (
+    "{agent} was {count} years old that year.",
+    "{agent} had {count} cousins and rarely saw any of them.",
+    "By then {agent} had been in the same line of work for {count} years.",
+    "It had been {count} years since {agent} first came to the place.",
+    "Everyone knew that {agent} had lived there for {count} years.",
+    "{agent} turned {count} that year, and nobody said a word about it.",
+)
+FAMILY_ASIDES = (
+    "For {count} years the {surname} family had lived on the same street.",
+    "The {surname} family had not missed a harvest in {count} years.",
+    "There had been {surname}s in the parish for {count} years.",
+)
+
 
 def number_words(n: int) -> str:
     """English words for 0 <= n < 100 ('forty-two')."""
@@ -1432,6 +1452,7 @@ class TaskMaker:
     def lexicon_story(self, tokens: int) -> Task:
         events, k, question, answer = self.story_plan()
         texts, asked = self.story_texts(events, k)
+        texts += self.story_asides(events, k)
         doc, _ = self.place(self.filler(tokens - sum(self.ntokens(t) for _, t in texts)), texts)
         return Task("story", doc, question, answer, (doc.find(asked) / max(1, len(doc)),))
 
@@ -1515,6 +1536,24 @@ class TaskMaker:
             inserts.append((depth, " ".join(s for s, _ in sentences)))
             asked = next((s for s, idx in sentences if k in [group[j] for j in idx]), asked)
         return inserts, asked
+
+    def story_asides(self, events: list[Event], k: int) -> list[tuple[float, str]]:
+        """(depth, text) of one or two asides (ASIDE_SHARE of the stories, else none), most about the asked event's
+        person, each with a number no event of the story has."""
+        r = self.rng
+        if r.random() >= ASIDE_SHARE:
+            return []
+        taken = {e.count for e in events}
+        asides = []
+        for _ in range(r.choice((1, 1, 2))):
+            agent = events[k].agent if r.random() < 0.7 else r.choice(events).agent
+            frame = r.choice(STORY_ASIDES + (FAMILY_ASIDES if " " in agent else ()))
+            n = r.choice([n for n in range(2, 90) if number_words(n) not in taken and str(n) not in taken])
+            count = number_words(n) if r.random() < 0.5 else str(n)
+            taken.add(count)
+            text = frame.format(agent=agent, surname=agent.split()[-1], count=count)
+            asides.append((r.random(), text[0].upper() + text[1:]))
+        return asides
 
     def story_shapes(self) -> tuple[str, ...]:
         """The sentence shapes of one story's events: all of them, or (PARALLEL_SHARE) one for every event. Held-out
