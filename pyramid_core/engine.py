@@ -33,7 +33,7 @@ from .models import LoadedModel
 from .placement import follow
 from .policies.base import Evict, Keep, LayerContext, Policy, PolicyState, Window
 from .policies.full import FullPolicy
-from .recording import attention_record, step_record
+from .recording import CacheState, attention_record, cache_state, step_record
 from .recurrent_groups import layer_heads
 from .sampling import Sampling, sample
 from .trace import StepRecord
@@ -66,6 +66,7 @@ class Request:
     evict_graphs: dict = field(default_factory=dict)  # layer -> its whole steady step (evict_graphs.py)
     graph_pool: object = None         # the CUDA memory pool of its own graphs (evict and step graphs)
     step_graph: object = None         # the whole decode step as one graph (step_graphs.py)
+    ahead: bool = False               # decode steps run one step ahead (decodes_ahead)
 
     def describe_policy(self) -> dict:
         return {**self.policy_info, **self.state.resolved()}
@@ -229,7 +230,7 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
              record_positions: bool | Callable[[int], bool] = False,
              stop: threading.Event | None = None, cuda_graphs: bool | None = None,
              decode_kernel: bool = True, detail_last: bool = False,
-             reserve_kv: bool = False) -> Iterator[StepRecord]:
+             reserve_kv: bool = False, ahead: bool | None = None) -> Iterator[StepRecord]:
     """Generate from left-padded prompts input_ids [B, T], yielding a StepRecord per step.
 
     Step 0 is the prefill (its token is the first generated one). Rows that produced EOS then emit
@@ -252,6 +253,8 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
     will add over max_new_tokens (`Policy.planned_growth`), before the prefill when the policy keeps the
     whole prompt, and never reallocated (cache.py): the allocator cannot fragment the KV, and the
     records' kv_bytes are flat from the prefill on.
+    ahead: decode one step ahead (`decodes_ahead`, `_steps_ahead`). None (default) does on a GPU where
+    no record needs attention or positions; True also on a CPU (for tests); False never.
     """
     sampling = sampling or Sampling()
     input_ids, attention_mask = check_inputs(lm, input_ids, attention_mask, max_new_tokens)
@@ -264,6 +267,7 @@ def generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
     generator = None
     if sampling.seed is not None:  # on lm_head's device, where the logits are sampled
         generator = torch.Generator(device=req.parts.placement.head).manual_seed(sampling.seed)
+    req.ahead = decodes_ahead(ahead, req.parts, input_ids.device, record_attention, record_positions, detail_last)
     yield from _generate_steps(req, input_ids, max_new_tokens, sampling, generator, eos, pad,
                                _per_step(record_attention), _per_step(record_positions), stop, detail_last)
 
@@ -279,6 +283,15 @@ def use_graphs(parts: Parts, asked: bool | None, device: torch.device) -> bool:
         log.info("the model spans %d devices: decoding without CUDA graphs", len(parts.placement.devices))
         return False
     return bool(wanted)
+
+
+def decodes_ahead(asked: bool | None, parts: Parts, device: torch.device, *recording) -> bool:
+    """Whether decode steps run one step ahead: as asked (None: on a GPU), and only where no record reads
+    the cache after its step (attention, kept positions, the last step's detail; a callable may ask at any
+    step): by the time step i's record is made, step i+1 has changed the cache. A model spread over
+    several devices decodes step by step."""
+    wanted = asked or (asked is None and device.type == "cuda")
+    return bool(wanted) and not any(recording) and not parts.placement.spans_devices
 
 
 def _per_step(flag) -> Callable[[int], bool]:
@@ -306,6 +319,9 @@ def _steps(req: Request, tokens, max_new_tokens, sampling, generator, eos, pad, 
            record_positions, stop, detail_last):
     finished = [False] * tokens.shape[0]
     for i in range(max_new_tokens):
+        if i > 0 and req.ahead:
+            yield from _steps_ahead(req, tokens, i, finished, max_new_tokens, sampling, generator, eos, pad, stop)
+            return
         one_time, start = warmup.count(), time.perf_counter()
         # a stop seen before a step makes it the last, so that the last record can carry the detail
         stopping = i > 0 and stop is not None and stop.is_set()
@@ -324,11 +340,73 @@ def _steps(req: Request, tokens, max_new_tokens, sampling, generator, eos, pad, 
         warm = elapsed if warmup.count() != one_time else 0.0
         if detail_last and last and not asked:  # the detail of a last step no one asked for: view work, untimed
             attn = [a() if callable(a) else a for a in attn]
-        yield step_record(i, ids, finished, req.cache, elapsed, req.seen[0],
-                          attn if asked or (detail_last and last) else None, req.describe_policy(),
-                          record_positions(i) or i == 0 or (detail_last and last), warm)
+        state = cache_state(req.cache, record_positions(i) or i == 0 or (detail_last and last))
+        yield step_record(i, ids, finished, state, elapsed, req.seen[0],
+                          attn if asked or (detail_last and last) else None, req.describe_policy(), warm)
         if last:
             return
+
+
+@dataclass
+class Launched:
+    """A decode step enqueued on the device: its tokens (pad for rows already finished) and which rows have
+    finished after it, on the device; a copy of the tokens on its way to the host; the cache as the step
+    left it."""
+
+    tokens: torch.Tensor
+    finished: torch.Tensor
+    host: torch.Tensor
+    copied: torch.cuda.Event | None
+    state: CacheState
+    seen: int
+    policy: dict
+
+    def read(self) -> list[int]:
+        """The step's tokens; waits for this step only, not for the steps enqueued after it."""
+        if self.copied is not None:
+            self.copied.synchronize()
+        return self.host.tolist()
+
+
+def _launch(req: Request, tokens, finished, sampling, generator, eos_ids, pad) -> Launched:
+    logits, _ = step(req, tokens)
+    sampled = torch.where(finished, pad, sample(logits, sampling, generator))
+    host = torch.empty(sampled.shape, dtype=sampled.dtype, pin_memory=sampled.is_cuda)
+    host.copy_(sampled, non_blocking=True)
+    copied = None
+    if sampled.is_cuda:
+        copied = torch.cuda.Event()
+        copied.record(torch.cuda.current_stream(sampled.device))
+    return Launched(sampled, finished | torch.isin(sampled, eos_ids), host, copied, cache_state(req.cache, False),
+                    req.seen[0], req.describe_policy())
+
+
+def _steps_ahead(req: Request, tokens, first, finished, max_new_tokens, sampling, generator, eos, pad, stop):
+    """Decode steps from `first` on, each enqueued before the previous step's tokens are read back: the next
+    step's tokens and finished rows are computed on the device, so the host's work between two steps (reading
+    tokens, records, the caller's own) runs while the GPU computes, instead of the GPU waiting for it. A step's
+    time is the time between two steps' tokens arriving; where EOS ends every row, the step enqueued after the
+    last one is dropped unread."""
+    device = tokens.device
+    done, eos_ids = torch.tensor(finished, device=device), torch.tensor(sorted(eos), device=device, dtype=torch.long)
+    ready, counted = time.perf_counter(), warmup.count()
+    launched = _launch(req, tokens, done, sampling, generator, eos_ids, pad)
+    for i in range(first, max_new_tokens):
+        stopping = stop is not None and stop.is_set()
+        final = stopping or i == max_new_tokens - 1
+        following = None if final else _launch(req, launched.tokens, launched.finished, sampling, generator,
+                                              eos_ids, pad)
+        ids = launched.read()
+        now, count = time.perf_counter(), warmup.count()
+        elapsed, warm = now - ready, count != counted
+        ready, counted = now, count
+        finished = [True] * len(ids) if i == max_new_tokens - 1 else \
+            [done or t in eos for t, done in zip(ids, finished)]
+        yield step_record(i, ids, finished, launched.state, elapsed, launched.seen, None, launched.policy,
+                          elapsed if warm else 0.0)
+        if final or all(finished):
+            return
+        launched = following
 
 
 def teacher_forced_logits(lm: LoadedModel, input_ids: torch.Tensor, forced_ids: torch.Tensor,

@@ -41,17 +41,31 @@ def attention_record(idx: int, q, q_pos, keys, k_pos, scale) -> PendingAttention
     return PendingAttention(idx, k_pos[0], mean, voters)
 
 
-def step_record(step: int, ids: list[int], finished: list[bool], cache: KVCache, elapsed: float,
-                seen: int, attention: list | None, policy: dict, with_positions: bool,
-                warmup_s: float = 0.0) -> StepRecord:
+@dataclass(frozen=True)
+class CacheState:
+    """What a record says of the cache after a step, taken when the step's host work ends: decoding one
+    step ahead (engine.py) makes the record only after the next step has changed the cache."""
+
+    per_row: list[list[int]]  # [B][L] valid tokens each row holds in each layer
+    kv_bytes: int
+    peak_kv_bytes: int
+    kept_positions: list[list[int]] | None  # row 0's original positions per layer, when asked
+
+
+def cache_state(cache: KVCache, with_positions: bool) -> CacheState:
+    return CacheState(cache.counts_per_row(), cache.nbytes(), cache.update_peak(),
+                      cache.positions_of_row(0) if with_positions else None)
+
+
+def step_record(step: int, ids: list[int], finished: list[bool], state: CacheState, elapsed: float,
+                seen: int, attention: list | None, policy: dict, warmup_s: float = 0.0) -> StepRecord:
     """The record of one step: the sampled tokens, what the cache holds, and what was asked to be
     recorded (attention: PendingAttention per layer, None for a layer whose every KV group is a
     recurrence). warmup_s: the part of `elapsed` that was one-time work (trace.StepRecord)."""
-    per_row = cache.counts_per_row()
     return StepRecord(
         step=step, phase="prefill" if step == 0 else "decode", token_ids=ids, finished=list(finished),
-        kept_tokens=per_row[0], kept_tokens_per_row=per_row, kv_bytes=cache.nbytes(),
-        peak_kv_bytes=cache.update_peak(), step_time_s=elapsed, warmup_s=warmup_s, seen_tokens=seen,
-        kept_positions=cache.positions_of_row(0) if with_positions else None,
+        kept_tokens=state.per_row[0], kept_tokens_per_row=state.per_row, kv_bytes=state.kv_bytes,
+        peak_kv_bytes=state.peak_kv_bytes, step_time_s=elapsed, warmup_s=warmup_s, seen_tokens=seen,
+        kept_positions=state.kept_positions,
         attention=None if attention is None else [a.read() for a in attention if a is not None],
         policy=policy)
