@@ -10,12 +10,13 @@ post_attention_layernorm, mlp}, norm, rotary_emb, lm_head, which Llama, Mistral,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
 from .attention import attention
+from .fused_weights import Fused, LayerFusion, fused_layers
 from .kernels import rms_norm as fused_norm
 from .placement import Placement, placement_of
 from .recurrent_groups import LayerHeads, merge_recurrent, run_groups
@@ -38,6 +39,10 @@ class Parts:
     num_kv_heads: int
     windows: list[int | None]  # sliding-window size per layer (Mistral, Qwen2/3 sliding layers)
     placement: Placement       # the device of each module above (one for all, unless a device_map spread them)
+    fused: list[LayerFusion] = field(default_factory=list)  # per layer q/k/v and gate/up as one weight, or none
+
+    def fusion(self, idx: int) -> LayerFusion | None:
+        return self.fused[idx] if self.fused else None
 
     @property
     def num_layers(self) -> int:
@@ -51,7 +56,7 @@ def model_parts(lm: "LoadedModel") -> Parts:
     return Parts(embed=base.embed_tokens, layers=base.layers, norm=base.norm, lm_head=lm.model.lm_head,
                  rotary=base.rotary_emb, head_dim=head_dim, num_heads=cfg.num_attention_heads,
                  num_kv_heads=cfg.num_key_value_heads, windows=layer_windows(cfg),
-                 placement=placement_of(lm.model))
+                 placement=placement_of(lm.model), fused=fused_layers(lm))
 
 
 def layer_windows(cfg) -> list[int | None]:
@@ -85,12 +90,12 @@ def final_logits(parts: Parts, h: torch.Tensor) -> torch.Tensor:
     return parts.lm_head(x.to(parts.placement.head))
 
 
-def project_qkv(attn, x: torch.Tensor, head_dim: int):
-    """q [B, H, T, D], k and v [B, H_kv, T, D]; q/k norms (Qwen3) on the head dim before RoPE."""
+def project_qkv(attn, x: torch.Tensor, head_dim: int, fused: Fused | None = None):
+    """q [B, H, T, D], k and v [B, H_kv, T, D]; q/k norms (Qwen3) on the head dim before RoPE. fused: the
+    three projections as one matmul (fused_weights.py)."""
     B, T, _ = x.shape
-    q = attn.q_proj(x).view(B, T, -1, head_dim)
-    k = attn.k_proj(x).view(B, T, -1, head_dim)
-    v = attn.v_proj(x).view(B, T, -1, head_dim)
+    q, k, v = fused(x) if fused is not None else (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x))
+    q, k, v = (t.reshape(B, T, -1, head_dim) for t in (q, k, v))
     if hasattr(attn, "q_norm"):
         q, k = rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k)
     return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -131,7 +136,8 @@ def project(parts: Parts, idx: int, x: torch.Tensor, rope, heads: LayerHeads | N
     """(q [B, H_attn, T, D], k, v [B, H_kv_cached, T, D]) of a layer's normed input x [B, T, C], RoPE
     applied to q and k (rope None: not yet, kernels/rope_write.py does it with the cache write); only the
     heads that attend when some KV groups are recurrences."""
-    q, k, v = project_qkv(parts.layers[idx].self_attn, x, parts.head_dim)
+    fusion = parts.fusion(idx)
+    q, k, v = project_qkv(parts.layers[idx].self_attn, x, parts.head_dim, fusion and fusion.qkv)
     if heads is not None:  # projections of replaced heads are computed and dropped: simpler than slicing weights
         # index_select, not q[:, heads.q]: see recurrent_groups.merge_recurrent
         q, k, v = q.index_select(1, heads.q), k.index_select(1, heads.kv), v.index_select(1, heads.kv)
@@ -151,7 +157,12 @@ def post_attention(parts: Parts, idx: int, h: torch.Tensor, out: torch.Tensor) -
     layer = parts.layers[idx]
     B, T = h.shape[:2]
     h = h + layer.self_attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
-    return h + layer.mlp(rms_norm(layer.post_attention_layernorm, h))
+    x = rms_norm(layer.post_attention_layernorm, h)
+    fusion = parts.fusion(idx)
+    if fusion is None or fusion.gate_up is None:
+        return h + layer.mlp(x)
+    gate, up = fusion.gate_up(x)
+    return h + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
 
 
 class EagerStages:

@@ -56,6 +56,8 @@ class LoadedModel:
     # the last prompt's token ids, {(prompt, chat): ids}: the studio asks for them once a mode and again
     # for its checks and its final view (~3 ms each for a 3,000-token prompt; pipeline.encode_prompt)
     prompt_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    # each layer's q/k/v and gate/up as one weight, the modules' parameters views of it (fused_weights.py)
+    fused: list = field(default_factory=list, repr=False, compare=False)
 
     @property
     def config(self):

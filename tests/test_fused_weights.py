@@ -1,0 +1,87 @@
+"""q/k/v and gate/up as one weight each (fused_weights.py): the modules' parameters become views of it, with
+the same values; the engine runs one matmul for each; its tokens are those of the unfused model; a model
+moved after fusing is fused again; what cannot share one tensor is left alone."""
+
+import pytest
+import torch
+
+from pyramid_core import fused_weights, generate
+from pyramid_core.layers import model_parts, project_qkv
+from tests.tiny_models import tiny_model
+
+FAMILIES = ["llama", "qwen2", "qwen3"]  # plain; q/k/v biases; q/k norms and head_dim != hidden / heads
+
+
+def storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_modules_become_views_of_one_weight_with_their_values(family):
+    lm = tiny_model(family)
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    ids = torch.randint(3, 97, (2, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = lm.model(ids).logits
+    parts = model_parts(lm)
+    for layer, fusion in zip(lm.model.model.layers, parts.fused):
+        attn, mlp = layer.self_attn, layer.mlp
+        assert len({storage(m.weight) for m in (attn.q_proj, attn.k_proj, attn.v_proj)}) == 1
+        assert len({storage(m.weight) for m in (mlp.gate_proj, mlp.up_proj)}) == 1
+        assert storage(attn.q_proj.weight) == storage(fusion.qkv.weight)
+        if family == "qwen2":
+            assert storage(attn.k_proj.bias) == storage(fusion.qkv.bias)
+    after = lm.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with torch.no_grad():
+        assert torch.equal(lm.model(ids).logits, logits)  # the model's own forward reads the same values
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_matmul_gives_what_the_three_projections_give(family):
+    lm = tiny_model(family)
+    fusion = model_parts(lm).fused[1]
+    attn = lm.model.model.layers[1].self_attn
+    x = torch.randn(3, 5, lm.config.hidden_size)
+    fused, plain = project_qkv(attn, x, attn.head_dim, fusion.qkv), project_qkv(attn, x, attn.head_dim)
+    for a, b in zip(fused, plain):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_engine_runs_the_fused_matmuls_and_decodes_the_same_tokens(family, monkeypatch):
+    lm = tiny_model(family)
+    ids = torch.randint(3, 97, (2, 17), generator=torch.Generator().manual_seed(2))
+    calls = []
+    call = fused_weights.Fused.__call__
+    monkeypatch.setattr(fused_weights.Fused, "__call__", lambda self, x: calls.append(1) or call(self, x))
+    fused = [r.token_ids for r in generate(lm, ids, max_new_tokens=12)]
+    assert len(calls) == 12 * 4 * 2  # every step (the prefill included): two per layer
+    monkeypatch.setattr("pyramid_core.layers.fused_layers", lambda lm: [])
+    assert [r.token_ids for r in generate(lm, ids, max_new_tokens=12)] == fused
+
+
+def test_a_model_moved_after_fusing_is_fused_again():
+    lm = tiny_model("llama")
+    first = model_parts(lm).fused
+    assert model_parts(lm).fused is first  # nothing moved: the same fusion
+    lm.model.to(torch.float64)
+    again = model_parts(lm).fused
+    assert again is not first and again[0].qkv.weight.dtype == torch.float64
+    attn = lm.model.model.layers[0].self_attn
+    assert storage(attn.v_proj.weight) == storage(again[0].qkv.weight)
+
+
+def test_what_cannot_share_one_tensor_is_left_alone(monkeypatch):
+    lm = tiny_model("llama")
+    attn = lm.model.model.layers[0].self_attn
+    attn.k_proj.to(torch.float64)  # one weight of another dtype
+    assert fused_weights.fuse((attn.q_proj, attn.k_proj, attn.v_proj)) is None
+    assert len({storage(m.weight) for m in (attn.q_proj, attn.v_proj)}) == 2  # untouched
+    mlp = lm.model.model.layers[1].mlp
+    del mlp.gate_proj  # not a gated MLP
+    assert fused_weights.fuse_layer(lm.model.model.layers[1]).gate_up is None
+    spread = type("Spread", (), {"spans_devices": True})()
+    monkeypatch.setattr(type(lm), "placement", property(lambda self: spread))
+    assert fused_weights.fused_layers(lm) == []
