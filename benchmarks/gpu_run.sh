@@ -6,6 +6,7 @@
 #       baseline on the 7B shape in the same rounds (~3 min); the studio benchmark on uvloop and on asyncio
 #       (~3 min, needs .cpusite and the embedded model)
 #   bash benchmarks/gpu_run.sh policy_share       # the policies' share of a batch-1 step, cuts included (~2 min)
+#   bash benchmarks/gpu_run.sh policy_share_reserve  # the same over a reserved KV (quiet steps as one graph)
 #   bash benchmarks/gpu_run.sh profile7b          # a batch-1 7B step's GPU-busy share and profile tables (~2 min)
 #   bash benchmarks/gpu_run.sh roofline           # the baseline's batch-1 7B step against the card's bandwidth:
 #       achieved GB/s, its share of the datasheet's and of a measured copy's, the GPU-busy share (~2 min)
@@ -74,6 +75,8 @@ for step in "$@"; do
         --out "$RES" ;;
     policy_share) python -m pyramid_core bench modes --quick --repeats 3 --shapes llama2-7b --prompts 1024 \
         --modes baseline,pyramid,h2o,streaming --policy-tokens 400 --out "$RES" ;;
+    policy_share_reserve) python -m pyramid_core bench modes --quick --repeats 3 --shapes llama2-7b --prompts 1024 \
+        --modes baseline,pyramid,h2o,streaming --policy-tokens 400 --reserve-kv --out "$RES/policy_reserve" ;;
     evict_graphs)
       python -m pytest -q tests/test_evict_graphs.py tests/test_h2o_step_kernel.py | tail -3
       python -m pyramid_core bench modes --quick --repeats 3 --shapes embedded,llama3.2-1b,llama2-7b \
