@@ -388,9 +388,9 @@ def _steps_ahead(req: Request, tokens, first, finished, max_new_tokens, sampling
     time is the time between two steps' tokens arriving; where EOS ends every row, the step enqueued after the
     last one is dropped unread."""
     device = tokens.device
-    done, eos_ids = torch.tensor(finished, device=device), torch.tensor(sorted(eos), device=device, dtype=torch.long)
+    eos_ids = torch.tensor(sorted(eos), device=device, dtype=torch.long)
     ready, counted = time.perf_counter(), warmup.count()
-    launched = _launch(req, tokens, done, sampling, generator, eos_ids, pad)
+    launched = _launch(req, tokens, torch.tensor(finished, device=device), sampling, generator, eos_ids, pad)
     for i in range(first, max_new_tokens):
         stopping = stop is not None and stop.is_set()
         final = stopping or i == max_new_tokens - 1

@@ -20,6 +20,7 @@ POLICIES = [
     ("h2o", lambda: make_policy("h2o", {"kv_budget": 0.4})),
     ("streaming", lambda: make_policy("streaming", {"kv_budget": 0.5, "sink_len": 2})),
 ]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # on CUDA: the pinned copy and its event
 FIELDS = ("step", "phase", "token_ids", "finished", "kept_tokens_per_row", "kv_bytes", "peak_kv_bytes",
           "seen_tokens", "kept_positions", "policy")
 
@@ -34,20 +35,24 @@ def same_records(a, b):
         assert {f: getattr(x, f) for f in FIELDS} == {f: getattr(y, f) for f in FIELDS}
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name, policy", POLICIES)
 @pytest.mark.parametrize("reserve_kv", [False, True])
-def test_ahead_gives_the_records_of_step_by_step(name, policy, reserve_kv):
+def test_ahead_gives_the_records_of_step_by_step(device, name, policy, reserve_kv):
     lm = tiny_model("llama")
-    ids, mask = left_padded((40, 27))
+    lm.model.to(device)
+    ids, mask = (t.to(device) for t in left_padded((40, 27)))
     kwargs = dict(max_new_tokens=24, reserve_kv=reserve_kv)
     same_records(run(lm, ids, mask, policy(), True, **kwargs), run(lm, ids, mask, policy(), False, **kwargs))
 
 
-def test_ahead_ends_at_eos_as_step_by_step():
+@pytest.mark.parametrize("device", DEVICES)
+def test_ahead_ends_at_eos_as_step_by_step(device):
     """Rows finish at different steps and are padded after; the run ends at the step where the last row
     finishes, though the step after it was already enqueued."""
     lm = tiny_model("llama")
-    ids, mask = left_padded((30, 22))
+    lm.model.to(device)
+    ids, mask = (t.to(device) for t in left_padded((30, 22)))
     free = run(lm, ids, mask, FullPolicy(), False, max_new_tokens=30)
     eos = [free[3].token_ids[0], free[9].token_ids[1]]
     kwargs = dict(max_new_tokens=30, eos_token_id=eos, pad_token_id=0)

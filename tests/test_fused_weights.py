@@ -49,10 +49,12 @@ def test_one_matmul_gives_what_the_three_projections_give(family):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
 @pytest.mark.parametrize("family", FAMILIES)
-def test_the_engine_runs_the_fused_matmuls_and_decodes_the_same_tokens(family, monkeypatch):
+def test_the_engine_runs_the_fused_matmuls_and_decodes_the_same_tokens(family, device, monkeypatch):
     lm = tiny_model(family)
-    ids = torch.randint(3, 97, (2, 17), generator=torch.Generator().manual_seed(2))
+    lm.model.to(device)
+    ids = torch.randint(3, 97, (2, 17), generator=torch.Generator().manual_seed(2)).to(device)
     calls = []
     call = fused_weights.Fused.__call__
     monkeypatch.setattr(fused_weights.Fused, "__call__", lambda self, x: calls.append(1) or call(self, x))
@@ -85,3 +87,14 @@ def test_what_cannot_share_one_tensor_is_left_alone(monkeypatch):
     spread = type("Spread", (), {"spans_devices": True})()
     monkeypatch.setattr(type(lm), "placement", property(lambda self: spread))
     assert fused_weights.fused_layers(lm) == []
+
+
+def test_a_fused_model_saves_and_loads_with_its_values(tmp_path):
+    """save_pretrained writes views of one tensor as separate tensors (transformers clones disjoint ones)."""
+    from transformers import AutoModelForCausalLM
+
+    lm = tiny_model("qwen2")
+    assert model_parts(lm).fused[0].qkv is not None
+    lm.model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in lm.model.state_dict().items())
