@@ -50,7 +50,8 @@ for step in "$@"; do
   case $step in
     tests) python -m pytest -q -rs tests/test_graphs.py tests/test_scores.py tests/test_decode_kernel.py tests/test_recurformer.py -k "cuda or gpu or triton or kernel"
       python -m pytest -q -rs tests/test_step_graphs.py -k cuda  # the whole-step graph captured for real
-      python -m pytest -q -rs tests/test_decode_kernel.py tests/test_rope_write.py tests/test_rms_norm_kernel.py
+      python -m pytest -q -rs tests/test_decode_kernel.py tests/test_rope_write.py tests/test_rms_norm_kernel.py \
+        tests/test_silu_mul_kernel.py
       python -m pytest -q -rs tests/test_decode_ahead.py tests/test_fused_weights.py -k cuda ;;
     # the opt-in fused decode steps (off by default until these pass and are timed here): their kernels
     # compiled for real, against their twins, in the engine and in CUDA graphs

@@ -30,8 +30,12 @@ class Fused:
     bias: torch.Tensor | None
     splits: tuple[int, ...]
 
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """The modules' outputs side by side [..., sum(splits)]."""
+        return F.linear(x, self.weight, self.bias)
+
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return F.linear(x, self.weight, self.bias).split(self.splits, dim=-1)
+        return self.output(x).split(self.splits, dim=-1)
 
     def holds(self, modules) -> bool:
         """Whether the modules' parameters are still views of this weight (not moved or replaced since)."""
@@ -45,6 +49,7 @@ class Fused:
 class LayerFusion:
     qkv: Fused | None
     gate_up: Fused | None
+    silu: bool = False  # the MLP's activation is SiLU: gate and up meet in one kernel (kernels/silu_mul.py)
 
 
 def fused_layers(lm) -> list[LayerFusion]:
@@ -56,7 +61,8 @@ def fused_layers(lm) -> list[LayerFusion]:
     layers = lm.model.model.layers
     with _lock:
         if len(lm.fused) != len(layers) or not all(still_fused(f, layer) for f, layer in zip(lm.fused, layers)):
-            lm.fused = [fuse_layer(layer) for layer in layers]
+            silu = getattr(lm.config, "hidden_act", None) in ("silu", "swish")
+            lm.fused = [fuse_layer(layer, silu) for layer in layers]
             if lm.placement.head.type == "cuda":
                 # the modules' former weights went back to the allocator as blocks of their own sizes, too
                 # small for a layer's KV reserve: give them back to the driver rather than keep them cached
@@ -70,11 +76,11 @@ def still_fused(fusion: LayerFusion, layer) -> bool:
         (fusion.gate_up is None or fusion.gate_up.holds((mlp.gate_proj, mlp.up_proj)))
 
 
-def fuse_layer(layer) -> LayerFusion:
+def fuse_layer(layer, silu: bool = False) -> LayerFusion:
     attn, mlp = layer.self_attn, layer.mlp
     gated = all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn"))
     return LayerFusion(fuse((attn.q_proj, attn.k_proj, attn.v_proj)),
-                       fuse((mlp.gate_proj, mlp.up_proj)) if gated else None)
+                       fuse((mlp.gate_proj, mlp.up_proj)) if gated else None, silu)
 
 
 def fuse(modules) -> Fused | None:

@@ -18,6 +18,7 @@ import torch
 from .attention import attention
 from .fused_weights import Fused, LayerFusion, fused_layers
 from .kernels import rms_norm as fused_norm
+from .kernels.silu_mul import silu_mul
 from .placement import Placement, placement_of
 from .recurrent_groups import LayerHeads, merge_recurrent, run_groups
 
@@ -161,6 +162,8 @@ def post_attention(parts: Parts, idx: int, h: torch.Tensor, out: torch.Tensor) -
     fusion = parts.fusion(idx)
     if fusion is None or fusion.gate_up is None:
         return h + layer.mlp(x)
+    if fusion.silu:
+        return h + layer.mlp.down_proj(silu_mul(fusion.gate_up.output(x)))
     gate, up = fusion.gate_up(x)
     return h + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
 

@@ -56,8 +56,8 @@ def test_the_engine_runs_the_fused_matmuls_and_decodes_the_same_tokens(family, d
     lm.model.to(device)
     ids = torch.randint(3, 97, (2, 17), generator=torch.Generator().manual_seed(2)).to(device)
     calls = []
-    call = fused_weights.Fused.__call__
-    monkeypatch.setattr(fused_weights.Fused, "__call__", lambda self, x: calls.append(1) or call(self, x))
+    output = fused_weights.Fused.output
+    monkeypatch.setattr(fused_weights.Fused, "output", lambda self, x: calls.append(1) or output(self, x))
     fused = [r.token_ids for r in generate(lm, ids, max_new_tokens=12)]
     assert len(calls) == 12 * 4 * 2  # every step (the prefill included): two per layer
     monkeypatch.setattr("pyramid_core.layers.fused_layers", lambda lm: [])
@@ -98,3 +98,17 @@ def test_a_fused_model_saves_and_loads_with_its_values(tmp_path):
     lm.model.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).state_dict()
     assert all(torch.equal(v, loaded[k]) for k, v in lm.model.state_dict().items())
+
+
+@pytest.mark.parametrize("act, silu", [("silu", True), ("gelu_pytorch_tanh", False)])
+def test_the_mlp_applies_the_models_own_activation(act, silu):
+    """SiLU meets up in one kernel (kernels/silu_mul.py; torch's two ops on a CPU); another activation is the
+    module's own. Either way the engine's logits are the model's."""
+    from pyramid_core.engine import teacher_forced_logits
+
+    lm = tiny_model("llama", hidden_act=act)
+    assert model_parts(lm).fused[0].silu is silu
+    ids = torch.randint(3, 97, (2, 30), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = lm.model(ids).logits
+    torch.testing.assert_close(teacher_forced_logits(lm, ids[:, :20], ids[:, 20:]), ref[:, 19:], atol=1e-4, rtol=1e-4)
