@@ -49,7 +49,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reading_tasks import TaskMaker  # noqa: E402  (a sibling script, not a package)
+from grow_layers import grow_layers  # noqa: E402  (sibling scripts, not a package)
+from reading_tasks import TaskMaker  # noqa: E402
 
 DOC_SEP = "\x1e"  # must match prepare_corpus.py
 KIND_WEIGHTS = {"single": 0.3, "multi": 0.2, "two": 0.15, "story": 0.2, "quote": 0.15}
@@ -481,6 +482,8 @@ def parse_args(argv=None):
     ap.add_argument("--minutes", type=float, default=18.0, help="training time budget (the schedule's length)")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     ap.add_argument("--init", default=None, help="start from this saved model's weights instead of random ones")
+    ap.add_argument("--grow-layers", type=int, default=0,
+                    help="with --init: deepen the model to N layers, new layers adding nothing at first (grow_layers.py)")
     ap.add_argument("--stop-after", type=float, default=0, help="end this sitting after N minutes (0: run to the end)")
     ap.add_argument("--smoke", action="store_true", help="tiny model, short sequences, a few steps (CPU test)")
     ap.add_argument("--seq", type=int, default=4096)
@@ -533,6 +536,8 @@ def parse_args(argv=None):
     assert 0 <= args.task_frac <= 1, "task fraction must be in [0, 1]"
     if args.attention == "flex" and not torch.cuda.is_available():
         ap.error("--attention flex needs a GPU (FlexAttention has no backward on the CPU)")
+    if args.grow_layers and not args.init:
+        ap.error("--grow-layers deepens the --init model: give --init")
     return args
 
 
@@ -638,6 +643,9 @@ def build_model(args, hf_tok, proc):
     from transformers import LlamaForCausalLM
     if args.init:  # continue from a saved model with a fresh schedule (e.g. on changed data)
         model = LlamaForCausalLM.from_pretrained(args.init, dtype=torch.float32).to(proc.device)
+        if args.grow_layers:
+            grow_layers(model, args.grow_layers)
+            proc.say(f"[model] --init grown to {args.grow_layers} layers (the new ones add nothing at first)")
         config = model.config
         if any(getattr(config, k) != v for k, v in model_shape(args).items()):
             proc.say(f"[model] --init keeps its own shape ({shape_text(config)}); the shape flags are ignored")
