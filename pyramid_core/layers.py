@@ -80,8 +80,16 @@ def embed_tokens(parts: Parts, ids: torch.Tensor, device: torch.device) -> torch
 
 def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's RMSNorm as one fused kernel (its module spends six), with its own weight and eps."""
-    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
-    return fused_norm.rms_norm(x, norm.weight, eps)
+    return fused_norm.rms_norm(x, norm.weight, norm_eps(norm))
+
+
+def add_rms_norm(norm: torch.nn.Module, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h + y, the model's RMSNorm of it): a residual add and the norm that reads it."""
+    return fused_norm.add_rms_norm(h, y, norm.weight, norm_eps(norm))
+
+
+def norm_eps(norm: torch.nn.Module) -> float:
+    return getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
 
 
 def final_logits(parts: Parts, h: torch.Tensor) -> torch.Tensor:
@@ -157,8 +165,8 @@ def post_attention(parts: Parts, idx: int, h: torch.Tensor, out: torch.Tensor) -
     """A layer's work after attention: o_proj of out [B, H, T, D], residual, MLP, residual."""
     layer = parts.layers[idx]
     B, T = h.shape[:2]
-    h = h + layer.self_attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
-    x = rms_norm(layer.post_attention_layernorm, h)
+    attended = layer.self_attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+    h, x = add_rms_norm(layer.post_attention_layernorm, h, attended)
     fusion = parts.fusion(idx)
     if fusion is None or fusion.gate_up is None:
         return h + layer.mlp(x)
