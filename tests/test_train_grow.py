@@ -31,6 +31,8 @@ def test_the_grown_model_computes_the_old_logits_and_saves_at_its_depth(tmp_path
     grow_layers(model, 6)
     assert len(model.model.layers) == 6 and model.config.num_hidden_layers == 6
     assert [layer.self_attn.layer_idx for layer in model.model.layers] == list(range(6))
+    # one config for every layer, new ones included, so that set_attn_implementation (flex) reaches them all
+    assert all(layer.self_attn.config is model.config for layer in model.model.layers)
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, before, atol=1e-6, rtol=1e-6)
         # and with a KV cache, which indexes layers by layer_idx

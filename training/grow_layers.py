@@ -28,7 +28,8 @@ def grow_layers(model, layers: int) -> None:
     for i, layer in enumerate(old):
         grown.append(layer)
         if i in after:
-            twin = copy.deepcopy(layer)
+            # the memo keeps the model's one config shared: a copied config would miss set_attn_implementation
+            twin = copy.deepcopy(layer, memo={id(model.config): model.config})
             with torch.no_grad():
                 twin.self_attn.o_proj.weight.zero_()
                 twin.mlp.down_proj.weight.zero_()
