@@ -85,6 +85,8 @@ def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | N
     kv_heads = [parts.num_kv_heads if lh is None else len(lh.kv) for lh in heads]
     seen = attention_mask.sum(1).tolist()
     growth = None if reserve is None else policy.planned_growth(seen, reserve, parts.num_layers)
+    if growth is not None:  # a layer with no KV group left is never asked, so never cut: it counts every token
+        growth = [reserve if kv == 0 else g for g, kv in zip(growth, kv_heads)]
     cache = KVCache(parts.num_layers, input_ids.shape[0], kv_heads, parts.head_dim, lm.dtype, devices,
                     reserve=growth)
     if reserve is not None and policy.keeps_the_prompt:

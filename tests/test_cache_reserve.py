@@ -102,6 +102,27 @@ def test_capacity_is_the_prefill_slots_plus_the_new_tokens(lm, mode):
         assert max(growth) < NEW - 1
 
 
+def test_a_layer_without_kv_groups_does_not_outgrow_pyramids_reserve(lm, tmp_path):
+    """pyramid+recurformer with every KV group of layer 1 a recurrence: the policy is never asked there, so
+    that layer is never cut and counts every new token, past the reserve PyramidInfer plans for its cut
+    layers (it held no keys, but its slot count refused the step: the embedded model's layers 1 and 10)."""
+    from pyramid_core.policies.recurformer import PyramidRecurFormerPolicy
+    from tests.test_recurformer_engine import make_adapter
+
+    adapter = make_adapter(lm, tmp_path, [[1, 0], [1, 1]])
+    ids, mask = prompts(LENGTHS, lm.config.vocab_size)
+
+    def policy():
+        return PyramidRecurFormerPolicy(adapter=adapter, min_context_length=16, chunk_length=8)
+
+    assert max(policy().planned_growth(LENGTHS, NEW, 4)) < NEW - 1  # the cut layers' plan: under NEW
+    tokens_on, held_on, ptrs, req = greedy(lm, policy(), ids, mask, reserve=True)
+    assert req.cache[1].keys.shape[1] == 0 and req.cache[1].length >= max(LENGTHS) + NEW - 1
+    assert all(p == ptrs[0] for p in ptrs[1:])
+    tokens_off, held_off, _, _ = greedy(lm, policy(), ids, mask, reserve=False)
+    assert (tokens_on, held_on) == (tokens_off, held_off)
+
+
 @pytest.mark.parametrize("lengths", [LENGTHS, [120, 120], [40, 120, 77]])
 def test_pyramid_reserve_is_its_planned_peak(lm, lengths, monkeypatch):
     """PyramidInfer's reserve is what its layers really reach: each layer's growth after the prefill, at
