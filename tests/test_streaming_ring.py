@@ -98,3 +98,15 @@ def test_a_scored_keep_after_a_ring_restores_position_order():
         positions = layer.view()[2]
     assert layer.ordered and [p for p in positions[0].tolist() if p >= 0] == held[:-3] + [held[-1]]
     assert torch.equal(positions[0], positions[1])
+
+
+def test_a_quiet_step_answers_each_layer_for_its_own_counts():
+    """The quiet step makes one window answer per distinct counts (host time): layers that hold different
+    counts still get their own, the same as decode() would give each."""
+    policy = StreamingPolicy(sink_len=2, kv_budget=0.5)
+    seen = [40, 30]
+    counts = [[21, 16], [21, 16], [25, 15], [20, 15], [21, 16]]
+    quiet = policy.quiet_step(policy.new_state(len(counts)), counts, seen)
+    expected = [(layer, policy.window_answer(held, seen)) for layer, held in enumerate(counts)]
+    assert list(quiet.answers) == [(layer, answer) for layer, answer in expected if answer is not None]
+    assert {layer for layer, _ in quiet.answers} == {0, 1, 2, 4}  # layer 3 fits its budget: no answer
