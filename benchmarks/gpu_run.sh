@@ -52,7 +52,7 @@ for step in "$@"; do
       python -m pytest -q -rs tests/test_step_graphs.py -k cuda  # the whole-step graph captured for real
       python -m pytest -q -rs tests/test_decode_kernel.py tests/test_rope_write.py tests/test_rms_norm_kernel.py \
         tests/test_silu_mul_kernel.py
-      python -m pytest -q -rs tests/test_decode_ahead.py tests/test_fused_weights.py -k cuda ;;
+      python -m pytest -q -rs tests/test_decode_ahead.py tests/test_fused_weights.py -k "cuda or gpu" ;;
     # the opt-in fused decode steps (off by default until these pass and are timed here): their kernels
     # compiled for real, against their twins, in the engine and in CUDA graphs
     fused_tests) PYRAMID_FUSED_RNN_STEP=1 PYRAMID_FUSED_H2O_STEP=1 python -m pytest -q -rs \

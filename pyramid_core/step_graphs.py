@@ -48,6 +48,7 @@ from .kernels.decode import kernel_supports
 from .kernels.rope_write import rope_write
 from .layers import attention_scale, embed_tokens, final_logits, rope_tables
 from .policies.base import QuietStep
+from .transfer import copy_from_host
 
 # On unless PYRAMID_STEP_GRAPHS=0 in the environment of a new process (benchmarks pair the two paths)
 FUSED_STEP = os.environ.get("PYRAMID_STEP_GRAPHS", "1") != "0"
@@ -116,7 +117,7 @@ def load_inputs(graph: StepGraph, req, tokens: torch.Tensor) -> None:
     load(graph.tokens, tokens)
     load(graph.positions, req.positions[:, None])
     if graph.evicted is None:
-        graph.slots.copy_(slot_indices(req))
+        copy_from_host(graph.slots, slot_indices(req))
         return
     for slot, layer in zip(graph.evicted, req.cache.layers):  # the graph's own picks, unless a step
         if layer.evicted is not slot:                          # outside it evicted last
@@ -128,8 +129,8 @@ def evicting_lengths(req, quiet: QuietStep) -> tuple:
     return tuple(layer.length for layer in req.cache.layers) if quiet.evicts else ()
 
 
-def slot_indices(req) -> torch.Tensor:
-    return torch.tensor([layer.next_slot() for layer in req.cache.layers])
+def slot_indices(req) -> list[int]:
+    return [layer.next_slot() for layer in req.cache.layers]
 
 
 def bound(req, quiet: QuietStep) -> tuple:
@@ -157,7 +158,7 @@ def reservation_attention(q, layer, positions, scale: float, window: int | None,
 def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> StepGraph:
     parts, device, B = req.parts, tokens.device, tokens.shape[0]
     static_tokens, positions = tokens.clone(), req.positions[:, None].clone()
-    slots = slot_indices(req).to(device)
+    slots = torch.tensor(slot_indices(req), device=device)
     evicted = [layer.evicted.clone() for layer in req.cache.layers] if quiet.evicts else None
     lengths = evicting_lengths(req, quiet)
     logits = torch.empty(tokens.shape[0], parts.lm_head.weight.shape[0], dtype=torch.float32, device=device)

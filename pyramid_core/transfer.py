@@ -15,3 +15,14 @@ def to_device(values: list | torch.Tensor, device: torch.device, dtype=torch.lon
     if device.type == "cuda":
         host = host.pin_memory()
     return host.to(device, non_blocking=True)
+
+
+def copy_from_host(buffer: torch.Tensor, values: list) -> None:
+    """Small host values into a device buffer without waiting for the device: buffer.copy_ from pageable
+    memory synchronises the stream, which would hold a step launched ahead (engine._steps_ahead) until the
+    step before it had finished. From pinned memory the copy is queued in stream order like a kernel; the
+    caching host allocator keeps the pinned block until the copy has run."""
+    host = torch.tensor(values, dtype=buffer.dtype)
+    if buffer.device.type == "cuda":
+        host = host.pin_memory()
+    buffer.copy_(host, non_blocking=True)

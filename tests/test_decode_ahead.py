@@ -108,3 +108,32 @@ def test_records_that_read_the_cache_decode_step_by_step(monkeypatch):
                             record_positions=True))
     assert not reads
     assert all(r.attention and r.kept_positions for r in records)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a stream's waits exist on a GPU only")
+@pytest.mark.parametrize("name, policy", POLICIES)
+def test_a_replayed_step_never_waits_for_the_gpu(name, policy, monkeypatch):
+    """A step launched ahead must not wait for the step before it: nothing between a step graph's inputs and
+    its replay may synchronise the stream (each step's slot indices, copied from pageable memory, did). Under
+    torch's sync debug mode a wait raises."""
+    from pyramid_core import step_graphs
+
+    replayed = []
+    run_graph = step_graphs.run
+
+    def strict(req, tokens, quiet):
+        if req.step_graph is None:  # the capture's own warm-up may wait
+            return run_graph(req, tokens, quiet)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return run_graph(req, tokens, quiet)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            replayed.append(name)
+
+    monkeypatch.setattr(step_graphs, "run", strict)
+    lm = tiny_model("llama")
+    lm.model.to("cuda")
+    ids, mask = (t.to("cuda") for t in left_padded((40, 27)))
+    run(lm, ids, mask, policy(), True, max_new_tokens=24, reserve_kv=True)
+    assert len(replayed) >= 8, "too few replayed steps to show anything"
