@@ -6,7 +6,8 @@
 #   bash training/gpu_train.sh watch           # while it trains, score each finished snapshot (rank_snapshots.py)
 #   bash training/gpu_train.sh finish STEP...  # wait for the end, score the rest, pick one (ceiling MAX_PPL),
 #                                              # run training/gpu_after.sh STEP on it for each STEP (adapters
-#                                              # detached, only for a pick), pack to $OUT
+#                                              # detached, only for a pick), pack to $OUT: the pick, or with
+#                                              # PACK=final the final model (only one model fits $OUT)
 #   bash training/gpu_train.sh adapters        # wait for those adapters, pack them to $OUT
 # Carry .data (corpus, validation text, tokenizer). WAIT_S bounds each call's wait (default 540).
 # `start` trains data-parallel (torchrun, one process a GPU) on every visible GPU when there are several;
@@ -77,8 +78,9 @@ case ${1:-} in
     # $OUT takes at most 8 files of 16 MiB: one tar of the results and the chosen model (else the final
     # one), results first, so that the first part holds them when later parts do not come back
     cp "$LOG" "$RUN"/training_log.json "$RUN"/README.md "$RESULTS"/ 2>/dev/null
-    tar -cf - -C /tmp "results$TAG" -C "$(dirname "$model")" --exclude=checkpoint.pt --exclude=snapshots \
-      "$(basename "$model")" 2>/dev/null | split -b 15M - "$OUT/run$TAG.tar.part-"
+    packed=$model; [ "${PACK:-pick}" = final ] && packed=$RUN  # a next run's --init, when the final is better
+    tar -cf - -C /tmp "results$TAG" -C "$(dirname "$packed")" --exclude=checkpoint.pt --exclude=snapshots \
+      "$(basename "$packed")" 2>/dev/null | split -b 15M - "$OUT/run$TAG.tar.part-"
     ls -la "$OUT" ;;
   adapters)  # wait (WAIT_S at most) for the adapters that finish started, then pack them to $OUT
     until=$(( $(date +%s) + ${WAIT_S:-540} ))
