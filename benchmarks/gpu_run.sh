@@ -14,6 +14,7 @@
 #   bash benchmarks/gpu_run.sh table1_reserve     # Table 1 whole with --reserve-kv: HF, baseline, PyramidInfer 45% (~5 min)
 #   bash benchmarks/gpu_run.sh split_sweep step_time  # the split decode kernel's settings at batch 1 (~1 min); where
 #       a batch-1 7B step of the whole-step graph spends its time, kernels by name (~1 min)
+#   bash benchmarks/gpu_run.sh step_time_modes    # the same for each mode on the embedded model (~1 min)
 #   bash benchmarks/gpu_run.sh modes_reserve_7b h2o_reserve_7b  # the 7B rows of modes_reserve, H2O apart (~4 min)
 # Longer than a call: `bash benchmarks/gpu_run.sh start STEPS...` runs the steps detached (setsid) and waits on them
 # for WAIT_S seconds (default 540), copying the log and the results so far to $OUT; `bash benchmarks/gpu_run.sh wait`
@@ -72,6 +73,9 @@ for step in "$@"; do
         --modes baseline,h2o --out "$RES/h2o" ;;
     split_sweep) PYTHONPATH=. python benchmarks/decode_split_sweep.py "$RES/decode_split_sweep.json" | tail -60 ;;
     step_time) PYTHONPATH=. python benchmarks/step_graph_time.py llama2-7b 1024 "$RES/step_graph_time_7b_1k.json" ;;
+    # each mode's step on the embedded model (host about equal to GPU there): generate's, the engine's, the replay
+    step_time_modes) PYTHONPATH=. python benchmarks/step_graph_time.py embedded 1024 \
+        "$RES/step_graph_time_embedded_1k.json" baseline pyramid streaming h2o snapkv recurformer ;;
     table1_reserve) python -m pyramid_core bench table1 --reserve-kv --memory-cap-gb 80 \
         --batch32-methods hf-generate,engine-baseline,pyramid-45 --methods hf-generate,engine-baseline,pyramid-45 \
         --out "$RES" ;;
