@@ -134,6 +134,7 @@ def test_a_replayed_step_never_waits_for_the_gpu(name, policy, monkeypatch):
     monkeypatch.setattr(step_graphs, "run", strict)
     lm = tiny_model("llama")
     lm.model.to("cuda")
-    ids, mask = (t.to("cuda") for t in left_padded((40, 27)))
+    # rows of one length: a streaming ring then frees the same slot in each (uneven rows compact on the device)
+    ids, mask = (t.to("cuda") for t in left_padded((40, 40)))
     run(lm, ids, mask, policy(), True, max_new_tokens=24, reserve_kv=True)
     assert len(replayed) >= 8, "too few replayed steps to show anything"

@@ -58,6 +58,7 @@ def test_the_engine_runs_the_fused_matmuls_and_decodes_the_same_tokens(family, d
     calls = []
     output = fused_weights.Fused.output
     monkeypatch.setattr(fused_weights.Fused, "output", lambda self, x: calls.append(1) or output(self, x))
+
     def tokens(graphs):
         return [r.token_ids for r in generate(lm, ids, max_new_tokens=12, cuda_graphs=graphs)]
     graphed = tokens(None)  # the default: on a GPU, graphs replay the fused matmuls without calling Python
