@@ -15,6 +15,8 @@
 #   bash benchmarks/gpu_run.sh split_sweep step_time  # the split decode kernel's settings at batch 1 (~1 min); where
 #       a batch-1 7B step of the whole-step graph spends its time, kernels by name (~1 min)
 #   bash benchmarks/gpu_run.sh step_time_modes    # the same for each mode on the embedded model (~1 min)
+#   bash benchmarks/gpu_run.sh start modes_reserve policy_share_reserve roofline table1_reserve targets
+#       # issue 19's whole record in one call on one card (~14 min), then its verdicts (benchmarks/targets_*.md)
 #   bash benchmarks/gpu_run.sh modes_reserve_7b h2o_reserve_7b  # the 7B rows of modes_reserve, H2O apart (~4 min)
 # Longer than a call: `bash benchmarks/gpu_run.sh start STEPS...` runs the steps detached (setsid) and waits on them
 # for WAIT_S seconds (default 540), copying the log and the results so far to $OUT; `bash benchmarks/gpu_run.sh wait`
@@ -79,6 +81,9 @@ for step in "$@"; do
     table1_reserve) python -m pyramid_core bench table1 --reserve-kv --memory-cap-gb 80 \
         --batch32-methods hf-generate,engine-baseline,pyramid-45 --methods hf-generate,engine-baseline,pyramid-45 \
         --out "$RES" ;;
+    # issue 19's targets off this call's results (no GPU needed; after modes_reserve, policy_share_reserve,
+    # roofline, table1_reserve): targets.md says what is met
+    targets) python -m pyramid_core bench targets --out "$RES" ;;
     policy_share) python -m pyramid_core bench modes --quick --repeats 3 --shapes llama2-7b --prompts 1024 \
         --modes baseline,pyramid,h2o,streaming --policy-tokens 400 --out "$RES" ;;
     policy_share_reserve) python -m pyramid_core bench modes --quick --repeats 3 --shapes llama2-7b --prompts 1024 \

@@ -13,6 +13,7 @@ from ..policies.registry import make_policy, preset_policy
 from . import harness
 from .overhead import measure_overhead
 from .roofline import suite_roofline
+from .targets import suite_targets
 
 
 def suite_engine(args) -> dict:
@@ -224,4 +225,5 @@ def suite_modes(args) -> dict:
 
 SUITES = {"engine": suite_engine, "table1": suite_table1, "prefill8k": suite_prefill8k,
           "overhead": suite_overhead, "recurformer": suite_recurformer, "modes": suite_modes,
-          "roofline": suite_roofline}
+          "roofline": suite_roofline, "targets": suite_targets}
+NO_GPU = {"targets"}  # reads what the others wrote

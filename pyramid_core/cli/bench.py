@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from ..bench.suites import SUITES
+from ..bench.suites import NO_GPU, SUITES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    if not torch.cuda.is_available():
+    if args.suite not in NO_GPU and not torch.cuda.is_available():
         raise ValueError("the benchmarks need a CUDA GPU")
     return SUITES[args.suite](args)
