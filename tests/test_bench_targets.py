@@ -70,4 +70,8 @@ def test_the_cli_summarises_a_folder_without_a_gpu(tmp_path, capsys):
     written = (tmp_path / "targets.md").read_text()
     assert written.startswith("# targets\n\nNVIDIA H200, 2026-12-01")  # the run's card, not this machine's
     assert "| pyramid >= 0.95x the baseline in every cell | 0.93x" in written and "not measured" in written
-    assert json.loads((tmp_path / "targets.json").read_text())["all_met"] is False
+    summary = json.loads((tmp_path / "targets.json").read_text())
+    assert summary["all_met"] is False and summary["one_card"] is True and "NOT one card" not in written
+    (tmp_path / targets.FILES["table1"]).write_text(json.dumps({**TABLE1, "environment": {**ENV, "gpu": "H100"}}))
+    assert main(["bench", "targets", "--out", str(tmp_path)]) == 0
+    assert "NOT one card" in (tmp_path / "targets.md").read_text()

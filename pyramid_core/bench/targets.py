@@ -102,9 +102,11 @@ def suite_targets(args) -> dict:
     cards = {key: (data["environment"].get("gpu"), data["environment"].get("date")) for key, data in found.items()}
     # the run's environment (the card's), not this summary's: `bench targets` itself needs no GPU
     names = {**FILES, "policy": POLICY_FILE}
+    one_card = len({gpu for gpu, _ in cards.values()}) == 1  # each ratio has its baseline beside it in its file
     results = {"environment": found["modes"]["environment"], "inputs": {k: names[k] for k in found},
-               "cards": cards, "rows": rows, "all_met": all(r["met"] is True for r in rows)}
+               "cards": cards, "one_card": one_card, "rows": rows, "all_met": all(r["met"] is True for r in rows)}
     note = "; ".join(f"`{names[key]}`: {gpu}, {date}" for key, (gpu, date) in cards.items())
+    note += "" if one_card else " (NOT one card: the issue asks for one run on one card)"
     harness.write(results, folder, "targets", f"Inputs: {note}.\n\n" + table(rows))
     print(table(rows))
     return results
