@@ -41,9 +41,10 @@ def heldout_ppl(lm, windows: int = 6) -> float:
     return evaluate.perplexity(sum(nlls) / len(nlls))
 
 
-def sample_misses(lm) -> list[str]:
-    """Names of the sample prompts the model gets wrong: a question's answer line, a continuation's first word."""
-    stops, missed = reading.newline_ids(lm.tokenizer), []
+def sample_answers(lm) -> dict[str, dict]:
+    """Per sample prompt, what the model said and whether it is right: a question's answer line, a
+    continuation's first word. Kept in the rank's JSON, so that a miss can be read after the machine is gone."""
+    stops, answers = reading.newline_ids(lm.tokenizer), {}
     for sample in json.loads(asset("sample_prompts.json").read_text()):
         (text,), _ = reading.answer_batch(lm, [sample["prompt"]], None, stops)
         if sample["kind"] == "question":
@@ -51,17 +52,24 @@ def sample_misses(lm) -> list[str]:
         else:
             words = text.split()
             right = bool(words) and words[0].strip(",.;:") == sample["answer"]
-        if not right:
-            missed.append(sample["name"])
-    return missed
+        answers[sample["name"]] = {"said": text, "right": right}
+    return answers
+
+
+def sample_misses(lm) -> list[str]:
+    """Names of the sample prompts the model gets wrong."""
+    return [name for name, answer in sample_answers(lm).items() if not answer["right"]]
 
 
 def score(model_dir: str, tasks: list[dict], device: str, dtype: str) -> dict:
     lm = load_model(model_dir, device=device, dtype=dtype)
     summary = reading.summary(reading.score(lm, tasks, batch=16))
     worst = min(v for row in summary["grid"].values() for v in row.values())
+    answers = sample_answers(lm)
     return {"model": model_dir, "ppl": heldout_ppl(lm), "accuracy": summary["accuracy"],
-            "worst_single_cell": worst, "grid": summary["grid"], "samples_missed": sample_misses(lm)}
+            "worst_single_cell": worst, "grid": summary["grid"],
+            "samples_missed": [name for name, answer in answers.items() if not answer["right"]],
+            "sample_answers": {name: answer["said"] for name, answer in answers.items()}}
 
 
 def markdown(rows: list[dict]) -> str:
