@@ -161,19 +161,33 @@ def pre_attention(parts: Parts, idx: int, h: torch.Tensor, rope, heads: LayerHea
     return (x, *project(parts, idx, x, rope, heads))
 
 
+# A prefill's MLP runs over this many tokens at a time: its intermediates, ~2.7x as wide as h for gate and up
+# each, are a long prefill's largest tensors (Table 1: ~1.8 GB each at 130 x 512 tokens of the 13B shape), and
+# they bound the largest batch beside the KV. The MLP works token by token, so the chunks change no value.
+MLP_CHUNK_TOKENS = 8192
+
+
 def post_attention(parts: Parts, idx: int, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """A layer's work after attention: o_proj of out [B, H, T, D], residual, MLP, residual."""
     layer = parts.layers[idx]
     B, T = h.shape[:2]
     attended = layer.self_attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
     h, x = add_rms_norm(layer.post_attention_layernorm, h, attended)
-    fusion = parts.fusion(idx)
+    if B * T <= MLP_CHUNK_TOKENS:
+        return h + mlp(parts, idx, x)
+    chunks = x.reshape(B * T, -1).split(MLP_CHUNK_TOKENS)
+    return h + torch.cat([mlp(parts, idx, chunk) for chunk in chunks]).view_as(h)
+
+
+def mlp(parts: Parts, idx: int, x: torch.Tensor) -> torch.Tensor:
+    """Layer idx's MLP of x (its post-attention norm's output): gate and up as one matmul where fused."""
+    layer, fusion = parts.layers[idx], parts.fusion(idx)
     if fusion is None or fusion.gate_up is None:
-        return h + layer.mlp(x)
+        return layer.mlp(x)
     if fusion.silu:
-        return h + layer.mlp.down_proj(silu_mul(fusion.gate_up.output(x)))
+        return layer.mlp.down_proj(silu_mul(fusion.gate_up.output(x)))
     gate, up = fusion.gate_up(x)
-    return h + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
+    return layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
 
 
 class EagerStages:

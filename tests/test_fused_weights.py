@@ -117,3 +117,23 @@ def test_the_mlp_applies_the_models_own_activation(act, silu):
     with torch.no_grad():
         ref = lm.model(ids).logits
     torch.testing.assert_close(teacher_forced_logits(lm, ids[:, :20], ids[:, 20:]), ref[:, 19:], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family, act", [("llama", "silu"), ("llama", "gelu_pytorch_tanh"), ("qwen2", "silu")])
+def test_a_long_prefills_mlp_runs_in_chunks_with_the_same_logits(family, act, monkeypatch):
+    """Past MLP_CHUNK_TOKENS tokens (rows x length) a prefill's MLP runs a chunk at a time, so its intermediates
+    stay small; the MLP works token by token, so the logits are the unchunked ones."""
+    from pyramid_core import layers
+    from pyramid_core.engine import teacher_forced_logits
+
+    lm = tiny_model(family, hidden_act=act)
+    ids = torch.randint(3, 97, (3, 40), generator=torch.Generator().manual_seed(5))
+    whole = teacher_forced_logits(lm, ids[:, :30], ids[:, 30:])
+    sizes = []
+    mlp = layers.mlp
+    monkeypatch.setattr(layers, "mlp", lambda parts, idx, x: sizes.append(x.shape[:-1].numel()) or mlp(parts, idx, x))
+    monkeypatch.setattr(layers, "MLP_CHUNK_TOKENS", 16)
+    chunked = teacher_forced_logits(lm, ids[:, :30], ids[:, 30:])
+    assert sizes[:6] == [16] * 5 + [10]  # the prefill's first layer: 90 tokens in chunks of 16
+    assert all(size == 3 for size in sizes[6 * lm.config.num_hidden_layers:])  # decode steps: one chunk
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
