@@ -2,7 +2,7 @@
 
 A decode step at batch 1 multiplies one row by every weight. One matmul over the three (or two) reads the
 same bytes in fewer launches and with fewer split-K reductions: a replay of the 7B shape's whole step ran
-224 matmuls and 160 reductions, ~4.1 of its 4.9 ms (benchmarks/step_graph_time_7b_1k.json).
+224 matmuls and 160 reductions, ~4.1 of its 4.9 ms (benchmarks/step_graph_time_7b_1k_settings.json).
 
 No byte is held twice: the fused weight is the modules' own, each module's parameter becoming a view of
 its rows (`param.data`), so the model's forward, the baseline and every mode read the same values. A model

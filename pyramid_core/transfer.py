@@ -11,10 +11,7 @@ def to_device(values: list | torch.Tensor, device: torch.device, dtype=torch.lon
     torch.tensor(..., device=cuda) waits, and so does a non-blocking copy from pageable memory (the
     driver stages it synchronously): only a copy from pinned memory is queued like a kernel.
     """
-    host = values if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=dtype)
-    if device.type == "cuda":
-        host = host.pin_memory()
-    return host.to(device, non_blocking=True)
+    return pinned(values, dtype, device).to(device, non_blocking=True)
 
 
 def copy_from_host(buffer: torch.Tensor, values: list) -> None:
@@ -22,7 +19,10 @@ def copy_from_host(buffer: torch.Tensor, values: list) -> None:
     memory synchronises the stream, which would hold a step launched ahead (engine._steps_ahead) until the
     step before it had finished. From pinned memory the copy is queued in stream order like a kernel; the
     caching host allocator keeps the pinned block until the copy has run."""
-    host = torch.tensor(values, dtype=buffer.dtype)
-    if buffer.device.type == "cuda":
-        host = host.pin_memory()
-    buffer.copy_(host, non_blocking=True)
+    buffer.copy_(pinned(values, buffer.dtype, buffer.device), non_blocking=True)
+
+
+def pinned(values: list | torch.Tensor, dtype, device: torch.device) -> torch.Tensor:
+    """The values on the host, in pinned memory where they are bound for a GPU."""
+    host = values if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=dtype)
+    return host.pin_memory() if device.type == "cuda" else host

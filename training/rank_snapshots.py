@@ -56,9 +56,13 @@ def sample_answers(lm) -> dict[str, dict]:
     return answers
 
 
+def missed(answers: dict[str, dict]) -> list[str]:
+    """Names of the sample prompts answered wrong (sample_answers)."""
+    return [name for name, answer in answers.items() if not answer["right"]]
+
+
 def sample_misses(lm) -> list[str]:
-    """Names of the sample prompts the model gets wrong."""
-    return [name for name, answer in sample_answers(lm).items() if not answer["right"]]
+    return missed(sample_answers(lm))
 
 
 def score(model_dir: str, tasks: list[dict], device: str, dtype: str) -> dict:
@@ -68,7 +72,7 @@ def score(model_dir: str, tasks: list[dict], device: str, dtype: str) -> dict:
     answers = sample_answers(lm)
     return {"model": model_dir, "ppl": heldout_ppl(lm), "accuracy": summary["accuracy"],
             "worst_single_cell": worst, "grid": summary["grid"],
-            "samples_missed": [name for name, answer in answers.items() if not answer["right"]],
+            "samples_missed": missed(answers),
             "sample_answers": {name: answer["said"] for name, answer in answers.items()}}
 
 

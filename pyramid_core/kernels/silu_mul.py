@@ -3,7 +3,7 @@ output, fused_weights.py): the Triton kernel (silu_mul_triton.py) on CUDA, else 
 also its twin in the tests.
 
 At batch 1 torch runs SiLU and the product as two kernels of ~2 us each, 32 times a step of the 7B shape
-(~0.12 ms of a ~4.9 ms replay, benchmarks/step_graph_time_7b_1k.json); one kernel reads gate and up once and
+(~0.12 ms of a ~4.9 ms replay, benchmarks/step_graph_time_7b_1k_settings.json); one kernel reads gate and up once and
 writes the product. Rows of a prefill keep torch's kernels, which fill the GPU.
 """
 

@@ -67,11 +67,13 @@ class StreamingPolicy(Policy):
     def quiet_step(self, state: PolicyState, counts: list[list[int]], seen: list[int]) -> QuietStep:
         """Every decode step: its answers are windows, which the cache carries out on the host (a ring frees
         the oldest non-sink slot for the next token) after the step's graph."""
-        answers = {}  # every layer holds the same tokens, so mostly one answer serves them all (host time)
-        for held in counts:
-            if (key := tuple(held)) not in answers:
-                answers[key] = self.window_answer(held, seen)
+        by_counts, answers = {}, []  # every layer holds the same tokens: mostly one answer serves all (host time)
+        for layer, held in enumerate(counts):
+            key = tuple(held)
+            if key not in by_counts:
+                by_counts[key] = self.window_answer(held, seen)
+            if by_counts[key] is not None:
+                answers.append((layer, by_counts[key]))
         quiet = QuietStep()
-        quiet.answers = tuple((layer, answer) for layer, held in enumerate(counts)
-                              if (answer := answers[tuple(held)]) is not None)
+        quiet.answers = tuple(answers)
         return quiet
