@@ -75,3 +75,17 @@ def test_the_cli_summarises_a_folder_without_a_gpu(tmp_path, capsys):
     (tmp_path / targets.FILES["table1"]).write_text(json.dumps({**TABLE1, "environment": {**ENV, "gpu": "H100"}}))
     assert main(["bench", "targets", "--out", str(tmp_path)]) == 0
     assert "NOT one card" in (tmp_path / "targets.md").read_text()
+
+
+def test_a_run_without_the_roofline_or_table1_judges_the_rest(tmp_path):
+    """A call that ran only `bench modes` still gets its modes' verdicts; the targets it did not measure are
+    said to be missing, and the run does not count as meeting everything."""
+    good = {"environment": ENV, "cells": [cell("embedded", 1, 1024, "baseline", 1.0),
+                                          cell("embedded", 1, 1024, "pyramid", 0.99, 0.04, 400)]}
+    (tmp_path / targets.FILES["modes"]).write_text(json.dumps(good))
+    assert main(["bench", "targets", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "targets.json").read_text())
+    met = {r["target"].split(" >=")[0].split(" <=")[0].split(":")[0]: r["met"] for r in summary["rows"]}
+    assert met["pyramid"] is True and met["PyramidInfer's policy"] is True
+    assert met["7B batch-1 step"] is None and met["Table 1"] is None
+    assert summary["all_met"] is False and "not in this run" in (tmp_path / "targets.md").read_text()
