@@ -44,6 +44,7 @@ from collections import deque
 
 import torch
 
+from .kernels.lowest_slot import lowest_slot
 from .metrics import state_nbytes
 from .policies.base import Evict, Keep, Window
 from .transfer import to_device
@@ -210,16 +211,11 @@ class LayerCache:
         self.counts = [c - 1 for c in self.counts]
         self.ring = None
 
-    def lowest_slot(self, scores: torch.Tensor) -> torch.Tensor:
-        """[B] each row's slot of lowest score, evict()'s choice; device work only, so that a captured
-        graph can repeat it (evict_graphs.py)."""
-        positions = self.positions[:, :self.length]
-        ranked = scores.float()
-        if self.has_holes:  # an empty slot is never chosen
-            ranked = ranked.masked_fill(positions < 0, float("inf"))
-        lowest = ranked.amin(1, keepdim=True)
-        # among the lowest, the newest position; empty slots (-1) lose unless the row has nothing else
-        return torch.where(ranked == lowest, positions, -1).argmax(1)
+    def lowest_slot(self, scores: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """[B] each row's slot of lowest score, evict()'s choice (into out when given): among the lowest,
+        the newest position; an empty slot is never chosen while the row holds anything else. Device work
+        only, so that a captured graph can repeat it (evict_graphs.py); kernels/lowest_slot.py."""
+        return lowest_slot(scores, self.positions[:, :self.length], self.has_holes, out)
 
     def _can_ring(self, sinks: int, drops: list[int]) -> bool:
         """Whether keep_window can free ring slots: the same drop in every row, no holes, enough non-sinks,
