@@ -63,10 +63,10 @@ def pieces(name: str, B: int = 1, held: int = 205) -> dict:
     q = torch.randn(B, H, 1, D, device="cuda", generator=gen).to(DTYPE)
     q_pos = torch.full((B, 1), p0, device="cuda")
     scores, last = torch.zeros(positions.shape, device="cuda"), positions.clone()
-    cut, scale = q_pos - held // 2, D ** -0.5
+    recent, scale = torch.full_like(q_pos, held // 2), D ** -0.5
     # the two launches with everything prepared, as h2o_step_triton prepares them
     launches = kt.step_launches(q.reshape(B, H, D).contiguous(), q_pos.reshape(B).contiguous(), keys, positions,
-                                scores, last, cut.reshape(B).contiguous(), scale)
+                                scores, last, recent.reshape(B).contiguous(), scale)
     out = launches()
 
     def evict():
@@ -86,7 +86,7 @@ def pieces(name: str, B: int = 1, held: int = 205) -> dict:
             lambda: attention(q, keys, values, q_pos, positions, scale=scale, holes=False, window=None,
                               causal_square=False, decode_kernel=True)),
         "h2o_step_triton (whole wrapper)": timed(
-            lambda: kt.h2o_step_triton(q, q_pos, keys, positions, scores, last, cut, scale)),
+            lambda: kt.h2o_step_triton(q, q_pos, keys, positions, scores, last, recent, scale)),
         "the two launches alone": timed(launches),
         "four torch.empty": timed(lambda: [torch.empty(B, H, T, device="cuda") for _ in range(4)]),
         "cache.evict (argmin on the device)": timed(evict),

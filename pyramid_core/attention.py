@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend
 
 from .kernels.decode import kernel_fits as decode_kernel_fits
+from .kernels.decode import kernel_supports as decode_kernel_supports
 
 # SDPA without cuDNN: cuDNN builds an execution plan for every new shape (tens of ms on an H200), and
 # here every decode step and every compressed layer brings a new key length. Measured 2026-11-26 on an
@@ -17,15 +18,19 @@ ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION
 
 
 def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int | None,
-              causal_square: bool, decode_kernel: bool = True) -> torch.Tensor:
+              causal_square: bool, decode_kernel: bool = True, any_batch: bool = False) -> torch.Tensor:
     """SDPA over held slots, masked by original positions. q [B, H, Tq, D]; k, v [B, H_kv, Tk, D].
 
     Without holes or a sliding window the mask is implied: a square prefill block is causal (kept
     tokens stay in order) and a single decode query sees every slot; then SDPA runs its fused kernels.
     A decode step on CUDA runs the Triton decode kernel instead (kernels/decode_triton.py; this SDPA
-    path is its reference); decode_kernel=False keeps it off.
+    path is its reference) where rows x heads fill the GPU, or at any batch with any_batch (a step inside
+    one CUDA graph, step_graphs.py: the kernel splits each row's slots itself, and SDPA's flash kernel
+    took ~9 us a layer for H2O's ~205 slots on the 7B shape, step_graph_time_7b_1k_modes.json);
+    decode_kernel=False keeps it off.
     """
-    if decode_kernel and decode_kernel_fits(q, k):
+    fits = decode_kernel_supports if any_batch else decode_kernel_fits
+    if decode_kernel and fits(q, k):
         from .kernels.decode_triton import decode_attention_triton
 
         return decode_attention_triton(q, k, v, q_pos, k_pos, scale, window)

@@ -91,20 +91,28 @@ def capture(req, stages: DecodeGraphs, idx: int, q, k, v, binding: tuple) -> Evi
     def scores(queries, query_pos, keys, positions):
         return req.policy.steady_scores(req.state, idx, queries, query_pos, keys, positions, scale)
 
+    def both(queries, query_pos, keys, values, positions):
+        return req.policy.steady_attention(req.state, idx, queries, query_pos, keys, values, positions, scale)
+
     def step():
         layer.write_slots(slot, k, v, pos)
-        out.copy_(attend_and_pick(layer, slot, q, pos, T, scale, window, req.decode_kernel, scores))
+        out.copy_(attend_and_pick(layer, slot, q, pos, T, scale, window, req.decode_kernel, scores, both))
         return ()
 
     return EvictGraph(request_replay(req, step, device), slot, binding)
 
 
 def attend_and_pick(layer, slot: torch.Tensor, q: torch.Tensor, pos: torch.Tensor, T: int, scale: float,
-                    window: int | None, decode_kernel: bool, scores) -> torch.Tensor:
+                    window: int | None, decode_kernel: bool, scores, both=None) -> torch.Tensor:
     """A full layer's steady step after the token's write: attention over its T slots, then the next slot
-    each row evicts, into `slot` (device work only). scores(q, pos, keys, positions) -> [B, T]."""
+    each row evicts, into `slot` (device work only). scores(q, pos, keys, positions) -> [B, T]; both(q, pos,
+    keys, values, positions) -> (attention, scores) in one pass, or None (then attention and scores apart;
+    only asked where the decode kernel may run and no window masks the attention, which the scores ignore)."""
     keys, values, k_pos = layer.keys[:, :, :T], layer.values[:, :, :T], layer.positions[:, :T]
-    out = attention(q, keys, values, pos, k_pos, scale=scale, holes=False, window=window, causal_square=False,
-                    decode_kernel=decode_kernel)
-    slot.copy_(layer.lowest_slot(scores(q, pos, keys, k_pos)))
-    return out
+    fused = both(q, pos, keys, values, k_pos) if both is not None and decode_kernel and window is None else None
+    if fused is None:
+        out = attention(q, keys, values, pos, k_pos, scale=scale, holes=False, window=window, causal_square=False,
+                        decode_kernel=decode_kernel, any_batch=True)
+        fused = out, scores(q, pos, keys, k_pos)
+    layer.lowest_slot(fused[1], out=slot)
+    return fused[0]

@@ -44,7 +44,6 @@ import torch
 from .attention import attention
 from .evict_graphs import attend_and_pick
 from .graphs import Replay, copy_state, load, request_replay, same_objects
-from .kernels.decode import kernel_supports
 from .kernels.rope_write import rope_write
 from .layers import attention_scale, embed_tokens, final_logits, rope_tables
 from .policies.base import QuietStep
@@ -147,12 +146,8 @@ def reservation_attention(q, layer, positions, scale: float, window: int | None,
     """Attention of one query a row over every reserved slot, the unwritten ones (position -1) masked.
     On CUDA the Triton decode kernel at any batch: its masked loads skip the unwritten slots' keys and
     values, where SDPA with a mask reads them all (and, for grouped KV heads, copies them per query head)."""
-    if decode_kernel and kernel_supports(q, layer.keys):
-        from .kernels.decode_triton import decode_attention_triton  # Triton: only where a GPU is
-
-        return decode_attention_triton(q, layer.keys, layer.values, positions, layer.positions, scale, window)
     return attention(q, layer.keys, layer.values, positions, layer.positions, scale=scale, holes=True,
-                     window=window, causal_square=False, decode_kernel=False)
+                     window=window, causal_square=False, decode_kernel=decode_kernel, any_batch=True)
 
 
 def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> StepGraph:
@@ -173,7 +168,8 @@ def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> Step
             if quiet.evicts:
                 q = rope_write(q, k, v, rope, layer, evicted[idx], positions)
                 out = attend_and_pick(layer, evicted[idx], q, positions, lengths[idx], scale, window,
-                                      req.decode_kernel, functools.partial(quiet.scores, idx, scale=scale))
+                                      req.decode_kernel, functools.partial(quiet.scores, idx, scale=scale),
+                                      functools.partial(quiet.attend_and_score, idx, scale=scale))
             elif layer.keys.shape[1] > 0:
                 q = rope_write(q, k, v, rope, layer, slots[idx].expand(B), positions)
                 out = reservation_attention(q, layer, positions, scale, window, req.decode_kernel)

@@ -12,7 +12,8 @@ def slot_kernels():
     def first(q, q_pos, keys, positions, logits, m, s, scale, *_):
         seen.update(q=q, q_pos=q_pos, keys=keys, scale=scale)
 
-    def second(logits, m, s, positions, scores, last, cut, out, *_):
-        q, q_pos = seen["q"][:, :, None], seen["q_pos"][:, None]
-        out.copy_(h2o_step_torch(q, q_pos, seen["keys"], positions, scores, last, cut[:, None], seen["scale"]))
+    def second(logits, m, s, positions, scores, last, q_pos, recent, out, *_):
+        q = seen["q"][:, :, None]
+        out.copy_(h2o_step_torch(q, q_pos[:, None], seen["keys"], positions, scores, last, recent[:, None],
+                                 seen["scale"]))
     return first, second

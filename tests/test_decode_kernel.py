@@ -11,7 +11,7 @@ from pyramid_core.attention import attention
 
 from tests.triton_device import DEVICE  # before the Triton imports: skips this module where Triton cannot run
 from pyramid_core.kernels import decode_triton
-from pyramid_core.kernels.decode_triton import decode_attention_triton
+from pyramid_core.kernels.decode_triton import decode_attention_and_logits, decode_attention_triton
 
 
 def cache_view(B, H_kv, T, D, capacity, dtype, gen):
@@ -62,6 +62,29 @@ def test_kernel_equals_sdpa_path(B, H, H_kv, T, D, window, dtype, splits):
     assert out.shape == q.shape and out.dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 2e-3
     torch.testing.assert_close(out.float(), reference(q, k, v, q_pos, k_pos, window), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("B, H, H_kv, T, D, window", [c for c in CASES if c[-1] is None])
+@pytest.mark.parametrize("splits", [1, 3])
+def test_logits_and_split_statistics_give_each_slots_probability(B, H, H_kv, T, D, window, splits):
+    """decode_attention_and_logits (H2O's steady step): the same output, every slot's scaled logit (-inf where
+    empty or after the query), and per split a max and a sum of exp whose log-sum-exp over the splits is
+    the row's: exp(logit - lse) is then each slot's softmax probability, as torch computes it."""
+    gen = torch.Generator().manual_seed(B * 100 + T)
+    k, v = cache_view(B, H_kv, T, D, T + 13, torch.float32, gen)
+    k_pos = positions_with_holes(B, T, gen)
+    q = torch.randn(B, H, 1, D, generator=gen).to(DEVICE)
+    q_pos = k_pos[:, -1:] - int(T > 1)  # the last slot in the query's future, where another one is visible
+    scale = D ** -0.5
+    out, logits, m, s = decode_attention_and_logits(q, k, v, q_pos, k_pos, scale, splits)
+    torch.testing.assert_close(out, decode_attention_triton(q, k, v, q_pos, k_pos, scale, None, splits))
+    keys = k.float().repeat_interleave(H // H_kv, 1)  # [B, H, T, D]
+    visible = ((k_pos >= 0) & (k_pos <= q_pos))[:, None]  # [B, 1, T]
+    want = torch.where(visible, (q.float() @ keys.transpose(-1, -2))[:, :, 0] * scale, float("-inf"))
+    torch.testing.assert_close(logits.view(B, H, T), want, atol=1e-5, rtol=1e-5)
+    assert m.shape == s.shape and m.shape[0] == B * H and 1 <= m.shape[1] <= splits
+    lse = torch.logsumexp(m + s.log(), dim=1).view(B, H, 1)
+    torch.testing.assert_close(lse, torch.logsumexp(want, dim=-1, keepdim=True), atol=1e-5, rtol=1e-5)
 
 
 def test_kernel_ignores_empty_and_future_slots():

@@ -192,18 +192,47 @@ def test_kernel_equals_twin_over_steps(B, H, H_kv, T, D, dtype):
     tol = 1e-5 if dtype == torch.float32 else 2e-3
     for _ in range(4):  # each step writes the new token over the slot the last one freed
         q = torch.randn(B, H, 1, D, generator=gen).to(DEVICE, dtype)
-        cut = q_pos - recent
-        want = h2o_step_torch(q, q_pos, keys, positions, scores, last, cut, D ** -0.5)
-        got = kernel_step(q, q_pos, keys, positions, mine[0], mine[1], cut, D ** -0.5)
+        want = h2o_step_torch(q, q_pos, keys, positions, scores, last, recent, D ** -0.5)
+        got = kernel_step(q, q_pos, keys, positions, mine[0], mine[1], recent, D ** -0.5)
         torch.testing.assert_close(got, want, atol=tol, rtol=tol)
         torch.testing.assert_close(mine[0], scores, atol=tol * 4, rtol=tol)
         assert torch.equal(mine[1], last)
+
         slot = evicted_slot(want, positions)
         assert torch.equal(evicted_slot(got, positions), slot)
         rows = torch.arange(B, device=DEVICE)
         positions[rows, slot] = q_pos[:, 0]
         keys[rows, :, slot] = torch.randn(B, H_kv, D, generator=gen).to(DEVICE, dtype)
         q_pos = q_pos + 1
+
+
+@needs_triton
+@pytest.mark.parametrize("B, H, H_kv, T, D", KERNEL_CASES[:5], ids=lambda v: str(v))
+@pytest.mark.parametrize("splits", [1, 3])
+def test_one_pass_attention_and_scores_equal_attention_and_twin(B, H, H_kv, T, D, splits):
+    """A steady step in one pass over the slots (h2o_attend_step's kernels: the decode kernel's logits and
+    split statistics, then the step's second kernel) gives the attention the engine's SDPA path gives and
+    the scores and slot state the twin gives, step after step."""
+    from pyramid_core.attention import attention
+    from pyramid_core.kernels.decode_triton import decode_attention_and_logits
+    from pyramid_core.kernels.h2o_step_triton import h2o_step_from_logits
+
+    gen = torch.Generator().manual_seed(B * 1000 + T + splits)
+    keys, positions, q_pos, scores, last = slot_layer(B, H_kv, T, D, torch.float32, gen)
+    values = torch.randn(keys.shape, generator=gen).to(DEVICE)
+    recent = torch.tensor([[3], [0], [T // 4]])[:B].to(DEVICE)
+    mine = (scores.clone(), last.clone())
+    for _ in range(3):
+        q = torch.randn(B, H, 1, D, generator=gen).to(DEVICE)
+        want_evict = h2o_step_torch(q, q_pos, keys, positions, scores, last, recent, D ** -0.5)
+        want_out = attention(q, keys, values, q_pos, positions, scale=D ** -0.5, holes=True, window=None,
+                             causal_square=False, decode_kernel=False)
+        out, logits, m, s = decode_attention_and_logits(q, keys, values, q_pos, positions, D ** -0.5, splits)
+        evict = h2o_step_from_logits(logits, m, s, positions, mine[0], mine[1], q_pos, recent)
+        torch.testing.assert_close(out, want_out, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(evict, want_evict, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mine[0], scores, atol=4e-5, rtol=1e-5)
+        assert torch.equal(mine[1], last)
 
 
 @needs_triton
@@ -214,6 +243,36 @@ def test_engine_greedy_tokens_equal_with_the_kernels(monkeypatch):
     lm.model.to(DEVICE)
     ids, mask = (t.to(DEVICE) for t in prompts([45, 28], lm.config.vocab_size))
     assert greedy(lm, ids, mask, monkeypatch, True, kernel=True) == greedy(lm, ids, mask, monkeypatch, False)
+
+
+@needs_triton
+@pytest.mark.parametrize("reserve", [False, True], ids=["evict-graphs", "step-graph"])
+def test_engine_steady_steps_in_one_pass_keep_what_two_passes_kept(reserve, monkeypatch):
+    """A full layer's steady step, captured per layer (evict_graphs.py) or inside the whole step
+    (step_graphs.py, over a reserve), attending and scoring in one pass over the slots (the CUDA path,
+    forced here into Triton's interpreter) emits the tokens and keeps the positions that attention and the
+    step's own kernels apart do."""
+    from pyramid_core.kernels import decode_triton
+
+    lm = tiny_model("llama", layers=2)
+    lm.model.to(DEVICE)
+    ids, mask = (t.to(DEVICE) for t in prompts([45, 45], lm.config.vocab_size))  # no holes: steady steps
+    policy = H2OPolicy(kv_budget=0.3, recent_share=0.4)
+
+    def run():
+        return [(r.token_ids, r.kept_positions) for r in generate(
+            lm, ids, attention_mask=mask, policy=policy, max_new_tokens=24, record_positions=True,
+            reserve_kv=reserve, cuda_graphs=True)]
+
+    monkeypatch.setattr(h2o, "h2o_step", kernel_step)  # the step's own two kernels, as on CUDA
+    apart = run()
+    calls = []
+    one_pass = decode_triton.decode_attention_and_logits
+    monkeypatch.setattr(decode_triton, "decode_attention_and_logits", lambda *a: calls.append(1) or one_pass(*a))
+    monkeypatch.setattr(h2o_step_module, "kernel_fits", lambda q, k: True)
+    monkeypatch.setattr(h2o_step_module, "decode_kernel_supports", lambda q, k: True)
+    assert run() == apart
+    assert calls  # the steady steps took the one-pass path
 
 
 def test_the_kernels_take_cuda_layers_only():

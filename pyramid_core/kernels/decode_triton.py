@@ -39,12 +39,14 @@ PROGRAMS_PER_SM = 16
 
 # T changes with every step: specialising on it would recompile constantly
 @triton.jit(do_not_specialize=["T", "window", "chunk"])
-def decode_attention_kernel(q, k, v, k_pos, q_pos, out, part_m, part_l, part_acc, scale, window, T, chunk,
+def decode_attention_kernel(q, k, v, k_pos, q_pos, out, part_m, part_l, part_acc, logits, scale, window, T, chunk,
                             s_qb, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_pb,
                             H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
-                            WINDOWED: tl.constexpr, SPLIT: tl.constexpr):
+                            WINDOWED: tl.constexpr, SPLIT: tl.constexpr, LOGITS: tl.constexpr):
     """Program (row x head, split): the slots [split * chunk, (split + 1) * chunk) of T. SPLIT: write the
-    partial softmax for merge_kernel; else chunk >= T and the program writes the output itself."""
+    partial softmax for merge_kernel; else chunk >= T and the program writes the output itself. LOGITS:
+    also write each slot's scaled logit (-inf where not visible) into logits [B * H, T], and the split's
+    max and sum of exp, from which a caller gets every slot's probability (H2O's scores)."""
     i_bh, i_s = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_kv = i_b.to(tl.int64), i_h // G
@@ -66,6 +68,8 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, part_m, part_l, part_acc
             m_t = m_t & (b_pos > b_qpos - window)
         b_k = tl.load(p_k + o_t[:, None] * s_kt + o_d[None, :], mask=m_t[:, None], other=0.0)
         b_s = tl.where(m_t, tl.sum(b_k.to(tl.float32) * b_q[None, :], axis=1), float("-inf"))
+        if LOGITS:
+            tl.store(logits + i_bh.to(tl.int64) * T + o_t, b_s, mask=o_t < t_end)
         b_new = tl.maximum(b_m, tl.max(b_s, axis=0))
         b_safe = tl.where(b_new == float("-inf"), 0.0, b_new)
         b_p = tl.exp(b_s - b_safe)
@@ -74,10 +78,11 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, part_m, part_l, part_acc
         b_acc = b_acc * b_alpha + tl.sum(b_p[:, None] * b_v.to(tl.float32), axis=0)
         b_l = b_l * b_alpha + tl.sum(b_p, axis=0)
         b_m = b_new
-    if SPLIT:  # a split without a valid slot leaves max -inf, sum 0: merge_kernel weighs it by 0
-        i_part = i_bh.to(tl.int64) * tl.num_programs(1) + i_s
+    i_part = i_bh.to(tl.int64) * tl.num_programs(1) + i_s
+    if SPLIT or LOGITS:  # a split without a valid slot leaves max -inf, sum 0: merge_kernel weighs it by 0
         tl.store(part_m + i_part + tl.arange(0, 1), b_m)
         tl.store(part_l + i_part + tl.arange(0, 1), b_l)
+    if SPLIT:
         tl.store(part_acc + i_part * D + o_d, b_acc)
     else:
         tl.store(out + i_bh.to(tl.int64) * D + o_d, (b_acc / b_l).to(out.dtype.element_ty))
@@ -107,6 +112,21 @@ def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q
     decode query has a position and sees at least its own slot (the engine appends it first); SDPA's
     path also lets an empty query row (position -1) attend anywhere, which decoding never produces.
     splits: how many programs share a (row, head)'s slots; None: as many as fill the GPU (split_count)."""
+    return launch(q, k, v, q_pos, k_pos, scale, window, splits, with_logits=False)[0]
+
+
+def decode_attention_and_logits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
+                                k_pos: torch.Tensor, scale: float, splits: int | None = None):
+    """As decode_attention_triton without a window, and what the pass over the keys saw on the way, for a
+    policy that scores the slots by their attention (H2O's steady step, kernels/h2o_step.py): (out
+    [B, H, 1, D], logits [B * H, T] float32, scaled, -inf where not visible, and each split's max and sum
+    of exp [B * H, S]). A slot's probability is exp(logit - logsumexp over its (row, head)'s splits)."""
+    return launch(q, k, v, q_pos, k_pos, scale, None, splits, with_logits=True)
+
+
+def launch(q, k, v, q_pos, k_pos, scale: float, window: int | None, splits: int | None, with_logits: bool):
+    """The kernel (and the merge of its splits): (out [B, H, 1, D], logits, split max, split sum), the last
+    three None unless with_logits."""
     B, H, _, D = q.shape
     T = k.shape[2]
     assert k.stride(3) == 1 and v.stride(3) == 1 and q.stride(3) == 1, "decode attention: last dim must be contiguous"
@@ -115,21 +135,24 @@ def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q
     S = split_count(B * H, T, q.device) if splits is None else splits
     chunk = triton.cdiv(triton.cdiv(T, S), BLOCK_T) * BLOCK_T
     S = triton.cdiv(T, chunk)  # no split left without slots
-    parts = [torch.empty(B * H, S, *shape, dtype=torch.float32, device=q.device) for shape in ((), (), (D,))] \
-        if S > 1 else [out] * 3  # unused without splits
+    stats = [torch.empty(B * H, S, dtype=torch.float32, device=q.device) for _ in range(2)] \
+        if S > 1 or with_logits else [out] * 2  # unused without splits or logits
+    acc = torch.empty(B * H, S, D, dtype=torch.float32, device=q.device) if S > 1 else out
+    logits = torch.empty(B * H, T, dtype=torch.float32, device=q.device) if with_logits else out
     # Triton compiles per device, dtype and constexpr values: the first launch of each is warm-up. It
     # also specialises on strides divisible by 16, which this key leaves out: a recompile for a new
     # stride pattern is missed (counted as decoding), never invented.
-    warmup.first_time(("decode_attention", q.device, q.dtype, H, H // k.shape[1], D, window is not None, S > 1))
+    warmup.first_time(("decode_attention", q.device, q.dtype, H, H // k.shape[1], D, window is not None, S > 1,
+                       with_logits))
     with launch_device(q):
         decode_attention_kernel[(B * H, S)](
-            q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, *parts, scale, window or 0, T, chunk,
+            q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, *stats, acc, logits, scale, window or 0, T, chunk,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
             v.stride(2), k_pos.stride(0), H=H, G=H // k.shape[1], D=D, BT=BLOCK_T, WINDOWED=window is not None,
-            SPLIT=S > 1, num_warps=NUM_WARPS, num_stages=1)
+            SPLIT=S > 1, LOGITS=with_logits, num_warps=NUM_WARPS, num_stages=1)
         if S > 1:
-            merge_kernel[(B * H,)](*parts, out, S, D=D, SP=triton.next_power_of_2(S))
-    return out[:, :, None]
+            merge_kernel[(B * H,)](*stats, acc, out, S, D=D, SP=triton.next_power_of_2(S))
+    return (out[:, :, None], *((logits, *stats) if with_logits else (None, None, None)))
 
 
 def split_count(programs: int, T: int, device: torch.device) -> int:

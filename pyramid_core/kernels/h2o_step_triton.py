@@ -121,7 +121,7 @@ def _lse(m_in, s_in, i_b64, o_h, m_h, NS, H: tl.constexpr, BNS: tl.constexpr):
 
 
 @triton.jit(do_not_specialize=["T", "NS", "s_pb", "s_sb", "s_lb"])
-def h2o_step_fwd_kernel(logits, m_in, s_in, k_pos, scores, last_pos, last_old, out, T, NS, s_pb, s_sb, s_lb,
+def h2o_step_fwd_kernel(logits, m_in, s_in, k_pos, scores, last_pos, q_pos, recent, out, T, NS, s_pb, s_sb, s_lb,
                         H: tl.constexpr, BH: tl.constexpr, BT: tl.constexpr, BNS: tl.constexpr):
     i_t, i_b = tl.program_id(0), tl.program_id(1)
     i_b64 = i_b.to(tl.int64)
@@ -147,9 +147,32 @@ def h2o_step_fwd_kernel(logits, m_in, s_in, k_pos, scores, last_pos, last_old, o
     tl.debug_barrier()
     tl.store(p_score, b_new, mask=m_t)
     tl.store(p_last, b_kpos, mask=m_t)
-    b_cut = tl.load(last_old + i_b64)  # newest position outside the recent window
+    b_cut = tl.load(q_pos + i_b64) - tl.load(recent + i_b64)  # newest position outside the recent window
     b_evict = tl.where((b_kpos > b_cut) | (b_kpos < 0), float("inf"), b_new)
     tl.store(out + i_b64 * T + o_t, b_evict, mask=m_t)
+
+
+def h2o_step_from_logits(logits: torch.Tensor, m_part: torch.Tensor, s_part: torch.Tensor, positions: torch.Tensor,
+                         scores: torch.Tensor, last_positions: torch.Tensor, query_pos: torch.Tensor,
+                         recent: torch.Tensor) -> torch.Tensor:
+    """The second kernel alone, over what the decode kernel saw on its pass (decode_triton.
+    decode_attention_and_logits): logits [B * H, T] and its splits' max and sum of exp [B * H, NS] take the
+    place of the first kernel's, in the same layout. positions, scores, last_positions [B, T] and the Evict's
+    scores returned as h2o_step_triton takes and gives them; query_pos and recent [B, 1]."""
+    B, T = positions.shape
+    H, NS = logits.shape[0] // B, m_part.shape[1]
+    assert scores.stride(1) == 1 and last_positions.stride(1) == 1, "h2o_step: slot state must be row-major"
+    if positions.stride(1) != 1:
+        positions = positions.contiguous()
+    out = torch.empty(B, T, dtype=torch.float32, device=logits.device)
+    BNS = max(2, triton.next_power_of_2(NS))
+    warmup.first_time(("h2o_step_from_logits", logits.device, H, BNS))
+    with launch_device(logits):
+        h2o_step_fwd_kernel[launch_grids(B, 1, T)["step"]](
+            logits, m_part, s_part, positions, scores, last_positions, query_pos.reshape(B).contiguous(),
+            recent.reshape(B).contiguous(), out, T, NS, positions.stride(0), scores.stride(0),
+            last_positions.stride(0), H=H, BH=min(BH, triton.next_power_of_2(H)), BT=BT, BNS=BNS, num_warps=4)
+    return out
 
 
 def launch_grids(B: int, H_kv: int, T: int) -> dict:
@@ -158,7 +181,7 @@ def launch_grids(B: int, H_kv: int, T: int) -> dict:
 
 
 def h2o_step_triton(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor,
-                    scores: torch.Tensor, last_positions: torch.Tensor, last_old: torch.Tensor,
+                    scores: torch.Tensor, last_positions: torch.Tensor, recent: torch.Tensor,
                     scale: float) -> torch.Tensor:
     """Same contract as h2o_step.h2o_step_torch: queries [B, H, 1, D], keys [B, H_kv, T, D] (a view with
     a unit stride over D), positions [B, T]; scores [B, T] float32 and last_positions [B, T] long with a
@@ -177,14 +200,14 @@ def h2o_step_triton(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.
         positions = positions.contiguous()
     q = queries.reshape(B, H, D).contiguous()
     return step_launches(q, query_pos.reshape(B).contiguous(), keys, positions, scores, last_positions,
-                         last_old.reshape(B).contiguous(), scale)()
+                         recent.reshape(B).contiguous(), scale)()
 
 
 def step_launches(q: torch.Tensor, q_pos: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor,
-                  scores: torch.Tensor, last_positions: torch.Tensor, cut: torch.Tensor,
+                  scores: torch.Tensor, last_positions: torch.Tensor, recent: torch.Tensor,
                   scale: float) -> Callable[[], torch.Tensor]:
     """The two kernels' launches over the buffers made here, as a call returning the Evict's scores (so
-    benchmarks/h2o_host_cost.py can time the launches alone): q [B, H, D], q_pos and cut [B], the rest as
+    benchmarks/h2o_host_cost.py can time the launches alone): q [B, H, D], q_pos and recent [B], the rest as
     h2o_step_triton takes them once checked."""
     B, H, D = q.shape
     H_kv, T = keys.shape[1], keys.shape[2]
@@ -208,7 +231,7 @@ def step_launches(q: torch.Tensor, q_pos: torch.Tensor, keys: torch.Tensor, posi
                 keys.stride(0), keys.stride(1), keys.stride(2), positions.stride(0),
                 H=H, G=G, D=D, BG=BG, BT=BT, CHUNK=CHUNK, USE_DOT=G > 1, num_warps=4 if D <= 64 else 8)
             h2o_step_fwd_kernel[grids["step"]](
-                logits, m_part, s_part, positions, scores, last_positions, cut, out, T, NS,
+                logits, m_part, s_part, positions, scores, last_positions, q_pos, recent, out, T, NS,
                 positions.stride(0), scores.stride(0), last_positions.stride(0),
                 H=H, BH=min(BH, triton.next_power_of_2(H)), BT=BT, BNS=BNS, num_warps=4)  # [32, 64] tiles
         return out

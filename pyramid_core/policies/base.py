@@ -173,6 +173,13 @@ class QuietStep:
         lowest of which goes next (evicts only)."""
         raise NotImplementedError
 
+    def attend_and_score(self, layer: int, queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
+                         values: torch.Tensor, positions: torch.Tensor,
+                         scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Device work inside an evicting step: (the layer's attention output, scores()) in one pass over
+        the slots, or None: the engine attends and asks scores() apart (evicts only)."""
+        return None
+
 
 def check_share(knob: str, value: float) -> None:
     """A share of the full cache must lie in (0, 1]; a token count has its own knob."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..kernels.h2o_step import h2o_step
+from ..kernels.h2o_step import h2o_attend_step, h2o_step
 from ..transfer import to_device
 from .base import ALWAYS, Evict, Keep, LayerContext, Policy, PolicyState, QuietStep, check_share
 
@@ -115,7 +115,7 @@ class H2OPolicy(Policy):
         if state.by_slot and full:
             scores, last = self.slot_state(ctx)
             return Evict(h2o_step(ctx.queries, ctx.query_positions, ctx.keys, ctx.positions, scores, last,
-                                  self.last_old(ctx), ctx.scale))
+                                  self.device_tensors(ctx)[1], ctx.scale))
         if state.slots[ctx.layer] is not None:
             self.scores_by_position(ctx)
         slots = ctx.positions.clamp(min=0)
@@ -187,7 +187,16 @@ class H2OPolicy(Policy):
         queries [B, H, 1, D], query_pos [B, 1], keys [B, H_kv, T, D] and positions [B, T] after the write."""
         scores, last = state.slots[layer]
         T, recent = positions.shape[1], self.on_device(state, positions.device)[1]
-        return h2o_step(queries, query_pos, keys, positions, scores[:, :T], last[:, :T], query_pos - recent, scale)
+        return h2o_step(queries, query_pos, keys, positions, scores[:, :T], last[:, :T], recent, scale)
+
+    def steady_attention(self, state: H2OState, layer: int, queries: torch.Tensor, query_pos: torch.Tensor,
+                         keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
+                         scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(attention output, steady_scores' scores) in one pass over the slots where the kernels take the
+        layer (kernels/h2o_step.py, h2o_attend_step), else None."""
+        scores, last = state.slots[layer]
+        T, recent = positions.shape[1], self.on_device(state, positions.device)[1]
+        return h2o_attend_step(queries, query_pos, keys, values, positions, scores[:, :T], last[:, :T], recent, scale)
 
     def last_old(self, ctx: LayerContext) -> torch.Tensor:
         """[B, 1] each row's newest position outside the recent window at this decode step (the query
@@ -231,3 +240,8 @@ class EvictStep(QuietStep):
     def scores(self, layer: int, queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
                positions: torch.Tensor, scale: float) -> torch.Tensor:
         return self.policy.steady_scores(self.state, layer, queries, query_pos, keys, positions, scale)
+
+    def attend_and_score(self, layer: int, queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
+                         values: torch.Tensor, positions: torch.Tensor,
+                         scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.policy.steady_attention(self.state, layer, queries, query_pos, keys, values, positions, scale)
