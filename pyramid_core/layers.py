@@ -99,12 +99,22 @@ def final_logits(parts: Parts, h: torch.Tensor) -> torch.Tensor:
     return parts.lm_head(x.to(parts.placement.head))
 
 
-def project_qkv(attn, x: torch.Tensor, head_dim: int, fused: Fused | None = None):
+def project_qkv(attn, x: torch.Tensor, head_dim: int, fused: Fused | None = None, heads: LayerHeads | None = None):
     """q [B, H, T, D], k and v [B, H_kv, T, D]; q/k norms (Qwen3) on the head dim before RoPE. fused: the
-    three projections as one matmul (fused_weights.py)."""
+    three projections as one matmul (fused_weights.py). heads: only the heads that attend when some KV
+    groups are recurrences (their projections are computed and dropped: simpler than slicing weights)."""
     B, T, _ = x.shape
-    q, k, v = fused(x) if fused is not None else (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x))
-    q, k, v = (t.reshape(B, T, -1, head_dim) for t in (q, k, v))
+    if fused is not None and heads is not None:
+        # the kept heads of q, k and v in one gather over the fused output, where three took ~4 us a layer
+        # at batch 1 on the 7B shape (step_graph_time_7b_1k_modes.json); a norm's weight is the same for
+        # every head, so selecting before it changes nothing
+        kept = fused.output(x).view(B, T, -1, head_dim).index_select(2, heads.qkv)
+        q, k, v = kept.split((heads.q.shape[0], heads.kv.shape[0], heads.kv.shape[0]), dim=2)
+    else:
+        q, k, v = fused(x) if fused is not None else (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x))
+        q, k, v = (t.reshape(B, T, -1, head_dim) for t in (q, k, v))
+        if heads is not None:  # index_select, not q[:, :, heads.q]: see recurrent_groups.merge_recurrent
+            q, k, v = q.index_select(2, heads.q), k.index_select(2, heads.kv), v.index_select(2, heads.kv)
     if hasattr(attn, "q_norm"):
         q, k = rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k)
     return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -146,10 +156,7 @@ def project(parts: Parts, idx: int, x: torch.Tensor, rope, heads: LayerHeads | N
     applied to q and k (rope None: not yet, kernels/rope_write.py does it with the cache write); only the
     heads that attend when some KV groups are recurrences."""
     fusion = parts.fusion(idx)
-    q, k, v = project_qkv(parts.layers[idx].self_attn, x, parts.head_dim, fusion and fusion.qkv)
-    if heads is not None:  # projections of replaced heads are computed and dropped: simpler than slicing weights
-        # index_select, not q[:, heads.q]: see recurrent_groups.merge_recurrent
-        q, k, v = q.index_select(1, heads.q), k.index_select(1, heads.kv), v.index_select(1, heads.kv)
+    q, k, v = project_qkv(parts.layers[idx].self_attn, x, parts.head_dim, fusion and fusion.qkv, heads)
     if rope is None:
         return q, k, v
     return apply_rope(q, rope), apply_rope(k, rope), v

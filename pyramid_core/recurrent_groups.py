@@ -23,6 +23,7 @@ class LayerHeads:
 
     q: torch.Tensor          # indices of the query heads that attend
     kv: torch.Tensor         # indices of the KV heads that are cached
+    qkv: torch.Tensor        # both, as heads of q, k and v side by side (the fused projection's output)
     modules: dict            # {kv_group: module} of the replaced groups
     group_size: int          # query heads per KV group
     cached: tuple            # the cached KV heads, on the host
@@ -49,21 +50,23 @@ def layer_heads(num_layers: int, num_heads: int, num_kv_heads: int, recurrent: d
         units = layer_units(replaced) if stack else {(g, ): m for g, m in replaced.items()}
         unit_heads = {groups: torch.tensor([g * G + i for g in groups for i in range(G)], device=devices[idx])
                       for groups in units}
-        out.append(LayerHeads(torch.tensor(q, dtype=torch.long, device=devices[idx]),
-                              torch.tensor(kv, dtype=torch.long, device=devices[idx]), replaced, G, tuple(kv),
-                              units, unit_heads))
+        qkv = q + [num_heads + g for g in kv] + [num_heads + num_kv_heads + g for g in kv]
+        on_device = (torch.tensor(i, dtype=torch.long, device=devices[idx]) for i in (q, kv, qkv))
+        out.append(LayerHeads(*on_device, replaced, G, tuple(kv), units, unit_heads))
     return out
 
 
 def layer_units(replaced: dict) -> dict:
     """{groups: module}: the layer's GroupRNNs as one stack when they can be (one config, device and
-    dtype: any adapter's), else each module alone, which gives the same outputs one group at a time."""
+    dtype: any adapter's), else each module alone, which gives the same outputs one group at a time.
+    A single group is stacked too: a stack's decode step is the fused kernel (stacked.FUSED_STEP), a
+    GroupRNN's ~40 small kernels (the embedded model's layers 2 and 4 lose one group each)."""
     from .recurformer.rnn import GroupRNN
     from .recurformer.stacked import stack
 
     groups = sorted(replaced)
     rnns = [replaced[g] for g in groups]
-    if len(rnns) > 1 and all(type(m) is GroupRNN for m in rnns):
+    if all(type(m) is GroupRNN for m in rnns):
         try:
             return {tuple(groups): stack(rnns)}
         except ValueError as err:  # StackedRNN refuses groups that differ

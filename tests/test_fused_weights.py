@@ -7,6 +7,7 @@ import torch
 
 from pyramid_core import fused_weights, generate
 from pyramid_core.layers import model_parts, project_qkv
+from pyramid_core.recurrent_groups import layer_heads
 from tests.tiny_models import tiny_model
 
 FAMILIES = ["llama", "qwen2", "qwen3"]  # plain; q/k/v biases; q/k norms and head_dim != hidden / heads
@@ -46,6 +47,29 @@ def test_one_matmul_gives_what_the_three_projections_give(family):
     fused, plain = project_qkv(attn, x, attn.head_dim, fusion.qkv), project_qkv(attn, x, attn.head_dim)
     for a, b in zip(fused, plain):
         assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_kept_heads_come_out_of_one_gather_as_the_modules_own(family):
+    """RecurFormer drops the replaced groups' heads: the fused path gathers the kept heads of q, k and v at
+    once; each must be the head its own module computes (a k head taken for a v head would not show in
+    the shapes)."""
+    lm = tiny_model(family, num_attention_heads=8, num_key_value_heads=4)
+    fusion = model_parts(lm).fused[1]
+    attn, D = lm.model.model.layers[1].self_attn, lm.model.model.layers[1].self_attn.head_dim
+    heads = layer_heads(4, 8, 4, {1: {0: None, 2: None}}, "cpu", stack=False)[1]  # groups 1 and 3 stay
+    x = torch.randn(3, 5, lm.config.hidden_size)
+    q, k, v = project_qkv(attn, x, D, fusion.qkv, heads)
+    with torch.no_grad():
+        own = [m(x).view(3, 5, -1, D).transpose(1, 2) for m in (attn.q_proj, attn.k_proj, attn.v_proj)]
+    if family == "qwen3":  # the norms act per head, on every head alike
+        own[0], own[1] = attn.q_norm(own[0]), attn.k_norm(own[1])
+    torch.testing.assert_close(q, own[0][:, [2, 3, 6, 7]], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(k, own[1][:, [1, 3]], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(v, own[2][:, [1, 3]], atol=1e-6, rtol=1e-6)
+    unfused = project_qkv(attn, x, D, None, heads)
+    for a, b in zip((q, k, v), unfused):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
 

@@ -103,7 +103,7 @@ def test_a_stack_is_built_once_and_rebuilt_when_a_group_changes():
 
 # ----------------------------------------------------------------------------- in the engine
 
-LAYOUT = {0: [0, 1, 3], 2: [1, 2]}  # layer 0 loses 3 of 4 groups, layer 2 two; layers 1 and 3 none
+LAYOUT = {0: [0, 1, 3], 2: [1, 2], 3: [2]}  # layer 0 loses 3 of 4 groups, layer 2 two, layer 3 one; layer 1 none
 
 
 @pytest.fixture(scope="module", params=[1, 3], ids=lambda t: f"taps{t}")
@@ -134,7 +134,9 @@ def test_engine_logits_equal_the_groups_run_one_by_one(wide, monkeypatch):
     forced = torch.randint(3, 97, (3, 6), generator=gen)
     policy = RecurFormerPolicy(adapter=adapter)
     heads = recurrent_groups.layer_heads(4, 8, 4, policy.recurrent_modules(lm), "cpu")
-    assert [None if h is None else list(h.units) for h in heads] == [[(0, 1, 3)], None, [(1, 2)], None]
+    assert [None if h is None else list(h.units) for h in heads] == [[(0, 1, 3)], None, [(1, 2)], [(2, )]]
+    # a lone group runs as a stack of one too: its decode step is then the fused kernel on a GPU
+    assert all(type(m) is StackedRNN for h in heads if h is not None for m in h.units.values())
     fused = teacher_forced_logits(lm, ids, forced, policy, mask)
     one_by_one(monkeypatch)
     assert_close("logits", teacher_forced_logits(lm, ids, forced, policy, mask), fused, torch.float32)

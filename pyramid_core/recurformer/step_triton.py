@@ -35,10 +35,13 @@ import triton.language as tl
 from .. import warmup
 from ..kernels.decode_triton import launch_device
 
-# key rows per block of the state loop, and warps: first guesses, to sweep on the GPU
-# (benchmarks/rnn_step_kernel.py)
-BLOCK_K = 32
-NUM_WARPS = 4
+# key rows per block of the state loop, and warps: the best of 16/32/64 x 2/4/8 in the sweep of
+# benchmarks/rnn_step_kernel.json (H200, 2026-11-30, the kernel alone in a CUDA graph): on the 7B shape's 8 heads
+# 5.0-6.0 us a layer against 9.3-9.8 for the first guess of 32 x 4, on the 1B shape's 3.1-5.2 against 4.3-5.1; the
+# fastest or within 0.4 us of it in all 16 cases. (In the engine's 7B step the kernel took 11.8 us a layer at
+# 32 x 4: step_graph_time_7b_1k_modes.json.)
+BLOCK_K = 64
+NUM_WARPS = 2
 
 
 @triton.jit
