@@ -171,9 +171,8 @@ def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> Step
                                       req.decode_kernel, functools.partial(quiet.scores, idx, scale=scale),
                                       functools.partial(quiet.attend_and_score, idx, scale=scale))
             elif layer.keys.shape[1] > 0:
-                q = rope_write(q, k, v, rope, layer, slots[idx].expand(B), positions)
+                q = rope_write(q, k, v, rope, layer, slots[idx].expand(B), positions, quiet.queries_to(idx))
                 out = reservation_attention(q, layer, positions, scale, window, req.decode_kernel)
-                quiet.record(idx, q)
             states = req.cache.recurrent_state[idx]
             moved = dict(states)  # RecurFormer's groups: their states move on into the same buffers
             h = req.stages.after_attention(idx, h, out, x, positions, moved, "decode")

@@ -152,20 +152,22 @@ class QuietStep:
     does around it and what the device does inside it, so that the whole step can run as one CUDA graph
     (step_graphs.py). This one does nothing: the step of a policy that is never asked at decode."""
 
-    binding: tuple = ()  # the tensors record() writes: another tensor in any place means a new graph
+    binding: tuple = ()  # the tensors the step writes for the policy: another tensor in any place means a new graph
     answers: tuple = ()  # (layer, answer) the engine applies after the step: answers the host carries out
     # every layer writes its token into the slot it evicted at the step before and, inside the step, picks
     # the next one by scores() (H2O's steady step); False: the token goes into the layer's next free slot
     evicts: bool = False
 
     def prepare(self) -> None:
-        """Host, before the step: load the inputs record() reads."""
+        """Host, before the step: load the inputs the step reads for the policy (queries_to's index)."""
 
-    def record(self, layer: int, queries: torch.Tensor) -> None:
-        """Device work inside the step, per layer, given its queries [B, H, 1, D] after RoPE."""
+    def queries_to(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Where the step writes the layer's queries after RoPE, with the key and value it writes into the
+        cache (kernels/rope_write.py): (buffer [B, H, W, D], index [1] on the device into W), or None."""
+        return None
 
     def done(self, positions: torch.Tensor) -> None:
-        """Host, after the step: the bookkeeping of what record() did; positions [B, 1] of the step."""
+        """Host, after the step: the bookkeeping of what the step wrote for the policy; positions [B, 1]."""
 
     def scores(self, layer: int, queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
                positions: torch.Tensor, scale: float) -> torch.Tensor:

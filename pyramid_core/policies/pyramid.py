@@ -341,9 +341,9 @@ class VoterStep(QuietStep):
     def prepare(self) -> None:
         self.state.voter_slot.fill_(self.voters[0].length)
 
-    def record(self, layer: int, queries: torch.Tensor) -> None:
-        if self.state.voters[layer] is not None:
-            self.state.voters[layer].write(queries, self.state.voter_slot)
+    def queries_to(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        voters = self.state.voters[layer]
+        return None if voters is None else (voters.queries, self.state.voter_slot)
 
     def done(self, positions: torch.Tensor) -> None:
         newest = positions.clone()  # the graph's buffer holds the next step's positions soon

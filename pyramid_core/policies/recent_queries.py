@@ -75,11 +75,6 @@ class RecentQueries:
         self.queries[:, :, :keep], self.positions[:, :keep] = recent
         self.length = keep
 
-    def write(self, queries: torch.Tensor, slot: torch.Tensor) -> None:
-        """One query a row [B, H, 1, D] into the slot a device tensor [1] names: device work alone, so that
-        a captured decode step can repeat it (step_graphs.py); advance() is the host's part."""
-        self.queries.index_copy_(2, slot, queries)
-
     def advance(self, positions: torch.Tensor) -> None:
         """One more query held, its positions [B, 1] remembered (written with the others when read)."""
         self.length, self.unwritten, self.newest = self.length + 1, self.unwritten + 1, positions
