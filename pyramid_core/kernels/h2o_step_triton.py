@@ -165,14 +165,22 @@ def h2o_step_from_logits(logits: torch.Tensor, m_part: torch.Tensor, s_part: tor
     if positions.stride(1) != 1:
         positions = positions.contiguous()
     out = torch.empty(B, T, dtype=torch.float32, device=logits.device)
-    BNS = max(2, triton.next_power_of_2(NS))
-    warmup.first_time(("h2o_step_from_logits", logits.device, H, BNS))
+    warmup.first_time(("h2o_step_from_logits", logits.device, H, max(2, triton.next_power_of_2(NS))))
     with launch_device(logits):
-        h2o_step_fwd_kernel[launch_grids(B, 1, T)["step"]](
-            logits, m_part, s_part, positions, scores, last_positions, query_pos.reshape(B).contiguous(),
-            recent.reshape(B).contiguous(), out, T, NS, positions.stride(0), scores.stride(0),
-            last_positions.stride(0), H=H, BH=min(BH, triton.next_power_of_2(H)), BT=BT, BNS=BNS, num_warps=4)
+        launch_step(logits, m_part, s_part, positions, scores, last_positions, query_pos.reshape(B).contiguous(),
+                    recent.reshape(B).contiguous(), out, H)
     return out
+
+
+def launch_step(logits, m_part, s_part, positions, scores, last_positions, q_pos, recent, out, H: int) -> None:
+    """The second kernel over logits [B * H, T] and their chunks' statistics [B * H, NS]; q_pos, recent [B]."""
+    B, T = positions.shape
+    NS = m_part.numel() // (B * H)
+    h2o_step_fwd_kernel[launch_grids(B, 1, T)["step"]](
+        logits, m_part, s_part, positions, scores, last_positions, q_pos, recent, out, T, NS,
+        positions.stride(0), scores.stride(0), last_positions.stride(0),
+        H=H, BH=min(BH, triton.next_power_of_2(H)), BT=BT, BNS=max(2, triton.next_power_of_2(NS)),
+        num_warps=4)  # [32, 64] tiles
 
 
 def launch_grids(B: int, H_kv: int, T: int) -> dict:
@@ -230,10 +238,7 @@ def step_launches(q: torch.Tensor, q_pos: torch.Tensor, keys: torch.Tensor, posi
                 q, q_pos, keys, positions, logits, m_part, s_part, scale, T, NS,
                 keys.stride(0), keys.stride(1), keys.stride(2), positions.stride(0),
                 H=H, G=G, D=D, BG=BG, BT=BT, CHUNK=CHUNK, USE_DOT=G > 1, num_warps=4 if D <= 64 else 8)
-            h2o_step_fwd_kernel[grids["step"]](
-                logits, m_part, s_part, positions, scores, last_positions, q_pos, recent, out, T, NS,
-                positions.stride(0), scores.stride(0), last_positions.stride(0),
-                H=H, BH=min(BH, triton.next_power_of_2(H)), BT=BT, BNS=BNS, num_warps=4)  # [32, 64] tiles
+            launch_step(logits, m_part, s_part, positions, scores, last_positions, q_pos, recent, out, H)
         return out
 
     return launch

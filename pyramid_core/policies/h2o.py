@@ -185,18 +185,22 @@ class H2OPolicy(Policy):
                       keys: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
         """A steady step's Evict scores (decode's by_slot branch as device work only, for a graph):
         queries [B, H, 1, D], query_pos [B, 1], keys [B, H_kv, T, D] and positions [B, T] after the write."""
-        scores, last = state.slots[layer]
-        T, recent = positions.shape[1], self.on_device(state, positions.device)[1]
-        return h2o_step(queries, query_pos, keys, positions, scores[:, :T], last[:, :T], recent, scale)
+        return h2o_step(queries, query_pos, keys, positions, *self.steady_state(state, layer, positions), scale)
 
     def steady_attention(self, state: H2OState, layer: int, queries: torch.Tensor, query_pos: torch.Tensor,
                          keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
                          scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(attention output, steady_scores' scores) in one pass over the slots where the kernels take the
         layer (kernels/h2o_step.py, h2o_attend_step), else None."""
+        return h2o_attend_step(queries, query_pos, keys, values, positions, *self.steady_state(state, layer, positions),
+                               scale)
+
+    def steady_state(self, state: H2OState, layer: int, positions: torch.Tensor) -> tuple:
+        """(slot scores, their positions at the last step, each row's recent window) for a steady step over
+        positions [B, T]."""
         scores, last = state.slots[layer]
-        T, recent = positions.shape[1], self.on_device(state, positions.device)[1]
-        return h2o_attend_step(queries, query_pos, keys, values, positions, scores[:, :T], last[:, :T], recent, scale)
+        T = positions.shape[1]
+        return scores[:, :T], last[:, :T], self.on_device(state, positions.device)[1]
 
     def last_old(self, ctx: LayerContext) -> torch.Tensor:
         """[B, 1] each row's newest position outside the recent window at this decode step (the query
