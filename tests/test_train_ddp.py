@@ -192,3 +192,14 @@ def test_kind_tokens_give_some_kinds_their_own_lengths(data):
         te.parse_args(["--kind-tokens", "riddle=150:200"])
     assert all(150 <= n <= 300 for n in first_task_tokens(data, args.task_tokens, args.kind_tokens, "multi"))
     assert all(1000 <= n for n in first_task_tokens(data, args.task_tokens, args.kind_tokens, "single"))
+
+
+def test_a_kind_can_train_documents_of_its_facts_alone(data):
+    """--kind-tokens multi=40:60: several-facts documents with no room for filler, shorter than --task-tokens
+    allows (its floor stays 120)."""
+    assert te.parse_args(["--kind-tokens", "multi=40:60"]).kind_tokens == {"multi": (40, 60)}
+    with pytest.raises(SystemExit):
+        te.parse_args(["--task-tokens", "40,60"])
+    with pytest.raises(SystemExit):
+        te.parse_args(["--kind-tokens", "multi=20:60"])
+    assert all(n <= 150 for n in first_task_tokens(data, (1000, 1200), {"multi": (40, 60)}, "multi"))
