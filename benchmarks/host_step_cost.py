@@ -36,17 +36,19 @@ MODES = ["baseline", "pyramid", "streaming", "h2o", "snapkv", "recurformer", "py
 
 @contextmanager
 def replays_skipped(skipping: list[bool]):
-    """While skipping[0], a Replay returns its outputs as they stand instead of running its function."""
-    call = graphs.Replay.__call__
+    """While skipping[0], a Replay returns its outputs as they stand instead of running its function, and a
+    step graph's replay is a bare call, as a CUDA graph's is (step_graphs.replay: no SDPA context around it)."""
+    call, replay_step = graphs.Replay.__call__, step_graphs.replay
 
     def maybe(self):
         return self.outputs if skipping[0] else call(self)
 
     graphs.Replay.__call__ = maybe
+    step_graphs.replay = lambda step: step() if skipping[0] else replay_step(step)
     try:
         yield
     finally:
-        graphs.Replay.__call__ = call
+        graphs.Replay.__call__, step_graphs.replay = call, replay_step
 
 
 def host_steps(lm, policy, prompt: int, steps: int, warm: int = 24) -> dict:

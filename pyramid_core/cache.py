@@ -454,8 +454,9 @@ class KVCache:
         states = sum(state_nbytes(s) for by_group in self.recurrent_state for s in by_group.values())
         return sum(layer.nbytes() for layer in self.layers) + states
 
-    def update_peak(self) -> int:
-        self.peak_bytes = max(self.peak_bytes, self.nbytes())
+    def update_peak(self, held: int) -> int:
+        """The most bytes held so far, `held` (this step's nbytes()) included."""
+        self.peak_bytes = max(self.peak_bytes, held)
         return self.peak_bytes
 
     def counts_per_row(self) -> list[list[int]]:

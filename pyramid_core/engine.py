@@ -43,7 +43,7 @@ __all__ = ["ATTENTION_BACKENDS", "Sampling", "generate", "teacher_forced_logits"
 log = logging.getLogger(__name__)
 
 # A step's attention detail wanted only if it is the last (generate's detail_last): whether it is, EOS or a
-# stop tells only after it ran, so its layers leave their records to be made then (see decode_step).
+# stop tells only after it ran, so its layers leave their records to be made then (see eager_decode_step).
 IF_LAST = "if last"
 
 
@@ -134,12 +134,17 @@ def prefill(req: Request, input_ids: torch.Tensor):
     return logits.float(), records
 
 
-@sdpa_kernel(ATTENTION_BACKENDS)
 def decode_step(req: Request, tokens: torch.Tensor):
     """One new token per row, tokens [B], through every layer."""
     quiet = step_graphs.quiet_step(req)
-    if quiet is not None:  # the whole step as one graph (step_graphs.py)
+    if quiet is not None:  # the whole step as one graph (step_graphs.py), which sets SDPA's backends itself
         return step_graphs.run(req, tokens, quiet), [None] * req.parts.num_layers
+    return eager_decode_step(req, tokens)
+
+
+@sdpa_kernel(ATTENTION_BACKENDS)
+def eager_decode_step(req: Request, tokens: torch.Tensor):
+    """decode_step layer by layer: the per-layer graphs, the eager middle and the policy's answers."""
     parts, pos = req.parts, req.positions[:, None]
     h = embed_tokens(parts, tokens[:, None], pos.device)
     rope = rope_tables(parts.rotary, h, pos)

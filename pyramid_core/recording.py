@@ -53,7 +53,8 @@ class CacheState:
 
 
 def cache_state(cache: KVCache, with_positions: bool) -> CacheState:
-    return CacheState(cache.counts_per_row(), cache.nbytes(), cache.update_peak(),
+    held = cache.nbytes()
+    return CacheState(cache.counts_per_row(), held, cache.update_peak(held),
                       cache.positions_of_row(0) if with_positions else None)
 
 

@@ -40,8 +40,9 @@ import os
 from dataclasses import dataclass, fields
 
 import torch
+from torch.nn.attention import sdpa_kernel
 
-from .attention import attention
+from .attention import ATTENTION_BACKENDS, attention
 from .evict_graphs import attend_and_pick
 from .graphs import Replay, copy_state, load, request_replay, same_objects
 from .kernels.rope_write import rope_write
@@ -96,7 +97,7 @@ def run(req, tokens: torch.Tensor, quiet: QuietStep) -> torch.Tensor:
     if graph is not None and same_objects(graph.binding, binding) and graph.lengths == lengths \
             and (graph.evicted is not None) == quiet.evicts:
         load_inputs(graph, req, tokens)
-        graph.replay()
+        replay(graph.replay)
     else:
         req.step_graph = graph = capture(req, tokens, binding, quiet)  # its warm-up ran this step
     for idx, layer in enumerate(req.cache.layers):
@@ -109,6 +110,17 @@ def run(req, tokens: torch.Tensor, quiet: QuietStep) -> torch.Tensor:
         if req.cache[layer].keys.shape[1] > 0:  # as ask_policy: a layer that caches nothing is not asked
             req.cache[layer].apply(answer)
     return graph.logits.clone()
+
+
+def replay(step: Replay) -> None:
+    """A CUDA graph's replay calls no SDPA, so it runs outside SDPA's backend context: entering one costs ~23 us
+    of the host, a tenth of the embedded model's host work a step (benchmarks/host_step_cost.md). On a CPU the
+    step runs again, eagerly, with the backends every eager step uses."""
+    if step.graph is not None:
+        step()
+        return
+    with sdpa_kernel(ATTENTION_BACKENDS):
+        step()
 
 
 def load_inputs(graph: StepGraph, req, tokens: torch.Tensor) -> None:
@@ -150,6 +162,7 @@ def reservation_attention(q, layer, positions, scale: float, window: int | None,
                      window=window, causal_square=False, decode_kernel=decode_kernel, any_batch=True)
 
 
+@sdpa_kernel(ATTENTION_BACKENDS)  # the capture runs the step eagerly (replay() says why the replays do not)
 def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> StepGraph:
     parts, device, B = req.parts, tokens.device, tokens.shape[0]
     static_tokens, positions = tokens.clone(), req.positions[:, None].clone()

@@ -135,6 +135,26 @@ def test_it_needs_a_reserve_graphs_and_no_recording(spied):
     assert spied["run"] == NEW - 5
 
 
+def test_every_attention_call_runs_with_the_engines_backends(spied, monkeypatch):
+    """The step graph's replays leave SDPA's backend context out (a CUDA graph calls no SDPA), so the
+    capture and a CPU's replays set it themselves: every SDPA call of a generation, the prefill, the eager
+    steps, the capture and the replays, runs with cuDNN's SDPA off, as the engine's ATTENTION_BACKENDS say."""
+    sdpa, cudnn_on = torch.nn.functional.scaled_dot_product_attention, []
+
+    def spy(*args, **kwargs):
+        cudnn_on.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    lm = tiny_model("llama")
+    ids, mask = left_padded((25, 25))
+    list(generate(lm, ids, mask, max_new_tokens=NEW, cuda_graphs=True, reserve_kv=True,
+                  record_attention=lambda step: step < 5))  # eager steps, then the capture and the replays
+    assert spied["capture"] == 1 and spied["run"] == NEW - 5
+    assert len(cudnn_on) == NEW * lm.config.num_hidden_layers and not any(cudnn_on)  # a call a layer a step
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # outside a generation the default stands
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("knobs", [{}, {"variant": "window", "twin_window": 8, "twin_sinks": 2}])
 def test_recurformer_runs_its_groups_inside_the_step_graph(device, knobs, adapter, spied, monkeypatch):
