@@ -51,7 +51,7 @@ def replays_skipped(skipping: list[bool]):
         graphs.Replay.__call__, step_graphs.replay = call, replay_step
 
 
-def host_steps(lm, policy, prompt: int, steps: int, warm: int = 24) -> dict:
+def host_steps(lm, policy, batch: int, prompt: int, steps: int, warm: int = 24) -> dict:
     """Median host microseconds of a decode step with the step graph's replay skipped."""
     skipping, quiet = [False], []
     quiet_step = step_graphs.quiet_step
@@ -64,7 +64,7 @@ def host_steps(lm, policy, prompt: int, steps: int, warm: int = 24) -> dict:
     step_graphs.quiet_step = counted
     try:
         with replays_skipped(skipping):
-            run = generate(lm, prompts(lm, 1, prompt), policy=policy, max_new_tokens=warm + steps + 1,
+            run = generate(lm, prompts(lm, batch, prompt), policy=policy, max_new_tokens=warm + steps + 1,
                            reserve_kv=True, cuda_graphs=True, ahead=True)
             for i in range(warm):
                 skipping[0] = i >= 4  # the first steps capture (here: call) the graph for real
@@ -82,11 +82,29 @@ def host_steps(lm, policy, prompt: int, steps: int, warm: int = 24) -> dict:
             "graph_steps": sum(quiet), "steps": steps}
 
 
+def batch_rows(lm, policies: dict, batch: int, prompt: int, steps: int, rounds: int) -> list[dict]:
+    """Each mode's median host step at one batch size, over interleaved rounds, against the baseline's."""
+    runs = {m: [] for m in policies}
+    for _ in range(rounds):
+        for m, policy in policies.items():
+            runs[m].append(host_steps(lm, policy, batch, prompt, steps))
+    base = statistics.median(r["host_us_per_step"] for r in runs["baseline"]) if "baseline" in runs else None
+    rows = []
+    for m, rs in runs.items():
+        us = statistics.median(r["host_us_per_step"] for r in rs)
+        ratio = round(us / base, 2) if base else None
+        rows.append({"mode": m, "batch": batch, "host_us_per_step": us, "rounds": [r["host_us_per_step"] for r in rs],
+                     "vs_baseline": ratio, "graph_steps": rs[0]["graph_steps"], "steps": rs[0]["steps"]})
+        print(f"batch {batch} {m:22s} {us:7.1f} us a step  x{ratio}  graph steps {rs[0]['graph_steps']}")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--prompt", type=int, default=1024)
+    ap.add_argument("--batches", default="1,8", help="rows a request, as bench modes runs them")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
@@ -94,19 +112,9 @@ def main() -> None:
     lm = load_model("embedded", device="cpu", dtype="float32")
     modes = args.modes.split(",")
     policies = mode_policies(lm, modes, "embedded", Path("/tmp/host_step_cost"))
-    runs = {m: [] for m in modes}
-    for _ in range(args.rounds):
-        for m in modes:
-            runs[m].append(host_steps(lm, policies[m], args.prompt, args.steps))
-    base = statistics.median(r["host_us_per_step"] for r in runs["baseline"]) if "baseline" in runs else None
-    rows = []
-    for m, rs in runs.items():
-        us = statistics.median(r["host_us_per_step"] for r in rs)
-        rows.append({"mode": m, "host_us_per_step": us, "rounds": [r["host_us_per_step"] for r in rs],
-                     "vs_baseline": round(us / base, 2) if base else None,
-                     "graph_steps": rs[0]["graph_steps"], "steps": rs[0]["steps"]})
-        print(f"{m:22s} {us:7.1f} us a step  x{rows[-1]['vs_baseline']}  graph steps {rs[0]['graph_steps']}")
-    result = {"environment": harness.environment(), "model": "embedded", "batch": 1, "prompt": args.prompt,
+    rows = [row for batch in map(int, args.batches.split(","))
+            for row in batch_rows(lm, policies, batch, args.prompt, args.steps, args.rounds)]
+    result = {"environment": harness.environment(), "model": "embedded", "prompt": args.prompt,
               "cpu_threads": 1, "rows": rows}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
 

@@ -40,6 +40,7 @@ Counts of valid tokens per row are tracked on the host, so reading them never wa
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 
 import torch
@@ -92,8 +93,8 @@ class LayerCache:
         if isinstance(answer, Evict):
             return False
         if isinstance(answer, Window):
-            drops = [held - k for held, k in zip(self.counts, answer.counts)]
-            return any(drops) and not self._can_ring(answer.sinks, drops)
+            drops = self._drops(answer.counts)
+            return drops != {0} and not self._can_ring(answer.sinks, drops)
         return True
 
     def held(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,14 +185,14 @@ class LayerCache:
         oldest non-sink slots are freed for the next tokens to overwrite (a ring, host arithmetic only);
         otherwise the rows are compacted by keep() with scores that rank the same tokens first.
         """
-        drops = [held - k for held, k in zip(self.counts, kept)]
-        assert all(d >= 0 for d in drops), "keep_window: more kept than held"
-        if not any(drops):
+        drops = self._drops(kept)
+        if drops == {0}:
             return
         if self._can_ring(sinks, drops):
             if self.ring is None or self.ring_sinks != sinks:  # a ring over the ordered slots after the sinks
                 self.ring, self.ring_sinks = deque(range(sinks, self.length)), sinks
-            self.free += [self.ring.popleft() for _ in range(drops[0])]
+            (drop,) = drops
+            self.free += [self.ring.popleft() for _ in range(drop)]
             self.counts = list(kept)
             return
         self.keep(self._window_scores(sinks, kept), list(kept))
@@ -217,10 +218,17 @@ class LayerCache:
         only, so that a captured graph can repeat it (evict_graphs.py); kernels/lowest_slot.py."""
         return lowest_slot(scores, self.positions[:, :self.length], self.has_holes, out)
 
-    def _can_ring(self, sinks: int, drops: list[int]) -> bool:
+    def _drops(self, kept: list[int]) -> set[int]:
+        """How many tokens the rows drop to keep kept[b] each, as a set: {0} when none drops, one number
+        when every row drops the same (a set, because this runs for every layer at every streaming step)."""
+        drops = set(map(operator.sub, self.counts, kept))
+        assert min(drops) >= 0, "keep_window: more kept than held"
+        return drops
+
+    def _can_ring(self, sinks: int, drops: set[int]) -> bool:
         """Whether keep_window can free ring slots: the same drop in every row, no holes, enough non-sinks,
         and a ring with these sinks already, or ordered slots to start one over."""
-        if self.has_holes or self.free or len(set(drops)) != 1 or self.length - sinks < drops[0]:
+        if self.has_holes or self.free or len(drops) != 1 or self.length - sinks < max(drops):
             return False
         return (self.ring is not None and self.ring_sinks == sinks) or self.ordered
 

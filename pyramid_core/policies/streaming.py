@@ -67,13 +67,13 @@ class StreamingPolicy(Policy):
     def quiet_step(self, state: PolicyState, counts: list[list[int]], seen: list[int]) -> QuietStep:
         """Every decode step: its answers are windows, which the cache carries out on the host (a ring frees
         the oldest non-sink slot for the next token) after the step's graph."""
-        by_counts, answers = {}, []  # every layer holds the same tokens: mostly one answer serves all (host time)
+        # every layer holds the same tokens: one answer serves a run of layers with the same counts (host time)
+        answers, last_held, answer = [], None, None
         for layer, held in enumerate(counts):
-            key = tuple(held)
-            if key not in by_counts:
-                by_counts[key] = self.window_answer(held, seen)
-            if by_counts[key] is not None:
-                answers.append((layer, by_counts[key]))
+            if held != last_held:
+                last_held, answer = held, self.window_answer(held, seen)
+            if answer is not None:
+                answers.append((layer, answer))
         quiet = QuietStep()
         quiet.answers = tuple(answers)
         return quiet
