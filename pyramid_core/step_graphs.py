@@ -105,7 +105,7 @@ def run(req, tokens: torch.Tensor, quiet: QuietStep) -> torch.Tensor:
             layer.evicted, layer.ordered, layer.ring = graph.evicted[idx], False, None
         else:
             layer.took_next()
-    quiet.done(graph.positions)
+    quiet.done(req.positions[:, None])  # not the graph's buffer, which the next step's inputs overwrite
     for layer, answer in quiet.answers:  # host-only answers (a ring window frees a slot for the next token)
         if req.cache[layer].keys.shape[1] > 0:  # as ask_policy: a layer that caches nothing is not asked
             req.cache[layer].apply(answer)

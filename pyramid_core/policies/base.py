@@ -167,7 +167,8 @@ class QuietStep:
         return None
 
     def done(self, positions: torch.Tensor) -> None:
-        """Host, after the step: the bookkeeping of what the step wrote for the policy; positions [B, 1]."""
+        """Host, after the step: the bookkeeping of what the step wrote for the policy; positions [B, 1], the
+        step's, in a tensor that no later step writes into (a policy may keep it)."""
 
     def scores(self, layer: int, queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
                positions: torch.Tensor, scale: float) -> torch.Tensor:

@@ -346,6 +346,5 @@ class VoterStep(QuietStep):
         return None if voters is None else (voters.queries, self.state.voter_slot)
 
     def done(self, positions: torch.Tensor) -> None:
-        newest = positions.clone()  # the graph's buffer holds the next step's positions soon
         for voters in self.voters:
-            voters.advance(newest)
+            voters.advance(positions)
