@@ -30,19 +30,24 @@ QUESTION_ROOM = 48  # the question and 'Answer:'
 ANSWER_ROOM = 24  # the answer's tokens (pyramid_core.reading.MAX_ANSWER_TOKENS) within the length
 
 
+def fitted_task(maker: TaskMaker, kind: str, length: int, depth: float | None = None) -> dict:
+    """One task whose prompt (BOS included) leaves ANSWER_ROOM of a `length`-token budget."""
+    target = length - QUESTION_ROOM
+    while True:  # lengths are estimated from sentences: shrink the document until the prompt fits
+        task = maker.make(kind, target, depth)
+        n = maker.ntokens(task.prompt) + 1  # + BOS
+        if n <= length - ANSWER_ROOM:
+            break
+        target -= n - (length - ANSWER_ROOM) + 8
+    return {"kind": kind, "length": length, "depth": depth, "prompt": task.prompt, "answer": task.answer,
+            "prompt_tokens": n}
+
+
 def build(maker: TaskMaker, per_cell: int) -> list[dict]:
     rows = []
 
     def add(kind, length, depth=None):
-        target = length - QUESTION_ROOM
-        while True:  # lengths are estimated from sentences: shrink the document until the prompt fits
-            task = maker.make(kind, target, depth)
-            n = maker.ntokens(task.prompt) + 1  # + BOS
-            if n <= length - ANSWER_ROOM:
-                break
-            target -= n - (length - ANSWER_ROOM) + 8
-        rows.append({"kind": kind, "length": length, "depth": depth, "prompt": task.prompt,
-                     "answer": task.answer, "prompt_tokens": n})
+        rows.append(fitted_task(maker, kind, length, depth))
 
     for length in LENGTHS:
         for depth in DEPTHS:
