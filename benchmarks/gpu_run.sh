@@ -54,7 +54,7 @@ for step in "$@"; do
     tests) python -m pytest -q -rs tests/test_graphs.py tests/test_scores.py tests/test_decode_kernel.py tests/test_recurformer.py -k "cuda or gpu or triton or kernel"
       python -m pytest -q -rs tests/test_step_graphs.py -k cuda  # the whole-step graph captured for real
       python -m pytest -q -rs tests/test_decode_kernel.py tests/test_rope_write.py tests/test_rms_norm_kernel.py \
-        tests/test_silu_mul_kernel.py tests/test_lowest_slot_kernel.py tests/test_recurformer_step_kernel.py
+        tests/test_silu_mul_kernel.py tests/test_lowest_slot_kernel.py tests/test_recurformer_step_kernel.py tests/test_transfer.py
       python -m pytest -q -rs tests/test_decode_ahead.py tests/test_fused_weights.py -k "cuda or gpu"
       python -m pytest -q -rs tests/test_h2o_step_kernel.py -k "one_pass or kernel" ;;
     # the opt-in fused decode steps (off by default until these pass and are timed here): their kernels

@@ -246,17 +246,3 @@ def test_pyramidinfer_keeps_the_graph_when_its_voters_fill_their_buffer(spied, m
     assert spied["run"] == 44 and 44 > RecentQueries.SLACK
     assert spied["capture"] == 1  # the buffers moved in place: the graph was never captured again
     assert runs[True] == runs[False]
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_host_ints_reach_a_device_buffer(device):
-    """copy_from_host (each step's slot indices into the step graph): the values land, converted to the
-    buffer's dtype, and an empty list is a no-op rather than an error."""
-    from pyramid_core.transfer import copy_from_host
-
-    buffer = torch.zeros(4, dtype=torch.int32, device=device)
-    copy_from_host(buffer, [7, 0, 2**20, 3])
-    assert buffer.tolist() == [7, 0, 2**20, 3] and buffer.dtype == torch.int32
-    empty = torch.zeros(0, dtype=torch.long, device=device)
-    copy_from_host(empty, [])
-    assert empty.numel() == 0
