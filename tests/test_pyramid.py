@@ -216,13 +216,30 @@ def test_recent_queries_buffer_holds_the_last_width_queries():
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(2, 3, 300, 4, generator=gen)
     pos = torch.arange(300).repeat(2, 1)
-    stored = RecentQueries(q[:, :, 5:10], pos[:, 5:10])
+    stored = RecentQueries(q[:, :, 5:10], pos[:, 5:10], slack=32)
     for t in range(10, 300):
         width = 5 + t // 8  # grows by at most one per step, like PyramidInfer's voter window
         stored.append(q[:, :, t:t + 1], pos[:, t:t + 1], width)
         got_q, got_pos = stored.view(width)
         assert torch.equal(got_q, q[:, :, t + 1 - width:t + 1]), t
         assert torch.equal(got_pos, pos[:, t + 1 - width:t + 1]), t
+
+
+def test_recent_queries_spare_room_is_sized_by_bytes():
+    """A small layer's buffer gets many spare slots, so its queries move rarely (each move is kernels the
+    host launches); a wide batch gets the floor, so the spare room stays a few MiB a layer."""
+    from pyramid_core.policies.recent_queries import MAX_SLACK, MIN_SLACK, RecentQueries, SPARE_BYTES
+
+    def slack(batch, heads, dim, dtype=torch.bfloat16):
+        queries = torch.empty(batch, heads, 7, dim, dtype=dtype, device="meta")
+        return RecentQueries(queries, torch.empty(batch, 7, dtype=torch.long, device="meta")).slack
+
+    assert slack(1, 6, 64) == MAX_SLACK  # the embedded model at batch 1
+    assert slack(128, 40, 128) == MIN_SLACK  # the 13B shape at batch 128: one slot is 1.3 MB
+    middle = slack(8, 32, 128)  # the 7B shape at batch 8
+    assert MIN_SLACK < middle < MAX_SLACK
+    assert middle * (8 * 32 * 128 * 2 + 8 * 8) <= SPARE_BYTES < (middle + 1) * (8 * 32 * 128 * 2 + 8 * 8)
+    assert slack(8, 32, 128, torch.float32) < middle  # bytes, not elements
 
 
 def test_compacting_only_the_tail_equals_a_full_compaction():
@@ -257,7 +274,7 @@ def test_recent_queries_write_decode_positions_when_read():
     gen = torch.Generator().manual_seed(1)
     q = torch.randn(3, 2, 400, 4, generator=gen)
     pos = torch.arange(400).repeat(3, 1) - torch.tensor([[0], [7], [150]])  # rows 1 and 2 start later
-    stored = RecentQueries(q[:, :, :9], pos[:, :9])
+    stored = RecentQueries(q[:, :, :9], pos[:, :9], slack=16)
     for t in range(9, 400):
         width = 9 + t // 5
         stored.append(q[:, :, t:t + 1], pos[:, t:t + 1], width)

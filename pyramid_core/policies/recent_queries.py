@@ -4,22 +4,36 @@ from __future__ import annotations
 
 import torch
 
+SPARE_BYTES = 4 << 20  # spare room a layer's buffer may hold
+MIN_SLACK, MAX_SLACK = 32, 512
+
+
+def slack_for(queries: torch.Tensor) -> int:
+    """Spare slots for a buffer of queries [B, H, W, D]: as many as SPARE_BYTES hold, within
+    [MIN_SLACK, MAX_SLACK]. Each move is ~7 small kernels a layer; with 32 slots on the embedded model at
+    batch 1 they were ~4 launches a decode step, ~10% of a step that the host bounds (H200, 2026-12-01),
+    while at batch 128 on the 13B shape one slot is 1.3 MB a layer and 32 already cost 1.7 GB."""
+    B, H, _, D = queries.shape
+    per_slot = B * H * D * queries.element_size() + B * 8  # a query a row and its int64 position
+    return max(MIN_SLACK, min(MAX_SLACK, SPARE_BYTES // per_slot))
+
+
 class RecentQueries:
     """A layer's most recent queries (after RoPE) and their positions, for decode-time scoring.
 
-    Appending writes in place into a buffer with SLACK spare slots; when they run out, the last
+    Appending writes in place into a buffer with `slack` spare slots; when they run out, the last
     `width` queries move to the buffer's front (growing it if the window has grown). Concatenating at
     every step instead copied the whole window every step: a quarter of a decode step at batch 128 on
     the Llama-2-13B shape (H200, 2026-11-26).
     """
 
-    SLACK = 32
-
-    def __init__(self, queries: torch.Tensor, positions: torch.Tensor):
-        """Start from a prefill's last queries [B, H, W, D] and positions [B, W] (copied)."""
+    def __init__(self, queries: torch.Tensor, positions: torch.Tensor, slack: int | None = None):
+        """Start from a prefill's last queries [B, H, W, D] and positions [B, W] (copied); `slack` spare
+        slots (None: slack_for)."""
         B, H, W, D = queries.shape
-        self.queries = queries.new_empty(B, H, W + self.SLACK, D)
-        self.positions = positions.new_full((B, W + self.SLACK), -1)
+        self.slack = slack_for(queries) if slack is None else slack
+        self.queries = queries.new_empty(B, H, W + self.slack, D)
+        self.positions = positions.new_full((B, W + self.slack), -1)
         self.queries[:, :, :W], self.positions[:, :W] = queries, positions
         self.length = W
         self.unwritten = 0    # single queries appended whose positions are not written yet
@@ -40,7 +54,7 @@ class RecentQueries:
         self._write_positions()
         if self.length + t > self.queries.shape[2]:
             keep = min(width, self.length)
-            self._move_to_front(keep, keep + t + self.SLACK if self._outgrown(width, t) else None)
+            self._move_to_front(keep, keep + t + self.slack if self._outgrown(width, t) else None)
         self.queries[:, :, self.length:self.length + t] = queries
         self.positions[:, self.length:self.length + t] = positions
         self.length += t
@@ -62,7 +76,7 @@ class RecentQueries:
         return True
 
     def _outgrown(self, width: int, t: int) -> bool:
-        return min(width, self.length) + t + self.SLACK // 2 > self.queries.shape[2]
+        return min(width, self.length) + t + self.slack // 2 > self.queries.shape[2]
 
     def _move_to_front(self, keep: int, new_size: int | None) -> None:
         """The last `keep` queries to the front: of new buffers of new_size slots, or (None) of the same."""
