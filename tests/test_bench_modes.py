@@ -42,6 +42,28 @@ def test_rounds_put_every_mode_at_every_position_and_vary_who_follows_the_baseli
             assert len(after_base) > 1
 
 
+def test_short_runs_get_more_rounds_until_every_mode_has_decoded_long_enough(monkeypatch):
+    """A cell whose runs decode briefly runs rounds until its fastest mode has decoded min_decode_s in all
+    (its noise is the host's, which more runs average out), within max_repeats; a cell of long runs keeps
+    `repeats`; min_decode_s 0 keeps `repeats` whatever the runs' length."""
+    from pyramid_core.bench import modes
+
+    rates = {"baseline": 1000.0, "fast": 4000.0}  # tokens/s: 64 tokens at batch 2 take 0.128 s and 0.032 s
+    monkeypatch.setattr(modes, "decode_run", lambda lm, policy, batch, prompt, new_tokens, reserve: {
+        "decode_tokens_per_s": rates[policy], "step_ms": 1e3 * batch / rates[policy], "warmup_s": 0.0,
+        "prefill_s": 0.0, "kv_tokens_held": 1})
+
+    def rounds_run(min_decode_s, max_repeats=15):
+        grid = Grid(new_tokens=64, repeats=3, min_decode_s=min_decode_s, max_repeats=max_repeats)
+        runs = modes.rounds(None, {"baseline": "baseline", "fast": "fast"}, 2, 24, grid)
+        assert len(runs["baseline"]) == len(runs["fast"])
+        return len(runs["fast"])
+
+    assert rounds_run(0.3) == 10  # 0.032 s a run: 9 rounds make 0.288 s, 10 make 0.32
+    assert rounds_run(0.3, max_repeats=6) == 6
+    assert rounds_run(0.05) == 3 and rounds_run(0.0) == 3
+
+
 def test_modes_grid_covers_every_mode_and_writes_both_files(tmp_path):
     grid = Grid(shapes=("tiny",), batches=(1, 2), prompts=(24, 40), new_tokens=4, warmup_tokens=2, repeats=2)
     results = run_grid(grid, tmp_path, load=lambda shape, longest: tiny_model("llama", layers=2), name="m")
@@ -106,9 +128,11 @@ def test_the_command_line_reaches_the_grid(monkeypatch, tmp_path):
                                           "--policy-tokens", "400", "--out", str(tmp_path)]))
     (grid, name), = grids
     assert grid.prompts == (1024,) and grid.policy_tokens == 400 and grid.new_tokens == 64
+    assert grid.min_decode_s == 0.5  # the command line's default: the small shape's cells get more rounds
     assert grid.shapes == ("llama2-7b",) and name == "modes_quick_llama2-7b"
-    suites.suite_modes(parser.parse_args(["modes", "--out", str(tmp_path)]))
+    suites.suite_modes(parser.parse_args(["modes", "--min-decode-s", "0", "--out", str(tmp_path)]))
     assert grids[-1][0].prompts == (1024, 8192) and grids[-1][0].policy_tokens is None
+    assert grids[-1][0].min_decode_s == 0.0
 
 
 def test_reserve_kv_reaches_every_run_of_the_grid(tmp_path, monkeypatch):

@@ -9,11 +9,12 @@ mark as one-time work (StepRecord.warmup_s), which the decode rate leaves out (m
 
 Repeats, because one pass is noise: the same code's batch-1 baseline on the embedded model measured
 553-581 tokens/s in one process and 336-338 in another (benchmarks/modes/noise_embedded_b1.md). Each
-(shape, batch, prompt) runs `repeats` rounds, every mode once a round, in an order that changes per
-round (round_order), so a slow stretch of the machine lands on all modes rather than on one. A cell
-reports the median tokens/s, its spread ((max - min) / median) and the median of the paired ratios
-mode_r / baseline_r: the baseline of the same round, so a round where everything ran slow leaves the
-ratio where it was, and a slow baseline run cannot flatter every mode.
+(shape, batch, prompt) runs `repeats` rounds (more where runs are short: Grid.min_decode_s), every mode
+once a round, in an order that changes per round (round_order), so a slow stretch of the machine lands
+on all modes rather than on one. A cell reports the median tokens/s, its spread ((max - min) / median)
+and the median of the paired ratios mode_r / baseline_r: the baseline of the same round, so a round
+where everything ran slow leaves the ratio where it was, and a slow baseline run cannot flatter every
+mode.
 
 At batch 1 one more run wraps the policy in TimedPolicy (overhead.py): the milliseconds per decode step
 the policy's scoring and selection add to the GPU's timeline (CUDA events, no synchronisation), and
@@ -46,7 +47,8 @@ SHAPES = ("embedded", "llama3.2-1b", "llama2-7b")
 @dataclass
 class Grid:
     """What `bench modes` runs. new_tokens 64 (--quick) and 3 repeats keep the full grid within a
-    ~6-minute call (one pass took ~190 s on an H200, of which ~65 s were the measured runs)."""
+    ~6-minute call (one pass took ~190 s on an H200, of which ~65 s were the measured runs); min_decode_s
+    adds rounds where the runs are short (the embedded model's), at a few seconds a cell."""
 
     shapes: tuple[str, ...] = SHAPES
     modes: tuple[str, ...] = tuple(ALL_POLICIES)
@@ -55,6 +57,9 @@ class Grid:
     new_tokens: int = 256
     warmup_tokens: int = 8
     repeats: int = 3
+    # more rounds, up to max_repeats, until every mode of a cell has decoded this long (0: repeats only)
+    min_decode_s: float = 0.0
+    max_repeats: int = 15
     policy_tokens: int | None = None  # the policy-timing run's tokens (None: new_tokens)
     reserve_kv: bool = False  # every run reserves its KV (cache.py): silent policies decode as one graph a step
 
@@ -177,13 +182,25 @@ def summary(runs: list[dict], base_rates: list | None, batch: int) -> dict:
 
 
 def rounds(lm, policies: dict, batch: int, prompt: int, grid: Grid) -> dict[str, list[dict]]:
-    """grid.repeats rounds, every mode once a round in round_order: each mode's runs, one a round."""
+    """Rounds of every mode once in round_order: each mode's runs, one a round. grid.repeats rounds, and more
+    (up to grid.max_repeats) while a mode has decoded less than grid.min_decode_s over its runs: on the
+    embedded model a 64-token run decodes for ~30 ms, which one slow stretch of the host moves by 20%
+    (modes_quick_2026-12-01_host_cuts.json: spreads of 12-31% at batch 1 and 8 x 1k), where the large
+    shapes' cells spread by 0-6%."""
     runs = {mode: [] for mode in policies}
-    for r in range(grid.repeats):
+    r = 0
+    while r < grid.repeats or (r < grid.max_repeats and shortest_decode_s(runs, batch, grid) < grid.min_decode_s):
         for position, mode in enumerate(round_order(list(policies), r)):
             run = decode_run(lm, policies[mode], batch, prompt, grid.new_tokens, grid.reserve_kv)
             runs[mode].append({**run, "position": position})
+        r += 1
     return runs
+
+
+def shortest_decode_s(runs: dict[str, list[dict]], batch: int, grid: Grid) -> float:
+    """The least time any mode has spent decoding over its runs so far (each run's tokens at its rate)."""
+    return min(sum(grid.new_tokens * batch / run["decode_tokens_per_s"] for run in mode_runs
+                   if run["decode_tokens_per_s"]) for mode_runs in runs.values())
 
 
 def cells(lm, shape: str, policies: dict, grid: Grid) -> list[dict]:

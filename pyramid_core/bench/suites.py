@@ -204,11 +204,11 @@ def suite_recurformer(args) -> dict:
 
 def suite_modes(args) -> dict:
     """Every mode's decode tokens/s against the baseline's: batch 1/8 x prompt 1k/8k x three shapes, each cell
-    the median of --repeats interleaved rounds (modes.py)."""
+    the median of --repeats interleaved rounds or more, until each mode has decoded --min-decode-s (modes.py)."""
     from .modes import Grid, run_grid
 
     grid = Grid(new_tokens=64 if args.quick else args.new_tokens, repeats=args.repeats,
-                policy_tokens=args.policy_tokens, reserve_kv=args.reserve_kv)
+                min_decode_s=args.min_decode_s, policy_tokens=args.policy_tokens, reserve_kv=args.reserve_kv)
     if args.shapes:
         grid.shapes = tuple(args.shapes.split(","))
     if args.modes:

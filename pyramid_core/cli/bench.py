@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "400 reaches PyramidInfer's decode-time cuts after a 1k prompt (the first at step 277)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="modes: interleaved rounds per cell; the median and the paired ratio are reported")
+    parser.add_argument("--min-decode-s", type=float, default=0.5,
+                        help="modes: more rounds (up to 15) until every mode of a cell has decoded this many seconds "
+                             "in all; 0 runs --repeats only")
 
 
 def run(args: argparse.Namespace) -> dict:
