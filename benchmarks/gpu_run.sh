@@ -78,7 +78,7 @@ for step in "$@"; do
     step_time) PYTHONPATH=. python benchmarks/step_graph_time.py llama2-7b 1024 "$RES/step_graph_time_7b_1k.json" ;;
     # each mode's step on the embedded model (host about equal to GPU there): generate's, the engine's, the replay
     step_time_modes) PYTHONPATH=. python benchmarks/step_graph_time.py embedded 1024 \
-        "$RES/step_graph_time_embedded_1k.json" baseline pyramid streaming h2o snapkv recurformer ;;
+        "$RES/step_graph_time_embedded_1k.json" baseline pyramid streaming h2o snapkv recurformer pyramid+recurformer ;;
     table1_reserve) python -m pyramid_core bench table1 --reserve-kv --memory-cap-gb 80 \
         --batch32-methods hf-generate,engine-baseline,pyramid-45 --methods hf-generate,engine-baseline,pyramid-45 \
         --out "$RES" ;;
