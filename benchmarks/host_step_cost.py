@@ -64,11 +64,7 @@ def host_steps(lm, policy, batch: int, prompt: int, steps: int, warm: int = 24) 
     step_graphs.quiet_step = counted
     try:
         with replays_skipped(skipping):
-            run = generate(lm, prompts(lm, batch, prompt), policy=policy, max_new_tokens=warm + steps + 1,
-                           reserve_kv=True, cuda_graphs=True, ahead=True)
-            for i in range(warm):
-                skipping[0] = i >= 4  # the first steps capture (here: call) the graph for real
-                next(run)
+            run = warmed_run(lm, policy, batch, prompt, steps, warm, skipping)
             quiet.clear()
             times = []
             for _ in range(steps):
@@ -80,6 +76,17 @@ def host_steps(lm, policy, batch: int, prompt: int, steps: int, warm: int = 24) 
         step_graphs.quiet_step = quiet_step
     return {"host_us_per_step": round(1e6 * statistics.median(times), 1),
             "graph_steps": sum(quiet), "steps": steps}
+
+
+def warmed_run(lm, policy, batch: int, prompt: int, steps: int, warm: int, skipping: list[bool]):
+    """A reserved-KV generation with `steps` decode steps left after `warm`, its replays skipped from the fifth
+    step on (under replays_skipped(skipping)): the first steps capture (here: call) the graph for real."""
+    run = generate(lm, prompts(lm, batch, prompt), policy=policy, max_new_tokens=warm + steps + 1,
+                   reserve_kv=True, cuda_graphs=True, ahead=True)
+    for i in range(warm):
+        skipping[0] = i >= 4
+        next(run)
+    return run
 
 
 def batch_rows(lm, policies: dict, batch: int, prompt: int, steps: int, rounds: int) -> list[dict]:
