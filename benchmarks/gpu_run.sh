@@ -15,6 +15,7 @@
 #   bash benchmarks/gpu_run.sh split_sweep step_time  # the split decode kernel's settings at batch 1 (~1 min); where
 #       a batch-1 7B step of the whole-step graph spends its time, kernels by name (~1 min)
 #   bash benchmarks/gpu_run.sh step_time_modes    # the same for each mode on the embedded model (~1 min)
+#   bash benchmarks/gpu_run.sh step_time_7b_modes # the same on the 7B shape for the baseline, H2O and RecurFormer (~2 min)
 #   bash benchmarks/gpu_run.sh start modes_reserve policy_share_reserve roofline table1_reserve targets
 #       # issue 19's whole record in one call on one card (~14 min), then its verdicts (benchmarks/targets_*.md)
 #   bash benchmarks/gpu_run.sh modes_reserve_7b h2o_reserve_7b  # the 7B rows of modes_reserve, H2O apart (~4 min)
@@ -79,6 +80,9 @@ for step in "$@"; do
     # each mode's step on the embedded model (host about equal to GPU there): generate's, the engine's, the replay
     step_time_modes) PYTHONPATH=. python benchmarks/step_graph_time.py embedded 1024 \
         "$RES/step_graph_time_embedded_1k.json" baseline pyramid streaming h2o snapkv recurformer pyramid+recurformer ;;
+    # the 7B shape's step kernel by kernel for the modes short of the baseline there (~2 min)
+    step_time_7b_modes) PYTHONPATH=. python benchmarks/step_graph_time.py llama2-7b 1024 \
+        "$RES/step_graph_time_7b_1k_modes.json" baseline h2o recurformer ;;
     table1_reserve) python -m pyramid_core bench table1 --reserve-kv --memory-cap-gb 80 \
         --batch32-methods hf-generate,engine-baseline,pyramid-45 --methods hf-generate,engine-baseline,pyramid-45 \
         --out "$RES" ;;
