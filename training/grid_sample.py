@@ -55,11 +55,14 @@ def score_cell(lm, maker: TaskMaker, length: int, depth: float, per_cell: int, s
 def table(cells: list[dict]) -> str:
     lines = ["| length \\ depth | " + " | ".join(str(d) for d in DEPTHS) + " |", "| --- " * (len(DEPTHS) + 1) + "|"]
     for length in LENGTHS:
-        row = [c for c in cells if c["length"] == length]
-        lines.append(f"| {length} | " + " | ".join(
-            f"{c['right']}/{c['n']} ({c['right'] / c['n']:.0%}, {wilson(c['right'], c['n'])[0]:.0%}-"
-            f"{wilson(c['right'], c['n'])[1]:.0%})" for c in row) + " |")
+        lines.append(f"| {length} | " + " | ".join(cell_text(c) for c in cells if c["length"] == length) + " |")
     return "\n".join(lines)
+
+
+def cell_text(cell: dict) -> str:
+    """'36/40 (90%, 77%-96%)': right of n, the share, its 95% interval."""
+    low, high = wilson(cell["right"], cell["n"])
+    return f"{cell['right']}/{cell['n']} ({cell['right'] / cell['n']:.0%}, {low:.0%}-{high:.0%})"
 
 
 def main():
