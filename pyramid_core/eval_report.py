@@ -304,8 +304,10 @@ def reading_summary(result: dict) -> str:
     base = result["modes"]["baseline"]["summary"]
     targets = result["settings"]["targets"]
     worst = min((v, n, d) for n, row in base["grid"].items() for d, v in row.items()) if base["grid"] else None
-    parts = [f"{base['accuracy'].get(k, 0):.1%} of the {k} tasks (target {t:.0%}: "
-             f"{'met' if base['accuracy'].get(k, 0) >= t else 'missed'})" for k, t in targets.items()]
+    accuracy = base["accuracy"]  # only the kinds scored (eval --reading-kinds may leave some out)
+    parts = [f"{accuracy[k]:.1%} of the {k} tasks" + (f" (target {targets[k]:.0%}: "
+             f"{'met' if accuracy[k] >= targets[k] else 'missed'})" if k in targets else "")
+             for k in sorted(accuracy, key=lambda k: k not in targets)]  # the kinds with targets first
     text = "With the full cache the model answers " + "; ".join(parts) + "."
     if worst:
         grid_met = worst[0] >= targets.get("single", 0)
@@ -314,8 +316,8 @@ def reading_summary(result: dict) -> str:
     for mode, m in result["modes"].items():
         if mode == "baseline":
             continue
-        acc = m["summary"]["accuracy"]
-        text += (f" {mode} (KV share {m['summary']['kv_share']:.3f}): single {acc.get('single', 0):.1%}, "
-                 f"story {acc.get('story', 0):.1%}, against {base['accuracy'].get('single', 0):.1%} and "
-                 f"{base['accuracy'].get('story', 0):.1%} for the baseline.")
+        acc, kinds = m["summary"]["accuracy"], [k for k in targets if k in accuracy]
+        text += (f" {mode} (KV share {m['summary']['kv_share']:.3f}): "
+                 + ", ".join(f"{k} {acc[k]:.1%}" for k in kinds) + ", against "
+                 + " and ".join(f"{accuracy[k]:.1%}" for k in kinds) + " for the baseline.") if kinds else ""
     return text

@@ -35,14 +35,20 @@ READING_FILE = asset("reading_eval.jsonl.gz")
 MAX_ANSWER_TOKENS = 24  # the longest stored answers ("4821 and 7730", dates, names) take ~12
 
 
-def load_tasks(path: str | Path = READING_FILE, limit: int | None = None) -> list[dict]:
+def load_tasks(path: str | Path = READING_FILE, limit: int | None = None,
+               kinds: list[str] | None = None) -> list[dict]:
     """The stored tasks (dicts: kind, prompt, answer, length, depth), at most `limit` per (kind, length,
-    depth) cell."""
+    depth) cell, only those of `kinds` if given."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"no reading tasks at {path}")
     with gzip.open(path, "rt", encoding="utf-8") as f:
         tasks = [json.loads(line) for line in f if line.strip()]
+    if kinds:
+        stored = sorted({t["kind"] for t in tasks})
+        if set(kinds) - set(stored):
+            raise ValueError(f"no {sorted(set(kinds) - set(stored))} tasks in {path.name}; it holds {stored}")
+        tasks = [t for t in tasks if t["kind"] in kinds]
     if limit:
         seen = defaultdict(int)
         kept = []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
-from rank_snapshots import pick, sample_answers, sample_misses  # noqa: E402
+from rank_snapshots import markdown, pick, sample_answers, sample_misses  # noqa: E402
 
 
 def row(name, ppl, single, story):
@@ -54,3 +54,12 @@ def test_the_shipped_model_misses_no_sample_prompt_and_a_random_one_misses_all()
     random_lm.tokenizer = tiny_tokenizer()
     said = sample_answers(random_lm)  # what each answered is kept, right or wrong
     assert list(said) == names and all(isinstance(a["said"], str) and not a["right"] for a in said.values())
+
+
+def test_the_table_splits_stories_by_what_they_ask_and_shows_the_list_probe():
+    """Rows scored since the split and the probe show them; older rank files' rows show '-' in their place."""
+    new = {**row("new", 33.0, 0.9, 0.5), "story_asks": {"who": 0.406, "count": 0.792, "where": 0.542},
+           "list_probe": 0.25, "samples_missed": []}
+    lines = markdown([new, row("old", 31.0, 0.9, 0.4)]).splitlines()
+    assert "story who / count / where" in lines[0] and "several-facts list" in lines[0]
+    assert "| 41% / 79% / 54% | 25% |" in lines[2] and "| - / - / - | - |" in lines[3]

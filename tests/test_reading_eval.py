@@ -84,6 +84,18 @@ def test_load_tasks_limits_each_cell(tmp_path):
         reading.load_tasks(tmp_path / "missing.jsonl.gz")
 
 
+def test_load_tasks_keeps_the_asked_kinds_in_order(tmp_path):
+    path = tmp_path / "tasks.jsonl.gz"
+    rows = [{"kind": k, "length": 512, "depth": None, "prompt": f"p{i}", "answer": "a"}
+            for i, k in enumerate(("story", "single", "story", "quote"))]
+    with gzip.open(path, "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    assert [t["prompt"] for t in reading.load_tasks(path, kinds=["story"])] == ["p0", "p2"]
+    assert [t["prompt"] for t in reading.load_tasks(path, kinds=["quote", "story"])] == ["p0", "p2", "p3"]
+    with pytest.raises(ValueError, match=r"no \['riddle'\] tasks.*holds \['quote', 'single', 'story'\]"):
+        reading.load_tasks(path, kinds=["riddle"])
+
+
 def test_stored_tasks_are_in_the_answer_format():
     tasks = reading.load_tasks()
     kinds = {t["kind"] for t in tasks}
@@ -118,3 +130,26 @@ def test_cli_reading_report(tmp_path, tiny, monkeypatch):
     assert "| baseline |" in md and "| streaming |" in md and "depth 0" in md
     by_depth = md.split("every mode:")[1]  # the per-depth table names every mode
     assert "| baseline | " in by_depth and "| streaming | " in by_depth
+
+
+def test_cli_reading_kinds_score_only_those_kinds(tmp_path, tiny, monkeypatch):
+    """eval --reading --reading-kinds story answers the stories alone and says so in its settings, which
+    training/sort_misses.py reads to pair results with tasks."""
+    from pyramid_core.cli import eval as cli_eval
+    from pyramid_core.cli import main
+
+    lm, _ = tiny
+    path = tmp_path / "tasks.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        for kind in ("single", "story", "single"):
+            f.write(json.dumps({"kind": kind, "length": 512, "depth": None, "prompt": "the cat sat on the mat " * 8,
+                                "answer": "mat", "prompt_tokens": 50}) + "\n")
+    monkeypatch.setattr(cli_eval, "load_model", lambda *a, **k: lm)
+    out = tmp_path / "report"
+    assert main(["eval", "--reading", "--reading-file", str(path), "--reading-kinds", "story", "--out", str(out),
+                 "--json"]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["settings"]["kinds"] == ["story"] and result["settings"]["count"] == 1
+    assert [r["kind"] for r in result["modes"]["baseline"]["results"]] == ["story"]
+    measured = out.with_suffix(".md").read_text().split("## What we measured")[1]
+    assert "of the story tasks (target 70%" in measured and "single" not in measured  # no target for unscored kinds

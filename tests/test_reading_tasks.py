@@ -665,3 +665,28 @@ def test_training_story_documents_hold_their_asides():
         assert task.answer in task.document
         holding += any(part in task.document for part in fixed)
     assert holding >= 40, holding
+
+
+def _asked_kinds(maker, n: int) -> list[str]:
+    questions = maker.pools.story_questions
+    out = []
+    for _ in range(n):
+        events, k, question, _ = maker.story_plan()
+        out.append(_kind_of(question, events[k], questions))
+    return out
+
+
+def test_story_asks_weigh_what_training_stories_ask():
+    """story_asks={"who": 3}: 'who' in about half the training stories (3 of the 3 + 3 weights an event can be
+    asked by), against about a quarter without it; weights of 0 leave a kind out."""
+    alike = _asked_kinds(rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=8), 400)
+    favoured = _asked_kinds(rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=8, story_asks={"who": 3}), 400)
+    assert 0.15 < alike.count("who") / 400 < 0.35, alike.count("who")
+    assert 0.4 < favoured.count("who") / 400 < 0.6, favoured.count("who")
+    only = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=8,
+                        story_asks={"who": 1, "count": 0, "where": 0, "what": 0, "when": 0})
+    asked = _asked_kinds(only, 200)
+    # an event that no 'who' template singles out (two people did the same thing) is asked another way
+    assert asked.count("who") >= 180 and set(asked) - {"who"} <= {"count", "where", "when", "what"}
+    with pytest.raises(ValueError, match="riddle"):
+        rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=8, story_asks={"riddle": 1})

@@ -28,3 +28,15 @@ def test_only_wrong_results_of_the_asked_kinds_are_sorted():
     assert dict(misses["single"]) == {sm.EXCLUSIVE: [("Hugo Varga", "Nobody")]}
     table = sm.markdown(misses)
     assert "## single: 1 misses" in table and "'Hugo Varga' -> 'Nobody'" in table
+
+
+def test_stories_are_counted_by_what_their_question_asks():
+    asked = ["Who milked the goats?", "Which person drew the maps?", "How many maps did Hugo draw?",
+             "What number of goats did Ada milk?", "Where were the maps drawn?"]
+    tasks = [{"prompt": f"{DOC}\n\nQuestion: {q}\nAnswer:"} for q in asked] + [{"prompt": DOC}]
+    results = [{"kind": "story", "right": right} for right in (True, False, True, True, False)] + \
+        [{"kind": "single", "right": False}]
+    assert [sm.story_asked(t["prompt"]) for t in tasks[:5]] == ["who", "who", "count", "count", "where"]
+    table = sm.story_asks_table(results, tasks)
+    assert "| who | 1 | 2 | 50.0% |" in table and "| count | 2 | 2 | 100.0% |" in table
+    assert "| where | 0 | 1 | 0.0% |" in table and "single" not in table

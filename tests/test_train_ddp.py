@@ -5,6 +5,7 @@ one model (identical weights at the end, changed from the start), draw different
 import json
 import lzma
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -203,3 +204,21 @@ def test_a_kind_can_train_documents_of_its_facts_alone(data):
     with pytest.raises(SystemExit):
         te.parse_args(["--kind-tokens", "multi=20:60"])
     assert all(n <= 150 for n in first_task_tokens(data, (1000, 1200), {"multi": (40, 60)}, "multi"))
+
+
+def test_story_asks_reach_the_training_stories(data):
+    """--story-asks who=1,count=0,... makes (nearly) every training story row ask 'who'; bad weights are refused."""
+    args = te.parse_args(["--story-asks", "who=1,count=0,where=0,what=0,when=0"])
+    assert args.story_asks == {"who": 1.0, "count": 0.0, "where": 0.0, "what": 0.0, "when": 0.0}
+    for bad in ("riddle=1", "who=-1"):
+        with pytest.raises(SystemExit):
+            te.parse_args(["--story-asks", bad])
+    texts, tok_file, bos, eos = reading_rows_inputs(data)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(tok_file)
+    stream = iter(te.TaskRows(texts, tok_file, 2047, 0, bos, eos, {"story": 1.0}, lengths=(150, 300),
+                              story_asks=args.story_asks))
+    questions = [q for _ in range(3) for q in re.findall(r"Question: (.*)\n", tok.decode(next(stream)[0].tolist()))]
+    who = [q for q in questions if q.startswith(("Who", "Which", "Name the person", "By whom"))]
+    assert len(questions) >= 10 and len(who) >= 0.9 * len(questions), questions

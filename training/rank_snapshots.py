@@ -30,6 +30,9 @@ from pyramid_core import evaluate, reading  # noqa: E402
 from pyramid_core.models import load_model  # noqa: E402
 from pyramid_core.resources import asset  # noqa: E402
 
+import list_probe  # noqa: E402  (training/, beside this file)
+from sort_misses import story_rights  # noqa: E402
+
 
 def heldout_ppl(lm, windows: int = 6) -> float:
     ids = lm.tokenizer(asset("heldout.txt").read_text(), add_special_tokens=False).input_ids
@@ -67,23 +70,34 @@ def sample_misses(lm) -> list[str]:
 
 def score(model_dir: str, tasks: list[dict], device: str, dtype: str) -> dict:
     lm = load_model(model_dir, device=device, dtype=dtype)
-    summary = reading.summary(reading.score(lm, tasks, batch=16))
+    results = reading.score(lm, tasks, batch=16)
+    summary = reading.summary(results)
     worst = min(v for row in summary["grid"].values() for v in row.values())
     answers = sample_answers(lm)
+    stories = story_rights(results, tasks)
     return {"model": model_dir, "ppl": heldout_ppl(lm), "accuracy": summary["accuracy"],
             "worst_single_cell": worst, "grid": summary["grid"],
+            "story_asks": {kind: sum(marks) / len(marks) for kind, marks in stories.items()},
+            "list_probe": list_probe.share_right(lm),
             "samples_missed": missed(answers),
             "sample_answers": {name: answer["said"] for name, answer in answers.items()}}
 
 
 def markdown(rows: list[dict]) -> str:
+    """One row a model. The story's split by what it asks and the list probe are '-' for rows scored before
+    they were (older rank files)."""
     kinds = sorted(rows[0]["accuracy"])
-    lines = ["| model | heldout ppl | " + " | ".join(kinds) + " | worst single cell | sample prompts missed |",
-             "| --- | --- | " + " | ".join("---" for _ in kinds) + " | --- | --- |"]
+    lines = ["| model | heldout ppl | " + " | ".join(kinds) + " | story who / count / where | several-facts list "
+             "| worst single cell | sample prompts missed |",
+             "| --- | --- | " + " | ".join("---" for _ in kinds) + " | --- | --- | --- | --- |"]
     for r in rows:
         acc = " | ".join(f"{r['accuracy'][k]:.1%}" for k in kinds)
+        asks = r.get("story_asks", {})
+        asks = " / ".join(f"{asks[k]:.0%}" if k in asks else "-" for k in ("who", "count", "where"))
+        probe = f"{r['list_probe']:.0%}" if "list_probe" in r else "-"
         missed = ", ".join(r["samples_missed"]) or "none" if "samples_missed" in r else "-"
-        lines.append(f"| {r['model']} | {r['ppl']:.2f} | {acc} | {r['worst_single_cell']:.0%} | {missed} |")
+        lines.append(f"| {r['model']} | {r['ppl']:.2f} | {acc} | {asks} | {probe} | {r['worst_single_cell']:.0%} "
+                     f"| {missed} |")
     return "\n".join(lines) + "\n"
 
 

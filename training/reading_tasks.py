@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import random
 import re
 import string
@@ -497,6 +498,7 @@ MORE_STORY_QUESTIONS = {
     "when": ("When did {agent} {base} the {noun}?", "When were the {noun} {past_passive}?",
              "At what time did {agent} {base} {count} {noun}?"),
 }
+STORY_ASKS = tuple(dict.fromkeys([*STORY_QUESTIONS, *MORE_STORY_QUESTIONS]))  # what a story question asks
 
 
 def event_sentence(shape: str, **slots: str) -> str:
@@ -1220,10 +1222,16 @@ class TaskMaker:
 
     KINDS = ("single", "multi", "two", "story", "quote")
 
-    def __init__(self, texts: list[str], tokenizer, split: str = "train", seed: int = 0):
+    def __init__(self, texts: list[str], tokenizer, split: str = "train", seed: int = 0,
+                 story_asks: dict[str, float] | None = None):
+        """story_asks: relative weights of what training stories ask ({"who": 3}: three times as many "who"
+        questions as each other kind; a kind left out weighs 1); None asks every kind alike."""
         self.texts = [t for t in texts if len(t) > 400]
         assert self.texts, "no natural documents to read"
-        self.tok, self.rng = tokenizer, random.Random(seed)
+        unknown = set(story_asks or {}) - set(STORY_ASKS)
+        if unknown:
+            raise ValueError(f"unknown story question kinds {sorted(unknown)}; known: {STORY_ASKS}")
+        self.tok, self.rng, self.story_asks = tokenizer, random.Random(seed), story_asks
         self.pools = Pools(split, self.rng)
         # training facts and questions are composed (Composer); building them draws nothing
         self.composers = {r.name: Composer(PHRASEBOOKS[r.name], self.rng) for r in self.pools.relations} \
@@ -1505,13 +1513,20 @@ class TaskMaker:
         """(asked event, question kind, template): a template whose words match the asked event only.
         Terminates: events differ in (agent, verb, noun), which every 'count' template names."""
         r, questions = self.rng, self.pools.story_questions
-        while True:
+        for attempt in itertools.count():
             k = r.randrange(len(events))
             wrong = "where" if events[k].when else "when"
-            kind = r.choice([q for q in questions if q != wrong])
+            kinds = [q for q in questions if q != wrong]
+            # the weights give way after many misses: a story may have no event that a favoured kind singles out
+            kind = self.weighted_ask(kinds) if attempt < 50 else r.choice(kinds)
             fitting = [t for t in questions[kind] if singles_out(t, events, k)]
             if fitting:
                 return k, kind, r.choice(fitting)
+
+    def weighted_ask(self, kinds: list[str]) -> str:
+        """One of `kinds`, drawn by story_asks (alike without it, or where every weight there is 0)."""
+        weights = [self.story_asks.get(kind, 1.0) for kind in kinds] if self.story_asks else []
+        return self.rng.choices(kinds, weights)[0] if sum(weights) > 0 else self.rng.choice(kinds)
 
     def story_texts(self, events: list[Event], k: int) -> tuple[list[tuple[float, str]], str]:
         """(depth, text) inserts and the asked event's text. Layouts: each event anywhere, all in one

@@ -2,20 +2,21 @@
 
     python3 training/sort_misses.py benchmarks/reading_embedded_gpu.json > benchmarks/reading_run12_misses.md
 
-Reads an `eval --reading --json` result and the tasks it scored (`reading_eval.jsonl.gz`, in the same order),
-and prints, per kind, how many misses fall in each class with a few examples: what the next training data
-should change follows from which class dominates.
+Reads an `eval --reading --json` result and the tasks it scored (`reading_eval.jsonl.gz`, in the same order,
+only its `--reading-kinds` where it had them), and prints, per kind, how many misses fall in each class with a few
+examples: what the next training data should change follows from which class dominates. Stories are also counted
+by what their question asks (who, how many, where), the binding each needs.
 """
 
 import argparse
 import collections
 import difflib
-import gzip
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pyramid_core import reading  # noqa: E402
 from pyramid_core.resources import asset  # noqa: E402
 
 EXCLUSIVE = 'the first word of an exclusive phrasing ("Nobody but X drives ...")'
@@ -33,6 +34,33 @@ def miss_class(answer: str, given: str, document: str) -> str:
     if given and given in document:
         return "another span of the document (another fact's value, another person or place)"
     return "words not in the document"
+
+
+# what a held-out story question asks, by its opening words (reading_tasks.STORY_QUESTIONS)
+STORY_ASKED = {"who": ("Who ", "Which person "), "count": ("How many ", "What number "), "where": ("Where ",)}
+
+
+def story_asked(prompt: str) -> str:
+    question = prompt.rsplit("Question: ", 1)[1].split("\n", 1)[0]
+    return next((kind for kind, starts in STORY_ASKED.items() if question.startswith(starts)), "other")
+
+
+def story_rights(results: list[dict], tasks: list[dict]) -> dict[str, list[bool]]:
+    """{what the question asks: [right, ...]} over the stories."""
+    rights = collections.defaultdict(list)
+    for result, task in zip(results, tasks, strict=True):
+        if result["kind"] == "story":
+            rights[story_asked(task["prompt"])].append(result["right"])
+    return dict(rights)
+
+
+def story_asks_table(results: list[dict], tasks: list[dict]) -> str:
+    """The stories' accuracy by what their question asks: which binding the model lacks."""
+    rights = story_rights(results, tasks)
+    lines = ["## story, by what the question asks", "", "| asks | right | of | share |", "| --- | --- | --- | --- |"]
+    for kind, marks in sorted(rights.items(), key=lambda kv: -len(kv[1])):
+        lines.append(f"| {kind} | {sum(marks)} | {len(marks)} | {sum(marks) / len(marks):.1%} |")
+    return "\n".join(lines + [""])
 
 
 def sorted_misses(results: list[dict], tasks: list[dict], kinds: tuple[str, ...]) -> dict:
@@ -64,11 +92,15 @@ def main():
     ap.add_argument("result", help="an `eval --reading --json` result file")
     ap.add_argument("--mode", default="baseline")
     ap.add_argument("--kinds", default="single,story")
+    ap.add_argument("--tasks", default=str(asset("reading_eval.jsonl.gz")),
+                    help="the tasks the result scored (its --reading-file; its --reading-kinds are read from it)")
     args = ap.parse_args()
-    results = json.load(open(args.result))["modes"][args.mode]["results"]
-    with gzip.open(asset("reading_eval.jsonl.gz"), "rt") as f:
-        tasks = [json.loads(line) for line in f]
+    scored = json.load(open(args.result))
+    results = scored["modes"][args.mode]["results"]
+    tasks = reading.load_tasks(args.tasks, kinds=scored["settings"].get("kinds"))
     print(markdown(sorted_misses(results, tasks, tuple(args.kinds.split(",")))))
+    if any(r["kind"] == "story" for r in results):
+        print(story_asks_table(results, tasks))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from grow_layers import grow_layers  # noqa: E402  (sibling scripts, not a package)
-from reading_tasks import TaskMaker  # noqa: E402
+from reading_tasks import STORY_ASKS, TaskMaker  # noqa: E402
 
 DOC_SEP = "\x1e"  # must match prepare_corpus.py
 KIND_WEIGHTS = {"single": 0.3, "multi": 0.2, "two": 0.15, "story": 0.2, "quote": 0.15}
@@ -107,20 +107,22 @@ class TaskRows(torch.utils.data.IterableDataset):
     """Endless rows of seq + 1 tokens packed with reading tasks; yields (ids int64, answer mask bool)."""
 
     def __init__(self, texts, tokenizer_file, seq, seed, bos, eos, kind_weights, full_rows=0.0,
-                 split="train", lengths=(200, 4000), early_single=0.0, kind_lengths=None):
+                 split="train", lengths=(200, 4000), early_single=0.0, kind_lengths=None, story_asks=None):
         """lengths: (min, max) document tokens of a task; kind_lengths: {kind: (min, max)} for kinds whose
-        documents differ (a curriculum: short several-facts tasks beside long single facts)."""
+        documents differ (a curriculum: short several-facts tasks beside long single facts); story_asks: what
+        training stories ask, weighted (TaskMaker)."""
         self.texts, self.tokenizer_file, self.seq, self.seed = texts, tokenizer_file, seq, seed
         self.bos, self.eos, self.split, self.lengths = bos, eos, split, lengths
         self.kind_lengths = kind_lengths or {}
         self.kind_weights, self.full_rows, self.early_single = kind_weights, full_rows, early_single
+        self.story_asks = story_asks
 
     def __iter__(self):
         from tokenizers import Tokenizer
         info = torch.utils.data.get_worker_info()
         seed = self.seed * 1000 + (info.id if info else 0)
         tok = Tokenizer.from_file(self.tokenizer_file)
-        maker, rng = TaskMaker(self.texts, tok, self.split, seed), random.Random(seed)
+        maker, rng = TaskMaker(self.texts, tok, self.split, seed, self.story_asks), random.Random(seed)
         kinds, weights = list(self.kind_weights), list(self.kind_weights.values())
         n = self.seq + 1
         while True:
@@ -456,6 +458,16 @@ def kind_weights(text):
     return {k: float(v) for k, v in kind_pairs(text).items()}
 
 
+def story_asks(text):
+    """'who=3,count=1' -> {'who': 3.0, 'count': 1.0}: weights of what training stories ask."""
+    asks = {k: float(v) for k, v in (kv.split("=") for kv in text.split(","))}
+    unknown = set(asks) - set(STORY_ASKS)
+    if unknown or min(asks.values()) < 0:
+        raise argparse.ArgumentTypeError(f"want KIND=WEIGHT,... with weights >= 0 and kinds of {STORY_ASKS}, "
+                                         f"got {text!r}")
+    return asks
+
+
 def token_range(text, sep=",", floor=120):
     """'200,600' -> (200, 600)."""
     low, high = (int(x) for x in text.split(sep))
@@ -506,6 +518,10 @@ def parse_args(argv=None):
     ap.add_argument("--kind-tokens", type=kind_tokens, default={},
                     help="KIND=MIN:MAX,...: document lengths for some kinds in place of --task-tokens, e.g. "
                          "multi=150:600 keeps several-facts tasks short beside long single facts")
+    ap.add_argument("--story-asks", type=story_asks, default=None,
+                    help="KIND=WEIGHT,...: what training stories ask, e.g. who=3 for three times as many 'who' "
+                         "questions as each other kind (32 of the 80 held-out stories ask 'who', the kind run 18 "
+                         "missed most: benchmarks/reading_stories_asked.md)")
     ap.add_argument("--early-single", type=float, default=0.0,
                     help="share of single-fact tasks whose fact lies in the first tenth of the document")
     ap.add_argument("--doc-mask", action="store_true",
@@ -618,7 +634,8 @@ def load_data(args, proc, seed, t0):
     tasks = TaskRows(reading_texts(train_docs, sources), tok_file, args.seq, seed, bos, eos,
                      args.kind_weights, args.full_rows,
                      lengths=fit_lengths(args.task_tokens, args.seq), early_single=args.early_single,
-                     kind_lengths={kind: fit_lengths(span, args.seq) for kind, span in args.kind_tokens.items()})
+                     kind_lengths={kind: fit_lengths(span, args.seq) for kind, span in args.kind_tokens.items()},
+                     story_asks=args.story_asks)
     heldout_texts = reading_texts(val_docs, val_sources)
     del train_docs
     proc.say(f"[data] train {train.numel():,} tokens, val {val.numel():,} tokens, "

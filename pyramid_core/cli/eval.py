@@ -59,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer the held-out reading tasks (--reading-file) with the baseline and each of "
                              "--modes at its defaults, instead of the text measures")
     parser.add_argument("--reading-file", default=str(reading.READING_FILE), help="--reading: the tasks")
+    parser.add_argument("--reading-kinds", default="",
+                        help="--reading: only these kinds of task, comma-separated (e.g. story)")
     parser.add_argument("--per-cell", type=int, default=None,
                         help="--reading, --suite retrieval: at most this many tasks per (kind, length, depth) cell")
     parser.add_argument("--short-filler", type=int, default=0,
@@ -132,7 +134,8 @@ def _reading(args: argparse.Namespace) -> dict:
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; choose from {', '.join(sorted(MODES))}")
-    tasks = reading.load_tasks(args.reading_file, limit=args.per_cell)
+    kinds = [k.strip() for k in args.reading_kinds.split(",") if k.strip()]
+    tasks = reading.load_tasks(args.reading_file, limit=args.per_cell, kinds=kinds)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -146,7 +149,8 @@ def _reading(args: argparse.Namespace) -> dict:
         "device": f"{args.device} ({torch.get_num_threads()} threads)" if args.device == "cpu"
         else f"{args.device} ({torch.cuda.get_device_name(0)})",
         "versions": {"torch": torch.__version__, "transformers": _version("transformers")},
-        "settings": {"tasks": Path(args.reading_file).name, "count": len(tasks), "per_cell": args.per_cell,
+        "settings": {"tasks": Path(args.reading_file).name, "kinds": kinds or None, "count": len(tasks),
+                     "per_cell": args.per_cell,
                      "batch": args.batch, "dtype": str(lm.dtype), "targets": READING_TARGETS},
         "modes": scored, "elapsed_s": time.perf_counter() - start,
     }
