@@ -38,3 +38,29 @@ def test_the_table_counts_right_answers_and_names_wrong_ones():
     assert table.startswith("## m: 26 of 32 right") and "'Ashford' x" in table
     assert table.count("\n| ") == 10  # the header, its rule and 8 arrangements
     assert "| Dunmoor: 'Ashford' |" in table and "| Kelmouth: ok |" in table
+
+
+def test_answer_scores_say_whether_the_right_town_leads_the_rest():
+    """A model that always answers Ashford but ranks the right town next reads; the count says so, and the
+    scores are the model's own teacher-forced log-probabilities of each town as the answer."""
+    import torch
+
+    from tests.tiny_models import tiny_model, tiny_tokenizer
+
+    rows = [{**v, "given": "Ashford", "right": v["answer"] == "Ashford"} for v in lp.variants(lp.sample_prompt())]
+    reads = [{t: (0.0 if t == "Ashford" else -1.0 if t == r["answer"] else -3.0) for t in ("Ashford", "Dunmoor",
+              "Kelmouth", "Penhaven")} for r in rows]
+    assert lp.ahead_but_favourite(rows, reads) == ("Ashford", 24)
+    blind = [{**s, r["answer"]: -5.0} if r["answer"] != "Ashford" else s for r, s in zip(rows, reads)]
+    assert lp.ahead_but_favourite(rows, blind) == ("Ashford", 0)
+    assert "in 24 of 24 questions (8 by chance)" in lp.markdown("m", rows, reads)
+
+    lm = tiny_model("llama")
+    lm.tokenizer = tiny_tokenizer()
+    scores = lp.answer_logprobs(lm, rows[:1])[0]
+    prompt = lm.tokenizer(rows[0]["prompt"]).input_ids
+    town = lm.tokenizer(" Kelmouth", add_special_tokens=False).input_ids
+    logp = lm.model(torch.tensor([prompt + town])).logits[0].float().log_softmax(-1)
+    want = sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(town))
+    assert set(scores) == {"Ashford", "Dunmoor", "Kelmouth", "Penhaven"}
+    assert abs(scores["Kelmouth"] - want) < 1e-4 and len(set(scores.values())) == 4

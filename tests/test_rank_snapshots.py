@@ -59,7 +59,7 @@ def test_the_shipped_model_misses_no_sample_prompt_and_a_random_one_misses_all()
 def test_the_table_splits_stories_by_what_they_ask_and_shows_the_list_probe():
     """Rows scored since the split and the probe show them; older rank files' rows show '-' in their place."""
     new = {**row("new", 33.0, 0.9, 0.5), "story_asks": {"who": 0.406, "count": 0.792, "where": 0.542},
-           "list_probe": 0.25, "samples_missed": []}
+           "list_probe": 0.25, "list_probe_ahead": 0.625, "samples_missed": []}
     lines = markdown([new, row("old", 31.0, 0.9, 0.4)]).splitlines()
     assert "story who / count / where" in lines[0] and "several-facts list" in lines[0]
-    assert "| 41% / 79% / 54% | 25% |" in lines[2] and "| - / - / - | - |" in lines[3]
+    assert "| 41% / 79% / 54% | 25% / 62% |" in lines[2] and "| - / - / - | - |" in lines[3]

@@ -52,18 +52,54 @@ def probe(lm) -> list[dict]:
     return [{**t, "given": r["given"], "right": r["right"]} for t, r in zip(tasks, results)]
 
 
-def share_right(lm) -> float:
+def answer_logprobs(lm, rows: list[dict]) -> list[dict[str, float]]:
+    """Per question, the log-probability of each town as the whole answer (teacher-forced): whether the right
+    town outscores the others, a favoured town aside, even where the greedy answer is that favourite."""
+    import torch
+
+    out = []
+    for r in rows:
+        prompt = lm.tokenizer(r["prompt"], return_tensors="pt").input_ids[0]
+        scores = {}
+        for _, town in FACT.findall(r["prompt"]):  # the towns its list states
+            answer = lm.tokenizer(" " + town, add_special_tokens=False, return_tensors="pt").input_ids[0]
+            ids = torch.cat([prompt, answer])[None].to(lm.device)
+            with torch.no_grad():
+                logp = lm.model(ids).logits[0, len(prompt) - 1:-1].float().log_softmax(-1)
+            scores[town] = logp.gather(1, answer[:, None].to(logp.device)).sum().item()
+        out.append(scores)
+    return out
+
+
+def ahead_but_favourite(rows: list[dict], logprobs: list[dict[str, float]]) -> tuple[str, int]:
+    """(the most given answer, the questions whose right town outscores every town but that one)."""
+    favourite = collections.Counter(r["given"] for r in rows).most_common(1)[0][0]
+    ahead = sum(all(lp[r["answer"]] > v for t, v in lp.items() if t not in (r["answer"], favourite))
+                for r, lp in zip(rows, logprobs) if r["answer"] != favourite)
+    return favourite, ahead
+
+
+def shares(lm) -> tuple[float, float]:
+    """(share answered right, share of the questions whose right town is not the favourite where it leads the
+    other towns, the favourite aside): the probe in two numbers, for a run's rank table."""
     rows = probe(lm)
-    return sum(r["right"] for r in rows) / len(rows)
+    favourite, ahead = ahead_but_favourite(rows, answer_logprobs(lm, rows))
+    return sum(r["right"] for r in rows) / len(rows), ahead / sum(r["answer"] != favourite for r in rows)
 
 
-def markdown(name: str, rows: list[dict]) -> str:
+def markdown(name: str, rows: list[dict], logprobs: list[dict[str, float]] | None = None) -> str:
     right = sum(r["right"] for r in rows)
     given = collections.Counter(r["given"] for r in rows)
     lines = [f"## {name}: {right} of {len(rows)} right", "",
-             "Answers given, most frequent first: " + ", ".join(f"{g!r} x{n}" for g, n in given.most_common()), "",
-             "| rotation | order | " + " | ".join(r["asked"] for r in rows[:4]) + " |",
-             "| --- | --- |" + " --- |" * 4]
+             "Answers given, most frequent first: " + ", ".join(f"{g!r} x{n}" for g, n in given.most_common()), ""]
+    if logprobs:
+        favourite, ahead = ahead_but_favourite(rows, logprobs)
+        asked = sum(r["answer"] != favourite for r in rows)
+        others = len(logprobs[0]) - 2
+        lines += [f"Where the right town is not {favourite!r}, it outscores the other {others} towns as the answer "
+                  f"({favourite!r} aside) in {ahead} of {asked} questions ({asked / (others + 1):.0f} by chance).", ""]
+    lines += ["| rotation | order | " + " | ".join(r["asked"] for r in rows[:4]) + " |",
+              "| --- | --- |" + " --- |" * 4]
     for k in range(0, len(rows), 4):
         cells = [f"{r['answer']}: " + ("ok" if r["right"] else repr(r["given"])) for r in rows[k:k + 4]]
         lines.append(f"| {rows[k]['rotation']} | {rows[k]['order']} | " + " | ".join(cells) + " |")
@@ -77,7 +113,9 @@ def main():
     from pyramid_core.models import load_model
 
     for model in args.models:
-        print(markdown(model, probe(load_model(model))))
+        lm = load_model(model)
+        rows = probe(lm)
+        print(markdown(model, rows, answer_logprobs(lm, rows)))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ pyramid_core/assets/reading_eval.jsonl.gz, greedy) and the continuation perplexi
 `--pick` takes several rank files (snapshots scored one at a time while the training ran, or on two GPUs)
 and, with `--out`, writes their rows together as one table.
 
+Each row also splits the stories by what their question asks (who, how many, where; sort_misses.story_rights)
+and holds the several-facts probe (list_probe.py): the share of its 32 questions answered right, and the share
+whose right town leads the others with the favoured one set aside.
+
 Each model also answers the studio's sample prompts (pyramid_core/assets/sample_prompts.json; full cache,
 greedy, one at a time), as tests/test_sample_prompts.py asks of the shipped model: the studio's first click
 shows the first of them.
@@ -75,10 +79,11 @@ def score(model_dir: str, tasks: list[dict], device: str, dtype: str) -> dict:
     worst = min(v for row in summary["grid"].values() for v in row.values())
     answers = sample_answers(lm)
     stories = story_rights(results, tasks)
+    list_right, list_ahead = list_probe.shares(lm)
     return {"model": model_dir, "ppl": heldout_ppl(lm), "accuracy": summary["accuracy"],
             "worst_single_cell": worst, "grid": summary["grid"],
             "story_asks": {kind: sum(marks) / len(marks) for kind, marks in stories.items()},
-            "list_probe": list_probe.share_right(lm),
+            "list_probe": list_right, "list_probe_ahead": list_ahead,
             "samples_missed": missed(answers),
             "sample_answers": {name: answer["said"] for name, answer in answers.items()}}
 
@@ -87,14 +92,14 @@ def markdown(rows: list[dict]) -> str:
     """One row a model. The story's split by what it asks and the list probe are '-' for rows scored before
     they were (older rank files)."""
     kinds = sorted(rows[0]["accuracy"])
-    lines = ["| model | heldout ppl | " + " | ".join(kinds) + " | story who / count / where | several-facts list "
-             "| worst single cell | sample prompts missed |",
+    lines = ["| model | heldout ppl | " + " | ".join(kinds) + " | story who / count / where | several-facts list: "
+             "right / ahead | worst single cell | sample prompts missed |",
              "| --- | --- | " + " | ".join("---" for _ in kinds) + " | --- | --- | --- | --- |"]
     for r in rows:
         acc = " | ".join(f"{r['accuracy'][k]:.1%}" for k in kinds)
         asks = r.get("story_asks", {})
         asks = " / ".join(f"{asks[k]:.0%}" if k in asks else "-" for k in ("who", "count", "where"))
-        probe = f"{r['list_probe']:.0%}" if "list_probe" in r else "-"
+        probe = f"{r['list_probe']:.0%} / {r['list_probe_ahead']:.0%}" if "list_probe" in r else "-"
         missed = ", ".join(r["samples_missed"]) or "none" if "samples_missed" in r else "-"
         lines.append(f"| {r['model']} | {r['ppl']:.2f} | {acc} | {asks} | {probe} | {r['worst_single_cell']:.0%} "
                      f"| {missed} |")
