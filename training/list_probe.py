@@ -1,11 +1,13 @@
 """Ask the studio's several-facts sample about every person of its list, the towns rotated and the list reversed.
 
-    python3 training/list_probe.py pyramid_core/assets/embedded .run18/embedded > benchmarks/reading_list_probe.md
+    python3 training/list_probe.py embedded .run16/embedded .run18/embedded   # benchmarks/reading_list_probe.md
 
 The sample ("Lena lives in Ashford. Tobias Crane lives in Kelmouth. ...") asks about one person. A model that
 reads the list answers every person's own town in every arrangement; one that leans on a town it favours (runs
 15-18 answered "Ashford" to the sample at every snapshot) answers that town whoever is asked and wherever the
 town stands. 4 rotations x 2 orders x 4 people = 32 questions, greedy, full cache, as the sample is scored.
+Each town is also scored as the whole answer, so that a model whose favourite town wins every greedy answer
+still shows whether it ranks the right town above the rest.
 """
 import argparse
 import collections

@@ -89,7 +89,7 @@ def score(model_dir: str, tasks: list[dict], device: str, dtype: str) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    """One row a model. The story's split by what it asks and the list probe are '-' for rows scored before
+    """One row a model. The stories' split by what they ask and the list probe are '-' in rows scored before
     they were (older rank files)."""
     kinds = sorted(rows[0]["accuracy"])
     lines = ["| model | heldout ppl | " + " | ".join(kinds) + " | story who / count / where | several-facts list: "
@@ -97,8 +97,8 @@ def markdown(rows: list[dict]) -> str:
              "| --- | --- | " + " | ".join("---" for _ in kinds) + " | --- | --- | --- | --- |"]
     for r in rows:
         acc = " | ".join(f"{r['accuracy'][k]:.1%}" for k in kinds)
-        asks = r.get("story_asks", {})
-        asks = " / ".join(f"{asks[k]:.0%}" if k in asks else "-" for k in ("who", "count", "where"))
+        split = r.get("story_asks", {})
+        asks = " / ".join(f"{split[k]:.0%}" if k in split else "-" for k in ("who", "count", "where"))
         probe = f"{r['list_probe']:.0%} / {r['list_probe_ahead']:.0%}" if "list_probe" in r else "-"
         missed = ", ".join(r["samples_missed"]) or "none" if "samples_missed" in r else "-"
         lines.append(f"| {r['model']} | {r['ppl']:.2f} | {acc} | {asks} | {probe} | {r['worst_single_cell']:.0%} "
