@@ -108,25 +108,28 @@ def test_stored_tasks_are_in_the_answer_format():
     assert {n for n, _ in grid} == {512, 1024, 2048, 3072, 4096} and {d for _, d in grid} == {0, 0.25, 0.5, 0.75, 1}
 
 
-def test_cli_reading_report(tmp_path, tiny, monkeypatch):
-    """eval --reading runs the baseline and a mode over a task file and writes the JSON and Markdown."""
+def run_reading_cli(tmp_path, lm, monkeypatch, tasks: list[tuple[str, float | None]], *flags: str):
+    """`eval --reading` over a task file of (kind, depth) tasks on the tiny model: (its JSON, its Markdown)."""
     from pyramid_core.cli import eval as cli_eval
     from pyramid_core.cli import main
 
-    lm, tok = tiny
     path = tmp_path / "tasks.jsonl.gz"
     with gzip.open(path, "wt") as f:
-        for d in (0.0, 1.0):
-            f.write(json.dumps({"kind": "single", "length": 512, "depth": d, "prompt": "the cat sat on the mat " * 8,
+        for kind, depth in tasks:
+            f.write(json.dumps({"kind": kind, "length": 512, "depth": depth, "prompt": "the cat sat on the mat " * 8,
                                 "answer": "mat", "prompt_tokens": 50}) + "\n")
     monkeypatch.setattr(cli_eval, "load_model", lambda *a, **k: lm)
     out = tmp_path / "report"
-    assert main(["eval", "--reading", "--reading-file", str(path), "--modes", "streaming", "--out", str(out),
-                 "--json"]) == 0
-    result = json.loads(out.with_suffix(".json").read_text())
+    assert main(["eval", "--reading", "--reading-file", str(path), "--out", str(out), "--json", *flags]) == 0
+    return json.loads(out.with_suffix(".json").read_text()), out.with_suffix(".md").read_text()
+
+
+def test_cli_reading_report(tmp_path, tiny, monkeypatch):
+    """eval --reading runs the baseline and a mode over a task file and writes the JSON and Markdown."""
+    result, md = run_reading_cli(tmp_path, tiny[0], monkeypatch, [("single", 0.0), ("single", 1.0)],
+                                 "--modes", "streaming")
     assert set(result["modes"]) == {"baseline", "streaming"}
     assert result["modes"]["baseline"]["summary"]["count"] == {"single": 2}
-    md = out.with_suffix(".md").read_text()
     assert "| baseline |" in md and "| streaming |" in md and "depth 0" in md
     by_depth = md.split("every mode:")[1]  # the per-depth table names every mode
     assert "| baseline | " in by_depth and "| streaming | " in by_depth
@@ -135,21 +138,9 @@ def test_cli_reading_report(tmp_path, tiny, monkeypatch):
 def test_cli_reading_kinds_score_only_those_kinds(tmp_path, tiny, monkeypatch):
     """eval --reading --reading-kinds story answers the stories alone and says so in its settings, which
     training/sort_misses.py reads to pair results with tasks."""
-    from pyramid_core.cli import eval as cli_eval
-    from pyramid_core.cli import main
-
-    lm, _ = tiny
-    path = tmp_path / "tasks.jsonl.gz"
-    with gzip.open(path, "wt") as f:
-        for kind in ("single", "story", "single"):
-            f.write(json.dumps({"kind": kind, "length": 512, "depth": None, "prompt": "the cat sat on the mat " * 8,
-                                "answer": "mat", "prompt_tokens": 50}) + "\n")
-    monkeypatch.setattr(cli_eval, "load_model", lambda *a, **k: lm)
-    out = tmp_path / "report"
-    assert main(["eval", "--reading", "--reading-file", str(path), "--reading-kinds", "story", "--out", str(out),
-                 "--json"]) == 0
-    result = json.loads(out.with_suffix(".json").read_text())
+    result, md = run_reading_cli(tmp_path, tiny[0], monkeypatch, [("single", None), ("story", None), ("single", None)],
+                                 "--reading-kinds", "story")
     assert result["settings"]["kinds"] == ["story"] and result["settings"]["count"] == 1
     assert [r["kind"] for r in result["modes"]["baseline"]["results"]] == ["story"]
-    measured = out.with_suffix(".md").read_text().split("## What we measured")[1]
+    measured = md.split("## What we measured")[1]
     assert "of the story tasks (target 70%" in measured and "single" not in measured  # no target for unscored kinds
