@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pyramid_core import reading  # noqa: E402
+from pyramid_core import evaluate, reading  # noqa: E402
 from pyramid_core.resources import asset  # noqa: E402
 
 SAMPLE = "several facts"
@@ -55,20 +55,16 @@ def probe(lm) -> list[dict]:
 
 
 def answer_logprobs(lm, rows: list[dict]) -> list[dict[str, float]]:
-    """Per question, the log-probability of each town as the whole answer (teacher-forced): whether the right
-    town outscores the others, a favoured town aside, even where the greedy answer is that favourite."""
-    import torch
-
+    """Per question, the log-probability of each town as the whole answer (teacher-forced, full cache): whether the
+    right town outscores the others, a favoured town aside, even where the greedy answer is that favourite."""
     out = []
     for r in rows:
-        prompt = lm.tokenizer(r["prompt"], return_tensors="pt").input_ids[0]
+        prompt = lm.tokenizer(r["prompt"], return_tensors="pt").input_ids
         scores = {}
         for _, town in FACT.findall(r["prompt"]):  # the towns its list states
-            answer = lm.tokenizer(" " + town, add_special_tokens=False, return_tensors="pt").input_ids[0]
-            ids = torch.cat([prompt, answer])[None].to(lm.device)
-            with torch.no_grad():
-                logp = lm.model(ids).logits[0, len(prompt) - 1:-1].float().log_softmax(-1)
-            scores[town] = logp.gather(1, answer[:, None].to(logp.device)).sum().item()
+            answer = lm.tokenizer(" " + town, add_special_tokens=False, return_tensors="pt").input_ids
+            logits = evaluate.continuation_logits(lm, prompt, answer)
+            scores[town] = evaluate.token_logprobs(logits, answer.to(logits.device)).sum().item()
         out.append(scores)
     return out
 

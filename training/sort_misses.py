@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyramid_core import reading  # noqa: E402
 from pyramid_core.resources import asset  # noqa: E402
 
+from reading_tasks import STORY_QUESTIONS  # noqa: E402  (training/, beside this file)
+
 EXCLUSIVE = 'the first word of an exclusive phrasing ("Nobody but X drives ...")'
 
 
@@ -36,8 +38,8 @@ def miss_class(answer: str, given: str, document: str) -> str:
     return "words not in the document"
 
 
-# what a held-out story question asks, by its opening words (reading_tasks.STORY_QUESTIONS)
-STORY_ASKED = {"who": ("Who ", "Which person "), "count": ("How many ", "What number "), "where": ("Where ",)}
+# what a held-out story question asks, by its template's words before the first slot ("Which person ", ...)
+STORY_ASKED = {kind: tuple(t.split("{")[0] for t in templates) for kind, templates in STORY_QUESTIONS.items()}
 
 
 def story_asked(prompt: str) -> str:
