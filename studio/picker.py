@@ -8,7 +8,7 @@ from pyramid_core.models import EMBEDDED_NAME
 
 # id -> label, in the picker's order; the instruct models bring a chat template (prompting.py)
 PICKER = {
-    EMBEDDED_NAME: "embedded: 22M Llama trained here to read its context (shipped, no chat template)",
+    EMBEDDED_NAME: "embedded: 28M Llama trained here to read its context (shipped, no chat template)",
     "HuggingFaceTB/SmolLM2-360M-Instruct": "SmolLM2-360M-Instruct: 0.36B Llama, chat",
     "Qwen/Qwen2.5-0.5B-Instruct": "Qwen2.5-0.5B-Instruct: 0.5B Qwen2, chat",
     "Qwen/Qwen3-0.6B": "Qwen3-0.6B: 0.6B Qwen3, chat (thinks before answering)",

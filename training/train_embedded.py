@@ -1,4 +1,5 @@
-"""Train the embedded model: a 12-layer Llama (22M parameters, GQA 6:2, context 4096) that reads its context.
+"""Train the embedded model, a small Llama (GQA 6:2, context 4096) that reads its context: from scratch 12 layers
+(22M parameters); the shipped one was grown to 16 (28M, --init --grow-layers 16) and trained on.
 
     python3 training/train_embedded.py --data .data --tokenizer .data/tokenizer --out out/embedded --minutes 18
     python3 training/train_embedded.py --data .data --tokenizer .data/tokenizer --out /tmp/smoke --smoke   # CPU
