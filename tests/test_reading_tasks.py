@@ -237,8 +237,8 @@ def test_many_training_tasks_answer_from_their_document(maker, kind):
 
 # ----------------------------------------------------------------------------- training stories from a lexicon
 
-def _story_plans(n_events: int, seed: int = 5) -> list[tuple[list, int, str, str]]:
-    maker = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=seed)
+def _story_plans(n_events: int, seed: int = 5, story_coined: float = 0.0) -> list[tuple[list, int, str, str]]:
+    maker = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=seed, story_coined=story_coined)
     plans, total = [], 0
     while total < n_events:
         plans.append(maker.story_plan())
@@ -690,3 +690,56 @@ def test_story_asks_weigh_what_training_stories_ask():
     assert asked.count("who") >= 180 and set(asked) - {"who"} <= {"count", "where", "when", "what"}
     with pytest.raises(ValueError, match="riddle"):
         rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=8, story_asks={"riddle": 1})
+
+
+LEXICON_PASTS = {v.past for v in rt.STORY_VERBS}
+LEXICON_NOUNS = {n for ns in rt.STORY_NOUNS.values() for n in ns}
+
+
+def test_story_coined_makes_up_verbs_and_nouns_of_the_training_split():
+    """story_coined=0.5: a large share of training events have a made-up verb or noun, each new, in the training
+    split, and none a held-out action's word; without it every verb and noun is the lexicon's."""
+    events = [e for plan in _story_plans(2000, seed=12, story_coined=0.5) for e in plan[0]]
+    verbs = [e.verb for e in events if e.verb.past not in LEXICON_PASTS]
+    nouns = [e.noun for e in events if e.noun not in LEXICON_NOUNS]
+    assert 0.25 * len(events) < len(verbs) < 0.6 * len(events), len(verbs)
+    assert 0.25 * len(events) < len(nouns) < 0.6 * len(events), len(nouns)
+    stems = {v.base for v in verbs} | {n.split()[-1][:-1] for n in nouns}
+    # events share a verb or noun with another at times, but most made-up words are new
+    assert len({v.base for v in verbs}) > 0.5 * len(verbs) and len(set(nouns)) > 0.5 * len(nouns)
+    for v in verbs:
+        assert (v.past, v.participle) == (v.base + "ed", v.base + "ed") and not rt.heldout(v.base.capitalize())
+    for word in stems:
+        assert word not in rt.HELDOUT_STORY_WORDS and not rt.heldout(word.capitalize()), word
+    plain = [e for plan in _story_plans(500, seed=12) for e in plan[0]]
+    assert all(e.verb.past in LEXICON_PASTS and e.noun in LEXICON_NOUNS for e in plain)
+
+
+def test_coined_stories_answer_one_way_from_their_document():
+    """Questions over made-up words still single out one event, and the task's document holds the answer."""
+    questions = rt.Pools("train", __import__("random").Random(0)).story_questions
+    slot_of = {"who": "agent", "count": "count", "where": "place", "when": "place", "what": "noun"}
+    for events, k, question, answer in _story_plans(1500, seed=13, story_coined=0.6):
+        for e in events:
+            for kind, templates in questions.items():
+                if any(t.format(**e.slots()) == question for t in templates):
+                    assert e.slots()[slot_of[kind]] == answer, (question, answer, e)
+    maker = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=14, story_coined=1.0)
+    for _ in range(50):
+        task = maker.story(400)
+        assert task.answer in task.document
+
+
+def test_story_coined_leaves_stories_without_it_as_they_were():
+    """A maker without story_coined draws the training stories it drew before the option existed (the hash was
+    computed with the earlier reading_tasks.py); a share outside [0, 1] is refused."""
+    import hashlib
+
+    m = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=31)
+    h = hashlib.sha256()
+    for _ in range(40):
+        t = m.story(300)
+        h.update(f"{t.prompt}\x00{t.answer}\x00".encode())
+    assert h.hexdigest() == "27a3c61d07bef28c17497c2bf025857d04dcd7e31657d40591222005864d4be5"
+    with pytest.raises(ValueError, match="share"):
+        rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=31, story_coined=1.5)

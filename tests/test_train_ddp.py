@@ -206,6 +206,35 @@ def test_a_kind_can_train_documents_of_its_facts_alone(data):
     assert all(n <= 150 for n in first_task_tokens(data, (1000, 1200), {"multi": (40, 60)}, "multi"))
 
 
+def test_story_coined_reaches_the_training_stories(data):
+    """--story-coined 1 puts made-up verbs and nouns into the training story rows' questions (none without it);
+    a share outside [0, 1] is refused."""
+    sys.path.insert(0, str(ROOT / "training"))
+    import reading_tasks as rt
+
+    assert te.parse_args(["--story-coined", "0.4"]).story_coined == 0.4
+    assert te.parse_args([]).story_coined == 0.0
+    for bad in ("1.5", "-0.1"):
+        with pytest.raises(SystemExit):
+            te.parse_args(["--story-coined", bad])
+    texts, tok_file, bos, eos = reading_rows_inputs(data)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(tok_file)
+    known = {w for v in rt.STORY_VERBS for form in (v.past, v.base, v.participle) for w in form.split()}
+    known |= {w for ns in rt.STORY_NOUNS.values() for n in ns for w in n.split()}
+    unknown_share = []
+    for coined in (0.0, 1.0):
+        stream = iter(te.TaskRows(texts, tok_file, 2047, 0, bos, eos, {"story": 1.0}, lengths=(150, 300),
+                                  story_asks={"who": 1, "count": 0, "where": 0, "what": 0, "when": 0},
+                                  story_coined=coined))
+        questions = [q for _ in range(3) for q in re.findall(r"Question: (.*)\n", tok.decode(next(stream)[0].tolist()))]
+        # a 'who' question names a verb and a noun; count those naming no lexicon word after its first two words
+        words = [re.findall(r"[a-z]+", q)[2:] for q in questions]
+        unknown_share.append(sum(not set(w) & known for w in words) / len(words))
+    assert unknown_share[0] == 0 and unknown_share[1] > 0.5, unknown_share
+
+
 def test_story_asks_reach_the_training_stories(data):
     """--story-asks who=1,count=0,... makes (nearly) every training story row ask 'who'; bad weights are refused."""
     args = te.parse_args(["--story-asks", "who=1,count=0,where=0,what=0,when=0"])
