@@ -743,3 +743,68 @@ def test_story_coined_leaves_stories_without_it_as_they_were():
     assert h.hexdigest() == "27a3c61d07bef28c17497c2bf025857d04dcd7e31657d40591222005864d4be5"
     with pytest.raises(ValueError, match="share"):
         rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=31, story_coined=1.5)
+
+
+def _who_stories(neutral: bool, n: int, seed: int) -> list[tuple[list, int]]:
+    """(events, asked index) of n training stories that ask "who" (story_asks: nothing else)."""
+    maker = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=seed, story_neutral=neutral,
+                         story_asks={"who": 1, "count": 0, "where": 0, "what": 0, "when": 0})
+    plans = [maker.story_plan() for _ in range(n)]
+    return [(events, k) for events, k, _, answer in plans if answer == events[k].agent]
+
+
+def test_story_neutral_asks_who_of_each_person_alike():
+    """In stories where someone did two things, that person is the "who" answer about as often as a person drawn
+    alike from the story's people (1 / number of people) with story_neutral, and clearly more often without it."""
+    for neutral in (False, True):
+        busy, expected = 0, 0.0
+        for events, k in _who_stories(neutral, 1200, seed=21):
+            people = [e.agent for e in events]
+            twice = {p for p in people if people.count(p) > 1}
+            if twice:
+                busy += events[k].agent in twice
+                expected += len(twice) / len(set(people))
+        ratio = busy / expected
+        assert (0.8 < ratio < 1.2) if neutral else ratio > 1.3, (neutral, busy, expected)
+
+
+def test_story_neutral_asides_name_anyone_in_who_stories():
+    """An aside of a "who" story names the asked person about 1 / people of the time with story_neutral (no cue),
+    most of the time without it; the asides of other questions stay mostly about the asked person."""
+    def about_asked(neutral: bool, asks: dict) -> tuple[int, float]:
+        maker = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=22, story_neutral=neutral, story_asks=asks)
+        hits, expected = 0, 0.0
+        for _ in range(600):
+            events, k, _, answer = maker.story_plan()
+            who = answer == events[k].agent
+            for _, text in maker.story_asides(events, k, anyone=neutral and who):
+                people = sorted({e.agent for e in events}, key=len, reverse=True)
+                named = next(p for p in people if p in text or p.split()[-1] in text)
+                hits += named == events[k].agent
+                expected += 1 / len(people)
+        return hits, expected
+
+    who = {"who": 1, "count": 0, "where": 0, "what": 0, "when": 0}
+    hits, expected = about_asked(True, who)
+    assert 0.75 < hits / expected < 1.25, (hits, expected)
+    hits, expected = about_asked(False, who)
+    assert hits / expected > 1.5, (hits, expected)
+    hits, expected = about_asked(True, {"who": 0, "count": 1, "where": 0, "what": 0, "when": 0})
+    assert hits / expected > 1.5, (hits, expected)
+
+
+def test_neutral_training_stories_give_who_stories_neutral_asides():
+    """TaskMaker.story with story_neutral asks for asides about anyone exactly when the story asks "who"."""
+    seen = []
+
+    class Spy(rt.TaskMaker):
+        def story_asides(self, events, k, anyone=False):
+            seen.append((anyone, events[k].agent))
+            return super().story_asides(events, k, anyone)
+
+    maker = Spy(texts(0, 400), TOKENIZER, "train", seed=23, story_neutral=True)
+    for _ in range(80):
+        task = maker.story(300)
+        anyone, agent = seen[-1]
+        assert anyone == (task.answer == agent), (task.question, task.answer)
+    assert any(a for a, _ in seen) and not all(a for a, _ in seen)

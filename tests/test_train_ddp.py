@@ -235,6 +235,22 @@ def test_story_coined_reaches_the_training_stories(data):
     assert unknown_share[0] == 0 and unknown_share[1] > 0.5, unknown_share
 
 
+def test_story_neutral_reaches_the_task_maker(data, monkeypatch):
+    """--story-neutral (off by default) reaches the training rows' TaskMaker."""
+    assert te.parse_args(["--story-neutral"]).story_neutral and not te.parse_args([]).story_neutral
+    texts, tok_file, bos, eos = reading_rows_inputs(data)
+    makers, real = [], te.TaskMaker
+
+    def spy(*args, **kwargs):
+        makers.append(real(*args, **kwargs))
+        return makers[-1]
+
+    monkeypatch.setattr(te, "TaskMaker", spy)
+    next(iter(te.TaskRows(texts, tok_file, 511, 0, bos, eos, {"story": 1.0}, lengths=(150, 300),
+                          story_neutral=True)))
+    assert makers and makers[0].story_neutral
+
+
 def test_story_asks_reach_the_training_stories(data):
     """--story-asks who=1,count=0,... makes (nearly) every training story row ask 'who'; bad weights are refused."""
     args = te.parse_args(["--story-asks", "who=1,count=0,where=0,what=0,when=0"])
