@@ -61,3 +61,17 @@ def test_held_out_swaps_change_only_their_part():
     for pools, held in ((swapped, False), (base, True)):
         firsts = [p.split()[0] for p in (pools.person() for _ in range(80)) if p.split()[0] in rt.FIRST]
         assert firsts and all(rt.heldout(f) == held for f in firsts), (held, firsts)
+
+
+def test_who_accuracy_scores_exactly_n_who_questions(monkeypatch):
+    """Only "who" questions are scored, n of them, and the share is of those (a fake scorer: right on even calls)."""
+    asked = []
+
+    def fake_answers(model, tok, task, bos, eos):
+        asked.append(task.question)
+        return len(asked) % 2 == 0
+
+    monkeypatch.setattr(gap, "answers", fake_answers)
+    share = gap.who_accuracy(None, TOKENIZER, gap.heldout_maker(TEXTS, TOKENIZER, 6), 7, (200, 300), 1, 2, 6)
+    assert len(asked) == 7 and all(q.lower().startswith(gap.WHO) for q in asked)
+    assert share == 3 / 7

@@ -25,16 +25,19 @@ from train_embedded import encode_task, read_docs, read_sources, reading_texts  
 
 
 @torch.no_grad()
+def answers(model, tok, task, bos, eos) -> bool:
+    """Whether every answer token of the task and its newline are the model's argmax (teacher-forced)."""
+    ids, mask = encode_task(tok, task, bos, eos)
+    row = torch.tensor([ids], device=model.device)
+    pred = model(input_ids=row[:, :-1]).logits.argmax(-1)[0]
+    answer = torch.tensor(mask[1:], device=model.device, dtype=torch.bool)
+    return bool((pred[answer] == row[0, 1:][answer]).all())
+
+
 def accuracy(model, tok, maker, kind, n, lengths, bos, eos, seed):
     """Share of n tasks of this kind whose answer the model gives greedily."""
-    rng, hits = random.Random(seed), 0
-    for _ in range(n):
-        ids, mask = encode_task(tok, maker.make(kind, rng.randint(*lengths)), bos, eos)
-        row = torch.tensor([ids], device=model.device)
-        pred = model(input_ids=row[:, :-1]).logits.argmax(-1)[0]
-        answer = torch.tensor(mask[1:], device=model.device, dtype=torch.bool)
-        hits += bool((pred[answer] == row[0, 1:][answer]).all())
-    return hits / n
+    rng = random.Random(seed)
+    return sum(answers(model, tok, maker.make(kind, rng.randint(*lengths)), bos, eos) for _ in range(n)) / n
 
 
 def main():

@@ -21,7 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reading_tasks as rt  # noqa: E402
-from train_embedded import encode_task, read_docs, read_sources, reading_texts  # noqa: E402
+from pool_gap import answers  # noqa: E402
+from train_embedded import read_docs, read_sources, reading_texts  # noqa: E402
 
 WHO = ("who", "which person", "which of them", "name the person", "by whom")
 ONLY_WHO = {"who": 1, "count": 0, "where": 0, "what": 0, "when": 0}
@@ -74,20 +75,14 @@ def heldout_maker(texts, tok, seed, swap=None):
     return maker
 
 
-@torch.no_grad()
 def who_accuracy(model, tok, maker, n, lengths, bos, eos, seed) -> float:
     """Share of the first n "who" questions the maker's stories ask that the model answers greedily."""
-    rng, hits, asked = random.Random(seed), 0, 0
+    rng, right, asked = random.Random(seed), 0, 0
     while asked < n:
         task = maker.make("story", rng.randint(*lengths))
-        if not task.question.lower().startswith(WHO):
-            continue
-        ids, mask = encode_task(tok, task, bos, eos)
-        row = torch.tensor([ids], device=model.device)
-        pred = model(input_ids=row[:, :-1]).logits.argmax(-1)[0]
-        answer = torch.tensor(mask[1:], device=model.device, dtype=torch.bool)
-        hits, asked = hits + bool((pred[answer] == row[0, 1:][answer]).all()), asked + 1
-    return hits / n
+        if task.question.lower().startswith(WHO):
+            right, asked = right + answers(model, tok, task, bos, eos), asked + 1
+    return right / n
 
 
 def variants(texts, tok, seed):

@@ -536,7 +536,7 @@ def parse_args(argv=None):
                          "missed most: benchmarks/reading_stories_asked.md)")
     ap.add_argument("--story-coined", type=share, default=0.0,
                     help="share of training story verbs and nouns that are made-up words, matched only by their "
-                         "letters (run 19 answered 'who' over training verbs 74%% right, over held-out ones 31%%)")
+                         "letters (run 20 tried 0.35 and lost ground: benchmarks/reading_run20_gpu.md)")
     ap.add_argument("--story-neutral", action="store_true",
                     help="training stories' 'who' questions carry no cue but the event's words: each person is the "
                          "answer alike however often named, and asides are about anyone (benchmarks/"
