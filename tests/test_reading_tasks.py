@@ -1,6 +1,7 @@
 """The reading-task generator (training/reading_tasks.py): answers really in the documents, the held-out
 split disjoint from training, seeds that reproduce, lengths near their targets, the answer format."""
 
+import random
 import re
 import sys
 from pathlib import Path
@@ -300,18 +301,22 @@ def test_training_stories_share_parts_between_events():
 def test_an_asked_story_question_has_exactly_one_right_answer():
     """No other event of the story, put through any question template, gives the same question with another
     answer: the document answers the question one way only."""
-    import random
-
-    questions = rt.Pools("train", random.Random(0)).story_questions
-    slot_of = {"who": "agent", "count": "count", "where": "place", "when": "place", "what": "noun"}
-    assert set(questions) == set(slot_of)
+    assert set(TRAINING_STORY_QUESTIONS) == set(SLOT_OF)
     for events, k, question, answer in _story_plans(3000, seed=7):
-        assert answer == events[k].slots()[slot_of[_kind_of(question, events[k], questions)]]
-        for e in events:
-            for kind, templates in questions.items():
-                for t in templates:
-                    if t.format(**e.slots()) == question:
-                        assert e.slots()[slot_of[kind]] == answer, (question, answer, e)
+        assert answer == events[k].slots()[SLOT_OF[_kind_of(question, events[k], TRAINING_STORY_QUESTIONS)]]
+        _assert_one_answer(events, question, answer)
+
+
+TRAINING_STORY_QUESTIONS = rt.Pools("train", random.Random(0)).story_questions
+SLOT_OF = {"who": "agent", "count": "count", "where": "place", "when": "place", "what": "noun"}
+
+
+def _assert_one_answer(events, question: str, answer: str):
+    """No event of the story, put through any question template, gives `question` with another answer."""
+    for e in events:
+        for kind, templates in TRAINING_STORY_QUESTIONS.items():
+            if any(t.format(**e.slots()) == question for t in templates):
+                assert e.slots()[SLOT_OF[kind]] == answer, (question, answer, e)
 
 
 def _kind_of(question: str, event, questions: dict) -> str:
@@ -717,13 +722,8 @@ def test_story_coined_makes_up_verbs_and_nouns_of_the_training_split():
 
 def test_coined_stories_answer_one_way_from_their_document():
     """Questions over made-up words still single out one event, and the task's document holds the answer."""
-    questions = rt.Pools("train", __import__("random").Random(0)).story_questions
-    slot_of = {"who": "agent", "count": "count", "where": "place", "when": "place", "what": "noun"}
     for events, k, question, answer in _story_plans(1500, seed=13, story_coined=0.6):
-        for e in events:
-            for kind, templates in questions.items():
-                if any(t.format(**e.slots()) == question for t in templates):
-                    assert e.slots()[slot_of[kind]] == answer, (question, answer, e)
+        _assert_one_answer(events, question, answer)
     maker = rt.TaskMaker(texts(0, 400), TOKENIZER, "train", seed=14, story_coined=1.0)
     for _ in range(50):
         task = maker.story(400)

@@ -209,8 +209,7 @@ def test_a_kind_can_train_documents_of_its_facts_alone(data):
 def test_story_coined_reaches_the_training_stories(data):
     """--story-coined 1 puts made-up verbs and nouns into the training story rows' questions (none without it);
     a share outside [0, 1] is refused."""
-    sys.path.insert(0, str(ROOT / "training"))
-    import reading_tasks as rt
+    import reading_tasks as rt  # on the path since train_embedded's import
 
     assert te.parse_args(["--story-coined", "0.4"]).story_coined == 0.4
     assert te.parse_args([]).story_coined == 0.0

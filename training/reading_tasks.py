@@ -1579,13 +1579,15 @@ class TaskMaker:
         weights = [self.story_asks.get(kind, 1.0) for kind in kinds] if self.story_asks else []
         return self.rng.choices(kinds, weights)[0] if sum(weights) > 0 else self.rng.choice(kinds)
 
-    def story_texts(self, events: list[Event], k: int) -> tuple[list[tuple[float, str]], str]:
-        """(depth, text) inserts and the asked event's text. Layouts: each event anywhere, all in one
-        paragraph, in adjacent pairs, or the asked event at one end and the others at the other."""
+    def story_texts(self, events: list[Event], k: int,
+                    layout: str | None = None) -> tuple[list[tuple[float, str]], str]:
+        """(depth, text) inserts and the asked event's text. Layouts: each event anywhere ("spread"), all in one
+        paragraph ("block"), in adjacent pairs ("pairs"), or the asked event at one end and the others at the other
+        ("far"); drawn when `layout` is None."""
         r = self.rng
         shapes = self.story_shapes()
         order = r.sample(range(len(events)), len(events))
-        layout = r.choice(("spread", "block", "pairs", "far"))
+        layout = layout or r.choice(("spread", "block", "pairs", "far"))
         if layout == "block":
             groups = [(r.random(), order)]
         elif layout == "pairs":

@@ -45,15 +45,8 @@ class Variant(rt.TaskMaker):
             if "noshare" not in self.traits or len({e.agent for e in plan[0]}) == len(plan[0]):
                 return plan
 
-    def story_texts(self, events, k):
-        if "spread" not in self.traits:
-            return super().story_texts(events, k)
-        inserts, asked, shapes = [], "", self.story_shapes()
-        for i in self.rng.sample(range(len(events)), len(events)):
-            text = self.event_text(events[i], events, shapes)
-            inserts.append((self.rng.random(), text))
-            asked = text if i == k else asked
-        return inserts, asked
+    def story_texts(self, events, k, layout=None):
+        return super().story_texts(events, k, "spread" if "spread" in self.traits else layout)
 
     def story_asides(self, events, k, anyone=False):
         return [] if "noaside" in self.traits else super().story_asides(events, k, anyone)
