@@ -21,6 +21,22 @@ def test_pick_prefers_reading_within_the_perplexity_ceiling():
     assert pick(rows, 30.0) is None
 
 
+def test_pick_beats_the_starting_model_or_picks_nothing(tmp_path):
+    """A run that made its --init worse ships none of its snapshots; the init's own row is never the pick."""
+    init = row("init", 35.6, 0.93, 0.60)
+    rows = [row("step-1000", 34.9, 0.91, 0.55), row("final", 36.4, 0.92, 0.50)]
+    assert pick(rows, 37.0)["model"] == "step-1000"  # without the floor, the best of a worse run
+    assert pick(rows + [init], 37.0, beat=init) is None
+    rows.append(row("step-2000", 35.0, 0.93, 0.62))
+    assert pick(rows + [init], 37.0, beat=init)["model"] == "step-2000"
+    (tmp_path / "run.json").write_text(json.dumps(rows[:2]))
+    (tmp_path / "init.json").write_text(json.dumps([init]))
+    cmd = [sys.executable, str(ROOT / "training" / "rank_snapshots.py"), "--pick", str(tmp_path / "run.json"),
+           str(tmp_path / "init.json"), "--beat", str(tmp_path / "init.json")]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 1 and done.stdout == ""
+
+
 def test_pick_merges_rank_files_scored_apart(tmp_path):
     (tmp_path / "one.json").write_text(json.dumps([row("early", 36.5, 0.70, 0.30)]))
     (tmp_path / "two.json").write_text(json.dumps([row("late", 36.8, 0.90, 0.50), row("over", 50, 1, 1)]))

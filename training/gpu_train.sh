@@ -13,6 +13,8 @@
 # `start` trains data-parallel (torchrun, one process a GPU) on every visible GPU when there are several;
 # TRAIN_GPUS=N uses the first N, CUDA_VISIBLE_DEVICES=0 keeps the others free for other calls.
 # RUN_TAG=B keeps a second run apart (/tmp/embeddedB, /tmp/trainB.log, /tmp/resultsB): two variants, one a GPU.
+# INIT=DIR (the run's --init) for watch and finish: score that model too (first), and pick only a model that
+# reads better than it, so a run that made its starting model worse ships nothing and converts no adapters.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 TAG=${RUN_TAG:-}
@@ -36,6 +38,12 @@ visible_gpus() {  # nvidia-smi lists every GPU, whatever CUDA_VISIBLE_DEVICES hi
   else nvidia-smi -L | wc -l; fi
 }
 
+score_init() {  # the starting model's row, beside the rank files (not among them: it is not a candidate)
+  [ -n "${INIT:-}" ] && [ ! -f "$RESULTS/init.json" ] &&
+    python3 training/rank_snapshots.py "$INIT" --out "$RESULTS/init" | tail -1
+  return 0
+}
+
 score_snapshots() {  # score every finished, unscored snapshot on the visible GPU (tokenizer.json is written last)
   for d in "$RUN"/snapshots/step-*; do
     [ -f "$d/tokenizer.json" ] && [ ! -f "$RANK/$(basename "$d").json" ] || continue
@@ -57,6 +65,7 @@ case ${1:-} in
   wait) wait_on "${WAIT_S:-540}" ;;
   watch)
     until=$(( $(date +%s) + ${WAIT_S:-480} ))
+    score_init
     while [ "$(date +%s)" -lt "$until" ] && training; do score_snapshots; sleep 10; done
     tail -2 "$LOG" ;;
   finish)
@@ -64,8 +73,10 @@ case ${1:-} in
     [ -f "$RUN/config.json" ] || { echo "no model yet"; exit 1; }
     sleep 3; score_snapshots
     [ -f "$RANK/final.json" ] || python3 training/rank_snapshots.py "$RUN" --out "$RANK/final" | tail -1
-    chosen=$(python3 training/rank_snapshots.py --pick "$RANK"/*.json --max-ppl "${MAX_PPL:-37.0}" --out "$RESULTS/rank")
-    echo "chosen: ${chosen:-none within perplexity ${MAX_PPL:-37.0}}"; cat "$RESULTS/rank.md"
+    score_init; beat=(); [ -f "$RESULTS/init.json" ] && beat=("$RESULTS/init.json" --beat "$RESULTS/init.json")
+    chosen=$(python3 training/rank_snapshots.py --pick "$RANK"/*.json "${beat[@]}" --max-ppl "${MAX_PPL:-37.0}" \
+      --out "$RESULTS/rank")
+    echo "chosen: ${chosen:-none (within perplexity ${MAX_PPL:-37.0}, every sample answered, better than INIT)}"; cat "$RESULTS/rank.md"
     model=${chosen:-$RUN}
     shift
     for step in "$@"; do

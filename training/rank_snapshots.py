@@ -20,7 +20,9 @@ shows the first of them.
 
 The pick: among models within the perplexity ceiling that answer every sample prompt, the one with the most
 single-fact and story questions right (the two reading targets of the model card); none prints nothing and
-exits 1. Rows scored before the samples were (no "samples" key) are not held to them.
+exits 1. Rows scored before the samples were (no "samples" key) are not held to them. `--beat FILE` (the rank
+file of the run's `--init`, the model it would replace) also passes over every model that reads no better than
+that one, so a run that made its starting model worse picks nothing.
 """
 import argparse
 import json
@@ -106,9 +108,16 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pick(rows: list[dict], max_ppl: float) -> dict | None:
-    within = [r for r in rows if r["ppl"] <= max_ppl and not r.get("samples_missed")]
-    return max(within, key=lambda r: r["accuracy"]["single"] + r["accuracy"]["story"], default=None)
+def reads(row: dict) -> float:
+    """What the pick ranks by: the share of single-fact plus story questions answered right."""
+    return row["accuracy"]["single"] + row["accuracy"]["story"]
+
+
+def pick(rows: list[dict], max_ppl: float, beat: dict | None = None) -> dict | None:
+    """The model to ship: within the ceiling, every sample answered, reading best and, given `beat`, better."""
+    within = [r for r in rows if r["ppl"] <= max_ppl and not r.get("samples_missed")
+              and (beat is None or reads(r) > reads(beat))]
+    return max(within, key=reads, default=None)
 
 
 def write(rows: list[dict], out: str):
@@ -123,6 +132,8 @@ def main():
     ap.add_argument("--out", help="write <out>.json and <out>.md")
     ap.add_argument("--pick", nargs="+", help="rank .json files: print the model to ship instead of scoring")
     ap.add_argument("--max-ppl", type=float, default=37.0, help="--pick: the perplexity ceiling")
+    ap.add_argument("--beat", help="--pick: a rank .json of one model (the run's --init) that the pick must "
+                                   "out-read")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N tasks (a quick look)")
@@ -131,7 +142,8 @@ def main():
         rows = [r for f in args.pick for r in json.loads(Path(f).read_text())]
         if args.out:
             write(rows, args.out)
-        best = pick(rows, args.max_ppl)
+        beat = json.loads(Path(args.beat).read_text())[0] if args.beat else None
+        best = pick(rows, args.max_ppl, beat)
         if best is None:
             sys.exit(1)
         print(best["model"])
