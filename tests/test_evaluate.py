@@ -121,10 +121,10 @@ def test_recurformer_rows_build_valid_policies():
 
     from pyramid_core.resources import asset
 
-    adapter = str(asset("recurformer-embedded-25"))
-    rows = ev.recurformer_rows({"25%": adapter, "x": adapter}, twin_window=32, twin_sinks=2)
-    assert [r["label"] for r in rows[:4]] == ["recurformer untrained 25%", "recurformer trained 25%",
-                                             "recurformer window 2+32 25%", "pyramid+recurformer trained 25%"]
+    adapter = str(asset("recurformer-embedded-50"))
+    rows = ev.recurformer_rows({"50%": adapter, "x": adapter}, twin_window=32, twin_sinks=2)
+    assert [r["label"] for r in rows[:4]] == ["recurformer untrained 50%", "recurformer trained 50%",
+                                             "recurformer window 2+32 50%", "pyramid+recurformer trained 50%"]
     assert len(rows) == 8 and rows[4]["tag"] == "x"
     policies = [make_policy(r["mode"], r["knobs"]) for r in rows[:4]]
     assert [p.variant for p in policies] == ["untrained", "trained", "window", "trained"]

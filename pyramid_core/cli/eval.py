@@ -26,8 +26,7 @@ from ..resources import asset
 from . import suite
 
 DEFAULT_TEXT = asset("heldout.txt")
-# the 16-layer model has no 50% adapter yet (its conversion awaits the GPU machine)
-DEFAULT_ADAPTERS = str(asset("recurformer-embedded-25"))
+DEFAULT_ADAPTERS = f"{asset('recurformer-embedded-25')},{asset('recurformer-embedded-50')}"
 COMPARISONS = ("recurformer",)
 READING_TARGETS = {"single": 0.9, "story": 0.7}  # the embedded model's targets (its model card)
 
