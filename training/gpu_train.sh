@@ -76,7 +76,8 @@ case ${1:-} in
     score_init; beat=(); [ -f "$RESULTS/init.json" ] && beat=("$RESULTS/init.json" --beat "$RESULTS/init.json")
     chosen=$(python3 training/rank_snapshots.py --pick "$RANK"/*.json "${beat[@]}" --max-ppl "${MAX_PPL:-37.0}" \
       --out "$RESULTS/rank")
-    echo "chosen: ${chosen:-none (within perplexity ${MAX_PPL:-37.0}, every sample answered, better than INIT)}"; cat "$RESULTS/rank.md"
+    echo "chosen: ${chosen:-none (within perplexity ${MAX_PPL:-37.0}, every sample answered, better than INIT)}"
+    cat "$RESULTS/rank.md"
     model=${chosen:-$RUN}
     shift
     for step in "$@"; do
