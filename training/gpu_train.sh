@@ -38,7 +38,7 @@ visible_gpus() {  # nvidia-smi lists every GPU, whatever CUDA_VISIBLE_DEVICES hi
   else nvidia-smi -L | wc -l; fi
 }
 
-score_init() {  # the starting model's row, beside the rank files (not among them: it is not a candidate)
+score_init() {  # the starting model's row, beside the rank files: finish shows it in the table, never picks it
   [ -n "${INIT:-}" ] && [ ! -f "$RESULTS/init.json" ] &&
     python3 training/rank_snapshots.py "$INIT" --out "$RESULTS/init" | tail -1
   return 0
