@@ -40,3 +40,11 @@ def test_stories_are_counted_by_what_their_question_asks():
     table = sm.story_asks_table(results, tasks)
     assert "| who | 1 | 2 | 50.0% |" in table and "| count | 2 | 2 | 100.0% |" in table
     assert "| where | 0 | 1 | 0.0% |" in table and "single" not in table
+
+
+def test_the_length_table_counts_each_kind_at_each_length():
+    results = [{"kind": "story", "length": 512, "right": True}, {"kind": "story", "length": 512, "right": False},
+               {"kind": "story", "length": 4096, "right": False}, {"kind": "single", "length": 4096, "right": True}]
+    lines = sm.length_table(results).splitlines()
+    assert lines[2] == "| kind | 512 | 4096 |"
+    assert "| single | - | 1/1 |" in lines and "| story | 1/2 | 0/1 |" in lines

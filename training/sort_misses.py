@@ -5,7 +5,8 @@
 Reads an `eval --reading --json` result and the tasks it scored (`reading_eval.jsonl.gz`, in the same order,
 only its `--reading-kinds` where it had them), and prints, per kind, how many misses fall in each class with a few
 examples: what the next training data should change follows from which class dominates. Stories are also counted
-by what their question asks (who, how many, where), the binding each needs.
+by what their question asks (who, how many, where), the binding each needs, and every kind by prompt length (a
+length the training never reached shows as a fall at the long end).
 """
 
 import argparse
@@ -65,6 +66,21 @@ def story_asks_table(results: list[dict], tasks: list[dict]) -> str:
     return "\n".join(lines + [""])
 
 
+def length_table(results: list[dict]) -> str:
+    """Right / asked per kind and prompt length (tokens, at most): where along the context each kind fails."""
+    cells = collections.defaultdict(list)
+    for result in results:
+        cells[result["kind"], result["length"]].append(result["right"])
+    kinds = sorted({kind for kind, _ in cells})
+    lengths = sorted({length for _, length in cells})
+    lines = ["## every kind, by prompt length", "", "| kind | " + " | ".join(map(str, lengths)) + " |",
+             "| --- | " + " | ".join("---" for _ in lengths) + " |"]
+    for kind in kinds:
+        marks = [cells.get((kind, n), []) for n in lengths]
+        lines.append(f"| {kind} | " + " | ".join(f"{sum(m)}/{len(m)}" if m else "-" for m in marks) + " |")
+    return "\n".join(lines + [""])
+
+
 def sorted_misses(results: list[dict], tasks: list[dict], kinds: tuple[str, ...]) -> dict:
     """{kind: {class: [(answer, given), ...]}} over the results that are wrong."""
     out = {kind: collections.defaultdict(list) for kind in kinds}
@@ -103,6 +119,7 @@ def main():
     print(markdown(sorted_misses(results, tasks, tuple(args.kinds.split(",")))))
     if any(r["kind"] == "story" for r in results):
         print(story_asks_table(results, tasks))
+    print(length_table(results))
 
 
 if __name__ == "__main__":
