@@ -9,6 +9,8 @@
 #                                              # detached, only for a pick), pack to $OUT: the pick, or with
 #                                              # PACK=final the final model (only one model fits $OUT)
 #   bash training/gpu_train.sh adapters        # wait for those adapters, pack them to $OUT
+#   bash training/gpu_train.sh paused          # wait for a sitting that --stop-after pauses, pack <out>/paused to
+#                                              # $OUT: the next session's --resume-from (the checkpoint is too big)
 # Carry .data (corpus, validation text, tokenizer). WAIT_S bounds each call's wait (default 540).
 # `start` trains data-parallel (torchrun, one process a GPU) on every visible GPU when there are several;
 # TRAIN_GPUS=N uses the first N, CUDA_VISIBLE_DEVICES=0 keeps the others free for other calls.
@@ -92,12 +94,17 @@ case ${1:-} in
     cp "$LOG" "$RUN"/training_log.json "$RUN"/README.md "$RESULTS"/ 2>/dev/null
     packed=$model; [ "${PACK:-pick}" = final ] && packed=$RUN  # a next run's --init, when the final is better
     tar -cf - -C /tmp "results$TAG" -C "$(dirname "$packed")" --exclude=checkpoint.pt --exclude=snapshots \
-      "$(basename "$packed")" 2>/dev/null | split -b 15M - "$OUT/run$TAG.tar.part-"
+      --exclude=paused "$(basename "$packed")" 2>/dev/null | split -b 15M - "$OUT/run$TAG.tar.part-"
     ls -la "$OUT" ;;
   adapters)  # wait (WAIT_S at most) for the adapters that finish started, then pack them to $OUT
     until=$(( $(date +%s) + ${WAIT_S:-540} ))
     while [ "$(date +%s)" -lt "$until" ] && pgrep -f "gpu_after.sh adapters" >/dev/null; do sleep 5; done
     tail -n 3 "$RESULTS"/convert_*.txt
     (cd "$RESULTS" && tar -cf "$OUT/adapters.tar" $(ls -d recurformer-embedded-* convert_*.txt 2>/dev/null)) ;;
-  *) echo "usage: $0 start MINUTES | wait | watch | finish STEP... | adapters"; exit 2 ;;
+  paused)
+    wait_on "${WAIT_S:-540}"
+    [ -f "$RUN/paused/progress.json" ] || { echo "no paused run in $RUN"; exit 1; }
+    tar -cf - -C "$RUN" paused | split -b 15M - "$OUT/paused.tar.part-"
+    ls -la "$OUT" ;;
+  *) echo "usage: $0 start MINUTES | wait | watch | finish STEP... | adapters | paused"; exit 2 ;;
 esac

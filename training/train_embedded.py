@@ -18,7 +18,11 @@ time budget, bf16 autocast, gradient clipping.
 
 Resumable: every --ckpt-minutes the model, optimizer, step and elapsed training time go to
 <out>/checkpoint.pt; a run started with --resume continues from it (the schedule follows the training
-time already spent, so a run can span several sittings with the same --minutes). At the end: validation
+time already spent, so a run can span several sittings with the same --minutes). The checkpoint holds the
+optimizer (~340 MB for the 28M model), more than the GPU machine's transfers carry, so a sitting that pauses also
+writes <out>/paused (the bf16 model, its tokenizer and progress.json, ~57 MB): on another machine --resume-from
+that folder continues the schedule where it stopped, with a fresh optimizer whose learning rate warms up again
+over --warmup steps. At the end: validation
 loss, reading accuracy per task kind on held-out tasks (templates, names and texts training never saw;
 teacher-forced argmax of every answer token and its newline, i.e. the greedy answer), then
 save_pretrained (safetensors, bf16) with the tokenizer, a model card and training_log.json.
@@ -229,12 +233,17 @@ def add_dropout(model, p):
         layer.mlp.register_forward_hook(drop)
 
 
-def lr_at(step, progress, args):
-    """Linear warmup over --warmup steps, then cosine from --lr to --lr * --min-lr-frac over the time budget."""
+def lr_at(step, progress, args, warm_from=0):
+    """Linear warmup over --warmup steps, then cosine from --lr to --lr * --min-lr-frac over the time budget.
+    warm_from: the step at which a fresh optimizer took over mid-schedule (--resume-from); the schedule's rate
+    is ramped up again over --warmup steps from there, since the new optimizer has no moments yet."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
     cos = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * cos)
+    lr = args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * cos)
+    if step - warm_from < args.warmup:
+        lr *= (step - warm_from + 1) / args.warmup
+    return lr
 
 
 def token_weights(mask, n_task, answer_weight, doc_weight):
@@ -506,6 +515,9 @@ def parse_args(argv=None):
     ap.add_argument("--out", default="out/embedded")
     ap.add_argument("--minutes", type=float, default=18.0, help="training time budget (the schedule's length)")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    ap.add_argument("--resume-from", default=None,
+                    help="continue a paused run on another machine from its <out>/paused folder (a fresh optimizer; "
+                         "<out>/checkpoint.pt, when there, wins under --resume)")
     ap.add_argument("--init", default=None, help="start from this saved model's weights instead of random ones")
     ap.add_argument("--grow-layers", type=int, default=0,
                     help="with --init: deepen the model to N layers, new layers adding nothing at first (grow_layers.py)")
@@ -572,15 +584,18 @@ def parse_args(argv=None):
     assert 0 <= args.task_frac <= 1, "task fraction must be in [0, 1]"
     if args.attention == "flex" and not torch.cuda.is_available():
         ap.error("--attention flex needs a GPU (FlexAttention has no backward on the CPU)")
+    if args.resume_from and (args.init or args.grow_layers):
+        ap.error("--resume-from carries its own weights: not with --init or --grow-layers")
     if args.grow_layers and not args.init:
         ap.error("--grow-layers deepens the --init model: give --init")
     return args
 
 
-def save_checkpoint(path, model, opt, step, tokens, train_seconds, log):
+def save_checkpoint(path, model, opt, progress, train_seconds):
     tmp = path + ".tmp"
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "tokens": tokens,
-                "train_seconds": train_seconds, "log": log}, tmp)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": progress.step,
+                "tokens": progress.tokens, "train_seconds": train_seconds, "log": progress.log,
+                "warm_from": progress.warm_from}, tmp)
     os.replace(tmp, path)  # never a half-written checkpoint
 
 
@@ -589,6 +604,9 @@ def save_snapshot(path, model, hf_tok):
     (training/rank_snapshots.py), and the held-out perplexity can rise while reading improves."""
     copy.deepcopy(model).to(torch.bfloat16).save_pretrained(path, safe_serialization=True)
     hf_tok.save_pretrained(path)
+
+
+PROGRESS_FILE = "progress.json"  # in <out>/paused: where the schedule stood
 
 
 def checkpoint_path(out):
@@ -626,6 +644,7 @@ class Progress:
     tokens: int = 0
     earlier_s: float = 0.0  # training seconds of the earlier sittings
     log: list = field(default_factory=list)
+    warm_from: int = 0  # the step a fresh optimizer took over (--resume-from): lr_at warms up again from there
 
 
 @dataclass
@@ -679,8 +698,9 @@ def task_loader(tasks, n_task, workers, cuda):
 def build_model(args, hf_tok, proc):
     """(model, config): random weights of the shape flags, or --init's weights and shape; in training mode."""
     from transformers import LlamaForCausalLM
-    if args.init:  # continue from a saved model with a fresh schedule (e.g. on changed data)
-        model = LlamaForCausalLM.from_pretrained(args.init, dtype=torch.float32).to(proc.device)
+    init = args.init or args.resume_from
+    if init:  # --init: continue from a saved model with a fresh schedule (e.g. on changed data)
+        model = LlamaForCausalLM.from_pretrained(init, dtype=torch.float32).to(proc.device)
         if args.grow_layers:
             grow_layers(model, args.grow_layers)
             proc.say(f"[model] --init grown to {args.grow_layers} layers (the new ones add nothing at first)")
@@ -714,14 +734,39 @@ def resume(args, model, opt, seed, proc):
     os.makedirs(args.out, exist_ok=True)
     ckpt = checkpoint_path(args.out)
     if not (args.resume and os.path.exists(ckpt)):
-        return Progress()
+        return resume_portable(args, seed, proc) if args.resume_from else Progress()
     state = torch.load(ckpt, map_location=proc.device)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
-    progress = Progress(state["step"], state["tokens"], state["train_seconds"], state["log"])
+    progress = Progress(state["step"], state["tokens"], state["train_seconds"], state["log"],
+                        state.get("warm_from", 0))
     torch.manual_seed(seed + progress.step)  # other windows than the first sitting's
     proc.say(f"[resume] step {progress.step}, {progress.earlier_s / 60:.1f} min trained")
     return progress
+
+
+def resume_portable(args, seed, proc):
+    """The progress of a run paused on another machine (its <out>/paused; build_model loaded the weights)."""
+    with open(os.path.join(args.resume_from, PROGRESS_FILE)) as f:
+        state = json.load(f)
+    if state["minutes"] != args.minutes:
+        proc.say(f"[resume] the paused run's schedule was {state['minutes']} min; this one follows --minutes "
+                 f"{args.minutes}")
+    progress = Progress(state["step"], state["tokens"], state["train_seconds"], state["log"], warm_from=state["step"])
+    torch.manual_seed(seed + progress.step)
+    proc.say(f"[resume] from {args.resume_from}: step {progress.step}, {progress.earlier_s / 60:.1f} min trained, "
+             f"a fresh optimizer (the learning rate warms up again over {args.warmup} steps)")
+    return progress
+
+
+def save_paused(out, model, hf_tok, progress, train_seconds, minutes):
+    """What another machine needs to continue (--resume-from): the bf16 model, the tokenizer and the progress."""
+    path = os.path.join(out, "paused")
+    save_snapshot(path, model, hf_tok)
+    with open(os.path.join(path, PROGRESS_FILE), "w") as f:
+        json.dump({"step": progress.step, "tokens": progress.tokens, "train_seconds": train_seconds,
+                   "minutes": minutes, "log": progress.log}, f)
+    return path
 
 
 def wrap_ddp(model, proc):
@@ -765,7 +810,8 @@ def train(args, proc, model, train_model, opt, data, progress):
             break
         if args.stop_after and sitting >= args.stop_after * 60:
             break
-        lr = lr_at(progress.step, progress.step / args.max_steps if args.max_steps else trained / budget, args)
+        lr = lr_at(progress.step, progress.step / args.max_steps if args.max_steps else trained / budget, args,
+                   progress.warm_from)
         for g in opt.param_groups:
             g["lr"] = lr
         losses = train_step(args, proc, model, train_model, opt, data)
@@ -824,25 +870,28 @@ def rank0_chores(args, proc, model, opt, data, progress, t_ckpt, t_sit):
     if args.snapshot_every and step % args.snapshot_every == 0:
         save_snapshot(os.path.join(args.out, "snapshots", f"step-{step}"), model, data.hf_tok)
     if time.time() - t_ckpt >= args.ckpt_minutes * 60:
-        save_checkpoint(checkpoint_path(args.out), model, opt, step, progress.tokens,
-                        progress.earlier_s + time.time() - t_sit, progress.log)
+        save_checkpoint(checkpoint_path(args.out), model, opt, progress, progress.earlier_s + time.time() - t_sit)
         t_ckpt = time.time()
     return t_ckpt
 
 
-def end_sitting(args, proc, model, opt, progress, sitting):
+def end_sitting(args, proc, model, opt, progress, sitting, hf_tok):
     """Measure how far the ranks' weights drifted, checkpoint (rank 0), and say whether the run pauses here
-    (--stop-after before the end of the schedule): the shared clock's verdict, the same on every rank."""
+    (--stop-after before the end of the schedule): the shared clock's verdict, the same on every rank. A paused
+    run also leaves <out>/paused for --resume-from on another machine."""
     sitting.weight_gap = rank_weight_gap(model, proc.world)
     if proc.world > 1:
         proc.say(f"[ddp] {proc.world} ranks, largest weight difference from rank 0: {sitting.weight_gap:g}")
     if proc.rank == 0:
-        save_checkpoint(checkpoint_path(args.out), model, opt, progress.step, progress.tokens,
-                        sitting.train_seconds, progress.log)
-    paused = not args.max_steps and sitting.trained < args.minutes * 60
-    if paused:
+        save_checkpoint(checkpoint_path(args.out), model, opt, progress, sitting.train_seconds)
+    if args.max_steps:
+        paused = progress.step < args.max_steps
+    else:
+        paused = sitting.trained < args.minutes * 60
+    if paused and proc.rank == 0:
+        path = save_paused(args.out, model, hf_tok, progress, sitting.train_seconds, args.minutes)
         proc.say(f"[pause] step {progress.step}, {sitting.train_seconds / 60:.1f} of {args.minutes} min: "
-                 f"resume with --resume")
+                 f"resume with --resume here, or with --resume-from {path} on another machine")
     return paused
 
 
@@ -903,7 +952,7 @@ def main():
     progress = resume(args, model, opt, seed, proc)
     proc.say(f"[model] {count_params(model):,} parameters, {shape_text(config)}, device {proc.name}")
     sitting = train(args, proc, model, wrap_ddp(model, proc), opt, data, progress)
-    paused = end_sitting(args, proc, model, opt, progress, sitting)
+    paused = end_sitting(args, proc, model, opt, progress, sitting, data.hf_tok)
     if paused or proc.rank != 0:
         end_ranks(proc.world)  # the other ranks wait here while rank 0 evaluates and saves
         return
