@@ -696,10 +696,11 @@ def task_loader(tasks, n_task, workers, cuda):
 
 
 def build_model(args, hf_tok, proc):
-    """(model, config): random weights of the shape flags, or --init's weights and shape; in training mode."""
+    """(model, config): random weights of the shape flags, or --init's (--resume-from's) weights and shape; in
+    training mode."""
     from transformers import LlamaForCausalLM
     init = args.init or args.resume_from
-    if init:  # --init: continue from a saved model with a fresh schedule (e.g. on changed data)
+    if init:  # --init: a saved model on a fresh schedule (e.g. changed data); --resume-from: see resume()
         model = LlamaForCausalLM.from_pretrained(init, dtype=torch.float32).to(proc.device)
         if args.grow_layers:
             grow_layers(model, args.grow_layers)
