@@ -63,10 +63,9 @@ def held_by_layer(lm, tasks: list[dict], mode: str, budget: float | None) -> dic
 
 def voter_row(lm, tasks: list[dict], recent_ratio: float, budget: float | None) -> dict:
     result = retrieval.run_point(lm, tasks, retrieval.Point("pyramid", budget, {"recent_ratio": recent_ratio}))
-    right = [r for r in result["right"] if r is not None]
-    shares = [s for s in result["shares"] if s is not None]
-    return {"recent_ratio": recent_ratio, "budget": budget, "right": sum(right), "tasks": len(right),
-            "share_reached": round(sum(shares) / max(1, len(shares)), 3), "refusal": result["refusal"]}
+    return {"recent_ratio": recent_ratio, "budget": budget, "right": sum(r for r in result["right"] if r),
+            "tasks": result["count"]["single"], "share_reached": round(result["kv_share"], 3),
+            "refusal": result["refusal"]}
 
 
 def markdown(result: dict) -> str:

@@ -2,9 +2,8 @@
 its share of the KV groups, and reads held-out text near the full model, far from its untrained initialisation."""
 
 import pytest
-import torch
 
-from pyramid_core.engine import teacher_forced_logits
+from pyramid_core.evaluate import continuation_nll
 from pyramid_core.models import load_model
 from pyramid_core.policies import RecurFormerPolicy
 from pyramid_core.recurformer.adapter import check_adapter, load_adapter
@@ -23,11 +22,6 @@ def heldout(embedded):
     """448 tokens of held-out text to read and the 48 after them to predict."""
     ids = embedded.tokenizer(asset("heldout.txt").read_text()[:20000], return_tensors="pt").input_ids
     return ids[:, 1000:1448], ids[:, 1448:1496]
-
-
-def continuation_nll(lm, context, continuation, policy=None) -> float:
-    logits = teacher_forced_logits(lm, context, continuation, policy=policy)[:, :-1]
-    return torch.nn.functional.cross_entropy(logits[0], continuation[0]).item()
 
 
 @pytest.mark.parametrize("share", SHARES)
