@@ -17,6 +17,7 @@ import torch
 
 from .attention import attention
 from .fused_weights import Fused, LayerFusion, fused_layers
+from .joint_projection import JointProjection, joint_projection
 from .kernels import rms_norm as fused_norm
 from .kernels.silu_mul import silu_mul
 from .placement import Placement, placement_of
@@ -115,6 +116,11 @@ def project_qkv(attn, x: torch.Tensor, head_dim: int, fused: Fused | None = None
         q, k, v = (t.reshape(B, T, -1, head_dim) for t in (q, k, v))
         if heads is not None:  # index_select, not q[:, :, heads.q]: see recurrent_groups.merge_recurrent
             q, k, v = q.index_select(2, heads.q), k.index_select(2, heads.kv), v.index_select(2, heads.kv)
+    return heads_first(attn, q, k, v)
+
+
+def heads_first(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """q, k, v [B, T, heads, D] -> [B, heads, T, D], q/k norms (Qwen3) applied on the head dim."""
     if hasattr(attn, "q_norm"):
         q, k = rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k)
     return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -157,15 +163,22 @@ def project(parts: Parts, idx: int, x: torch.Tensor, rope, heads: LayerHeads | N
     heads that attend when some KV groups are recurrences."""
     fusion = parts.fusion(idx)
     q, k, v = project_qkv(parts.layers[idx].self_attn, x, parts.head_dim, fusion and fusion.qkv, heads)
-    if rope is None:
-        return q, k, v
-    return apply_rope(q, rope), apply_rope(k, rope), v
+    return with_rope(q, k, v, rope)
 
 
-def pre_attention(parts: Parts, idx: int, h: torch.Tensor, rope, heads: LayerHeads | None):
-    """A layer's work before attention: (x, q, k, v), x the input_layernorm output [B, T, C]."""
+def with_rope(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope):
+    return (q, k, v) if rope is None else (apply_rope(q, rope), apply_rope(k, rope), v)
+
+
+def pre_attention(parts: Parts, idx: int, h: torch.Tensor, rope, heads: LayerHeads | None,
+                  joint: JointProjection | None = None):
+    """A layer's work before attention: (x, q, k, v), x the input_layernorm output [B, T, C]; with the
+    layer's joint projection, the replaced groups' projection [B, T, W] in x's place (what they read)."""
     x = rms_norm(parts.layers[idx].input_layernorm, h)
-    return (x, *project(parts, idx, x, rope, heads))
+    if joint is None:
+        return (x, *project(parts, idx, x, rope, heads))
+    q, k, v, proj = joint(x)
+    return (proj, *with_rope(*heads_first(parts.layers[idx].self_attn, q, k, v), rope))
 
 
 # A prefill's MLP runs over this many tokens at a time: its intermediates, ~2.7x as wide as h for gate and up
@@ -204,12 +217,15 @@ class EagerStages:
 
     def __init__(self, parts: Parts, heads: list):
         self.parts, self.heads = parts, heads
+        self.joints = [joint_projection(parts.fusion(i) and parts.fusion(i).qkv, lh, parts.head_dim)
+                       for i, lh in enumerate(heads)]
 
     def pre(self, idx: int, h: torch.Tensor, rope):
-        return pre_attention(self.parts, idx, h, rope, self.heads[idx])
+        return pre_attention(self.parts, idx, h, rope, self.heads[idx], self.joints[idx])
 
     def recurrent(self, idx: int, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str) -> dict:
-        return run_groups(self.heads[idx], x, pos, states, phase)
+        """x: what pre gave, the layer's normed input, or its stack's projection with a joint projection."""
+        return run_groups(self.heads[idx], x, pos, states, phase, projected=self.joints[idx] is not None)
 
     def after_attention(self, idx: int, h: torch.Tensor, out: torch.Tensor | None, x: torch.Tensor,
                         pos: torch.Tensor, states: dict, phase: str) -> torch.Tensor:

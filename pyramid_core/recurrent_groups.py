@@ -74,12 +74,17 @@ def layer_units(replaced: dict) -> dict:
     return {(g, ): replaced[g] for g in groups}
 
 
-def run_groups(heads: LayerHeads, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str) -> dict:
+def run_groups(heads: LayerHeads, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str,
+               projected: bool = False) -> dict:
     """Each unit's output {groups: y [B, T, H_unit * D]}: the chunked forward at prefill, one step when
-    decoding. `states` {groups: state} moves on in place."""
+    decoding. `states` {groups: state} moves on in place. projected: x is the layer's single stack's
+    projection (joint_projection.py), not the layer's normed input."""
     ys = {}
     for groups, module in heads.units.items():
-        run = module.forward if phase == "prefill" else module.step
+        if projected:
+            run = module.forward_projected if phase == "prefill" else module.step_projected
+        else:
+            run = module.forward if phase == "prefill" else module.step
         ys[groups], states[groups] = run(x, pos, states.get(groups))
     return ys
 

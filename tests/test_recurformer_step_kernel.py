@@ -191,20 +191,13 @@ def test_engine_decodes_alike_with_the_fused_step(graphs, monkeypatch, tmp_path)
     buffer the kernel advances in place."""
     from pyramid_core import generate
     from pyramid_core.policies import RecurFormerPolicy
-    from pyramid_core.recurformer import Adapter, save_adapter
-    from pyramid_core.recurformer.adapter import rnn_config
-    from tests.test_stacked_rnn import LAYOUT, WIDE, random_groups
+    from tests.test_stacked_rnn import LAYOUT, WIDE, save_random_adapter
     from tests.tiny_models import tiny_model
 
     lm = tiny_model("llama", **WIDE)
     if DEVICE == "cuda":
         lm.model.to("cuda")
-    state, pairs = {}, []
-    for layer, groups in LAYOUT.items():
-        for group, rnn in zip(groups, random_groups(lm, layer, groups, 3, seed=10 * layer)):
-            state.update({f"{layer}.{group}.{k}": v for k, v in rnn.state_dict().items()})
-            pairs.append([layer, group])
-    save_adapter(Adapter(lm.name, sorted(pairs), rnn_config(lm, taps=3).to_dict(), state), tmp_path)
+    save_random_adapter(lm, LAYOUT, 3, tmp_path)
     ids = torch.randint(3, 97, (3, 30), generator=torch.Generator().manual_seed(5)).to(DEVICE)
     mask = torch.ones_like(ids)
     mask[1, :4], mask[2, :9] = 0, 0

@@ -106,18 +106,22 @@ def test_a_stack_is_built_once_and_rebuilt_when_a_group_changes():
 LAYOUT = {0: [0, 1, 3], 2: [1, 2], 3: [2]}  # layer 0 loses 3 of 4 groups, layer 2 two, layer 3 one; layer 1 none
 
 
+def save_random_adapter(lm, layout: dict, taps: int, directory) -> str:
+    """An adapter of random GroupRNNs over layout {layer: [groups]}, saved in directory."""
+    state, pairs = {}, []
+    for layer, groups in layout.items():
+        for group, rnn in zip(groups, random_groups(lm, layer, groups, taps, seed=10 * layer)):
+            state.update({f"{layer}.{group}.{k}": v for k, v in rnn.state_dict().items()})
+            pairs.append([layer, group])
+    save_adapter(Adapter(lm.name, sorted(pairs), rnn_config(lm, taps=taps).to_dict(), state), directory)
+    return str(directory)
+
+
 @pytest.fixture(scope="module", params=[1, 3], ids=lambda t: f"taps{t}")
 def wide(request, tmp_path_factory):
     """A tiny model with 4 KV groups a layer and an adapter of random GroupRNNs over LAYOUT."""
     lm = tiny_model("llama", **WIDE)
-    state, pairs = {}, []
-    for layer, groups in LAYOUT.items():
-        for group, rnn in zip(groups, random_groups(lm, layer, groups, request.param, seed=10 * layer)):
-            state.update({f"{layer}.{group}.{k}": v for k, v in rnn.state_dict().items()})
-            pairs.append([layer, group])
-    directory = tmp_path_factory.mktemp("wide")
-    save_adapter(Adapter(lm.name, sorted(pairs), rnn_config(lm, taps=request.param).to_dict(), state), directory)
-    return lm, str(directory)
+    return lm, save_random_adapter(lm, LAYOUT, request.param, tmp_path_factory.mktemp("wide"))
 
 
 def one_by_one(monkeypatch):

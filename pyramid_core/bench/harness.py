@@ -67,12 +67,14 @@ def environment() -> dict:
         info["triton"] = triton.__version__
     except ImportError:
         info["triton"] = None
+    from ..joint_projection import JOINT_QKV
     from ..recurformer.rnn import scan_backend
     from ..recurformer.stacked import step_backend
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     info["recurformer_scan"] = scan_backend(device)
     info["recurformer_step"] = step_backend(device)  # a stacked layer's decode step: fused kernel or twin
+    info["recurformer_joint_qkv"] = JOINT_QKV  # kept heads' q/k/v and the stack's projection as one matmul
     return info
 
 

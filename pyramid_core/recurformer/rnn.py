@@ -240,11 +240,15 @@ class RNNHeads(nn.Module):
         return self._run(scan_naive, x, positions, state)
 
     def _run(self, scan_fn, x, positions, state):
-        q, k, v, log_a = self.project(x, positions)
+        return self._scan(scan_fn, self.project(x, positions), positions, state, x.dtype)
+
+    def _scan(self, scan_fn, projected: tuple, positions, state, dtype: torch.dtype):
+        """What follows `project`: the scan over its (q, k, v, log_a), taps, and the read-out in dtype."""
+        q, k, v, log_a = projected
         S, past = self.split_state(state)
         o, S = scan_fn(q, k, v, log_a, S)
         tapped, past = self.tap_values(v, positions, past)
-        return self.readout(o, v, x.dtype, tapped), self.join_state(S, past)
+        return self.readout(o, v, dtype, tapped), self.join_state(S, past)
 
 
 class GroupRNN(RNNHeads):

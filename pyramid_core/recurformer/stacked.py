@@ -17,6 +17,7 @@ modules (`stack`) and rebuilt if a module's tensors change.
 
 from __future__ import annotations
 
+import functools
 import os
 import weakref
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..optional import importable
-from .rnn import GroupRNN, RNNHeads, head_rms_norm
+from .rnn import GroupRNN, RNNHeads, head_rms_norm, scan, scan_step
 
 # the decode step runs the fused Triton kernel where it fits (fused_step_fits); False keeps the PyTorch
 # twin everywhere (benchmarks and tests compare the two). Read at each step: a CUDA graph keeps the
@@ -73,9 +74,13 @@ class StackedRNN(RNNHeads):
 
     def project(self, x: torch.Tensor, positions: torch.Tensor):
         """As GroupRNN.project over n * G heads: q [B, nG, T, D] (scaled), k, v [B, nG, T, D], log_a [B, nG, T]."""
-        B, T, _ = x.shape
+        return self.heads_from(F.linear(x, self.proj_weight, self.proj_bias), positions)
+
+    def heads_from(self, proj: torch.Tensor, positions: torch.Tensor):
+        """project's outputs from the projection matmul's output proj [B, T, W]."""
+        B, T, _ = proj.shape
         n, G, D = self.groups, self.cfg.heads, self.cfg.head_dim
-        q, k, v, gate = F.linear(x, self.proj_weight, self.proj_bias).split(self.widths, dim=-1)
+        q, k, v, gate = proj.split(self.widths, dim=-1)
         q, k, v = q.view(B, T, n, G, D), k.view(B, T, n, 1, D), v.view(B, T, n, D)
         if self.q_norm is not None:
             q, k = head_rms_norm(q, self.q_norm, self.cfg.norm_eps), head_rms_norm(k, self.k_norm, self.cfg.norm_eps)
@@ -93,6 +98,24 @@ class StackedRNN(RNNHeads):
 
         proj = F.linear(x[:, 0], self.proj_weight, self.proj_bias)  # [B, W]
         return stacked_step_triton(self, proj, positions.reshape(-1).contiguous(), state)
+
+    # a layer's joint projection (joint_projection.py) computes proj with its attention heads' q, k, v:
+    # these take it in place of x
+
+    def forward_projected(self, proj: torch.Tensor, positions: torch.Tensor,
+                          state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward() from proj [B, T, W], the projection matmul's output for x."""
+        scan_fn = functools.partial(scan, chunk=self.cfg.chunk)
+        return self._scan(scan_fn, self.heads_from(proj, positions), positions, state, proj.dtype)
+
+    def step_projected(self, proj: torch.Tensor, positions: torch.Tensor,
+                       state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """step() from proj [B, 1, W] (a view with unit column stride will do)."""
+        if not fused_step_fits(proj, state):
+            return self._scan(scan_step, self.heads_from(proj, positions), positions, state, proj.dtype)
+        from .step_triton import stacked_step_triton
+
+        return stacked_step_triton(self, proj[:, 0], positions.reshape(-1).contiguous(), state)
 
 
 def fused_step_fits(x: torch.Tensor, state: torch.Tensor | None) -> bool:
