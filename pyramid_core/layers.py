@@ -223,9 +223,11 @@ class EagerStages:
     def pre(self, idx: int, h: torch.Tensor, rope):
         return pre_attention(self.parts, idx, h, rope, self.heads[idx], self.joints[idx])
 
-    def recurrent(self, idx: int, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str) -> dict:
-        """x: what pre gave, the layer's normed input, or its stack's projection with a joint projection."""
-        return run_groups(self.heads[idx], x, pos, states, phase, projected=self.joints[idx] is not None)
+    def recurrent(self, idx: int, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str,
+                  into: torch.Tensor | None = None) -> dict:
+        """x: what pre gave, the layer's normed input, or its stack's projection with a joint projection
+        (whose decode step then writes its heads into `into`, the o_proj input, where given)."""
+        return run_groups(self.heads[idx], x, pos, states, phase, self.joints[idx] is not None, into)
 
     def after_attention(self, idx: int, h: torch.Tensor, out: torch.Tensor | None, x: torch.Tensor,
                         pos: torch.Tensor, states: dict, phase: str) -> torch.Tensor:
@@ -235,8 +237,11 @@ class EagerStages:
         holds all of it: the recurrences need x, pos and their states, nothing from attention."""
         heads = self.heads[idx]
         if heads is not None:
-            ys = self.recurrent(idx, x, pos, states, phase)
-            out = merge_recurrent(out, heads, ys, self.parts.num_heads)
+            full = None
+            if self.joints[idx] is not None and phase == "decode":  # the stack writes its heads into it
+                full = x.new_empty(x.shape[0], self.parts.num_heads, 1, self.parts.head_dim)
+            ys = self.recurrent(idx, x, pos, states, phase, full)
+            out = merge_recurrent(out, heads, ys, self.parts.num_heads, full)
         return post_attention(self.parts, idx, h, out)
 
 

@@ -75,12 +75,17 @@ def layer_units(replaced: dict) -> dict:
 
 
 def run_groups(heads: LayerHeads, x: torch.Tensor, pos: torch.Tensor, states: dict, phase: str,
-               projected: bool = False) -> dict:
+               projected: bool = False, into: torch.Tensor | None = None) -> dict:
     """Each unit's output {groups: y [B, T, H_unit * D]}: the chunked forward at prefill, one step when
     decoding. `states` {groups: state} moves on in place. projected: x is the layer's single stack's
-    projection (joint_projection.py), not the layer's normed input."""
+    projection (joint_projection.py), not the layer's normed input. into: the o_proj input [B, H, 1, D]
+    of a projected decode step, where the stack writes its heads itself (its kernel stores them there:
+    no output of its own, no copy); such a unit has no entry in the result."""
     ys = {}
     for groups, module in heads.units.items():
+        if projected and phase == "decode" and into is not None:
+            _, states[groups] = module.step_projected(x, pos, states.get(groups), into, heads.unit_heads[groups])
+            continue
         if projected:
             run = module.forward_projected if phase == "prefill" else module.step_projected
         else:
@@ -89,17 +94,20 @@ def run_groups(heads: LayerHeads, x: torch.Tensor, pos: torch.Tensor, states: di
     return ys
 
 
-def merge_recurrent(out, heads: LayerHeads, ys: dict, num_heads: int):
+def merge_recurrent(out, heads: LayerHeads, ys: dict, num_heads: int, full: torch.Tensor | None = None):
     """Put the attention heads' output [B, H_attn, T, D] and each unit's recurrent output
-    ys {groups: [B, T, H_unit * D]} into the o_proj input layout [B, H, T, D].
+    ys {groups: [B, T, H_unit * D]} into the o_proj input layout [B, H, T, D]: `full` where given (the
+    units that wrote their heads there have no ys entry), else a new tensor.
 
     index_copy_, not indexed assignment: on a CPU torch's advanced-indexing kernels took ~15 ms for
     one decode step's [1, 32, 1, 128] with two threads, index_copy_ microseconds; on a GPU both are one
     kernel."""
-    groups0, y0 = next(iter(ys.items()))
-    B, T = y0.shape[:2]
-    D = y0.shape[-1] // len(heads.unit_heads[groups0])
-    full = (y0 if out is None else out).new_empty(B, num_heads, T, D)
+    if full is None:
+        groups0, y0 = next(iter(ys.items()))
+        B, T = y0.shape[:2]
+        D = y0.shape[-1] // len(heads.unit_heads[groups0])
+        full = (y0 if out is None else out).new_empty(B, num_heads, T, D)
+    B, _, T, D = full.shape
     if out is not None:
         full.index_copy_(1, heads.q, out)
     for groups, y in ys.items():

@@ -153,6 +153,28 @@ def test_no_state_is_a_zero_state():
     assert torch.equal(y0, y1) and torch.equal(s0, s1)
 
 
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "twin"])
+@torch.no_grad()
+def test_a_step_writes_its_heads_into_the_layers_o_proj_input(kernel, monkeypatch):
+    """step_projected with out: each head's y lands at its place in out (here a shuffled subset of 10
+    heads), the other heads of out are untouched, and the state moves as without out; the projection may
+    be a column slice of a wider matmul output (the joint projection's)."""
+    stack = make_stack(2, 2, 32, 3, True, torch.float32)  # 4 heads of 32
+    x, pos = inputs(stack, 3, torch.float32)
+    _, state = stack(x[:, :PREFILL], pos[:, :PREFILL])
+    wide = torch.cat((torch.randn(3, 1, 7, device=DEVICE), x[:, PREFILL:PREFILL + 1]), dim=-1)[:, :, 7:]
+    monkeypatch.setattr(stacked, "fused_step_fits", lambda *a: kernel)
+    y, alone = stack.step_projected(x[:, PREFILL:PREFILL + 1], pos[:, PREFILL:PREFILL + 1], state.clone())
+    out = torch.randn(3, 10, 1, 32, device=DEVICE)
+    before, places = out.clone(), torch.tensor([7, 2, 9, 4], device=DEVICE)
+    got, moved = stack.step_projected(wide, pos[:, PREFILL:PREFILL + 1], state.clone(), out, places)
+    assert got is out
+    assert_close("heads in place", y.view(3, 4, 32), out[:, places, 0], torch.float32)
+    others = [h for h in range(10) if h not in places.tolist()]
+    assert torch.equal(out[:, others], before[:, others])
+    assert_close("state", alone, moved, torch.float32)
+
+
 # ----------------------------------------------------------------------------- routing
 
 def test_the_twin_runs_on_a_cpu_and_when_switched_off(monkeypatch):

@@ -108,14 +108,21 @@ class StackedRNN(RNNHeads):
         scan_fn = functools.partial(scan, chunk=self.cfg.chunk)
         return self._scan(scan_fn, self.heads_from(proj, positions), positions, state, proj.dtype)
 
-    def step_projected(self, proj: torch.Tensor, positions: torch.Tensor,
-                       state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """step() from proj [B, 1, W] (a view with unit column stride will do)."""
+    def step_projected(self, proj: torch.Tensor, positions: torch.Tensor, state: torch.Tensor | None,
+                       out: torch.Tensor | None = None,
+                       out_heads: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """step() from proj [B, 1, W] (a view with unit column stride will do). With out [B, H_layer, 1, D]
+        (the layer's o_proj input) and out_heads [n * G] (its heads' indices there), y goes into those
+        heads of out, which is returned in y's place: the kernel stores it there directly."""
         if not fused_step_fits(proj, state):
-            return self._scan(scan_step, self.heads_from(proj, positions), positions, state, proj.dtype)
+            y, state = self._scan(scan_step, self.heads_from(proj, positions), positions, state, proj.dtype)
+            if out is None:
+                return y, state
+            B, D = y.shape[0], self.cfg.head_dim
+            return out.index_copy_(1, out_heads, y.view(B, 1, -1, D).transpose(1, 2).to(out.dtype)), state
         from .step_triton import stacked_step_triton
 
-        return stacked_step_triton(self, proj[:, 0], positions.reshape(-1).contiguous(), state)
+        return stacked_step_triton(self, proj[:, 0], positions.reshape(-1).contiguous(), state, out, out_heads)
 
 
 def fused_step_fits(x: torch.Tensor, state: torch.Tensor | None) -> bool:

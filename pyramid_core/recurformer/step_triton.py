@@ -68,10 +68,10 @@ def _rms_inv(p_x, o_d, m_d, eps, D: tl.constexpr):
 
 
 @triton.jit
-def rnn_step_fwd_kernel(proj, pos, state, y, q_norm, k_norm, inv_freq, out_weight, skip, taps,
+def rnn_step_fwd_kernel(proj, pos, state, y, y_heads, q_norm, k_norm, inv_freq, out_weight, skip, taps,
                         scale, rope_scaling, norm_eps, out_eps, s_pb, s_yb,
                         H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr,
-                        NT: tl.constexpr, BNT: tl.constexpr, QK_NORM: tl.constexpr):
+                        NT: tl.constexpr, BNT: tl.constexpr, QK_NORM: tl.constexpr, HEAD_MAP: tl.constexpr):
     i_bh = tl.program_id(0)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_g = i_b.to(tl.int64), i_h // G
@@ -125,17 +125,23 @@ def rnn_step_fwd_kernel(proj, pos, state, y, q_norm, k_norm, inv_freq, out_weigh
         b_y += tl.sum(b_taps.to(tl.float32) * b_past, axis=0)
         tl.debug_barrier()
         tl.store(p_rows, tl.where(real, b_later, b_past), mask=m_t)
-    tl.store(y + i_b64 * s_yb + i_h * D + o_d, b_y.to(y.dtype.element_ty), mask=m_d)
+    i_y = i_h  # the head's place in y's rows: its own, or with HEAD_MAP its place in the layer's o_proj input
+    if HEAD_MAP:
+        i_y = tl.load(y_heads + i_h).to(tl.int32)
+    tl.store(y + i_b64 * s_yb + i_y * D + o_d, b_y.to(y.dtype.element_ty), mask=m_d)
 
 
-def stacked_step_triton(rnn, proj: torch.Tensor, positions: torch.Tensor,
-                        state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def stacked_step_triton(rnn, proj: torch.Tensor, positions: torch.Tensor, state: torch.Tensor | None,
+                        out: torch.Tensor | None = None,
+                        out_heads: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A StackedRNN's decode step after its projection. proj [B, W]: F.linear(x, proj_weight, proj_bias)
     of the step's x; positions [B] (-1: a pad); state [B, H, D + taps - 1, D] float32 or None (zeros).
 
     Returns (y [B, 1, H * D] in proj's dtype, state). The state is advanced in place and returned (a
     contiguous float32 state is the one passed; None or any other gets a fresh one), so under a CUDA
-    graph it stays one static buffer."""
+    graph it stays one static buffer. With out, a contiguous [B, H_layer, 1, D] (the layer's o_proj input),
+    and out_heads [H] (where each of the stack's heads goes in it), head h is stored at out[:, out_heads[h]]
+    and out is returned in y's place."""
     B, W = proj.shape
     cfg, H = rnn.cfg, rnn.skip.shape[0]
     D, NT = cfg.head_dim, cfg.taps - 1
@@ -145,15 +151,23 @@ def stacked_step_triton(rnn, proj: torch.Tensor, positions: torch.Tensor,
     elif state.dtype != torch.float32 or not state.is_contiguous():
         state = state.to(torch.float32).contiguous()
     assert state.shape == (B, H, D + NT, D), f"state shape {tuple(state.shape)} != {(B, H, D + NT, D)}"
-    y = torch.empty(B, 1, H * D, dtype=proj.dtype, device=proj.device)
+    if out is None:
+        y = torch.empty(B, 1, H * D, dtype=proj.dtype, device=proj.device)
+    else:
+        assert out.is_contiguous() and out.shape[0] == B and out.shape[2:] == (1, D), \
+            f"o_proj input {tuple(out.shape)} does not take [{B}, heads, 1, {D}] rows"
+        assert out_heads is not None and out_heads.numel() == H, "out needs each head's place in it"
+        y = out
     norms = rnn.q_norm is not None
     dummy = rnn.inv_freq  # stands in for the missing optional tensors (never read)
     warmup.first_time(("rnn_step", proj.device, proj.dtype, H, cfg.heads, D, NT, norms))
     with launch_device(proj):
         rnn_step_fwd_kernel[(B * H,)](
-            proj, positions, state, y, rnn.q_norm if norms else dummy, rnn.k_norm if norms else dummy,
+            proj, positions, state, y, dummy if out is None else out_heads,
+            rnn.q_norm if norms else dummy, rnn.k_norm if norms else dummy,
             rnn.inv_freq, rnn.out_weight, rnn.skip, rnn.taps if NT else dummy,
             cfg.scale, cfg.rope_scaling, cfg.norm_eps, cfg.out_eps, proj.stride(0), y.stride(0),
             H=H, G=cfg.heads, D=D, BD=triton.next_power_of_2(D), BK=min(BLOCK_K, triton.next_power_of_2(D)),
-            NT=NT, BNT=triton.next_power_of_2(max(NT, 1)), QK_NORM=norms, num_warps=NUM_WARPS)
+            NT=NT, BNT=triton.next_power_of_2(max(NT, 1)), QK_NORM=norms, HEAD_MAP=out is not None,
+            num_warps=NUM_WARPS)
     return y, state
