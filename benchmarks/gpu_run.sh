@@ -61,7 +61,7 @@ for step in "$@"; do
     # the opt-in fused decode steps (off by default until these pass and are timed here): their kernels
     # compiled for real, against their twins, in the engine and in CUDA graphs
     fused_tests) PYRAMID_FUSED_RNN_STEP=1 PYRAMID_FUSED_H2O_STEP=1 python -m pytest -q -rs \
-        tests/test_recurformer_step_kernel.py tests/test_stacked_rnn.py tests/test_h2o*.py ;;
+        tests/test_recurformer_step_kernel.py tests/test_stacked_rnn.py tests/test_joint_projection.py tests/test_h2o*.py ;;
     rnn_step) python benchmarks/rnn_step_kernel.py "$RES/rnn_step_kernel.json" ;;
     h2o_step) PYTHONPATH=. python benchmarks/h2o_step_kernel.py "$RES/h2o_step_kernel.json" ;;
     kernels) python benchmarks/check_kernels.py "$RES/kernel_check.json" ;;

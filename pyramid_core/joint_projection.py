@@ -9,7 +9,7 @@ each step (docs/recurformer.md). Here one weight holds the kept heads' rows, the
 matmul, whose output splits into q, k, v and the stack's projection as views, with no gather.
 
 The cost is memory: a copy of the kept heads' rows of every layer with replaced groups (75% of those
-layers' q/k/v weights with a quarter of the groups replaced: ~2.4 GB on the 7B shape, ~0.3 MB a layer on
+layers' q/k/v weights with a quarter of the groups replaced: up to ~2.4 GB on the 7B shape, ~0.25 MB a layer on
 the embedded model). The stack's rows are not copied twice: the stack's projection weight becomes a view
 of the joint weight's tail. `PYRAMID_JOINT_QKV=0` turns it off (read once, at import: a decode graph
 captured without a joint projection reads the stack's former weight, which building one lets go).
