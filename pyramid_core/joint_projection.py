@@ -98,6 +98,6 @@ def build(fused: Fused, heads: LayerHeads, stack, head_dim: int) -> JointProject
         kept_bias = fused.bias.index_select(0, rows) if fused.bias is not None else \
             fused.weight.new_zeros(rows.numel())
         weight = torch.cat((fused.weight.index_select(0, rows), stack.proj_weight))
-        bias = torch.cat((kept_bias, stack.proj_bias.to(kept_bias.dtype)))
+        bias = torch.cat((kept_bias, stack.proj_bias))
         stack.proj_weight, stack.proj_bias = weight[rows.numel():], bias[rows.numel():]
     return JointProjection(weight, bias, (heads.q.numel(), heads.kv.numel()), head_dim)

@@ -107,12 +107,17 @@ def merge_recurrent(out, heads: LayerHeads, ys: dict, num_heads: int, full: torc
         B, T = y0.shape[:2]
         D = y0.shape[-1] // len(heads.unit_heads[groups0])
         full = (y0 if out is None else out).new_empty(B, num_heads, T, D)
-    B, _, T, D = full.shape
     if out is not None:
         full.index_copy_(1, heads.q, out)
     for groups, y in ys.items():
-        full.index_copy_(1, heads.unit_heads[groups], y.view(B, T, -1, D).transpose(1, 2).to(full.dtype))
+        place_heads(full, heads.unit_heads[groups], y)
     return full
+
+
+def place_heads(full: torch.Tensor, places: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Copy a unit's output y [B, T, H_unit * D] into its heads `places` of the o_proj input full [B, H, T, D]."""
+    B, _, T, D = full.shape
+    return full.index_copy_(1, places, y.view(B, T, -1, D).transpose(1, 2).to(full.dtype))
 
 
 def held_group_shares(recurrent: dict, num_layers: int, num_kv_heads: int) -> list[float]:

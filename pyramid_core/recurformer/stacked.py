@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..optional import importable
+from ..recurrent_groups import place_heads
 from .rnn import GroupRNN, RNNHeads, head_rms_norm, scan, scan_step
 
 # the decode step runs the fused Triton kernel where it fits (fused_step_fits); False keeps the PyTorch
@@ -116,10 +117,7 @@ class StackedRNN(RNNHeads):
         heads of out, which is returned in y's place: the kernel stores it there directly."""
         if not fused_step_fits(proj, state):
             y, state = self._scan(scan_step, self.heads_from(proj, positions), positions, state, proj.dtype)
-            if out is None:
-                return y, state
-            B, D = y.shape[0], self.cfg.head_dim
-            return out.index_copy_(1, out_heads, y.view(B, 1, -1, D).transpose(1, 2).to(out.dtype)), state
+            return (y if out is None else place_heads(out, out_heads, y)), state
         from .step_triton import stacked_step_triton
 
         return stacked_step_triton(self, proj[:, 0], positions.reshape(-1).contiguous(), state, out, out_heads)
