@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .fused_weights import Fused
+from .recurformer.stacked import StackedRNN
 from .recurrent_groups import LayerHeads
 
 _lock = threading.Lock()
@@ -80,17 +81,15 @@ def joint_projection(fused: Fused | None, heads: LayerHeads | None, head_dim: in
         return cached[1]
 
 
-def single_stack(heads: LayerHeads | None):
+def single_stack(heads: LayerHeads | None) -> StackedRNN | None:
     """The layer's replaced groups as one StackedRNN, or None (no replaced group, or units run alone)."""
-    from .recurformer.stacked import StackedRNN
-
     if heads is None or len(heads.units) != 1:
         return None
     unit = next(iter(heads.units.values()))
     return unit if isinstance(unit, StackedRNN) else None
 
 
-def build(fused: Fused, heads: LayerHeads, stack, head_dim: int) -> JointProjection:
+def build(fused: Fused, heads: LayerHeads, stack: StackedRNN, head_dim: int) -> JointProjection:
     """Copy the kept heads' rows of the fused q/k/v weight, append the stack's rows, and make the stack's
     projection weight and bias views of that tail (it stays callable on its own, with the same values)."""
     rows = (heads.qkv[:, None] * head_dim + torch.arange(head_dim, device=heads.qkv.device)).flatten()
