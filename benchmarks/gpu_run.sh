@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run on the GPU machine (the device tool): GPU tests, kernel checks and benchmark suites, results to $OUT.
 #   bash benchmarks/gpu_run.sh tests kernels engine overhead prefill8k recurformer table1
-#   bash benchmarks/gpu_run.sh fused_tests rnn_step h2o_step     # the fused decode steps (~3 minutes)
+#   bash benchmarks/gpu_run.sh fused_tests rnn_step h2o_step     # the fused decode steps and the step graphs (~4 minutes)
 #   bash benchmarks/gpu_run.sh modes_paired studio               # H2O's two paths and RecurFormer against the
 #       baseline on the 7B shape in the same rounds (~3 min); the studio benchmark on uvloop and on asyncio
 #       (~3 min, needs .cpusite and the embedded model)
@@ -61,7 +61,8 @@ for step in "$@"; do
     # the opt-in fused decode steps (off by default until these pass and are timed here): their kernels
     # compiled for real, against their twins, in the engine and in CUDA graphs
     fused_tests) PYRAMID_FUSED_RNN_STEP=1 PYRAMID_FUSED_H2O_STEP=1 python -m pytest -q -rs \
-        tests/test_recurformer_step_kernel.py tests/test_stacked_rnn.py tests/test_joint_projection.py tests/test_h2o*.py ;;
+        tests/test_recurformer_step_kernel.py tests/test_stacked_rnn.py tests/test_joint_projection.py tests/test_h2o*.py \
+        tests/test_side_stream.py tests/test_step_graphs.py tests/test_decode_kernel.py ;;
     rnn_step) python benchmarks/rnn_step_kernel.py "$RES/rnn_step_kernel.json" ;;
     h2o_step) PYTHONPATH=. python benchmarks/h2o_step_kernel.py "$RES/h2o_step_kernel.json" ;;
     kernels) python benchmarks/check_kernels.py "$RES/kernel_check.json" ;;

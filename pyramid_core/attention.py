@@ -18,7 +18,8 @@ ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION
 
 
 def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int | None,
-              causal_square: bool, decode_kernel: bool = True, any_batch: bool = False) -> torch.Tensor:
+              causal_square: bool, decode_kernel: bool = True, any_batch: bool = False,
+              into: tuple | None = None) -> torch.Tensor:
     """SDPA over held slots, masked by original positions. q [B, H, Tq, D]; k, v [B, H_kv, Tk, D].
 
     Without holes or a sliding window the mask is implied: a square prefill block is causal (kept
@@ -28,12 +29,21 @@ def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int |
     one CUDA graph, step_graphs.py: the kernel splits each row's slots itself, and SDPA's flash kernel
     took ~9 us a layer for H2O's ~205 slots on the 7B shape, step_graph_time_7b_1k_modes.json);
     decode_kernel=False keeps it off.
+
+    into (full [B, H_full, Tq, D], heads [H] long): put head h's output at full[:, heads[h]] and return
+    full (RecurFormer's o_proj input, whose other heads are the recurrences'); the kernel stores it there.
     """
     fits = decode_kernel_supports if any_batch else decode_kernel_fits
     if decode_kernel and fits(q, k):
         from .kernels.decode_triton import decode_attention_triton
 
-        return decode_attention_triton(q, k, v, q_pos, k_pos, scale, window)
+        return decode_attention_triton(q, k, v, q_pos, k_pos, scale, window, into=into)
+    out = sdpa_attention(q, k, v, q_pos, k_pos, scale, holes, window, causal_square)
+    return out if into is None else into[0].index_copy_(1, into[1], out)
+
+
+def sdpa_attention(q, k, v, q_pos, k_pos, scale: float, holes: bool, window: int | None, causal_square: bool):
+    """attention's SDPA path (the decode kernel's reference): [B, H, Tq, D]."""
     gqa = q.shape[1] != k.shape[1]
     if not holes and window is None and (causal_square or q.shape[2] == 1):
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal_square and q.shape[2] > 1,

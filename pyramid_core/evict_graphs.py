@@ -32,6 +32,7 @@ import torch
 from .attention import attention
 from .graphs import DecodeGraphs, Replay, load, request_replay, same_objects
 from .layers import attention_scale
+from .side_stream import SideStream
 
 
 # On unless PYRAMID_EVICT_GRAPHS=0 in the environment of a new process (benchmarks pair the two paths); named
@@ -103,16 +104,27 @@ def capture(req, stages: DecodeGraphs, idx: int, q, k, v, binding: tuple) -> Evi
 
 
 def attend_and_pick(layer, slot: torch.Tensor, q: torch.Tensor, pos: torch.Tensor, T: int, scale: float,
-                    window: int | None, decode_kernel: bool, scores, both=None) -> torch.Tensor:
+                    window: int | None, decode_kernel: bool, scores, both=None,
+                    side: SideStream | None = None) -> torch.Tensor:
     """A full layer's steady step after the token's write: attention over its T slots, then the next slot
     each row evicts, into `slot` (device work only). scores(q, pos, keys, positions) -> [B, T]; both(q, pos,
-    keys, values, positions) -> (attention, scores) in one pass, or None (then attention and scores apart;
-    only asked where the decode kernel may run and no window masks the attention, which the scores ignore)."""
+    keys, values, positions) -> (attention, a call that gives the scores from what its pass saw) in one pass,
+    or None (then attention and scores apart; only asked where the decode kernel may run and no window masks
+    the attention, which the scores ignore). side: score and pick there (nothing after reads them until the
+    next step), else in line."""
     keys, values, k_pos = layer.keys[:, :, :T], layer.values[:, :, :T], layer.positions[:, :T]
     fused = both(q, pos, keys, values, k_pos) if both is not None and decode_kernel and window is None else None
     if fused is None:
         out = attention(q, keys, values, pos, k_pos, scale=scale, holes=False, window=window, causal_square=False,
                         decode_kernel=decode_kernel, any_batch=True)
-        fused = out, scores(q, pos, keys, k_pos)
-    layer.lowest_slot(fused[1], out=slot)
-    return fused[0]
+        fused = out, lambda: scores(q, pos, keys, k_pos)
+    out, scored = fused
+
+    def pick():
+        layer.lowest_slot(scored(), out=slot)
+
+    if side is not None:
+        side.run(pick)
+    else:
+        pick()
+    return out

@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from . import side_stream
 from .attention import attention
 from .fused_weights import Fused, LayerFusion, fused_layers
 from .joint_projection import JointProjection, joint_projection
 from .kernels import rms_norm as fused_norm
 from .kernels.silu_mul import silu_mul
 from .placement import Placement, placement_of
-from .recurrent_groups import LayerHeads, merge_recurrent, run_groups
+from .recurrent_groups import Beside, LayerHeads, merge_recurrent, run_groups
+from .side_stream import SideStream
 
 if TYPE_CHECKING:
     from .models import LoadedModel
@@ -229,14 +231,30 @@ class EagerStages:
         (whose decode step then writes its heads into `into`, the o_proj input, where given)."""
         return run_groups(self.heads[idx], x, pos, states, phase, self.joints[idx] is not None, into)
 
+    def recurrences_beside(self, idx: int, x: torch.Tensor, pos: torch.Tensor, states: dict,
+                           side: SideStream) -> Beside | None:
+        """A decode step's recurrences of layer idx started before its attention, on `side`
+        (recurrent_groups.Beside), for after_attention(beside=); None where after_attention runs them
+        itself (no joint projection, or side_stream.BESIDE off). For a step that is one graph
+        (step_graphs.py): in a layer's own post-attention graph (graphs.py) no attention runs beside."""
+        if self.joints[idx] is None or not side_stream.BESIDE:
+            return None
+        full = x.new_empty(x.shape[0], self.parts.num_heads, 1, self.parts.head_dim)
+        side.run(lambda: self.recurrent(idx, x, pos, states, "decode", full))
+        return Beside(full, self.heads[idx].q, side)
+
     def after_attention(self, idx: int, h: torch.Tensor, out: torch.Tensor | None, x: torch.Tensor,
-                        pos: torch.Tensor, states: dict, phase: str) -> torch.Tensor:
+                        pos: torch.Tensor, states: dict, phase: str, beside: Beside | None = None) -> torch.Tensor:
         """The next hidden state from the attention heads' output `out` (None: every group replaced):
         the replaced groups' recurrences over x (their `states` move on in place), their output merged
         with out into the o_proj layout, then post_attention. One stage, so that a decode step's graph
-        holds all of it: the recurrences need x, pos and their states, nothing from attention."""
+        holds all of it: the recurrences need x, pos and their states, nothing from attention.
+        beside: the recurrences already started (recurrences_beside); only the merge is left, or nothing
+        where attention wrote its heads into beside.full (attention(into=))."""
         heads = self.heads[idx]
-        if heads is not None:
+        if beside is not None:
+            out = beside.merged(out)
+        elif heads is not None:
             full = None
             if self.joints[idx] is not None and phase == "decode":  # the stack writes its heads into it
                 full = x.new_empty(x.shape[0], self.parts.num_heads, 1, self.parts.head_dim)

@@ -5,6 +5,10 @@ A layer's replaced groups run as units: all its GroupRNNs as one StackedRNN (one
 layer, recurformer/stacked.py), or each module alone (the window twin, and training, which needs the
 gradients in each GroupRNN's own parameters). A unit is keyed by the tuple of groups it runs; its
 state sits under that key in the request's per-layer state dict.
+
+When a decode step is one CUDA graph (step_graphs.py), a layer's stack starts its step before the layer's
+attention, on a side stream (`Beside`, side_stream.py): the recurrence needs the projection, not the
+attention, so the two run at once and the stack's kernel leaves the step's critical path.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import logging
 from dataclasses import dataclass
 
 import torch
+
+from .side_stream import SideStream
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +118,30 @@ def merge_recurrent(out, heads: LayerHeads, ys: dict, num_heads: int, full: torc
     for groups, y in ys.items():
         place_heads(full, heads.unit_heads[groups], y)
     return full
+
+
+@dataclass
+class Beside:
+    """A decode step's recurrences started before attention: `full`, the o_proj input [B, H, 1, D] into
+    which they write their heads, the heads that attend (`attending`: attention writes those, `into`),
+    and the side stream the recurrences run on."""
+
+    full: torch.Tensor
+    attending: torch.Tensor
+    side: SideStream
+
+    @property
+    def into(self) -> tuple:
+        """attention(into=): where the attending heads' output goes."""
+        return self.full, self.attending
+
+    def merged(self, out: torch.Tensor | None) -> torch.Tensor:
+        """full with the attention heads' output `out` in it (None: no head attends; full itself: attention
+        wrote it there), once the current stream has waited for the side stream."""
+        self.side.join()
+        if out is not None and out is not self.full:
+            self.full.index_copy_(1, self.attending, out)
+        return self.full
 
 
 def place_heads(full: torch.Tensor, places: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

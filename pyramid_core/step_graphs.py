@@ -15,8 +15,10 @@ every reserved slot, the ones not yet written masked by their empty positions (-
 shape that changes, and all of it is captured once per request and replayed:
 
     embed -> per layer: norm, q/k/v, RoPE, write slot `length`, attention over all slots, the policy's
-             quiet work (PyramidInfer: the query joins the voters), the replaced groups' recurrences
-             (RecurFormer: their states advanced in place), o_proj, MLP
+             quiet work (PyramidInfer: the query joins the voters; H2O: the pick of the slot to evict next,
+             on a side stream while o_proj and the MLP run), the replaced groups' recurrences (RecurFormer:
+             their states advanced in place; on the side stream, beside attention, where the layer's groups
+             run as one stack with a joint projection), o_proj, MLP
           -> norm, lm_head
 
 The policy says which steps are quiet and what its part of one is (policies/base.py `QuietStep`); a step
@@ -42,12 +44,14 @@ from dataclasses import dataclass, fields
 import torch
 from torch.nn.attention import sdpa_kernel
 
+from . import side_stream
 from .attention import ATTENTION_BACKENDS, attention
 from .evict_graphs import attend_and_pick
 from .graphs import Replay, copy_state, load, request_replay, same_objects
 from .kernels.rope_write import rope_write
 from .layers import attention_scale, embed_tokens, final_logits, rope_tables
 from .policies.base import QuietStep
+from .side_stream import SideStream
 from .transfer import copy_from_host
 
 # On unless PYRAMID_STEP_GRAPHS=0 in the environment of a new process (benchmarks pair the two paths)
@@ -154,12 +158,14 @@ def bound(req, quiet: QuietStep) -> tuple:
     return tuple(buffers)
 
 
-def reservation_attention(q, layer, positions, scale: float, window: int | None, decode_kernel: bool):
+def reservation_attention(q, layer, positions, scale: float, window: int | None, decode_kernel: bool,
+                          into: tuple | None = None):
     """Attention of one query a row over every reserved slot, the unwritten ones (position -1) masked.
     On CUDA the Triton decode kernel at any batch: its masked loads skip the unwritten slots' keys and
-    values, where SDPA with a mask reads them all (and, for grouped KV heads, copies them per query head)."""
+    values, where SDPA with a mask reads them all (and, for grouped KV heads, copies them per query head).
+    into: attention(into=), RecurFormer's o_proj input when its recurrences run beside (Beside.into)."""
     return attention(q, layer.keys, layer.values, positions, layer.positions, scale=scale, holes=True,
-                     window=window, causal_square=False, decode_kernel=decode_kernel, any_batch=True)
+                     window=window, causal_square=False, decode_kernel=decode_kernel, any_batch=True, into=into)
 
 
 @sdpa_kernel(ATTENTION_BACKENDS)  # the capture runs the step eagerly (replay() says why the replays do not)
@@ -172,26 +178,31 @@ def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> Step
     logits = torch.empty(tokens.shape[0], parts.lm_head.weight.shape[0], dtype=torch.float32, device=device)
 
     def step():
+        side = SideStream(device)  # RecurFormer's stack steps and H2O's picks, beside the step's own stream
+        picks = side if quiet.evicts and side_stream.BESIDE else None
         h = embed_tokens(parts, static_tokens[:, None], device)
         rope = rope_tables(parts.rotary, h, positions)
         for idx, layer in enumerate(req.cache.layers):
             x, q, k, v = req.stages.pre(idx, h, None)  # RoPE comes with the slot write, in one kernel
+            states = req.cache.recurrent_state[idx]
+            moved = dict(states)  # RecurFormer's groups: their states move on into the same buffers
+            beside = req.stages.recurrences_beside(idx, x, positions, moved, side)  # while attention runs
             out = None  # a layer whose every KV group is a recurrence attends to nothing
             scale, window = attention_scale(parts, idx), parts.windows[idx]
             if quiet.evicts:
                 q = rope_write(q, k, v, rope, layer, evicted[idx], positions)
                 out = attend_and_pick(layer, evicted[idx], q, positions, lengths[idx], scale, window,
                                       req.decode_kernel, functools.partial(quiet.scores, idx, scale=scale),
-                                      functools.partial(quiet.attend_and_score, idx, scale=scale))
+                                      functools.partial(quiet.attend_and_score, idx, scale=scale), picks)
             elif layer.keys.shape[1] > 0:
                 q = rope_write(q, k, v, rope, layer, slots[idx].expand(B), positions, quiet.queries_to(idx))
-                out = reservation_attention(q, layer, positions, scale, window, req.decode_kernel)
-            states = req.cache.recurrent_state[idx]
-            moved = dict(states)  # RecurFormer's groups: their states move on into the same buffers
-            h = req.stages.after_attention(idx, h, out, x, positions, moved, "decode")
+                out = reservation_attention(q, layer, positions, scale, window, req.decode_kernel,
+                                            beside and beside.into)
+            h = req.stages.after_attention(idx, h, out, x, positions, moved, "decode", beside)
             for group, state in states.items():
                 copy_state(state, moved[group])
         logits.copy_(final_logits(parts, h)[:, 0])
+        side.join()  # every pick is in before the step ends
         return ()
 
     return StepGraph(request_replay(req, step, device), static_tokens, positions, slots, logits, binding,

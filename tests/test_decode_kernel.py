@@ -64,6 +64,30 @@ def test_kernel_equals_sdpa_path(B, H, H_kv, T, D, window, dtype, splits):
     torch.testing.assert_close(out.float(), reference(q, k, v, q_pos, k_pos, window), atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "sdpa"])
+def test_heads_written_into_their_places_of_a_wider_output(splits, kernel):
+    """attention(into=(full, heads)) (RecurFormer's o_proj input, whose other heads are the recurrences'):
+    head h lands at full[:, heads[h]], by the kernel's own store or the SDPA path's copy; full's other
+    heads keep what they held."""
+    gen = torch.Generator().manual_seed(11)
+    B, H, H_kv, T, D, H_full = 3, 4, 2, 150, 32, 7
+    k, v = cache_view(B, H_kv, T, D, T + 5, torch.float32, gen)
+    k_pos = positions_with_holes(B, T, gen)
+    q = torch.randn(B, H, 1, D, generator=gen).to(DEVICE)
+    q_pos = k_pos[:, -1:].clone()
+    places = torch.tensor([5, 0, 6, 2], device=DEVICE)
+    full = torch.randn(B, H_full, 1, D, generator=gen).to(DEVICE)
+    before = full.clone()
+    got = (decode_attention_triton(q, k, v, q_pos, k_pos, D ** -0.5, None, splits, into=(full, places)) if kernel
+           else attention(q, k, v, q_pos, k_pos, scale=D ** -0.5, holes=True, window=None, causal_square=False,
+                          decode_kernel=False, into=(full, places)))
+    assert got is full
+    torch.testing.assert_close(full[:, places], reference(q, k, v, q_pos, k_pos, None), atol=1e-5, rtol=1e-5)
+    others = [h for h in range(H_full) if h not in places.tolist()]
+    assert torch.equal(full[:, others], before[:, others])
+
+
 @pytest.mark.parametrize("B, H, H_kv, T, D, window", [c for c in CASES if c[-1] is None])
 @pytest.mark.parametrize("splits", [1, 3])
 def test_logits_and_split_statistics_give_each_slots_probability(B, H, H_kv, T, D, window, splits):
@@ -116,7 +140,7 @@ def test_engine_decodes_alike_with_the_kernel(mode, monkeypatch):
     monkeypatch.setattr(decode, "MIN_PROGRAMS_PER_SM", 0)
     calls = []
     kernel_fn = decode_attention_triton
-    monkeypatch.setattr(decode_triton, "decode_attention_triton", lambda *a: calls.append(1) or kernel_fn(*a))
+    monkeypatch.setattr(decode_triton, "decode_attention_triton", lambda *a, **k: calls.append(1) or kernel_fn(*a, **k))
     lm = tiny_model("llama")
     lm.model.to("cuda")
     ids, mask = (t.to("cuda") for t in left_padded((45, 90, 70)))

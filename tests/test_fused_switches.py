@@ -1,8 +1,7 @@
 """The fused decode steps' switches: each is read once, when its module is imported, from the environment.
 Each is on unless the variable says 0 (RecurFormer's since its first GPU run, H2O's since its kernels were
-spread over KV heads, H2O's whole steady step as a graph and the reserved whole step since they were made, RecurFormer's joint
-q/k/v projection since its first GPU run); a fresh process shows what a
-user who sets the variable gets."""
+spread over KV heads, H2O's whole steady step as a graph and the reserved whole step since they were made,
+RecurFormer's joint q/k/v projection since its first GPU run, work on a side stream since it was made); a fresh process shows what a user who sets the variable gets."""
 
 import os
 import subprocess
@@ -14,7 +13,8 @@ SWITCHES = [("PYRAMID_FUSED_RNN_STEP", "pyramid_core.recurformer.stacked", "FUSE
             ("PYRAMID_FUSED_H2O_STEP", "pyramid_core.policies.h2o", "FUSED_STEP"),
             ("PYRAMID_EVICT_GRAPHS", "pyramid_core.evict_graphs", "FUSED_STEP"),
             ("PYRAMID_STEP_GRAPHS", "pyramid_core.step_graphs", "FUSED_STEP"),
-            ("PYRAMID_JOINT_QKV", "pyramid_core.joint_projection", "JOINT_QKV")]
+            ("PYRAMID_JOINT_QKV", "pyramid_core.joint_projection", "JOINT_QKV"),
+            ("PYRAMID_BESIDE", "pyramid_core.side_stream", "BESIDE")]
 
 
 @pytest.mark.parametrize("variable, module, switch", SWITCHES)

@@ -4,13 +4,17 @@ outputs as the two matmuls and the gather it replaces, on the model families' aw
 import pytest
 import torch
 
-from pyramid_core import generate, joint_projection, layers, recurrent_groups
+from pyramid_core import generate, joint_projection, layers, recurrent_groups, side_stream, step_graphs
 from pyramid_core.engine import teacher_forced_logits
 from pyramid_core.policies import RecurFormerPolicy
 from pyramid_core.recurformer.stacked import StackedRNN
+from tests.test_graphs import left_padded
 from tests.test_recurformer import assert_close
 from tests.test_stacked_rnn import WIDE, save_random_adapter
+from tests.test_step_graphs import forced
 from tests.tiny_models import tiny_model
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # layer 0 loses all 4 groups (no head attends), layer 1 three, layer 3 one; layer 2 none
 LAYOUT = {0: [0, 1, 2, 3], 1: [0, 1, 3], 3: [2]}
@@ -58,6 +62,34 @@ def test_generated_tokens_equal_the_two_matmuls(graphs, monkeypatch, tmp_path):
     joint = tokens()
     monkeypatch.setattr(joint_projection, "JOINT_QKV", False)
     assert joint == tokens()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_step_graph_starts_each_stack_before_its_layers_attention(device, monkeypatch, tmp_path):
+    """In a decode step that is one graph, a layer's stack steps before the layer's attention (on CUDA on a
+    side stream, beside it: recurrent_groups.Beside), and the logits and the states are those of the
+    stack stepping after attention."""
+    lm, policy = wide_adapter("llama", tmp_path, taps=3)
+    lm.model.to(device)
+    ids, mask = (t.to(device) for t in left_padded((30, 24)))
+    events = []
+    run_groups, attend = layers.run_groups, step_graphs.reservation_attention
+    monkeypatch.setattr(layers, "run_groups", lambda *a, **k: events.append("recurrence") or run_groups(*a, **k))
+    monkeypatch.setattr(step_graphs, "reservation_attention",
+                        lambda *a, **k: events.append("attention") or attend(*a, **k))
+    # a step layer by layer: the recurrence if the layer has replaced groups, attention if it has kept ones
+    per_step = [event for layer in range(4) for event, happens in
+                (("recurrence", layer in LAYOUT), ("attention", len(LAYOUT.get(layer, [])) < 4)) if happens]
+    beside, req_beside = forced(lm, ids, mask, policy, True, monkeypatch)
+    assert events[-len(per_step):] == per_step
+    events.clear()
+    monkeypatch.setattr(side_stream, "BESIDE", False)
+    after, req_after = forced(lm, ids, mask, policy, True, monkeypatch)
+    assert events[-len(per_step):] != per_step, "attention first, then the recurrence"
+    assert_close("logits", after, beside, torch.float32)
+    for layer in LAYOUT:
+        (state, ), (other, ) = (r.cache.recurrent_state[layer].values() for r in (req_beside, req_after))
+        assert_close("state", other, state, torch.float32)
 
 
 @torch.no_grad()

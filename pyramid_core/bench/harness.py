@@ -70,11 +70,13 @@ def environment() -> dict:
     from ..joint_projection import JOINT_QKV
     from ..recurformer.rnn import scan_backend
     from ..recurformer.stacked import step_backend
+    from ..side_stream import BESIDE
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     info["recurformer_scan"] = scan_backend(device)
     info["recurformer_step"] = step_backend(device)  # a stacked layer's decode step: fused kernel or twin
     info["recurformer_joint_qkv"] = JOINT_QKV  # kept heads' q/k/v and the stack's projection as one matmul
+    info["beside"] = BESIDE  # a step graph's RecurFormer stack step and H2O pick on a side stream
     return info
 
 

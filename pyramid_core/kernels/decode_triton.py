@@ -39,14 +39,15 @@ PROGRAMS_PER_SM = 16
 
 # T changes with every step: specialising on it would recompile constantly
 @triton.jit(do_not_specialize=["T", "window", "chunk"])
-def decode_attention_kernel(q, k, v, k_pos, q_pos, out, part_m, part_l, part_acc, logits, scale, window, T, chunk,
-                            s_qb, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_pb,
+def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_l, part_acc, logits, scale, window,
+                            T, chunk, s_qb, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_pb, s_ob,
                             H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
-                            WINDOWED: tl.constexpr, SPLIT: tl.constexpr, LOGITS: tl.constexpr):
+                            WINDOWED: tl.constexpr, SPLIT: tl.constexpr, LOGITS: tl.constexpr,
+                            HEAD_MAP: tl.constexpr):
     """Program (row x head, split): the slots [split * chunk, (split + 1) * chunk) of T. SPLIT: write the
-    partial softmax for merge_kernel; else chunk >= T and the program writes the output itself. LOGITS:
-    also write each slot's scaled logit (-inf where not visible) into logits [B * H, T], and the split's
-    max and sum of exp, from which a caller gets every slot's probability (H2O's scores)."""
+    partial softmax for merge_kernel; else chunk >= T and the program writes the output itself, at
+    out_row(). LOGITS: also write each slot's scaled logit (-inf where not visible) into logits [B * H, T],
+    and the split's max and sum of exp, from which a caller gets every slot's probability (H2O's scores)."""
     i_bh, i_s = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_kv = i_b.to(tl.int64), i_h // G
@@ -85,11 +86,22 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, part_m, part_l, part_acc
     if SPLIT:
         tl.store(part_acc + i_part * D + o_d, b_acc)
     else:
-        tl.store(out + i_bh.to(tl.int64) * D + o_d, (b_acc / b_l).to(out.dtype.element_ty))
+        tl.store(out_row(out, out_heads, i_bh, s_ob, H, D, HEAD_MAP) + o_d, (b_acc / b_l).to(out.dtype.element_ty))
 
 
 @triton.jit
-def merge_kernel(part_m, part_l, part_acc, out, S, D: tl.constexpr, SP: tl.constexpr):
+def out_row(out, out_heads, i_bh, s_ob, H: tl.constexpr, D: tl.constexpr, HEAD_MAP: tl.constexpr):
+    """Where (row, head) i_bh's output goes: head h of row b at out[b, h], or with HEAD_MAP at
+    out[b, out_heads[h]] (the heads' places among a wider set: RecurFormer's o_proj input)."""
+    i_b, i_h = i_bh // H, i_bh % H
+    if HEAD_MAP:
+        i_h = tl.load(out_heads + i_h)
+    return out + i_b.to(tl.int64) * s_ob + i_h * D
+
+
+@triton.jit
+def merge_kernel(part_m, part_l, part_acc, out, out_heads, S, s_ob, H: tl.constexpr, D: tl.constexpr,
+                 SP: tl.constexpr, HEAD_MAP: tl.constexpr):
     """One program per (row, head): the S partial softmaxes of its splits rescaled to their common max
     and summed. Every decode query sees at least its own slot, so that max is finite."""
     i_bh = tl.program_id(0).to(tl.int64)
@@ -99,20 +111,21 @@ def merge_kernel(part_m, part_l, part_acc, out, S, D: tl.constexpr, SP: tl.const
     b_acc = tl.load(part_acc + (i_bh * S + o_s[:, None]) * D + o_d[None, :], mask=o_s[:, None] < S, other=0.0)
     b_w = tl.exp(b_m - tl.max(b_m, axis=0))
     b_sum = tl.sum(b_acc * b_w[:, None], axis=0) / tl.sum(b_l * b_w, axis=0)
-    tl.store(out + i_bh * D + o_d, b_sum.to(out.dtype.element_ty))
+    tl.store(out_row(out, out_heads, i_bh, s_ob, H, D, HEAD_MAP) + o_d, b_sum.to(out.dtype.element_ty))
 
 
 def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
                             k_pos: torch.Tensor, scale: float, window: int | None,
-                            splits: int | None = None) -> torch.Tensor:
+                            splits: int | None = None, into: tuple | None = None) -> torch.Tensor:
     """q [B, H, 1, D]; k, v [B, H_kv, T, D] (any strides with a contiguous last dim: cache views);
-    q_pos [B, 1]; k_pos [B, T], -1 for an empty slot. Returns [B, H, 1, D] in q's dtype.
+    q_pos [B, 1]; k_pos [B, T], -1 for an empty slot. Returns [B, H, 1, D] in q's dtype; with into
+    (full [B, H_full, 1, D], heads [H] long), head h is written into full[:, heads[h]] instead, and full returned.
 
     A query attends to the valid slots at or before its position (and within `window` of it). Every
     decode query has a position and sees at least its own slot (the engine appends it first); SDPA's
     path also lets an empty query row (position -1) attend anywhere, which decoding never produces.
     splits: how many programs share a (row, head)'s slots; None: as many as fill the GPU (split_count)."""
-    return launch(q, k, v, q_pos, k_pos, scale, window, splits, with_logits=False)[0]
+    return launch(q, k, v, q_pos, k_pos, scale, window, splits, with_logits=False, into=into)[0]
 
 
 def decode_attention_and_logits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
@@ -124,14 +137,19 @@ def decode_attention_and_logits(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     return launch(q, k, v, q_pos, k_pos, scale, None, splits, with_logits=True)
 
 
-def launch(q, k, v, q_pos, k_pos, scale: float, window: int | None, splits: int | None, with_logits: bool):
+def launch(q, k, v, q_pos, k_pos, scale: float, window: int | None, splits: int | None, with_logits: bool,
+           into: tuple | None = None):
     """The kernel (and the merge of its splits): (out [B, H, 1, D], logits, split max, split sum), the last
-    three None unless with_logits."""
+    three None unless with_logits; out is into's full where given (decode_attention_triton)."""
     B, H, _, D = q.shape
     T = k.shape[2]
     assert k.stride(3) == 1 and v.stride(3) == 1 and q.stride(3) == 1, "decode attention: last dim must be contiguous"
     k_pos = k_pos if k_pos.stride(1) == 1 else k_pos.contiguous()
-    out = torch.empty(B, H, D, dtype=q.dtype, device=q.device)
+    if into is not None:
+        out, heads = into
+        assert out.is_contiguous() and out.shape[0] == B and out.shape[-1] == D and len(heads) == H
+    else:
+        out, heads = torch.empty(B, H, 1, D, dtype=q.dtype, device=q.device), None
     S = split_count(B * H, T, q.device) if splits is None else splits
     chunk = triton.cdiv(triton.cdiv(T, S), BLOCK_T) * BLOCK_T
     S = triton.cdiv(T, chunk)  # no split left without slots
@@ -143,16 +161,19 @@ def launch(q, k, v, q_pos, k_pos, scale: float, window: int | None, splits: int 
     # also specialises on strides divisible by 16, which this key leaves out: a recompile for a new
     # stride pattern is missed (counted as decoding), never invented.
     warmup.first_time(("decode_attention", q.device, q.dtype, H, H // k.shape[1], D, window is not None, S > 1,
-                       with_logits))
+                       with_logits, into is not None))
+    places = out if heads is None else heads  # unread without HEAD_MAP
     with launch_device(q):
         decode_attention_kernel[(B * H, S)](
-            q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, *stats, acc, logits, scale, window or 0, T, chunk,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
-            v.stride(2), k_pos.stride(0), H=H, G=H // k.shape[1], D=D, BT=BLOCK_T, WINDOWED=window is not None,
-            SPLIT=S > 1, LOGITS=with_logits, num_warps=NUM_WARPS, num_stages=1)
+            q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, places, *stats, acc, logits, scale, window or 0, T,
+            chunk, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
+            v.stride(2), k_pos.stride(0), out.stride(0), H=H, G=H // k.shape[1], D=D, BT=BLOCK_T,
+            WINDOWED=window is not None, SPLIT=S > 1, LOGITS=with_logits, HEAD_MAP=heads is not None,
+            num_warps=NUM_WARPS, num_stages=1)
         if S > 1:
-            merge_kernel[(B * H,)](*stats, acc, out, S, D=D, SP=triton.next_power_of_2(S))
-    return (out[:, :, None], *((logits, *stats) if with_logits else (None, None, None)))
+            merge_kernel[(B * H,)](*stats, acc, out, places, S, out.stride(0), H=H, D=D,
+                                   SP=triton.next_power_of_2(S), HEAD_MAP=heads is not None)
+    return (out, *((logits, *stats) if with_logits else (None, None, None)))
 
 
 def split_count(programs: int, T: int, device: torch.device) -> int:

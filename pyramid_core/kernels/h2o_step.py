@@ -19,6 +19,7 @@ elsewhere. The twin computes the attention exactly as the position-indexed path 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 
@@ -59,12 +60,13 @@ def h2o_step(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
 
 def h2o_attend_step(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                     positions: torch.Tensor, scores: torch.Tensor, last_positions: torch.Tensor, recent: torch.Tensor,
-                    scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(attention output [B, H, 1, D], the Evict's scores) of a steady step in one pass over the slots, or
-    None where the kernels do not take the layer (then attention and h2o_step run apart, as they do
-    everywhere off CUDA). The decode kernel hands back its logits and its splits' softmax statistics on the
-    way (decode_triton.decode_attention_and_logits), and h2o_step's second kernel scores the slots from
-    them: the first kernel's second read of the keys goes (~4.4 us a layer on the 7B shape at batch 1,
+                    scale: float) -> tuple[torch.Tensor, Callable[[], torch.Tensor]] | None:
+    """(attention output [B, H, 1, D], a call that gives the Evict's scores) of a steady step in one pass over
+    the slots, or None where the kernels do not take the layer (then attention and h2o_step run apart, as they
+    do everywhere off CUDA). The call launches the scoring kernel wherever the caller wants it to run (a side
+    stream: evict_graphs.attend_and_pick). The decode kernel hands back its logits and its splits' softmax
+    statistics on the way (decode_triton.decode_attention_and_logits), and h2o_step's second kernel scores the
+    slots from them: the first kernel's second read of the keys goes (~4.4 us a layer on the 7B shape at batch 1,
     benchmarks/step_graph_time_7b_1k_pick.json). For a decode query (a position >= 0) the decode kernel
     hides the slots h2o_step's first kernel hides: empty ones and any after the query."""
     if not (kernel_fits(queries, keys) and decode_kernel_supports(queries, keys) and values.dtype == keys.dtype):
@@ -73,7 +75,8 @@ def h2o_attend_step(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.
     from .h2o_step_triton import h2o_step_from_logits
 
     out, logits, m_part, s_part = decode_attention_and_logits(queries, keys, values, query_pos, positions, scale)
-    return out, h2o_step_from_logits(logits, m_part, s_part, positions, scores, last_positions, query_pos, recent)
+    return out, lambda: h2o_step_from_logits(logits, m_part, s_part, positions, scores, last_positions, query_pos,
+                                             recent)
 
 
 def kernel_fits(queries: torch.Tensor, keys: torch.Tensor) -> bool:

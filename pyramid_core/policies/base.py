@@ -178,9 +178,10 @@ class QuietStep:
 
     def attend_and_score(self, layer: int, queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
                          values: torch.Tensor, positions: torch.Tensor,
-                         scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Device work inside an evicting step: (the layer's attention output, scores()) in one pass over
-        the slots, or None: the engine attends and asks scores() apart (evicts only)."""
+                         scale: float) -> tuple[torch.Tensor, Callable[[], torch.Tensor]] | None:
+        """Device work inside an evicting step: (the layer's attention output, a call that gives scores()
+        from what the pass saw) in one pass over the slots, or None: the engine attends and asks scores()
+        apart (evicts only). The engine makes the call where the pick runs (a side stream in a step graph)."""
         return None
 
 

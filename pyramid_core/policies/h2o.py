@@ -31,6 +31,7 @@ Where we depart from the paper and its code (FMInference/H2O, h2o_hf/utils_real_
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -189,9 +190,9 @@ class H2OPolicy(Policy):
 
     def steady_attention(self, state: H2OState, layer: int, queries: torch.Tensor, query_pos: torch.Tensor,
                          keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
-                         scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(attention output, steady_scores' scores) in one pass over the slots where the kernels take the
-        layer (kernels/h2o_step.py, h2o_attend_step), else None."""
+                         scale: float) -> tuple[torch.Tensor, Callable[[], torch.Tensor]] | None:
+        """(attention output, a call that gives steady_scores' scores) in one pass over the slots where the
+        kernels take the layer (kernels/h2o_step.py, h2o_attend_step), else None."""
         return h2o_attend_step(queries, query_pos, keys, values, positions, *self.steady_state(state, layer, positions),
                                scale)
 
@@ -247,5 +248,5 @@ class EvictStep(QuietStep):
 
     def attend_and_score(self, layer: int, queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
                          values: torch.Tensor, positions: torch.Tensor,
-                         scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+                         scale: float) -> tuple[torch.Tensor, Callable[[], torch.Tensor]] | None:
         return self.policy.steady_attention(self.state, layer, queries, query_pos, keys, values, positions, scale)
