@@ -8,7 +8,6 @@ import base64
 import html
 import json
 import re
-import socket
 import threading
 import time
 
@@ -27,16 +26,13 @@ from studio.queue import IDLE_POLL_S, QUEUE_POLL_S
 from studio.sent import is_update
 from visual.memory import PEAK_SUFFIX
 
+from tests import served
+from tests.served import free_port
+
 PROMPT = "the cat sat on the mat and a dog ran far away " * 3
 PANES = {mode: i for i, mode in enumerate(MODES)}          # output index of each mode's text pane
 STATS = {mode: len(MODES) + i for i, mode in enumerate(MODES)}
 KV_PLOT, PYRAMID_PLOT, ATTN_GRID, ATTN_BARS, TABLE = range(2 * len(MODES), 2 * len(MODES) + 5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +50,7 @@ def server():
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    served.close(demo)
 
 
 @pytest.fixture()

@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import tempfile
-import socket
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,8 @@ import pytest
 import app
 import visual
 from pyramid_core.resources import asset
+from tests import served
+from tests.served import free_port
 from tests.tiny_models import save_tiny_checkpoint
 
 CHROMIUM = "/usr/bin/chromium"
@@ -79,13 +80,7 @@ def url(tmp_path_factory, sync_playwright, monkeypatch_module):
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, css=app.CSS)
     yield f"http://127.0.0.1:{port}/"
-    demo.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    served.close(demo)
 
 
 # a figure's titles, axis titles, panel titles (annotations), legend entries and colour-bar titles
@@ -324,4 +319,4 @@ def test_the_badge_check_sees_gradios_error_badge(sync_playwright):
                 assert_no_error_badge(page)
             browser.close()
     finally:
-        demo.close()
+        served.close(demo)

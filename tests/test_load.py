@@ -17,7 +17,9 @@ import app
 from studio import sessions
 from studio.live import Live
 from studio.queue import BUSY, bounded_queue
-from tests.test_app import free_port, gen_args
+from tests import served
+from tests.served import free_port
+from tests.test_app import gen_args
 
 spec = importlib.util.spec_from_file_location("load_bench", Path(__file__).parents[1] / "benchmarks" / "load.py")
 load_bench = importlib.util.module_from_spec(spec)
@@ -31,7 +33,7 @@ def small_queue():
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     yield demo, f"http://127.0.0.1:{port}/"
-    demo.close()
+    served.close(demo)
 
 
 def test_past_the_queue_a_request_is_told_busy_at_once(small_queue, checkpoint, monkeypatch):
