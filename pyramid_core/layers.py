@@ -23,7 +23,6 @@ from .kernels import rms_norm as fused_norm
 from .kernels.silu_mul import silu_mul
 from .placement import Placement, placement_of
 from .recurrent_groups import Beside, LayerHeads, merge_recurrent, run_groups
-from .side_stream import SideStream
 
 if TYPE_CHECKING:
     from .models import LoadedModel
@@ -231,15 +230,19 @@ class EagerStages:
         (whose decode step then writes its heads into `into`, the o_proj input, where given)."""
         return run_groups(self.heads[idx], x, pos, states, phase, self.joints[idx] is not None, into)
 
+    def o_proj_input(self, x: torch.Tensor) -> torch.Tensor:
+        """An empty o_proj input [B, H, 1, D] for a decode step of x [B, 1, C]: every head's output goes in it."""
+        return x.new_empty(x.shape[0], self.parts.num_heads, 1, self.parts.head_dim)
+
     def recurrences_beside(self, idx: int, x: torch.Tensor, pos: torch.Tensor, states: dict,
-                           side: SideStream) -> Beside | None:
+                           side: side_stream.SideStream) -> Beside | None:
         """A decode step's recurrences of layer idx started before its attention, on `side`
         (recurrent_groups.Beside), for after_attention(beside=); None where after_attention runs them
         itself (no joint projection, or side_stream.BESIDE off). For a step that is one graph
         (step_graphs.py): in a layer's own post-attention graph (graphs.py) no attention runs beside."""
         if self.joints[idx] is None or not side_stream.BESIDE:
             return None
-        full = x.new_empty(x.shape[0], self.parts.num_heads, 1, self.parts.head_dim)
+        full = self.o_proj_input(x)
         side.run(lambda: self.recurrent(idx, x, pos, states, "decode", full))
         return Beside(full, self.heads[idx].q, side)
 
@@ -257,7 +260,7 @@ class EagerStages:
         elif heads is not None:
             full = None
             if self.joints[idx] is not None and phase == "decode":  # the stack writes its heads into it
-                full = x.new_empty(x.shape[0], self.parts.num_heads, 1, self.parts.head_dim)
+                full = self.o_proj_input(x)
             ys = self.recurrent(idx, x, pos, states, phase, full)
             out = merge_recurrent(out, heads, ys, self.parts.num_heads, full)
         return post_attention(self.parts, idx, h, out)

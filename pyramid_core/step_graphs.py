@@ -51,7 +51,6 @@ from .graphs import Replay, copy_state, load, request_replay, same_objects
 from .kernels.rope_write import rope_write
 from .layers import attention_scale, embed_tokens, final_logits, rope_tables
 from .policies.base import QuietStep
-from .side_stream import SideStream
 from .transfer import copy_from_host
 
 # On unless PYRAMID_STEP_GRAPHS=0 in the environment of a new process (benchmarks pair the two paths)
@@ -178,7 +177,7 @@ def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> Step
     logits = torch.empty(tokens.shape[0], parts.lm_head.weight.shape[0], dtype=torch.float32, device=device)
 
     def step():
-        side = SideStream(device)  # RecurFormer's stack steps and H2O's picks, beside the step's own stream
+        side = side_stream.SideStream(device)  # RecurFormer's stack steps and H2O's picks
         picks = side if quiet.evicts and side_stream.BESIDE else None
         h = embed_tokens(parts, static_tokens[:, None], device)
         rope = rope_tables(parts.rotary, h, positions)
