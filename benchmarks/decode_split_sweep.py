@@ -4,7 +4,10 @@ one query a head over a reservation of T slots of which `written` hold tokens, t
 alone (what the per-layer path runs) beside them. Microseconds a call: 200 calls captured in one CUDA
 graph, the median of 3 replays.
 
-    python benchmarks/decode_split_sweep.py out.json
+    python benchmarks/decode_split_sweep.py out.json [T:WRITTEN[:logits] ...]
+
+The cases default to 1280:1080 and 8448:8250; `:logits` times decode_attention_and_logits, H2O's one pass
+(e.g. 206:206:logits, a 1k prompt's 20% on the 7B shape), instead of decode_attention_triton.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def timed_us(fn, calls: int = 200) -> float:
     return round(statistics.median(times), 2)
 
 
-def case(T: int, written: int, H: int = 32, D: int = 128) -> list[dict]:
+def case(T: int, written: int, logits: bool = False, H: int = 32, D: int = 128) -> list[dict]:
     dev, dt = "cuda", torch.bfloat16
     q = torch.randn(1, H, 1, D, device=dev, dtype=dt)
     k, v = (torch.randn(1, H, T, D, device=dev, dtype=dt) for _ in range(2))
@@ -50,16 +53,21 @@ def case(T: int, written: int, H: int = 32, D: int = 128) -> list[dict]:
     rows = [{"T": T, "written": written, "kernel": "sdpa flash, written slots",
              "us": timed_us(lambda: F.scaled_dot_product_attention(q, k[:, :, :written], v[:, :, :written]))}]
     for bt, warps, per_sm in itertools.product((32, 64, 128), (2, 4, 8), (4, 8, 16)):
-        decode_triton.BLOCK_T, decode_triton.NUM_WARPS, decode_triton.PROGRAMS_PER_SM = bt, warps, per_sm
+        decode_triton.BLOCK_T = decode_triton.SHORT_BLOCK_T = bt  # a short cache's block too
+        decode_triton.NUM_WARPS, decode_triton.PROGRAMS_PER_SM = warps, per_sm
         decode_triton.MIN_BLOCKS_PER_SPLIT = 1
-        us = timed_us(lambda: decode_triton.decode_attention_triton(q, k, v, q_pos, pos, D ** -0.5, None))
+        if logits:
+            us = timed_us(lambda: decode_triton.decode_attention_and_logits(q, k, v, q_pos, pos, D ** -0.5))
+        else:
+            us = timed_us(lambda: decode_triton.decode_attention_triton(q, k, v, q_pos, pos, D ** -0.5, None))
         rows.append({"T": T, "written": written, "us": us, "GB/s": round(2 * written * H * D * 2 / us / 1e3, 1),
-                     "kernel": f"triton BT {bt} warps {warps} programs/SM {per_sm}"})
+                     "kernel": f"triton{' with logits' if logits else ''} BT {bt} warps {warps} programs/SM {per_sm}"})
     return rows
 
 
 if __name__ == "__main__":
-    rows = case(1280, 1080) + case(8448, 8250)
+    cases = [c.split(":") for c in sys.argv[2:]] or [["1280", "1080"], ["8448", "8250"]]
+    rows = [row for c in cases for row in case(int(c[0]), int(c[1]), c[2:] == ["logits"])]
     for row in rows:
         print(row)
     with open(sys.argv[1], "w") as f:

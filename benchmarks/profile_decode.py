@@ -4,7 +4,10 @@
 
 Prints each mode's per-step times (prefill, then decode steps) and torch profiler tables of the host
 and device time of the decode steps alone (the prefill runs before the profiler starts), so that a
-step slower than the baseline's shows where its time goes. PROFILE_DTYPE=float16 for Table 1's dtype.
+step slower than the baseline's shows where its time goes. PROFILE_DTYPE=float16 for Table 1's dtype;
+PROFILE_RESERVE=1 reserves the KV as `bench table1 --reserve-kv` does; PROFILE_NEW: tokens a run (48).
+Each mode's lines also give the peak memory of its prefill and of the profiled run, and what stays
+allocated after the prefill (weights and KV).
 """
 
 import os
@@ -25,25 +28,31 @@ from pyramid_core.policies.registry import preset_policy  # noqa: E402
 
 shape, batch, context = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 modes = sys.argv[4:] or ["baseline", "pyramid"]
+reserve, new = os.environ.get("PROFILE_RESERVE") == "1", int(os.environ.get("PROFILE_NEW", "48"))
 lm = bench.random_model(shape, dtype=getattr(torch, os.environ.get("PROFILE_DTYPE", "bfloat16")))
 ids = bench.random_prompts(batch, context, lm.config.vocab_size)
 # a random shape's RecurFormer gets an untrained adapter, as in `bench modes`
 plain = mode_policies(lm, [m for m in modes if "@" not in m], shape, Path(tempfile.mkdtemp()))
 for mode in modes:
     name, _, preset = mode.partition("@")
-    policy = preset_policy(name, preset, context, 48, lm.config.num_hidden_layers) if preset else plain[mode]
+    policy = preset_policy(name, preset, context, new, lm.config.num_hidden_layers) if preset else plain[mode]
     for _ in range(2):  # the first run compiles kernels
-        records = list(generate(lm, ids, policy=policy, max_new_tokens=48))
+        records = list(generate(lm, ids, policy=policy, max_new_tokens=new, reserve_kv=reserve))
     steps = [round(r.step_time_s * 1e3, 1) for r in records]
     print(f"{mode}: prefill {steps[0]} ms, decode steps ms {steps[1:]}", flush=True)
-    steps = generate(lm, ids, policy=policy, max_new_tokens=48)
+    steps = generate(lm, ids, policy=policy, max_new_tokens=new, reserve_kv=reserve)
+    torch.cuda.reset_peak_memory_stats()
     next(steps)  # the prefill
+    torch.cuda.synchronize()
+    held, prefill_peak = torch.cuda.memory_allocated() / 1e9, torch.cuda.max_memory_allocated() / 1e9
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         torch.cuda.synchronize()
         start = time.perf_counter()
         decoded = len(list(steps))
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
+    print(f"{mode}: GB after the prefill {held:.2f}, prefill peak {prefill_peak:.2f}, "
+          f"run peak {torch.cuda.max_memory_allocated() / 1e9:.2f}", flush=True)
     print(mode, decoded, "decode steps profiled in", round(wall, 3), "s", flush=True)
     # the GPU's busy share of the steps: kernels (and memcpys) summed, over the wall time; well under 1 means
     # the host (launches, Python) bounds the step, near 1 that the GPU does (the profiler slows the host a little)

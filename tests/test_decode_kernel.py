@@ -51,7 +51,7 @@ CASES = [  # B, H, H_kv, T, D, window
 @pytest.mark.parametrize("splits", [1, 3, 8])
 def test_kernel_equals_sdpa_path(B, H, H_kv, T, D, window, dtype, splits):
     """Whole rows, and rows split among programs and merged (flash decoding): with T = 100-257 and
-    blocks of 64 slots, 3 or 8 splits leave splits whose slots are all empty (the holes in front, or
+    blocks of 128 slots, 3 or 8 splits leave splits whose slots are all empty (the holes in front, or
     outside the window), which the merge must weigh by nothing."""
     gen = torch.Generator().manual_seed(B * 1000 + T)
     k, v = cache_view(B, H_kv, T, D, T + 13, dtype, gen)
@@ -90,10 +90,14 @@ def test_heads_written_into_their_places_of_a_wider_output(splits, kernel):
 
 @pytest.mark.parametrize("B, H, H_kv, T, D, window", [c for c in CASES if c[-1] is None])
 @pytest.mark.parametrize("splits", [1, 3])
-def test_logits_and_split_statistics_give_each_slots_probability(B, H, H_kv, T, D, window, splits):
+@pytest.mark.parametrize("block", [128, 64])
+def test_logits_and_split_statistics_give_each_slots_probability(B, H, H_kv, T, D, window, splits, block,
+                                                                  monkeypatch):
     """decode_attention_and_logits (H2O's steady step): the same output, every slot's scaled logit (-inf where
     empty or after the query), and per split a max and a sum of exp whose log-sum-exp over the splits is
-    the row's: exp(logit - lse) is then each slot's softmax probability, as torch computes it."""
+    the row's: exp(logit - lse) is then each slot's probability, as torch computes it. In blocks of 128
+    slots and of 64 (a short cache's, decode_triton.SHORT_BLOCK_T)."""
+    monkeypatch.setattr(decode_triton, "BLOCK_T", block)
     gen = torch.Generator().manual_seed(B * 100 + T)
     k, v = cache_view(B, H_kv, T, D, T + 13, torch.float32, gen)
     k_pos = positions_with_holes(B, T, gen)
@@ -109,6 +113,14 @@ def test_logits_and_split_statistics_give_each_slots_probability(B, H, H_kv, T, 
     assert m.shape == s.shape and m.shape[0] == B * H and 1 <= m.shape[1] <= splits
     lse = torch.logsumexp(m + s.log(), dim=1).view(B, H, 1)
     torch.testing.assert_close(lse, torch.logsumexp(want, dim=-1, keepdim=True), atol=1e-5, rtol=1e-5)
+
+
+def test_a_short_cache_split_among_programs_takes_short_blocks():
+    """On 132 SMs: H2O's 206 slots at batch 1 (32 heads) in blocks of 64 and 4 splits; 1280 slots in blocks of
+    128; Table 1's rows x heads (134 x 40) fill the GPU unsplit, in blocks of 128 however short the cache."""
+    assert decode_triton.block_and_splits(32, 206, 132) == (64, 4)
+    assert decode_triton.block_and_splits(32, 1280, 132) == (128, 10)
+    assert decode_triton.block_and_splits(134 * 40, 300, 132) == (128, 1)
 
 
 def test_kernel_ignores_empty_and_future_slots():

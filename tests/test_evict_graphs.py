@@ -24,14 +24,25 @@ def spied(monkeypatch):
 
 
 def run(lm, ids, mask, policy, graphs, **kwargs):
-    """Per step: tokens, kept positions of row 0 per layer, attention records of row 0 (rounded)."""
+    """Per step: tokens, kept positions of row 0 per layer, attention records of row 0 (weights as tensors)."""
     out = []
     for r in generate(lm, ids, mask, policy=policy, max_new_tokens=24, cuda_graphs=graphs, record_positions=True,
                       record_attention=True, **kwargs):
-        attention = [(a.layer, a.positions, [[round(w, 4) for w in head] for head in a.weights])
-                     for a in r.attention or []]
+        attention = [(a.layer, a.positions, torch.tensor(a.weights)) for a in r.attention or []]
         out.append((r.token_ids, r.kept_positions, attention))
     return out
+
+
+def assert_alike(got, expected):
+    """The same tokens, kept positions and attended positions at every step, and the same attention weights
+    to float noise: on a GPU the graphs' kernels and the eager path's sum in another order (~5e-7 apart,
+    which rounding to 4 places turned into a difference now and then)."""
+    assert len(got) == len(expected)
+    for step, ((tokens, kept, attention), (tokens_e, kept_e, attention_e)) in enumerate(zip(got, expected)):
+        assert (tokens, kept) == (tokens_e, kept_e), step
+        assert [(layer, pos) for layer, pos, _ in attention] == [(layer, pos) for layer, pos, _ in attention_e], step
+        for (_, _, weights), (_, _, weights_e) in zip(attention, attention_e):
+            torch.testing.assert_close(weights, weights_e, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -46,7 +57,7 @@ def test_steady_steps_through_evict_graphs_equal_eager_ones(device, lengths, sha
     policy = H2OPolicy(kv_budget=share, recent_share=recent)
     eager = run(lm, ids, mask, policy, graphs=False)
     assert spied == {"capture": 0, "steady_layer": 0}
-    assert run(lm, ids, mask, policy, graphs=True) == eager
+    assert_alike(run(lm, ids, mask, policy, graphs=True), eager)
     layers = lm.config.num_hidden_layers
     # the first decode step makes the slot scores on the eager path; every later one is a graph's
     assert spied["capture"] == layers and spied["steady_layer"] == layers * (24 - 2)
@@ -59,7 +70,7 @@ def test_rows_with_holes_stay_eager_and_match(device, spied):
     lm.model.to(device)
     ids, mask = (t.to(device) for t in left_padded((45, 90, 70)))
     policy = H2OPolicy(kv_budget=0.3)
-    assert run(lm, ids, mask, policy, graphs=True) == run(lm, ids, mask, policy, graphs=False)
+    assert_alike(run(lm, ids, mask, policy, graphs=True), run(lm, ids, mask, policy, graphs=False))
     assert spied["steady_layer"] == 0
 
 
@@ -99,7 +110,7 @@ def test_a_row_that_ends_early_keeps_the_graphs_and_the_tokens(spied):
     eos = run(lm, ids, mask, policy, graphs=False)[6][0][1]  # row 1's token at step 6: it ends there
     eager = run(lm, ids, mask, policy, graphs=False, eos_token_id=eos, pad_token_id=0)
     assert [tokens[1] for tokens, _, _ in eager[7:]] == [0] * (len(eager) - 7)  # row 1 padded from then on
-    assert run(lm, ids, mask, policy, graphs=True, eos_token_id=eos, pad_token_id=0) == eager
+    assert_alike(run(lm, ids, mask, policy, graphs=True, eos_token_id=eos, pad_token_id=0), eager)
     assert spied["steady_layer"] > 0
 
 
@@ -113,7 +124,7 @@ def test_the_bench_variant_h2o_eager_never_takes_the_graphs(spied):
     policies = mode_policies(lm, ["h2o", "h2o-eager"], "tiny", None)
     eager = run(lm, ids, mask, policies["h2o-eager"], graphs=True)
     assert spied["steady_layer"] == 0
-    assert run(lm, ids, mask, policies["h2o"], graphs=True) == eager
+    assert_alike(run(lm, ids, mask, policies["h2o"], graphs=True), eager)
     assert spied["steady_layer"] > 0
 
 

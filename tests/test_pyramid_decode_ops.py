@@ -29,7 +29,7 @@ LAYERS = 3
 
 
 def scores_second(q, q_pos, k, k_pos, lse, wts, out, scale, *_):
-    out.copy_(recent_attention_scores_torch(q, q_pos, k, k_pos, wts, scale))
+    out.copy_(recent_attention_scores_torch(q, q_pos, k, k_pos, wts, scale, last=out.shape[1]))
 
 
 def logged_cut_steps(monkeypatch):
@@ -85,8 +85,8 @@ def logged_cut_steps(monkeypatch):
 @needs_triton
 def test_a_cutting_layer_launches_no_more_than_it_needs(monkeypatch):
     """Per cutting layer: the voter write and its positions (arange, sub, copy_), the masked_fill of the
-    outside-chunk slots and the two scorer launches; the Keep's in-place tail move (two sorts, an add, the
-    row index, two index gathers, a position gather, three copies, a fill). No key or query copy: the
+    outside-chunk slots and the two scorer launches; the Keep's in-place tail move (two sorts, an add, three
+    gathers, three copies, a fill). No key or query copy: the
     scorer reads the cache's and the voters' views through their strides (it made both contiguous
     before, 2 kernels and 2 allocations more per cutting layer, one of them a copy of the layer's keys)."""
     log, layers, steps = logged_cut_steps(monkeypatch)
@@ -120,3 +120,23 @@ def test_the_scorer_reads_strided_views_as_their_copies():
         copied = scores_triton.recent_attention_scores_triton(q.contiguous(), q_pos, k.contiguous(), k_pos,
                                                               weights, D ** -0.5)
         assert torch.equal(strided, copied)
+
+
+@needs_triton
+def test_the_scorer_scores_the_newest_slots_alone_as_it_scores_them_among_all():
+    """last=n (PyramidInfer's decode cut): the kernel's second pass runs over the newest n slots only, each
+    still normalised over every slot its voters see, so they score as the same slots of a whole pass do, and as
+    the twin's. n across the kernel's key blocks (BT 64), at them, and all of T."""
+    from tests.test_scores import make_inputs
+
+    for B, H, H_kv, W, T, D in [(2, 6, 2, 9, 150, 16), (1, 4, 4, 5, 70, 32)]:
+        q, q_pos, k, k_pos, weights = make_inputs(B, H, H_kv, W, T, D, device=DEVICE)
+        whole = scores_triton.recent_attention_scores_triton(q, q_pos, k, k_pos, weights, D ** -0.5)
+        for last in (1, 17, 64, min(81, T), T):
+            newest = scores_triton.recent_attention_scores_triton(q, q_pos, k, k_pos, weights, D ** -0.5, last=last)
+            assert newest.shape == (B, last)
+            torch.testing.assert_close(newest, whole[:, T - last:], atol=1e-6, rtol=1e-5)
+            twin = recent_attention_scores_torch(q, q_pos, k, k_pos, weights, D ** -0.5, last=last)
+            # on a GPU the kernel's float32 dot runs as TF32 (test_scores.py's tolerance); the interpreter's is exact
+            tol = 2e-3 * float(weights.sum(1).max()) / T ** 0.5 if DEVICE == "cuda" else 1e-5
+            torch.testing.assert_close(newest, twin, atol=tol, rtol=2e-2 if DEVICE == "cuda" else 1e-4)

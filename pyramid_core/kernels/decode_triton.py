@@ -35,6 +35,10 @@ NUM_WARPS = 2
 # many programs per SM: at batch 1 the 7B shape's 32 heads alone fill a quarter of an H200's 132 SMs
 MIN_BLOCKS_PER_SPLIT = 1
 PROGRAMS_PER_SM = 16
+# a short cache split among programs (batch 1) takes 64 slots a step, in twice the splits: H2O's 20% of a 1k
+# prompt (206 slots, the 7B shape) took 5.4 us a call against 10.9 with 128 (decode_split_sweep_2026-12-02.json),
+# while 1080 of 1280 slots still ran fastest with 128 (8.5 us)
+SHORT_BLOCK_T, SHORT_T = 64, 512
 
 
 # T changes with every step: specialising on it would recompile constantly
@@ -124,7 +128,7 @@ def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q
     A query attends to the valid slots at or before its position (and within `window` of it). Every
     decode query has a position and sees at least its own slot (the engine appends it first); SDPA's
     path also lets an empty query row (position -1) attend anywhere, which decoding never produces.
-    splits: how many programs share a (row, head)'s slots; None: as many as fill the GPU (split_count)."""
+    splits: how many programs share a (row, head)'s slots; None: as many as fill the GPU (launch_plan)."""
     return launch(q, k, v, q_pos, k_pos, scale, window, splits, with_logits=False, into=into)[0]
 
 
@@ -150,8 +154,9 @@ def launch(q, k, v, q_pos, k_pos, scale: float, window: int | None, splits: int 
         assert out.is_contiguous() and out.shape[0] == B and out.shape[-1] == D and len(heads) == H
     else:
         out, heads = torch.empty(B, H, 1, D, dtype=q.dtype, device=q.device), None
-    S = split_count(B * H, T, q.device) if splits is None else splits
-    chunk = triton.cdiv(triton.cdiv(T, S), BLOCK_T) * BLOCK_T
+    block, S = launch_plan(B * H, T, q.device)
+    S = S if splits is None else splits
+    chunk = triton.cdiv(triton.cdiv(T, S), block) * block
     S = triton.cdiv(T, chunk)  # no split left without slots
     stats = [torch.empty(B * H, S, dtype=torch.float32, device=q.device) for _ in range(2)] \
         if S > 1 or with_logits else [out] * 2  # unused without splits or logits
@@ -160,14 +165,14 @@ def launch(q, k, v, q_pos, k_pos, scale: float, window: int | None, splits: int 
     # Triton compiles per device, dtype and constexpr values: the first launch of each is warm-up. It
     # also specialises on strides divisible by 16, which this key leaves out: a recompile for a new
     # stride pattern is missed (counted as decoding), never invented.
-    warmup.first_time(("decode_attention", q.device, q.dtype, H, H // k.shape[1], D, window is not None, S > 1,
-                       with_logits, into is not None))
+    warmup.first_time(("decode_attention", q.device, q.dtype, H, H // k.shape[1], D, block, window is not None,
+                       S > 1, with_logits, into is not None))
     places = out if heads is None else heads  # unread without HEAD_MAP
     with launch_device(q):
         decode_attention_kernel[(B * H, S)](
             q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, places, *stats, acc, logits, scale, window or 0, T,
             chunk, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
-            v.stride(2), k_pos.stride(0), out.stride(0), H=H, G=H // k.shape[1], D=D, BT=BLOCK_T,
+            v.stride(2), k_pos.stride(0), out.stride(0), H=H, G=H // k.shape[1], D=D, BT=block,
             WINDOWED=window is not None, SPLIT=S > 1, LOGITS=with_logits, HEAD_MAP=heads is not None,
             num_warps=NUM_WARPS, num_stages=1)
         if S > 1:
@@ -176,13 +181,23 @@ def launch(q, k, v, q_pos, k_pos, scale: float, window: int | None, splits: int 
     return (out, *((logits, *stats) if with_logits else (None, None, None)))
 
 
-def split_count(programs: int, T: int, device: torch.device) -> int:
-    """Splits per (row, head) so that about PROGRAMS_PER_SM programs run per SM, each over at least
-    MIN_BLOCKS_PER_SPLIT blocks of slots; 1 where rows x heads fill the GPU already (or on a CPU)."""
+def launch_plan(programs: int, T: int, device: torch.device) -> tuple[int, int]:
+    """(slots a program's loop takes a step, splits per (row, head)) for `programs` (row, head)s over T slots:
+    on a CPU one split of BLOCK_T; on a GPU block_and_splits over its SMs."""
     if device.type != "cuda":
-        return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(triton.cdiv(PROGRAMS_PER_SM * sms, programs), triton.cdiv(T, MIN_BLOCKS_PER_SPLIT * BLOCK_T)))
+        return BLOCK_T, 1
+    return block_and_splits(programs, T, torch.cuda.get_device_properties(device).multi_processor_count)
+
+
+def block_and_splits(programs: int, T: int, sms: int) -> tuple[int, int]:
+    """Splits so that about PROGRAMS_PER_SM programs run per SM, each over at least MIN_BLOCKS_PER_SPLIT
+    blocks of slots (1 where rows x heads fill the GPU already); blocks of BLOCK_T slots, or SHORT_BLOCK_T
+    where a cache of at most SHORT_T slots is split."""
+    def splits(block: int) -> int:
+        return max(1, min(triton.cdiv(PROGRAMS_PER_SM * sms, programs), triton.cdiv(T, MIN_BLOCKS_PER_SPLIT * block)))
+
+    block = SHORT_BLOCK_T if T <= SHORT_T and splits(BLOCK_T) > 1 else BLOCK_T
+    return block, splits(block)
 
 
 def launch_device(x: torch.Tensor):

@@ -38,11 +38,12 @@ def attention_probs(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.
 
 
 def recent_attention_scores_torch(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
-                                  key_pos: torch.Tensor, weights: torch.Tensor,
-                                  scale: float) -> torch.Tensor:
+                                  key_pos: torch.Tensor, weights: torch.Tensor, scale: float,
+                                  last: int | None = None) -> torch.Tensor:
     """Plain PyTorch twin: shapes as in attention_probs, weights [B, W] (0 for slots that do not vote).
 
-    Returns float32 [B, T]; empty slots score 0. Heads and queries are taken a few at a time to bound
+    Returns float32 [B, T], or [B, last] for the newest `last` slots alone (each still normalised over every
+    slot its query sees); empty slots score 0. Heads and queries are taken a few at a time to bound
     memory. When the queries span several blocks (a whole prompt voting, as in H2O's prefill), on a CPU each
     block reads only the slots up to the last one any of its queries sees: the early queries see few, and
     half the work goes. One block (a decode step, a recent window) reads every slot and waits for nothing.
@@ -59,7 +60,8 @@ def recent_attention_scores_torch(queries: torch.Tensor, query_pos: torch.Tensor
             probs = attention_probs(queries[:, h0:h0 + step, w0:w0 + _QUERY_CHUNK], q_pos, kv, key_pos[:, :end], scale)
             total[:, :end] += torch.einsum("bhwt,bw->bt", probs, votes)
     total /= H
-    return total.masked_fill(key_pos < 0, 0.0)
+    total = total.masked_fill(key_pos < 0, 0.0)
+    return total if last is None else total[:, total.shape[1] - last:]
 
 
 def seen_slots(key_pos: torch.Tensor, query_pos: torch.Tensor) -> int:
@@ -71,13 +73,15 @@ def seen_slots(key_pos: torch.Tensor, query_pos: torch.Tensor) -> int:
 
 
 def recent_attention_scores(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
-                            key_pos: torch.Tensor, weights: torch.Tensor, scale: float) -> torch.Tensor:
-    """Scores [B, T] (float32); the Triton kernel on CUDA, the PyTorch twin elsewhere."""
+                            key_pos: torch.Tensor, weights: torch.Tensor, scale: float,
+                            last: int | None = None) -> torch.Tensor:
+    """Scores [B, T] (float32), or [B, last] of the newest slots; the Triton kernel on CUDA, the PyTorch twin
+    elsewhere."""
     if queries.is_cuda and _triton_available():
         from .scores_triton import recent_attention_scores_triton
 
-        return recent_attention_scores_triton(queries, query_pos, keys, key_pos, weights, scale)
-    return recent_attention_scores_torch(queries, query_pos, keys, key_pos, weights, scale)
+        return recent_attention_scores_triton(queries, query_pos, keys, key_pos, weights, scale, last)
+    return recent_attention_scores_torch(queries, query_pos, keys, key_pos, weights, scale, last)
 
 
 def _triton_available() -> bool:

@@ -250,12 +250,13 @@ class PyramidPolicy(Policy):
         return PyramidState(num_layers)
 
     def scores(self, ctx: LayerContext, queries: torch.Tensor, q_pos: torch.Tensor,
-               windows: list[int]) -> torch.Tensor:
+               windows: list[int], last: int | None = None) -> torch.Tensor:
         """[B, T]: each held token's head-averaged attention from the row's last windows[b] queries,
-        weighted linearly from 1.0 (oldest voter) to distance_weight (newest)."""
+        weighted linearly from 1.0 (oldest voter) to distance_weight (newest); [B, last]: the newest `last`
+        tokens' alone."""
         width = max(windows)
         return ctx.attention_scores(queries[:, :, -width:], q_pos[:, -width:],
-                                    self.voter_weights(windows, ctx.keys.device, ctx.state))
+                                    self.voter_weights(windows, ctx.keys.device, ctx.state), last)
 
     def voter_weights(self, windows: list[int], device, state: PyramidState | None = None) -> torch.Tensor:
         """[B, max(windows)] linear weights of each row's voters, 0 before its window. Every layer that
@@ -302,7 +303,7 @@ class PyramidPolicy(Policy):
         n = max(w + size for w, size in zip(windows, sizes))  # only the newest n tokens are scored
         outside = self.outside_chunk(n, windows, sizes, ctx.queries.device, state)
         voters, voter_pos = state.voters[ctx.layer].view(width)
-        scores = self.scores(ctx, voters, voter_pos, windows)[:, -n:].masked_fill(outside, ALWAYS)
+        scores = self.scores(ctx, voters, voter_pos, windows, last=n).masked_fill(outside, ALWAYS)
         for row, cut in enumerate(cuts):
             if cut is not None:  # "compressed up to here", per layer
                 markers[row] = ctx.counts[row] - sizes[row] + kept[row] - windows[row]
