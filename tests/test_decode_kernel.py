@@ -50,9 +50,9 @@ CASES = [  # B, H, H_kv, T, D, window
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("splits", [1, 3, 8])
 def test_kernel_equals_sdpa_path(B, H, H_kv, T, D, window, dtype, splits):
-    """Whole rows, and rows split among programs and merged (flash decoding): with T = 100-257 and
-    blocks of 128 slots, 3 or 8 splits leave splits whose slots are all empty (the holes in front, or
-    outside the window), which the merge must weigh by nothing."""
+    """Whole rows, and rows split among programs and merged (flash decoding). A split covers whole blocks of
+    BLOCK_T slots, so 3 or 8 splits asked of T = 100-257 run as 1-3; a split may hold only empty slots (the
+    holes in front, or outside the window), which the merge must weigh by nothing."""
     gen = torch.Generator().manual_seed(B * 1000 + T)
     k, v = cache_view(B, H_kv, T, D, T + 13, dtype, gen)
     k_pos = positions_with_holes(B, T, gen)

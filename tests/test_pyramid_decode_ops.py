@@ -100,7 +100,9 @@ def test_a_cutting_layer_launches_no_more_than_it_needs(monkeypatch):
     assert sum(policy.values()) <= 7.25, policy
     # a plain step: the voter write alone, and every ~32 steps the voter buffer's move (at most 10 kernels)
     assert sum(plain.values()) * layers / (steps * LAYERS - layers) <= 1 + 10 / 32, plain
-    assert sum(keep.values()) <= 13, keep  # 12 launches and scores.float() of float scores (aten::to, none)
+    # 10 launches, scores.float() of float scores and a lift_fresh (neither launches); the row index and two
+    # index gathers (for the keys, the values) made it 13
+    assert sum(keep.values()) <= 12, keep
     assert not {key: n for key, n in log.ops.items() if key[1] in SYNC_OPS and key[0] != "engine"}
     assert not {key: n for key, n in log.reads.items() if key[0] != "engine"}
 
