@@ -62,7 +62,8 @@ for step in "$@"; do
     # compiled for real, against their twins, in the engine and in CUDA graphs
     fused_tests) PYRAMID_FUSED_RNN_STEP=1 PYRAMID_FUSED_H2O_STEP=1 python -m pytest -q -rs \
         tests/test_recurformer_step_kernel.py tests/test_stacked_rnn.py tests/test_joint_projection.py tests/test_h2o*.py \
-        tests/test_side_stream.py tests/test_step_graphs.py tests/test_decode_kernel.py ;;
+        tests/test_side_stream.py tests/test_step_graphs.py tests/test_decode_kernel.py tests/test_evict_graphs.py \
+        tests/test_scores.py tests/test_pyramid_decode_ops.py ;;
     rnn_step) python benchmarks/rnn_step_kernel.py "$RES/rnn_step_kernel.json" ;;
     h2o_step) PYTHONPATH=. python benchmarks/h2o_step_kernel.py "$RES/h2o_step_kernel.json" ;;
     kernels) python benchmarks/check_kernels.py "$RES/kernel_check.json" ;;
