@@ -19,7 +19,7 @@ MIN_PROGRAMS_PER_SM = 8
 
 def kernel_fits(q: torch.Tensor, k: torch.Tensor) -> bool:
     """The kernel handles the shapes (kernel_supports) and there are enough rows x heads to fill the GPU."""
-    return kernel_supports(q, k) and q.shape[0] * q.shape[1] >= MIN_PROGRAMS_PER_SM * _sm_count(q.device)
+    return kernel_supports(q, k) and q.shape[0] * q.shape[1] >= MIN_PROGRAMS_PER_SM * sm_count(q.device)
 
 
 def kernel_supports(q: torch.Tensor, k: torch.Tensor) -> bool:
@@ -31,6 +31,7 @@ def kernel_supports(q: torch.Tensor, k: torch.Tensor) -> bool:
 
 
 @functools.cache
-def _sm_count(device: torch.device) -> int:
+def sm_count(device: torch.device) -> int:
+    """The device's SM count, asked of the driver once (the decode kernel's launches ask it at every step)."""
     return torch.cuda.get_device_properties(device).multi_processor_count
 

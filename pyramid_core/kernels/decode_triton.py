@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from .. import warmup
+from .decode import sm_count
 
 # slots per step of a program's loop, warps, and programs per SM when split: the best of 32/64/128 x 2/4/8 x
 # 4/8/16 timed inside a CUDA graph at batch 1 (benchmarks/decode_split_sweep_2026-12-01.json: 8.3 us at 1k
@@ -186,7 +187,7 @@ def launch_plan(programs: int, T: int, device: torch.device) -> tuple[int, int]:
     on a CPU one split of BLOCK_T; on a GPU block_and_splits over its SMs."""
     if device.type != "cuda":
         return BLOCK_T, 1
-    return block_and_splits(programs, T, torch.cuda.get_device_properties(device).multi_processor_count)
+    return block_and_splits(programs, T, sm_count(device))
 
 
 def block_and_splits(programs: int, T: int, sms: int) -> tuple[int, int]:
