@@ -12,6 +12,8 @@
 #       achieved GB/s, its share of the datasheet's and of a measured copy's, the GPU-busy share (~2 min)
 #   bash benchmarks/gpu_run.sh modes_reserve      # every mode over a reserved KV (quiet steps: one graph a step, ~6 min)
 #   bash benchmarks/gpu_run.sh table1_reserve     # Table 1 whole with --reserve-kv: HF, baseline, PyramidInfer 45% (~5 min)
+#   bash benchmarks/gpu_run.sh cut_tests cut_sweep profile_table1  # PyramidInfer's decode cut: its kernels' tests,
+#       their settings at Table 1's 134 rows, and the whole run at 134 rows profiled (~6 min)
 #   bash benchmarks/gpu_run.sh split_sweep step_time  # the split decode kernel's settings at batch 1 (~1 min); where
 #       a batch-1 7B step of the whole-step graph spends its time, kernels by name (~1 min)
 #   bash benchmarks/gpu_run.sh step_time_modes    # the same for each mode on the embedded model (~1 min)
@@ -52,7 +54,7 @@ fi
 for step in "$@"; do
   echo "=== $step $(date +%T)"
   case $step in
-    tests) python -m pytest -q -rs tests/test_graphs.py tests/test_scores.py tests/test_decode_kernel.py tests/test_recurformer.py -k "cuda or gpu or triton or kernel"
+    tests) python -m pytest -q -rs tests/test_graphs.py tests/test_scores_kernel.py tests/test_decode_kernel.py tests/test_recurformer.py -k "cuda or gpu or triton or kernel"
       python -m pytest -q -rs tests/test_step_graphs.py -k cuda  # the whole-step graph captured for real
       python -m pytest -q -rs tests/test_decode_kernel.py tests/test_rope_write.py tests/test_rms_norm_kernel.py \
         tests/test_silu_mul_kernel.py tests/test_lowest_slot_kernel.py tests/test_recurformer_step_kernel.py tests/test_transfer.py
@@ -63,7 +65,7 @@ for step in "$@"; do
     fused_tests) PYRAMID_FUSED_RNN_STEP=1 PYRAMID_FUSED_H2O_STEP=1 python -m pytest -q -rs \
         tests/test_recurformer_step_kernel.py tests/test_stacked_rnn.py tests/test_joint_projection.py tests/test_h2o*.py \
         tests/test_side_stream.py tests/test_step_graphs.py tests/test_decode_kernel.py tests/test_evict_graphs.py \
-        tests/test_scores.py tests/test_pyramid_decode_ops.py ;;
+        tests/test_scores.py tests/test_scores_kernel.py tests/test_move_slots_kernel.py tests/test_pyramid_decode_ops.py ;;
     rnn_step) python benchmarks/rnn_step_kernel.py "$RES/rnn_step_kernel.json" ;;
     h2o_step) PYTHONPATH=. python benchmarks/h2o_step_kernel.py "$RES/h2o_step_kernel.json" ;;
     kernels) python benchmarks/check_kernels.py "$RES/kernel_check.json" ;;
@@ -78,6 +80,13 @@ for step in "$@"; do
     h2o_reserve_7b) python -m pyramid_core bench modes --quick --repeats 3 --reserve-kv --shapes llama2-7b \
         --modes baseline,h2o --out "$RES/h2o" ;;
     split_sweep) PYTHONPATH=. python benchmarks/decode_split_sweep.py "$RES/decode_split_sweep.json" | tail -60 ;;
+    cut_sweep) PYTHONPATH=. python benchmarks/cut_kernels_sweep.py "$RES/cut_kernels_sweep.json" ;;
+    # Table 1's PyramidInfer at its largest batch, step by step: memory, collections, profile tables (~3 min)
+    profile_table1) PROFILE_RESERVE=1 PROFILE_NEW=256 PROFILE_DTYPE=float16 python benchmarks/profile_decode.py \
+        llama2-13b "${TABLE1_ROWS:-134}" 512 pyramid@table1-45 > "$RES/profile_table1_pyramid.txt"
+      grep -E "prefill|peak|collections|busy" "$RES/profile_table1_pyramid.txt" | cut -c1-400 ;;
+    cut_tests) python -m pytest -q -rs tests/test_scores_kernel.py tests/test_move_slots_kernel.py tests/test_scores.py \
+        tests/test_pyramid_decode_ops.py tests/test_deferred_gc.py tests/test_decode_kernel.py tests/test_evict_graphs.py ;;
     step_time) PYTHONPATH=. python benchmarks/step_graph_time.py llama2-7b 1024 "$RES/step_graph_time_7b_1k.json" ;;
     # each mode's step on the embedded model (host about equal to GPU there): generate's, the engine's, the replay
     step_time_modes) PYTHONPATH=. python benchmarks/step_graph_time.py embedded 1024 \

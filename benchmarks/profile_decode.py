@@ -7,9 +7,15 @@ and device time of the decode steps alone (the prefill runs before the profiler 
 step slower than the baseline's shows where its time goes. PROFILE_DTYPE=float16 for Table 1's dtype;
 PROFILE_RESERVE=1 reserves the KV as `bench table1 --reserve-kv` does; PROFILE_NEW: tokens a run (48).
 Each mode's lines also give the peak memory of its prefill and of the profiled run, and what stays
-allocated after the prefill (weights and KV).
+allocated after the prefill (weights and KV); the steps at which the unprofiled run's peak grew (the
+allocator's own count, read on the host after each record); Python's collections of a millisecond or more
+during that run (generation, ms, after which record), and the allocator's retries (a cudaMalloc that failed
+until the cached blocks were freed, which stalls the host). PROFILE_DEFER_GC=0 lets full collections run
+during the generations, as they did before engine.py deferred them.
 """
 
+import contextlib
+import gc
 import os
 
 import sys
@@ -21,10 +27,42 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, ".")
-from pyramid_core import generate  # noqa: E402
+from pyramid_core import engine, generate  # noqa: E402
 from pyramid_core.bench import harness as bench  # noqa: E402
 from pyramid_core.bench.modes import mode_policies  # noqa: E402
 from pyramid_core.policies.registry import preset_policy  # noqa: E402
+
+if os.environ.get("PROFILE_DEFER_GC") == "0":  # full collections as Python schedules them (deferred_gc.py)
+    engine.full_collections_deferred = contextlib.nullcontext
+
+
+def watched_run(policy):
+    """A generation's records, with (record index, peak GB) wherever the peak grew by 0.05 GB or more, Python's
+    collections of 1 ms or more as (generation, ms, records made before it), and the allocator's retries."""
+    records, growth, collections, started = [], [], [], {}
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    retries = torch.cuda.memory_stats().get("num_alloc_retries", 0)
+    peak = 0.0
+
+    def watch(phase, info):
+        if phase == "start":
+            started["t"] = time.perf_counter()
+        elif (ms := (time.perf_counter() - started["t"]) * 1e3) >= 1:
+            collections.append((info["generation"], round(ms, 1), len(records)))
+
+    gc.callbacks.append(watch)
+    try:
+        for record in generate(lm, ids, policy=policy, max_new_tokens=new, reserve_kv=reserve):
+            records.append(record)
+            now = torch.cuda.max_memory_allocated() / 1e9
+            if now >= peak + 0.05:
+                growth.append((len(records) - 1, round(now, 2)))
+            peak = max(peak, now)
+    finally:
+        gc.callbacks.remove(watch)
+    return records, growth, collections, torch.cuda.memory_stats().get("num_alloc_retries", 0) - retries
+
 
 shape, batch, context = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 modes = sys.argv[4:] or ["baseline", "pyramid"]
@@ -36,10 +74,12 @@ plain = mode_policies(lm, [m for m in modes if "@" not in m], shape, Path(tempfi
 for mode in modes:
     name, _, preset = mode.partition("@")
     policy = preset_policy(name, preset, context, new, lm.config.num_hidden_layers) if preset else plain[mode]
-    for _ in range(2):  # the first run compiles kernels
-        records = list(generate(lm, ids, policy=policy, max_new_tokens=new, reserve_kv=reserve))
+    list(generate(lm, ids, policy=policy, max_new_tokens=new, reserve_kv=reserve))  # compiles kernels
+    records, growth, collections, retries = watched_run(policy)
     steps = [round(r.step_time_s * 1e3, 1) for r in records]
     print(f"{mode}: prefill {steps[0]} ms, decode steps ms {steps[1:]}", flush=True)
+    print(f"{mode}: peak grew (after record, GB) {growth}; collections (gen, ms, after record) {collections}; "
+          f"allocator retries {retries}", flush=True)
     steps = generate(lm, ids, policy=policy, max_new_tokens=new, reserve_kv=reserve)
     torch.cuda.reset_peak_memory_stats()
     next(steps)  # the prefill

@@ -46,6 +46,7 @@ from collections import deque
 import torch
 
 from .kernels.lowest_slot import lowest_slot
+from .kernels.move_slots import move_slots
 from .metrics import state_nbytes
 from .policies.base import Evict, Keep, Window
 from .transfer import to_device
@@ -337,12 +338,13 @@ class LayerCache:
 
         Every scored slot is valid and every row keeps as many, so the first slots of a stable
         descending sort are top_k_mask's choice, and sorting their indices puts them in order: two
-        sorts, where a kept mask and its right-aligned index took two sorts and a dozen more ops.
+        sorts, where a kept mask and its right-aligned index took two sorts and a dozen more ops. The kept
+        slots move in place (kernels/move_slots.py), the keys and values of a row in one program on a GPU.
         """
         best = torch.sort(scores.float(), dim=1, descending=True, stable=True).indices[:, :new_len - start]
         index = best.sort(dim=1).values + start
-        self.keys[:, :, start:new_len], self.values[:, :, start:new_len], self.positions[:, start:new_len] = \
-            self._gathered(index)
+        move_slots(self.keys[:, :, :self.length], self.values[:, :, :self.length], index, start)
+        self.positions[:, start:new_len] = self.positions[:, :self.length].gather(1, index)
         self.positions[:, new_len:self.length] = -1
         self.length = new_len
 

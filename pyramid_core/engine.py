@@ -26,6 +26,7 @@ from torch.nn.attention import sdpa_kernel
 from . import evict_graphs, step_graphs, warmup
 from .attention import ATTENTION_BACKENDS
 from .cache import KVCache, right_aligned_index, top_k_mask
+from .deferred_gc import full_collections_deferred
 from .graphs import DecodeGraphs, GraphStore, graph_key
 from .layers import (EagerStages, Parts, attention_scale, embed_tokens, final_logits, layer_forward, model_parts,
                      rope_tables)
@@ -91,8 +92,10 @@ def start_request(lm: LoadedModel, input_ids, attention_mask, policy: Policy | N
                     reserve=growth)
     if reserve is not None and policy.keeps_the_prompt:
         cache.presize(input_ids.shape[1])
-    return Request(parts, cache, policy, policy.new_state(parts.num_layers), EagerStages(parts, heads),
-                   seen, prompt_positions(attention_mask), policy.describe())
+    state = policy.new_state(parts.num_layers)
+    state.new_tokens = reserve
+    return Request(parts, cache, policy, state, EagerStages(parts, heads), seen, prompt_positions(attention_mask),
+                   policy.describe())
 
 
 # ----------------------------------------------------------------------------- one step
@@ -309,8 +312,9 @@ def _per_step(flag) -> Callable[[int], bool]:
 def _generate_steps(req: Request, tokens, max_new_tokens, sampling, generator, eos, pad, record_attention,
                     record_positions, stop, detail_last):
     try:
-        yield from _steps(req, tokens, max_new_tokens, sampling, generator, eos, pad, record_attention,
-                          record_positions, stop, detail_last)
+        with full_collections_deferred():
+            yield from _steps(req, tokens, max_new_tokens, sampling, generator, eos, pad, record_attention,
+                              record_positions, stop, detail_last)
     finally:
         release_graphs(req)
 

@@ -225,6 +225,47 @@ def test_recent_queries_buffer_holds_the_last_width_queries():
         assert torch.equal(got_pos, pos[:, t + 1 - width:t + 1]), t
 
 
+def test_recent_queries_sized_for_the_widest_window_never_grow():
+    """Given the widest window the request will keep, the buffer is allocated once: the same storage from
+    the prefill's queries to the last step (a buffer replaced mid-generation is held twice while the step
+    graph binds the old one), and it still returns what concatenating every step would. Without it the
+    same window outgrows its first buffer."""
+    from pyramid_core.policies.recent_queries import RecentQueries
+
+    gen = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 3, 300, 4, generator=gen)
+    pos = torch.arange(300).repeat(2, 1)
+    width_at = lambda t: 5 + t // 8
+    planned, unplanned = (RecentQueries(q[:, :, 5:10], pos[:, 5:10], slack=8, widest=w) for w in (width_at(299), None))
+    storage = planned.queries.data_ptr()
+    for t in range(10, 300):
+        for stored in (planned, unplanned):
+            stored.append(q[:, :, t:t + 1], pos[:, t:t + 1], width_at(t))
+        got_q, got_pos = planned.view(width_at(t))
+        assert torch.equal(got_q, q[:, :, t + 1 - width_at(t):t + 1]), t
+        assert torch.equal(got_pos, pos[:, t + 1 - width_at(t):t + 1]), t
+    assert planned.queries.data_ptr() == storage and planned.queries.shape[2] == width_at(299) + 8
+    assert unplanned.queries.shape[2] > 5 + 8  # grew
+
+
+def test_a_planned_generation_sizes_the_voters_for_its_widest_window():
+    """Under a reserved KV the engine tells the state the request's new tokens; PyramidInfer's prefill sizes
+    each layer's voter buffer for the window of the last step (window(prompt + new)) plus the slack."""
+    from pyramid_core.engine import start_request
+
+    lm = tiny_model("llama")
+    policy = PyramidPolicy(min_context_length=8, recent_ratio=0.3)
+    ids = torch.randint(3, 90, (2, 40), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    assert [start_request(lm, ids, mask, policy, reserve).state.new_tokens for reserve in (None, 60)] == [None, 60]
+    records = generate(lm, ids, mask, policy=policy, max_new_tokens=60, reserve_kv=True)
+    next(records)  # the prefill
+    state = records.gi_frame.f_locals["req"].state  # the running request's
+    voters = [v for v in state.voters if v is not None]
+    assert voters and all(v.queries.shape[2] == policy.window(40 + 60) + v.slack for v in voters)
+    records.close()
+
+
 def test_recent_queries_spare_room_is_sized_by_bytes():
     """A small layer's buffer gets many spare slots, so its queries move rarely (each move is kernels the
     host launches); a wide batch gets the floor, so the spare room stays a few MiB a layer."""

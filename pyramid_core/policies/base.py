@@ -17,7 +17,7 @@ keys or values for them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from functools import cached_property
 from typing import Callable, ClassVar
 
@@ -77,7 +77,13 @@ class Evict:
 
 @dataclass
 class PolicyState:
-    """A policy's per-request memory (none here). Policies that remember subclass it."""
+    """A policy's per-request memory (none here). Policies that remember subclass it.
+
+    new_tokens: the request's new tokens where the engine plans for them (a reserved KV), else None; a
+    policy may size its own buffers for the whole request with it.
+    """
+
+    new_tokens: int | None = field(default=None, kw_only=True)  # kw_only: subclasses add fields without defaults
 
     def resolved(self) -> dict:
         """Settings solved for this request (e.g. a decay from a KV budget), shown in the trace."""

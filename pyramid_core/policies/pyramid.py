@@ -276,7 +276,9 @@ class PyramidPolicy(Policy):
         state = ctx.state
         # copied: a view would keep the whole prompt's queries of every layer alive
         width = self.window(max(ctx.seen))
-        state.voters[ctx.layer] = RecentQueries(ctx.queries[:, :, -width:], ctx.query_positions[:, -width:])
+        widest = None if state.new_tokens is None else self.window(max(ctx.seen) + state.new_tokens)
+        state.voters[ctx.layer] = RecentQueries(ctx.queries[:, :, -width:], ctx.query_positions[:, -width:],
+                                                widest=widest)
         state.markers[ctx.layer] = list(ctx.counts)
         keep_counts = [self.prefill_keep_count(ctx.layer, ctx.num_layers, held, n, self.prefill_decay_ratio)
                        for held, n in zip(ctx.counts, ctx.seen)]

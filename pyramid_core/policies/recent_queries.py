@@ -27,13 +27,18 @@ class RecentQueries:
     the Llama-2-13B shape (H200, 2026-11-26).
     """
 
-    def __init__(self, queries: torch.Tensor, positions: torch.Tensor, slack: int | None = None):
+    def __init__(self, queries: torch.Tensor, positions: torch.Tensor, slack: int | None = None,
+                 widest: int | None = None):
         """Start from a prefill's last queries [B, H, W, D] and positions [B, W] (copied); `slack` spare
-        slots (None: slack_for)."""
+        slots (None: slack_for). widest: the widest window the request will keep, when it is known (a planned
+        generation): the buffer holds it and the slack from the start and never grows. A buffer that grows
+        mid-generation holds its old one too while the step graph binds it: at Table 1's 134 rows every
+        layer's voters grew at one step, and that step set the run's peak (+3.5 GB, H200, 2026-12-02)."""
         B, H, W, D = queries.shape
         self.slack = slack_for(queries) if slack is None else slack
-        self.queries = queries.new_empty(B, H, W + self.slack, D)
-        self.positions = positions.new_full((B, W + self.slack), -1)
+        size = max(W, widest or 0) + self.slack
+        self.queries = queries.new_empty(B, H, size, D)
+        self.positions = positions.new_full((B, size), -1)
         self.queries[:, :, :W], self.positions[:, :W] = queries, positions
         self.length = W
         self.unwritten = 0    # single queries appended whose positions are not written yet
