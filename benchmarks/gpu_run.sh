@@ -14,6 +14,8 @@
 #   bash benchmarks/gpu_run.sh table1_reserve     # Table 1 whole with --reserve-kv: HF, baseline, PyramidInfer 45% (~5 min)
 #   bash benchmarks/gpu_run.sh cut_tests cut_sweep profile_table1  # PyramidInfer's decode cut: its kernels' tests,
 #       their settings at Table 1's 134 rows, and the whole run at 134 rows profiled (~6 min)
+#   bash benchmarks/gpu_run.sh profile_prefill   # PyramidInfer's and the baseline's prefills at Table 1's largest
+#       batches, kernel by kernel (~3 min)
 #   bash benchmarks/gpu_run.sh split_sweep step_time  # the split decode kernel's settings at batch 1 (~1 min); where
 #       a batch-1 7B step of the whole-step graph spends its time, kernels by name (~1 min)
 #   bash benchmarks/gpu_run.sh step_time_modes    # the same for each mode on the embedded model (~1 min)
@@ -85,6 +87,13 @@ for step in "$@"; do
     profile_table1) PROFILE_RESERVE=1 PROFILE_NEW=256 PROFILE_DTYPE=float16 python benchmarks/profile_decode.py \
         llama2-13b "${TABLE1_ROWS:-134}" 512 pyramid@table1-45 > "$RES/profile_table1_pyramid.txt"
       grep -E "prefill|peak|collections|busy" "$RES/profile_table1_pyramid.txt" | cut -c1-400 ;;
+    # both prefills at Table 1's largest batches, kernel by kernel (~3 min)
+    profile_prefill) for run in "${TABLE1_ROWS:-138} pyramid@table1-45" "${BASELINE_ROWS:-74} baseline"; do
+        read -r rows mode <<< "$run"
+        PROFILE_PREFILL=1 PROFILE_RESERVE=1 PROFILE_NEW=256 PROFILE_DTYPE=float16 python benchmarks/profile_decode.py \
+          llama2-13b "$rows" 512 "$mode" > "$RES/profile_prefill_${mode%%@*}_$rows.txt"
+        grep -E "prefill" "$RES/profile_prefill_${mode%%@*}_$rows.txt" | cut -c1-200
+      done ;;
     cut_tests) python -m pytest -q -rs tests/test_scores_kernel.py tests/test_move_slots_kernel.py tests/test_scores.py \
         tests/test_pyramid_decode_ops.py tests/test_deferred_gc.py tests/test_decode_kernel.py tests/test_evict_graphs.py ;;
     step_time) PYTHONPATH=. python benchmarks/step_graph_time.py llama2-7b 1024 "$RES/step_graph_time_7b_1k.json" ;;

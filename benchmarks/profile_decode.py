@@ -11,7 +11,8 @@ allocated after the prefill (weights and KV); the steps at which the unprofiled 
 allocator's own count, read on the host after each record); Python's collections of a millisecond or more
 during that run (generation, ms, after which record), and the allocator's retries (a cudaMalloc that failed
 until the cached blocks were freed, which stalls the host). PROFILE_DEFER_GC=0 lets full collections run
-during the generations, as they did before engine.py deferred them.
+during the generations, as they did before engine.py deferred them. PROFILE_PREFILL=1 profiles each mode's
+prefill instead of its decode steps (its kernel table and peak).
 """
 
 import contextlib
@@ -64,9 +65,20 @@ def watched_run(policy):
     return records, growth, collections, torch.cuda.memory_stats().get("num_alloc_retries", 0) - retries
 
 
+def profiled(run):
+    """(the torch profiler's record, wall seconds, run()'s result) of run() between two device syncs."""
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = run()
+        torch.cuda.synchronize()
+    return prof, time.perf_counter() - start, result
+
+
 shape, batch, context = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 modes = sys.argv[4:] or ["baseline", "pyramid"]
 reserve, new = os.environ.get("PROFILE_RESERVE") == "1", int(os.environ.get("PROFILE_NEW", "48"))
+prefill_only = os.environ.get("PROFILE_PREFILL") == "1"
 lm = bench.random_model(shape, dtype=getattr(torch, os.environ.get("PROFILE_DTYPE", "bfloat16")))
 ids = bench.random_prompts(batch, context, lm.config.vocab_size)
 # a random shape's RecurFormer gets an untrained adapter, as in `bench modes`
@@ -82,15 +94,17 @@ for mode in modes:
           f"allocator retries {retries}", flush=True)
     steps = generate(lm, ids, policy=policy, max_new_tokens=new, reserve_kv=reserve)
     torch.cuda.reset_peak_memory_stats()
+    if prefill_only:
+        prof, wall, _ = profiled(lambda: next(steps))
+        steps.close()
+        print(f"{mode}: prefill profiled in {wall * 1e3:.1f} ms, peak {torch.cuda.max_memory_allocated() / 1e9:.2f} GB",
+              flush=True)
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=40), flush=True)
+        continue
     next(steps)  # the prefill
     torch.cuda.synchronize()
     held, prefill_peak = torch.cuda.memory_allocated() / 1e9, torch.cuda.max_memory_allocated() / 1e9
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        decoded = len(list(steps))
-        torch.cuda.synchronize()
-    wall = time.perf_counter() - start
+    prof, wall, decoded = profiled(lambda: len(list(steps)))
     print(f"{mode}: GB after the prefill {held:.2f}, prefill peak {prefill_peak:.2f}, "
           f"run peak {torch.cuda.max_memory_allocated() / 1e9:.2f}", flush=True)
     print(mode, decoded, "decode steps profiled in", round(wall, 3), "s", flush=True)
