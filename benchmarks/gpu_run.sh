@@ -12,6 +12,7 @@
 #       achieved GB/s, its share of the datasheet's and of a measured copy's, the GPU-busy share (~2 min)
 #   bash benchmarks/gpu_run.sh modes_reserve      # every mode over a reserved KV (quiet steps: one graph a step, ~6 min)
 #   bash benchmarks/gpu_run.sh table1_reserve     # Table 1 whole with --reserve-kv: HF, baseline, PyramidInfer 45% (~5 min)
+#   bash benchmarks/gpu_run.sh table1_reserve_expandable  # the same with expandable segments for every row (~5 min)
 #   bash benchmarks/gpu_run.sh cut_tests cut_sweep profile_table1  # PyramidInfer's decode cut: its kernels' tests,
 #       their settings at Table 1's 134 rows, and the whole run at 134 rows profiled (~6 min)
 #   bash benchmarks/gpu_run.sh profile_prefill   # PyramidInfer's and the baseline's prefills at Table 1's largest
@@ -106,6 +107,10 @@ for step in "$@"; do
     table1_reserve) python -m pyramid_core bench table1 --reserve-kv --memory-cap-gb 80 \
         --batch32-methods hf-generate,engine-baseline,pyramid-45 --methods hf-generate,engine-baseline,pyramid-45 \
         --out "$RES" ;;
+    # the same under expandable segments, for every row (the issue's other honest layout; ~4 min)
+    table1_reserve_expandable) PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python -m pyramid_core bench table1 \
+        --reserve-kv --memory-cap-gb 80 --batch32-methods hf-generate,engine-baseline,pyramid-45 \
+        --methods hf-generate,engine-baseline,pyramid-45 --out "$RES/expandable" ;;
     # issue 19's targets off this call's results (no GPU needed; after modes_reserve, policy_share_reserve,
     # roofline, table1_reserve): targets.md says what is met
     targets) python -m pyramid_core bench targets --out "$RES" ;;
