@@ -68,7 +68,8 @@ for step in "$@"; do
     fused_tests) PYRAMID_FUSED_RNN_STEP=1 PYRAMID_FUSED_H2O_STEP=1 python -m pytest -q -rs \
         tests/test_recurformer_step_kernel.py tests/test_stacked_rnn.py tests/test_joint_projection.py tests/test_h2o*.py \
         tests/test_side_stream.py tests/test_step_graphs.py tests/test_decode_kernel.py tests/test_evict_graphs.py \
-        tests/test_scores.py tests/test_scores_kernel.py tests/test_move_slots_kernel.py tests/test_pyramid_decode_ops.py ;;
+        tests/test_scores.py tests/test_scores_kernel.py tests/test_move_slots_kernel.py \
+        tests/test_pyramid_decode_ops.py ;;
     rnn_step) python benchmarks/rnn_step_kernel.py "$RES/rnn_step_kernel.json" ;;
     h2o_step) PYTHONPATH=. python benchmarks/h2o_step_kernel.py "$RES/h2o_step_kernel.json" ;;
     kernels) python benchmarks/check_kernels.py "$RES/kernel_check.json" ;;
@@ -95,8 +96,9 @@ for step in "$@"; do
           llama2-13b "$rows" 512 "$mode" > "$RES/profile_prefill_${mode%%@*}_$rows.txt"
         grep -E "prefill" "$RES/profile_prefill_${mode%%@*}_$rows.txt" | cut -c1-200
       done ;;
-    cut_tests) python -m pytest -q -rs tests/test_scores_kernel.py tests/test_move_slots_kernel.py tests/test_scores.py \
-        tests/test_pyramid_decode_ops.py tests/test_deferred_gc.py tests/test_decode_kernel.py tests/test_evict_graphs.py ;;
+    cut_tests) python -m pytest -q -rs tests/test_scores_kernel.py tests/test_move_slots_kernel.py \
+        tests/test_scores.py tests/test_pyramid_decode_ops.py tests/test_deferred_gc.py tests/test_decode_kernel.py \
+        tests/test_evict_graphs.py ;;
     step_time) PYTHONPATH=. python benchmarks/step_graph_time.py llama2-7b 1024 "$RES/step_graph_time_7b_1k.json" ;;
     # each mode's step on the embedded model (host about equal to GPU there): generate's, the engine's, the replay
     step_time_modes) PYTHONPATH=. python benchmarks/step_graph_time.py embedded 1024 \

@@ -86,10 +86,10 @@ def logged_cut_steps(monkeypatch):
 @needs_triton
 def test_a_cutting_layer_launches_no_more_than_it_needs(monkeypatch):
     """Per cutting layer: the voter write and its positions (arange, sub, copy_), the masked_fill of the
-    outside-chunk slots, the two scorer launches and the mean of its heads' shares; the Keep's in-place tail move (two sorts, an add, three
-    gathers, three copies, a fill). No key or query copy: the
-    scorer reads the cache's and the voters' views through their strides (it made both contiguous
-    before, 2 kernels and 2 allocations more per cutting layer, one of them a copy of the layer's keys)."""
+    outside-chunk slots, the two scorer launches and the mean of its heads' shares; the Keep's in-place tail
+    move (two sorts, an add, three gathers, three copies, a fill). No key or query copy: the scorer reads the
+    cache's and the voters' views through their strides (it made both contiguous before, 2 kernels and 2
+    allocations more per cutting layer, one of them a copy of the layer's keys)."""
     log, layers, steps = logged_cut_steps(monkeypatch)
     assert steps == 40 and layers >= 3 * LAYERS  # several cutting steps, every layer cutting
     per_layer = lambda region: {op: n / layers for (where, op), n in log.ops.items()

@@ -1,8 +1,9 @@
 """The Triton scorer (kernels/scores_triton.py) against its PyTorch twin.
 
 On a GPU the kernels run compiled; on a CPU in Triton's interpreter (conftest.py), so CI checks the same
-kernel source. Shapes are awkward on purpose: voters that fill no block (W = 3, 65, 103) or take two (130), slots past a block
-edge, grouped heads, empty slots, a voter that does not vote, and the newest `last` slots alone.
+kernel source. Shapes are awkward on purpose: voters that fill no block (W = 3, 65, 103) or take two (130),
+slots past a block edge, grouped heads, empty slots, a voter that does not vote, and the newest `last` slots
+alone.
 """
 
 import pytest
