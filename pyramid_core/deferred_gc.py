@@ -2,10 +2,11 @@
 
 A full collection walks every object the process tracks: ~300 ms with torch, transformers and a tiny model
 loaded on this project's CPU (benchmarks/gc_cost_cpu_2026-12-02.json). On the GPU machine, Table 1's
-PyramidInfer run at 134 rows of a 13B shape had one decode step of 250-300 ms at a step that moved between runs (benchmarks/profiles/table1_pyramid45_134_2026-12-02_before.txt, _after.txt), which a full
-collection fits; with the deferral the step is gone (_voters_sized.txt). The young generations are still
-collected as they fill (their cost is bounded by the young objects); the full collection waits until no
-generation is running, and the request's own cycles are broken without it (engine.release_graphs).
+PyramidInfer run at 134 rows of a 13B shape had one decode step of 250-300 ms at a step that moved between
+runs (benchmarks/profiles/table1_pyramid45_134_2026-12-02_before.txt, _after.txt), which a full collection
+fits; with the deferral the step is gone (_voters_sized.txt). The young generations are still collected as
+they fill (their cost is bounded by the young objects); the full collection waits until no generation is
+running, and the request's own cycles are broken without it (engine.release_graphs).
 
 Process-wide, as the collector is: the first generation to start raises the oldest generation's threshold,
 the last to end puts back what it found. Python 3.14's incremental collector has no full pauses to defer and
