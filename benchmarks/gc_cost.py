@@ -40,7 +40,7 @@ def main() -> None:
     ids, mask = left_padded((64, 64))
     policy = PyramidPolicy(chunk_length=4, min_context_length=16)  # cuts every few steps, as Table 1's preset does
     list(generate(lm, ids, mask, policy=policy, max_new_tokens=40, cuda_graphs=True))  # warm
-    full = []  # (objects before the collection, ms) of each full collection during the timed run
+    full = []  # ms of each full collection during the timed run
     started = {}
 
     def watch(phase, info):

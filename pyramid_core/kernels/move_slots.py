@@ -17,13 +17,20 @@ import torch
 from ..optional import importable
 
 
-def move_slots_torch(keys: torch.Tensor, values: torch.Tensor, index: torch.Tensor, start: int) -> None:
-    """keys, values [B, H, T, D]; index [B, n] (long): slot index[b, j] moves to slot start + j."""
+def gathered_slots(keys: torch.Tensor, values: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copies of the slots index [B, n] picks in each row of keys, values [B, H, T, D]: [B, H, n, D] each. A gather
+    along the slots lands in the buffers' own layout; indexing [rows, :, index] made [B, n, H, D] and a transposed
+    copy of it: 0.29 -> 0.18 ms for a layer's keys at Table 1's 134 rows (H200, 2026-12-02)."""
     B, H, _, D = keys.shape
     along = index[:, None, :, None].expand(B, H, index.shape[1], D)
+    return keys.gather(2, along), values.gather(2, along)
+
+
+def move_slots_torch(keys: torch.Tensor, values: torch.Tensor, index: torch.Tensor, start: int) -> None:
+    """keys, values [B, H, T, D]; index [B, n] (long): slot index[b, j] moves to slot start + j."""
     end = start + index.shape[1]
-    # gather copies first, so a slot is read before anything is written over it
-    keys[:, :, start:end], values[:, :, start:end] = keys.gather(2, along), values.gather(2, along)
+    # gathered copies first, so a slot is read before anything is written over it
+    keys[:, :, start:end], values[:, :, start:end] = gathered_slots(keys, values, index)
 
 
 def move_slots(keys: torch.Tensor, values: torch.Tensor, index: torch.Tensor, start: int) -> None:
