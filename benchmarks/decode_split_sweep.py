@@ -53,7 +53,7 @@ def case(T: int, written: int, logits: bool = False, H: int = 32, D: int = 128) 
     rows = [{"T": T, "written": written, "kernel": "sdpa flash, written slots",
              "us": timed_us(lambda: F.scaled_dot_product_attention(q, k[:, :, :written], v[:, :, :written]))}]
     for bt, warps, per_sm in itertools.product((32, 64, 128), (2, 4, 8), (4, 8, 16)):
-        decode_triton.BLOCK_T = decode_triton.SHORT_BLOCK_T = bt  # a short cache's block too
+        decode_triton.BLOCK_T = decode_triton.LONG_SPLIT_BLOCK_T = bt  # a long cache's block too
         decode_triton.NUM_WARPS, decode_triton.PROGRAMS_PER_SM = warps, per_sm
         decode_triton.MIN_BLOCKS_PER_SPLIT = 1
         if logits:

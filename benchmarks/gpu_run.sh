@@ -17,6 +17,8 @@
 #       their settings at Table 1's 134 rows, and the whole run at 134 rows profiled (~6 min)
 #   bash benchmarks/gpu_run.sh profile_prefill   # PyramidInfer's and the baseline's prefills at Table 1's largest
 #       batches, kernel by kernel (~3 min)
+#   bash benchmarks/gpu_run.sh batch_sweep        # the decode kernel's settings at Table 1's largest batches, a whole
+#       step's 40 layers for PyramidInfer (138 rows) and the baseline (74), with and without the count of slots in use (~2 min)
 #   bash benchmarks/gpu_run.sh split_sweep step_time  # the split decode kernel's settings at batch 1 (~1 min); where
 #       a batch-1 7B step of the whole-step graph spends its time, kernels by name (~1 min)
 #   bash benchmarks/gpu_run.sh step_time_modes    # the same for each mode on the embedded model (~1 min)
@@ -85,6 +87,7 @@ for step in "$@"; do
         --modes baseline,h2o --out "$RES/h2o" ;;
     split_sweep) PYTHONPATH=. python benchmarks/decode_split_sweep.py "$RES/decode_split_sweep.json" | tail -60 ;;
     cut_sweep) PYTHONPATH=. python benchmarks/cut_kernels_sweep.py "$RES/cut_kernels_sweep.json" ;;
+    batch_sweep) PYTHONPATH=. python benchmarks/decode_batch_sweep.py "$RES/decode_batch_sweep.json" ;;
     # Table 1's PyramidInfer at its largest batch, step by step: memory, collections, profile tables (~3 min)
     profile_table1) PROFILE_RESERVE=1 PROFILE_NEW=256 PROFILE_DTYPE=float16 python benchmarks/profile_decode.py \
         llama2-13b "${TABLE1_ROWS:-134}" 512 pyramid@table1-45 > "$RES/profile_table1_pyramid.txt"

@@ -19,7 +19,7 @@ ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION
 
 def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int | None,
               causal_square: bool, decode_kernel: bool = True, any_batch: bool = False,
-              into: tuple | None = None) -> torch.Tensor:
+              into: tuple | None = None, written: torch.Tensor | None = None) -> torch.Tensor:
     """SDPA over held slots, masked by original positions. q [B, H, Tq, D]; k, v [B, H_kv, Tk, D].
 
     Without holes or a sliding window the mask is implied: a square prefill block is causal (kept
@@ -32,12 +32,14 @@ def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int |
 
     into (full [B, H_full, Tq, D], heads [H] long): put head h's output at full[:, heads[h]] and return
     full (RecurFormer's o_proj input, whose other heads are the recurrences'); the kernel stores it there.
+    written ([1] long on the device): the slots in use, for the kernel over a whole reservation, which then
+    reads none past them; the SDPA path masks those by their positions (-1) and needs no count.
     """
     fits = decode_kernel_supports if any_batch else decode_kernel_fits
     if decode_kernel and fits(q, k):
         from .kernels.decode_triton import decode_attention_triton
 
-        return decode_attention_triton(q, k, v, q_pos, k_pos, scale, window, into=into)
+        return decode_attention_triton(q, k, v, q_pos, k_pos, scale, window, into=into, written=written)
     out = sdpa_attention(q, k, v, q_pos, k_pos, scale, holes, window, causal_square)
     return out if into is None else into[0].index_copy_(1, into[1], out)
 

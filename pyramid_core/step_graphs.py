@@ -27,9 +27,9 @@ same reserved buffers. A layer writes the new token into `LayerCache.next_slot()
 slot a streaming ring freed at the step before, or (H2O) the slot each row evicted at the step before.
 What stays on the host is bookkeeping (one more slot in use, one more token a row, the policy's `done`)
 and the inputs copied into the graph's buffers (tokens, positions, each layer's slot). Attention runs over
-the whole reservation; on CUDA the Triton decode kernel's masked loads skip the slots still empty,
-whatever the batch, and with few rows x heads it splits each one's slots over several programs, as SDPA's
-flash kernel does on the per-layer path (`bench roofline` compares the two paths).
+the whole reservation; on CUDA the Triton decode kernel reads only the slots in use (a count the host
+loads with the slot indices) whatever the batch, and with few rows x heads it splits each one's slots over
+several programs, as SDPA's flash kernel does on the per-layer path (`bench roofline` compares the two).
 
 On a CPU, Replay calls the step function itself on the same buffers, so the tests run this path without
 a GPU and compare it with the per-layer path (tests/test_step_graphs.py).
@@ -62,7 +62,8 @@ class StepGraph:
     replay: Replay
     tokens: torch.Tensor     # [B] the step's input tokens
     positions: torch.Tensor  # [B, 1] their RoPE positions
-    slots: torch.Tensor      # [L] the slot each layer writes (every row the same: LayerCache.next_slot)
+    slots: torch.Tensor      # [2L] the slot each layer writes (every row the same: LayerCache.next_slot), then
+                             # each layer's slots in use after that write, which its attention reads
     logits: torch.Tensor     # [B, V] float32, overwritten by the next replay
     binding: tuple           # the tensors the graph writes; another tensor in any place: recapture
     evicted: list | None = None  # an evicting step's: per layer, [B] the slot each row writes, then evicts
@@ -144,7 +145,10 @@ def evicting_lengths(req, quiet: QuietStep) -> tuple:
 
 
 def slot_indices(req) -> list[int]:
-    return [layer.next_slot() for layer in req.cache.layers]
+    """Each layer's slot for the step's token, then its slots in use once that is written (a ring's freed
+    slot lies among them; an appended one is the next)."""
+    layers = req.cache.layers
+    return [layer.next_slot() for layer in layers] + [layer.length + (not layer.free) for layer in layers]
 
 
 def bound(req, quiet: QuietStep) -> tuple:
@@ -158,13 +162,15 @@ def bound(req, quiet: QuietStep) -> tuple:
 
 
 def reservation_attention(q, layer, positions, scale: float, window: int | None, decode_kernel: bool,
-                          into: tuple | None = None):
+                          into: tuple | None = None, written: torch.Tensor | None = None):
     """Attention of one query a row over every reserved slot, the unwritten ones (position -1) masked.
-    On CUDA the Triton decode kernel at any batch: its masked loads skip the unwritten slots' keys and
-    values, where SDPA with a mask reads them all (and, for grouped KV heads, copies them per query head).
-    into: attention(into=), RecurFormer's o_proj input when its recurrences run beside (Beside.into)."""
+    On CUDA the Triton decode kernel at any batch, told the slots in use (written, [1] on the device): it
+    reads none past them, where SDPA with a mask reads them all (and, for grouped KV heads, copies them per
+    query head). into: attention(into=), RecurFormer's o_proj input when its recurrences run beside
+    (Beside.into)."""
     return attention(q, layer.keys, layer.values, positions, layer.positions, scale=scale, holes=True,
-                     window=window, causal_square=False, decode_kernel=decode_kernel, any_batch=True, into=into)
+                     window=window, causal_square=False, decode_kernel=decode_kernel, any_batch=True, into=into,
+                     written=written)
 
 
 @sdpa_kernel(ATTENTION_BACKENDS)  # the capture runs the step eagerly (replay() says why the replays do not)
@@ -172,6 +178,7 @@ def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> Step
     parts, device, B = req.parts, tokens.device, tokens.shape[0]
     static_tokens, positions = tokens.clone(), req.positions[:, None].clone()
     slots = torch.tensor(slot_indices(req), device=device)
+    L = len(req.cache.layers)
     evicted = [layer.evicted.clone() for layer in req.cache.layers] if quiet.evicts else None
     lengths = evicting_lengths(req, quiet)
     logits = torch.empty(tokens.shape[0], parts.lm_head.weight.shape[0], dtype=torch.float32, device=device)
@@ -196,7 +203,7 @@ def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> Step
             elif layer.keys.shape[1] > 0:
                 q = rope_write(q, k, v, rope, layer, slots[idx].expand(B), positions, quiet.queries_to(idx))
                 out = reservation_attention(q, layer, positions, scale, window, req.decode_kernel,
-                                            beside and beside.into)
+                                            beside and beside.into, slots[L + idx:L + idx + 1])
             h = req.stages.after_attention(idx, h, out, x, positions, moved, "decode", beside)
             for group, state in states.items():
                 copy_state(state, moved[group])

@@ -96,7 +96,7 @@ def test_logits_and_split_statistics_give_each_slots_probability(B, H, H_kv, T, 
     """decode_attention_and_logits (H2O's steady step): the same output, every slot's scaled logit (-inf where
     empty or after the query), and per split a max and a sum of exp whose log-sum-exp over the splits is
     the row's: exp(logit - lse) is then each slot's probability, as torch computes it. In blocks of 128
-    slots and of 64 (a short cache's, decode_triton.SHORT_BLOCK_T)."""
+    slots (a long cache's when split, decode_triton.LONG_SPLIT_BLOCK_T) and of 64."""
     monkeypatch.setattr(decode_triton, "BLOCK_T", block)
     gen = torch.Generator().manual_seed(B * 100 + T)
     k, v = cache_view(B, H_kv, T, D, T + 13, torch.float32, gen)
@@ -115,12 +115,13 @@ def test_logits_and_split_statistics_give_each_slots_probability(B, H, H_kv, T, 
     torch.testing.assert_close(lse, torch.logsumexp(want, dim=-1, keepdim=True), atol=1e-5, rtol=1e-5)
 
 
-def test_a_short_cache_split_among_programs_takes_short_blocks():
+def test_only_a_long_cache_split_among_programs_takes_long_blocks():
     """On 132 SMs: H2O's 206 slots at batch 1 (32 heads) in blocks of 64 and 4 splits; 1280 slots in blocks of
-    128; Table 1's rows x heads (134 x 40) fill the GPU unsplit, in blocks of 128 however short the cache."""
+    128; Table 1's rows x heads (134 x 40) fill the GPU unsplit, in blocks of 64 however long the cache."""
     assert decode_triton.block_and_splits(32, 206, 132) == (64, 4)
     assert decode_triton.block_and_splits(32, 1280, 132) == (128, 10)
-    assert decode_triton.block_and_splits(134 * 40, 300, 132) == (128, 1)
+    assert decode_triton.block_and_splits(134 * 40, 300, 132) == (64, 1)
+    assert decode_triton.block_and_splits(134 * 40, 768, 132) == (64, 1)
 
 
 def test_kernel_ignores_empty_and_future_slots():
@@ -185,3 +186,27 @@ def test_unwritten_reserved_slots_are_never_read(splits):
                           window=None, causal_square=False, decode_kernel=False)
     assert not out.isnan().any()
     assert torch.allclose(out, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("splits", [1, 2])
+def test_a_count_of_written_slots_bounds_what_is_read(splits):
+    """written= (the step graph's count of the slots in use): slots past it are never read, whatever their
+    positions say, and a hole before it whose memory holds NaN (a row shorter than the others) adds nothing:
+    the result is attention over the counted slots alone."""
+    gen = torch.Generator().manual_seed(5)
+    B, H, H_kv, D, written, capacity = 3, 4, 2, 32, 70, 160
+    k = torch.randn(B, H_kv, capacity, D, generator=gen).to(DEVICE)
+    v = torch.randn(B, H_kv, capacity, D, generator=gen).to(DEVICE)
+    pos = torch.arange(capacity, device=DEVICE).repeat(B, 1)  # past the count: valid-looking positions
+    pos[1, :9] = -1
+    k[1, :, :9], v[1, :, :9] = float("nan"), float("nan")
+    q = torch.randn(B, H, 1, D, generator=gen).to(DEVICE)
+    q_pos = torch.full((B, 1), capacity, dtype=torch.long, device=DEVICE)  # would see every slot
+    count = torch.tensor([written], device=DEVICE)
+    out = decode_attention_triton(q, k, v, q_pos, pos, D ** -0.5, None, splits, written=count)
+    clean_k, clean_v = (x[:, :, :written].nan_to_num(0.0) for x in (k, v))  # SDPA would carry masked NaN
+    want = reference(q, clean_k, clean_v, q_pos, pos[:, :written], None)
+    assert not out.isnan().any()
+    torch.testing.assert_close(out.float(), want, atol=1e-5, rtol=1e-5)
+    unbounded = decode_attention_triton(q, k, v, q_pos, pos, D ** -0.5, None, splits)
+    assert (unbounded[[0, 2]] - out[[0, 2]]).abs().max() > 1e-3  # the count, not the positions, bounded it

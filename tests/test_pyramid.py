@@ -209,8 +209,8 @@ def test_unknown_knob_or_preset_is_refused():
 
 
 def test_recent_queries_buffer_holds_the_last_width_queries():
-    """The in-place buffer behind decode-time scoring returns what concatenating every step would,
-    across compactions and a window that outgrows its first buffer."""
+    """The ring behind decode-time scoring returns what concatenating every step would, oldest first,
+    across wraps around its end and a window that outgrows its first buffer."""
     from pyramid_core.policies.recent_queries import RecentQueries
 
     gen = torch.Generator().manual_seed(0)
@@ -226,10 +226,10 @@ def test_recent_queries_buffer_holds_the_last_width_queries():
 
 
 def test_recent_queries_sized_for_the_widest_window_never_grow():
-    """Given the widest window the request will keep, the buffer is allocated once: the same storage from
-    the prefill's queries to the last step (a buffer replaced mid-generation is held twice while the step
-    graph binds the old one), and it still returns what concatenating every step would. Without it the
-    same window outgrows its first buffer."""
+    """Given the widest window the request will keep, the ring is allocated once, that wide and no wider:
+    the same storage from the prefill's queries to the last step (a buffer replaced mid-generation is held
+    twice while the step graph binds the old one), and it still returns what concatenating every step
+    would. Without it the same window outgrows its first buffer."""
     from pyramid_core.policies.recent_queries import RecentQueries
 
     gen = torch.Generator().manual_seed(2)
@@ -244,13 +244,13 @@ def test_recent_queries_sized_for_the_widest_window_never_grow():
         got_q, got_pos = planned.view(width_at(t))
         assert torch.equal(got_q, q[:, :, t + 1 - width_at(t):t + 1]), t
         assert torch.equal(got_pos, pos[:, t + 1 - width_at(t):t + 1]), t
-    assert planned.queries.data_ptr() == storage and planned.queries.shape[2] == width_at(299) + 8
+    assert planned.queries.data_ptr() == storage and planned.queries.shape[2] == width_at(299)
     assert unplanned.queries.shape[2] > 5 + 8  # grew
 
 
 def test_a_planned_generation_sizes_the_voters_for_its_widest_window():
     """Under a reserved KV the engine tells the state the request's new tokens; PyramidInfer's prefill sizes
-    each layer's voter buffer for the window of the last step (window(prompt + new)) plus the slack."""
+    each layer's voter ring for the window of the last step (window(prompt + new)), without spare slots."""
     from pyramid_core.engine import start_request
 
     lm = tiny_model("llama")
@@ -262,13 +262,14 @@ def test_a_planned_generation_sizes_the_voters_for_its_widest_window():
     next(records)  # the prefill
     state = records.gi_frame.f_locals["req"].state  # the running request's
     voters = [v for v in state.voters if v is not None]
-    assert voters and all(v.queries.shape[2] == policy.window(40 + 60) + v.slack for v in voters)
+    assert voters and all(v.queries.shape[2] == policy.window(40 + 60) for v in voters)
     records.close()
 
 
 def test_recent_queries_spare_room_is_sized_by_bytes():
-    """A small layer's buffer gets many spare slots, so its queries move rarely (each move is kernels the
-    host launches); a wide batch gets the floor, so the spare room stays a few MiB a layer."""
+    """Where the widest window is not known, a small layer's buffer gets many spare slots, so its window
+    outgrows it rarely (each new buffer means a new step graph); a wide batch gets the floor, so the
+    spare room stays a few MiB a layer."""
     from pyramid_core.policies.recent_queries import MAX_SLACK, MIN_SLACK, RecentQueries, SPARE_BYTES
 
     def slack(batch, heads, dim, dtype=torch.bfloat16):
@@ -308,8 +309,8 @@ def test_compacting_only_the_tail_equals_a_full_compaction():
 
 def test_recent_queries_write_decode_positions_when_read():
     """Decode appends write their queries only; the positions (one after another per row, rows at
-    different positions as left padding leaves them) are written when the buffer is read or moved:
-    read rarely here, across several moves of the buffer."""
+    different positions as left padding leaves them) are written when the buffer is read or grows:
+    read rarely here, across several wraps of the ring, some of them with more appends than it holds."""
     from pyramid_core.policies.recent_queries import RecentQueries
 
     gen = torch.Generator().manual_seed(1)

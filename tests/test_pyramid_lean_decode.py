@@ -70,6 +70,24 @@ def test_lean_decode_keeps_what_the_previous_decode_kept(lengths, knobs):
     assert cuts >= 2
 
 
+@pytest.mark.parametrize("lengths,knobs", CASES[:2], ids=[str(c[0]) for c in CASES[:2]])
+def test_the_voters_ring_read_as_it_lies_keeps_what_their_window_in_order_keeps(lengths, knobs, monkeypatch):
+    """A planned generation's voters are a ring exactly as wide as its widest window, so the window soon
+    wraps around the ring's end: the decode reads the ring as it lies, each voter's weight at its slot;
+    the previous decode read the window copied out in order. The same kept positions and logits."""
+    from pyramid_core.policies.recent_queries import RecentQueries
+
+    wrapped, advance = [], RecentQueries.advance
+    monkeypatch.setattr(RecentQueries, "advance", lambda self, *a: (advance(self, *a), wrapped.append(self.slot == 0)))
+    lm = tiny_model("llama", layers=3)
+    ids, mask = prompts(lengths, lm.config.vocab_size)
+    new_logits, new_kept, _ = run(lm, PyramidPolicy(**knobs), ids, mask, 40, reserve=41)
+    assert any(wrapped)
+    ref_logits, ref_kept, _ = run(lm, ReferencePyramid(**knobs), ids, mask, 40, reserve=41)
+    assert new_kept == ref_kept
+    torch.testing.assert_close(new_logits, ref_logits, rtol=1e-4, atol=1e-4)
+
+
 def test_a_step_without_a_cut_reads_nothing_of_the_layer():
     """A step that answers None from host counts does not read the layer's keys or positions."""
     lm = tiny_model("llama", layers=2)

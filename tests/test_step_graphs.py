@@ -103,6 +103,33 @@ def test_policies_whose_answers_need_no_tensor_of_the_step_take_it(mode, knobs, 
         assert fused.cache[0].ring is not None  # the ring really ran
 
 
+@pytest.mark.parametrize("mode, knobs, lengths", [
+    ("baseline", {}, (30, 18)),
+    ("streaming", {"kv_budget": 0.5, "sink_len": 2}, (40, 40))])  # a ring: the token goes into a freed slot
+def test_the_decode_kernel_in_the_step_graph_reads_the_slots_in_use(mode, knobs, lengths, monkeypatch):
+    """On a GPU the step graph's attention is the Triton kernel over the whole reservation, told by a count
+    in the graph's inputs how many slots are in use (step_graphs.slot_indices); on a CPU the kernel runs in
+    Triton's interpreter in its place. Its logits are the per-layer path's, and a count one short, which
+    leaves each row's newest slot unread on an append, changes them."""
+    from tests.triton_device import DEVICE  # skips where Triton cannot run
+    from pyramid_core import attention
+
+    lm = tiny_model("llama")
+    lm.model.to(DEVICE)
+    ids, mask = (t.to(DEVICE) for t in left_padded(lengths))
+    policy = make_policy(mode, knobs)
+    off, _ = forced(lm, ids, mask, policy, False, monkeypatch)
+    monkeypatch.setattr(attention, "decode_kernel_supports", lambda q, k: True)  # the kernel on a CPU too
+    on, fused = forced(lm, ids, mask, policy, True, monkeypatch)
+    assert fused.step_graph is not None
+    assert (on - off).abs().max() < 1e-4
+    counts = step_graphs.slot_indices
+    monkeypatch.setattr(step_graphs, "slot_indices", lambda req: [n - (i >= len(req.cache.layers))
+                                                                 for i, n in enumerate(counts(req))])
+    short, _ = forced(lm, ids, mask, policy, True, monkeypatch)
+    assert (short - off).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_h2o_steady_steps_run_as_the_step_graph(device, spied, monkeypatch):
     """Once every layer is full, H2O writes each token into the slot it evicted at the step before and
@@ -195,7 +222,7 @@ def test_pyramidinfer_runs_its_quiet_steps_as_graphs(device, lengths, spied, mon
         assert a.length == b.length and a.counts == b.counts and torch.equal(a.positions, b.positions)
     with torch.inference_mode():  # reading writes the voters' pending positions
         for a, b in zip(fused.state.voters, plain.state.voters):
-            (qa, pa), (qb, pb) = a.view(a.length), b.view(b.length)
+            (qa, pa), (qb, pb) = a.view(a.count), b.view(b.count)
             assert torch.equal(pa, pb) and (qa - qb).abs().max() < 1e-4
 
 
@@ -229,16 +256,15 @@ def test_a_finished_request_goes_without_the_cycle_collector(mode, monkeypatch):
     assert graphs["capture"] > 0, "no graph was captured: the test would prove nothing"
 
 
-def test_pyramidinfer_keeps_the_graph_when_its_voters_fill_their_buffer(spied, monkeypatch):
-    """The voters' buffer holds 32 spare queries past the window here (its floor); when it is full the last
-    window moves to its front in the same buffer, before the step (RecentQueries.make_room), so the step stays a
-    graph: with no cut in 45 new tokens every decode step runs as the graph, with the per-layer path's tokens."""
+def test_pyramidinfer_keeps_the_graph_when_its_voters_wrap_around_their_ring(spied, monkeypatch):
+    """A planned generation's voters are a ring as wide as its widest window: once full, each new query
+    overwrites the oldest in the same buffer, so every step stays the same graph: with no cut in 45 new
+    tokens every decode step runs as the graph, captured once, with the per-layer path's tokens."""
     from pyramid_core.policies import recent_queries
 
-    monkeypatch.setattr(recent_queries, "MAX_SLACK", recent_queries.MIN_SLACK)  # a tiny model would get 512
-    moves, move = [], recent_queries.RecentQueries._move_to_front
-    monkeypatch.setattr(recent_queries.RecentQueries, "_move_to_front",
-                        lambda self, *a: (moves.append(a), move(self, *a))[1])
+    slots, advance = [], recent_queries.RecentQueries.advance
+    monkeypatch.setattr(recent_queries.RecentQueries, "advance",
+                        lambda self, *a: (advance(self, *a), slots.append(self.slot)))
     lm = tiny_model("llama")
     ids, mask = left_padded((40, 40))
     knobs = {"min_context_length": 8, "chunk_length": 64}  # no decode-time cut in 45 tokens
@@ -247,6 +273,6 @@ def test_pyramidinfer_keeps_the_graph_when_its_voters_fill_their_buffer(spied, m
         monkeypatch.setattr(step_graphs, "FUSED_STEP", fused)
         runs[fused] = [r.token_ids for r in generate(lm, ids, mask, policy=make_policy("pyramid", knobs),
                                                      max_new_tokens=45, cuda_graphs=True, reserve_kv=True)]
-    assert spied["run"] == 44 and moves and all(new_size is None for _, new_size in moves)  # moved, in place
-    assert spied["capture"] == 1  # the buffers moved in place: the graph was never captured again
+    assert 0 in slots  # the ring wrapped around its end
+    assert spied["run"] == 44 and spied["capture"] == 1  # the same buffers throughout: captured once
     assert runs[True] == runs[False]

@@ -16,9 +16,10 @@ class CompactingStreaming(StreamingPolicy):
         return self.keep(ctx)
 
 
-def run(lm, policy, ids, mask, steps):
-    """Teacher-forced steps; per step, the logits and each row's kept positions per layer (as sets)."""
-    req = start_request(lm, ids, mask, policy)
+def run(lm, policy, ids, mask, steps, reserve=None):
+    """Teacher-forced steps; per step, the logits and each row's kept positions per layer (as sets).
+    reserve: the engine's (a planned generation of that many new tokens)."""
+    req = start_request(lm, ids, mask, policy, reserve)
     forced = torch.randint(3, lm.config.vocab_size, (ids.shape[0], steps), generator=torch.Generator().manual_seed(1))
     logits, kept = [], []
     with torch.inference_mode():

@@ -11,7 +11,9 @@ small batches keep SDPA, whose flash kernel splits the keys among programs. Wher
 to fall back on (the whole decode step as one CUDA graph, step_graphs.py, at batch 1), the kernel splits
 the keys itself: each (row, head) runs as several programs over consecutive stretches of slots, which
 write their partial softmax (running max, sum and weighted values), and a second kernel merges them, as
-flash decoding does.
+flash decoding does. Loads go by slot index, not by position (which they would have to wait for): over a
+whole reservation (the step graph's fixed shapes) the caller passes `written`, a device count of the slots
+in use, and nothing past it is read.
 """
 
 from __future__ import annotations
@@ -25,34 +27,34 @@ import triton.language as tl
 from .. import warmup
 from .decode import sm_count
 
-# slots per step of a program's loop, warps, and programs per SM when split: the best of 32/64/128 x 2/4/8 x
-# 4/8/16 timed inside a CUDA graph at batch 1 (benchmarks/decode_split_sweep_2026-12-01.json: 8.3 us at 1k
-# slots, 42.3 at 8k, against 11.3 and 58.2 for 64 x 4 x 4); 128 x 2 is also the fastest at Table 1's batch
-# (kernel_check_decode.json: 0.228 ms against 0.280 for 64 x 4). Software pipelining of the slot loop
-# (num_stages 3 against 1) changed no setting by more than 0.6%: the kernel launches with one stage.
-BLOCK_T = 128
+# slots per step of a program's loop and warps: Table 1's largest batches (PyramidInfer's 138 rows and the
+# baseline's 74, 40 layers of the 13B shape, whole-step graph) took 9.07 and 10.18 ms a step in blocks of 64
+# with 2 warps, against 11.02 and 11.45 in blocks of 128 (4 or 8 warps, 256 slots: slower still;
+# benchmarks/decode_batch_sweep_2026-12-02.json). A split cache of more than SHORT_T slots (batch 1) takes
+# 128 a step: 1080 of 1280 slots ran fastest so (8.5 us; decode_split_sweep_2026-12-02.json), while H2O's
+# 20% of a 1k prompt (206 slots, the 7B shape) took 5.4 us a call in 64s against 10.9 in 128s. Software
+# pipelining of the slot loop (num_stages 2 or 3 against 1) changed no setting by more than 0.6%.
+BLOCK_T = 64
+LONG_SPLIT_BLOCK_T, SHORT_T = 128, 512
 NUM_WARPS = 2
 # a split covers at least this many blocks of slots, and splits are added until there are about this
 # many programs per SM: at batch 1 the 7B shape's 32 heads alone fill a quarter of an H200's 132 SMs
 MIN_BLOCKS_PER_SPLIT = 1
 PROGRAMS_PER_SM = 16
-# a short cache split among programs (batch 1) takes 64 slots a step, in twice the splits: H2O's 20% of a 1k
-# prompt (206 slots, the 7B shape) took 5.4 us a call against 10.9 with 128 (decode_split_sweep_2026-12-02.json),
-# while 1080 of 1280 slots still ran fastest with 128 (8.5 us)
-SHORT_BLOCK_T, SHORT_T = 64, 512
 
 
 # T changes with every step: specialising on it would recompile constantly
 @triton.jit(do_not_specialize=["T", "window", "chunk"])
-def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_l, part_acc, logits, scale, window,
-                            T, chunk, s_qb, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_pb, s_ob,
+def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_l, part_acc, logits, written,
+                            scale, window, T, chunk, s_qb, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_pb, s_ob,
                             H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
                             WINDOWED: tl.constexpr, SPLIT: tl.constexpr, LOGITS: tl.constexpr,
-                            HEAD_MAP: tl.constexpr):
-    """Program (row x head, split): the slots [split * chunk, (split + 1) * chunk) of T. SPLIT: write the
-    partial softmax for merge_kernel; else chunk >= T and the program writes the output itself, at
-    out_row(). LOGITS: also write each slot's scaled logit (-inf where not visible) into logits [B * H, T],
-    and the split's max and sum of exp, from which a caller gets every slot's probability (H2O's scores)."""
+                            HEAD_MAP: tl.constexpr, WRITTEN: tl.constexpr):
+    """Program (row x head, split): the slots [split * chunk, (split + 1) * chunk) of T (of *written, with
+    WRITTEN). SPLIT: write the partial softmax for merge_kernel; else chunk >= T and the program writes the
+    output itself, at out_row(). LOGITS: also write each slot's scaled logit (-inf where not visible) into
+    logits [B * H, T], and the split's max and sum of exp, from which a caller gets every slot's probability
+    (H2O's scores)."""
     i_bh, i_s = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_kv = i_b.to(tl.int64), i_h // G
@@ -66,13 +68,18 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
     b_acc = tl.zeros([D], tl.float32)
     t_start = i_s * chunk
     t_end = tl.minimum(t_start + chunk, T)
+    if WRITTEN:
+        t_end = tl.minimum(t_end, tl.load(written))
     for t0 in tl.range(t_start, t_end, BT):
         o_t = t0 + tl.arange(0, BT)
         b_pos = tl.load(k_pos + i_b64 * s_pb + o_t, mask=o_t < t_end, other=-1)
         m_t = (b_pos >= 0) & (b_pos <= b_qpos)
         if WINDOWED:
             m_t = m_t & (b_pos > b_qpos - window)
-        b_k = tl.load(p_k + o_t[:, None] * s_kt + o_d[None, :], mask=m_t[:, None], other=0.0)
+        # loads by index: masked by the positions, they would wait for the positions' load, which cost a
+        # fifth of the kernel's time at Table 1's batches (decode_batch_sweep_2026-12-02.json)
+        m_load = o_t < t_end
+        b_k = tl.load(p_k + o_t[:, None] * s_kt + o_d[None, :], mask=m_load[:, None], other=0.0)
         b_s = tl.where(m_t, tl.sum(b_k.to(tl.float32) * b_q[None, :], axis=1), float("-inf"))
         if LOGITS:
             tl.store(logits + i_bh.to(tl.int64) * T + o_t, b_s, mask=o_t < t_end)
@@ -80,7 +87,8 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
         b_safe = tl.where(b_new == float("-inf"), 0.0, b_new)
         b_p = tl.exp(b_s - b_safe)
         b_alpha = tl.exp(b_m - b_safe)
-        b_v = tl.load(p_v + o_t[:, None] * s_vt + o_d[None, :], mask=m_t[:, None], other=0.0)
+        b_v = tl.load(p_v + o_t[:, None] * s_vt + o_d[None, :], mask=m_load[:, None], other=0.0)
+        b_v = tl.where(m_t[:, None], b_v, 0.0)  # a hole's memory may hold NaN, which weight 0 would keep
         b_acc = b_acc * b_alpha + tl.sum(b_p[:, None] * b_v.to(tl.float32), axis=0)
         b_l = b_l * b_alpha + tl.sum(b_p, axis=0)
         b_m = b_new
@@ -121,7 +129,8 @@ def merge_kernel(part_m, part_l, part_acc, out, out_heads, S, s_ob, H: tl.conste
 
 def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
                             k_pos: torch.Tensor, scale: float, window: int | None,
-                            splits: int | None = None, into: tuple | None = None) -> torch.Tensor:
+                            splits: int | None = None, into: tuple | None = None,
+                            written: torch.Tensor | None = None) -> torch.Tensor:
     """q [B, H, 1, D]; k, v [B, H_kv, T, D] (any strides with a contiguous last dim: cache views);
     q_pos [B, 1]; k_pos [B, T], -1 for an empty slot. Returns [B, H, 1, D] in q's dtype; with into
     (full [B, H_full, 1, D], heads [H] long), head h is written into full[:, heads[h]] instead, and full returned.
@@ -129,8 +138,10 @@ def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q
     A query attends to the valid slots at or before its position (and within `window` of it). Every
     decode query has a position and sees at least its own slot (the engine appends it first); SDPA's
     path also lets an empty query row (position -1) attend anywhere, which decoding never produces.
-    splits: how many programs share a (row, head)'s slots; None: as many as fill the GPU (launch_plan)."""
-    return launch(q, k, v, q_pos, k_pos, scale, window, splits, with_logits=False, into=into)[0]
+    splits: how many programs share a (row, head)'s slots; None: as many as fill the GPU (launch_plan).
+    written: [1] long on q's device, the slots in use (the rest of T is a reservation's unwritten tail,
+    never read); None: all T."""
+    return launch(q, k, v, q_pos, k_pos, scale, window, splits, with_logits=False, into=into, written=written)[0]
 
 
 def decode_attention_and_logits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
@@ -143,7 +154,7 @@ def decode_attention_and_logits(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
 
 
 def launch(q, k, v, q_pos, k_pos, scale: float, window: int | None, splits: int | None, with_logits: bool,
-           into: tuple | None = None):
+           into: tuple | None = None, written: torch.Tensor | None = None):
     """The kernel (and the merge of its splits): (out [B, H, 1, D], logits, split max, split sum), the last
     three None unless with_logits; out is into's full where given (decode_attention_triton)."""
     B, H, _, D = q.shape
@@ -167,15 +178,16 @@ def launch(q, k, v, q_pos, k_pos, scale: float, window: int | None, splits: int 
     # also specialises on strides divisible by 16, which this key leaves out: a recompile for a new
     # stride pattern is missed (counted as decoding), never invented.
     warmup.first_time(("decode_attention", q.device, q.dtype, H, H // k.shape[1], D, block, window is not None,
-                       S > 1, with_logits, into is not None))
+                       S > 1, with_logits, into is not None, written is not None))
     places = out if heads is None else heads  # unread without HEAD_MAP
     with launch_device(q):
         decode_attention_kernel[(B * H, S)](
-            q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, places, *stats, acc, logits, scale, window or 0, T,
+            q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, places, *stats, acc, logits,
+            out if written is None else written, scale, window or 0, T,
             chunk, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
             v.stride(2), k_pos.stride(0), out.stride(0), H=H, G=H // k.shape[1], D=D, BT=block,
             WINDOWED=window is not None, SPLIT=S > 1, LOGITS=with_logits, HEAD_MAP=heads is not None,
-            num_warps=NUM_WARPS, num_stages=1)
+            WRITTEN=written is not None, num_warps=NUM_WARPS, num_stages=1)
         if S > 1:
             merge_kernel[(B * H,)](*stats, acc, out, places, S, out.stride(0), H=H, D=D,
                                    SP=triton.next_power_of_2(S), HEAD_MAP=heads is not None)
@@ -192,12 +204,12 @@ def launch_plan(programs: int, T: int, device: torch.device) -> tuple[int, int]:
 
 def block_and_splits(programs: int, T: int, sms: int) -> tuple[int, int]:
     """Splits so that about PROGRAMS_PER_SM programs run per SM, each over at least MIN_BLOCKS_PER_SPLIT
-    blocks of slots (1 where rows x heads fill the GPU already); blocks of BLOCK_T slots, or SHORT_BLOCK_T
-    where a cache of at most SHORT_T slots is split."""
+    blocks of slots (1 where rows x heads fill the GPU already); blocks of BLOCK_T slots, or
+    LONG_SPLIT_BLOCK_T where a cache of more than SHORT_T slots is split."""
     def splits(block: int) -> int:
         return max(1, min(triton.cdiv(PROGRAMS_PER_SM * sms, programs), triton.cdiv(T, MIN_BLOCKS_PER_SPLIT * block)))
 
-    block = SHORT_BLOCK_T if T <= SHORT_T and splits(BLOCK_T) > 1 else BLOCK_T
+    block = LONG_SPLIT_BLOCK_T if T > SHORT_T and splits(LONG_SPLIT_BLOCK_T) > 1 else BLOCK_T
     return block, splits(block)
 
 

@@ -228,11 +228,11 @@ class PyramidPolicy(Policy):
 
     def quiet_step(self, state: PyramidState, counts: list[list[int]], seen: list[int]) -> QuietStep | None:
         """A step at which no layer cuts (decode()'s chunk_cut on the counts it will see) and every layer's
-        voters take the new query in place, at one index: only that write is left (VoterStep). A full voter
-        buffer moves its window to its front here, as decode()'s append would (RecentQueries.make_room)."""
+        voters take the new query in place, at one index of their rings: only that write is left
+        (VoterStep). A window that has outgrown its ring needs decode()'s append, which replaces it."""
         voters = [v for v in state.voters if v is not None]
-        width = self.window(max(seen))  # what decode() would keep when it moves a full buffer
-        if not voters or not all(v.make_room(width) for v in voters) or len({v.length for v in voters}) > 1:
+        width = self.window(max(seen))  # what decode() would keep
+        if not voters or not all(v.fits(width) for v in voters) or len({v.slot for v in voters}) > 1:
             return None
         if seen[0] < state.no_cut_before:
             return VoterStep(state)
@@ -249,14 +249,13 @@ class PyramidPolicy(Policy):
     def new_state(self, num_layers: int) -> PyramidState:
         return PyramidState(num_layers)
 
-    def scores(self, ctx: LayerContext, queries: torch.Tensor, q_pos: torch.Tensor,
-               windows: list[int], last: int | None = None) -> torch.Tensor:
-        """[B, T]: each held token's head-averaged attention from the row's last windows[b] queries,
-        weighted linearly from 1.0 (oldest voter) to distance_weight (newest); [B, last]: the newest `last`
-        tokens' alone."""
+    def scores(self, ctx: LayerContext, queries: torch.Tensor, q_pos: torch.Tensor, windows: list[int]) -> torch.Tensor:
+        """[B, T]: each held token's head-averaged attention from the row's last windows[b] queries (in
+        order, the prefill's), weighted linearly from 1.0 (oldest voter) to distance_weight (newest). A
+        decode cut reads its voters' ring instead (ring_weights)."""
         width = max(windows)
         return ctx.attention_scores(queries[:, :, -width:], q_pos[:, -width:],
-                                    self.voter_weights(windows, ctx.keys.device, ctx.state), last)
+                                    self.voter_weights(windows, ctx.keys.device, ctx.state))
 
     def voter_weights(self, windows: list[int], device, state: PyramidState | None = None) -> torch.Tensor:
         """[B, max(windows)] linear weights of each row's voters, 0 before its window. Every layer that
@@ -269,6 +268,17 @@ class PyramidPolicy(Policy):
                     weights[row, width - w:] = torch.linspace(1.0, self.distance_weight, w)
             return to_device(weights, device)
         return build() if state is None else state.shared("weights", (tuple(windows), device), build)
+
+    def ring_weights(self, windows: list[int], size: int, slot: int, device, state: PyramidState) -> torch.Tensor:
+        """[B, size] voter_weights placed at the voters' slots in their ring (RecentQueries.ring): the oldest
+        of the last `size` queries at `slot`, 0 for the slots outside each row's window. Shared by the layers
+        that cut at one step, whose rings all write at the same slot."""
+        def build():
+            width = max(windows)
+            in_order = torch.zeros(len(windows), size)
+            in_order[:, size - width:] = self.voter_weights(windows, torch.device("cpu"))
+            return to_device(in_order.roll(slot, dims=1), device)
+        return state.shared("weights", (tuple(windows), size, slot, device), build)
 
     # ------------------------------------------------------------------ the two answers
 
@@ -304,8 +314,10 @@ class PyramidPolicy(Policy):
         sizes, kept = [c[0] if c else 0 for c in cuts], [c[1] if c else 0 for c in cuts]
         n = max(w + size for w, size in zip(windows, sizes))  # only the newest n tokens are scored
         outside = self.outside_chunk(n, windows, sizes, ctx.queries.device, state)
-        voters, voter_pos = state.voters[ctx.layer].view(width)
-        scores = self.scores(ctx, voters, voter_pos, windows, last=n).masked_fill(outside, ALWAYS)
+        voters = state.voters[ctx.layer]
+        queries, voter_pos = voters.ring()
+        weights = self.ring_weights(windows, voters.size, voters.slot, ctx.keys.device, state)
+        scores = ctx.attention_scores(queries, voter_pos, weights, n).masked_fill(outside, ALWAYS)
         for row, cut in enumerate(cuts):
             if cut is not None:  # "compressed up to here", per layer
                 markers[row] = ctx.counts[row] - sizes[row] + kept[row] - windows[row]
@@ -342,7 +354,7 @@ class VoterStep(QuietStep):
         self.binding = (*(v.queries for v in self.voters), state.voter_slot)
 
     def prepare(self) -> None:
-        self.state.voter_slot.fill_(self.voters[0].length)
+        self.state.voter_slot.fill_(self.voters[0].slot)
 
     def queries_to(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         voters = self.state.voters[layer]

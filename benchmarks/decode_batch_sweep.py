@@ -1,0 +1,96 @@
+"""The decode-attention kernel at Table 1's largest batches (kernels/decode_triton.py), on the GPU machine:
+a whole step's 40 layers of the 13B shape (40 heads of 128, fp16) as the whole-step graph reads them,
+every reserved slot with the unwritten ones masked, for PyramidInfer 45% (its plan's reservation and
+tokens per layer at decode step 128) and for the baseline (768 slots, 640 written), each setting of the
+kernel's block and warps, told the count of written slots (as the graph tells it) or not (then it reads
+every reserved slot). benchmarks/decode_batch_sweep_2026-12-02.json also holds the kernel before it loaded
+by index ("bounded": false there: loads masked by the slots' positions) and pipeline stages 1 and 2 (no
+difference). Milliseconds a step: the 40 calls captured 10 times in one CUDA graph, the median of 3
+replays (decode_split_sweep.timed_us); GB/s over the written slots' keys and values, beside a copy of
+2 GiB (what the card moves at all).
+
+    python benchmarks/decode_batch_sweep.py out.json [PYRAMID_ROWS [BASELINE_ROWS]]
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+
+import torch
+
+from benchmarks.decode_split_sweep import timed_us
+from pyramid_core.bench import harness
+from pyramid_core.kernels import decode_triton
+from pyramid_core.policies.registry import preset_policy
+
+H, D, LAYERS, STEP, REPEATS = 40, 128, 40, 128, 10
+
+
+def timed_ms(calls) -> float:
+    """One pass over `calls` in GPU milliseconds, inside a CUDA graph as the whole-step graph runs them."""
+    return timed_us(lambda: [call() for call in calls], REPEATS) / 1e3
+
+
+def layer_shapes(method: str) -> list[tuple[int, int]]:
+    """(reserved slots, written slots) of each layer at decode step STEP of Table 1's 512 + 256."""
+    if method == "baseline":
+        return [(768, 512 + STEP)] * LAYERS
+    policy = preset_policy("pyramid", "table1-45", 512, 256, LAYERS)
+    plan = policy.planned_layer_tokens(512, 256, LAYERS)
+    growth = policy.planned_growth([512], 256, LAYERS)
+    return [(held + grown, written) for held, grown, written in zip(plan[0], growth, plan[STEP])]
+
+
+def step_calls(shapes: list[tuple[int, int]], rows: int, bounded: bool) -> tuple[list, int]:
+    """The kernel's calls for one step over per-layer buffers of these shapes, and the written bytes.
+    bounded: the kernel is told how many slots are written (its loads skip the rest by index, not by the
+    slots' positions)."""
+    dev, dt = "cuda", torch.float16
+    calls, nbytes = [], 0
+    q = torch.randn(rows, H, 1, D, device=dev, dtype=dt)
+    for cap, written in shapes:
+        k, v = (torch.randn(rows, H, cap, D, device=dev, dtype=dt) for _ in range(2))
+        pos = torch.full((rows, cap), -1, device=dev, dtype=torch.long)
+        pos[:, :written] = torch.arange(written, device=dev)
+        q_pos = torch.full((rows, 1), written - 1, device=dev)
+        bound = torch.tensor([written], device=dev) if bounded else None
+        calls.append(lambda k=k, v=v, pos=pos, q_pos=q_pos, bound=bound:
+                     decode_triton.decode_attention_triton(q, k, v, q_pos, pos, D ** -0.5, None, written=bound))
+        nbytes += 2 * rows * H * written * D * 2
+    return calls, nbytes
+
+
+def sweep(method: str, rows: int, bounded: bool) -> list[dict]:
+    shapes = layer_shapes(method)
+    calls, nbytes = step_calls(shapes, rows, bounded)
+    copy_src = torch.empty(2 ** 30, device="cuda", dtype=torch.float16)
+    copy_dst = torch.empty_like(copy_src)
+    copy_gb_s = 2 * 2 * 2 ** 30 / timed_ms([lambda: copy_dst.copy_(copy_src)]) / 1e6  # reads and writes 2 GiB
+    del copy_src, copy_dst
+    out = []
+    for block, warps in itertools.product((64, 128, 256), (2, 4, 8)):
+        decode_triton.BLOCK_T, decode_triton.NUM_WARPS = block, warps
+        try:
+            ms = timed_ms(calls)
+        except Exception as err:  # a setting out of registers or shared memory
+            out.append({"method": method, "bounded": bounded, "block": block, "warps": warps, "error": str(err)[:200]})
+            continue
+        out.append({"method": method, "rows": rows, "bounded": bounded, "block": block, "warps": warps,
+                    "ms_step": round(ms, 3), "GB/s": round(nbytes / ms / 1e6, 1),
+                    "copy_GB/s": round(copy_gb_s, 1)})
+        print(out[-1], flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    pyramid_rows = int(sys.argv[2]) if len(sys.argv) > 2 else 138
+    baseline_rows = int(sys.argv[3]) if len(sys.argv) > 3 else 74
+    rows = []
+    for method, batch in (("pyramid", pyramid_rows), ("baseline", baseline_rows)):
+        for bounded in (False, True):
+            rows += sweep(method, batch, bounded)
+            torch.cuda.empty_cache()
+    with open(sys.argv[1], "w") as f:
+        json.dump({"environment": harness.environment(), "rows": rows}, f, indent=1)
