@@ -128,11 +128,11 @@ def replay(step: Replay) -> None:
 
 
 def load_inputs(graph: StepGraph, req, tokens: torch.Tensor) -> None:
-    """The step's tokens, positions and the slot each layer writes, into the graph's buffers."""
+    """The step's tokens, positions, the slot each layer writes and its slots in use, into the graph's buffers."""
     load(graph.tokens, tokens)
     load(graph.positions, req.positions[:, None])
     if graph.evicted is None:
-        copy_from_host(graph.slots, slot_indices(req))
+        copy_from_host(graph.slots, slot_inputs(req))
         return
     for slot, layer in zip(graph.evicted, req.cache.layers):  # the graph's own picks, unless a step
         if layer.evicted is not slot:                          # outside it evicted last
@@ -144,7 +144,7 @@ def evicting_lengths(req, quiet: QuietStep) -> tuple:
     return tuple(layer.length for layer in req.cache.layers) if quiet.evicts else ()
 
 
-def slot_indices(req) -> list[int]:
+def slot_inputs(req) -> list[int]:
     """Each layer's slot for the step's token, then its slots in use once that is written (a ring's freed
     slot lies among them; an appended one is the next)."""
     layers = req.cache.layers
@@ -177,7 +177,7 @@ def reservation_attention(q, layer, positions, scale: float, window: int | None,
 def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> StepGraph:
     parts, device, B = req.parts, tokens.device, tokens.shape[0]
     static_tokens, positions = tokens.clone(), req.positions[:, None].clone()
-    slots = torch.tensor(slot_indices(req), device=device)
+    slots = torch.tensor(slot_inputs(req), device=device)
     L = len(req.cache.layers)
     evicted = [layer.evicted.clone() for layer in req.cache.layers] if quiet.evicts else None
     lengths = evicting_lengths(req, quiet)

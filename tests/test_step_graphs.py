@@ -108,7 +108,7 @@ def test_policies_whose_answers_need_no_tensor_of_the_step_take_it(mode, knobs, 
     ("streaming", {"kv_budget": 0.5, "sink_len": 2}, (40, 40))])  # a ring: the token goes into a freed slot
 def test_the_decode_kernel_in_the_step_graph_reads_the_slots_in_use(mode, knobs, lengths, monkeypatch):
     """On a GPU the step graph's attention is the Triton kernel over the whole reservation, told by a count
-    in the graph's inputs how many slots are in use (step_graphs.slot_indices); on a CPU the kernel runs in
+    in the graph's inputs how many slots are in use (step_graphs.slot_inputs); on a CPU the kernel runs in
     Triton's interpreter in its place. Its logits are the per-layer path's, and a count one short, which
     leaves each row's newest slot unread on an append, changes them."""
     from tests.triton_device import DEVICE  # skips where Triton cannot run
@@ -123,8 +123,8 @@ def test_the_decode_kernel_in_the_step_graph_reads_the_slots_in_use(mode, knobs,
     on, fused = forced(lm, ids, mask, policy, True, monkeypatch)
     assert fused.step_graph is not None
     assert (on - off).abs().max() < 1e-4
-    counts = step_graphs.slot_indices
-    monkeypatch.setattr(step_graphs, "slot_indices", lambda req: [n - (i >= len(req.cache.layers))
+    counts = step_graphs.slot_inputs
+    monkeypatch.setattr(step_graphs, "slot_inputs", lambda req: [n - (i >= len(req.cache.layers))
                                                                  for i, n in enumerate(counts(req))])
     short, _ = forced(lm, ids, mask, policy, True, monkeypatch)
     assert (short - off).abs().max() > 1e-3

@@ -72,17 +72,18 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
         t_end = tl.minimum(t_end, tl.load(written))
     for t0 in tl.range(t_start, t_end, BT):
         o_t = t0 + tl.arange(0, BT)
-        b_pos = tl.load(k_pos + i_b64 * s_pb + o_t, mask=o_t < t_end, other=-1)
+        # every load goes by index: masked by the positions, the keys' and values' loads would wait for the
+        # positions' load, which cost a fifth of the kernel's time at Table 1's batches
+        # (decode_batch_sweep_2026-12-02.json); the positions mask the scores alone
+        m_load = o_t < t_end
+        b_pos = tl.load(k_pos + i_b64 * s_pb + o_t, mask=m_load, other=-1)
         m_t = (b_pos >= 0) & (b_pos <= b_qpos)
         if WINDOWED:
             m_t = m_t & (b_pos > b_qpos - window)
-        # loads by index: masked by the positions, they would wait for the positions' load, which cost a
-        # fifth of the kernel's time at Table 1's batches (decode_batch_sweep_2026-12-02.json)
-        m_load = o_t < t_end
         b_k = tl.load(p_k + o_t[:, None] * s_kt + o_d[None, :], mask=m_load[:, None], other=0.0)
         b_s = tl.where(m_t, tl.sum(b_k.to(tl.float32) * b_q[None, :], axis=1), float("-inf"))
         if LOGITS:
-            tl.store(logits + i_bh.to(tl.int64) * T + o_t, b_s, mask=o_t < t_end)
+            tl.store(logits + i_bh.to(tl.int64) * T + o_t, b_s, mask=m_load)
         b_new = tl.maximum(b_m, tl.max(b_s, axis=0))
         b_safe = tl.where(b_new == float("-inf"), 0.0, b_new)
         b_p = tl.exp(b_s - b_safe)
