@@ -14,7 +14,7 @@
 #   bash benchmarks/gpu_run.sh table1_reserve     # Table 1 whole with --reserve-kv: HF, baseline, PyramidInfer 45% (~5 min)
 #   bash benchmarks/gpu_run.sh table1_reserve_expandable  # the same with expandable segments for every row (~5 min)
 #   bash benchmarks/gpu_run.sh cut_tests cut_sweep profile_table1  # PyramidInfer's decode cut: its kernels' tests,
-#       their settings at Table 1's 134 rows, and the whole run at 134 rows profiled (~6 min)
+#       their settings at Table 1's 140 rows, and the whole run at 134 rows profiled (~6 min)
 #   bash benchmarks/gpu_run.sh profile_prefill   # PyramidInfer's and the baseline's prefills at Table 1's largest
 #       batches, kernel by kernel (~3 min)
 #   bash benchmarks/gpu_run.sh batch_sweep        # the decode kernel's settings at Table 1's largest batches, a whole
@@ -86,7 +86,9 @@ for step in "$@"; do
     h2o_reserve_7b) python -m pyramid_core bench modes --quick --repeats 3 --reserve-kv --shapes llama2-7b \
         --modes baseline,h2o --out "$RES/h2o" ;;
     split_sweep) PYTHONPATH=. python benchmarks/decode_split_sweep.py "$RES/decode_split_sweep.json" | tail -60 ;;
-    cut_sweep) PYTHONPATH=. python benchmarks/cut_kernels_sweep.py "$RES/cut_kernels_sweep.json" ;;
+    # SCORES_BEFORE=F: also the scorer of F, another revision's kernels/scores_triton.py (the sweep's --before)
+    cut_sweep) PYTHONPATH=. python benchmarks/cut_kernels_sweep.py "$RES/cut_kernels_sweep.json" \
+        ${SCORES_BEFORE:+--before "$SCORES_BEFORE"} ;;
     batch_sweep) PYTHONPATH=. python benchmarks/decode_batch_sweep.py "$RES/decode_batch_sweep.json" ;;
     # Table 1's PyramidInfer at its largest batch, step by step: memory, collections, profile tables (~3 min)
     profile_table1) PROFILE_RESERVE=1 PROFILE_NEW=256 PROFILE_DTYPE=float16 python benchmarks/profile_decode.py \

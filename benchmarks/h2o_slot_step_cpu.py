@@ -31,10 +31,10 @@ from pyramid_core.cache import LayerCache  # noqa: E402
 from pyramid_core.graphs import Replay  # noqa: E402
 from pyramid_core.kernels import h2o_step as h2o_step_module  # noqa: E402
 from pyramid_core.kernels import h2o_step_triton, scores_triton  # noqa: E402
-from pyramid_core.kernels.scores import recent_attention_scores_torch  # noqa: E402
 from pyramid_core.policies import base, h2o  # noqa: E402
 from pyramid_core.policies.h2o import H2OPolicy  # noqa: E402
 from tests.h2o_kernel_standins import slot_kernels  # noqa: E402
+from tests.scorer_standin import scorer_launch  # noqa: E402
 from benchmarks.profiler_events import inside, profiled_steps, under_aten  # noqa: E402
 from tests.tiny_models import tiny_model  # noqa: E402
 
@@ -68,24 +68,19 @@ class FakeKernel:
         return launch
 
 
-def scores_second_kernel(q, q_pos, k, k_pos, lse, wts, out, scale, *_):
-    out.copy_(recent_attention_scores_torch(q, q_pos, k, k_pos, wts, scale))
-
-
 @contextmanager
 def cuda_kernel_choice():
     """The kernels' host code as on CUDA: h2o_step_triton and scores_triton, launches emulated."""
     saved = [(h2o_step_module, "kernel_fits"), (base, "recent_attention_scores"),
              (h2o_step_triton, "h2o_logits_fwd_kernel"), (h2o_step_triton, "h2o_step_fwd_kernel"),
-             (scores_triton, "recent_lse_fwd_kernel"), (scores_triton, "recent_scores_fwd_kernel")]
+             (scores_triton, "recent_scores_kernel")]
     saved = [(m, name, getattr(m, name)) for m, name in saved]
     h2o_step_module.kernel_fits = lambda q, k: True
     base.recent_attention_scores = scores_triton.recent_attention_scores_triton
     first, second = slot_kernels()
     h2o_step_triton.h2o_logits_fwd_kernel = FakeKernel(first)
     h2o_step_triton.h2o_step_fwd_kernel = FakeKernel(second)
-    scores_triton.recent_lse_fwd_kernel = FakeKernel()
-    scores_triton.recent_scores_fwd_kernel = FakeKernel(scores_second_kernel)
+    scores_triton.recent_scores_kernel = FakeKernel(scorer_launch)
     try:
         yield
     finally:

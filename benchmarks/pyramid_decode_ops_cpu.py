@@ -30,10 +30,10 @@ from pyramid_core import cache as cache_module  # noqa: E402
 from pyramid_core.cache import LayerCache  # noqa: E402
 from pyramid_core.graphs import Replay  # noqa: E402
 from pyramid_core.kernels import scores_triton  # noqa: E402
-from pyramid_core.kernels.scores import recent_attention_scores_torch  # noqa: E402
 from pyramid_core.policies import base, pyramid  # noqa: E402
 from pyramid_core.policies.pyramid import PyramidPolicy  # noqa: E402
 from tests.op_log import RegionLog  # noqa: E402
+from tests.scorer_standin import scorer_launch  # noqa: E402
 from tests.tiny_models import tiny_model  # noqa: E402
 
 SYNC_OPS = {"aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal",
@@ -99,15 +99,9 @@ class FakeLaunch:
         return launch
 
 
-def scores_second(q, q_pos, k, k_pos, lse, wts, out, scale, W, T, H, *rest, **meta):
-    """The second scorer launch by the twin: out [B, T'] gets the scores of the newest T' of T keys."""
-    full = recent_attention_scores_torch(q, q_pos, k, k_pos, wts, scale)
-    out.copy_(full[:, full.shape[1] - out.shape[1]:])
-
-
 @contextmanager
 def cuda_path(log, monkeypatch_like, grids):
-    """scores_triton's host code as on CUDA, its two launches faked; to_device calls counted."""
+    """scores_triton's host code as on CUDA, its launch faked (its grids kept); to_device calls counted."""
     def counted_to_device(original):
         def call(*args, **kwargs):
             log.extra[log.step][(log.where[-1], "to_device")] += 1
@@ -115,8 +109,7 @@ def cuda_path(log, monkeypatch_like, grids):
         return call
     set_ = monkeypatch_like
     set_(base, "recent_attention_scores", scores_triton.recent_attention_scores_triton)
-    set_(scores_triton, "recent_lse_fwd_kernel", FakeLaunch(log, grids=grids["lse"]))
-    set_(scores_triton, "recent_scores_fwd_kernel", FakeLaunch(log, scores_second, grids["scores"]))
+    set_(scores_triton, "recent_scores_kernel", FakeLaunch(log, scorer_launch, grids))
     set_(pyramid, "to_device", counted_to_device(pyramid.to_device))
     set_(cache_module, "to_device", counted_to_device(cache_module.to_device))
     replay, shared = Replay.__call__, base.PolicyState.shared
@@ -220,14 +213,14 @@ def summarise(log: StepLog, layers: int) -> dict:
 
 
 def measure(prompt: int, new: int, baseline: bool = False, layers: int = LAYERS) -> dict:
-    log, patch, grids = StepLog(), Patches(), {"lse": [], "scores": []}
+    log, patch, grids = StepLog(), Patches(), []
     try:
         with cuda_path(log, patch, grids):
             logged_run(prompt, new, log, patch, layers, baseline)
     finally:
         patch.undo()
     return {"prompt": prompt, "mode": "baseline" if baseline else "pyramid", "layers": layers,
-            "scorer grids (lse, scores), first cut": (grids["lse"][:layers], grids["scores"][:layers]),
+            "scorer grids, first cut": grids[:layers],
             **summarise(log, layers)}
 
 

@@ -18,6 +18,7 @@ from pyramid_core.kernels.scores import recent_attention_scores_torch
 from pyramid_core.policies import base
 from pyramid_core.policies.pyramid import PyramidPolicy
 from tests.test_h2o_step_kernel import DEVICE, SYNC_OPS, FakeLaunch, StepLog, needs_triton
+from tests.scorer_standin import scorer_launch
 from tests.test_streaming_ring import prompts
 from tests.tiny_models import tiny_model
 
@@ -28,18 +29,12 @@ NOT_LAUNCHES = VIEWS | {"aten::empty", "aten::empty_strided", "aten::new_empty",
 LAYERS = 3
 
 
-def scores_second(q, q_pos, k, k_pos, lse, wts, out, scale, *_):
-    """The second launch writes each head's share [B, H, n]; every head here the mean, which the mean keeps."""
-    out.copy_(recent_attention_scores_torch(q, q_pos, k, k_pos, wts, scale, last=out.shape[2])[:, None])
-
-
 def logged_cut_steps(monkeypatch):
     """(ops by (region, op) summed over the cutting layers, cutting layers, steps) of a generation whose
-    decode cuts every layer several times; the scorer as on CUDA, its two launches faked."""
+    decode cuts every layer several times; the scorer as on CUDA, its launch faked."""
     log, cuts = StepLog(), Counter()
     monkeypatch.setattr(base, "recent_attention_scores", scores_triton.recent_attention_scores_triton)
-    monkeypatch.setattr(scores_triton, "recent_lse_fwd_kernel", FakeLaunch(log))
-    monkeypatch.setattr(scores_triton, "recent_scores_fwd_kernel", FakeLaunch(log, scores_second))
+    monkeypatch.setattr(scores_triton, "recent_scores_kernel", FakeLaunch(log, scorer_launch))
     policy = PyramidPolicy(chunk_length=4, min_context_length=16)
     decode, apply, shared = policy.decode, LayerCache.apply, base.PolicyState.shared
 
@@ -86,7 +81,7 @@ def logged_cut_steps(monkeypatch):
 @needs_triton
 def test_a_cutting_layer_launches_no_more_than_it_needs(monkeypatch):
     """Per cutting layer: the voter write and its positions (arange, sub, copy_), the masked_fill of the
-    outside-chunk slots, the two scorer launches and the mean of its heads' shares; the Keep's in-place tail
+    outside-chunk slots, the scorer's launch and the mean of its heads' shares; the Keep's in-place tail
     move (two sorts, an add, three gathers, three copies, a fill). No key or query copy: the scorer reads the
     cache's and the voters' views through their strides (it made both contiguous before, 2 kernels and 2
     allocations more per cutting layer, one of them a copy of the layer's keys)."""

@@ -47,3 +47,15 @@ def test_each_head_adds_its_own_share():
     ref = recent_attention_scores_torch(q, q_pos, k, k_pos, weights, D ** -0.5)
     torch.testing.assert_close(out, ref, atol=2e-3, rtol=2e-2)
     assert out[0, 5] > 0.25 * float(weights.sum()) and out[0, 30] > 0.25 * float(weights.sum())
+
+
+def test_a_rings_unused_room_adds_nothing():
+    """A voter ring read whole: its slots not written yet have no position and weight 0, and a block of them
+    writes zeros without computing (a kernel that left that block's share unwritten, or computed it with the
+    wrong voters, would add to the scores). Voters in the last of two blocks of 128."""
+    B, H, W, T, D = 2, 4, 200, 300, 32
+    q, q_pos, k, k_pos, weights = make_inputs(B, H, H, W, T, D, device=DEVICE, dtype=torch.float16)
+    q_pos[:, :150], weights[:, :150] = -1, 0.0
+    out = recent_attention_scores_triton(q, q_pos, k, k_pos, weights, D ** -0.5, 90)
+    ref = recent_attention_scores_torch(q, q_pos, k, k_pos, weights, D ** -0.5, 90)
+    torch.testing.assert_close(out, ref, atol=2e-3 * float(weights.sum(1).max()) / T ** 0.5, rtol=2e-2)

@@ -9,7 +9,11 @@ import triton.language as tl
 from .. import warmup
 from .decode_triton import launch_device
 
-BLOCK = 32  # slots a step: a cut moves ~80 (its kept chunk and its recent window) at Table 1's 512 + 256
+# slots a step and warps: a cut moves ~85 slots (its kept chunk and its recent window) at Table 1's 512 + 256,
+# in 221 us at 140 rows with 8 warps against 256 with 4; blocks of 64 or 128 took 490-570 (H200, 2026-12-02,
+# benchmarks/cut_kernels_sweep_2026-12-02_fused.json)
+BLOCK = 32
+WARPS = 8
 
 
 # n and the strides change with every cut and capacity: specialising on them would recompile
@@ -41,4 +45,4 @@ def move_slots_triton(keys: torch.Tensor, values: torch.Tensor, index: torch.Ten
     warmup.first_time(("move_slots", keys.device, keys.dtype, D))
     with launch_device(keys):
         move_slots_kernel[(H, B)](keys, values, index, index.shape[1], start, *keys.stride()[:3],
-                                  *values.stride()[:3], D=D, BJ=BLOCK, num_warps=4)
+                                  *values.stride()[:3], D=D, BJ=BLOCK, num_warps=WARPS)
