@@ -81,7 +81,7 @@ def logged_cut_steps(monkeypatch):
 @needs_triton
 def test_a_cutting_layer_launches_no_more_than_it_needs(monkeypatch):
     """Per cutting layer: the voter write and its positions (arange, sub, copy_), the masked_fill of the
-    outside-chunk slots, the scorer's launch and the mean of its heads' shares; the Keep's in-place tail
+    outside-chunk slots, the scorer's launch and the sum of its heads' shares; the Keep's in-place tail
     move (two sorts, an add, three gathers, three copies, a fill). No key or query copy: the scorer reads the
     cache's and the voters' views through their strides (it made both contiguous before, 2 kernels and 2
     allocations more per cutting layer, one of them a copy of the layer's keys)."""
@@ -91,7 +91,7 @@ def test_a_cutting_layer_launches_no_more_than_it_needs(monkeypatch):
                                 if where == region and op not in NOT_LAUNCHES}
     policy, keep, plain = per_layer("cut"), per_layer("cache.apply"), per_layer("plain")
     assert "aten::contiguous" not in policy
-    # arange, sub, 2 copy_, masked_fill, the heads' mean, a no-op .float() (aten::to): 7. The voters are a
+    # arange, sub, 2 copy_, masked_fill, the heads' sum, a no-op .float() (aten::to): 7. The voters are a
     # ring, which never moves (a buffer that moved its window made it up to 8.25); the two key and query
     # copies made it 10.25
     assert sum(policy.values()) <= 7, policy

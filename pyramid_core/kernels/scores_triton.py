@@ -26,8 +26,9 @@ import triton.language as tl
 from .. import warmup
 from .decode_triton import launch_device
 
-# most voters a program holds: Table 1's ~77 in one block, 1.3-1.6x faster than two of 64 at 200-640 slots
-# (benchmarks/cut_kernels_sweep_2026-12-02.json); its warps likewise
+# most voters a program holds, and its warps: Table 1's ~77 voters in one block of 128 on 4 warps took 0.42-0.66
+# ms at 200-640 slots (140 rows), two blocks of 64 0.44-0.72, 8 warps no less (H200, 2026-12-02,
+# benchmarks/cut_kernels_sweep_2026-12-02_fused.json)
 VOTER_BLOCK = 128
 WARPS = 4
 NEWEST = tl.constexpr(2 ** 62)  # a position after every slot's: the oldest voter of a block without voters
@@ -54,8 +55,8 @@ def visible_logits(b_q, b_qpos, q_oldest, p_k, p_kpos, t0, T, s_kt, scale, D: tl
 @triton.jit(do_not_specialize=["W", "T", "T0"])
 def recent_scores_kernel(q, q_pos, k, k_pos, weights, out, scale, W, T, T0, H, s_qb, s_qh, s_qw, s_kb, s_kh,
                          s_kt, G: tl.constexpr, D: tl.constexpr, BW: tl.constexpr, BT: tl.constexpr):
-    """Program (voter block, head, row): its voters' share of the scores of the slots [T0, T) (their weighted
-    probabilities over H, the mean's), into out[b, h, voter block] ([B, H, blocks, T - T0])."""
+    """Program (voter block, head, row): its voters' share of the scores of the slots [T0, T), their weighted
+    probabilities divided by H (its part of the mean over heads), into out[b, h, voter block]."""
     i_w, i_h, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b64, i_h64 = i_b.to(tl.int64), i_h.to(tl.int64)  # a head's offset in a long cache may pass 2**31
     o_w = i_w * BW + tl.arange(0, BW)
