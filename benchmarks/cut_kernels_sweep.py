@@ -40,7 +40,7 @@ def scorer_inputs(T: int):
 
 def scorer_rows(T: int, before) -> list[dict]:
     inputs = scorer_inputs(T)
-    rows = []
+    defaults, rows = (scores_triton.VOTER_BLOCK, scores_triton.WARPS), []
     for block, warps in itertools.product((64, 128), (4, 8)):
         scores_triton.VOTER_BLOCK, scores_triton.WARPS = block, warps
         us = timed_us(lambda: scores_triton.recent_attention_scores_triton(*inputs, D ** -0.5, SCORED), calls=20)
@@ -48,7 +48,7 @@ def scorer_rows(T: int, before) -> list[dict]:
     if before is not None:
         us = timed_us(lambda: before.recent_attention_scores_triton(*inputs, D ** -0.5, SCORED), calls=20)
         rows.append({"T": T, "scorer": "before", "us": us})
-    scores_triton.VOTER_BLOCK, scores_triton.WARPS = 128, 4
+    scores_triton.VOTER_BLOCK, scores_triton.WARPS = defaults
     return rows
 
 
@@ -56,12 +56,12 @@ def move_rows(T: int) -> list[dict]:
     k, v = (torch.randn(B, H, T + 100, D, device="cuda", dtype=torch.float16)[:, :, :T] for _ in range(2))
     start = T - SCORED
     index = torch.stack([torch.randperm(SCORED, device="cuda")[:MOVED].sort().values + start for _ in range(B)])
-    rows = []
+    defaults, rows = (move_slots_triton.BLOCK, move_slots_triton.WARPS), []
     for block, warps in itertools.product((32, 64, 128), (4, 8)):
         move_slots_triton.BLOCK, move_slots_triton.WARPS = block, warps
         us = timed_us(lambda: move_slots_triton.move_slots_triton(k, v, index, start), calls=20)
         rows.append({"T": T, "move": "triton", "block": block, "warps": warps, "us": us})
-    move_slots_triton.BLOCK, move_slots_triton.WARPS = 32, 4
+    move_slots_triton.BLOCK, move_slots_triton.WARPS = defaults
     rows.append({"T": T, "move": "torch twin", "us": timed_us(lambda: move_slots_torch(k, v, index, start), calls=20)})
     return rows
 

@@ -125,7 +125,7 @@ def test_the_decode_kernel_in_the_step_graph_reads_the_slots_in_use(mode, knobs,
     assert (on - off).abs().max() < 1e-4
     counts = step_graphs.slot_inputs
     monkeypatch.setattr(step_graphs, "slot_inputs", lambda req: [n - (i >= len(req.cache.layers))
-                                                                 for i, n in enumerate(counts(req))])
+                                                                for i, n in enumerate(counts(req))])
     short, _ = forced(lm, ids, mask, policy, True, monkeypatch)
     assert (short - off).abs().max() > 1e-3
 
