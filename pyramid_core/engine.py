@@ -162,8 +162,9 @@ def eager_decode_step(req: Request, tokens: torch.Tensor):
                 h, q = evict_graphs.steady_layer(req, stages, idx, h, pos, rope, states)
                 keep = None
             else:
+                newest = req.policy.newest_to(req.state, idx, req.seen) if asks else None
                 h, q = layer_forward(stages, idx, h, pos, rope, req.cache[idx], states, "decode", ones,
-                                     req.decode_kernel)
+                                     req.decode_kernel, newest)
                 keep = ask_policy(req, idx, q, pos) if asks else None
             # a record wanted only if the step is the last is made after it (nothing changes the layer's
             # cache until the next step), unless the policy's answer is about to move the cache's slots. A

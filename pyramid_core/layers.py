@@ -268,14 +268,15 @@ class EagerStages:
 
 def layer_forward(stages, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, cache=None,
                   states: dict | None = None, phase: str = "prefill", valid: list[int] | None = None,
-                  decode_kernel: bool = True):
+                  decode_kernel: bool = True, newest: torch.Tensor | None = None):
     """One decoder layer: attention, the replaced groups' recurrences, then the MLP. Returns (h, q).
 
     h [B, T, C], pos [B, T]; q [B, H_attn, T, D] after RoPE (the heads that attend). `stages`
     (EagerStages, or graphs.DecodeGraphs) runs the fixed-shape parts. With a LayerCache `cache`, the
     new keys (valid[b] real ones per row) join it and attention runs over all it holds; without one,
     over the call's own keys, causally. `states` {group: state} of the recurrences moves on in place.
-    decode_kernel: whether a decode step on CUDA may use the Triton kernel (attention.py).
+    decode_kernel: whether a decode step on CUDA may use the Triton kernel (attention.py); newest: where a
+    decode step also writes its heads' probabilities over the newest slots (attention.py, a policy's rows).
     """
     parts = stages.parts
     x, q, k, v = stages.pre(idx, h, rope)
@@ -286,6 +287,7 @@ def layer_forward(stages, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, ca
     out = None
     if keys.shape[1] > 0:
         out = attention(q, keys, values, pos, k_pos, scale=attention_scale(parts, idx), holes=holes,
-                        window=parts.windows[idx], causal_square=phase == "prefill", decode_kernel=decode_kernel)
+                        window=parts.windows[idx], causal_square=phase == "prefill", decode_kernel=decode_kernel,
+                        newest=newest)
     h = stages.after_attention(idx, h, out, x, pos, {} if states is None else states, phase)
     return h, q

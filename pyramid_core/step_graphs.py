@@ -15,11 +15,11 @@ every reserved slot, the ones not yet written masked by their empty positions (-
 shape that changes, and all of it is captured once per request and replayed:
 
     embed -> per layer: norm, q/k/v, RoPE, write slot `length`, attention over all slots, the policy's
-             quiet work (PyramidInfer: the query joins the voters; H2O: the pick of the slot to evict next,
-             on a side stream while o_proj and the MLP run), the replaced groups' recurrences (RecurFormer:
-             their states advanced in place; on the side stream, beside attention, where the layer's groups
-             run as one stack with a joint projection), o_proj, MLP
-          -> norm, lm_head
+             quiet work (PyramidInfer: attention also writes each head's row over the newest slots; H2O:
+             the pick of the slot to evict next, on a side stream while o_proj and the MLP run), the
+             replaced groups' recurrences (RecurFormer: their states advanced in place; on the side stream,
+             beside attention, where the layer's groups run as one stack with a joint projection), o_proj, MLP
+          -> the policy's finish (PyramidInfer: every layer's rows averaged into its voters), norm, lm_head
 
 The policy says which steps are quiet and what its part of one is (policies/base.py `QuietStep`); a step
 where its answer needs the step's tensors (a PyramidInfer cut scores the voters) runs layer by layer, on the
@@ -162,15 +162,16 @@ def bound(req, quiet: QuietStep) -> tuple:
 
 
 def reservation_attention(q, layer, positions, scale: float, window: int | None, decode_kernel: bool,
-                          into: tuple | None = None, written: torch.Tensor | None = None):
+                          into: tuple | None = None, written: torch.Tensor | None = None,
+                          newest: torch.Tensor | None = None):
     """Attention of one query a row over every reserved slot, the unwritten ones (position -1) masked.
     On CUDA the Triton decode kernel at any batch, told the slots in use (written, [1] on the device): it
     reads none past them, where SDPA with a mask reads them all (and, for grouped KV heads, copies them per
     query head). into: attention(into=), RecurFormer's o_proj input when its recurrences run beside
-    (Beside.into)."""
+    (Beside.into); newest: attention(newest=), PyramidInfer's voter rows."""
     return attention(q, layer.keys, layer.values, positions, layer.positions, scale=scale, holes=True,
                      window=window, causal_square=False, decode_kernel=decode_kernel, any_batch=True, into=into,
-                     written=written)
+                     written=written, newest=newest)
 
 
 @sdpa_kernel(ATTENTION_BACKENDS)  # the capture runs the step eagerly (replay() says why the replays do not)
@@ -201,12 +202,13 @@ def capture(req, tokens: torch.Tensor, binding: tuple, quiet: QuietStep) -> Step
                                       req.decode_kernel, functools.partial(quiet.scores, idx, scale=scale),
                                       functools.partial(quiet.attend_and_score, idx, scale=scale), picks)
             elif layer.keys.shape[1] > 0:
-                q = rope_write(q, k, v, rope, layer, slots[idx].expand(B), positions, quiet.queries_to(idx))
+                q = rope_write(q, k, v, rope, layer, slots[idx].expand(B), positions)
                 out = reservation_attention(q, layer, positions, scale, window, req.decode_kernel,
-                                            beside and beside.into, slots[L + idx:L + idx + 1])
+                                            beside and beside.into, slots[L + idx:L + idx + 1], quiet.newest_to(idx))
             h = req.stages.after_attention(idx, h, out, x, positions, moved, "decode", beside)
             for group, state in states.items():
                 copy_state(state, moved[group])
+        quiet.finish()
         logits.copy_(final_logits(parts, h)[:, 0])
         side.join()  # every pick is in before the step ends
         return ()

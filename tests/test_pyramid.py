@@ -11,6 +11,7 @@ from pyramid_core import generate
 from pyramid_core.engine import teacher_forced_logits
 from pyramid_core.policies import ALL_POLICIES, PyramidPolicy, StreamingPolicy
 from pyramid_core.policies.registry import make_policy
+from pyramid_core.policies.voter_rows import VoterRows
 from tests.tiny_models import tiny_model
 
 LAYERS = 8
@@ -208,49 +209,59 @@ def test_unknown_knob_or_preset_is_refused():
         make_policy("pyramid", preset="paper-1b")
 
 
-def test_recent_queries_buffer_holds_the_last_width_queries():
-    """The ring behind decode-time scoring returns what concatenating every step would, oldest first,
-    across wraps around its end and a window that outgrows its first buffer."""
-    from pyramid_core.policies.recent_queries import RecentQueries
+@pytest.mark.parametrize("all_at_once", [False, True], ids=["layer by layer", "one write a step"])
+def test_voter_rows_read_each_slot_where_it_has_aged_to(all_at_once):
+    """Voter v's row, cast when row 0 had seen c tokens, describes the slot then a-th newest in its column a;
+    at a cut d = seen - c steps later that slot is (a + d)-th newest. Each voter's row comes back so shifted,
+    0 for slots newer than the voter or past its row, from every slot of a ring that wraps several times and
+    grows once (wider rows from then on), the heads' probabilities averaged. Written a layer at a time (the
+    eager step) and for every layer at once at a device index (the step graph)."""
+    B, H, L, chunk, first_seen, n = 2, 3, 2, 4, 50, 9
+    rows = VoterRows(L, B, size=6, chunk=chunk, voters=3, seen=first_seen)
+    cast = {}  # voter -> (seen when cast, its row's width)
 
-    gen = torch.Generator().manual_seed(0)
-    q = torch.randn(2, 3, 300, 4, generator=gen)
-    pos = torch.arange(300).repeat(2, 1)
-    stored = RecentQueries(q[:, :, 5:10], pos[:, 5:10], slack=32)
-    for t in range(10, 300):
-        width = 5 + t // 8  # grows by at most one per step, like PyramidInfer's voter window
-        stored.append(q[:, :, t:t + 1], pos[:, t:t + 1], width)
-        got_q, got_pos = stored.view(width)
-        assert torch.equal(got_q, q[:, :, t + 1 - width:t + 1]), t
-        assert torch.equal(got_pos, pos[:, t + 1 - width:t + 1]), t
+    def heads_row(voter, width):  # head h: the voter's row + 5 (h - 1), whose mean over heads is the row
+        row = torch.tensor([1000.0 * voter + a + 1 for a in range(width)])  # + 1: 0 means "not seen"
+        return torch.stack([row + 5 * (h - 1) for h in range(H)])[None].expand(B, -1, -1)
 
-
-def test_recent_queries_sized_for_the_widest_window_never_grow():
-    """Given the widest window the request will keep, the ring is allocated once, that wide and no wider:
-    the same storage from the prefill's queries to the last step (a buffer replaced mid-generation is held
-    twice while the step graph binds the old one), and it still returns what concatenating every step
-    would. Without it the same window outgrows its first buffer."""
-    from pyramid_core.policies.recent_queries import RecentQueries
-
-    gen = torch.Generator().manual_seed(2)
-    q = torch.randn(2, 3, 300, 4, generator=gen)
-    pos = torch.arange(300).repeat(2, 1)
-    width_at = lambda t: 5 + t // 8
-    planned, unplanned = (RecentQueries(q[:, :, 5:10], pos[:, 5:10], slack=8, widest=w) for w in (width_at(299), None))
-    storage = planned.queries.data_ptr()
-    for t in range(10, 300):
-        for stored in (planned, unplanned):
-            stored.append(q[:, :, t:t + 1], pos[:, t:t + 1], width_at(t))
-        got_q, got_pos = planned.view(width_at(t))
-        assert torch.equal(got_q, q[:, :, t + 1 - width_at(t):t + 1]), t
-        assert torch.equal(got_pos, pos[:, t + 1 - width_at(t):t + 1]), t
-    assert planned.queries.data_ptr() == storage and planned.queries.shape[2] == width_at(299)
-    assert unplanned.queries.shape[2] > 5 + 8  # grew
+    for layer in range(L):
+        rows.start(layer, torch.stack([heads_row(v, rows.width) for v in range(3)], dim=2).mean(1), H)
+    cast.update({v: (first_seen, rows.width) for v in range(3)})
+    ring = {v: v for v in range(3)}  # slot -> the voter it holds
+    for t in range(1, 25):
+        seen, voter = first_seen + t, 2 + t
+        if t == 11:  # the last `size` voters move into a ring of 8; the older ones were overwritten already
+            ring = {v % 8: v for v in sorted(ring.values())}
+            rows.grow(8)
+        ring[voter % rows.size] = voter
+        slot = rows.step(seen)
+        for layer in range(L):
+            rows.newest_to(layer).copy_(heads_row(voter, rows.width))
+            if not all_at_once:
+                rows.take(layer, slot)
+        if all_at_once:
+            rows.take_all(torch.tensor([slot]))
+        cast[voter] = (seen, rows.width)
+        shifts = rows.shifts(n, seen)
+        for s in range(rows.size):
+            held = ring.get(s)
+            weights = torch.zeros(B, rows.size)
+            weights[:, s] = 1.0
+            for layer in range(L):
+                got = rows.scores(layer, weights, shifts)
+                want = torch.zeros(n)
+                if held is not None:
+                    at, width = cast[held]
+                    for j in range(n):
+                        index = (n - 1 - j) - (seen - at)
+                        want[j] = 1000.0 * held + index + 1 if 0 <= index < width else 0.0
+                torch.testing.assert_close(got, want.expand(B, -1), msg=f"step {t} slot {s} layer {layer}")
 
 
 def test_a_planned_generation_sizes_the_voters_for_its_widest_window():
     """Under a reserved KV the engine tells the state the request's new tokens; PyramidInfer's prefill sizes
-    each layer's voter ring for the window of the last step (window(prompt + new)), without spare slots."""
+    the voters' ring for the window of the last step (window(prompt + new)), without spare slots, and keeps
+    that storage to the last step."""
     from pyramid_core.engine import start_request
 
     lm = tiny_model("llama")
@@ -261,27 +272,13 @@ def test_a_planned_generation_sizes_the_voters_for_its_widest_window():
     records = generate(lm, ids, mask, policy=policy, max_new_tokens=60, reserve_kv=True)
     next(records)  # the prefill
     state = records.gi_frame.f_locals["req"].state  # the running request's
-    voters = [v for v in state.voters if v is not None]
-    assert voters and all(v.queries.shape[2] == policy.window(40 + 60) for v in voters)
-    records.close()
-
-
-def test_recent_queries_spare_room_is_sized_by_bytes():
-    """Where the widest window is not known, a small layer's buffer gets many spare slots, so its window
-    outgrows it rarely (each new buffer means a new step graph); a wide batch gets the floor, so the
-    spare room stays a few MiB a layer."""
-    from pyramid_core.policies.recent_queries import MAX_SLACK, MIN_SLACK, RecentQueries, SPARE_BYTES
-
-    def slack(batch, heads, dim, dtype=torch.bfloat16):
-        queries = torch.empty(batch, heads, 7, dim, dtype=dtype, device="meta")
-        return RecentQueries(queries, torch.empty(batch, 7, dtype=torch.long, device="meta")).slack
-
-    assert slack(1, 6, 64) == MAX_SLACK  # the embedded model at batch 1
-    assert slack(128, 40, 128) == MIN_SLACK  # the 13B shape at batch 128: one slot is 1.3 MB
-    middle = slack(8, 32, 128)  # the 7B shape at batch 8
-    assert MIN_SLACK < middle < MAX_SLACK
-    assert middle * (8 * 32 * 128 * 2 + 8 * 8) <= SPARE_BYTES < (middle + 1) * (8 * 32 * 128 * 2 + 8 * 8)
-    assert slack(8, 32, 128, torch.float32) < middle  # bytes, not elements
+    voters = state.voters
+    storage = [t.data_ptr() for t in voters.rows.values()]
+    assert voters.size == policy.window(40 + 60) and voters.width == voters.size + policy.chunk_length
+    for _ in records:  # the whole generation in the same ring
+        pass
+    assert state.voters is voters and [t.data_ptr() for t in voters.rows.values()] == storage
+    assert voters.count > voters.size  # it wrapped
 
 
 def test_compacting_only_the_tail_equals_a_full_compaction():
@@ -305,22 +302,3 @@ def test_compacting_only_the_tail_equals_a_full_compaction():
     expected = [[p for p in range(T) if keep[row, p]] for row in range(B)]
     assert tail.view()[2].tolist() == expected
     assert (tail.capacity, full.capacity) == (64, 48)  # moved in place vs reallocated
-
-
-def test_recent_queries_write_decode_positions_when_read():
-    """Decode appends write their queries only; the positions (one after another per row, rows at
-    different positions as left padding leaves them) are written when the buffer is read or grows:
-    read rarely here, across several wraps of the ring, some of them with more appends than it holds."""
-    from pyramid_core.policies.recent_queries import RecentQueries
-
-    gen = torch.Generator().manual_seed(1)
-    q = torch.randn(3, 2, 400, 4, generator=gen)
-    pos = torch.arange(400).repeat(3, 1) - torch.tensor([[0], [7], [150]])  # rows 1 and 2 start later
-    stored = RecentQueries(q[:, :, :9], pos[:, :9], slack=16)
-    for t in range(9, 400):
-        width = 9 + t // 5
-        stored.append(q[:, :, t:t + 1], pos[:, t:t + 1], width)
-        if t % 37 == 0 or t == 399:
-            got_q, got_pos = stored.view(width)
-            assert torch.equal(got_q, q[:, :, t + 1 - width:t + 1]), t
-            assert torch.equal(got_pos, pos[:, t + 1 - width:t + 1]), t

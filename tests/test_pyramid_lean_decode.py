@@ -1,28 +1,47 @@
-"""PyramidInfer's leaner decode step (issue 19) against the implementation it replaced: the same kept
+"""PyramidInfer's decode step (issue 19) against a plain statement of what it computes: the same kept
 positions in every layer, row and step, and the same logits.
 
-The reference is the previous decode, with one change that the Keep contract makes equivalent: it scores
-every column (older tokens ALWAYS) rather than the newest n, so the cache carries it out by its general
-top-k and compaction, not by the in-place tail move and the lazily read context that the new path uses.
+The reference follows the official code's decode: every voter is the head-averaged attention row it cast
+when it was decoded (the prefill's window: when the prompt ran), kept by original position over every slot
+it saw, and a cut scores each chunk token by the linearly weighted sum of the newest window's rows at that
+token's position. It answers over every column (older tokens ALWAYS), so the cache carries the cut out by
+its general top-k and compaction; the engine's decode keeps its rows by age over the newest slots alone,
+written by the attention pass (voter_rows.py), and moves the chunk in place.
 """
 
 import pytest
 import torch
 
+from pyramid_core.kernels.scores import attention_probs
 from pyramid_core.policies.base import ALWAYS, Keep
 from pyramid_core.policies.pyramid import PyramidPolicy
+from pyramid_core.policies.voter_rows import VoterRows
 from pyramid_core.transfer import to_device
 from tests.test_streaming_ring import prompts, run
 from tests.tiny_models import tiny_model
 
 
+def rows_by_position(ctx, queries, query_pos):
+    """Each query's head-averaged attention over the layer's slots: (positions [B, T], probs [B, W, T])."""
+    probs = attention_probs(queries, query_pos, ctx.keys, ctx.positions, ctx.scale).mean(1)
+    return ctx.positions.clone(), probs
+
+
 class ReferencePyramid(PyramidPolicy):
-    """The decode of commit 9acba6d, answering over every column."""
+    """Decode cuts scored by the voters' rows as cast, looked up by original position."""
+
+    def prefill(self, ctx):
+        width = self.window(max(ctx.seen))
+        positions, probs = rows_by_position(ctx, ctx.queries[:, :, -width:], ctx.query_positions[:, -width:])
+        ctx.state.reference = getattr(ctx.state, "reference", {})
+        ctx.state.reference[ctx.layer] = [(positions, probs[:, w]) for w in range(width)]
+        return super().prefill(ctx)
 
     def decode(self, ctx):
         state = ctx.state
-        width = self.window(max(ctx.seen))
-        state.voters[ctx.layer].append(ctx.queries, ctx.query_positions, width)
+        positions, probs = rows_by_position(ctx, ctx.queries, ctx.query_positions)
+        voters = state.reference[ctx.layer]
+        voters.append((positions, probs[:, 0]))
         windows = [self.window(n) for n in ctx.seen]
         markers = state.markers[ctx.layer]
         cuts = [self.chunk_cut(ctx.layer, ctx.num_layers, held, w, m)
@@ -34,9 +53,11 @@ class ReferencePyramid(PyramidPolicy):
         age = torch.arange(T - 1, -1, -1)[None, :]  # 0: a row's newest token
         start, size = torch.tensor(windows)[:, None], torch.tensor(sizes)[:, None]
         chunk = to_device((age >= start) & (age < start + size), ctx.positions.device)
-        voters, voter_pos = state.voters[ctx.layer].view(width)
-        scores = ctx.attention_scores(voters[:, :, -max(windows):], voter_pos[:, -max(windows):],
-                                      self.voter_weights(windows, ctx.keys.device))
+        scores = torch.zeros(ctx.positions.shape)
+        for row, w in enumerate(windows):
+            for weight, (cast_at, probs) in zip(torch.linspace(1.0, self.distance_weight, w), voters[-w:]):
+                same = (ctx.positions[row][:, None] == cast_at[row][None, :]) & (cast_at[row][None, :] >= 0)
+                scores[row] += weight * (same.float() * probs[row][None, :]).sum(1)
         for row, cut in enumerate(cuts):
             if cut is not None:
                 markers[row] = ctx.counts[row] - sizes[row] + kept[row] - windows[row]
@@ -57,7 +78,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("lengths,knobs", CASES, ids=[str(c[0]) for c in CASES])
-def test_lean_decode_keeps_what_the_previous_decode_kept(lengths, knobs):
+def test_decode_keeps_what_the_voters_rows_as_cast_keep(lengths, knobs):
     lm = tiny_model("llama", layers=3)
     ids, mask = prompts(lengths, lm.config.vocab_size)
     new_logits, new_kept, _ = run(lm, PyramidPolicy(**knobs), ids, mask, 40)
@@ -71,14 +92,12 @@ def test_lean_decode_keeps_what_the_previous_decode_kept(lengths, knobs):
 
 
 @pytest.mark.parametrize("lengths,knobs", CASES[:2], ids=[str(c[0]) for c in CASES[:2]])
-def test_the_voters_ring_read_as_it_lies_keeps_what_their_window_in_order_keeps(lengths, knobs, monkeypatch):
+def test_the_voters_ring_read_as_it_lies_keeps_what_their_rows_as_cast_keep(lengths, knobs, monkeypatch):
     """A planned generation's voters are a ring exactly as wide as its widest window, so the window soon
-    wraps around the ring's end: the decode reads the ring as it lies, each voter's weight at its slot;
-    the previous decode read the window copied out in order. The same kept positions and logits."""
-    from pyramid_core.policies.recent_queries import RecentQueries
-
-    wrapped, advance = [], RecentQueries.advance
-    monkeypatch.setattr(RecentQueries, "advance", lambda self, *a: (advance(self, *a), wrapped.append(self.slot == 0)))
+    wraps around the ring's end: the decode reads the ring as it lies, each voter's weight at its slot and
+    its row shifted by the steps since it was cast. The same kept positions and logits as the reference."""
+    wrapped, step = [], VoterRows.step
+    monkeypatch.setattr(VoterRows, "step", lambda self, seen: wrapped.append(self.count >= self.size) or step(self, seen))
     lm = tiny_model("llama", layers=3)
     ids, mask = prompts(lengths, lm.config.vocab_size)
     new_logits, new_kept, _ = run(lm, PyramidPolicy(**knobs), ids, mask, 40, reserve=41)
@@ -88,8 +107,9 @@ def test_the_voters_ring_read_as_it_lies_keeps_what_their_window_in_order_keeps(
     torch.testing.assert_close(new_logits, ref_logits, rtol=1e-4, atol=1e-4)
 
 
-def test_a_step_without_a_cut_reads_nothing_of_the_layer():
-    """A step that answers None from host counts does not read the layer's keys or positions."""
+def test_no_decode_step_reads_the_layers_keys():
+    """A step that answers None from host counts, and a cut too (it scores the voters' rows, which the
+    attention pass wrote), reads none of the layer's keys or positions."""
     lm = tiny_model("llama", layers=2)
     ids, mask = prompts([50, 50], lm.config.vocab_size)
     read = []
@@ -102,4 +122,4 @@ def test_a_step_without_a_cut_reads_nothing_of_the_layer():
 
     run(lm, Spy(chunk_length=4, min_context_length=8), ids, mask, 30)
     assert {cut for cut, _ in read} == {False, True}
-    assert all(cut == was_read for cut, was_read in read)
+    assert not any(was_read for _, was_read in read)

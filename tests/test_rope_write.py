@@ -50,27 +50,3 @@ def test_kernel_equals_twin(B, H, H_kv, D, dtype):
     written = twin.keys[torch.arange(B), :, slot]  # the test checks a real write, not two untouched caches
     assert not torch.equal(written, filled_layer(B, H_kv, D, dtype, 32, torch.Generator().manual_seed(1)).keys[
         torch.arange(B), :, slot])
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_the_rotated_queries_also_go_into_a_policys_buffer(dtype):
-    """queries_to (PyramidInfer's voters in a quiet step): the rotated queries land in the buffer at the index
-    the device tensor names, in every row and head, and nowhere else in it."""
-    B, H, H_kv, D, W = 2, 6, 3, 32, 9
-    gen = torch.Generator().manual_seed(5)
-    q, k, v, rope = inputs(B, H, H_kv, D, dtype, gen)
-    slot, positions = torch.tensor([4, 11], device=DEVICE), torch.tensor([[20], [31]], device=DEVICE)
-    at = torch.tensor([6], device=DEVICE)
-    before = torch.randn(B, H, W, D, generator=gen).to(DEVICE, dtype)
-    bufs = {name: before.clone() for name in ("twin", "kernel")}
-    q_twin = rope_write_torch(q, k, v, rope, filled_layer(B, H_kv, D, dtype, 32, gen), slot, positions,
-                              (bufs["twin"], at))
-    layer = filled_layer(B, H_kv, D, dtype, 32, gen)
-    q_kernel = rope_write_triton(q, k, v, rope, layer.keys, layer.values, layer.positions, slot, positions,
-                                 (bufs["kernel"], at))
-    tol = 1e-6 if dtype == torch.float32 else 2e-3
-    torch.testing.assert_close(q_kernel, q_twin, atol=tol, rtol=tol)
-    for name, buf in bufs.items():
-        torch.testing.assert_close(buf[:, :, 6:7], q_twin, atol=tol, rtol=tol, msg=name)
-        others = [i for i in range(W) if i != 6]
-        assert torch.equal(buf[:, :, others], before[:, :, others]), name

@@ -17,29 +17,22 @@ from ..optional import importable
 
 
 def rope_write_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope, layer, slot: torch.Tensor,
-                     positions: torch.Tensor, queries_to: tuple | None = None) -> torch.Tensor:
+                     positions: torch.Tensor) -> torch.Tensor:
     """q [B, H, 1, D], k and v [B, H_kv, 1, D] before RoPE; rope: (cos, signed sin) [B, 1, 1, D]
     (layers.rope_tables); slot [B]: the slot each row writes; positions [B, 1]. Writes the rotated key,
-    the value and the position into `layer` (a LayerCache) and returns the rotated queries, which also go
-    into queries_to = (buffer [B, H, W, D], index [1] on the device) when given (a policy's kept queries:
-    PyramidInfer's voters, policies.base.QuietStep.queries_to)."""
+    the value and the position into `layer` (a LayerCache) and returns the rotated queries."""
     layer.write_slots(slot, apply_rope(k, rope), v, positions)
-    rotated = apply_rope(q, rope)
-    if queries_to is not None:
-        buffer, at = queries_to
-        buffer.index_copy_(2, at, rotated)
-    return rotated
+    return apply_rope(q, rope)
 
 
 def rope_write(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope, layer, slot: torch.Tensor,
-               positions: torch.Tensor, queries_to: tuple | None = None) -> torch.Tensor:
+               positions: torch.Tensor) -> torch.Tensor:
     """As rope_write_torch; the Triton kernel on CUDA where it fits (kernel_fits)."""
-    if kernel_fits(q, layer.keys) and (queries_to is None or queries_to[0].dtype == q.dtype):
+    if kernel_fits(q, layer.keys):
         from .rope_write_triton import rope_write_triton
 
-        return rope_write_triton(q, k, v, rope, layer.keys, layer.values, layer.positions, slot, positions,
-                                 queries_to)
-    return rope_write_torch(q, k, v, rope, layer, slot, positions, queries_to)
+        return rope_write_triton(q, k, v, rope, layer.keys, layer.values, layer.positions, slot, positions)
+    return rope_write_torch(q, k, v, rope, layer, slot, positions)
 
 
 def kernel_fits(q: torch.Tensor, keys: torch.Tensor) -> bool:

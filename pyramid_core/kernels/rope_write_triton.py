@@ -1,7 +1,6 @@
 """Triton kernel for rope_write.py: one program per (row, head) of the queries and per (row, KV head),
 which rotates its vector (x cos + swapped halves x signed sin) and, for a KV head, stores the key, the value
-and (once a row) the position into the row's slot; a query head also stores its query into a policy's
-buffer where one is given (COPY). CUDA only; imported lazily by rope_write.py.
+and (once a row) the position into the row's slot. CUDA only; imported lazily by rope_write.py.
 """
 
 from __future__ import annotations
@@ -15,10 +14,9 @@ from .decode_triton import launch_device
 
 
 @triton.jit
-def rope_write_kernel(q, k, v, cos, sin, keys, values, k_pos, slot, pos, q_out, q_copy, copy_slot,
+def rope_write_kernel(q, k, v, cos, sin, keys, values, k_pos, slot, pos, q_out,
                       s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_cb, s_sb, s_cacheb, s_cacheh, s_cachet,
-                      s_valb, s_valh, s_valt, s_pb, s_cpb, s_cph, s_cpt,
-                      H: tl.constexpr, D: tl.constexpr, COPY: tl.constexpr):
+                      s_valb, s_valh, s_valt, s_pb, H: tl.constexpr, D: tl.constexpr):
     i_b, i_h = tl.program_id(0), tl.program_id(1)
     i_b64 = i_b.to(tl.int64)
     o_d = tl.arange(0, D)
@@ -29,9 +27,6 @@ def rope_write_kernel(q, k, v, cos, sin, keys, values, k_pos, slot, pos, q_out, 
         p_q = q + i_b64 * s_qb + i_h * s_qh
         b_q = tl.load(p_q + o_d).to(tl.float32) * b_cos + tl.load(p_q + o_swap).to(tl.float32) * b_sin
         tl.store(q_out + (i_b64 * H + i_h) * D + o_d, b_q.to(q_out.dtype.element_ty))
-        if COPY:
-            b_at = tl.load(copy_slot).to(tl.int64)
-            tl.store(q_copy + i_b64 * s_cpb + i_h * s_cph + b_at * s_cpt + o_d, b_q.to(q_copy.dtype.element_ty))
     else:
         i_kv = i_h - H
         b_slot = tl.load(slot + i_b64).to(tl.int64)
@@ -46,24 +41,20 @@ def rope_write_kernel(q, k, v, cos, sin, keys, values, k_pos, slot, pos, q_out, 
 
 def rope_write_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope, keys: torch.Tensor,
                       values: torch.Tensor, k_pos: torch.Tensor, slot: torch.Tensor,
-                      positions: torch.Tensor, queries_to: tuple | None = None) -> torch.Tensor:
+                      positions: torch.Tensor) -> torch.Tensor:
     """See rope_write_torch: q [B, H, 1, D], k, v [B, H_kv, 1, D] (views with a contiguous last dim); the
-    layer's keys, values [B, H_kv, T, D] and k_pos [B, T]; slot [B]; positions [B, 1]; queries_to: (buffer
-    [B, H, W, D] with a contiguous last dim, index [1] on the device) or None."""
+    layer's keys, values [B, H_kv, T, D] and k_pos [B, T]; slot [B]; positions [B, 1]."""
     B, H, _, D = q.shape
     H_kv = k.shape[1]
     cos, sin = (t.expand(B, 1, 1, D) for t in rope)
     assert min(t.stride(-1) for t in (q, k, v, keys, values, cos, sin)) == 1, "rope_write: last dim must be contiguous"
     assert k_pos.stride(1) == 1
     q_out = torch.empty(B, H, 1, D, dtype=q.dtype, device=q.device)
-    copy, at = queries_to if queries_to is not None else (q_out, slot)  # unread without COPY
-    assert copy.stride(-1) == 1, "rope_write: the queries' buffer needs a contiguous last dim"
-    warmup.first_time(("rope_write", q.device, q.dtype, H, D, queries_to is not None))  # per dtype and constexprs
+    warmup.first_time(("rope_write", q.device, q.dtype, H, D))  # per dtype and constexprs
     with launch_device(q):
         rope_write_kernel[(B, H + H_kv)](
             q, k, v, cos, sin, keys, values, k_pos, slot.contiguous(), positions.reshape(B).contiguous(), q_out,
-            copy, at, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), cos.stride(0),
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), cos.stride(0),
             sin.stride(0), keys.stride(0), keys.stride(1), keys.stride(2), values.stride(0), values.stride(1),
-            values.stride(2), k_pos.stride(0), copy.stride(0), copy.stride(1), copy.stride(2), H=H, D=D,
-            COPY=queries_to is not None, num_warps=1)
+            values.stride(2), k_pos.stride(0), H=H, D=D, num_warps=1)
     return q_out

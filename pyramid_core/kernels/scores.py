@@ -22,15 +22,17 @@ _QUERY_CHUNK = 256  # queries per step: H2O's prefill votes with every prompt to
 
 
 def attention_probs(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
-                    key_pos: torch.Tensor, scale: float) -> torch.Tensor:
+                    key_pos: torch.Tensor, scale: float, window: int | None = None) -> torch.Tensor:
     """Softmax attention [B, H, W, T] (float32) of W queries over T slots, masked by position.
 
     queries [B, H, W, D] (RoPE applied), query_pos [B, W] (-1 = no query), keys [B, H_kv, T, D],
-    key_pos [B, T] (-1 = empty slot). A query sees the valid slots at or before its own position;
-    a non-query row sees every slot (callers give it no weight).
+    key_pos [B, T] (-1 = empty slot). A query sees the valid slots at or before its own position (and
+    within `window` of it); a non-query row sees every slot (callers give it no weight).
     """
     group = queries.shape[1] // keys.shape[1]
     visible = (key_pos[:, None, :] >= 0) & (key_pos[:, None, :] <= query_pos[:, :, None])  # [B, W, T]
+    if window is not None:
+        visible &= key_pos[:, None, :] > query_pos[:, :, None] - window
     visible = visible | (query_pos[:, :, None] < 0)
     k = keys.float().repeat_interleave(group, dim=1) if group > 1 else keys.float()
     logits = queries.float() @ k.transpose(-1, -2) * scale
@@ -62,6 +64,34 @@ def recent_attention_scores_torch(queries: torch.Tensor, query_pos: torch.Tensor
     total /= H
     total = total.masked_fill(key_pos < 0, 0.0)
     return total if last is None else total[:, total.shape[1] - last:]
+
+
+def newest_probs_torch(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor, key_pos: torch.Tensor,
+                       scale: float, n: int, window: int | None = None, written: torch.Tensor | None = None,
+                       mean_of_heads: bool = False) -> torch.Tensor:
+    """[B, H, W, n] float32: each query's attention probabilities (normalised over every slot it sees) over
+    the n newest slots in use, newest first, 0 past the oldest slot. Shapes as in attention_probs; written
+    ([1] long on the device): the slots in use, where the rest of T is a reservation's unwritten tail
+    (read without a host sync); mean_of_heads: [B, 1, W, n], the mean over heads, never the whole. The twin
+    of the decode kernel's `newest` output (decode_triton.py), and PyramidInfer's voter rows at the prefill."""
+    T = keys.shape[2]
+    used = torch.full((1,), T, device=keys.device) if written is None else written.clamp(max=T)
+    slot = used - 1 - torch.arange(n, device=keys.device)  # the slot of each age
+    B, H, W, _ = queries.shape
+    group = H // keys.shape[1]
+    rows = queries.new_zeros(B, 1 if mean_of_heads else H, W, n, dtype=torch.float32)
+    step = max(group, _HEAD_CHUNK // group * group)  # whole KV groups per chunk
+    for h0 in range(0, H, step):
+        for w0 in range(0, W, _QUERY_CHUNK):
+            w1 = w0 + _QUERY_CHUNK
+            probs = attention_probs(queries[:, h0:h0 + step, w0:w1], query_pos[:, w0:w1],
+                                    keys[:, h0 // group:(h0 + step) // group], key_pos, scale, window)
+            probs = probs[..., slot.clamp(min=0)].masked_fill(slot < 0, 0.0)
+            if mean_of_heads:
+                rows[:, :, w0:w1] += probs.sum(1, keepdim=True) / H
+            else:
+                rows[:, h0:h0 + step, w0:w1] = probs
+    return rows
 
 
 def seen_slots(key_pos: torch.Tensor, query_pos: torch.Tensor) -> int:

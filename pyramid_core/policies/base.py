@@ -166,12 +166,16 @@ class QuietStep:
     evicts: bool = False
 
     def prepare(self) -> None:
-        """Host, before the step: load the inputs the step reads for the policy (queries_to's index)."""
+        """Host, before the step: load the inputs the step reads for the policy (finish()'s index)."""
 
-    def queries_to(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Where the step writes the layer's queries after RoPE, with the key and value it writes into the
-        cache (kernels/rope_write.py): (buffer [B, H, W, D], index [1] on the device into W), or None."""
+    def newest_to(self, layer: int) -> torch.Tensor | None:
+        """Where the layer's attention writes its heads' probabilities over the newest slots ([B, H, N]
+        float32, attention.py newest=), or None: Policy.newest_to inside the step's graph."""
         return None
+
+    def finish(self) -> None:
+        """Device work inside the step's graph after its last layer (PyramidInfer: the heads' rows averaged
+        into its voters' ring)."""
 
     def done(self, positions: torch.Tensor) -> None:
         """Host, after the step: the bookkeeping of what the step wrote for the policy; positions [B, 1], the
@@ -221,6 +225,12 @@ class Policy:
         return None
 
     def decode(self, ctx: LayerContext) -> Keep | None:
+        return None
+
+    def newest_to(self, state: PolicyState, layer: int, seen: list[int]) -> torch.Tensor | None:
+        """Where an eager decode step's attention writes the layer's heads' probabilities over its newest
+        slots ([B, H, N] float32, attention.py newest=), for decode() to read; None: nowhere (a policy that
+        does not keep attention rows). seen: tokens seen per row, the step's included."""
         return None
 
     @property

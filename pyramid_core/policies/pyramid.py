@@ -25,9 +25,9 @@ Where we depart from the official code (mutonix/pyramidinfer @ 61ac641), and why
 - The decode trigger counts tokens past the marker outside the whole window (1 + R), so a chunk holds
   generated tokens only; the official test (len - R - marker) also cuts the prompt's last token.
 - Scores come from the recent queries and the layer's keys (kernels/scores.py), never from a full
-  attention matrix. At decode time the voters are the layer's stored recent queries scored against the
-  keys it holds now, rather than attention rows stored when each voter was decoded: the rows differ only
-  in normalisation over keys evicted since, and no per-step extra pass over the keys is needed.
+  attention matrix. At decode time, as in the official code, each voter is the attention row it cast when
+  it was decoded (voter_rows.py: head-averaged, over the newest window + chunk slots, which the decode
+  kernel writes in the pass that attends), so a cut computes no attention at all.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..kernels.scores import newest_probs_torch
 from ..transfer import to_device
 from .base import ALWAYS, Keep, LayerContext, Policy, PolicyState, QuietStep
-from .recent_queries import RecentQueries
+from .voter_rows import SLACK, VoterRows
 
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -89,25 +90,25 @@ class PyramidState(PolicyState):
 
     markers:  per layer, per row: the tokens held outside the window when the layer was last
               compressed ("since the last compression" is per layer).
-    voters:   per layer, its most recent queries, scored with at decode time.
+    voters:   every layer's voters, the attention rows of its most recent queries (voter_rows.py).
     windows:  (seen tokens of row 0, each row's voter window) of the current decode step.
-    weights, chunk: the voter weights and outside-chunk mask last copied to the device, reused by the layers
-              that compress at the same step with the same windows (a copy per layer cost a pinned
-              transfer and several kernels each).
+    weights, chunk, shifts: the voter weights, outside-chunk mask and row shifts last copied to the device,
+              reused by the layers that compress at the same step with the same windows (a copy per layer
+              cost a pinned transfer and several kernels each).
     """
 
     num_layers: int
     markers: list[list[int] | None] = field(default_factory=list)
-    voters: list[RecentQueries | None] = field(default_factory=list)
+    voters: VoterRows | None = None
     windows: tuple[int, list[int]] | None = None
     weights: tuple[tuple, torch.Tensor] | None = None  # (key, voter weights) of the current windows
     chunk: tuple[tuple, torch.Tensor] | None = None    # (key, outside-chunk mask) of the current cut
-    voter_slot: torch.Tensor | None = None  # [1] where a quiet step's graph writes every layer's query
+    shifts: tuple[tuple, torch.Tensor] | None = None   # (key, where the voters' rows read the newest slots)
+    voter_slot: torch.Tensor | None = None  # [1] where a quiet step's graph writes every layer's row
     no_cut_before: int = 0  # row 0's seen tokens below which no layer can cut (quiet_step's bound)
 
     def __post_init__(self):
         self.markers = self.markers or [None] * self.num_layers
-        self.voters = self.voters or [None] * self.num_layers
 
 
 @dataclass
@@ -227,15 +228,13 @@ class PyramidPolicy(Policy):
         return plan
 
     def quiet_step(self, state: PyramidState, counts: list[list[int]], seen: list[int]) -> QuietStep | None:
-        """A step at which no layer cuts (decode()'s chunk_cut on the counts it will see) and every layer's
-        voters take the new query in place, at one index of their rings: only that write is left
-        (VoterStep). A window that has outgrown its ring needs decode()'s append, which replaces it."""
-        voters = [v for v in state.voters if v is not None]
-        width = self.window(max(seen))  # what decode() would keep
-        if not voters or not all(v.fits(width) for v in voters) or len({v.slot for v in voters}) > 1:
+        """A step at which no layer cuts (decode()'s chunk_cut on the counts it will see): only the voters'
+        rows are left to write, in place (VoterStep). A window that has outgrown its ring needs the eager
+        step, which grows it (newest_to)."""
+        if state.voters is None or not state.voters.fits(self.window(max(seen))):
             return None
         if seen[0] < state.no_cut_before:
-            return VoterStep(state)
+            return VoterStep(state, seen[0])
         windows = [self.window(n) for n in seen]
         # chunk_cut's trigger, held - window - marker >= chunk_length, gains at most 1 a step (held + 1,
         # the window + 0 or 1): the smallest distance to it is a number of steps no layer can cut in
@@ -244,7 +243,7 @@ class PyramidPolicy(Policy):
         if distance <= 0:
             return None
         state.no_cut_before = seen[0] + distance
-        return VoterStep(state)
+        return VoterStep(state, seen[0])
 
     def new_state(self, num_layers: int) -> PyramidState:
         return PyramidState(num_layers)
@@ -270,9 +269,9 @@ class PyramidPolicy(Policy):
         return build() if state is None else state.shared("weights", (tuple(windows), device), build)
 
     def ring_weights(self, windows: list[int], size: int, slot: int, device, state: PyramidState) -> torch.Tensor:
-        """[B, size] voter_weights placed at the voters' slots in their ring (RecentQueries.ring): the oldest
-        of the last `size` queries at `slot`, 0 for the slots outside each row's window. Shared by the layers
-        that cut at one step, whose rings all write at the same slot."""
+        """[B, size] voter_weights placed at the voters' slots in their ring (VoterRows): the oldest of the
+        last `size` voters at `slot`, 0 for the slots outside each row's window. Shared by the layers that cut
+        at one step."""
         def build():
             width = max(windows)
             in_order = torch.zeros(len(windows), size)
@@ -284,11 +283,7 @@ class PyramidPolicy(Policy):
 
     def prefill(self, ctx: LayerContext) -> Keep | None:
         state = ctx.state
-        # copied: a view would keep the whole prompt's queries of every layer alive
-        width = self.window(max(ctx.seen))
-        widest = None if state.new_tokens is None else self.window(max(ctx.seen) + state.new_tokens)
-        state.voters[ctx.layer] = RecentQueries(ctx.queries[:, :, -width:], ctx.query_positions[:, -width:],
-                                                widest=widest)
+        self.start_voters(ctx)
         state.markers[ctx.layer] = list(ctx.counts)
         keep_counts = [self.prefill_keep_count(ctx.layer, ctx.num_layers, held, n, self.prefill_decay_ratio)
                        for held, n in zip(ctx.counts, ctx.seen)]
@@ -301,10 +296,33 @@ class PyramidPolicy(Policy):
         scores = self.scores(ctx, ctx.queries, ctx.query_positions, windows)
         return Keep(scores.masked_fill(sinks, SINK).masked_fill(recent, ALWAYS), keep_counts, stream=True)
 
+    def start_voters(self, ctx: LayerContext) -> None:
+        """The prompt's last window(max seen) queries become the layer's first voters: their rows over the
+        layer's newest slots, as each query saw them. The ring holds the widest window the request will
+        keep where its length is planned, else SLACK more (newest_to grows it)."""
+        state, width = ctx.state, self.window(max(ctx.seen))
+        if state.voters is None:
+            widest = None if state.new_tokens is None else self.window(max(ctx.seen) + state.new_tokens)
+            size = max(width, widest) if widest else width + SLACK
+            state.voters = VoterRows(ctx.num_layers, len(ctx.seen), size, self.chunk_length, width, ctx.seen[0])
+        rows = newest_probs_torch(ctx.queries[:, :, -width:], ctx.query_positions[:, -width:], ctx.keys,
+                                  ctx.positions, ctx.scale, state.voters.width, mean_of_heads=True)
+        state.voters.start(ctx.layer, rows[:, 0], ctx.queries.shape[1])
+
+    def newest_to(self, state: PyramidState, layer: int, seen: list[int]) -> torch.Tensor | None:
+        """Where the layer's attention at an eager decode step writes its heads' rows (VoterRows.newest_to);
+        first the ring grows if the window has outgrown it."""
+        voters = state.voters
+        if voters is None or not voters.heads[layer]:
+            return None
+        width = self.window(max(seen))
+        if not voters.fits(width):
+            voters.grow(width + SLACK)
+        return voters.newest_to(layer)
+
     def decode(self, ctx: LayerContext) -> Keep | None:
-        state = ctx.state
-        width = self.window(max(ctx.seen))
-        state.voters[ctx.layer].append(ctx.queries, ctx.query_positions, width)
+        state, voters = ctx.state, ctx.state.voters
+        voters.take(ctx.layer, voters.step(ctx.seen[0]))
         windows = self.step_windows(ctx)
         markers = state.markers[ctx.layer]
         cuts = [self.chunk_cut(ctx.layer, ctx.num_layers, held, w, m)
@@ -313,11 +331,12 @@ class PyramidPolicy(Policy):
             return None
         sizes, kept = [c[0] if c else 0 for c in cuts], [c[1] if c else 0 for c in cuts]
         n = max(w + size for w, size in zip(windows, sizes))  # only the newest n tokens are scored
-        outside = self.outside_chunk(n, windows, sizes, ctx.queries.device, state)
-        voters = state.voters[ctx.layer]
-        queries, voter_pos = voters.ring()
-        weights = self.ring_weights(windows, voters.size, voters.slot, ctx.keys.device, state)
-        scores = ctx.attention_scores(queries, voter_pos, weights, n).masked_fill(outside, ALWAYS)
+        device = ctx.queries.device
+        outside = self.outside_chunk(n, windows, sizes, device, state)
+        weights = self.ring_weights(windows, voters.size, (voters.slot + 1) % voters.size, device, state)
+        shifts = state.shared("shifts", (n, ctx.seen[0], voters.size, device),
+                              lambda: to_device(voters.shifts(n, ctx.seen[0]), device))
+        scores = voters.scores(ctx.layer, weights, shifts).masked_fill(outside, ALWAYS)
         for row, cut in enumerate(cuts):
             if cut is not None:  # "compressed up to here", per layer
                 markers[row] = ctx.counts[row] - sizes[row] + kept[row] - windows[row]
@@ -343,23 +362,24 @@ class PyramidPolicy(Policy):
 
 
 class VoterStep(QuietStep):
-    """PyramidInfer's decode step where nothing is cut: each layer's query joins its voters, as decode()
-    appends it, written inside the step's graph at the index the host loads before it."""
+    """PyramidInfer's decode step where nothing is cut: the decode kernel writes each layer's heads' rows
+    over the newest slots, and one write inside the step's graph averages them into the voters' ring at the
+    slot the host loads before it (decode() does the same layer by layer)."""
 
-    def __init__(self, state: PyramidState):
-        self.state = state
-        self.voters = [v for v in state.voters if v is not None]
+    def __init__(self, state: PyramidState, seen: int):
+        self.state, self.seen, voters = state, seen, state.voters
         if state.voter_slot is None:
-            state.voter_slot = torch.zeros(1, dtype=torch.long, device=self.voters[0].queries.device)
-        self.binding = (*(v.queries for v in self.voters), state.voter_slot)
+            state.voter_slot = torch.zeros(1, dtype=torch.long, device=next(d for d in voters.devices if d))
+        for layer in range(voters.num_layers):  # the step's per-head rows exist before the graph binds them
+            self.newest_to(layer)
+        self.binding = (*voters.rows.values(), *voters.newest.values(), state.voter_slot)
 
     def prepare(self) -> None:
-        self.state.voter_slot.fill_(self.voters[0].slot)
+        self.state.voter_slot.fill_(self.state.voters.step(self.seen))
 
-    def queries_to(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        voters = self.state.voters[layer]
-        return None if voters is None else (voters.queries, self.state.voter_slot)
+    def newest_to(self, layer: int) -> torch.Tensor | None:
+        voters = self.state.voters
+        return voters.newest_to(layer) if voters.heads[layer] else None
 
-    def done(self, positions: torch.Tensor) -> None:
-        for voters in self.voters:
-            voters.advance(positions)
+    def finish(self) -> None:
+        self.state.voters.take_all(self.state.voter_slot)
