@@ -81,14 +81,15 @@ for step in "$@"; do
     profile7b) python benchmarks/profile_decode.py llama2-7b 1 1024 baseline recurformer pyramid h2o ;;
     # PyramidInfer's policy share with its decode-time cuts in the timed run (400 tokens after a 1k prompt)
     modes_reserve) python -m pyramid_core bench modes --quick --repeats 3 --reserve-kv --out "$RES" ;;
+    # the embedded model's rows of modes_reserve alone (~2 min): its steps are the shortest, where a launch shows
+    modes_reserve_embedded) python -m pyramid_core bench modes --quick --repeats 3 --reserve-kv --shapes embedded \
+        --out "$RES" ;;
     modes_reserve_7b) python -m pyramid_core bench modes --quick --repeats 3 --reserve-kv --shapes llama2-7b \
         --modes baseline,pyramid,streaming,snapkv,recurformer,pyramid+recurformer --out "$RES" ;;
     h2o_reserve_7b) python -m pyramid_core bench modes --quick --repeats 3 --reserve-kv --shapes llama2-7b \
         --modes baseline,h2o --out "$RES/h2o" ;;
     split_sweep) PYTHONPATH=. python benchmarks/decode_split_sweep.py "$RES/decode_split_sweep.json" | tail -60 ;;
-    # SCORES_BEFORE=F: also the scorer of F, another revision's kernels/scores_triton.py (the sweep's --before)
-    cut_sweep) PYTHONPATH=. python benchmarks/cut_kernels_sweep.py "$RES/cut_kernels_sweep.json" \
-        ${SCORES_BEFORE:+--before "$SCORES_BEFORE"} ;;
+    cut_sweep) PYTHONPATH=. python benchmarks/cut_kernels_sweep.py "$RES/cut_kernels_sweep.json" ;;
     batch_sweep) PYTHONPATH=. python benchmarks/decode_batch_sweep.py "$RES/decode_batch_sweep.json" ;;
     # Table 1's PyramidInfer at its largest batch, step by step: memory, collections, profile tables (~3 min)
     profile_table1) PROFILE_RESERVE=1 PROFILE_NEW=256 PROFILE_DTYPE=float16 python benchmarks/profile_decode.py \
@@ -101,7 +102,7 @@ for step in "$@"; do
           llama2-13b "$rows" 512 "$mode" > "$RES/profile_prefill_${mode%%@*}_$rows.txt"
         grep -E "prefill" "$RES/profile_prefill_${mode%%@*}_$rows.txt" | cut -c1-200
       done ;;
-    cut_tests) python -m pytest -q -rs tests/test_scores_kernel.py tests/test_move_slots_kernel.py \
+    cut_tests) python -m pytest -q -rs tests/test_scores_kernel.py tests/test_move_slots_kernel.py tests/test_head_mean_kernel.py \
         tests/test_scores.py tests/test_pyramid_decode_ops.py tests/test_deferred_gc.py tests/test_decode_kernel.py \
         tests/test_evict_graphs.py ;;
     step_time) PYTHONPATH=. python benchmarks/step_graph_time.py llama2-7b 1024 "$RES/step_graph_time_7b_1k.json" ;;

@@ -4,13 +4,13 @@
     PYTHONPATH=. python3 benchmarks/pyramid_decode_ops_cpu.py [prompt ...]
 
 A tiny random Llama with one query head per KV group (as the 7B) and 4 layers decodes through `generate`
-with CUDA graphs on (plain calls on a CPU, graphs.py) under PyramidPolicy's default knobs. The scorer is
-chosen as on CUDA (scores_triton's host code); its two Triton launches are replaced by the PyTorch twin,
-whose ops are left out (one launch each on a GPU). A TorchDispatchMode counts aten ops by region:
+with CUDA graphs on (plain calls on a CPU, graphs.py) under PyramidPolicy's default knobs. The voters' head
+mean is chosen as on CUDA (head_mean_triton's host code); its Triton launch is replaced by the PyTorch
+twin, whose ops are left out (one launch on a GPU). A TorchDispatchMode counts aten ops by region:
 policy.decode, cache.apply (the Keep carried out) and the rest of the step (the baseline's own eager
 work); `to_device` calls (on CUDA: a pinned host buffer and a host-to-device copy) and host reads
 (Tensor.tolist & co., sys.setprofile) are counted apart. Steps are split into plain steps (no layer
-cuts), voter moves (RecentQueries' buffer full) and cutting steps.
+cuts) and cutting steps.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from pyramid_core import generate  # noqa: E402
 from pyramid_core import cache as cache_module  # noqa: E402
 from pyramid_core.cache import LayerCache  # noqa: E402
 from pyramid_core.graphs import Replay  # noqa: E402
-from pyramid_core.kernels import scores_triton  # noqa: E402
-from pyramid_core.policies import base, pyramid  # noqa: E402
+from pyramid_core.kernels import head_mean_triton  # noqa: E402
+from pyramid_core.kernels.head_mean import head_mean_torch  # noqa: E402
+from pyramid_core.policies import base, pyramid, voter_rows  # noqa: E402
 from pyramid_core.policies.pyramid import PyramidPolicy  # noqa: E402
 from tests.op_log import RegionLog  # noqa: E402
-from tests.scorer_standin import scorer_launch  # noqa: E402
 from tests.tiny_models import tiny_model  # noqa: E402
 
 SYNC_OPS = {"aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal",
@@ -101,15 +101,17 @@ class FakeLaunch:
 
 @contextmanager
 def cuda_path(log, monkeypatch_like, grids):
-    """scores_triton's host code as on CUDA, its launch faked (its grids kept); to_device calls counted."""
+    """head_mean_triton's host code as on CUDA, its launch faked (its grids kept); to_device calls counted."""
     def counted_to_device(original):
         def call(*args, **kwargs):
             log.extra[log.step][(log.where[-1], "to_device")] += 1
             return original(*args, **kwargs)
         return call
     set_ = monkeypatch_like
-    set_(base, "recent_attention_scores", scores_triton.recent_attention_scores_triton)
-    set_(scores_triton, "recent_scores_kernel", FakeLaunch(log, scorer_launch, grids))
+    set_(voter_rows, "head_mean", head_mean_triton.head_mean_triton)
+    set_(head_mean_triton, "head_mean_kernel",
+         FakeLaunch(log, lambda logits, lse, share, rows, slot, *_, **__: head_mean_torch(logits, lse, share, rows,
+                                                                                         slot), grids))
     set_(pyramid, "to_device", counted_to_device(pyramid.to_device))
     set_(cache_module, "to_device", counted_to_device(cache_module.to_device))
     replay, shared = Replay.__call__, base.PolicyState.shared
@@ -186,8 +188,7 @@ def summarise(log: StepLog, layers: int) -> dict:
     policy and the cache; syncs, host reads, to_device calls."""
     kinds = defaultdict(list)
     for step, ops in log.ops.items():
-        policy = {op for (where, op), n in ops.items() if where == "policy.decode"}
-        label = "cut" if log.acted[step] else "voter move" if "aten::clone" in policy else "plain"
+        label = "cut" if log.acted[step] else "plain"
         kinds[label].append(step)
     out = {}
     for label, steps in sorted(kinds.items()):
@@ -220,7 +221,7 @@ def measure(prompt: int, new: int, baseline: bool = False, layers: int = LAYERS)
     finally:
         patch.undo()
     return {"prompt": prompt, "mode": "baseline" if baseline else "pyramid", "layers": layers,
-            "scorer grids, first cut": grids[:layers],
+            "head mean grids, first cut": grids[:layers],
             **summarise(log, layers)}
 
 

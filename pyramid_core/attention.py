@@ -9,7 +9,7 @@ from torch.nn.attention import SDPBackend
 
 from .kernels.decode import kernel_fits as decode_kernel_fits
 from .kernels.decode import kernel_supports as decode_kernel_supports
-from .kernels.scores import newest_probs_torch
+from .kernels.scores import newest_logits_torch
 
 # SDPA without cuDNN: cuDNN builds an execution plan for every new shape (tens of ms on an H200), and
 # here every decode step and every compressed layer brings a new key length. Measured 2026-11-26 on an
@@ -36,9 +36,10 @@ def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int |
     full (RecurFormer's o_proj input, whose other heads are the recurrences'); the kernel stores it there.
     written ([1] long on the device): the slots in use, for the kernel over a whole reservation, which then
     reads none past them; the SDPA path masks those by their positions (-1) and needs no count.
-    newest ([B, H, N] float32, decode only): also write each head's attention probabilities over the N
-    newest slots, newest first (PyramidInfer's voter rows); the kernel then runs at any batch, since its pass
-    gives them for free where SDPA's path needs one more (kernels/scores.py newest_probs_torch).
+    newest ((logits [B, H, N], lse [B, H]) float32, decode only): also write each head's scaled logits over
+    the N newest slots, newest first, and its softmax's log-sum-exp (PyramidInfer's voter rows); the kernel
+    then runs at any batch, since its pass gives them for free where SDPA's path needs one more
+    (kernels/scores.py newest_logits_torch).
     """
     fits = decode_kernel_supports if any_batch or newest is not None else decode_kernel_fits
     if decode_kernel and fits(q, k):
@@ -48,7 +49,8 @@ def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int |
                                        newest=newest)
     out = sdpa_attention(q, k, v, q_pos, k_pos, scale, holes, window, causal_square)
     if newest is not None:
-        newest.copy_(newest_probs_torch(q, q_pos, k, k_pos, scale, newest.shape[2], window, written)[:, :, 0])
+        logits, lse = newest_logits_torch(q, q_pos, k, k_pos, scale, newest[0].shape[2], window, written)
+        newest[0].copy_(logits[:, :, 0]), newest[1].copy_(lse[:, :, 0])
     return out if into is None else into[0].index_copy_(1, into[1], out)
 
 

@@ -215,39 +215,43 @@ def test_a_count_of_written_slots_bounds_what_is_read(splits):
 @pytest.mark.parametrize("B, H, H_kv, T, D, window", CASES)
 @pytest.mark.parametrize("splits", [1, 3])
 @pytest.mark.parametrize("n", [5, 70, 300])
-def test_newest_slots_probabilities_equal_the_twins(B, H, H_kv, T, D, window, splits, n):
-    """newest= (PyramidInfer's voter rows): each head's probabilities over the n newest slots, newest first,
-    normalised over every slot the query sees, 0 for holes, slots outside a window and ages past the oldest
-    slot (n = 300 > T); the SDPA path's twin (newest_probs_torch) gives the same, and the output is unchanged.
-    Split (the merge kernel turns the logits the splits left into probabilities) and whole."""
-    from pyramid_core.kernels.scores import newest_probs_torch
+def test_newest_slots_logits_equal_the_twins(B, H, H_kv, T, D, window, splits, n):
+    """newest= (PyramidInfer's voter rows): each head's scaled logits over the n newest slots, newest first,
+    -inf for holes, slots outside a window and ages past the oldest slot (n = 300 > T), and the log-sum-exp of
+    its whole softmax; the SDPA path's twin (newest_logits_torch) gives the same, and the output is unchanged.
+    Split (the merge kernel writes the log-sum-exp) and whole."""
+    from pyramid_core.kernels.scores import newest_logits_torch, newest_probs_torch
 
     gen = torch.Generator().manual_seed(B * 10 + T + n)
     k, v = cache_view(B, H_kv, T, D, T + 13, torch.float32, gen)
     k_pos = positions_with_holes(B, T, gen)
     q = torch.randn(B, H, 1, D, generator=gen).to(DEVICE)
     q_pos = k_pos[:, -1:].clone()
-    newest = torch.full((B, H, n), float("nan"), device=DEVICE)  # every element must be written
+    newest = (torch.full((B, H, n), float("nan"), device=DEVICE), torch.full((B, H), float("nan"), device=DEVICE))
     out = decode_attention_triton(q, k, v, q_pos, k_pos, D ** -0.5, window, splits, newest=newest)
     torch.testing.assert_close(out, decode_attention_triton(q, k, v, q_pos, k_pos, D ** -0.5, window, splits))
-    twin = newest_probs_torch(q, q_pos, k, k_pos, D ** -0.5, n, window)[:, :, 0]
-    torch.testing.assert_close(newest, twin, atol=1e-6, rtol=1e-5)
+    logits, lse = (t[:, :, 0] for t in newest_logits_torch(q, q_pos, k, k_pos, D ** -0.5, n, window))
+    torch.testing.assert_close(newest[0], logits, atol=1e-5, rtol=1e-5)  # every element written: no NaN left
+    torch.testing.assert_close(newest[1], lse, atol=1e-5, rtol=1e-5)
     # the twin is what its name says: softmax by hand over the visible slots, read newest first
     keys = k.float().repeat_interleave(H // H_kv, 1)
     visible = (k_pos >= 0) & (k_pos <= q_pos) & ((k_pos > q_pos - window) if window else True)
-    logits = torch.where(visible[:, None], (q.float() @ keys.transpose(-1, -2))[:, :, 0] * D ** -0.5, float("-inf"))
-    by_age = torch.softmax(logits, -1).flip(-1)[:, :, :n]
-    torch.testing.assert_close(twin[:, :, :min(n, T)], by_age, atol=1e-6, rtol=1e-5)
-    assert torch.equal(twin[:, :, T:], torch.zeros_like(twin[:, :, T:]))
-    mean = newest_probs_torch(q, q_pos, k, k_pos, D ** -0.5, n, window, mean_of_heads=True)  # the prefill's rows
-    torch.testing.assert_close(mean[:, 0, 0], twin.mean(1))
+    all_logits = torch.where(visible[:, None], (q.float() @ keys.transpose(-1, -2))[:, :, 0] * D ** -0.5,
+                             float("-inf"))
+    probs = (logits - lse[..., None]).exp()
+    torch.testing.assert_close(probs[:, :, :min(n, T)], torch.softmax(all_logits, -1).flip(-1)[:, :, :n],
+                               atol=1e-6, rtol=1e-5)
+    assert torch.equal(probs[:, :, T:], torch.zeros_like(probs[:, :, T:]))
+    mean = newest_probs_torch(q, q_pos, k, k_pos, D ** -0.5, n) if window is None else None  # the prefill's rows
+    if mean is not None:
+        torch.testing.assert_close(mean[:, 0], probs.mean(1))
 
 
 @pytest.mark.parametrize("splits", [1, 2])
-def test_newest_probabilities_count_back_from_the_written_slots(splits):
+def test_newest_logits_count_back_from_the_written_slots(splits):
     """Over a reservation (the step graph's written count), age 0 is the last written slot, not the buffer's
     last; the SDPA path's twin, told the same count on the device, agrees."""
-    from pyramid_core.kernels.scores import newest_probs_torch
+    from pyramid_core.kernels.scores import newest_logits_torch
 
     gen = torch.Generator().manual_seed(9)
     B, H, H_kv, D, used, capacity, n = 2, 4, 2, 32, 90, 200, 40
@@ -258,9 +262,11 @@ def test_newest_probabilities_count_back_from_the_written_slots(splits):
     q = torch.randn(B, H, 1, D, generator=gen).to(DEVICE)
     q_pos = torch.full((B, 1), used - 1, dtype=torch.long, device=DEVICE)
     written = torch.tensor([used], device=DEVICE)
-    newest = torch.empty(B, H, n, device=DEVICE)
+    newest = (torch.empty(B, H, n, device=DEVICE), torch.empty(B, H, device=DEVICE))
     decode_attention_triton(q, k, v, q_pos, pos, 0.2, None, splits, written=written, newest=newest)
-    alone = newest_probs_torch(q, q_pos, k[:, :, :used], pos[:, :used], 0.2, n)[:, :, 0]
-    torch.testing.assert_close(newest, alone, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(newest_probs_torch(q, q_pos, k, pos, 0.2, n, written=written)[:, :, 0], alone)
-    assert newest[:, :, 0].min() > 0  # age 0 is the query's own slot, which it always sees
+    alone = [t[:, :, 0] for t in newest_logits_torch(q, q_pos, k[:, :, :used], pos[:, :used], 0.2, n)]
+    over_all = [t[:, :, 0] for t in newest_logits_torch(q, q_pos, k, pos, 0.2, n, written=written)]
+    for got, twin, want in zip(newest, over_all, alone):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(twin, want)
+    assert (newest[0][:, :, 0] > float("-inf")).all()  # age 0 is the query's own slot, which it always sees

@@ -214,18 +214,22 @@ def test_voter_rows_read_each_slot_where_it_has_aged_to(all_at_once):
     """Voter v's row, cast when row 0 had seen c tokens, describes the slot then a-th newest in its column a;
     at a cut d = seen - c steps later that slot is (a + d)-th newest. Each voter's row comes back so shifted,
     0 for slots newer than the voter or past its row, from every slot of a ring that wraps several times and
-    grows once (wider rows from then on), the heads' probabilities averaged. Written a layer at a time (the
-    eager step) and for every layer at once at a device index (the step graph)."""
+    grows once (wider rows from then on). A step's row is the mean over heads of exp(logit - lse), written a
+    layer at a time (the eager step) or for every layer at once (the step graph)."""
     B, H, L, chunk, first_seen, n = 2, 3, 2, 4, 50, 9
     rows = VoterRows(L, B, size=6, chunk=chunk, voters=3, seen=first_seen)
     cast = {}  # voter -> (seen when cast, its row's width)
+    lse = torch.tensor([0.5, -1.0, 2.0])  # each head's log-sum-exp
 
-    def heads_row(voter, width):  # head h: the voter's row + 5 (h - 1), whose mean over heads is the row
-        row = torch.tensor([1000.0 * voter + a + 1 for a in range(width)])  # + 1: 0 means "not seen"
-        return torch.stack([row + 5 * (h - 1) for h in range(H)])[None].expand(B, -1, -1)
+    def row(voter, width):
+        return torch.tensor([1000.0 * voter + a + 1 for a in range(width)])  # + 1: 0 means "not seen"
+
+    def heads_logits(voter, width):  # head h's probabilities: the row x (1 + (h - 1) / 10), whose mean is the row
+        probs = torch.stack([row(voter, width) * (1 + (h - 1) / 10) for h in range(H)])
+        return (probs.log() + lse[:, None])[None].expand(B, -1, -1)
 
     for layer in range(L):
-        rows.start(layer, torch.stack([heads_row(v, rows.width) for v in range(3)], dim=2).mean(1), H)
+        rows.start(layer, torch.stack([row(v, rows.width) for v in range(3)])[None].expand(B, -1, -1), H)
     cast.update({v: (first_seen, rows.width) for v in range(3)})
     ring = {v: v for v in range(3)}  # slot -> the voter it holds
     for t in range(1, 25):
@@ -234,13 +238,15 @@ def test_voter_rows_read_each_slot_where_it_has_aged_to(all_at_once):
             ring = {v % 8: v for v in sorted(ring.values())}
             rows.grow(8)
         ring[voter % rows.size] = voter
-        slot = rows.step(seen)
         for layer in range(L):
-            rows.newest_to(layer).copy_(heads_row(voter, rows.width))
+            logits, lse_to = rows.newest_to(layer)
+            logits.copy_(heads_logits(voter, rows.width)), lse_to.copy_(lse.expand(B, -1))
+        rows.step(seen)
+        for layer in range(L):
             if not all_at_once:
-                rows.take(layer, slot)
+                rows.take(layer)
         if all_at_once:
-            rows.take_all(torch.tensor([slot]))
+            rows.take_all()
         cast[voter] = (seen, rows.width)
         shifts = rows.shifts(n, seen)
         for s in range(rows.size):

@@ -12,12 +12,11 @@ import torch
 
 from pyramid_core import generate
 from pyramid_core.cache import LayerCache
-from pyramid_core.kernels import scores_triton
-from pyramid_core.kernels.scores import recent_attention_scores_torch
-from pyramid_core.policies import base
+from pyramid_core.kernels import head_mean_triton, scores_triton
+from pyramid_core.kernels.head_mean import head_mean_torch
+from pyramid_core.policies import base, voter_rows
 from pyramid_core.policies.pyramid import PyramidPolicy
 from tests.test_h2o_step_kernel import DEVICE, SYNC_OPS, FakeLaunch, StepLog, needs_triton
-from tests.scorer_standin import scorer_launch
 from tests.test_streaming_ring import prompts
 from tests.tiny_models import tiny_model
 
@@ -30,8 +29,12 @@ LAYERS = 3
 
 def logged_cut_steps(monkeypatch):
     """(ops by (region, op) summed over the cutting layers, cutting layers, steps) of a generation whose
-    decode cuts every layer several times."""
+    decode cuts every layer several times; the voters' head mean as on CUDA, its launch faked."""
     log, cuts = StepLog(), Counter()
+    monkeypatch.setattr(voter_rows, "head_mean", head_mean_triton.head_mean_triton)
+    monkeypatch.setattr(head_mean_triton, "head_mean_kernel",
+                        FakeLaunch(log, lambda logits, lse, share, rows, slot, *_: head_mean_torch(logits, lse, share,
+                                                                                                   rows, slot)))
     policy = PyramidPolicy(chunk_length=4, min_context_length=16)
     decode, apply, shared = policy.decode, LayerCache.apply, base.PolicyState.shared
 
@@ -77,8 +80,8 @@ def logged_cut_steps(monkeypatch):
 
 @needs_triton
 def test_a_cutting_layer_launches_no_more_than_it_needs(monkeypatch):
-    """Per cutting layer: the step's row into the voters (the heads' mean, its write), the voters' rows read
-    where the chunk has aged to (a gather) and weighted (a bmm), the masked_fill of the outside-chunk slots;
+    """Per cutting layer: the step's row into the voters (one launch, kernels/head_mean.py), the voters' rows
+    read where the chunk has aged to (a gather) and weighted (a bmm), the masked_fill of the outside-chunk slots;
     the Keep's in-place tail move (two sorts, an add, three gathers, three copies, a fill). Nothing reads the
     layer's keys: the attention pass wrote the rows."""
     log, layers, steps = logged_cut_steps(monkeypatch)
@@ -87,12 +90,12 @@ def test_a_cutting_layer_launches_no_more_than_it_needs(monkeypatch):
                                 if where == region and op not in NOT_LAUNCHES}
     policy, keep, plain = per_layer("cut"), per_layer("cache.apply"), per_layer("plain")
     assert "aten::contiguous" not in policy
-    # mean, copy_, gather, bmm, masked_fill: 5. Scoring the stored queries against the keys took 7 (the
-    # queries' positions written, the scorer, the sum of its heads' shares); the key and query copies before
-    # that made it 10.25
-    assert sum(policy.values()) <= 5, policy
-    # a plain step: the row's mean and its write (a query's write into a ring of queries took 1)
-    assert sum(plain.values()) * layers / (steps * LAYERS - layers) <= 2, plain
+    # the head mean, gather, bmm, masked_fill, and once a step the slot's index (a fill): 4 and a share. Scoring
+    # the stored queries against the keys took 7 (the queries' positions written, the scorer, the sum of its
+    # heads' shares); the key and query copies before that made it 10.25
+    assert sum(policy.values()) <= 4 + 1 / LAYERS + 1e-9, policy
+    # a plain step: the head mean (and the slot's index once a step), as the write of a query did
+    assert sum(plain.values()) * layers / (steps * LAYERS - layers) <= 1 + 1 / LAYERS + 1e-9, plain
     # 10 launches, scores.float() of float scores and a lift_fresh (neither launches); the row index and two
     # index gathers (for the keys, the values) made it 13. On a CPU the slot move is its twin (two gathers,
     # two copies); on a GPU one kernel
@@ -103,8 +106,9 @@ def test_a_cutting_layer_launches_no_more_than_it_needs(monkeypatch):
 
 @needs_triton
 def test_the_scorer_reads_strided_views_as_their_copies():
-    """The scorer on the cache's view of its keys (keys[:, :, :T] of a longer buffer) and a window of the
-    voters' buffer gives exactly what it gives on contiguous copies of them (the GPU, or Triton's interpreter on a CPU)."""
+    """The scorer (PyramidInfer's prefill) on the cache's view of its keys (keys[:, :, :T] of a longer buffer) and
+    the last queries of a longer run gives exactly what it gives on contiguous copies of them (the GPU, or
+    Triton's interpreter on a CPU)."""
     from tests.test_scores import make_inputs
 
     for B, H, H_kv, W, T, D in [(1, 4, 4, 5, 70, 16), (2, 6, 2, 9, 63, 16), (3, 8, 1, 17, 130, 32)]:
@@ -116,23 +120,3 @@ def test_the_scorer_reads_strided_views_as_their_copies():
         copied = scores_triton.recent_attention_scores_triton(q.contiguous(), q_pos, k.contiguous(), k_pos,
                                                               weights, D ** -0.5)
         assert torch.equal(strided, copied)
-
-
-@needs_triton
-def test_the_scorer_scores_the_newest_slots_alone_as_it_scores_them_among_all():
-    """last=n (PyramidInfer's decode cut): the kernel's second pass runs over the newest n slots only, each
-    still normalised over every slot its voters see, so they score as the same slots of a whole pass do, and as
-    the twin's. n across the kernel's key blocks (BT 64), at them, and all of T."""
-    from tests.test_scores import make_inputs
-
-    for B, H, H_kv, W, T, D in [(2, 6, 2, 9, 150, 16), (1, 4, 4, 5, 70, 32)]:
-        q, q_pos, k, k_pos, weights = make_inputs(B, H, H_kv, W, T, D, device=DEVICE)
-        whole = scores_triton.recent_attention_scores_triton(q, q_pos, k, k_pos, weights, D ** -0.5)
-        for last in (1, 17, 64, min(81, T), T):
-            newest = scores_triton.recent_attention_scores_triton(q, q_pos, k, k_pos, weights, D ** -0.5, last=last)
-            assert newest.shape == (B, last)
-            torch.testing.assert_close(newest, whole[:, T - last:], atol=1e-6, rtol=1e-5)
-            twin = recent_attention_scores_torch(q, q_pos, k, k_pos, weights, D ** -0.5, last=last)
-            # on a GPU the kernel's float32 dot runs as TF32 (test_scores.py's tolerance); the interpreter's is exact
-            tol = 2e-3 * float(weights.sum(1).max()) / T ** 0.5 if DEVICE == "cuda" else 1e-5
-            torch.testing.assert_close(newest, twin, atol=tol, rtol=2e-2 if DEVICE == "cuda" else 1e-4)

@@ -47,14 +47,6 @@ def test_twin_equals_brute_force(B, H, H_kv, W, T, D):
     assert (out[k_pos < 0] == 0).all()
 
 
-@pytest.mark.parametrize("last", [1, 13, 63])
-def test_twin_scores_the_newest_slots_alone_normalised_over_all_it_sees(last):
-    """last=n: the newest n slots' scores, each normalised over every slot its voters see (not over the n)."""
-    q, q_pos, k, k_pos, weights = make_inputs(2, 6, 2, 9, 63, 16)
-    out = recent_attention_scores_torch(q, q_pos, k, k_pos, weights, 16 ** -0.5, last=last)
-    expected = brute_force(q, q_pos, k, k_pos, weights, 16 ** -0.5)[:, 63 - last:]
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
-
 
 def test_a_whole_prompt_voting_is_scored_in_blocks_reading_only_the_slots_seen(monkeypatch):
     """Every token of a left-padded prompt votes (H2O's prefill): the queries span several blocks, each block

@@ -46,17 +46,20 @@ PROGRAMS_PER_SM = 16
 # T changes with every step: specialising on it would recompile constantly
 @triton.jit(do_not_specialize=["T", "window", "chunk", "NEWEST"])
 def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_l, part_acc, logits, written,
-                            newest, scale, window, T, chunk, NEWEST, s_qb, s_qh, s_kb, s_kh, s_kt, s_vb, s_vh,
-                            s_vt, s_pb, s_ob, s_nb, s_nh, H: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
-                            BT: tl.constexpr, WINDOWED: tl.constexpr, SPLIT: tl.constexpr, LOGITS: tl.constexpr,
-                            HEAD_MAP: tl.constexpr, WRITTEN: tl.constexpr, NEWEST_PROBS: tl.constexpr):
+                            newest, newest_lse, scale, window, T, chunk, NEWEST, s_qb, s_qh, s_kb, s_kh, s_kt, s_vb,
+                            s_vh, s_vt, s_pb, s_ob, s_nb, s_nh, s_lb, H: tl.constexpr, G: tl.constexpr,
+                            D: tl.constexpr, BT: tl.constexpr, WINDOWED: tl.constexpr, SPLIT: tl.constexpr,
+                            LOGITS: tl.constexpr, HEAD_MAP: tl.constexpr, WRITTEN: tl.constexpr,
+                            NEWEST_ROWS: tl.constexpr):
     """Program (row x head, split): the slots [split * chunk, (split + 1) * chunk) of T (of *written, with
     WRITTEN). SPLIT: write the partial softmax for merge_kernel; else chunk >= T and the program writes the
     output itself, at out_row(). LOGITS: also write each slot's scaled logit (-inf where not visible) into
     logits [B * H, T], and the split's max and sum of exp, from which a caller gets every slot's probability
-    (H2O's scores). NEWEST_PROBS: write the probabilities of the NEWEST newest slots, newest first, into
-    newest [b, h, :NEWEST] (PyramidInfer's voter rows): the loop leaves their logits there, and the program
-    (SPLIT: merge_kernel) turns them into probabilities once the whole softmax is known."""
+    (H2O's scores). NEWEST_ROWS: write the scaled logits of the NEWEST newest slots, newest first, into
+    newest [b, h, :NEWEST] (-inf where not visible or past the oldest slot) and the log-sum-exp of the whole
+    softmax into newest_lse [b, h] (SPLIT: merge_kernel does the last two), from which PyramidInfer's voter
+    rows are made in one parallel pass (kernels/head_mean.py): normalising here, in each (row, head)'s one
+    program, was a serial loop over the newest slots that cost a batch-1 step of the embedded model ~7%."""
     i_bh, i_s = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_kv = i_b.to(tl.int64), i_h // G
@@ -88,7 +91,7 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
         b_s = tl.where(m_t, tl.sum(b_k.to(tl.float32) * b_q[None, :], axis=1), float("-inf"))
         if LOGITS:
             tl.store(logits + i_bh.to(tl.int64) * T + o_t, b_s, mask=m_load)
-        if NEWEST_PROBS:
+        if NEWEST_ROWS:
             o_age = t_all - 1 - o_t
             tl.store(p_newest + o_age, b_s, mask=m_load & (o_age < NEWEST))
         b_new = tl.maximum(b_m, tl.max(b_s, axis=0))
@@ -108,19 +111,18 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
         tl.store(part_acc + i_part * D + o_d, b_acc)
     else:
         tl.store(out_row(out, out_heads, i_bh, s_ob, H, D, HEAD_MAP) + o_d, (b_acc / b_l).to(out.dtype.element_ty))
-        if NEWEST_PROBS:
-            tl.debug_barrier()  # the loop's logits are in memory before any thread reads them back
-            newest_probs(p_newest, t_all, NEWEST, tl.max(b_m, axis=0), tl.sum(b_l, axis=0), BT)
+        if NEWEST_ROWS:
+            newest_end(p_newest, newest_lse + i_b64 * s_lb + i_h, t_all, NEWEST, b_m + tl.log(b_l), BT)
 
 
 @triton.jit
-def newest_probs(p_newest, t_all, NEWEST, b_m, b_l, BT: tl.constexpr):
-    """The logits a row x head left at p_newest[:NEWEST] (newest first) as probabilities under the softmax
-    of max b_m and sum b_l; ages past the slots in use (t_all) were never written and become 0."""
-    for a0 in tl.range(0, NEWEST, BT):
+def newest_end(p_newest, p_lse, t_all, NEWEST, b_lse, BT: tl.constexpr):
+    """A (row, head)'s log-sum-exp b_lse [1] into p_lse, and -inf at the ages its loop never wrote (past the
+    slots in use, t_all: a cache shorter than NEWEST, no iteration otherwise)."""
+    tl.store(p_lse + tl.arange(0, 1), b_lse)
+    for a0 in tl.range(t_all, NEWEST, BT):
         o_age = a0 + tl.arange(0, BT)
-        b_s = tl.load(p_newest + o_age, mask=o_age < tl.minimum(NEWEST, t_all), other=float("-inf"))
-        tl.store(p_newest + o_age, tl.exp(b_s - b_m) / b_l, mask=o_age < NEWEST)
+        tl.store(p_newest + o_age, tl.full([BT], float("-inf"), tl.float32), mask=o_age < NEWEST)
 
 
 @triton.jit
@@ -134,12 +136,12 @@ def out_row(out, out_heads, i_bh, s_ob, H: tl.constexpr, D: tl.constexpr, HEAD_M
 
 
 @triton.jit(do_not_specialize=["T", "NEWEST"])
-def merge_kernel(part_m, part_l, part_acc, out, out_heads, newest, written, S, T, NEWEST, s_ob, s_nb, s_nh,
-                 H: tl.constexpr, D: tl.constexpr, SP: tl.constexpr, HEAD_MAP: tl.constexpr,
-                 WRITTEN: tl.constexpr, NEWEST_PROBS: tl.constexpr, BT: tl.constexpr):
+def merge_kernel(part_m, part_l, part_acc, out, out_heads, newest, newest_lse, written, S, T, NEWEST, s_ob, s_nb,
+                 s_nh, s_lb, H: tl.constexpr, D: tl.constexpr, SP: tl.constexpr, HEAD_MAP: tl.constexpr,
+                 WRITTEN: tl.constexpr, NEWEST_ROWS: tl.constexpr, BT: tl.constexpr):
     """One program per (row, head): the S partial softmaxes of its splits rescaled to their common max
-    and summed. Every decode query sees at least its own slot, so that max is finite. NEWEST_PROBS: the
-    newest slots' logits that the splits left become probabilities (decode_attention_kernel)."""
+    and summed. Every decode query sees at least its own slot, so that max is finite. NEWEST_ROWS: the
+    log-sum-exp beside the newest slots' logits that the splits left (decode_attention_kernel)."""
     i_bh = tl.program_id(0).to(tl.int64)
     o_s, o_d = tl.arange(0, SP), tl.arange(0, D)
     b_m = tl.load(part_m + i_bh * S + o_s, mask=o_s < S, other=float("-inf"))
@@ -149,18 +151,19 @@ def merge_kernel(part_m, part_l, part_acc, out, out_heads, newest, written, S, T
     b_w = tl.exp(b_m - b_max)
     b_sum = tl.sum(b_acc * b_w[:, None], axis=0) / tl.sum(b_l * b_w, axis=0)
     tl.store(out_row(out, out_heads, i_bh, s_ob, H, D, HEAD_MAP) + o_d, b_sum.to(out.dtype.element_ty))
-    if NEWEST_PROBS:
+    if NEWEST_ROWS:
         t_all = T
         if WRITTEN:
             t_all = tl.minimum(T, tl.load(written))
-        p_newest = newest + (i_bh // H) * s_nb + (i_bh % H) * s_nh
-        newest_probs(p_newest, t_all, NEWEST, b_max, tl.sum(b_l * b_w, axis=0), BT)
+        i_b, i_h = i_bh // H, i_bh % H
+        newest_end(newest + i_b * s_nb + i_h * s_nh, newest_lse + i_b * s_lb + i_h, t_all, NEWEST,
+                   b_max + tl.log(tl.sum(b_l * b_w, axis=0)), BT)
 
 
 def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
                             k_pos: torch.Tensor, scale: float, window: int | None,
                             splits: int | None = None, into: tuple | None = None,
-                            written: torch.Tensor | None = None, newest: torch.Tensor | None = None) -> torch.Tensor:
+                            written: torch.Tensor | None = None, newest: tuple | None = None) -> torch.Tensor:
     """q [B, H, 1, D]; k, v [B, H_kv, T, D] (any strides with a contiguous last dim: cache views);
     q_pos [B, 1]; k_pos [B, T], -1 for an empty slot. Returns [B, H, 1, D] in q's dtype; with into
     (full [B, H_full, 1, D], heads [H] long), head h is written into full[:, heads[h]] instead, and full returned.
@@ -170,9 +173,10 @@ def decode_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q
     path also lets an empty query row (position -1) attend anywhere, which decoding never produces.
     splits: how many programs share a (row, head)'s slots; None: as many as fill the GPU (launch_plan).
     written: [1] long on q's device, the slots in use (the rest of T is a reservation's unwritten tail,
-    never read); None: all T. newest: [B, H, N] float32 (last dim contiguous) that receives each head's
-    attention probabilities over the N newest slots in use, newest first, 0 past the oldest slot
-    (kernels/scores.py newest_probs_torch is its twin)."""
+    never read); None: all T. newest: (logits [B, H, N], lse [B, H]) float32 (last dims contiguous) that
+    receive each head's scaled logits over the N newest slots in use, newest first (-inf where not seen or
+    past the oldest slot), and the log-sum-exp of its softmax: exp(logits - lse) are the attention
+    probabilities (kernels/scores.py newest_logits_torch is the twin)."""
     return launch(q, k, v, q_pos, k_pos, scale, window, splits, with_logits=False, into=into, written=written,
                   newest=newest)[0]
 
@@ -187,14 +191,16 @@ def decode_attention_and_logits(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
 
 
 def launch(q, k, v, q_pos, k_pos, scale: float, window: int | None, splits: int | None, with_logits: bool,
-           into: tuple | None = None, written: torch.Tensor | None = None, newest: torch.Tensor | None = None):
+           into: tuple | None = None, written: torch.Tensor | None = None, newest: tuple | None = None):
     """The kernel (and the merge of its splits): (out [B, H, 1, D], logits, split max, split sum), the last
     three None unless with_logits; out is into's full where given (decode_attention_triton)."""
     B, H, _, D = q.shape
     T = k.shape[2]
     assert k.stride(3) == 1 and v.stride(3) == 1 and q.stride(3) == 1, "decode attention: last dim must be contiguous"
-    assert newest is None or (newest.dtype == torch.float32 and newest.shape[:2] == (B, H) and newest.stride(2) == 1
-                              and not with_logits), "decode attention: newest is [B, H, N] float32"
+    if newest is not None:
+        rows, lse = newest
+        assert rows.dtype == lse.dtype == torch.float32 and rows.shape[:2] == lse.shape == (B, H) \
+            and rows.stride(2) == 1 and lse.stride(1) == 1 and not with_logits, "decode attention: newest's shapes"
     k_pos = k_pos if k_pos.stride(1) == 1 else k_pos.contiguous()
     if into is not None:
         out, heads = into
@@ -216,19 +222,20 @@ def launch(q, k, v, q_pos, k_pos, scale: float, window: int | None, splits: int 
                        S > 1, with_logits, into is not None, written is not None, newest is not None))
     places = out if heads is None else heads  # unread without HEAD_MAP
     count = out if written is None else written  # unread without WRITTEN
-    rows, n, s_nb, s_nh = (out, 0, 0, 0) if newest is None else (newest, newest.shape[2], *newest.stride()[:2])
+    rows, lse, n, s_nb, s_nh, s_lb = (out, out, 0, 0, 0, 0) if newest is None else \
+        (*newest, newest[0].shape[2], *newest[0].stride()[:2], newest[1].stride(0))
     with launch_device(q):
         decode_attention_kernel[(B * H, S)](
-            q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, places, *stats, acc, logits, count, rows,
+            q, k, v, k_pos, q_pos.reshape(B).contiguous(), out, places, *stats, acc, logits, count, rows, lse,
             scale, window or 0, T, chunk, n, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), k_pos.stride(0), out.stride(0), s_nb, s_nh, H=H,
+            v.stride(0), v.stride(1), v.stride(2), k_pos.stride(0), out.stride(0), s_nb, s_nh, s_lb, H=H,
             G=H // k.shape[1], D=D, BT=block, WINDOWED=window is not None, SPLIT=S > 1, LOGITS=with_logits,
-            HEAD_MAP=heads is not None, WRITTEN=written is not None, NEWEST_PROBS=newest is not None,
+            HEAD_MAP=heads is not None, WRITTEN=written is not None, NEWEST_ROWS=newest is not None,
             num_warps=NUM_WARPS, num_stages=1)
         if S > 1:
-            merge_kernel[(B * H,)](*stats, acc, out, places, rows, count, S, T, n, out.stride(0), s_nb, s_nh, H=H,
-                                   D=D, SP=triton.next_power_of_2(S), HEAD_MAP=heads is not None,
-                                   WRITTEN=written is not None, NEWEST_PROBS=newest is not None, BT=block)
+            merge_kernel[(B * H,)](*stats, acc, out, places, rows, lse, count, S, T, n, out.stride(0), s_nb, s_nh,
+                                   s_lb, H=H, D=D, SP=triton.next_power_of_2(S), HEAD_MAP=heads is not None,
+                                   WRITTEN=written is not None, NEWEST_ROWS=newest is not None, BT=block)
     return (out, *((logits, *stats) if with_logits else (None, None, None)))
 
 

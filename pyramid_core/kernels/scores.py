@@ -22,17 +22,15 @@ _QUERY_CHUNK = 256  # queries per step: H2O's prefill votes with every prompt to
 
 
 def attention_probs(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
-                    key_pos: torch.Tensor, scale: float, window: int | None = None) -> torch.Tensor:
+                    key_pos: torch.Tensor, scale: float) -> torch.Tensor:
     """Softmax attention [B, H, W, T] (float32) of W queries over T slots, masked by position.
 
     queries [B, H, W, D] (RoPE applied), query_pos [B, W] (-1 = no query), keys [B, H_kv, T, D],
-    key_pos [B, T] (-1 = empty slot). A query sees the valid slots at or before its own position (and
-    within `window` of it); a non-query row sees every slot (callers give it no weight).
+    key_pos [B, T] (-1 = empty slot). A query sees the valid slots at or before its own position;
+    a non-query row sees every slot (callers give it no weight).
     """
     group = queries.shape[1] // keys.shape[1]
     visible = (key_pos[:, None, :] >= 0) & (key_pos[:, None, :] <= query_pos[:, :, None])  # [B, W, T]
-    if window is not None:
-        visible &= key_pos[:, None, :] > query_pos[:, :, None] - window
     visible = visible | (query_pos[:, :, None] < 0)
     k = keys.float().repeat_interleave(group, dim=1) if group > 1 else keys.float()
     logits = queries.float() @ k.transpose(-1, -2) * scale
@@ -40,12 +38,10 @@ def attention_probs(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.
 
 
 def recent_attention_scores_torch(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
-                                  key_pos: torch.Tensor, weights: torch.Tensor, scale: float,
-                                  last: int | None = None) -> torch.Tensor:
+                                  key_pos: torch.Tensor, weights: torch.Tensor, scale: float) -> torch.Tensor:
     """Plain PyTorch twin: shapes as in attention_probs, weights [B, W] (0 for slots that do not vote).
 
-    Returns float32 [B, T], or [B, last] for the newest `last` slots alone (each still normalised over every
-    slot its query sees); empty slots score 0. Heads and queries are taken a few at a time to bound
+    Returns float32 [B, T]; empty slots score 0. Heads and queries are taken a few at a time to bound
     memory. When the queries span several blocks (a whole prompt voting, as in H2O's prefill), on a CPU each
     block reads only the slots up to the last one any of its queries sees: the early queries see few, and
     half the work goes. One block (a decode step, a recent window) reads every slot and waits for nothing.
@@ -62,36 +58,56 @@ def recent_attention_scores_torch(queries: torch.Tensor, query_pos: torch.Tensor
             probs = attention_probs(queries[:, h0:h0 + step, w0:w0 + _QUERY_CHUNK], q_pos, kv, key_pos[:, :end], scale)
             total[:, :end] += torch.einsum("bhwt,bw->bt", probs, votes)
     total /= H
-    total = total.masked_fill(key_pos < 0, 0.0)
-    return total if last is None else total[:, total.shape[1] - last:]
+    return total.masked_fill(key_pos < 0, 0.0)
+
+
+def newest_logits_torch(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor, key_pos: torch.Tensor,
+                        scale: float, n: int, window: int | None = None,
+                        written: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [B, H, W, n], lse [B, H, W]) float32: each query's scaled logits over the n newest slots in use,
+    newest first (-inf where it does not see the slot, and past the oldest slot), and the log-sum-exp of its
+    softmax over every slot it sees: exp(logits - lse) are its attention probabilities there. Shapes as in
+    attention_probs; written ([1] long on the device): the slots in use, where the rest of T is a
+    reservation's unwritten tail (read without a host sync). The twin of the decode kernel's newest= output
+    (decode_triton.py)."""
+    B, H, W, _ = queries.shape
+    logits, lse = queries.new_empty(B, H, W, n, dtype=torch.float32), queries.new_empty(B, H, W, dtype=torch.float32)
+    for (heads, voters), chunk, chunk_lse in _newest_chunks(queries, query_pos, keys, key_pos, scale, n, window, written):
+        logits[:, heads, voters], lse[:, heads, voters] = chunk, chunk_lse
+    return logits, lse
 
 
 def newest_probs_torch(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor, key_pos: torch.Tensor,
-                       scale: float, n: int, window: int | None = None, written: torch.Tensor | None = None,
-                       mean_of_heads: bool = False) -> torch.Tensor:
-    """[B, H, W, n] float32: each query's attention probabilities (normalised over every slot it sees) over
-    the n newest slots in use, newest first, 0 past the oldest slot. Shapes as in attention_probs; written
-    ([1] long on the device): the slots in use, where the rest of T is a reservation's unwritten tail
-    (read without a host sync); mean_of_heads: [B, 1, W, n], the mean over heads, never the whole. The twin
-    of the decode kernel's `newest` output (decode_triton.py), and PyramidInfer's voter rows at the prefill."""
-    T = keys.shape[2]
+                       scale: float, n: int) -> torch.Tensor:
+    """[B, W, n] float32: each query's attention probabilities over the n newest slots, newest first, averaged
+    over heads (PyramidInfer's voter rows at the prefill); never the [B, H, W, n] whole. A padding query
+    (position -1), which sees nothing, has a row of zeros."""
+    B, H, W, _ = queries.shape
+    rows = queries.new_zeros(B, W, n, dtype=torch.float32)
+    for (_, voters), logits, lse in _newest_chunks(queries, query_pos, keys, key_pos, scale, n):
+        rows[:, voters] += (logits - lse.masked_fill(lse == float("-inf"), 0.0)[..., None]).exp().sum(1) / H
+    return rows
+
+
+def _newest_chunks(queries, query_pos, keys, key_pos, scale: float, n: int, window: int | None = None,
+                   written: torch.Tensor | None = None):
+    """newest_logits_torch a few heads and queries at a time: ((heads, queries) slices, logits, lse)."""
+    T, group = keys.shape[2], queries.shape[1] // keys.shape[1]
     used = torch.full((1,), T, device=keys.device) if written is None else written.clamp(max=T)
     slot = used - 1 - torch.arange(n, device=keys.device)  # the slot of each age
-    B, H, W, _ = queries.shape
-    group = H // keys.shape[1]
-    rows = queries.new_zeros(B, 1 if mean_of_heads else H, W, n, dtype=torch.float32)
     step = max(group, _HEAD_CHUNK // group * group)  # whole KV groups per chunk
-    for h0 in range(0, H, step):
-        for w0 in range(0, W, _QUERY_CHUNK):
-            w1 = w0 + _QUERY_CHUNK
-            probs = attention_probs(queries[:, h0:h0 + step, w0:w1], query_pos[:, w0:w1],
-                                    keys[:, h0 // group:(h0 + step) // group], key_pos, scale, window)
-            probs = probs[..., slot.clamp(min=0)].masked_fill(slot < 0, 0.0)
-            if mean_of_heads:
-                rows[:, :, w0:w1] += probs.sum(1, keepdim=True) / H
-            else:
-                rows[:, h0:h0 + step, w0:w1] = probs
-    return rows
+    visible = (key_pos[:, None, :] >= 0) & (key_pos[:, None, :] <= query_pos[:, :, None])  # [B, W, T]
+    if window is not None:
+        visible &= key_pos[:, None, :] > query_pos[:, :, None] - window
+    for h0 in range(0, queries.shape[1], step):
+        k = keys[:, h0 // group:(h0 + step) // group].float()
+        k = k.repeat_interleave(group, dim=1) if group > 1 else k
+        for w0 in range(0, queries.shape[2], _QUERY_CHUNK):
+            voters = slice(w0, w0 + _QUERY_CHUNK)
+            logits = (queries[:, h0:h0 + step, voters].float() @ k.transpose(-1, -2) * scale)
+            logits = logits.masked_fill(~visible[:, None, voters], float("-inf"))
+            newest = logits[..., slot.clamp(min=0)].masked_fill(slot < 0, float("-inf"))
+            yield (slice(h0, h0 + step), voters), newest, torch.logsumexp(logits, dim=-1)
 
 
 def seen_slots(key_pos: torch.Tensor, query_pos: torch.Tensor) -> int:
@@ -103,15 +119,13 @@ def seen_slots(key_pos: torch.Tensor, query_pos: torch.Tensor) -> int:
 
 
 def recent_attention_scores(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
-                            key_pos: torch.Tensor, weights: torch.Tensor, scale: float,
-                            last: int | None = None) -> torch.Tensor:
-    """Scores [B, T] (float32), or [B, last] of the newest slots; the Triton kernel on CUDA, the PyTorch twin
-    elsewhere."""
+                            key_pos: torch.Tensor, weights: torch.Tensor, scale: float) -> torch.Tensor:
+    """Scores [B, T] (float32); the Triton kernel on CUDA, the PyTorch twin elsewhere."""
     if queries.is_cuda and _triton_available():
         from .scores_triton import recent_attention_scores_triton
 
-        return recent_attention_scores_triton(queries, query_pos, keys, key_pos, weights, scale, last)
-    return recent_attention_scores_torch(queries, query_pos, keys, key_pos, weights, scale, last)
+        return recent_attention_scores_triton(queries, query_pos, keys, key_pos, weights, scale)
+    return recent_attention_scores_torch(queries, query_pos, keys, key_pos, weights, scale)
 
 
 def _triton_available() -> bool:

@@ -146,12 +146,10 @@ class LayerContext:
         return self.held()
 
     def attention_scores(self, queries: torch.Tensor, query_positions: torch.Tensor,
-                         weights: torch.Tensor, last: int | None = None) -> torch.Tensor:
+                         weights: torch.Tensor) -> torch.Tensor:
         """[B, T] float32: each held token's attention from queries [B, H, W, D], averaged over heads
-        and weighted per query by weights [B, W] (kernels/scores.py). Never an L x L matrix. last: the
-        newest `last` slots' alone, [B, last]."""
-        return recent_attention_scores(queries, query_positions, self.keys, self.positions, weights,
-                                       self.scale, last)
+        and weighted per query by weights [B, W] (kernels/scores.py). Never an L x L matrix."""
+        return recent_attention_scores(queries, query_positions, self.keys, self.positions, weights, self.scale)
 
 
 class QuietStep:

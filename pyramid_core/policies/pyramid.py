@@ -104,7 +104,6 @@ class PyramidState(PolicyState):
     weights: tuple[tuple, torch.Tensor] | None = None  # (key, voter weights) of the current windows
     chunk: tuple[tuple, torch.Tensor] | None = None    # (key, outside-chunk mask) of the current cut
     shifts: tuple[tuple, torch.Tensor] | None = None   # (key, where the voters' rows read the newest slots)
-    voter_slot: torch.Tensor | None = None  # [1] where a quiet step's graph writes every layer's row
     no_cut_before: int = 0  # row 0's seen tokens below which no layer can cut (quiet_step's bound)
 
     def __post_init__(self):
@@ -306,10 +305,10 @@ class PyramidPolicy(Policy):
             size = max(width, widest) if widest else width + SLACK
             state.voters = VoterRows(ctx.num_layers, len(ctx.seen), size, self.chunk_length, width, ctx.seen[0])
         rows = newest_probs_torch(ctx.queries[:, :, -width:], ctx.query_positions[:, -width:], ctx.keys,
-                                  ctx.positions, ctx.scale, state.voters.width, mean_of_heads=True)
-        state.voters.start(ctx.layer, rows[:, 0], ctx.queries.shape[1])
+                                  ctx.positions, ctx.scale, state.voters.width)
+        state.voters.start(ctx.layer, rows, ctx.queries.shape[1])
 
-    def newest_to(self, state: PyramidState, layer: int, seen: list[int]) -> torch.Tensor | None:
+    def newest_to(self, state: PyramidState, layer: int, seen: list[int]) -> tuple | None:
         """Where the layer's attention at an eager decode step writes its heads' rows (VoterRows.newest_to);
         first the ring grows if the window has outgrown it."""
         voters = state.voters
@@ -322,7 +321,8 @@ class PyramidPolicy(Policy):
 
     def decode(self, ctx: LayerContext) -> Keep | None:
         state, voters = ctx.state, ctx.state.voters
-        voters.take(ctx.layer, voters.step(ctx.seen[0]))
+        voters.step(ctx.seen[0])
+        voters.take(ctx.layer)
         windows = self.step_windows(ctx)
         markers = state.markers[ctx.layer]
         cuts = [self.chunk_cut(ctx.layer, ctx.num_layers, held, w, m)
@@ -362,24 +362,22 @@ class PyramidPolicy(Policy):
 
 
 class VoterStep(QuietStep):
-    """PyramidInfer's decode step where nothing is cut: the decode kernel writes each layer's heads' rows
-    over the newest slots, and one write inside the step's graph averages them into the voters' ring at the
+    """PyramidInfer's decode step where nothing is cut: the decode kernel writes each layer's heads' logits
+    over the newest slots, and one launch inside the step's graph averages them into the voters' ring at the
     slot the host loads before it (decode() does the same layer by layer)."""
 
     def __init__(self, state: PyramidState, seen: int):
-        self.state, self.seen, voters = state, seen, state.voters
-        if state.voter_slot is None:
-            state.voter_slot = torch.zeros(1, dtype=torch.long, device=next(d for d in voters.devices if d))
-        for layer in range(voters.num_layers):  # the step's per-head rows exist before the graph binds them
+        self.voters, self.seen = state.voters, seen
+        for layer in range(self.voters.num_layers):  # the step's buffers exist before the graph binds them
             self.newest_to(layer)
-        self.binding = (*voters.rows.values(), *voters.newest.values(), state.voter_slot)
+        self.binding = (*self.voters.rows.values(), *(t for pair in self.voters.newest.values() for t in pair),
+                        *self.voters.slot_at.values())
 
     def prepare(self) -> None:
-        self.state.voter_slot.fill_(self.state.voters.step(self.seen))
+        self.voters.step(self.seen)
 
-    def newest_to(self, layer: int) -> torch.Tensor | None:
-        voters = self.state.voters
-        return voters.newest_to(layer) if voters.heads[layer] else None
+    def newest_to(self, layer: int) -> tuple | None:
+        return self.voters.newest_to(layer) if self.voters.heads[layer] else None
 
     def finish(self) -> None:
-        self.state.voters.take_all(self.state.voter_slot)
+        self.voters.take_all()

@@ -9,13 +9,15 @@ wide, the widest window the ring holds plus the chunk: a cut scores at most its 
 
 One ring for every layer, on each device where a layer lives ([L, B, size, width] float32: 0.2 GB at Table
 1's 144 rows, where the queries they replace held 4.5 GB): all layers take a row at every step, at one
-slot, so a whole-step graph (step_graphs.py) averages every layer's heads in one write per device.
+slot, so a whole-step graph (step_graphs.py) averages every layer's heads in one launch per device
+(kernels/head_mean.py), from the logits and log-sum-exps that the decode kernel left.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..kernels.head_mean import head_mean
 from ..transfer import to_device
 
 SLACK = 32  # spare voters a ring holds past its window when the request's length is not known
@@ -33,9 +35,11 @@ class VoterRows:
         self.size, self.width = size, size + chunk
         self.devices: list[torch.device | None] = [None] * num_layers  # where each layer's voters live
         self.heads: list[int] = [0] * num_layers  # each layer's attending heads (0: no voters)
-        self.rows: dict[torch.device, torch.Tensor] = {}     # [L, B, size, width + 1]: the last column stays 0
-        self.newest: dict[torch.device, torch.Tensor] = {}   # [L, B, H, width]: a step's rows, per head
-        self.share: dict[torch.device, torch.Tensor] = {}    # [L]: 1 / heads, 0 for a layer without voters
+        self.rows: dict[torch.device, torch.Tensor] = {}  # [L, B, size, width + 1]: the last column stays 0
+        # a step's per-head logits [L, B, H, width] (-inf for heads a layer lacks) and log-sum-exps [L, B, H]
+        self.newest: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.share: dict[torch.device, torch.Tensor] = {}  # [L]: 1 / heads, 0 for a layer without voters
+        self.slot_at: dict[torch.device, torch.Tensor] = {}  # [1] long: the current step's slot
         self.clock: list[int | None] = [seen] * voters + [None] * (size - voters)
         self.count, self.step_seen = voters, seen
 
@@ -60,31 +64,41 @@ class VoterRows:
         return self.rows[device][layer]
 
     def step(self, seen: int) -> int:
-        """The slot of the decode step at which row 0 has seen `seen` tokens: the next one at a new step."""
+        """The slot of the decode step at which row 0 has seen `seen` tokens: the next one at a new step (the
+        devices' slot_at follow)."""
         if seen != self.step_seen:
             self.count, self.step_seen = self.count + 1, seen
             self.clock[self.slot] = seen
+            for at in self.slot_at.values():
+                at.fill_(self.slot)
         return self.slot
 
-    def newest_to(self, layer: int) -> torch.Tensor:
-        """[B, H, width] where the layer's attention writes its heads' probabilities over the newest slots at a
-        decode step (attention.py newest=). Made at the first decode step, when every layer's heads are known."""
+    def newest_to(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [B, H, width], lse [B, H]): where the layer's attention writes its heads' logits over the
+        newest slots and their log-sum-exp at a decode step (attention.py newest=). Made at the first decode
+        step, when every layer's heads are known."""
         device = self.devices[layer]
         if device not in self.newest:
-            self.newest[device] = torch.zeros(self.num_layers, self.batch, max(self.heads), self.width, device=device)
+            L, B = self.num_layers, self.batch
+            self.newest[device] = (torch.full((L, B, max(self.heads), self.width), float("-inf"), device=device),
+                                   torch.zeros(L, B, max(self.heads), device=device))
             self.share[device] = to_device(torch.tensor([1 / h if h else 0.0 for h in self.heads]), device)
-        return self.newest[device][layer, :, :self.heads[layer]]
+            self.slot_at[device] = torch.full((1,), self.slot, device=device)
+        logits, lse = self.newest[device]
+        return logits[layer, :, :self.heads[layer]], lse[layer, :, :self.heads[layer]]
 
-    def take(self, layer: int, slot: int) -> None:
-        """The layer's step row, the mean over heads of what newest_to received, into `slot`."""
-        self.ring(layer)[:, slot, :self.width] = self.newest_to(layer).mean(1)
+    def take(self, layer: int) -> None:
+        """The layer's row of the current step (the mean over heads of what newest_to received) into its slot."""
+        device, at = self.devices[layer], slice(layer, layer + 1)
+        self.newest_to(layer)
+        logits, lse = self.newest[device]
+        head_mean(logits[at], lse[at], self.share[device][at], self.rows[device][at], self.slot_at[device])
 
-    def take_all(self, slot: torch.Tensor) -> None:
-        """Every layer's step row into the slot a device tensor [1] names, one write per device (inside a step
-        graph). A layer without voters writes zeros into rows nobody reads."""
-        for device, newest in self.newest.items():
-            mean = newest.sum(2) * self.share[device][:, None, None]  # [L, B, width]
-            self.rows[device][..., :self.width].index_copy_(2, slot, mean[:, :, None])
+    def take_all(self) -> None:
+        """Every layer's row of the current step into its slot, one launch per device (inside a step graph). A
+        layer without voters writes zeros into rows nobody reads."""
+        for device, (logits, lse) in self.newest.items():
+            head_mean(logits, lse, self.share[device], self.rows[device], self.slot_at[device])
 
     def scores(self, layer: int, weights: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
         """[B, n] over the newest n slots, oldest first: the voters' rows weighted by weights [B, size] (0 for
@@ -107,7 +121,7 @@ class VoterRows:
         held = range(max(0, self.count - self.size), self.count)
         old_rows, old_size, old_width = self.rows, self.size, self.width
         self.size, self.width = size, size + self.chunk
-        self.rows, self.newest, self.share = {}, {}, {}
+        self.rows, self.newest, self.share, self.slot_at = {}, {}, {}, {}
         clock = [None] * size
         for i in held:
             clock[i % size] = self.clock[i % old_size]
