@@ -59,7 +59,7 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
     newest [b, h, :NEWEST] (-inf where not visible or past the oldest slot) and the log-sum-exp of the whole
     softmax into newest_lse [b, h] (SPLIT: merge_kernel does the last two), from which PyramidInfer's voter
     rows are made in one parallel pass (kernels/head_mean.py): normalising here, in each (row, head)'s one
-    program, was a serial loop over the newest slots that cost a batch-1 step of the embedded model ~7%."""
+    program, was a serial loop over the newest slots (head_mean.py says what it cost)."""
     i_bh, i_s = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_kv = i_b.to(tl.int64), i_h // G
