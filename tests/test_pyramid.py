@@ -248,7 +248,7 @@ def test_voter_rows_read_each_slot_where_it_has_aged_to(all_at_once):
         if all_at_once:
             rows.take_all()
         cast[voter] = (seen, rows.width)
-        shifts = rows.shifts(n, seen)
+        shifts = rows.shifts(n, seen, torch.device("cpu"))
         for s in range(rows.size):
             held = ring.get(s)
             weights = torch.zeros(B, rows.size)

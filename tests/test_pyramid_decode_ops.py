@@ -83,7 +83,9 @@ def test_a_cutting_layer_launches_no_more_than_it_needs(monkeypatch):
     """Per cutting layer: the step's row into the voters (one launch, kernels/head_mean.py), the voters' rows
     read where the chunk has aged to (a gather) and weighted (a bmm), the masked_fill of the outside-chunk slots;
     the Keep's in-place tail move (two sorts, an add, three gathers, three copies, a fill). Nothing reads the
-    layer's keys: the attention pass wrote the rows."""
+    layer's keys: the attention pass wrote the rows. What the layers cutting at one step share is built once
+    and not counted here ("host build": the weights and the outside-chunk mask on the host, a copy each; the
+    rows' shifts on the device from the voters' ages, a copy and six small kernels)."""
     log, layers, steps = logged_cut_steps(monkeypatch)
     assert steps == 40 and layers >= 3 * LAYERS  # several cutting steps, every layer cutting
     per_layer = lambda region: {op: n / layers for (where, op), n in log.ops.items()

@@ -92,9 +92,9 @@ class PyramidState(PolicyState):
               compressed ("since the last compression" is per layer).
     voters:   every layer's voters, the attention rows of its most recent queries (voter_rows.py).
     windows:  (seen tokens of row 0, each row's voter window) of the current decode step.
-    weights, chunk, shifts: the voter weights, outside-chunk mask and row shifts last copied to the device,
-              reused by the layers that compress at the same step with the same windows (a copy per layer
-              cost a pinned transfer and several kernels each).
+    weights, chunk, shifts: the voter weights and outside-chunk mask last copied to the device and the rows'
+              shifts made there, reused by the layers that compress at the same step with the same windows
+              (a copy per layer cost a pinned transfer and several kernels each).
     """
 
     num_layers: int
@@ -335,7 +335,7 @@ class PyramidPolicy(Policy):
         outside = self.outside_chunk(n, windows, sizes, device, state)
         weights = self.ring_weights(windows, voters.size, (voters.slot + 1) % voters.size, device, state)
         shifts = state.shared("shifts", (n, ctx.seen[0], voters.size, device),
-                              lambda: to_device(voters.shifts(n, ctx.seen[0]), device))
+                              lambda: voters.shifts(n, ctx.seen[0], device))
         scores = voters.scores(ctx.layer, weights, shifts).masked_fill(outside, ALWAYS)
         for row, cut in enumerate(cuts):
             if cut is not None:  # "compressed up to here", per layer

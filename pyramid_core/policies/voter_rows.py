@@ -106,14 +106,14 @@ class VoterRows:
         picked = self.ring(layer).gather(2, shifts.expand(self.batch, -1, -1))  # [B, size, n]
         return torch.bmm(weights[:, None, :], picked)[:, 0]
 
-    def shifts(self, n: int, seen: int) -> torch.Tensor:
-        """[1, size, n] long, on the host: where in each voter's row the newest n slots (oldest first) lie now
+    def shifts(self, n: int, seen: int, device: torch.device) -> torch.Tensor:
+        """[1, size, n] long on `device`: where in each voter's row the newest n slots (oldest first) lie now
         that row 0 has seen `seen` tokens; `width`, the zero column, for a slot the voter never saw (newer
-        than it) or one past its row. The layers cutting at one step share it."""
-        age = torch.arange(n - 1, -1, -1)[None, :]  # column j of the newest n is (n - 1 - j)-th newest
-        since = torch.tensor([seen - c if c is not None else n + self.width for c in self.clock])[:, None]
-        at = age - since
-        return torch.where((at >= 0) & (at < self.width), at, self.width)[None]
+        than it) or one past its row. Made on the device from the voters' ages alone (size ints copied): at
+        8k tokens the index is ~1700 x 1700. The layers cutting at one step share it."""
+        since = to_device([seen - c if c is not None else n + self.width for c in self.clock], device)
+        at = torch.arange(n - 1, -1, -1, device=device)[None, :] - since[:, None]  # column j: (n-1-j)-th newest
+        return at.masked_fill((at < 0) | (at >= self.width), self.width)[None]
 
     def grow(self, size: int) -> None:
         """A ring of `size` slots (and rows as much wider) holding the same voters, each at its slot in the
