@@ -21,7 +21,7 @@ ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION
 def attention(q, k, v, q_pos, k_pos, *, scale: float, holes: bool, window: int | None,
               causal_square: bool, decode_kernel: bool = True, any_batch: bool = False,
               into: tuple | None = None, written: torch.Tensor | None = None,
-              newest: torch.Tensor | None = None) -> torch.Tensor:
+              newest: tuple | None = None) -> torch.Tensor:
     """SDPA over held slots, masked by original positions. q [B, H, Tq, D]; k, v [B, H_kv, Tk, D].
 
     Without holes or a sliding window the mask is implied: a square prefill block is causal (kept

@@ -268,7 +268,7 @@ class EagerStages:
 
 def layer_forward(stages, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, cache=None,
                   states: dict | None = None, phase: str = "prefill", valid: list[int] | None = None,
-                  decode_kernel: bool = True, newest: torch.Tensor | None = None):
+                  decode_kernel: bool = True, newest: tuple | None = None):
     """One decoder layer: attention, the replaced groups' recurrences, then the MLP. Returns (h, q).
 
     h [B, T, C], pos [B, T]; q [B, H_attn, T, D] after RoPE (the heads that attend). `stages`
@@ -276,7 +276,8 @@ def layer_forward(stages, idx: int, h: torch.Tensor, pos: torch.Tensor, rope, ca
     new keys (valid[b] real ones per row) join it and attention runs over all it holds; without one,
     over the call's own keys, causally. `states` {group: state} of the recurrences moves on in place.
     decode_kernel: whether a decode step on CUDA may use the Triton kernel (attention.py); newest: where a
-    decode step also writes its heads' probabilities over the newest slots (attention.py, a policy's rows).
+    decode step also writes its heads' logits over the newest slots and their log-sum-exp (attention.py, a
+    policy's rows).
     """
     parts = stages.parts
     x, q, k, v = stages.pre(idx, h, rope)

@@ -163,7 +163,7 @@ def bound(req, quiet: QuietStep) -> tuple:
 
 def reservation_attention(q, layer, positions, scale: float, window: int | None, decode_kernel: bool,
                           into: tuple | None = None, written: torch.Tensor | None = None,
-                          newest: torch.Tensor | None = None):
+                          newest: tuple | None = None):
     """Attention of one query a row over every reserved slot, the unwritten ones (position -1) masked.
     On CUDA the Triton decode kernel at any batch, told the slots in use (written, [1] on the device): it
     reads none past them, where SDPA with a mask reads them all (and, for grouped KV heads, copies them per

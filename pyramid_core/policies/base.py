@@ -166,9 +166,10 @@ class QuietStep:
     def prepare(self) -> None:
         """Host, before the step: load the inputs the step reads for the policy (finish()'s index)."""
 
-    def newest_to(self, layer: int) -> torch.Tensor | None:
-        """Where the layer's attention writes its heads' probabilities over the newest slots ([B, H, N]
-        float32, attention.py newest=), or None: Policy.newest_to inside the step's graph."""
+    def newest_to(self, layer: int) -> tuple | None:
+        """Where the layer's attention writes its heads' logits over the newest slots and their log-sum-exp
+        ((logits [B, H, N], lse [B, H]) float32, attention.py newest=), or None: Policy.newest_to inside the
+        step's graph."""
         return None
 
     def finish(self) -> None:
@@ -225,10 +226,11 @@ class Policy:
     def decode(self, ctx: LayerContext) -> Keep | None:
         return None
 
-    def newest_to(self, state: PolicyState, layer: int, seen: list[int]) -> torch.Tensor | None:
-        """Where an eager decode step's attention writes the layer's heads' probabilities over its newest
-        slots ([B, H, N] float32, attention.py newest=), for decode() to read; None: nowhere (a policy that
-        does not keep attention rows). seen: tokens seen per row, the step's included."""
+    def newest_to(self, state: PolicyState, layer: int, seen: list[int]) -> tuple | None:
+        """Where an eager decode step's attention writes the layer's heads' logits over its newest slots and
+        their log-sum-exp ((logits [B, H, N], lse [B, H]) float32, attention.py newest=), for decode() to
+        read; None: nowhere (a policy that keeps no attention rows). seen: tokens seen per row, the step's
+        included."""
         return None
 
     @property
