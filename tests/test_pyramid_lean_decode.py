@@ -123,3 +123,24 @@ def test_no_decode_step_reads_the_layers_keys():
     run(lm, Spy(chunk_length=4, min_context_length=8), ids, mask, 30)
     assert {cut for cut, _ in read} == {False, True}
     assert not any(was_read for _, was_read in read)
+
+
+def test_a_window_that_outgrows_its_ring_keeps_what_the_reference_keeps(monkeypatch):
+    """An unplanned generation's ring has SLACK spare voters; a window that outgrows them moves the voters into
+    a larger ring with wider rows (VoterRows.grow) between steps, and the cuts after it keep what the voters'
+    rows as cast keep."""
+    grown, grow = [], VoterRows.grow  # row 0's tokens seen when the ring grew
+    monkeypatch.setattr(VoterRows, "grow", lambda self, size: grown.append(self.step_seen) or grow(self, size))
+    lm = tiny_model("llama", layers=2)
+    ids, mask = prompts([30, 24], lm.config.vocab_size)
+    knobs = dict(chunk_length=2, recent_ratio=0.5, min_context_length=4, sink_len=2)
+    new_logits, new_kept, _ = run(lm, PyramidPolicy(**knobs), ids, mask, 90)
+    # the window (half the tokens seen) gains 45 voters in 90 steps, past the ring's 32 spare; and layers cut
+    # after it grew (new_kept[i] is after step i; row 0's prompt is 30 tokens)
+    assert len(grown) == 1
+    after = grown[0] - 30
+    ref_logits, ref_kept, _ = run(lm, ReferencePyramid(**knobs), ids, mask, 90)
+    assert new_kept == ref_kept
+    torch.testing.assert_close(new_logits, ref_logits, rtol=1e-4, atol=1e-4)
+    assert any(not prev[r][l] <= cur[r][l] for prev, cur in zip(new_kept[after:], new_kept[after + 1:])
+               for r in range(2) for l in range(2))
