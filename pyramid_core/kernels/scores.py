@@ -29,12 +29,24 @@ def attention_probs(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.
     key_pos [B, T] (-1 = empty slot). A query sees the valid slots at or before its own position;
     a non-query row sees every slot (callers give it no weight).
     """
+    visible = sees(query_pos, key_pos) | (query_pos[:, :, None] < 0)
+    return torch.softmax(scaled_logits(queries, keys, scale).masked_fill(~visible[:, None], float("-inf")), dim=-1)
+
+
+def sees(query_pos: torch.Tensor, key_pos: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    """[B, W, T] bool: which slots each query sees, the valid ones at or before its position (and within
+    `window` of it)."""
+    visible = (key_pos[:, None, :] >= 0) & (key_pos[:, None, :] <= query_pos[:, :, None])
+    if window is not None:
+        visible &= key_pos[:, None, :] > query_pos[:, :, None] - window
+    return visible
+
+
+def scaled_logits(queries: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
+    """[B, H, W, T] float32: each query head's dot products with its KV group's keys, times scale."""
     group = queries.shape[1] // keys.shape[1]
-    visible = (key_pos[:, None, :] >= 0) & (key_pos[:, None, :] <= query_pos[:, :, None])  # [B, W, T]
-    visible = visible | (query_pos[:, :, None] < 0)
     k = keys.float().repeat_interleave(group, dim=1) if group > 1 else keys.float()
-    logits = queries.float() @ k.transpose(-1, -2) * scale
-    return torch.softmax(logits.masked_fill(~visible[:, None], float("-inf")), dim=-1)
+    return queries.float() @ k.transpose(-1, -2) * scale
 
 
 def recent_attention_scores_torch(queries: torch.Tensor, query_pos: torch.Tensor, keys: torch.Tensor,
@@ -72,7 +84,8 @@ def newest_logits_torch(queries: torch.Tensor, query_pos: torch.Tensor, keys: to
     (decode_triton.py)."""
     B, H, W, _ = queries.shape
     logits, lse = queries.new_empty(B, H, W, n, dtype=torch.float32), queries.new_empty(B, H, W, dtype=torch.float32)
-    for (heads, voters), chunk, chunk_lse in _newest_chunks(queries, query_pos, keys, key_pos, scale, n, window, written):
+    chunks = _newest_chunks(queries, query_pos, keys, key_pos, scale, n, window, written)
+    for (heads, voters), chunk, chunk_lse in chunks:
         logits[:, heads, voters], lse[:, heads, voters] = chunk, chunk_lse
     return logits, lse
 
@@ -96,15 +109,11 @@ def _newest_chunks(queries, query_pos, keys, key_pos, scale: float, n: int, wind
     used = torch.full((1,), T, device=keys.device) if written is None else written.clamp(max=T)
     slot = used - 1 - torch.arange(n, device=keys.device)  # the slot of each age
     step = max(group, _HEAD_CHUNK // group * group)  # whole KV groups per chunk
-    visible = (key_pos[:, None, :] >= 0) & (key_pos[:, None, :] <= query_pos[:, :, None])  # [B, W, T]
-    if window is not None:
-        visible &= key_pos[:, None, :] > query_pos[:, :, None] - window
+    visible = sees(query_pos, key_pos, window)
     for h0 in range(0, queries.shape[1], step):
-        k = keys[:, h0 // group:(h0 + step) // group].float()
-        k = k.repeat_interleave(group, dim=1) if group > 1 else k
         for w0 in range(0, queries.shape[2], _QUERY_CHUNK):
             voters = slice(w0, w0 + _QUERY_CHUNK)
-            logits = (queries[:, h0:h0 + step, voters].float() @ k.transpose(-1, -2) * scale)
+            logits = scaled_logits(queries[:, h0:h0 + step, voters], keys[:, h0 // group:(h0 + step) // group], scale)
             logits = logits.masked_fill(~visible[:, None, voters], float("-inf"))
             newest = logits[..., slot.clamp(min=0)].masked_fill(slot < 0, float("-inf"))
             yield (slice(h0, h0 + step), voters), newest, torch.logsumexp(logits, dim=-1)

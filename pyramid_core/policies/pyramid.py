@@ -368,10 +368,7 @@ class VoterStep(QuietStep):
 
     def __init__(self, state: PyramidState, seen: int):
         self.voters, self.seen = state.voters, seen
-        for layer in range(self.voters.num_layers):  # the step's buffers exist before the graph binds them
-            self.newest_to(layer)
-        self.binding = (*self.voters.rows.values(), *(t for pair in self.voters.newest.values() for t in pair),
-                        *self.voters.slot_at.values())
+        self.binding = self.voters.binding()
 
     def prepare(self) -> None:
         self.voters.step(self.seen)

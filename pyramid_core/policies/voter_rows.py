@@ -87,6 +87,13 @@ class VoterRows:
         logits, lse = self.newest[device]
         return logits[layer, :, :self.heads[layer]], lse[layer, :, :self.heads[layer]]
 
+    def binding(self) -> tuple:
+        """Every tensor a step graph writes for the voters (a step's buffers made where they are not yet)."""
+        for layer, device in enumerate(self.devices):
+            if device is not None and device not in self.newest:
+                self.newest_to(layer)
+        return (*self.rows.values(), *(t for pair in self.newest.values() for t in pair), *self.slot_at.values())
+
     def take(self, layer: int) -> None:
         """The layer's row of the current step (the mean over heads of what newest_to received) into its slot."""
         device, at = self.devices[layer], slice(layer, layer + 1)
