@@ -10,6 +10,8 @@ replays (decode_split_sweep.timed_us); GB/s over the written slots' keys and val
 2 GiB (what the card moves at all).
 
     python benchmarks/decode_batch_sweep.py out.json [PYRAMID_ROWS [BASELINE_ROWS]]
+    python benchmarks/decode_batch_sweep.py out.json newest   # PyramidInfer's step at 140-164 rows with its
+        # voters' logits (128 wide), and at 160 without them (newest_sweep)
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ def layer_shapes(method: str) -> list[tuple[int, int]]:
     return [(held + grown, written) for held, grown, written in zip(plan[0], growth, plan[STEP])]
 
 
-def step_calls(shapes: list[tuple[int, int]], rows: int, bounded: bool) -> tuple[list, int]:
+def step_calls(shapes: list[tuple[int, int]], rows: int, bounded: bool, newest: int = 0) -> tuple[list, int]:
     """The kernel's calls for one step over per-layer buffers of these shapes, and the written bytes.
     bounded: the kernel is told how many slots are written (its loads skip the rest by index, not by the
-    slots' positions)."""
+    slots' positions). newest: the width of PyramidInfer's voter logits each call also writes (0: none)."""
     dev, dt = "cuda", torch.float16
     calls, nbytes = [], 0
     q = torch.randn(rows, H, 1, D, device=dev, dtype=dt)
@@ -56,35 +58,47 @@ def step_calls(shapes: list[tuple[int, int]], rows: int, bounded: bool) -> tuple
         pos[:, :written] = torch.arange(written, device=dev)
         q_pos = torch.full((rows, 1), written - 1, device=dev)
         bound = torch.tensor([written], device=dev) if bounded else None
-        calls.append(lambda k=k, v=v, pos=pos, q_pos=q_pos, bound=bound:
-                     decode_triton.decode_attention_triton(q, k, v, q_pos, pos, D ** -0.5, None, written=bound))
+        rows_out = (torch.empty(rows, H, newest, device=dev), torch.empty(rows, H, device=dev)) if newest else None
+        calls.append(lambda k=k, v=v, pos=pos, q_pos=q_pos, bound=bound, rows_out=rows_out:
+                     decode_triton.decode_attention_triton(q, k, v, q_pos, pos, D ** -0.5, None, written=bound,
+                                                           newest=rows_out))
         nbytes += 2 * rows * H * written * D * 2
     return calls, nbytes
 
 
-def sweep(method: str, rows: int, bounded: bool) -> list[dict]:
+def sweep(method: str, rows: int, bounded: bool, newest: int = 0, settings=None) -> list[dict]:
     shapes = layer_shapes(method)
-    calls, nbytes = step_calls(shapes, rows, bounded)
+    calls, nbytes = step_calls(shapes, rows, bounded, newest)
     copy_src = torch.empty(2 ** 30, device="cuda", dtype=torch.float16)
     copy_dst = torch.empty_like(copy_src)
     copy_gb_s = 2 * 2 * 2 ** 30 / timed_ms([lambda: copy_dst.copy_(copy_src)]) / 1e6  # reads and writes 2 GiB
     del copy_src, copy_dst
     out = []
-    for block, warps in itertools.product((64, 128, 256), (2, 4, 8)):
+    for block, warps in settings or itertools.product((64, 128, 256), (2, 4, 8)):
         decode_triton.BLOCK_T, decode_triton.NUM_WARPS = block, warps
         try:
             ms = timed_ms(calls)
         except Exception as err:  # a setting out of registers or shared memory
             out.append({"method": method, "bounded": bounded, "block": block, "warps": warps, "error": str(err)[:200]})
             continue
-        out.append({"method": method, "rows": rows, "bounded": bounded, "block": block, "warps": warps,
-                    "ms_step": round(ms, 3), "GB/s": round(nbytes / ms / 1e6, 1),
+        out.append({"method": method, "rows": rows, "bounded": bounded, "newest": newest, "block": block,
+                    "warps": warps, "ms_step": round(ms, 3), "GB/s": round(nbytes / ms / 1e6, 1),
                     "copy_GB/s": round(copy_gb_s, 1)})
         print(out[-1], flush=True)
     return out
 
 
-if __name__ == "__main__":
+def newest_sweep() -> list[dict]:
+    """PyramidInfer's step at rows around Table 1's largest batch, writing its voters' logits (128 wide) as
+    the engine does, and at 160 rows without them: the kernel's time against the rows it serves."""
+    default = [(decode_triton.BLOCK_T, decode_triton.NUM_WARPS)]
+    cases = [(rows, 128) for rows in (140, 148, 152, 156, 158, 160, 164)] + [(160, 0)]
+    return [row for rows, newest in cases for row in sweep("pyramid", rows, True, newest, default)]
+
+
+if __name__ == "__main__" and sys.argv[2:3] == ["newest"]:
+    json.dump({"environment": harness.environment(), "rows": newest_sweep()}, open(sys.argv[1], "w"), indent=1)
+elif __name__ == "__main__":
     pyramid_rows = int(sys.argv[2]) if len(sys.argv) > 2 else 138
     baseline_rows = int(sys.argv[3]) if len(sys.argv) > 3 else 74
     rows = []

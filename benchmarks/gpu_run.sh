@@ -22,6 +22,8 @@
 #   bash benchmarks/gpu_run.sh split_sweep step_time  # the split decode kernel's settings at batch 1 (~1 min); where
 #       a batch-1 7B step of the whole-step graph spends its time, kernels by name (~1 min)
 #   bash benchmarks/gpu_run.sh step_time_modes    # the same for each mode on the embedded model (~1 min)
+#   bash benchmarks/gpu_run.sh policy_spans newest_sweep  # PyramidInfer's decode() spans per asking step in two
+#       identical runs (~30 s); the decode kernel with and without its voters' logits at 140-164 rows (~20 s)
 #   bash benchmarks/gpu_run.sh step_time_7b_modes # the same on the 7B shape for the baseline, H2O and RecurFormer (~2 min)
 #   bash benchmarks/gpu_run.sh start modes_reserve policy_share_reserve roofline table1_reserve targets
 #       # issue 19's whole record in one call on one card (~14 min), then its verdicts (benchmarks/targets_*.md)
@@ -91,6 +93,8 @@ for step in "$@"; do
     split_sweep) PYTHONPATH=. python benchmarks/decode_split_sweep.py "$RES/decode_split_sweep.json" | tail -60 ;;
     cut_sweep) PYTHONPATH=. python benchmarks/cut_kernels_sweep.py "$RES/cut_kernels_sweep.json" ;;
     batch_sweep) PYTHONPATH=. python benchmarks/decode_batch_sweep.py "$RES/decode_batch_sweep.json" ;;
+    # the decode kernel with and without PyramidInfer's voter logits at 140 and 160 rows (~1 min)
+    newest_sweep) PYTHONPATH=. python benchmarks/decode_batch_sweep.py "$RES/decode_newest_sweep.json" newest ;;
     # Table 1's PyramidInfer at its largest batch, step by step: memory, collections, profile tables (~3 min)
     profile_table1) PROFILE_RESERVE=1 PROFILE_NEW=256 PROFILE_DTYPE=float16 python benchmarks/profile_decode.py \
         llama2-13b "${TABLE1_ROWS:-134}" 512 pyramid@table1-45 > "$RES/profile_table1_pyramid.txt"
@@ -126,6 +130,9 @@ for step in "$@"; do
         --modes baseline,pyramid,h2o,streaming --policy-tokens 400 --out "$RES" ;;
     policy_share_reserve) python -m pyramid_core bench modes --quick --repeats 3 --shapes llama2-7b --prompts 1024 \
         --modes baseline,pyramid,h2o,streaming --policy-tokens 400 --reserve-kv --out "$RES/policy_reserve" ;;
+    # PyramidInfer's decode() spans per asking step, two identical runs in one process (~1 min)
+    policy_spans) PYTHONPATH=. python benchmarks/policy_spans.py llama2-7b 1024 400 > "$RES/policy_spans_7b.txt"
+      grep "^run" "$RES/policy_spans_7b.txt" ;;
     evict_graphs)
       python -m pytest -q tests/test_evict_graphs.py tests/test_h2o_step_kernel.py | tail -3
       python -m pyramid_core bench modes --quick --repeats 3 --shapes embedded,llama3.2-1b,llama2-7b \

@@ -97,6 +97,18 @@ def test_the_policy_is_timed_over_its_own_run_length(tmp_path):
     assert next(c for c in cells if c["mode"] == "h2o")["policy_ms_per_step"] > 0
 
 
+def test_the_policy_share_is_the_second_runs_and_the_first_runs_excess_is_warm_up(monkeypatch):
+    """A first run that compiled kernels inside the policy's spans must not count as the policy's per-step cost:
+    the share is the second identical run's, what the first spent beyond it is policy_warmup_s."""
+    from pyramid_core.bench import modes
+
+    runs = iter([(0.5, 2.0, 100), (0.02, 1.0, 100)])  # (policy s, decode s, steps): first, then second
+    monkeypatch.setattr(modes, "timed_decode", lambda *args: next(runs))
+    timed = modes.policy_time(None, None, 24, 101)
+    assert timed["policy_share"] == 0.02 and timed["policy_ms_per_step"] == 0.2
+    assert timed["policy_warmup_s"] == 0.48 and timed["policy_run_tokens"] == 101
+
+
 def test_the_h2o_variants_fix_their_decode_path_whatever_the_switch(monkeypatch):
     for switch in (False, True):
         monkeypatch.setattr(h2o, "FUSED_STEP", switch)

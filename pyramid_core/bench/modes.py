@@ -16,9 +16,10 @@ and the median of the paired ratios mode_r / baseline_r: the baseline of the sam
 where everything ran slow leaves the ratio where it was, and a slow baseline run cannot flatter every
 mode.
 
-At batch 1 one more run wraps the policy in TimedPolicy (overhead.py): the milliseconds per decode step
+At batch 1 two more runs wrap the policy in TimedPolicy (overhead.py): the milliseconds per decode step
 the policy's scoring and selection add to the GPU's timeline (CUDA events, no synchronisation), and
-their share of that run's own decode time. It runs once per cell, not per round, and can run longer than
+their share of that run's own decode time, from the second (the first compiles what only a long run
+reaches). They run once per cell, not per round, and can run longer than
 the measured runs (`policy_tokens`): PyramidInfer scores and cuts at decode only every 20 steps once a
 layer holds enough (after a 1k prompt, first at step 277), so a 64-step run times only its plain steps.
 Results are written after every shape, so a run cut off keeps what it has.
@@ -135,14 +136,21 @@ def decode_run(lm, policy, batch: int, prompt: int, new_tokens: int, reserve_kv:
 
 def policy_time(lm, policy, prompt: int, new_tokens: int, reserve_kv: bool = False) -> dict:
     """At batch 1: the policy's milliseconds per decode step (its calls' spans on the GPU's timeline, or
-    the host clock on a CPU) and their share of the run's decode time."""
+    the host clock on a CPU) and their share of the run's decode time, from the second of two identical
+    runs. The first is the warm-up of what only a long run reaches (PyramidInfer's first decode-time cut
+    compiles its kernels); what it spent beyond the second is reported apart (policy_warmup_s)."""
+    first, second = (timed_decode(lm, policy, prompt, new_tokens, reserve_kv) for _ in range(2))
+    seconds, decode_s, steps = second
+    return {"policy_ms_per_step": 1e3 * seconds / steps, "policy_share": seconds / decode_s if decode_s else None,
+            "policy_run_tokens": new_tokens, "policy_warmup_s": max(0.0, first[0] - seconds)}
+
+
+def timed_decode(lm, policy, prompt: int, new_tokens: int, reserve_kv: bool) -> tuple[float, float, int]:
+    """One batch-1 run with the policy timed: its decode-time seconds, the run's decode seconds, its steps."""
     timed = TimedPolicy(policy)
     records = list(generate(lm, prompts(lm, 1, prompt), policy=timed, max_new_tokens=new_tokens,
                             reserve_kv=reserve_kv))
-    steps, decode_s = max(1, len(records) - 1), sum(r.step_time_s for r in records[1:])
-    seconds = timed.seconds["decode"]
-    return {"policy_ms_per_step": 1e3 * seconds / steps, "policy_share": seconds / decode_s if decode_s else None,
-            "policy_run_tokens": new_tokens}
+    return timed.seconds["decode"], sum(r.step_time_s for r in records[1:]), max(1, len(records) - 1)
 
 
 def round_order(modes: list, r: int) -> list:
