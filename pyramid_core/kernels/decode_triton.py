@@ -77,24 +77,21 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
     b_acc = tl.zeros([D], tl.float32)
     t_start = i_s * chunk
     t_end = tl.minimum(t_start + chunk, t_all)
-    # only the blocks holding one of the NEWEST newest slots store them (the second loop): the store in every
-    # block's iteration made PyramidInfer's step 48% slower at Table 1's 160 rows (decode_newest_sweep)
-    t_rows = t_end
-    if NEWEST_ROWS:
-        t_rows = tl.maximum(t_start, tl.minimum(t_end, (t_all - NEWEST) // BT * BT))
-    for t0 in tl.range(t_start, t_rows, BT):
+    for t0 in tl.range(t_start, t_end, BT):
         o_t = t0 + tl.arange(0, BT)
         b_s, b_m, b_l, b_acc = attend_block(o_t, t_end, b_q, b_qpos, k_pos + i_b64 * s_pb, p_k, p_v, s_kt, s_vt,
                                             window, b_m, b_l, b_acc, o_d, WINDOWED)
         if LOGITS:
             tl.store(logits + i_bh.to(tl.int64) * T + o_t, b_s, mask=o_t < t_end)
     if NEWEST_ROWS:
-        for t0 in tl.range(t_rows, t_end, BT):
+        # the newest slots' logits once more, after the loop: stored inside it, they pushed the loop past 255
+        # registers into local memory (136 bytes of stack), 48% slower at Table 1's 160 rows
+        # (decode_newest_sweep_2026-12-03, tests/test_decode_kernel_codegen.py); reading those keys again adds
+        # ~1/10 to what a program reads, most of it from cache
+        for t0 in tl.range(tl.maximum(t_start, t_all - NEWEST), t_end, BT):
             o_t = t0 + tl.arange(0, BT)
-            b_s, b_m, b_l, b_acc = attend_block(o_t, t_end, b_q, b_qpos, k_pos + i_b64 * s_pb, p_k, p_v, s_kt,
-                                                s_vt, window, b_m, b_l, b_acc, o_d, WINDOWED)
-            o_age = t_all - 1 - o_t
-            tl.store(p_newest + o_age, b_s, mask=(o_t < t_end) & (o_age < NEWEST))
+            b_s, _ = block_logits(o_t, t_end, b_q, b_qpos, k_pos + i_b64 * s_pb, p_k, s_kt, window, o_d, WINDOWED)
+            tl.store(p_newest + (t_all - 1 - o_t), b_s, mask=o_t < t_end)
     i_part = i_bh.to(tl.int64) * tl.num_programs(1) + i_s
     if SPLIT or LOGITS:  # a split without a valid slot leaves max -inf, sum 0: merge_kernel weighs it by 0
         tl.store(part_m + i_part + tl.arange(0, 1), b_m)
@@ -108,10 +105,8 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
 
 
 @triton.jit
-def attend_block(o_t, t_end, b_q, b_qpos, p_pos, p_k, p_v, s_kt, s_vt, window, b_m, b_l, b_acc, o_d,
-                 WINDOWED: tl.constexpr):
-    """One block of slots o_t (those < t_end) into the online softmax (max b_m, sum b_l, output b_acc): the
-    block's scaled logits (-inf where not visible) and the updated three."""
+def block_logits(o_t, t_end, b_q, b_qpos, p_pos, p_k, s_kt, window, o_d, WINDOWED: tl.constexpr):
+    """The scaled logits of the block of slots o_t (those < t_end; -inf where not visible), and which are."""
     # every load goes by index: masked by the positions, the keys' and values' loads would wait for the
     # positions' load, which cost a fifth of the kernel's time at Table 1's batches
     # (decode_batch_sweep_2026-12-02.json); the positions mask the scores alone
@@ -121,12 +116,20 @@ def attend_block(o_t, t_end, b_q, b_qpos, p_pos, p_k, p_v, s_kt, s_vt, window, b
     if WINDOWED:
         m_t = m_t & (b_pos > b_qpos - window)
     b_k = tl.load(p_k + o_t[:, None] * s_kt + o_d[None, :], mask=m_load[:, None], other=0.0)
-    b_s = tl.where(m_t, tl.sum(b_k.to(tl.float32) * b_q[None, :], axis=1), float("-inf"))
+    return tl.where(m_t, tl.sum(b_k.to(tl.float32) * b_q[None, :], axis=1), float("-inf")), m_t
+
+
+@triton.jit
+def attend_block(o_t, t_end, b_q, b_qpos, p_pos, p_k, p_v, s_kt, s_vt, window, b_m, b_l, b_acc, o_d,
+                 WINDOWED: tl.constexpr):
+    """One block of slots o_t (those < t_end) into the online softmax (max b_m, sum b_l, output b_acc): the
+    block's scaled logits (block_logits) and the updated three."""
+    b_s, m_t = block_logits(o_t, t_end, b_q, b_qpos, p_pos, p_k, s_kt, window, o_d, WINDOWED)
     b_new = tl.maximum(b_m, tl.max(b_s, axis=0))
     b_safe = tl.where(b_new == float("-inf"), 0.0, b_new)
     b_p = tl.exp(b_s - b_safe)
     b_alpha = tl.exp(b_m - b_safe)
-    b_v = tl.load(p_v + o_t[:, None] * s_vt + o_d[None, :], mask=m_load[:, None], other=0.0)
+    b_v = tl.load(p_v + o_t[:, None] * s_vt + o_d[None, :], mask=(o_t < t_end)[:, None], other=0.0)
     b_v = tl.where(m_t[:, None], b_v, 0.0)  # a hole's memory may hold NaN, which weight 0 would keep
     b_acc = b_acc * b_alpha + tl.sum(b_p[:, None] * b_v.to(tl.float32), axis=0)
     b_l = b_l * b_alpha + tl.sum(b_p, axis=0)
