@@ -84,10 +84,10 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
         if LOGITS:
             tl.store(logits + i_bh.to(tl.int64) * T + o_t, b_s, mask=o_t < t_end)
     if NEWEST_ROWS:
-        # the newest slots' logits once more, after the loop: stored inside it, they pushed the loop past 255
-        # registers into local memory (136 bytes of stack), 48% slower at Table 1's 160 rows
-        # (decode_newest_sweep_2026-12-03, tests/test_decode_kernel_codegen.py); reading those keys again adds
-        # ~1/10 to what a program reads, most of it from cache
+        # the newest slots' logits once more, after the loop: stored inside it, the loop spilled registers to
+        # local memory (136 bytes of stack, tests/test_decode_kernel_codegen.py) and ran 48% slower at Table 1's
+        # 160 rows (decode_newest_sweep_2026-12-03); reading those keys again adds ~1/10 to what a program
+        # reads, most of it from cache
         for t0 in tl.range(tl.maximum(t_start, t_all - NEWEST), t_end, BT):
             o_t = t0 + tl.arange(0, BT)
             b_s, _ = block_logits(o_t, t_end, b_q, b_qpos, k_pos + i_b64 * s_pb, p_k, s_kt, window, o_d, WINDOWED)
