@@ -139,10 +139,10 @@ def policy_time(lm, policy, prompt: int, new_tokens: int, reserve_kv: bool = Fal
     the host clock on a CPU) and their share of the run's decode time, from the second of two identical
     runs. The first is the warm-up of what only a long run reaches (PyramidInfer's first decode-time cut
     compiles its kernels); what it spent beyond the second is reported apart (policy_warmup_s)."""
-    first, second = (timed_decode(lm, policy, prompt, new_tokens, reserve_kv) for _ in range(2))
-    seconds, decode_s, steps = second
+    first_s = timed_decode(lm, policy, prompt, new_tokens, reserve_kv)[0]
+    seconds, decode_s, steps = timed_decode(lm, policy, prompt, new_tokens, reserve_kv)
     return {"policy_ms_per_step": 1e3 * seconds / steps, "policy_share": seconds / decode_s if decode_s else None,
-            "policy_run_tokens": new_tokens, "policy_warmup_s": max(0.0, first[0] - seconds)}
+            "policy_run_tokens": new_tokens, "policy_warmup_s": max(0.0, first_s - seconds)}
 
 
 def timed_decode(lm, policy, prompt: int, new_tokens: int, reserve_kv: bool) -> tuple[float, float, int]:

@@ -72,6 +72,7 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
     b_qpos = tl.load(q_pos + i_b64)
     p_k = k + i_b64 * s_kb + i_kv * s_kh
     p_v = v + i_b64 * s_vb + i_kv * s_vh
+    p_pos = k_pos + i_b64 * s_pb
     b_m = tl.full([1], float("-inf"), tl.float32)
     b_l = tl.zeros([1], tl.float32)
     b_acc = tl.zeros([D], tl.float32)
@@ -79,8 +80,8 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
     t_end = tl.minimum(t_start + chunk, t_all)
     for t0 in tl.range(t_start, t_end, BT):
         o_t = t0 + tl.arange(0, BT)
-        b_s, b_m, b_l, b_acc = attend_block(o_t, t_end, b_q, b_qpos, k_pos + i_b64 * s_pb, p_k, p_v, s_kt, s_vt,
-                                            window, b_m, b_l, b_acc, o_d, WINDOWED)
+        b_s, b_m, b_l, b_acc = attend_block(o_t, t_end, b_q, b_qpos, p_pos, p_k, p_v, s_kt, s_vt, window, b_m,
+                                            b_l, b_acc, o_d, WINDOWED)
         if LOGITS:
             tl.store(logits + i_bh.to(tl.int64) * T + o_t, b_s, mask=o_t < t_end)
     if NEWEST_ROWS:
@@ -90,7 +91,7 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
         # reads, most of it from cache
         for t0 in tl.range(tl.maximum(t_start, t_all - NEWEST), t_end, BT):
             o_t = t0 + tl.arange(0, BT)
-            b_s, _ = block_logits(o_t, t_end, b_q, b_qpos, k_pos + i_b64 * s_pb, p_k, s_kt, window, o_d, WINDOWED)
+            b_s, _ = block_logits(o_t, t_end, b_q, b_qpos, p_pos, p_k, s_kt, window, o_d, WINDOWED)
             tl.store(p_newest + (t_all - 1 - o_t), b_s, mask=o_t < t_end)
     i_part = i_bh.to(tl.int64) * tl.num_programs(1) + i_s
     if SPLIT or LOGITS:  # a split without a valid slot leaves max -inf, sum 0: merge_kernel weighs it by 0
