@@ -84,15 +84,15 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
                                             b_l, b_acc, o_d, WINDOWED)
         if LOGITS:
             tl.store(logits + i_bh.to(tl.int64) * T + o_t, b_s, mask=o_t < t_end)
-    if NEWEST_ROWS:
-        # the newest slots' logits once more, after the loop: stored inside it, the loop spilled registers to
-        # local memory (136 bytes of stack, tests/test_decode_kernel_codegen.py) and ran 48% slower at Table 1's
-        # 160 rows (decode_newest_sweep_2026-12-03); reading those keys again adds ~1/10 to what a program
-        # reads, most of it from cache
-        for t0 in tl.range(tl.maximum(t_start, t_all - NEWEST), t_end, BT):
-            o_t = t0 + tl.arange(0, BT)
-            b_s, _ = block_logits(o_t, t_end, b_q, b_qpos, p_pos, p_k, s_kt, window, o_d, WINDOWED)
-            tl.store(p_newest + (t_all - 1 - o_t), b_s, mask=o_t < t_end)
+        if NEWEST_ROWS:
+            # behind a branch each program takes or skips as a whole (only blocks holding newest slots): as a
+            # masked store in every iteration it pushed the compiled loop past its registers at head dim 128
+            # under Triton 3.6 (136 bytes of spills; a step of Table 1's 40 layers at 160 rows 17.0 ms, 12.4 so,
+            # 11.5 without the logits: decode_newest_sweep_2026-12-03*.json); computed again after the loop, the
+            # newest slots lengthened a split's last program (7B, batch 1, 1k: 0.94x the baseline, 0.99x so).
+            # tests/test_decode_kernel_codegen.py holds this form to no spills.
+            if t0 + BT > t_all - NEWEST:
+                tl.store(p_newest + (t_all - 1 - o_t), b_s, mask=(o_t < t_end) & (o_t >= t_all - NEWEST))
     i_part = i_bh.to(tl.int64) * tl.num_programs(1) + i_s
     if SPLIT or LOGITS:  # a split without a valid slot leaves max -inf, sum 0: merge_kernel weighs it by 0
         tl.store(part_m + i_part + tl.arange(0, 1), b_m)
