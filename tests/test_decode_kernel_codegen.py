@@ -52,9 +52,8 @@ def stack_bytes(tmp_path: Path, split: bool, newest: bool, shape: tuple[int, int
     cubin = tmp_path / f"decode_{split}_{newest}.cubin"
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
-    subprocess.run([sys.executable, "-c", COMPILE, str(cubin), str(int(split)), str(int(newest)),
-                    *map(str, shape)], env=env,
-                   check=True, cwd=Path(__file__).parent.parent)
+    arguments = [str(cubin), str(int(split)), str(int(newest)), *map(str, shape)]
+    subprocess.run([sys.executable, "-c", COMPILE, *arguments], env=env, check=True, cwd=Path(__file__).parent.parent)
     usage = subprocess.run([str(CUOBJDUMP), "-res-usage", str(cubin)], capture_output=True, text=True, check=True)
     return int(usage.stdout.split("STACK:")[1].split()[0])
 
