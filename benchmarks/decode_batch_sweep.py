@@ -96,15 +96,17 @@ def newest_sweep() -> list[dict]:
     return [row for rows, newest in cases for row in sweep("pyramid", rows, True, newest, default)]
 
 
-if __name__ == "__main__" and sys.argv[2:3] == ["newest"]:
-    json.dump({"environment": harness.environment(), "rows": newest_sweep()}, open(sys.argv[1], "w"), indent=1)
-elif __name__ == "__main__":
-    pyramid_rows = int(sys.argv[2]) if len(sys.argv) > 2 else 138
-    baseline_rows = int(sys.argv[3]) if len(sys.argv) > 3 else 74
+def settings_sweep(pyramid_rows: int = 138, baseline_rows: int = 74) -> list[dict]:
+    """Every block and warp setting for PyramidInfer's step and the baseline's, told the written count and not."""
     rows = []
     for method, batch in (("pyramid", pyramid_rows), ("baseline", baseline_rows)):
         for bounded in (False, True):
             rows += sweep(method, batch, bounded)
             torch.cuda.empty_cache()
+    return rows
+
+
+if __name__ == "__main__":
+    found = newest_sweep() if sys.argv[2:3] == ["newest"] else settings_sweep(*map(int, sys.argv[2:4]))
     with open(sys.argv[1], "w") as f:
-        json.dump({"environment": harness.environment(), "rows": rows}, f, indent=1)
+        json.dump({"environment": harness.environment(), "rows": found}, f, indent=1)

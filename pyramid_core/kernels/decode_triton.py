@@ -106,8 +106,10 @@ def decode_attention_kernel(q, k, v, k_pos, q_pos, out, out_heads, part_m, part_
 
 
 @triton.jit
-def block_logits(o_t, t_end, b_q, b_qpos, p_pos, p_k, s_kt, window, o_d, WINDOWED: tl.constexpr):
-    """The scaled logits of the block of slots o_t (those < t_end; -inf where not visible), and which are."""
+def attend_block(o_t, t_end, b_q, b_qpos, p_pos, p_k, p_v, s_kt, s_vt, window, b_m, b_l, b_acc, o_d,
+                 WINDOWED: tl.constexpr):
+    """One block of slots o_t (those < t_end) into the online softmax (max b_m, sum b_l, output b_acc): the
+    block's scaled logits (-inf where not visible) and the updated three."""
     # every load goes by index: masked by the positions, the keys' and values' loads would wait for the
     # positions' load, which cost a fifth of the kernel's time at Table 1's batches
     # (decode_batch_sweep_2026-12-02.json); the positions mask the scores alone
@@ -117,20 +119,12 @@ def block_logits(o_t, t_end, b_q, b_qpos, p_pos, p_k, s_kt, window, o_d, WINDOWE
     if WINDOWED:
         m_t = m_t & (b_pos > b_qpos - window)
     b_k = tl.load(p_k + o_t[:, None] * s_kt + o_d[None, :], mask=m_load[:, None], other=0.0)
-    return tl.where(m_t, tl.sum(b_k.to(tl.float32) * b_q[None, :], axis=1), float("-inf")), m_t
-
-
-@triton.jit
-def attend_block(o_t, t_end, b_q, b_qpos, p_pos, p_k, p_v, s_kt, s_vt, window, b_m, b_l, b_acc, o_d,
-                 WINDOWED: tl.constexpr):
-    """One block of slots o_t (those < t_end) into the online softmax (max b_m, sum b_l, output b_acc): the
-    block's scaled logits (block_logits) and the updated three."""
-    b_s, m_t = block_logits(o_t, t_end, b_q, b_qpos, p_pos, p_k, s_kt, window, o_d, WINDOWED)
+    b_s = tl.where(m_t, tl.sum(b_k.to(tl.float32) * b_q[None, :], axis=1), float("-inf"))
     b_new = tl.maximum(b_m, tl.max(b_s, axis=0))
     b_safe = tl.where(b_new == float("-inf"), 0.0, b_new)
     b_p = tl.exp(b_s - b_safe)
     b_alpha = tl.exp(b_m - b_safe)
-    b_v = tl.load(p_v + o_t[:, None] * s_vt + o_d[None, :], mask=(o_t < t_end)[:, None], other=0.0)
+    b_v = tl.load(p_v + o_t[:, None] * s_vt + o_d[None, :], mask=m_load[:, None], other=0.0)
     b_v = tl.where(m_t[:, None], b_v, 0.0)  # a hole's memory may hold NaN, which weight 0 would keep
     b_acc = b_acc * b_alpha + tl.sum(b_p[:, None] * b_v.to(tl.float32), axis=0)
     b_l = b_l * b_alpha + tl.sum(b_p, axis=0)
