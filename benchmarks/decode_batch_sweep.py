@@ -12,6 +12,8 @@ replays (decode_split_sweep.timed_us); GB/s over the written slots' keys and val
     python benchmarks/decode_batch_sweep.py out.json [PYRAMID_ROWS [BASELINE_ROWS]]
     python benchmarks/decode_batch_sweep.py out.json newest   # PyramidInfer's step at 140-164 rows with its
         # voters' logits (128 wide), and at 160 without them (newest_sweep)
+    python benchmarks/decode_batch_sweep.py out.json tail     # row by row across 156-164, with and without
+        # the voters' logits, and split in two (tail_sweep: where a step's time jumps between 158 and 160 rows)
 """
 
 from __future__ import annotations
@@ -45,10 +47,12 @@ def layer_shapes(method: str) -> list[tuple[int, int]]:
     return [(held + grown, written) for held, grown, written in zip(plan[0], growth, plan[STEP])]
 
 
-def step_calls(shapes: list[tuple[int, int]], rows: int, bounded: bool, newest: int = 0) -> tuple[list, int]:
+def step_calls(shapes: list[tuple[int, int]], rows: int, bounded: bool, newest: int = 0,
+               splits: int | None = None) -> tuple[list, int]:
     """The kernel's calls for one step over per-layer buffers of these shapes, and the written bytes.
     bounded: the kernel is told how many slots are written (its loads skip the rest by index, not by the
-    slots' positions). newest: the width of PyramidInfer's voter logits each call also writes (0: none)."""
+    slots' positions). newest: the width of PyramidInfer's voter logits each call also writes (0: none).
+    splits: programs per (row, head) (None: the kernel's launch plan)."""
     dev, dt = "cuda", torch.float16
     calls, nbytes = [], 0
     q = torch.randn(rows, H, 1, D, device=dev, dtype=dt)
@@ -60,15 +64,16 @@ def step_calls(shapes: list[tuple[int, int]], rows: int, bounded: bool, newest: 
         bound = torch.tensor([written], device=dev) if bounded else None
         rows_out = (torch.empty(rows, H, newest, device=dev), torch.empty(rows, H, device=dev)) if newest else None
         calls.append(lambda k=k, v=v, pos=pos, q_pos=q_pos, bound=bound, rows_out=rows_out:
-                     decode_triton.decode_attention_triton(q, k, v, q_pos, pos, D ** -0.5, None, written=bound,
-                                                           newest=rows_out))
+                     decode_triton.decode_attention_triton(q, k, v, q_pos, pos, D ** -0.5, None, splits,
+                                                           written=bound, newest=rows_out))
         nbytes += 2 * rows * H * written * D * 2
     return calls, nbytes
 
 
-def sweep(method: str, rows: int, bounded: bool, newest: int = 0, settings=None) -> list[dict]:
+def sweep(method: str, rows: int, bounded: bool, newest: int = 0, settings=None,
+          splits: int | None = None) -> list[dict]:
     shapes = layer_shapes(method)
-    calls, nbytes = step_calls(shapes, rows, bounded, newest)
+    calls, nbytes = step_calls(shapes, rows, bounded, newest, splits)
     copy_src = torch.empty(2 ** 30, device="cuda", dtype=torch.float16)
     copy_dst = torch.empty_like(copy_src)
     copy_gb_s = 2 * 2 * 2 ** 30 / timed_ms([lambda: copy_dst.copy_(copy_src)]) / 1e6  # reads and writes 2 GiB
@@ -81,8 +86,8 @@ def sweep(method: str, rows: int, bounded: bool, newest: int = 0, settings=None)
         except Exception as err:  # a setting out of registers or shared memory
             out.append({"method": method, "bounded": bounded, "block": block, "warps": warps, "error": str(err)[:200]})
             continue
-        out.append({"method": method, "rows": rows, "bounded": bounded, "newest": newest, "block": block,
-                    "warps": warps, "ms_step": round(ms, 3), "GB/s": round(nbytes / ms / 1e6, 1),
+        out.append({"method": method, "rows": rows, "bounded": bounded, "newest": newest, "splits": splits,
+                    "block": block, "warps": warps, "ms_step": round(ms, 3), "GB/s": round(nbytes / ms / 1e6, 1),
                     "copy_GB/s": round(copy_gb_s, 1)})
         print(out[-1], flush=True)
     return out
@@ -96,6 +101,17 @@ def newest_sweep() -> list[dict]:
     return [row for rows, newest in cases for row in sweep("pyramid", rows, True, newest, default)]
 
 
+def tail_sweep() -> list[dict]:
+    """PyramidInfer's step row by row across 156-164 with and without its voters' logits, and with each
+    (row, head) split in two programs at 148 and 158-162: whether the jump from 158 to 160 rows (11.65 against
+    12.39 ms, decode_newest_sweep_2026-12-03_branch.json) follows the rows x heads programs past a whole
+    wave of the GPU (a last wave of few programs, each as long as its serial loop) or the logits alone."""
+    default = [(decode_triton.BLOCK_T, decode_triton.NUM_WARPS)]
+    cases = [(rows, newest, None) for newest in (128, 0) for rows in range(156, 165)] + \
+        [(rows, 128, 2) for rows in (148, 158, 160, 162)]
+    return [row for rows, newest, splits in cases for row in sweep("pyramid", rows, True, newest, default, splits)]
+
+
 def settings_sweep(pyramid_rows: int = 138, baseline_rows: int = 74) -> list[dict]:
     """Every block and warp setting for PyramidInfer's step and the baseline's, told the written count and not."""
     rows = []
@@ -107,6 +123,7 @@ def settings_sweep(pyramid_rows: int = 138, baseline_rows: int = 74) -> list[dic
 
 
 if __name__ == "__main__":
-    found = newest_sweep() if sys.argv[2:3] == ["newest"] else settings_sweep(*map(int, sys.argv[2:4]))
+    named = {"newest": newest_sweep, "tail": tail_sweep}
+    found = named[sys.argv[2]]() if sys.argv[2:3] and sys.argv[2] in named else settings_sweep(*map(int, sys.argv[2:4]))
     with open(sys.argv[1], "w") as f:
         json.dump({"environment": harness.environment(), "rows": found}, f, indent=1)
