@@ -14,6 +14,8 @@ replays (decode_split_sweep.timed_us); GB/s over the written slots' keys and val
         # voters' logits (128 wide), and at 160 without them (newest_sweep)
     python benchmarks/decode_batch_sweep.py out.json tail     # row by row across 156-164, with and without
         # the voters' logits, and split in two (tail_sweep: where a step's time jumps between 158 and 160 rows)
+    python benchmarks/decode_batch_sweep.py out.json splits   # the baseline's 74 rows in 1-4 splits, PyramidInfer's
+        # 160 in 3 and 4, its 140 in 1 and 2 (splits_sweep)
 """
 
 from __future__ import annotations
@@ -112,6 +114,15 @@ def tail_sweep() -> list[dict]:
     return [row for rows, newest, splits in cases for row in sweep("pyramid", rows, True, newest, default, splits)]
 
 
+def splits_sweep() -> list[dict]:
+    """Splits per (row, head) forced: the baseline's step at its 74 rows (no logits) unsplit and in 2-4,
+    PyramidInfer's at 160 rows in 3 and 4 (tail_sweep has 2) and at 140 unsplit and in 2."""
+    default = [(decode_triton.BLOCK_T, decode_triton.NUM_WARPS)]
+    cases = [("baseline", 74, 0, splits) for splits in (None, 2, 3, 4)] + \
+        [("pyramid", 160, 128, splits) for splits in (3, 4)] + [("pyramid", 140, 128, splits) for splits in (None, 2)]
+    return [row for method, rows, newest, splits in cases for row in sweep(method, rows, True, newest, default, splits)]
+
+
 def settings_sweep(pyramid_rows: int = 138, baseline_rows: int = 74) -> list[dict]:
     """Every block and warp setting for PyramidInfer's step and the baseline's, told the written count and not."""
     rows = []
@@ -123,7 +134,7 @@ def settings_sweep(pyramid_rows: int = 138, baseline_rows: int = 74) -> list[dic
 
 
 if __name__ == "__main__":
-    named = {"newest": newest_sweep, "tail": tail_sweep}
+    named = {"newest": newest_sweep, "tail": tail_sweep, "splits": splits_sweep}
     found = named[sys.argv[2]]() if sys.argv[2:3] and sys.argv[2] in named else settings_sweep(*map(int, sys.argv[2:4]))
     with open(sys.argv[1], "w") as f:
         json.dump({"environment": harness.environment(), "rows": found}, f, indent=1)

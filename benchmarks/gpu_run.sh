@@ -26,6 +26,8 @@
 #       identical runs (~30 s); the decode kernel with and without its voters' logits at 140-164 rows (~20 s)
 #   bash benchmarks/gpu_run.sh tail_sweep     # the same row by row across 156-164, with and without the logits,
 #       and split in two (~1 min): whether 158 -> 160 rows' jump is the kernel's last round of programs
+#   bash benchmarks/gpu_run.sh splits_check   # the baseline's 74 rows split 1-4 ways, PyramidInfer's 160 in 3 and 4,
+#       its 140 in 1 and 2 (~15 s)
 #   bash benchmarks/gpu_run.sh step_time_7b_modes # the same on the 7B shape for the baseline, H2O and RecurFormer (~2 min)
 #   bash benchmarks/gpu_run.sh start modes_reserve policy_share_reserve roofline table1_reserve targets
 #       # issue 19's whole record in one call on one card (~14 min), then its verdicts (benchmarks/targets_*.md)
@@ -99,6 +101,8 @@ for step in "$@"; do
     newest_sweep) PYTHONPATH=. python benchmarks/decode_batch_sweep.py "$RES/decode_newest_sweep.json" newest ;;
     # the same row by row across 156-164, with and without the logits, and split in two (~1 min)
     tail_sweep) PYTHONPATH=. python benchmarks/decode_batch_sweep.py "$RES/decode_tail_sweep.json" tail ;;
+    # the baseline's 74 rows split 1-4 ways, PyramidInfer's 160 in 3 and 4, its 140 in 1 and 2 (~15 s)
+    splits_check) PYTHONPATH=. python benchmarks/decode_batch_sweep.py "$RES/decode_split_check.json" splits ;;
     # Table 1's PyramidInfer at its largest batch, step by step: memory, collections, profile tables (~3 min)
     profile_table1) PROFILE_RESERVE=1 PROFILE_NEW=256 PROFILE_DTYPE=float16 python benchmarks/profile_decode.py \
         llama2-13b "${TABLE1_ROWS:-134}" 512 pyramid@table1-45 > "$RES/profile_table1_pyramid.txt"

@@ -124,6 +124,18 @@ def test_only_a_long_cache_split_among_programs_takes_long_blocks():
     assert decode_triton.block_and_splits(134 * 40, 768, 132) == (64, 1)
 
 
+def test_the_voters_logits_split_a_filled_gpu_in_two():
+    """With PyramidInfer's voter logits (newest) Table 1's 160 rows x 40 heads, which fill 132 SMs unsplit, run
+    each (row, head) as two programs in blocks of 64 (its longest layer, 665 slots, too); a cache of one block
+    stays whole; where filling the GPU splits more (batch 1) the logits change nothing."""
+    assert decode_triton.block_and_splits(160 * 40, 665, 132) == (64, 1)
+    assert decode_triton.block_and_splits(160 * 40, 665, 132, newest=True) == (64, 2)
+    assert decode_triton.block_and_splits(160 * 40, 300, 132, newest=True) == (64, 2)
+    assert decode_triton.block_and_splits(160 * 40, 64, 132, newest=True) == (64, 1)
+    assert decode_triton.block_and_splits(32, 1280, 132, newest=True) == (128, 10)
+    assert decode_triton.block_and_splits(32, 206, 132, newest=True) == (64, 4)
+
+
 def test_kernel_ignores_empty_and_future_slots():
     """Changing what sits in empty slots or after the query's position changes nothing."""
     gen = torch.Generator().manual_seed(7)

@@ -41,6 +41,15 @@ NUM_WARPS = 2
 # many programs per SM: at batch 1 the 7B shape's 32 heads alone fill a quarter of an H200's 132 SMs
 MIN_BLOCKS_PER_SPLIT = 1
 PROGRAMS_PER_SM = 16
+# a kernel that also writes PyramidInfer's voters' logits (newest=) splits each (row, head)'s slots at least
+# this many ways even where rows x heads fill the GPU: only the last split's programs hold newest slots and
+# take the store's branch, and the programs are half as long where the GPU runs them in rounds (255
+# registers a thread: four programs an SM, 528 on an H200, so 159 of Table 1's rows x 40 heads begin a 13th
+# round of whole-length programs: 11.65 ms a step of its layers at 158 rows, 12.33 at 159). Table 1's
+# PyramidInfer layers at 140-162 rows took 3-8% less split in two (160 rows: 11.45 ms against 12.39; three
+# splits 11.72, four 12.43), the baseline's at 74 rows, which writes no logits, 2.5% more
+# (benchmarks/decode_tail_sweep_2026-12-03_branch.json, decode_split_check_2026-12-03_branch.json).
+NEWEST_SPLITS = 2
 
 
 # T changes with every step: specialising on it would recompile constantly
@@ -223,7 +232,7 @@ def launch(q, k, v, q_pos, k_pos, scale: float, window: int | None, splits: int 
         assert out.is_contiguous() and out.shape[0] == B and out.shape[-1] == D and len(heads) == H
     else:
         out, heads = torch.empty(B, H, 1, D, dtype=q.dtype, device=q.device), None
-    block, S = launch_plan(B * H, T, q.device)
+    block, S = launch_plan(B * H, T, q.device, newest is not None)
     S = S if splits is None else splits
     chunk = triton.cdiv(triton.cdiv(T, S), block) * block
     S = triton.cdiv(T, chunk)  # no split left without slots
@@ -255,23 +264,24 @@ def launch(q, k, v, q_pos, k_pos, scale: float, window: int | None, splits: int 
     return (out, *((logits, *stats) if with_logits else (None, None, None)))
 
 
-def launch_plan(programs: int, T: int, device: torch.device) -> tuple[int, int]:
+def launch_plan(programs: int, T: int, device: torch.device, newest: bool = False) -> tuple[int, int]:
     """(slots a program's loop takes a step, splits per (row, head)) for `programs` (row, head)s over T slots:
     on a CPU one split of BLOCK_T; on a GPU block_and_splits over its SMs."""
     if device.type != "cuda":
         return BLOCK_T, 1
-    return block_and_splits(programs, T, sm_count(device))
+    return block_and_splits(programs, T, sm_count(device), newest)
 
 
-def block_and_splits(programs: int, T: int, sms: int) -> tuple[int, int]:
+def block_and_splits(programs: int, T: int, sms: int, newest: bool = False) -> tuple[int, int]:
     """Splits so that about PROGRAMS_PER_SM programs run per SM, each over at least MIN_BLOCKS_PER_SPLIT
-    blocks of slots (1 where rows x heads fill the GPU already); blocks of BLOCK_T slots, or
-    LONG_SPLIT_BLOCK_T where a cache of more than SHORT_T slots is split."""
+    blocks of slots (1 where rows x heads fill the GPU already), and with the voters' logits (newest) at
+    least NEWEST_SPLITS where T spans that many blocks; blocks of BLOCK_T slots, or LONG_SPLIT_BLOCK_T where
+    filling the GPU splits a cache of more than SHORT_T slots."""
     def splits(block: int) -> int:
         return max(1, min(triton.cdiv(PROGRAMS_PER_SM * sms, programs), triton.cdiv(T, MIN_BLOCKS_PER_SPLIT * block)))
 
     block = LONG_SPLIT_BLOCK_T if T > SHORT_T and splits(LONG_SPLIT_BLOCK_T) > 1 else BLOCK_T
-    return block, splits(block)
+    return block, max(splits(block), min(NEWEST_SPLITS, triton.cdiv(T, block)) if newest else 1)
 
 
 def launch_device(x: torch.Tensor):
