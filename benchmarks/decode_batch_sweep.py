@@ -95,32 +95,37 @@ def sweep(method: str, rows: int, bounded: bool, newest: int = 0, settings=None,
     return out
 
 
+def at_default(method: str, rows: int, newest: int, splits: int | None = None) -> list[dict]:
+    """sweep() at the kernel's own block and warps, told the written count."""
+    return sweep(method, rows, True, newest, [(decode_triton.BLOCK_T, decode_triton.NUM_WARPS)], splits)
+
+
 def newest_sweep() -> list[dict]:
     """PyramidInfer's step at rows around Table 1's largest batch, writing its voters' logits (128 wide) as
     the engine does, and at 160 rows without them: the kernel's time against the rows it serves."""
-    default = [(decode_triton.BLOCK_T, decode_triton.NUM_WARPS)]
     cases = [(rows, 128) for rows in (140, 148, 152, 156, 158, 160, 164)] + [(160, 0)]
-    return [row for rows, newest in cases for row in sweep("pyramid", rows, True, newest, default)]
+    return [row for rows, newest in cases for row in at_default("pyramid", rows, newest)]
 
 
 def tail_sweep() -> list[dict]:
     """PyramidInfer's step row by row across 156-164 with and without its voters' logits, and with each
     (row, head) split in two programs at 148 and 158-162: whether the jump from 158 to 160 rows (11.65 against
     12.39 ms, decode_newest_sweep_2026-12-03_branch.json) follows the rows x heads programs past a whole
-    wave of the GPU (a last wave of few programs, each as long as its serial loop) or the logits alone."""
-    default = [(decode_triton.BLOCK_T, decode_triton.NUM_WARPS)]
-    cases = [(rows, newest, None) for newest in (128, 0) for rows in range(156, 165)] + \
+    round of the GPU (a last round of few programs, each as long as its serial loop) or the logits alone.
+    Unsplit is asked for (splits 1; "splits": null in the record, made before the launch plan split the
+    logits' kernel in two)."""
+    cases = [(rows, newest, 1) for newest in (128, 0) for rows in range(156, 165)] + \
         [(rows, 128, 2) for rows in (148, 158, 160, 162)]
-    return [row for rows, newest, splits in cases for row in sweep("pyramid", rows, True, newest, default, splits)]
+    return [row for rows, newest, splits in cases for row in at_default("pyramid", rows, newest, splits)]
 
 
 def splits_sweep() -> list[dict]:
     """Splits per (row, head) forced: the baseline's step at its 74 rows (no logits) unsplit and in 2-4,
-    PyramidInfer's at 160 rows in 3 and 4 (tail_sweep has 2) and at 140 unsplit and in 2."""
-    default = [(decode_triton.BLOCK_T, decode_triton.NUM_WARPS)]
-    cases = [("baseline", 74, 0, splits) for splits in (None, 2, 3, 4)] + \
-        [("pyramid", 160, 128, splits) for splits in (3, 4)] + [("pyramid", 140, 128, splits) for splits in (None, 2)]
-    return [row for method, rows, newest, splits in cases for row in sweep(method, rows, True, newest, default, splits)]
+    PyramidInfer's at 160 rows in 3 and 4 (tail_sweep has 2) and at 140 unsplit and in 2 (unsplit: "splits"
+    null in the record, before the launch plan split the logits' kernel in two)."""
+    cases = [("baseline", 74, 0, splits) for splits in (1, 2, 3, 4)] + \
+        [("pyramid", 160, 128, splits) for splits in (3, 4)] + [("pyramid", 140, 128, splits) for splits in (1, 2)]
+    return [row for method, rows, newest, splits in cases for row in at_default(method, rows, newest, splits)]
 
 
 def settings_sweep(pyramid_rows: int = 138, baseline_rows: int = 74) -> list[dict]:
@@ -135,6 +140,7 @@ def settings_sweep(pyramid_rows: int = 138, baseline_rows: int = 74) -> list[dic
 
 if __name__ == "__main__":
     named = {"newest": newest_sweep, "tail": tail_sweep, "splits": splits_sweep}
-    found = named[sys.argv[2]]() if sys.argv[2:3] and sys.argv[2] in named else settings_sweep(*map(int, sys.argv[2:4]))
+    chosen = named.get(sys.argv[2]) if len(sys.argv) > 2 else None
+    found = chosen() if chosen else settings_sweep(*map(int, sys.argv[2:4]))
     with open(sys.argv[1], "w") as f:
         json.dump({"environment": harness.environment(), "rows": found}, f, indent=1)

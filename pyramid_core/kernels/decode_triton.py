@@ -281,7 +281,8 @@ def block_and_splits(programs: int, T: int, sms: int, newest: bool = False) -> t
         return max(1, min(triton.cdiv(PROGRAMS_PER_SM * sms, programs), triton.cdiv(T, MIN_BLOCKS_PER_SPLIT * block)))
 
     block = LONG_SPLIT_BLOCK_T if T > SHORT_T and splits(LONG_SPLIT_BLOCK_T) > 1 else BLOCK_T
-    return block, max(splits(block), min(NEWEST_SPLITS, triton.cdiv(T, block)) if newest else 1)
+    least = min(NEWEST_SPLITS, triton.cdiv(T, block)) if newest else 1
+    return block, max(splits(block), least)
 
 
 def launch_device(x: torch.Tensor):
