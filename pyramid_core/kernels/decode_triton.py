@@ -8,7 +8,8 @@ Decoding is a matrix-vector product: each program streams one (row, head)'s keys
 an online softmax, and masks come from the slots' original positions, so compressed rows of different
 lengths (holes) and sliding windows need no mask tensor. It needs rows x heads enough to fill the GPU:
 small batches keep SDPA, whose flash kernel splits the keys among programs. Where a caller has no SDPA
-to fall back on (the whole decode step as one CUDA graph, step_graphs.py, at batch 1), the kernel splits
+to fall back on (the whole decode step as one CUDA graph, step_graphs.py, at batch 1), and at any batch
+where it also writes PyramidInfer's voters' logits (in two at least: NEWEST_SPLITS), the kernel splits
 the keys itself: each (row, head) runs as several programs over consecutive stretches of slots, which
 write their partial softmax (running max, sum and weighted values), and a second kernel merges them, as
 flash decoding does. Loads go by slot index, not by position (which they would have to wait for): over a
