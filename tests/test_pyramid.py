@@ -308,3 +308,15 @@ def test_compacting_only_the_tail_equals_a_full_compaction():
     expected = [[p for p in range(T) if keep[row, p]] for row in range(B)]
     assert tail.view()[2].tolist() == expected
     assert (tail.capacity, full.capacity) == (64, 48)  # moved in place vs reallocated
+
+
+def test_row_cuts_answer_each_row_as_its_own_chunk_cut():
+    """decode() asks row_cuts for a whole batch at once (its keep count worked out once a layer); each row's answer
+    is chunk_cut's: (chunk size, tokens kept) once chunk_length tokens have left the window since the marker."""
+    policy = PyramidPolicy(chunk_length=4, sink_len=4, gen_compress_ratio=0.5, gen_decay_ratio=0.5,
+                           gen_decay_strategy="constant")  # a chunk keeps max(1, int(4 x 0.5 x 0.5)) = 1 token
+    held, windows, markers = [20, 20, 11, 9], [5, 5, 5, 5], [11, 12, 0, 0]
+    # a full chunk; one token short of the trigger; a chunk cut short by the sinks (11 - 4 - 5 = 2); none left
+    expected = [(4, 1), None, (2, 1), (0, 0)]
+    assert policy.row_cuts(7, 16, held, windows, markers) == expected
+    assert [policy.chunk_cut(7, 16, h, w, m) for h, w, m in zip(held, windows, markers)] == expected
