@@ -29,8 +29,9 @@
 #   bash benchmarks/gpu_run.sh splits_check   # the baseline's 74 rows split 1-4 ways, PyramidInfer's 160 in 3 and 4,
 #       its 140 in 1 and 2 (~15 s)
 #   bash benchmarks/gpu_run.sh step_time_7b_modes # the same on the 7B shape for the baseline, H2O and RecurFormer (~2 min)
-#   bash benchmarks/gpu_run.sh start modes_reserve policy_share_reserve roofline table1_reserve targets
-#       # issue 19's whole record in one call on one card (~14 min), then its verdicts (benchmarks/targets_*.md)
+#   bash benchmarks/gpu_run.sh start table1_reserve_expandable modes_reserve policy_share_reserve roofline targets
+#       # issue 19's whole record in one call on one card (~14 min), then its verdicts (benchmarks/targets_*.md);
+#       # Table 1 under expandable segments for every row, the layout the allocator cannot fragment (targets.py)
 #   bash benchmarks/gpu_run.sh modes_reserve_7b h2o_reserve_7b  # the 7B rows of modes_reserve, H2O apart (~4 min)
 # Longer than a call: `bash benchmarks/gpu_run.sh start STEPS...` runs the steps detached (setsid) and waits on them
 # for WAIT_S seconds (default 540), copying the log and the results so far to $OUT; `bash benchmarks/gpu_run.sh wait`
@@ -127,12 +128,13 @@ for step in "$@"; do
     table1_reserve) python -m pyramid_core bench table1 --reserve-kv --memory-cap-gb 80 \
         --batch32-methods hf-generate,engine-baseline,pyramid-45 --methods hf-generate,engine-baseline,pyramid-45 \
         --out "$RES" ;;
-    # the same under expandable segments, for every row (the issue's other honest layout; ~4 min)
+    # the same under expandable segments, for every row (the issue's other honest layout, the suite's; ~5 min)
     table1_reserve_expandable) PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python -m pyramid_core bench table1 \
         --reserve-kv --memory-cap-gb 80 --batch32-methods hf-generate,engine-baseline,pyramid-45 \
         --methods hf-generate,engine-baseline,pyramid-45 --out "$RES/expandable" ;;
     # issue 19's targets off this call's results (no GPU needed; after modes_reserve, policy_share_reserve,
-    # roofline, table1_reserve): targets.md says what is met
+    # roofline, table1_reserve_expandable or table1_reserve, the expandable one judged where both ran): targets.md
+    # says what is met
     targets) python -m pyramid_core bench targets --out "$RES" ;;
     policy_share) python -m pyramid_core bench modes --quick --repeats 3 --shapes llama2-7b --prompts 1024 \
         --modes baseline,pyramid,h2o,streaming --policy-tokens 400 --out "$RES" ;;

@@ -89,3 +89,23 @@ def test_a_run_without_the_roofline_or_table1_judges_the_rest(tmp_path):
     assert met["pyramid"] is True and met["PyramidInfer's policy"] is True
     assert met["7B batch-1 step"] is None and met["Table 1"] is None
     assert summary["all_met"] is False and "not in this run" in (tmp_path / "targets.md").read_text()
+
+
+def test_table1_under_expandable_segments_is_judged_where_the_call_ran_it(tmp_path):
+    """gpu_run.sh table1_reserve_expandable writes Table 1 into a folder of its own; where a call ran it, its rows
+    are the ones judged (the layout the allocator cannot fragment), and the verdict names the allocator."""
+    (tmp_path / targets.FILES["modes"]).write_text(json.dumps(MODES))
+    (tmp_path / targets.FILES["table1"]).write_text(json.dumps(TABLE1))  # 1.94x under the default allocator
+    assert main(["bench", "targets", "--out", str(tmp_path)]) == 0
+    own = by_target(json.loads((tmp_path / "targets.json").read_text())["rows"])["Table 1: PyramidInfer"]
+    assert own["met"] is False and own["target"].endswith("(the default allocator)")
+    expandable = {**TABLE1, "environment": {**ENV, "cuda_alloc_conf": "expandable_segments:True"},
+                  "max_batch": {**TABLE1["max_batch"], "pyramid-45": largest("pyramid-45+reserve", 140, 3300.0)}}
+    (tmp_path / targets.TABLE1_EXPANDABLE).parent.mkdir()
+    (tmp_path / targets.TABLE1_EXPANDABLE).write_text(json.dumps(expandable))
+    assert main(["bench", "targets", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "targets.json").read_text())
+    judged = [r for r in summary["rows"] if r["target"].startswith("Table 1")]
+    assert [r["measured"][:5] for r in judged] == ["3.30x", "2.06x"] and all(r["met"] for r in judged)
+    assert all(r["target"].endswith("(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)") for r in judged)
+    assert summary["inputs"]["table1"] == targets.TABLE1_EXPANDABLE
