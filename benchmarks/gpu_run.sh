@@ -13,6 +13,7 @@
 #   bash benchmarks/gpu_run.sh modes_reserve      # every mode over a reserved KV (quiet steps: one graph a step, ~6 min)
 #   bash benchmarks/gpu_run.sh table1_reserve     # Table 1 whole with --reserve-kv: HF, baseline, PyramidInfer 45% (~5 min)
 #   bash benchmarks/gpu_run.sh table1_reserve_expandable  # the same with expandable segments for every row (~5 min)
+#   bash benchmarks/gpu_run.sh alloc_rows  # Table 1's largest rows at fixed batches under both allocator settings (~3 min)
 #   bash benchmarks/gpu_run.sh cut_tests cut_sweep profile_table1  # PyramidInfer's decode cut: its kernels' tests,
 #       their settings at Table 1's 140 rows, and the whole run at 134 rows profiled (~6 min)
 #   bash benchmarks/gpu_run.sh profile_prefill   # PyramidInfer's and the baseline's prefills at Table 1's largest
@@ -132,6 +133,12 @@ for step in "$@"; do
     table1_reserve_expandable) PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python -m pyramid_core bench table1 \
         --reserve-kv --memory-cap-gb 80 --batch32-methods hf-generate,engine-baseline,pyramid-45 \
         --methods hf-generate,engine-baseline,pyramid-45 --out "$RES/expandable" ;;
+    # the baseline at 74 rows and PyramidInfer at 160 under each allocator setting, and PyramidInfer at 168 under
+    # expandable segments, in one call: whether the setting itself moves a row's rate (~3 min)
+    alloc_rows) PYTHONPATH=. python benchmarks/table1_rows.py "$RES/table1_rows_default.json" engine-baseline:74 \
+            pyramid-45:160
+        PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True PYTHONPATH=. python benchmarks/table1_rows.py \
+            "$RES/table1_rows_expandable.json" engine-baseline:74 pyramid-45:160 pyramid-45:168 ;;
     # issue 19's targets off this call's results (no GPU needed; after modes_reserve, policy_share_reserve,
     # roofline, table1_reserve_expandable or table1_reserve, the expandable one judged where both ran): targets.md
     # says what is met
