@@ -313,10 +313,11 @@ def test_compacting_only_the_tail_equals_a_full_compaction():
 def test_row_cuts_answer_each_row_as_its_own_chunk_cut():
     """decode() asks row_cuts for a whole batch at once (its keep count worked out once a layer); each row's answer
     is chunk_cut's: (chunk size, tokens kept) once chunk_length tokens have left the window since the marker."""
-    policy = PyramidPolicy(chunk_length=4, sink_len=4, gen_compress_ratio=0.5, gen_decay_ratio=0.5,
-                           gen_decay_strategy="constant")  # a chunk keeps max(1, int(4 x 0.5 x 0.5)) = 1 token
-    held, windows, markers = [20, 20, 11, 9], [5, 5, 5, 5], [11, 12, 0, 0]
-    # a full chunk; one token short of the trigger; a chunk cut short by the sinks (11 - 4 - 5 = 2); none left
-    expected = [(4, 1), None, (2, 1), (0, 0)]
+    policy = PyramidPolicy(chunk_length=8, sink_len=4, gen_compress_ratio=1.0)  # cosine to gen_decay_ratio 0.1
+    held, windows, markers = [40, 40, 15, 13], [5, 5, 5, 5], [27, 28, 0, 0]
+    # layer 7 of 16 keeps int(8 x (0.9 x (cos(7 pi / 16) + 1) / 2 + 0.1)) = int(5.10) = 5 of a chunk: a full chunk;
+    # one token short of the trigger; chunks cut short by the sinks (15 - 4 - 5 = 6 slots; 13 - 4 - 5 = 4, all kept)
+    expected = [(8, 5), None, (6, 5), (4, 4)]
     assert policy.row_cuts(7, 16, held, windows, markers) == expected
     assert [policy.chunk_cut(7, 16, h, w, m) for h, w, m in zip(held, windows, markers)] == expected
+    assert policy.row_cuts(0, 16, held, windows, markers)[0] == (8, 8)  # layer 0 keeps its whole chunk
