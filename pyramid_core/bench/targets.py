@@ -111,7 +111,7 @@ def suite_targets(args) -> dict:
     folder = Path(args.out)
     if not (folder / FILES["modes"]).exists():
         raise ValueError(f"bench targets reads one run's results from {folder}: missing {FILES['modes']} "
-                         "(bash benchmarks/gpu_run.sh modes_reserve roofline table1_reserve writes them)")
+                         "(bash benchmarks/gpu_run.sh modes_reserve roofline table1_reserve_expandable writes them)")
     names = {**FILES, "policy": POLICY_FILE}
     if (folder / TABLE1_EXPANDABLE).exists():
         names["table1"] = TABLE1_EXPANDABLE

@@ -189,9 +189,13 @@ class PyramidPolicy(Policy):
         """(chunk size, tokens it keeps) when a layer holding `held` tokens compresses at this decode
         step, None when it does not: once chunk_length tokens have passed out of the window since the
         marker. The chunk is the chunk_length tokens just older than the window, sinks excluded."""
-        if held - window - marker < self.chunk_length:
+        if not self.chunk_due(held, window, marker):
             return None
         return self.chunk_of(held, window, self.keep_in_chunk(layer, num_layers))
+
+    def chunk_due(self, held: int, window: int, marker: int) -> bool:
+        """Whether chunk_length tokens have passed out of the window since the marker: the layer cuts."""
+        return held - window - marker >= self.chunk_length
 
     def chunk_of(self, held: int, window: int, keep: int) -> tuple[int, int]:
         """chunk_cut's answer where it cuts, for a layer whose chunks keep `keep` tokens."""
@@ -203,7 +207,7 @@ class PyramidPolicy(Policy):
         """chunk_cut for each row, the layer's keep count worked out once: its cosine, once a row, took most of
         the ~0.2 ms a layer that a step's cuts spent on the host at Table 1's 160 rows."""
         keep = self.keep_in_chunk(layer, num_layers)
-        return [None if held - w - m < self.chunk_length else self.chunk_of(held, w, keep)
+        return [self.chunk_of(held, w, keep) if self.chunk_due(held, w, m) else None
                 for held, w, m in zip(counts, windows, markers)]
 
     def planned_kv_tokens(self, prompt_tokens: int, new_tokens: int, num_layers: int) -> list[int]:
