@@ -139,6 +139,11 @@ for step in "$@"; do
             pyramid-45:160
         PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True PYTHONPATH=. python benchmarks/table1_rows.py \
             "$RES/table1_rows_expandable.json" engine-baseline:74 pyramid-45:160 pyramid-45:168 ;;
+    # RecurFormer at 32k tokens, batch 1, beside the baseline and PyramidInfer (issue 19: at least the baseline's
+    # speed there; ~5 min): benchmarks/modes/modes_quick_llama2-7b_reserve_kv_2026-12-03_32k.md
+    recurformer_32k) for shape in llama3.2-1b llama2-7b; do python -m pyramid_core bench modes --quick --repeats 3 \
+            --reserve-kv --shapes "$shape" --prompts 32768 --batches 1 \
+            --modes baseline,pyramid,recurformer,pyramid+recurformer --out "$RES/recurformer_32k"; done ;;
     # issue 19's targets off this call's results (no GPU needed; after modes_reserve, policy_share_reserve,
     # roofline, table1_reserve_expandable or table1_reserve, the expandable one judged where both ran): targets.md
     # says what is met
