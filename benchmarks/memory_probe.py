@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyramid_core.bench import harness as bench  # noqa: E402
-from pyramid_core.bench.suites import _method_runner  # noqa: E402
+from pyramid_core.bench.suites import method_runner  # noqa: E402
 
 GB = 1e9
 
@@ -35,7 +35,7 @@ def stats() -> dict:
 
 def probe(lm, method: str, batch: int) -> dict:
     try:
-        run = _method_runner(method)(lm, batch)
+        run = method_runner(method)(lm, batch)
         return {"method": method, "batch": batch, "fits": True, "tokens_per_s": run.tokens_per_s, **stats()}
     except torch.OutOfMemoryError as error:
         at_failure = stats()
@@ -46,8 +46,7 @@ def probe(lm, method: str, batch: int) -> dict:
 
 def main() -> None:
     out, plans = Path(sys.argv[1]), sys.argv[2:]
-    total = torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, 80 * GB / total))
+    bench.cap_memory(80)
     lm = bench.random_model("llama2-13b")
     bench.warm_up(lm)
     results = {"environment": bench.environment(), "probes": []}

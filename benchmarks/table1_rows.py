@@ -10,20 +10,17 @@ the settings at fixed batches in one call, which two `bench table1` calls cannot
 import json
 import sys
 
-import torch
-
 sys.path.insert(0, ".")
 from pyramid_core.bench import harness  # noqa: E402
-from pyramid_core.bench.suites import TABLE1_METHODS, _method_runner  # noqa: E402
+from pyramid_core.bench.suites import TABLE1_METHODS, method_runner  # noqa: E402
 
 out, rows = sys.argv[1], [arg.split(":") for arg in sys.argv[2:]]
-total = torch.cuda.get_device_properties(0).total_memory
-torch.cuda.set_per_process_memory_fraction(min(1.0, 80e9 / total))
+harness.cap_memory(80)
 lm = harness.random_model("llama2-13b")
 harness.warm_up(lm, [TABLE1_METHODS[m](lm) for m, _ in rows if m in TABLE1_METHODS], reserve_kv=True)
 results = {"environment": harness.environment(), "rows": []}
 for method, batch in rows:
-    run = harness.guarded(harness.best_of, 2, _method_runner(method, True), lm, int(batch))
+    run = harness.guarded(harness.best_of, 2, method_runner(method, True), lm, int(batch))
     results["rows"].append(run.__dict__ if run else {"method": method, "batch": int(batch), "failed": True})
     print(results["rows"][-1], flush=True)
     with open(out, "w") as f:

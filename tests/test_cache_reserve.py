@@ -188,7 +188,7 @@ def test_table1_reserve_kv_reaches_every_engine_row_and_no_hf_row(monkeypatch):
     monkeypatch.setattr(harness, "run_engine", lambda lm, policy, label, *a, **k: calls.append((label, k)))
     monkeypatch.setattr(harness, "run_hf", lambda *a, **k: calls.append(("hf-generate", k)))
     for name in ["hf-generate", *suites.TABLE1_METHODS, "pyramid-45" + suites.EAGER]:
-        suites._method_runner(name, reserve_kv=True)(_FakeLM, 2)
+        suites.method_runner(name, reserve_kv=True)(_FakeLM, 2)
     assert calls[0] == ("hf-generate", {})
     assert all(label.endswith(suites.RESERVE) and k["reserve_kv"] for label, k in calls[1:])
     assert len(calls) == len(suites.TABLE1_METHODS) + 2

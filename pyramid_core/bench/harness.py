@@ -128,6 +128,13 @@ def untrained_adapter(lm, groups: list[list[int]], directory: Path) -> str:
     return str(directory)
 
 
+def cap_memory(gb: float) -> None:
+    """Let this process use at most `gb` GB (1e9 bytes) of the GPU, as the paper's Table 1 runs an 80 GB card:
+    past it an allocation raises out-of-memory, which the largest-batch searches read as "does not fit"."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, gb * 1e9 / total))
+
+
 def _reset():
     gc.collect()
     torch.cuda.empty_cache()

@@ -44,8 +44,9 @@ SDPA = "-sdpa"    # ... or with SDPA's decode attention instead of the Triton ke
 RESERVE = "+reserve"  # an engine row's label when its KV is reserved (--reserve-kv)
 
 
-def _method_runner(name, reserve_kv: bool = False):
-    """reserve_kv: engine rows reserve their KV (cache.py); hf-generate rows cannot (transformers' cache)."""
+def method_runner(name, reserve_kv: bool = False):
+    """A Table 1 method's run of 512 + 256 at a batch, (lm, batch) -> Run. reserve_kv: engine rows reserve their
+    KV (cache.py); hf-generate rows cannot (transformers' cache)."""
     if name == "hf-generate":
         return lambda lm, b: harness.run_hf(lm, b, 512, 256)
     policy = TABLE1_METHODS[name.removesuffix(EAGER).removesuffix(SDPA)]
@@ -57,7 +58,7 @@ def _method_runner(name, reserve_kv: bool = False):
 def max_batch(lm, name: str, start: int, cap: int = 512, reserve_kv: bool = False) -> tuple[int, object]:
     """Largest batch that runs 512 + 256 under the memory cap: doubling, then bisection to within
     ~1.5% (2 sequences at batch 128)."""
-    runner = _method_runner(name, reserve_kv)
+    runner = method_runner(name, reserve_kv)
     best, best_run, low, high = 0, None, 0, None
     batch = start
     while batch <= cap:
@@ -96,8 +97,7 @@ def suite_table1(args) -> dict:
     reallocated: issue 19's allocator fragmentation); hf-generate rows run as always, since
     transformers' generate grows its own cache. Written under a name of its own.
     """
-    total = torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gb * 1e9 / total))
+    harness.cap_memory(args.memory_cap_gb)
     lm = harness.random_model("llama2-13b")
     reserve = args.reserve_kv
     harness.warm_up(lm, [factory(lm) for factory in TABLE1_METHODS.values()], reserve_kv=reserve)
@@ -112,7 +112,7 @@ def suite_table1(args) -> dict:
                "full_kv_gb_batch32": harness.full_kv_gb(lm, 32, 767), "batch32": at32, "max_batch": maxed}
     name = "table1_llama2_13b" + ("_batch32" if args.skip_max_batch else "") + ("_reserve_kv" if reserve else "")
     for m in at32_methods:
-        at32.append(harness.guarded(harness.best_of, 2, _method_runner(m, reserve), lm, 32))
+        at32.append(harness.guarded(harness.best_of, 2, method_runner(m, reserve), lm, 32))
         _write_table1(results, args, name, f"batch 32 {m}")
     for m in searched:
         t0 = time.perf_counter()

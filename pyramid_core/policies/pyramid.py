@@ -251,7 +251,7 @@ class PyramidPolicy(Policy):
         if seen[0] < state.no_cut_before:
             return VoterStep(state, seen[0])
         windows = [self.window(n) for n in seen]
-        # chunk_cut's trigger, held - window - marker >= chunk_length, gains at most 1 a step (held + 1,
+        # chunk_due's trigger, held - window - marker >= chunk_length, gains at most 1 a step (held + 1,
         # the window + 0 or 1): the smallest distance to it is a number of steps no layer can cut in
         distance = min((self.chunk_length - (h - w - m) for held, markers in zip(counts, state.markers)
                         if markers is not None for h, w, m in zip(held, windows, markers)), default=1)
